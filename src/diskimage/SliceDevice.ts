@@ -1,0 +1,46 @@
+/** A window onto another device (a partition): bounds-checked, offsets shifted. */
+import type { BlockDevice, ByteRange, Extent } from './BlockDevice.js';
+import { clipExtent, normalizeRange } from './extents.js';
+import { CorruptImageError } from '../errors.js';
+
+export class SliceDevice implements BlockDevice {
+  /**
+   * @param start byte offset of the slice within `parent`
+   * @param size  length of the slice in bytes
+   * Throws CORRUPT_IMAGE if the slice does not lie within the parent.
+   */
+  constructor(
+    readonly parent: BlockDevice,
+    readonly start: number,
+    readonly size: number,
+    context: { file?: string; structure?: string } = {},
+  ) {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(size) || start < 0 || size < 0 || start + size > parent.size) {
+      throw new CorruptImageError('CORRUPT_IMAGE', {
+        ...context,
+        offset: start,
+        detail: `slice of ${size} bytes at byte ${start} exceeds the device (${parent.size} bytes)`,
+      });
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      // Reads past the end of a partition see zeros, like past the end of a disk.
+      const out = new Uint8Array(Math.max(0, length));
+      const avail = Math.max(0, Math.min(length, this.size - offset));
+      if (avail > 0 && offset >= 0) out.set(await this.parent.read(this.start + offset, avail), 0);
+      return out;
+    }
+    return this.parent.read(this.start + offset, length);
+  }
+
+  async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
+    const r = normalizeRange(this.size, range);
+    if (r.length === 0) return;
+    for await (const e of this.parent.allocation({ offset: this.start + r.offset, length: r.length })) {
+      const c = clipExtent(e, { offset: this.start + r.offset, length: r.length });
+      if (c !== undefined) yield { ...c, offset: c.offset - this.start };
+    }
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * Opens an image and its whole backing chain, in one place: backing names are
+ * resolved against the child's directory, recorded backing formats are honoured
+ * (a raw backing file is never probed), loops are detected by real path, and the
+ * depth is bounded.
+ */
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import type { DiskImage } from './DiskImage.js';
+import { ChainDevice } from './ChainDevice.js';
+import { openImage } from './openImage.js';
+import { CorruptImageError, UnsupportedError, wrapIoError } from '../errors.js';
+
+export interface OpenChainOptions {
+  /** Most layers allowed, overlay included. Default 64. */
+  readonly maxDepth?: number;
+  /** Open as this format instead of probing the top image. */
+  readonly format?: string;
+}
+
+export interface ImageChain {
+  /** layers[0] is the image named; the last is the base. */
+  readonly layers: readonly DiskImage[];
+  readonly device: ChainDevice;
+  /** Warnings of every layer. */
+  readonly warnings: readonly string[];
+  close(): Promise<void>;
+}
+
+/** Resolves a backing name stored in `childPath` as qemu does: relative to the child's directory. */
+export function resolveBackingPath(childPath: string, name: string): string {
+  return isAbsolute(name) ? name : resolve(dirname(childPath), name);
+}
+
+/**
+ * Opens `path` and every backing file below it.
+ * Throws BACKING_FILE_MISSING, BACKING_CHAIN_LOOP, BACKING_CHAIN_TOO_DEEP, UNSUPPORTED_FORMAT
+ * (protocol backing names such as nbd: or json:), and whatever each layer's opener throws.
+ */
+export async function openChain(path: string, options: OpenChainOptions = {}): Promise<ImageChain> {
+  const maxDepth = options.maxDepth ?? 64;
+  const layers: DiskImage[] = [];
+  const seen = new Set<string>();
+  try {
+    let current = path;
+    let format = options.format;
+    for (;;) {
+      const real = await realpath(current).catch((err: unknown) => {
+        const child = layers[layers.length - 1];
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && child?.backing !== undefined) {
+          throw new CorruptImageError('BACKING_FILE_MISSING', {
+            file: child.path,
+            structure: child.backing.structure,
+            offset: child.backing.offset,
+            detail: `backing file "${child.backing.name}" not found (resolved to ${current})`,
+            backing: current,
+          });
+        }
+        throw wrapIoError(err, current, 'open');
+      });
+      if (seen.has(real)) {
+        const child = layers[layers.length - 1]!;
+        throw new CorruptImageError('BACKING_CHAIN_LOOP', {
+          file: child.path,
+          structure: child.backing!.structure,
+          offset: child.backing!.offset,
+          detail: `backing chain loops back to ${current}`,
+        });
+      }
+      if (layers.length >= maxDepth) {
+        const child = layers[layers.length - 1]!;
+        throw new CorruptImageError('BACKING_CHAIN_TOO_DEEP', {
+          file: child.path,
+          structure: child.backing!.structure,
+          offset: child.backing!.offset,
+          detail: `backing chain deeper than ${maxDepth} layers`,
+        });
+      }
+      seen.add(real);
+      const image = await openImage(current, format !== undefined ? { format } : {});
+      const child = layers[layers.length - 1];
+      layers.push(image);
+      child?.verifyParent?.(image);
+      const backing = image.backing;
+      if (backing === undefined) break;
+      if (/^[a-z][a-z0-9+.-]*:/i.test(backing.name) && !/^[a-z]:[\\/]/i.test(backing.name) && !backing.name.startsWith('file:')) {
+        throw new UnsupportedError('UNSUPPORTED_FORMAT', {
+          file: image.path,
+          structure: backing.structure,
+          offset: backing.offset,
+          detail: `backing file "${backing.name}" uses a protocol; only local files are supported`,
+        });
+      }
+      current = resolveBackingPath(image.path, backing.name.replace(/^file:/, ''));
+      format = backing.format;
+    }
+  } catch (err) {
+    await Promise.allSettled(layers.map((l) => l.close()));
+    throw err;
+  }
+  const device = new ChainDevice(layers);
+  return {
+    layers,
+    device,
+    warnings: layers.flatMap((l) => l.warnings),
+    close: () => device.close(),
+  };
+}

@@ -1,0 +1,59 @@
+/**
+ * Format detection and the one place that knows every format's opener.
+ */
+import type { DiskImage, ImageFormat } from './DiskImage.js';
+import { ImageFile } from './ImageFile.js';
+import { RawImage } from './raw/RawImage.js';
+import { Qcow2Image } from './qcow2/Qcow2Image.js';
+import { UnsupportedError } from '../errors.js';
+
+const QCOW_MAGIC = [0x51, 0x46, 0x49, 0xfb]; // "QFI\xfb"
+const VMDK_SPARSE_MAGIC = [0x4b, 0x44, 0x4d, 0x56]; // "KDMV"
+const VMDK_COWD_MAGIC = [0x43, 0x4f, 0x57, 0x44]; // "COWD" (ESX 2.x sparse)
+const VMDK_DESCRIPTOR = '# Disk DescriptorFile';
+
+function startsWith(buf: Uint8Array, magic: readonly number[]): boolean {
+  return magic.every((b, i) => buf[i] === b);
+}
+
+/** Guesses the format from the first bytes: qcow2 and VMDK by magic, else raw. */
+export function detectFormat(head: Uint8Array): ImageFormat {
+  if (startsWith(head, QCOW_MAGIC)) return 'qcow2';
+  if (startsWith(head, VMDK_SPARSE_MAGIC) || startsWith(head, VMDK_COWD_MAGIC)) return 'vmdk';
+  const text = new TextDecoder('latin1').decode(head.subarray(0, 64));
+  if (text.trimStart().startsWith(VMDK_DESCRIPTOR)) return 'vmdk';
+  return 'raw';
+}
+
+/** Reads the head of `path` and detects its format. Throws IO. */
+export async function probeFormat(path: string): Promise<ImageFormat> {
+  const f = await ImageFile.open(path);
+  try {
+    return detectFormat(await f.readUpTo(0, 512));
+  } finally {
+    await f.close();
+  }
+}
+
+export interface OpenImageOptions {
+  /** Open as this format instead of probing (e.g. a recorded backing format). */
+  readonly format?: string;
+}
+
+/**
+ * Opens one image (one layer; backing files are not opened: see openChain).
+ * Throws UNKNOWN_FORMAT for a format name we do not know, and whatever the format's opener throws.
+ */
+export async function openImage(path: string, options: OpenImageOptions = {}): Promise<DiskImage> {
+  const format = options.format ?? (await probeFormat(path));
+  switch (format) {
+    case 'raw':
+      return RawImage.open(path);
+    case 'qcow2':
+      return Qcow2Image.open(path);
+    case 'vmdk':
+      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file: path, detail: 'VMDK images are not supported yet' });
+    default:
+      throw new UnsupportedError('UNKNOWN_FORMAT', { file: path, detail: `unknown image format "${format}" (raw, qcow2 and vmdk are supported)` });
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * qcow2 reader (qemu docs/interop/qcow2.rst): versions 2 and 3, cluster sizes
+ * 512 B to 2 MiB, standard and extended L2 entries (subclusters), zero clusters,
+ * deflate and zstd compressed clusters. One layer of a chain: ranges this image
+ * does not store read as zeros here and are answered by ChainDevice from below.
+ */
+import { inflateRawSync } from 'node:zlib';
+import { decompress as zstdDecompress } from 'fzstd';
+import type { ByteRange, Extent } from '../BlockDevice.js';
+import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
+import { ImageFile } from '../ImageFile.js';
+import { ByteReader } from '../ByteReader.js';
+import { mergeExtents, normalizeRange } from '../extents.js';
+import { CorruptImageError } from '../../errors.js';
+import {
+  QCOW2_COMPAT_LAZY_REFCOUNTS,
+  QCOW2_COMPRESSION_ZSTD,
+  QCOW2_INCOMPAT_DIRTY,
+  QCOW2_INCOMPAT_EXTL2,
+  QCOW2_MAX_L1_SIZE_BYTES,
+  QCOW2_MAX_REFTABLE_SIZE_BYTES,
+  QCOW2_SUBCLUSTERS_PER_CLUSTER,
+} from './constants.js';
+import { decodeQcow2Extensions, decodeQcow2Header, describeFeatures, type Qcow2Extensions, type Qcow2Header } from './header.js';
+
+const TWO_32 = 0x1_0000_0000;
+/** Upper bound on cached L2 tables, in bytes. */
+const L2_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** What one guest cluster (or subcluster) maps to. */
+export type Qcow2Mapping =
+  | { readonly type: 'unallocated' }
+  | { readonly type: 'zero'; readonly hostOffset?: number }
+  | { readonly type: 'data'; readonly hostOffset: number }
+  | { readonly type: 'compressed'; readonly hostOffset: number; readonly hostLength: number };
+
+interface InternalExtent extends Extent {
+  /** For compressed clusters: where the compressed bytes are, and the guest cluster start. */
+  readonly comp?: { readonly hostOffset: number; readonly hostLength: number; readonly guestCluster: number };
+}
+
+export class Qcow2Image implements DiskImage {
+  readonly format = 'qcow2' as const;
+  readonly clusterSize: number;
+  readonly extendedL2: boolean;
+  /** L2 entries per table. */
+  readonly l2Entries: number;
+  /** Bytes per L2 entry: 8, or 16 with extended L2. */
+  readonly l2EntryBytes: number;
+  readonly subclusterSize: number;
+  readonly backing: BackingRef | undefined;
+  readonly warnings: string[] = [];
+  private readonly l2Cache = new Map<number, Uint8Array>();
+  private compressedCache: { guestCluster: number; data: Uint8Array } | undefined;
+
+  private constructor(
+    readonly file: ImageFile,
+    readonly header: Qcow2Header,
+    readonly extensions: Qcow2Extensions,
+    /** L1 table: L2 table host offsets (0 = unallocated), flags stripped. */
+    readonly l1: Float64Array,
+    backingName: string | undefined,
+  ) {
+    this.clusterSize = 2 ** header.cluster_bits;
+    this.extendedL2 = (header.incompatible_features & QCOW2_INCOMPAT_EXTL2) !== 0n;
+    this.l2EntryBytes = this.extendedL2 ? 16 : 8;
+    this.l2Entries = this.clusterSize / this.l2EntryBytes;
+    this.subclusterSize = this.extendedL2 ? this.clusterSize / QCOW2_SUBCLUSTERS_PER_CLUSTER : this.clusterSize;
+    this.backing =
+      backingName === undefined
+        ? undefined
+        : {
+            name: backingName,
+            structure: 'qcow2.backing_file',
+            offset: header.backing_file_offset,
+            ...(extensions.backingFormat !== undefined ? { format: extensions.backingFormat } : {}),
+          };
+    if (header.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+      this.warnings.push(`${file.path}: the dirty bit is set (lazy refcounts were not flushed); refcounts may be stale, data is read as stored`);
+    }
+  }
+
+  /**
+   * Opens a qcow2 image read-only and validates its header and tables.
+   * Throws CORRUPT_IMAGE, TRUNCATED, UNSUPPORTED_FEATURE, ENCRYPTED, IMAGE_MARKED_CORRUPT, IO.
+   */
+  static async open(path: string): Promise<Qcow2Image> {
+    const file = await ImageFile.open(path);
+    try {
+      const first = await file.readUpTo(0, 4096);
+      const header = decodeQcow2Header(first, path);
+      const clusterSize = 2 ** header.cluster_bits;
+      const cluster0 = await file.readExact(0, Math.min(clusterSize, file.size), 'qcow2.header');
+      const extensions = decodeQcow2Extensions(cluster0, header, path);
+      let backingName: string | undefined;
+      if (header.backing_file_offset !== 0 && header.backing_file_size > 0) {
+        if (header.backing_file_offset < extensions.endOffset - 8) {
+          throw new CorruptImageError('CORRUPT_IMAGE', { file: path, structure: 'qcow2.header.backing_file_offset', offset: 8, detail: 'backing file name overlaps the header' });
+        }
+        const nameBytes = await file.readExact(header.backing_file_offset, header.backing_file_size, 'qcow2.backing_file');
+        backingName = new TextDecoder().decode(nameBytes);
+      }
+      const r = new ByteReader(first, { file: path, structure: 'qcow2.header', base: 0 });
+      validateLayout(header, file.size, r);
+      const l1 = await readL1(file, header);
+      return new Qcow2Image(file, header, extensions, l1, backingName);
+    } catch (err) {
+      await file.close();
+      throw err;
+    }
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+  get size(): number {
+    return this.header.size;
+  }
+  get fileSize(): number {
+    return this.file.size;
+  }
+
+  get details(): FormatDetails {
+    const h = this.header;
+    return {
+      version: h.version,
+      compat: h.version === 2 ? '0.10' : '1.1',
+      clusterSize: this.clusterSize,
+      refcountBits: 2 ** h.refcount_order,
+      compressionType: h.compression_type === QCOW2_COMPRESSION_ZSTD ? 'zstd' : 'zlib',
+      extendedL2: this.extendedL2,
+      lazyRefcounts: (h.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) !== 0n,
+      dirty: (h.incompatible_features & QCOW2_INCOMPAT_DIRTY) !== 0n,
+      snapshots: h.nb_snapshots,
+      bitmaps: this.extensions.bitmaps?.nb_bitmaps ?? 0,
+      incompatibleFeatures: describeFeatures(h.incompatible_features, 'incompatible', this.extensions.featureNames),
+      compatibleFeatures: describeFeatures(h.compatible_features, 'compatible', this.extensions.featureNames),
+      backingFormat: this.extensions.backingFormat ?? null,
+    };
+  }
+
+  /** Reads the L2 table that L1 entry `l1Index` points to (undefined if none). Cached. */
+  async readL2Table(l1Index: number): Promise<Uint8Array | undefined> {
+    const l2Offset = this.l1[l1Index] ?? 0;
+    if (l2Offset === 0) return undefined;
+    const cached = this.l2Cache.get(l1Index);
+    if (cached !== undefined) {
+      this.l2Cache.delete(l1Index);
+      this.l2Cache.set(l1Index, cached);
+      return cached;
+    }
+    const table = await this.file.readExact(l2Offset, this.clusterSize, `qcow2.l2_table[${l1Index}]`);
+    const max = Math.max(1, Math.floor(L2_CACHE_BYTES / this.clusterSize));
+    while (this.l2Cache.size >= max) this.l2Cache.delete(this.l2Cache.keys().next().value as number);
+    this.l2Cache.set(l1Index, table);
+    return table;
+  }
+
+  /**
+   * Decodes L2 entry `index` of `table` (at host `tableOffset`) into per-subcluster mappings
+   * (one mapping without extended L2). Throws CORRUPT_IMAGE naming the entry's byte offset.
+   */
+  decodeL2Entry(table: Uint8Array, index: number, tableOffset: number): Qcow2Mapping[] {
+    const pos = index * this.l2EntryBytes;
+    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const hi = view.getUint32(pos);
+    const lo = view.getUint32(pos + 4);
+    const at = { file: this.path, structure: 'qcow2.l2_entry', offset: tableOffset + pos };
+    const n = this.extendedL2 ? QCOW2_SUBCLUSTERS_PER_CLUSTER : 1;
+    if (hi & 0x40000000) {
+      // Compressed: x = 62 - (cluster_bits - 8) bits of offset, then the sector count.
+      const x = 70 - this.header.cluster_bits;
+      const hiOffsetBits = x - 32;
+      const hiOffset = hi & ((1 << hiOffsetBits) - 1);
+      if (hiOffset >= 1 << 21) throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster offset beyond 2^53' });
+      const hostOffset = hiOffset * TWO_32 + lo;
+      const sectors = ((hi >>> hiOffsetBits) & ((1 << (this.header.cluster_bits - 8)) - 1)) + 1;
+      const hostLength = sectors * 512 - (hostOffset % 512);
+      if (hostOffset >= this.file.size) {
+        throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `compressed cluster at byte ${hostOffset} lies outside the file (${this.file.size} bytes)` });
+      }
+      if (this.extendedL2 && view.getBigUint64(pos + 8) !== 0n) {
+        throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster with a non-zero subcluster bitmap' });
+      }
+      const m: Qcow2Mapping = { type: 'compressed', hostOffset, hostLength: Math.min(hostLength, this.file.size - hostOffset) };
+      return new Array<Qcow2Mapping>(n).fill(m);
+    }
+    const hostOffset = (hi & 0x00ffffff) * TWO_32 + ((lo & 0xfffffe00) >>> 0);
+    if (hostOffset % this.clusterSize !== 0) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `cluster offset ${hostOffset} is not aligned to the cluster size ${this.clusterSize}` });
+    }
+    if (hostOffset !== 0 && hostOffset >= this.file.size) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `data cluster at byte ${hostOffset} lies outside the file (${this.file.size} bytes)` });
+    }
+    if (!this.extendedL2) {
+      if (lo & 1 && this.header.version === 3) return [hostOffset === 0 ? { type: 'zero' } : { type: 'zero', hostOffset }];
+      return [hostOffset === 0 ? { type: 'unallocated' } : { type: 'data', hostOffset }];
+    }
+    const allocBits = view.getUint32(pos + 12);
+    const zeroBits = view.getUint32(pos + 8);
+    if ((allocBits & zeroBits) !== 0) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, offset: at.offset + 8, detail: 'a subcluster is marked both allocated and zero' });
+    }
+    if (hostOffset === 0 && allocBits !== 0) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, offset: at.offset + 8, detail: 'allocated subclusters in an unallocated cluster' });
+    }
+    const out: Qcow2Mapping[] = [];
+    for (let i = 0; i < n; i++) {
+      if (allocBits & (1 << i)) out.push({ type: 'data', hostOffset: hostOffset + i * this.subclusterSize });
+      else if (zeroBits & (1 << i)) out.push({ type: 'zero' });
+      else out.push({ type: 'unallocated' });
+    }
+    return out;
+  }
+
+  /** Extents stored by this layer within [start, end), unmerged, in order. */
+  private async *rawExtents(start: number, end: number): AsyncGenerator<InternalExtent> {
+    const cs = this.clusterSize;
+    const span = cs * this.l2Entries; // guest bytes per L2 table
+    let pos = start;
+    while (pos < end) {
+      const l1Index = Math.floor(pos / span);
+      const spanEnd = Math.min(end, (l1Index + 1) * span);
+      const table = l1Index < this.l1.length ? await this.readL2Table(l1Index) : undefined;
+      if (table === undefined) {
+        pos = spanEnd;
+        continue;
+      }
+      const tableOffset = this.l1[l1Index]!;
+      while (pos < spanEnd) {
+        const cluster = Math.floor(pos / cs);
+        const clusterStart = cluster * cs;
+        const maps = this.decodeL2Entry(table, cluster - l1Index * this.l2Entries, tableOffset);
+        const unit = cs / maps.length;
+        for (let i = 0; i < maps.length; i++) {
+          const s = Math.max(pos, clusterStart + i * unit);
+          const e = Math.min(spanEnd, clusterStart + (i + 1) * unit);
+          if (e <= s) continue;
+          const m = maps[i]!;
+          const skip = s - (clusterStart + i * unit);
+          if (m.type === 'data') yield { offset: s, length: e - s, kind: 'data', hostOffset: m.hostOffset + skip };
+          else if (m.type === 'zero') yield { offset: s, length: e - s, kind: 'zero', ...(m.hostOffset !== undefined ? { hostOffset: m.hostOffset + skip } : {}) };
+          else if (m.type === 'compressed') {
+            yield { offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } };
+            break; // one compressed extent covers the whole cluster
+          }
+        }
+        pos = Math.min(spanEnd, clusterStart + cs);
+      }
+    }
+  }
+
+  async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
+    const r = normalizeRange(this.size, range);
+    if (r.length === 0) return;
+    const self = this;
+    yield* mergeExtents(
+      (async function* () {
+        for await (const e of self.rawExtents(r.offset, r.offset + r.length)) {
+          const { comp: _comp, ...pub } = e;
+          yield pub;
+        }
+      })(),
+    );
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    const r = normalizeRange(this.size, { offset, length });
+    // Coalesce host-contiguous data extents into one file read.
+    let runGuest = -1;
+    let runHost = -1;
+    let runLen = 0;
+    const flush = async () => {
+      if (runLen > 0) out.set(await this.file.readUpTo(runHost, runLen), runGuest - offset);
+      runLen = 0;
+    };
+    for await (const e of this.rawExtents(r.offset, r.offset + r.length)) {
+      if (e.kind !== 'data') continue;
+      if (e.comp !== undefined) {
+        await flush();
+        const cluster = await this.decompressCluster(e.comp);
+        const from = e.offset - e.comp.guestCluster;
+        out.set(cluster.subarray(from, from + e.length), e.offset - offset);
+        continue;
+      }
+      const host = e.hostOffset!;
+      if (runLen > 0 && runGuest + runLen === e.offset && runHost + runLen === host) {
+        runLen += e.length;
+      } else {
+        await flush();
+        runGuest = e.offset;
+        runHost = host;
+        runLen = e.length;
+      }
+    }
+    await flush();
+    return out;
+  }
+
+  private async decompressCluster(comp: { hostOffset: number; hostLength: number; guestCluster: number }): Promise<Uint8Array> {
+    if (this.compressedCache?.guestCluster === comp.guestCluster) return this.compressedCache.data;
+    const raw = await this.file.readExact(comp.hostOffset, comp.hostLength, 'qcow2.compressed_cluster');
+    const at = { file: this.path, structure: 'qcow2.compressed_cluster', offset: comp.hostOffset };
+    let data: Uint8Array;
+    try {
+      if (this.header.compression_type === QCOW2_COMPRESSION_ZSTD) {
+        data = zstdDecompress(raw, new Uint8Array(this.clusterSize));
+      } else {
+        data = inflateRawSync(raw, { maxOutputLength: this.clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: padding may follow */ });
+      }
+    } catch (err) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `compressed cluster does not decompress: ${(err as Error).message}` });
+    }
+    if (data.length !== this.clusterSize) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster decompresses to the wrong size', expected: this.clusterSize, actual: data.length });
+    }
+    this.compressedCache = { guestCluster: comp.guestCluster, data };
+    return data;
+  }
+
+  async close(): Promise<void> {
+    this.l2Cache.clear();
+    await this.file.close();
+  }
+}
+
+/** Checks that the tables the header names lie inside the file and are sane. */
+function validateLayout(h: Qcow2Header, fileSize: number, r: ByteReader): void {
+  const cs = 2 ** h.cluster_bits;
+  const entryBytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) !== 0n ? 16 : 8;
+  const span = cs * (cs / entryBytes);
+  const l1Needed = Math.ceil(h.size / span);
+  if (h.l1_size < l1Needed) r.fail(36, 'l1_size', 'L1 table too small for the virtual size', { expected: `>= ${l1Needed}`, actual: h.l1_size });
+  if (h.l1_size * 8 > QCOW2_MAX_L1_SIZE_BYTES) r.fail(36, 'l1_size', 'L1 table larger than 32 MiB', { actual: h.l1_size });
+  if (h.l1_size > 0) {
+    if (h.l1_table_offset % cs !== 0) r.fail(40, 'l1_table_offset', 'not aligned to a cluster', { actual: h.l1_table_offset });
+    if (h.l1_table_offset === 0 || h.l1_table_offset + h.l1_size * 8 > fileSize) {
+      r.fail(40, 'l1_table_offset', `L1 table (${h.l1_size * 8} bytes at byte ${h.l1_table_offset}) lies outside the file (${fileSize} bytes)`);
+    }
+  }
+  if (h.refcount_table_offset % cs !== 0 || h.refcount_table_offset === 0) r.fail(48, 'refcount_table_offset', 'not aligned to a cluster (or zero)', { actual: h.refcount_table_offset });
+  if (h.refcount_table_clusters * cs > QCOW2_MAX_REFTABLE_SIZE_BYTES) r.fail(56, 'refcount_table_clusters', 'refcount table larger than 8 MiB', { actual: h.refcount_table_clusters });
+  if (h.refcount_table_offset + h.refcount_table_clusters * cs > fileSize) {
+    r.fail(48, 'refcount_table_offset', `refcount table lies outside the file (${fileSize} bytes)`);
+  }
+  if (h.nb_snapshots > 0 && (h.snapshots_offset % cs !== 0 || h.snapshots_offset === 0 || h.snapshots_offset >= fileSize)) {
+    r.fail(64, 'snapshots_offset', 'snapshot table not aligned or outside the file', { actual: h.snapshots_offset });
+  }
+}
+
+/** Reads and validates the L1 table; entries become plain L2 offsets. */
+async function readL1(file: ImageFile, h: Qcow2Header): Promise<Float64Array> {
+  const l1 = new Float64Array(h.l1_size);
+  if (h.l1_size === 0) return l1;
+  const cs = 2 ** h.cluster_bits;
+  const bytes = await file.readExact(h.l1_table_offset, h.l1_size * 8, 'qcow2.l1_table');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < h.l1_size; i++) {
+    const hi = view.getUint32(i * 8);
+    const lo = view.getUint32(i * 8 + 4);
+    const offset = (hi & 0x00ffffff) * TWO_32 + ((lo & 0xfffffe00) >>> 0);
+    if (offset === 0) continue;
+    const at = { file: file.path, structure: `qcow2.l1_table[${i}]`, offset: h.l1_table_offset + i * 8 };
+    if (offset % cs !== 0) throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `L2 table offset ${offset} is not cluster-aligned` });
+    if (offset + cs > file.size) throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `L2 table at byte ${offset} lies outside the file (${file.size} bytes)` });
+    l1[i] = offset;
+  }
+  return l1;
+}
