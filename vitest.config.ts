@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 300_000,
     pool: 'forks',
     maxWorkers: 2,
+    reporters: ['default', './scripts/summaryReporter.ts'],
   },
 });

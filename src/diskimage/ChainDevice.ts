@@ -57,13 +57,16 @@ export class ChainDevice implements ClosableDevice {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
+    let out: Uint8Array | undefined;
     for await (const s of this.segments({ offset, length })) {
       if (s.extent === undefined || s.extent.kind === 'zero') continue;
       const data = await this.layers[s.depth]!.read(s.offset, s.length);
+      // One layer answering the whole request (the common case): no copy.
+      if (s.offset === offset && s.length === length) return data;
+      out ??= new Uint8Array(length);
       out.set(data, s.offset - offset);
     }
-    return out;
+    return out ?? new Uint8Array(length);
   }
 
   /** What any layer stores, top-most first, tagged with `depth`. */

@@ -21,6 +21,7 @@ import {
   QCOW2_MAX_REFTABLE_SIZE_BYTES,
   QCOW2_SUBCLUSTERS_PER_CLUSTER,
 } from './constants.js';
+import { zstdFrameLength } from './zstdFrame.js';
 import { decodeQcow2Extensions, decodeQcow2Header, describeFeatures, type Qcow2Extensions, type Qcow2Header } from './header.js';
 
 const TWO_32 = 0x1_0000_0000;
@@ -207,7 +208,7 @@ export class Qcow2Image implements DiskImage {
     const out: Qcow2Mapping[] = [];
     for (let i = 0; i < n; i++) {
       if (allocBits & (1 << i)) out.push({ type: 'data', hostOffset: hostOffset + i * this.subclusterSize });
-      else if (zeroBits & (1 << i)) out.push({ type: 'zero' });
+      else if (zeroBits & (1 << i)) out.push(hostOffset === 0 ? { type: 'zero' } : { type: 'zero', hostOffset: hostOffset + i * this.subclusterSize });
       else out.push({ type: 'unallocated' });
     }
     return out;
@@ -272,7 +273,11 @@ export class Qcow2Image implements DiskImage {
     let runHost = -1;
     let runLen = 0;
     const flush = async () => {
-      if (runLen > 0) out.set(await this.file.readUpTo(runHost, runLen), runGuest - offset);
+      if (runLen > 0) {
+        // Straight into the caller's buffer; bytes past the end of the file read as zeros.
+        const avail = Math.max(0, Math.min(runLen, this.file.size - runHost));
+        if (avail > 0) await this.file.readInto(out.subarray(runGuest - offset, runGuest - offset + avail), runHost);
+      }
       runLen = 0;
     };
     for await (const e of this.rawExtents(r.offset, r.offset + r.length)) {
@@ -305,7 +310,9 @@ export class Qcow2Image implements DiskImage {
     let data: Uint8Array;
     try {
       if (this.header.compression_type === QCOW2_COMPRESSION_ZSTD) {
-        data = zstdDecompress(raw, new Uint8Array(this.clusterSize));
+        const frameLength = zstdFrameLength(raw);
+        if (frameLength === undefined) throw new Error('not a complete zstd frame');
+        data = zstdDecompress(raw.subarray(0, frameLength), new Uint8Array(this.clusterSize));
       } else {
         data = inflateRawSync(raw, { maxOutputLength: this.clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: padding may follow */ });
       }

@@ -1,0 +1,50 @@
+// Disk-image layer benchmarks (issue 3): sequential read of a 1 GiB allocated qcow2
+// vs `qemu-img convert -O raw` of the same file (goal: <= 1.5x), and `map` of a
+// 1 TiB sparse overlay (goal: milliseconds, independent of the virtual size).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bestOf, fmtRatio, measure, sh } from './lib/measure.mjs';
+
+const SIZE_MIB = Number(process.env.BENCH_QCOW2_MIB ?? 1024);
+const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-'));
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const readAll = new URL('./lib/readAll.mjs', import.meta.url).pathname;
+try {
+  console.log(`\n## qcow2: sequential read of ${SIZE_MIB} MiB allocated`);
+  const raw = join(dir, 'src.raw');
+  sh('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${SIZE_MIB}`, 'status=none']);
+  const img = join(dir, 'full.qcow2');
+  sh('qemu-img', ['convert', '-O', 'qcow2', raw, img]);
+  rmSync(raw);
+  const out = join(dir, 'out.raw');
+  const peer = bestOf(3, () => {
+    rmSync(out, { force: true });
+    return measure('qemu-img', ['convert', '-O', 'raw', img, out]);
+  });
+  rmSync(out, { force: true });
+  const ours = bestOf(3, () => measure(process.execPath, [readAll, img]));
+  console.log(`qemu-img convert -O raw: ${peer.seconds.toFixed(2)} s, peak RSS ${(peer.maxRssKiB / 1024).toFixed(0)} MiB`);
+  console.log(`imgdedup read (library): ${ours.seconds.toFixed(2)} s, peak RSS ${(ours.maxRssKiB / 1024).toFixed(0)} MiB`);
+  console.log(`ratio imgdedup/qemu-img: ${fmtRatio(ours.seconds, peer.seconds)} (goal <= 1.50x)`);
+  rmSync(img);
+
+  console.log('\n## qcow2: map of sparse overlays (1 GiB vs 1 TiB virtual, same 64 writes)');
+  const times = {};
+  for (const [label, size] of [['1 GiB', '1G'], ['1 TiB', '1T']]) {
+    const base = join(dir, `base-${size}.qcow2`);
+    const top = join(dir, `top-${size}.qcow2`);
+    sh('qemu-img', ['create', '-f', 'qcow2', base, size]);
+    sh('qemu-img', ['create', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, size]);
+    const writes = [];
+    for (let i = 0; i < 64; i++) writes.push('-c', `write -P ${i} ${i * 7}M 64k`);
+    sh('qemu-io', [...writes, top]);
+    const m = bestOf(3, () => measure(process.execPath, [cli, 'map', '--json', top]));
+    const q = bestOf(3, () => measure('qemu-img', ['map', '--output=json', top]));
+    times[label] = m.seconds;
+    console.log(`${label}: imgdedup map ${(m.seconds * 1000).toFixed(0)} ms (process incl. Node start-up), qemu-img map ${(q.seconds * 1000).toFixed(0)} ms, ratio ${fmtRatio(m.seconds, q.seconds)}`);
+  }
+  console.log(`1 TiB / 1 GiB map time: ${fmtRatio(times['1 TiB'], times['1 GiB'])} (goal: ~1x, independent of virtual size)`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
