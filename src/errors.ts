@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   BACKING_CHAIN_LOOP: 'CorruptImageError',
   BACKING_CHAIN_TOO_DEEP: 'CorruptImageError',
   BACKING_FILE_MISSING: 'CorruptImageError',
+  EXTENT_FILE_MISSING: 'CorruptImageError',
   PARENT_CID_MISMATCH: 'CorruptImageError',
   IMAGE_MARKED_CORRUPT: 'CorruptImageError',
   CHECK_FAILED: 'CorruptImageError',
@@ -35,6 +36,7 @@ export const ERROR_CODES = {
   DIRTY_FILESYSTEM: 'RefusedError',
   OUTPUT_EXISTS: 'RefusedError',
   SIZE_MISMATCH: 'RefusedError',
+  UNCLEAN_SHUTDOWN: 'RefusedError',
   MERGE_CONFLICT: 'ConflictError',
   VERIFY_FAILED: 'VerificationError',
   IO: 'IoError',
@@ -107,6 +109,7 @@ type CorruptCode =
   | 'BACKING_CHAIN_LOOP'
   | 'BACKING_CHAIN_TOO_DEEP'
   | 'BACKING_FILE_MISSING'
+  | 'EXTENT_FILE_MISSING'
   | 'PARENT_CID_MISMATCH'
   | 'IMAGE_MARKED_CORRUPT'
   | 'CHECK_FAILED';
@@ -130,7 +133,7 @@ export class UnsupportedError extends ImgdedupError {
 /** We could proceed but must not (dirty filesystem, output exists). Exit 2. */
 export class RefusedError extends ImgdedupError {
   readonly exitCode = EXIT.INVALID_INPUT;
-  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH', data: ErrorData) {
+  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH' | 'UNCLEAN_SHUTDOWN', data: ErrorData) {
     super(code, data);
   }
 }

@@ -8,3 +8,9 @@ export { openChain, resolveBackingPath, type ImageChain } from './diskimage/open
 export { openImage, detectFormat, probeFormat } from './diskimage/openImage.js';
 export { RawImage } from './diskimage/raw/RawImage.js';
 export { Qcow2Image } from './diskimage/qcow2/Qcow2Image.js';
+export { readPartitionTable, type Partition, type PartitionScheme, type PartitionTable } from './diskimage/partition/readPartitionTable.js';
+export { detectFilesystem, type FilesystemName } from './diskimage/detectFilesystem.js';
+export type { ImageWriter, ImageWriterSummary } from './diskimage/ImageWriter.js';
+export { Qcow2Writer, type Qcow2WriterOptions } from './diskimage/qcow2/Qcow2Writer.js';
+export { RawWriter } from './diskimage/raw/RawWriter.js';
+export { copyDevice } from './diskimage/convertImage.js';

@@ -1,5 +1,6 @@
 /** Every error code is stable, unique, and has an exit code by its category. */
 import { describe, expect, test } from 'vitest';
+import { readFileSync } from 'node:fs';
 import {
   ConflictError, CorruptImageError, ERROR_CODES, EXIT, InternalError, IoError, RefusedError, UnsupportedError,
   UsageError, VerificationError, exitCodeFor, formatMessage, wrapIoError,
@@ -48,5 +49,18 @@ describe('error codes', () => {
     const e = wrapIoError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), '/out.qcow2', 'write');
     expect(e).toBeInstanceOf(IoError);
     expect(e.data).toMatchObject({ file: '/out.qcow2', errno: 'ENOSPC' });
+  });
+
+  test('the README documents every code, on the row of its exit code', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('## Exit codes'));
+    const exitByCategory: Record<string, number> = {
+      UsageError: 1, CorruptImageError: 2, UnsupportedError: 2, RefusedError: 2, ConflictError: 3, VerificationError: 4, IoError: 5, InternalError: 70,
+    };
+    for (const [code, category] of Object.entries(ERROR_CODES)) {
+      const row = table.split('\n').find((l) => l.includes(`\`${code}\``));
+      expect(row, `README exit-code table lacks ${code}`).toBeDefined();
+      expect(row!.startsWith(`| ${exitByCategory[category]} |`), `${code} is on the wrong row: ${row}`).toBe(true);
+    }
   });
 });

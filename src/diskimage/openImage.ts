@@ -5,6 +5,7 @@ import type { DiskImage, ImageFormat } from './DiskImage.js';
 import { ImageFile } from './ImageFile.js';
 import { RawImage } from './raw/RawImage.js';
 import { Qcow2Image } from './qcow2/Qcow2Image.js';
+import { VmdkImage } from './vmdk/VmdkImage.js';
 import { UnsupportedError } from '../errors.js';
 
 const QCOW_MAGIC = [0x51, 0x46, 0x49, 0xfb]; // "QFI\xfb"
@@ -52,7 +53,7 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
     case 'qcow2':
       return Qcow2Image.open(path);
     case 'vmdk':
-      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file: path, detail: 'VMDK images are not supported yet' });
+      return VmdkImage.open(path);
     default:
       throw new UnsupportedError('UNKNOWN_FORMAT', { file: path, detail: `unknown image format "${format}" (raw, qcow2 and vmdk are supported)` });
   }

@@ -54,3 +54,34 @@ export const QCOW2_SUBCLUSTERS_PER_CLUSTER = 32;
 
 /** Snapshot table entry: fixed part length. */
 export const QCOW2_SNAPSHOT_FIXED_LENGTH = 40;
+
+/**
+ * Writer choices. header_length 112: the version 3 header plus compression_type
+ * and its padding ("Additional fields ... must be padded to a multiple of 8"), as qemu writes it.
+ */
+export const QCOW2_WRITER_HEADER_LENGTH = 112;
+/** refcount_order 4: 16-bit refcounts, qemu's default. */
+export const QCOW2_WRITER_REFCOUNT_ORDER = 4;
+/** qemu refuses subclusters below 512 bytes, so extended L2 needs clusters of at least 16 KiB. */
+export const QCOW2_MIN_SUBCLUSTER_SIZE = 512;
+
+/** qemu's limits on the snapshot table (QCOW_MAX_SNAPSHOTS, QCOW_MAX_SNAPSHOT_EXTRA_DATA, QCOW_MAX_SNAPSHOTS_SIZE). */
+export const QCOW2_MAX_SNAPSHOTS = 65536;
+export const QCOW2_MAX_SNAPSHOT_EXTRA_DATA = 1024;
+export const QCOW2_MAX_SNAPSHOTS_SIZE_BYTES = 64 * 1024 * 1024;
+
+/** L1/L2 entry reserved bits ("Cluster mapping": L1 bits 0-8 and 56-62; standard L2 bits 1-8 and 56-61). */
+export const QCOW2_L1E_RESERVED_MASK = 0x7f000000000001ffn;
+export const QCOW2_L2E_STD_RESERVED_MASK = 0x3f000000000001fen;
+/** Refcount table entry: bits 0-8 reserved, 9-63 refcount block offset ("Host cluster management"). */
+export const QCOW2_REFT_RESERVED_MASK = 0x1ffn;
+
+/** Bitmaps ("Bitmaps" section): directory entry fixed part, name limit, table entry bits. */
+export const QCOW2_BITMAP_DIR_ENTRY_FIXED_LENGTH = 24;
+export const QCOW2_MAX_BITMAP_NAME_SIZE = 1023;
+export const QCOW2_MAX_BITMAPS = 65535;
+/** qemu's QCOW2_MAX_BITMAP_DIRECTORY_SIZE: 1 KiB per bitmap. */
+export const QCOW2_MAX_BITMAP_DIRECTORY_SIZE = 1024 * QCOW2_MAX_BITMAPS;
+/** Bitmap table entry: bit 0 "all ones" (only without an offset), bits 1-8 and 56-63 reserved, 9-55 offset. */
+export const QCOW2_BME_ALL_ONES = 1n;
+export const QCOW2_BME_RESERVED_MASK = 0xff000000000001fen;

@@ -84,9 +84,10 @@ const FEATURE_NAMES_BUILTIN: Record<number, string> = {
 /**
  * Decodes and validates a qcow2 header from the start of the file.
  * Throws CORRUPT_IMAGE/TRUNCATED (bad magic, version, lengths), UNSUPPORTED_FEATURE
- * (unknown incompatible bits, external data file), ENCRYPTED, IMAGE_MARKED_CORRUPT.
+ * (unknown incompatible bits, external data file), ENCRYPTED, IMAGE_MARKED_CORRUPT (unless
+ * `allowCorruptBit`, for the checker).
  */
-export function decodeQcow2Header(bytes: Uint8Array, file: string): Qcow2Header {
+export function decodeQcow2Header(bytes: Uint8Array, file: string, options: { allowCorruptBit?: boolean } = {}): Qcow2Header {
   const r = new ByteReader(bytes, { file, structure: 'qcow2.header', base: 0 });
   const magic = r.u32be(0, 'magic');
   if (magic !== QCOW2_MAGIC) r.fail(0, 'magic', 'not a qcow2 image', { expected: '0x514649fb', actual: hex(magic) });
@@ -131,7 +132,8 @@ export function decodeQcow2Header(bytes: Uint8Array, file: string): Qcow2Header 
   if (crypt_method !== 0) {
     throw new UnsupportedError('ENCRYPTED', { ...r.at(32, 'crypt_method'), detail: `encrypted qcow2 images are not supported (crypt_method ${crypt_method})` });
   }
-  if (incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+  // A checker must still be able to look at an image qemu marked corrupt; readers refuse it.
+  if (incompatible_features & QCOW2_INCOMPAT_CORRUPT && !options.allowCorruptBit) {
     throw new CorruptImageError('IMAGE_MARKED_CORRUPT', { ...r.at(72, 'incompatible_features'), detail: 'the image has the corrupt bit set; repair it with qemu-img check -r all first' });
   }
   if (incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
@@ -162,7 +164,7 @@ export function decodeQcow2Header(bytes: Uint8Array, file: string): Qcow2Header 
 
 /** Encodes a header (header_length bytes; 72 for version 2). */
 export function encodeQcow2Header(h: Qcow2Header): Uint8Array {
-  const out = new Uint8Array(h.version === 2 ? QCOW2_V2_HEADER_LENGTH : h.header_length);
+  const out = new Uint8Array(h.version === 2 ? QCOW2_V2_HEADER_LENGTH : Math.max(QCOW2_V3_HEADER_LENGTH, h.header_length));
   const v = new DataView(out.buffer);
   v.setUint32(0, h.magic);
   v.setUint32(4, h.version);
@@ -269,4 +271,46 @@ function decodeText(bytes: Uint8Array): string {
 
 function hex(n: number): string {
   return `0x${n.toString(16).padStart(8, '0')}`;
+}
+
+/** What encodeQcow2Extensions writes (qcow2.rst, "Header extensions"). */
+export interface Qcow2ExtensionsToEncode {
+  /** Backing file format name (extension 0xe2792aca). */
+  readonly backingFormat?: string;
+  /** Feature name table entries (extension 0x6803f857). */
+  readonly featureNames?: readonly Qcow2FeatureName[];
+}
+
+/**
+ * Encodes header extensions followed by the end-of-extensions marker. Each
+ * extension's data is padded to a multiple of 8 bytes, as the spec requires.
+ */
+export function encodeQcow2Extensions(ext: Qcow2ExtensionsToEncode): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const push = (type: number, data: Uint8Array) => {
+    const out = new Uint8Array(8 + Math.ceil(data.length / 8) * 8);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, type);
+    v.setUint32(4, data.length);
+    out.set(data, 8);
+    parts.push(out);
+  };
+  if (ext.backingFormat !== undefined) push(QCOW2_EXT_BACKING_FORMAT, new TextEncoder().encode(ext.backingFormat));
+  if (ext.featureNames !== undefined && ext.featureNames.length > 0) {
+    const table = new Uint8Array(48 * ext.featureNames.length);
+    ext.featureNames.forEach((f, i) => {
+      table[i * 48] = f.type === 'incompatible' ? 0 : f.type === 'compatible' ? 1 : 2;
+      table[i * 48 + 1] = f.bit;
+      table.set(new TextEncoder().encode(f.name).subarray(0, 46), i * 48 + 2);
+    });
+    push(QCOW2_EXT_FEATURE_NAME_TABLE, table);
+  }
+  parts.push(new Uint8Array(8)); // QCOW2_EXT_END, length 0
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
 }

@@ -1,0 +1,119 @@
+/**
+ * A set of block numbers kept as sorted, disjoint [start, count] runs: what changed,
+ * what is explained, what is left. Memory is O(runs), never O(blocks), so a set
+ * covering a whole disk costs one entry.
+ */
+
+/** A run of `count` blocks from block `start`. */
+export type BlockRun = readonly [start: number, count: number];
+
+export class BlockRuns {
+  private readonly starts: number[];
+  private readonly ends: number[];
+
+  /** Builds the set from runs in any order, overlapping or not. */
+  constructor(runs: Iterable<BlockRun> = []) {
+    const sorted = [...runs].filter((r) => r[1] > 0).sort((a, b) => a[0] - b[0]);
+    this.starts = [];
+    this.ends = [];
+    for (const [s, c] of sorted) {
+      const n = this.ends.length;
+      if (n > 0 && s <= this.ends[n - 1]!) this.ends[n - 1] = Math.max(this.ends[n - 1]!, s + c);
+      else {
+        this.starts.push(s);
+        this.ends.push(s + c);
+      }
+    }
+  }
+
+  /** The blocks that byte ranges touch, for blocks of `blockSize` bytes (partial blocks count whole). */
+  static fromByteRanges(ranges: Iterable<{ readonly offset: number; readonly length: number }>, blockSize: number): BlockRuns {
+    const runs: BlockRun[] = [];
+    for (const r of ranges) {
+      if (r.length <= 0) continue;
+      const first = Math.floor(r.offset / blockSize);
+      const end = Math.ceil((r.offset + r.length) / blockSize);
+      runs.push([first, end - first]);
+    }
+    return new BlockRuns(runs);
+  }
+
+  get runCount(): number {
+    return this.starts.length;
+  }
+
+  /** Total blocks in the set. */
+  get blockCount(): number {
+    let n = 0;
+    for (let i = 0; i < this.starts.length; i++) n += this.ends[i]! - this.starts[i]!;
+    return n;
+  }
+
+  get isEmpty(): boolean {
+    return this.starts.length === 0;
+  }
+
+  /** The runs in ascending order. */
+  *runs(): Generator<BlockRun> {
+    for (let i = 0; i < this.starts.length; i++) yield [this.starts[i]!, this.ends[i]! - this.starts[i]!];
+  }
+
+  toArray(): Array<[number, number]> {
+    return [...this.runs()].map(([s, c]) => [s, c]);
+  }
+
+  /** Index of the last run starting at or before `block`, or -1. */
+  private floor(block: number): number {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid]! <= block) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found;
+  }
+
+  has(block: number): boolean {
+    const i = this.floor(block);
+    return i >= 0 && block < this.ends[i]!;
+  }
+
+  /** The parts of [start, start+count) that are in the set, ascending. */
+  *intersect(start: number, count: number): Generator<BlockRun> {
+    const end = start + count;
+    let i = Math.max(0, this.floor(start));
+    for (; i < this.starts.length && this.starts[i]! < end; i++) {
+      const s = Math.max(start, this.starts[i]!);
+      const e = Math.min(end, this.ends[i]!);
+      if (e > s) yield [s, e - s];
+    }
+  }
+
+  /** Whether any block of [start, start+count) is in the set. */
+  overlaps(start: number, count: number): boolean {
+    return !this.intersect(start, count).next().done;
+  }
+
+  /** The blocks of this set that are not in `other`. */
+  minus(other: BlockRuns): BlockRuns {
+    const out: BlockRun[] = [];
+    for (const [s, c] of this.runs()) {
+      let pos = s;
+      for (const [os, oc] of other.intersect(s, c)) {
+        if (os > pos) out.push([pos, os - pos]);
+        pos = os + oc;
+      }
+      if (pos < s + c) out.push([pos, s + c - pos]);
+    }
+    return new BlockRuns(out);
+  }
+
+  /** This set and `other` together. */
+  union(other: BlockRuns): BlockRuns {
+    return new BlockRuns([...this.runs(), ...other.runs()]);
+  }
+}

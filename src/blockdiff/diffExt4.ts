@@ -1,0 +1,480 @@
+/**
+ * File-level diff of two ext4 filesystems, A and B, given the blocks that may differ
+ * between their devices (changedRanges).
+ *
+ * Incremental mode (same geometry; cost grows with the change):
+ * 1. Changed inode-table blocks are found arithmetically (Ext4Layout) and their inode
+ *    records compared between A and B: the changed inodes.
+ * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
+ *    inode, by group metadata, or by the journal. The rest are checked: blocks free on both
+ *    sides or byte-identical are dropped; a directory's first block names its directory
+ *    ('.'); what remains is attributed by a full ownership scan (Ext4Fs.blockOwnership),
+ *    and reported in `unattributedBlocks` when no inode owns it.
+ * 3. Changed directories are diffed by entry; changed inodes are located by climbing '..'
+ *    (directories) or by one tree walk that stops once all are found (files, every link).
+ * 4. Each affected path is compared between A and B (compareInodes): added, removed
+ *    (whole subtrees for directories), or modified with its change kinds.
+ * Full mode (different geometry, or unrelated images): both trees are walked and every
+ * path compared; content is still only hashed where blocks may differ.
+ */
+import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
+import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
+import { fileType } from '../fs/ext4/inode.js';
+import type { BlockOwnership } from '../fs/ext4/ownership.js';
+import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { Ext4Layout } from './ext4Layout.js';
+import { compareInodes, inodeBlocks, type ChangeKind } from './fileChanges.js';
+
+export type { ChangeKind } from './fileChanges.js';
+
+export type FileKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket' | 'unknown';
+
+/** An added or removed path. `changedBlocks`: the blocks it uses (in B if added, in A if removed). */
+export interface PathEntry {
+  readonly path: string;
+  readonly ino: number;
+  readonly type: FileKind;
+  readonly changedBlocks: Array<[number, number]>;
+}
+
+/** A path present on both sides whose file differs. `ino` is B's; `inoA` is set when A's differs. */
+export interface ModifiedEntry extends PathEntry {
+  readonly changes: ChangeKind[];
+  readonly inoA?: number;
+}
+
+export interface Ext4DiffStats {
+  /** 'incremental' (from the changed blocks) or 'full' (both trees walked). */
+  readonly mode: 'incremental' | 'full';
+  readonly changedBytes: number;
+  readonly inodesCompared: number;
+  readonly dirsRead: number;
+  /** Whether unexplained changed blocks forced a full ownership scan. */
+  readonly ownershipScan: boolean;
+  readonly seconds: number;
+}
+
+export interface Ext4Diff {
+  readonly added: PathEntry[];
+  readonly removed: PathEntry[];
+  readonly modified: ModifiedEntry[];
+  /** Changed blocks in use on either side that no inode owns (a leak on a corrupt filesystem). */
+  readonly unattributedBlocks: Array<[number, number]>;
+  readonly stats: Ext4DiffStats;
+}
+
+export interface DiffExt4Options {
+  /** Force full mode even when the geometry allows incremental. */
+  readonly full?: boolean;
+}
+
+interface Side {
+  readonly fs: Ext4Fs;
+  readonly layout: Ext4Layout;
+  /** dir ino -> name -> [ino, dirent file_type]. Only directories that were needed. */
+  readonly listings: Map<number, Map<string, readonly [number, number]>>;
+  /** dir ino -> path, from climbing. */
+  readonly dirPaths: Map<number, string | null>;
+  ownership?: BlockOwnership;
+}
+
+const STAT_TYPES: Readonly<Record<number, FileKind>> = {
+  0o100000: 'file',
+  0o040000: 'dir',
+  0o120000: 'symlink',
+  0o020000: 'chardev',
+  0o060000: 'blockdev',
+  0o010000: 'fifo',
+  0o140000: 'socket',
+};
+
+const kindOf = (inode: Inode): FileKind => STAT_TYPES[fileType(inode.i_mode)] ?? 'unknown';
+const isDir = (inode: Inode): boolean => fileType(inode.i_mode) === S_IFDIR;
+const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
+/** Most '..' steps when climbing (deeper means a loop on a corrupt filesystem). */
+const MAX_DEPTH = 4096;
+
+class Ext4Differ {
+  private readonly a: Side;
+  private readonly b: Side;
+  private inodesCompared = 0;
+  private dirsRead = 0;
+  private ownershipScan = false;
+  private readonly added = new Map<string, PathEntry>();
+  private readonly removed = new Map<string, PathEntry>();
+  private readonly modified = new Map<string, ModifiedEntry>();
+  private readonly settled = new Set<string>();
+  private unattributed = new BlockRuns();
+
+  constructor(
+    fsA: Ext4Fs,
+    fsB: Ext4Fs,
+    private readonly changed: BlockRuns,
+  ) {
+    this.a = { fs: fsA, layout: new Ext4Layout(fsA), listings: new Map(), dirPaths: new Map() };
+    this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map() };
+  }
+
+  get canIncremental(): boolean {
+    return this.a.layout.sameGeometry(this.b.layout);
+  }
+
+  /** Inodes a file diff never reports: reserved ones below s_first_ino, except the root. */
+  private internal(ino: number): boolean {
+    return ino !== EXT4_ROOT_INO && ino < this.b.fs.superblock.s_first_ino;
+  }
+
+  /** The inode if it is live on this side (bitmap says in use, and it has a mode and links). */
+  private async live(side: Side, ino: number): Promise<Inode | undefined> {
+    if (!(await side.layout.inodeInUse(ino))) return undefined;
+    const inode = await side.fs.readInode(ino);
+    return inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+  }
+
+  private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
+    let m = side.listings.get(dirIno);
+    if (m === undefined) {
+      m = new Map();
+      this.dirsRead++;
+      for await (const e of side.fs.readdir(dirIno)) m.set(e.name, [e.ino, e.fileType]);
+      side.listings.set(dirIno, m);
+    }
+    return m;
+  }
+
+  /** The inode a path names on this side, or undefined. */
+  private async lookup(side: Side, path: string): Promise<number | undefined> {
+    let ino = EXT4_ROOT_INO;
+    for (const part of path.split('/').filter((p) => p !== '')) {
+      const inode = await this.live(side, ino);
+      if (inode === undefined || !isDir(inode)) return undefined;
+      const e = (await this.listing(side, ino)).get(part);
+      if (e === undefined) return undefined;
+      ino = e[0];
+    }
+    return (await this.live(side, ino)) !== undefined ? ino : undefined;
+  }
+
+  /** A directory's path by climbing '..', or null if it is unreachable that way. */
+  private async dirPath(side: Side, dirIno: number, depth = 0): Promise<string | null> {
+    if (dirIno === EXT4_ROOT_INO) return '/';
+    const cached = side.dirPaths.get(dirIno);
+    if (cached !== undefined) return cached;
+    let result: string | null = null;
+    if (depth < MAX_DEPTH) {
+      const parent = (await this.listing(side, dirIno)).get('..')?.[0];
+      if (parent !== undefined && parent !== dirIno && (await this.live(side, parent)) !== undefined) {
+        let name: string | undefined;
+        for (const [n, [ino]] of await this.listing(side, parent)) if (ino === dirIno && n !== '.' && n !== '..') name = n;
+        const pp = name !== undefined ? await this.dirPath(side, parent, depth + 1) : null;
+        result = pp !== null && name !== undefined ? join(pp, name) : null;
+      }
+    }
+    side.dirPaths.set(dirIno, result);
+    return result;
+  }
+
+  /**
+   * Paths of the wanted inodes, by one walk that stops as soon as each has as many paths
+   * as links (or at the end of the tree).
+   */
+  private async walkFor(side: Side, wanted: Map<number, number>): Promise<Map<number, string[]>> {
+    const found = new Map<number, string[]>();
+    let open = wanted.size;
+    if (open === 0) return found;
+    this.dirsRead++;
+    for await (const e of side.fs.walk()) {
+      if (e.fileType === 2) this.dirsRead++;
+      const need = wanted.get(e.ino);
+      if (need === undefined) continue;
+      const list = found.get(e.ino) ?? [];
+      list.push(e.path);
+      found.set(e.ino, list);
+      if (list.length === need) open--;
+      if (open === 0) break;
+    }
+    return found;
+  }
+
+  private async blocksOf(side: Side, inode: Inode, onlyChanged: boolean): Promise<Array<[number, number]>> {
+    const all = await inodeBlocks(side.fs, inode);
+    if (!onlyChanged) return all.toArray();
+    const out: Array<[number, number]> = [];
+    for (const [s, c] of all.runs()) for (const [x, n] of this.changed.intersect(s, c)) out.push([x, n]);
+    return out;
+  }
+
+  private async addSubtree(side: Side, dirIno: number, path: string, into: Map<string, PathEntry>): Promise<void> {
+    this.dirsRead++;
+    for await (const e of side.fs.walk(dirIno, path === '/' ? '' : path)) {
+      if (e.fileType === 2) this.dirsRead++;
+      if (this.settled.has(e.path)) continue;
+      this.settled.add(e.path);
+      const inode = await side.fs.readInode(e.ino);
+      into.set(e.path, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
+    }
+  }
+
+  /**
+   * Compares one path between A and B and records the outcome. With `descend`, an added or
+   * removed directory brings its whole subtree, and two different directories at one path
+   * are compared child by child.
+   */
+  private async settle(path: string, inoA: number | undefined, inoB: number | undefined, descend: boolean): Promise<void> {
+    if (this.settled.has(path)) return;
+    this.settled.add(path);
+    const iA = inoA !== undefined ? await this.a.fs.readInode(inoA) : undefined;
+    const iB = inoB !== undefined ? await this.b.fs.readInode(inoB) : undefined;
+    if (iA === undefined && iB === undefined) return;
+    if (iA === undefined) {
+      this.added.set(path, { path, ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
+      if (descend && isDir(iB!)) await this.addSubtree(this.b, inoB!, path, this.added);
+      return;
+    }
+    if (iB === undefined) {
+      this.removed.set(path, { path, ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
+      if (descend && isDir(iA)) await this.addSubtree(this.a, inoA!, path, this.removed);
+      return;
+    }
+    this.inodesCompared++;
+    const changes = await compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed);
+    if (changes.length > 0) {
+      this.modified.set(path, {
+        path,
+        ino: inoB!,
+        type: kindOf(iB),
+        changes,
+        changedBlocks: await this.blocksOf(this.b, iB, true),
+        ...(inoA !== inoB ? { inoA: inoA! } : {}),
+      });
+    }
+    if (!descend) return;
+    const sameDir = inoA === inoB && iA.i_generation === iB.i_generation;
+    if (isDir(iA) && isDir(iB) && !sameDir) {
+      // Two different directories at one path: compare their children by name.
+      const la = await this.listing(this.a, inoA!);
+      const lb = await this.listing(this.b, inoB!);
+      for (const name of new Set([...la.keys(), ...lb.keys()])) {
+        if (name === '.' || name === '..') continue;
+        await this.settle(join(path, name), la.get(name)?.[0], lb.get(name)?.[0], true);
+      }
+    } else if (isDir(iA) && !isDir(iB)) await this.addSubtree(this.a, inoA!, path, this.removed);
+    else if (isDir(iB) && !isDir(iA)) await this.addSubtree(this.b, inoB!, path, this.added);
+  }
+
+  /** Full mode: walk both trees and compare every path. */
+  async runFull(): Promise<void> {
+    const walkAll = async (side: Side): Promise<Map<string, number>> => {
+      const m = new Map<string, number>([['/', EXT4_ROOT_INO]]);
+      this.dirsRead++;
+      for await (const e of side.fs.walk()) {
+        if (e.fileType === 2) this.dirsRead++;
+        m.set(e.path, e.ino);
+      }
+      return m;
+    };
+    const pa = await walkAll(this.a);
+    const pb = await walkAll(this.b);
+    for (const path of new Set([...pa.keys(), ...pb.keys()])) await this.settle(path, pa.get(path), pb.get(path), false);
+  }
+
+  /** Incremental mode (see the module comment). */
+  async runIncremental(): Promise<void> {
+    const sbB = this.b.fs.superblock;
+    const changed = new BlockRuns(this.changed.intersect(0, sbB.s_blocks_count));
+    const candidates = new Set<number>();
+    // 1. Inode records that differ in changed inode-table blocks.
+    const ipb = this.b.layout.inodesPerBlock;
+    const isz = sbB.s_inode_size;
+    for (const [s, c] of changed.runs()) {
+      for (const t of this.b.layout.inodeTableBlocksIn(s, c)) {
+        const [ba, bb] = await Promise.all([this.a.fs.readBlocks(t.block, 1), this.b.fs.readBlocks(t.block, 1)]);
+        for (let k = 0; k < ipb; k++) {
+          const ino = t.firstIno + k;
+          if (ino > sbB.s_inodes_count || this.internal(ino)) continue;
+          if (Buffer.compare(ba.subarray(k * isz, (k + 1) * isz), bb.subarray(k * isz, (k + 1) * isz)) !== 0) candidates.add(ino);
+        }
+      }
+    }
+    // 2. Explain the other changed blocks.
+    const explainedRuns: BlockRun[] = [];
+    for (const [s, c] of this.b.layout.metaBlocks.runs()) explainedRuns.push([s, c]);
+    for (const side of [this.a, this.b]) {
+      const sb = side.fs.superblock;
+      if (sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL && sb.s_journal_inum !== 0) {
+        for (const r of (await inodeBlocks(side.fs, await side.fs.readInode(sb.s_journal_inum))).runs()) explainedRuns.push(r);
+      }
+      for (const ino of candidates) {
+        const inode = await this.live(side, ino);
+        if (inode !== undefined) for (const r of (await inodeBlocks(side.fs, inode)).runs()) explainedRuns.push(r);
+      }
+    }
+    const unexplained = changed.minus(new BlockRuns(explainedRuns));
+    const pending: number[] = [];
+    const bs = sbB.blockSize;
+    for (const [s, c] of unexplained.runs()) {
+      for (let off = 0; off < c; off += 256) {
+        const n = Math.min(256, c - off);
+        let da: Uint8Array | undefined;
+        let db: Uint8Array | undefined;
+        for (let k = 0; k < n; k++) {
+          const blk = s + off + k;
+          if (!(await this.a.layout.blockInUse(blk)) && !(await this.b.layout.blockInUse(blk))) continue;
+          da ??= await this.a.fs.readBlocks(s + off, n);
+          db ??= await this.b.fs.readBlocks(s + off, n);
+          if (Buffer.compare(da.subarray(k * bs, (k + 1) * bs), db.subarray(k * bs, (k + 1) * bs)) === 0) continue;
+          const dir = (await this.firstDirBlockOwner(this.b, blk, db.subarray(k * bs, (k + 1) * bs))) ?? (await this.firstDirBlockOwner(this.a, blk, da.subarray(k * bs, (k + 1) * bs)));
+          if (dir !== undefined) candidates.add(dir);
+          else pending.push(blk);
+        }
+      }
+    }
+    if (pending.length > 0) {
+      // Blocks nothing cheap explains: attribute them by a full ownership scan of both sides.
+      this.ownershipScan = true;
+      this.a.ownership = await this.a.fs.blockOwnership();
+      this.b.ownership = await this.b.fs.blockOwnership();
+      const left: BlockRun[] = [];
+      for (const blk of pending) {
+        let owned = false;
+        for (const own of [this.a.ownership, this.b.ownership]) {
+          const o = own.ownerOf(blk);
+          if (o === undefined || o === 'free') continue;
+          owned = true;
+          if (o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino)) candidates.add(o.ino);
+        }
+        if (!owned) left.push([blk, 1]);
+      }
+      this.unattributed = new BlockRuns(left);
+    }
+    // 3. Where the changed inodes are, and what changed in changed directories.
+    const affected = new Set<string>();
+    const seenA = new Set<number>();
+    const seenB = new Set<number>();
+    const walkA = new Map<number, number>();
+    const walkB = new Map<number, number>();
+    const states: Array<{ ino: number; iA: Inode | undefined; iB: Inode | undefined; same: boolean }> = [];
+    for (const ino of [...candidates].sort((x, y) => x - y)) {
+      const iA = await this.live(this.a, ino);
+      const iB = await this.live(this.b, ino);
+      if (iA === undefined && iB === undefined) continue;
+      const same = iA !== undefined && iB !== undefined && iA.i_generation === iB.i_generation && fileType(iA.i_mode) === fileType(iB.i_mode);
+      states.push({ ino, iA, iB, same });
+    }
+    // Directories first: their entries name the files that appeared or went away.
+    for (const { ino, iA, iB, same } of states) {
+      const sides = [
+        [this.a, iA, seenA, walkA],
+        [this.b, iB, seenB, walkB],
+      ] as const;
+      const paths: Array<string | null> = [null, null];
+      const lists: Array<Map<string, readonly [number, number]> | undefined> = [undefined, undefined];
+      for (let k = 0; k < 2; k++) {
+        const [side, inode, seen, walk] = sides[k]!;
+        if (inode === undefined || !isDir(inode)) continue;
+        const p = await this.dirPath(side, ino);
+        paths[k] = p;
+        if (p !== null) affected.add(p);
+        else walk.set(ino, 1);
+        const l = await this.listing(side, ino);
+        lists[k] = l;
+        // A directory that appeared, went away or was replaced is settled with its whole subtree.
+        if (!same) for (const [name, [child]] of l) if (name !== '.' && name !== '..') seen.add(child);
+      }
+      if (!same || !isDir(iB!)) continue;
+      const [la, lb] = [lists[0]!, lists[1]!];
+      const pa = paths[0] ?? null;
+      const pb = paths[1] ?? null;
+      for (const name of new Set([...la.keys(), ...lb.keys()])) {
+        if (name === '.' || name === '..') continue;
+        const ea = la.get(name);
+        const eb = lb.get(name);
+        if (ea?.[0] === eb?.[0] && ea?.[1] === eb?.[1]) continue;
+        if (ea !== undefined && pa !== null) {
+          affected.add(join(pa, name));
+          seenA.add(ea[0]);
+        }
+        if (eb !== undefined && pb !== null) {
+          affected.add(join(pb, name));
+          seenB.add(eb[0]);
+        }
+      }
+    }
+    for (const { ino, iA, iB, same } of states) {
+      for (const [side, inode, seen, walk] of [
+        [this.a, iA, seenA, walkA],
+        [this.b, iB, seenB, walkB],
+      ] as const) {
+        if (inode === undefined || isDir(inode)) continue;
+        // Files modified in place: every link in B. New or gone files: their directory's
+        // diff names them, unless the entry itself did not change (inode number reused).
+        if (same ? side === this.b : !seen.has(ino)) walk.set(ino, inode.i_links_count);
+      }
+    }
+    for (const [side, walk] of [
+      [this.a, walkA],
+      [this.b, walkB],
+    ] as const) {
+      for (const paths of (await this.walkFor(side, walk)).values()) for (const p of paths) affected.add(p);
+    }
+    // 4. Compare each affected path, parents first.
+    for (const path of [...affected].sort()) {
+      if (this.settled.has(path)) continue;
+      // A path below an added or removed directory was settled with its subtree.
+      const [inoA, inoB] = await Promise.all([this.lookup(this.a, path), this.lookup(this.b, path)]);
+      await this.settle(path, inoA, inoB, true);
+    }
+  }
+
+  /**
+   * If `bytes` (block `blk` on this side) is the first block of a live directory ('.' and
+   * '..' records at its start, and that directory maps its block 0 here), that directory.
+   */
+  private async firstDirBlockOwner(side: Side, blk: number, bytes: Uint8Array): Promise<number | undefined> {
+    if (bytes.length < 24) return undefined;
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // ext4 doc, directory.rst: ext4_dir_entry_2 {inode u32, rec_len u16, name_len u8, file_type u8, name}.
+    const ino = v.getUint32(0, true);
+    if (v.getUint16(4, true) !== 12 || bytes[6] !== 1 || bytes[8] !== 0x2e) return undefined;
+    if (bytes[12 + 6] !== 2 || bytes[12 + 8] !== 0x2e || bytes[12 + 9] !== 0x2e) return undefined;
+    if (ino < 1 || ino > side.fs.superblock.s_inodes_count || this.internal(ino)) return undefined;
+    const inode = await this.live(side, ino);
+    if (inode === undefined || !isDir(inode)) return undefined;
+    for await (const e of side.fs.extentsOf(inode)) {
+      if (e.lblk === 0) return e.pblk === blk ? ino : undefined;
+    }
+    return undefined;
+  }
+
+  result(stats: { mode: 'incremental' | 'full'; seconds: number }): Ext4Diff {
+    const sorted = <T extends { path: string }>(m: Map<string, T>): T[] => [...m.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+    return {
+      added: sorted(this.added),
+      removed: sorted(this.removed),
+      modified: sorted(this.modified),
+      unattributedBlocks: this.unattributed.toArray(),
+      stats: {
+        mode: stats.mode,
+        changedBytes: this.changed.blockCount * this.b.fs.blockSize,
+        inodesCompared: this.inodesCompared,
+        dirsRead: this.dirsRead,
+        ownershipScan: this.ownershipScan,
+        seconds: stats.seconds,
+      },
+    };
+  }
+}
+
+/**
+ * Diffs ext4 filesystem A against B. `changed` holds the filesystem blocks that may differ
+ * between the two devices (a superset is fine; a block missing from it is assumed equal).
+ * Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
+ */
+export async function diffExt4(fsA: Ext4Fs, fsB: Ext4Fs, changed: BlockRuns, options: DiffExt4Options = {}): Promise<Ext4Diff> {
+  const t0 = performance.now();
+  const d = new Ext4Differ(fsA, fsB, changed);
+  const incremental = !options.full && d.canIncremental;
+  if (incremental) await d.runIncremental();
+  else await d.runFull();
+  return d.result({ mode: incremental ? 'incremental' : 'full', seconds: (performance.now() - t0) / 1000 });
+}

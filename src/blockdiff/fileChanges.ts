@@ -1,0 +1,176 @@
+/**
+ * What differs between one inode of filesystem A and one of filesystem B, seen as a file
+ * (DESIGN.md, "Semantics of a rebase": type, content, mode, uid, gid, xattrs, symlink
+ * target), plus size and link count. Content is compared by hashing (XXH64) only the
+ * logical ranges that can differ: where the two mappings point at different blocks, or at
+ * a block that changed between the devices.
+ */
+import type { Ext4Fs, FileExtent, Inode } from '../fs/ext4/Ext4Fs.js';
+import { S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
+import { fileType } from '../fs/ext4/inode.js';
+import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { hashBytes } from './hashBlocks.js';
+
+/** The change kinds a modified file can have. */
+export type ChangeKind = 'type' | 'mode' | 'uid' | 'gid' | 'size' | 'links' | 'xattrs' | 'target' | 'content';
+
+/** Largest read per side when comparing content. */
+const COMPARE_CHUNK = 1 << 20;
+
+/** Internal xattr holding inline data (ext4 doc, inline_data.rst): content, not an attribute. */
+const INLINE_DATA_XATTR = 'system.data';
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+/**
+ * The blocks an inode uses: its extents, extent nodes or indirect blocks, and its xattr
+ * block. Throws CORRUPT_IMAGE, BAD_CHECKSUM.
+ */
+export async function inodeBlocks(fs: Ext4Fs, inode: Inode): Promise<BlockRuns> {
+  const runs: BlockRun[] = [];
+  for await (const e of fs.extentsOf(inode, (pblk) => runs.push([pblk, 1]))) runs.push([e.pblk, e.len]);
+  if (inode.i_file_acl !== 0) runs.push([inode.i_file_acl, 1]);
+  return new BlockRuns(runs);
+}
+
+/** One piece of a file's logical map: `pblk` -1 for a hole. */
+interface MapPiece {
+  readonly lblk: number;
+  readonly len: number;
+  readonly pblk: number;
+  readonly unwritten: boolean;
+}
+
+/** The logical map over [0, nblocks), holes included. */
+function logicalMap(extents: readonly FileExtent[], nblocks: number): MapPiece[] {
+  const out: MapPiece[] = [];
+  let pos = 0;
+  for (const e of [...extents].sort((x, y) => x.lblk - y.lblk)) {
+    if (e.lblk >= nblocks) break;
+    if (e.lblk > pos) out.push({ lblk: pos, len: e.lblk - pos, pblk: -1, unwritten: false });
+    const start = Math.max(pos, e.lblk);
+    const end = Math.min(nblocks, e.lblk + e.len);
+    if (end > start) out.push({ lblk: start, len: end - start, pblk: e.pblk + (start - e.lblk), unwritten: e.unwritten });
+    pos = Math.max(pos, end);
+  }
+  if (pos < nblocks) out.push({ lblk: pos, len: nblocks - pos, pblk: -1, unwritten: false });
+  return out;
+}
+
+/**
+ * Logical block ranges [lblk, count] where the two maps may hold different bytes: not
+ * both holes, and not the same written block left unchanged.
+ */
+function rangesToCompare(a: readonly MapPiece[], b: readonly MapPiece[], changed: BlockRuns): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  const push = (l: number, n: number): void => {
+    const last = out[out.length - 1];
+    if (last !== undefined && last[0] + last[1] === l) last[1] += n;
+    else out.push([l, n]);
+  };
+  let i = 0;
+  let j = 0;
+  let pos = 0;
+  while (i < a.length && j < b.length) {
+    const pa = a[i]!;
+    const pb = b[j]!;
+    const end = Math.min(pa.lblk + pa.len, pb.lblk + pb.len);
+    const n = end - pos;
+    const holeA = pa.pblk < 0 || pa.unwritten;
+    const holeB = pb.pblk < 0 || pb.unwritten;
+    if (holeA && holeB) {
+      // Both read as zeros.
+    } else if (!holeA && !holeB && pa.pblk + (pos - pa.lblk) === pb.pblk + (pos - pb.lblk)) {
+      // Same physical blocks: only the changed ones can differ.
+      const p0 = pa.pblk + (pos - pa.lblk);
+      for (const [s, c] of changed.intersect(p0, n)) push(pos + (s - p0), c);
+    } else push(pos, n);
+    pos = end;
+    if (pa.lblk + pa.len === end) i++;
+    if (pb.lblk + pb.len === end) j++;
+  }
+  return out;
+}
+
+async function bytesDiffer(fsA: Ext4Fs, iA: Inode, exA: readonly FileExtent[] | undefined, fsB: Ext4Fs, iB: Inode, exB: readonly FileExtent[] | undefined, offset: number, length: number): Promise<boolean> {
+  for (let off = offset; off < offset + length; off += COMPARE_CHUNK) {
+    const n = Math.min(COMPARE_CHUNK, offset + length - off);
+    const [x, y] = await Promise.all([fsA.readOf(iA, off, n, exA), fsB.readOf(iB, off, n, exB)]);
+    if (x.length !== y.length) return true;
+    if ((await hashBytes(x)) !== (await hashBytes(y))) return true;
+  }
+  return false;
+}
+
+/**
+ * Whether two inodes' contents differ. Same-size files compare only the logical ranges that
+ * can differ (see rangesToCompare); `changed` holds the blocks that differ (or may) between
+ * the two devices, which must share a block size.
+ */
+async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<boolean> {
+  if (iA.i_size !== iB.i_size) return true;
+  if (iA.i_size === 0) return false;
+  const bs = fsB.blockSize;
+  const [exA, exB] = await Promise.all([collect(fsA.extentsOf(iA)), collect(fsB.extentsOf(iB))]);
+  // Inline data or fast symlinks map no blocks: compare the bytes themselves.
+  if ((exA.length === 0 && iA.i_blocks === 0) || (exB.length === 0 && iB.i_blocks === 0) || fsA.blockSize !== bs) {
+    return bytesDiffer(fsA, iA, undefined, fsB, iB, undefined, 0, iA.i_size);
+  }
+  const nblocks = Math.ceil(iA.i_size / bs);
+  for (const [l, n] of rangesToCompare(logicalMap(exA, nblocks), logicalMap(exB, nblocks), changed)) {
+    if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, l * bs, n * bs)) return true;
+  }
+  return false;
+}
+
+function xattrKey(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+}
+
+async function xattrsDiffer(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode): Promise<boolean> {
+  const [xa, xb] = await Promise.all([fsA.xattrsOf(iA), fsB.xattrsOf(iB)]);
+  const map = (xs: typeof xa): Map<string, string> => new Map(xs.filter((x) => x.name !== INLINE_DATA_XATTR).map((x) => [x.name, xattrKey(x.value)]));
+  const ma = map(xa);
+  const mb = map(xb);
+  if (ma.size !== mb.size) return true;
+  for (const [k, v] of ma) if (mb.get(k) !== v) return true;
+  return false;
+}
+
+function rdev(inode: Inode): string {
+  return xattrKey(inode.i_block.subarray(0, 8));
+}
+
+/**
+ * The change kinds between inode `iA` of fsA and `iB` of fsB, in a fixed order. `links`
+ * and `size` are reported for non-directories only (a directory's size and link count
+ * follow from its entries, which are reported as paths of their own); `content` covers
+ * regular files' bytes and device numbers; `target` symlinks.
+ * Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
+ */
+export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<ChangeKind[]> {
+  const out: ChangeKind[] = [];
+  const tA = fileType(iA.i_mode);
+  const tB = fileType(iB.i_mode);
+  if (tA !== tB) out.push('type');
+  if ((iA.i_mode & 0o7777) !== (iB.i_mode & 0o7777)) out.push('mode');
+  if (iA.i_uid !== iB.i_uid) out.push('uid');
+  if (iA.i_gid !== iB.i_gid) out.push('gid');
+  const sameType = tA === tB;
+  if (sameType && tA !== S_IFDIR) {
+    if (tA === S_IFREG && iA.i_size !== iB.i_size) out.push('size');
+    if (iA.i_links_count !== iB.i_links_count) out.push('links');
+  }
+  if (await xattrsDiffer(fsA, iA, fsB, iB)) out.push('xattrs');
+  if (sameType && tA === S_IFLNK) {
+    const [a, b] = await Promise.all([fsA.readOf(iA, 0, iA.i_size), fsB.readOf(iB, 0, iB.i_size)]);
+    if (Buffer.compare(a, b) !== 0) out.push('target');
+  }
+  if (sameType && tA === S_IFREG && (await contentDiffers(fsA, iA, fsB, iB, changed))) out.push('content');
+  if (sameType && tA !== S_IFREG && tA !== S_IFDIR && tA !== S_IFLNK && rdev(iA) !== rdev(iB)) out.push('content');
+  return out;
+}

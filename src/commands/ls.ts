@@ -1,0 +1,211 @@
+/**
+ * `imgdedup ls IMAGE[:PART] [PATH]`: lists a directory (or one file) of the ext2/3/4
+ * filesystem inside an image chain, optionally long (-l) and recursive (-R).
+ * Read-only: checksum mismatches are reported as warnings, not errors.
+ */
+import { existsSync } from 'node:fs';
+import { openChain } from '../diskimage/openChain.js';
+import type { BlockDevice } from '../diskimage/BlockDevice.js';
+import { SliceDevice } from '../diskimage/SliceDevice.js';
+import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
+import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
+import { hasExt4Magic } from '../fs/ext4/superblock.js';
+import { EXT4_SUPERBLOCK_OFFSET, S_IFDIR } from '../fs/ext4/constants.js';
+import { UsageError } from '../errors.js';
+
+export interface LsOptions {
+  /** IMAGE or IMAGE:PART (PART a partition number, as Linux numbers them). */
+  readonly image: string;
+  /** Path inside the filesystem; default '/'. */
+  readonly path?: string;
+  /** Filesystem at this byte offset of the disk instead of a partition. */
+  readonly offsetBytes?: number;
+  readonly recursive?: boolean;
+  /** Called for every entry, in listing order (sorted by name per directory; -R: depth first). */
+  readonly onEntry: (e: LsEntry) => void;
+}
+
+export interface LsEntry {
+  /** Absolute path within the filesystem. */
+  readonly path: string;
+  readonly name: string;
+  readonly ino: number;
+  readonly type: Ext4Stat['type'];
+  /** Full i_mode (type and permission bits). */
+  readonly mode: number;
+  readonly links: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  /** Seconds since the epoch. */
+  readonly mtime: number;
+  readonly mtimeNsec: number;
+  /** Symlink target. */
+  readonly target?: string;
+  readonly rdev?: { readonly major: number; readonly minor: number };
+}
+
+export interface LsResult {
+  readonly image: string;
+  readonly partition: number | null;
+  readonly offsetBytes: number;
+  readonly path: string;
+  readonly entries: number;
+  /** Checksum mismatches met while reading (read-only commands go on). */
+  readonly warnings: readonly string[];
+}
+
+/** Splits `IMAGE:PART` unless the whole argument names an existing file. */
+export function parseImageArg(arg: string): { image: string; partition?: number } {
+  const m = /^(.*):(\d+)$/.exec(arg);
+  if (m === null || existsSync(arg)) return { image: arg };
+  return { image: m[1]!, partition: Number(m[2]) };
+}
+
+/**
+ * Picks the filesystem device: partition PART, the disk at `offsetBytes`, the whole disk
+ * when it starts with an ext superblock, or the only partition that holds one.
+ * Throws USAGE (no such partition; no ext filesystem found; several candidates).
+ */
+export async function selectFilesystemDevice(
+  disk: BlockDevice,
+  file: string,
+  sel: { partition?: number; offsetBytes?: number },
+): Promise<{ device: BlockDevice; partition: number | null; offsetBytes: number }> {
+  if (sel.partition !== undefined && sel.offsetBytes !== undefined) throw new UsageError('give either IMAGE:PART or --offset, not both');
+  if (sel.offsetBytes !== undefined) {
+    if (!Number.isSafeInteger(sel.offsetBytes) || sel.offsetBytes < 0 || sel.offsetBytes >= disk.size) throw new UsageError(`--offset ${sel.offsetBytes} is outside the disk (${disk.size} bytes)`);
+    return { device: new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file }), partition: null, offsetBytes: sel.offsetBytes };
+  }
+  const table = await readPartitionTable(disk, { file });
+  if (sel.partition !== undefined) {
+    const p = table.partitions.find((x) => x.index === sel.partition);
+    if (p === undefined) throw new UsageError(`${file} has no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`);
+    return { device: p.device(), partition: p.index, offsetBytes: p.startBytes };
+  }
+  const isExt = async (d: BlockDevice): Promise<boolean> => d.size >= EXT4_SUPERBLOCK_OFFSET + 0x40 && hasExt4Magic(await d.read(EXT4_SUPERBLOCK_OFFSET, 0x40));
+  if (table.scheme === 'none' || table.partitions.length === 0) return { device: disk, partition: null, offsetBytes: 0 };
+  const candidates = [];
+  for (const p of table.partitions) if (p.kind !== 'extended' && (await isExt(p.device()))) candidates.push(p);
+  if (candidates.length === 1) return { device: candidates[0]!.device(), partition: candidates[0]!.index, offsetBytes: candidates[0]!.startBytes };
+  throw new UsageError(
+    candidates.length === 0
+      ? `${file}: no partition holds an ext2/3/4 filesystem`
+      : `${file}: several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`,
+  );
+}
+
+async function entryOf(fs: Ext4Fs, ino: number, path: string, name: string): Promise<LsEntry> {
+  const inode = await fs.readInode(ino);
+  const st = fs.statOf(inode);
+  return {
+    path,
+    name,
+    ino,
+    type: st.type,
+    mode: st.mode,
+    links: st.links,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    mtime: st.mtime.sec,
+    mtimeNsec: st.mtime.nsec,
+    ...(st.type === 'symlink' ? { target: new TextDecoder().decode(await fs.readOf(inode, 0, inode.i_size)) } : {}),
+    ...(st.rdev ? { rdev: st.rdev } : {}),
+  };
+}
+
+/**
+ * Lists PATH: a directory's entries (without '.' and '..'), sorted by name, or the file
+ * itself; with `recursive`, every entry below PATH, each directory's entries sorted, depth first.
+ * Throws USAGE (no such path), and what the image, partition and ext4 readers throw.
+ */
+export async function ls(options: LsOptions): Promise<LsResult> {
+  const { image, partition } = parseImageArg(options.image);
+  const chain = await openChain(image);
+  try {
+    const sel = await selectFilesystemDevice(chain.device, image, {
+      ...(partition !== undefined ? { partition } : {}),
+      ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
+    });
+    const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
+    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn' });
+    const path = '/' + (options.path ?? '/').split('/').filter((p) => p !== '').join('/');
+    const ino = await fs.lookup(path);
+    if (ino === undefined) throw new UsageError(`${file}: ${path}: no such file or directory`);
+    let count = 0;
+    const emit = (e: LsEntry): void => {
+      count++;
+      options.onEntry(e);
+    };
+    const listDir = async (dirIno: number, dirPath: string): Promise<void> => {
+      const children: Array<{ name: string; ino: number }> = [];
+      for await (const e of fs.readdir(dirIno)) if (e.name !== '.' && e.name !== '..') children.push({ name: e.name, ino: e.ino });
+      children.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      const sub: LsEntry[] = [];
+      for (const c of children) {
+        const e = await entryOf(fs, c.ino, `${dirPath === '/' ? '' : dirPath}/${c.name}`, c.name);
+        emit(e);
+        if (options.recursive && e.type === 'dir') sub.push(e);
+      }
+      for (const s of sub) await listDir(s.ino, s.path);
+    };
+    const top = await fs.readInode(ino);
+    if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path);
+    else emit(await entryOf(fs, ino, path, path.slice(path.lastIndexOf('/') + 1)));
+    return {
+      image,
+      partition: sel.partition,
+      offsetBytes: sel.offsetBytes,
+      path,
+      entries: count,
+      warnings: fs.diagnostics.map((d) => d.message),
+    };
+  } finally {
+    await chain.close();
+  }
+}
+
+const TYPE_CHARS: Readonly<Record<Ext4Stat['type'], string>> = {
+  file: '-',
+  dir: 'd',
+  symlink: 'l',
+  chardev: 'c',
+  blockdev: 'b',
+  fifo: 'p',
+  socket: 's',
+  unknown: '?',
+};
+
+/** `drwxr-xr-x`-style mode string, with setuid/setgid/sticky as ls shows them. */
+export function modeString(type: Ext4Stat['type'], mode: number): string {
+  const rwx = (bits: number, special: boolean, ch: string): string =>
+    `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${special ? (bits & 1 ? ch : ch.toUpperCase()) : bits & 1 ? 'x' : '-'}`;
+  return (
+    TYPE_CHARS[type] +
+    rwx((mode >> 6) & 7, (mode & 0o4000) !== 0, 's') +
+    rwx((mode >> 3) & 7, (mode & 0o2000) !== 0, 's') +
+    rwx(mode & 7, (mode & 0o1000) !== 0, 't')
+  );
+}
+
+function formatTime(sec: number): string {
+  const d = new Date(sec * 1000);
+  return Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ');
+}
+
+/** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
+export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
+  const name = options.recursive ? e.path : e.name;
+  if (!options.long) return name;
+  const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
+  return [
+    modeString(e.type, e.mode),
+    String(e.links).padStart(3),
+    String(e.uid).padStart(5),
+    String(e.gid).padStart(5),
+    size.padStart(10),
+    formatTime(e.mtime),
+    e.target !== undefined ? `${name} -> ${e.target}` : name,
+  ].join(' ');
+}

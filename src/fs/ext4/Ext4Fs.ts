@@ -1,0 +1,715 @@
+/**
+ * A read-only ext2/3/4 filesystem on any BlockDevice (a raw file, a partition slice of a
+ * qcow2/VMDK chain). Opens and validates the superblock and group descriptors, then
+ * reads inodes, directories (linear, htree, inline), file contents (extents, legacy
+ * block maps, inline data), xattrs, and builds block ownership and free maps.
+ * Everything that iterates streams (async iterables); every on-disk link is bounded.
+ */
+import type { BlockDevice } from '../../diskimage/BlockDevice.js';
+import { CorruptImageError, InternalError } from '../../errors.js';
+import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
+import { fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic } from './context.js';
+import {
+  EXT4_BG_BLOCK_UNINIT,
+  EXT4_BG_INODE_UNINIT,
+  EXT4_ERROR_FS,
+  EXT4_EA_INODE_FL,
+  EXT4_EXTENTS_FL,
+  EXT4_FEATURE_INCOMPAT_EA_INODE,
+  EXT4_FEATURE_COMPAT_ORPHAN_FILE,
+  EXT4_FEATURE_INCOMPAT_FILETYPE,
+  EXT4_FEATURE_INCOMPAT_LARGEDIR,
+  EXT4_FEATURE_INCOMPAT_RECOVER,
+  EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
+  EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT,
+  EXT4_INDEX_FL,
+  EXT4_INLINE_DATA_FL,
+  EXT4_JOURNAL_INO,
+  EXT4_MIN_INLINE_DATA_SIZE,
+  EXT4_ORPHAN_BLOCK_MAGIC,
+  EXT4_RESIZE_INO,
+  EXT4_ROOT_INO,
+  EXT4_DIND_BLOCK,
+  EXT4_SUPERBLOCK_OFFSET,
+  EXT4_SUPERBLOCK_SIZE,
+  EXT4_VALID_FS,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFREG,
+  S_IFSOCK,
+} from './constants.js';
+import { decodeDirBlock, decodeDirEntries, decodeDxNode, decodeDxRoot, type DirEntry, type DxOptions } from './directory.js';
+import { walkExtentTree, type ExtentWalkEnv, type FileExtent } from './extents.js';
+import { walkBlockMap } from './blockMap.js';
+import {
+  decodeGroupDescriptor,
+  descriptorBlockCount,
+  descriptorBlockLocation,
+  descriptorsPerBlock,
+  groupBlockCount,
+  groupFirstBlock,
+  groupSuperAndDescriptors,
+  hasGroupChecksums,
+  type GroupDescriptor,
+} from './groupDescriptors.js';
+import { decodeInode, fileType, type Inode } from './inode.js';
+import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
+import { decodeSuperblock, type Superblock } from './superblock.js';
+import { decodeInodeXattrs, decodeXattrBlock, type Xattr } from './xattr.js';
+
+export type { FileExtent } from './extents.js';
+export type { DirEntry } from './directory.js';
+export type { Inode, Ext4Time } from './inode.js';
+export type { Xattr } from './xattr.js';
+export type { Superblock } from './superblock.js';
+export type { BlockOwnership, BlockOwner, OwnerRun } from './ownership.js';
+
+export interface Ext4OpenOptions {
+  /** Name of the image (or image:partition) for error messages. */
+  readonly file: string;
+  /** 'error' (default): a checksum mismatch throws BAD_CHECKSUM; 'warn': it is recorded in `diagnostics`. */
+  readonly verifyChecksums?: ChecksumPolicy;
+}
+
+/** What `stat` returns: the inode's attributes as `debugfs stat` shows them. */
+export interface Ext4Stat {
+  readonly ino: number;
+  readonly mode: number;
+  readonly type: 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket' | 'unknown';
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly links: number;
+  /** i_blocks in 512-byte sectors. */
+  readonly blocks512: number;
+  readonly flags: number;
+  readonly generation: number;
+  readonly atime: Inode['atime'];
+  readonly ctime: Inode['ctime'];
+  readonly mtime: Inode['mtime'];
+  readonly crtime: Inode['crtime'];
+  /** Device number for character and block devices. */
+  readonly rdev?: { readonly major: number; readonly minor: number };
+}
+
+/** One entry of a walk: a path below the root and the inode it names. */
+export interface WalkEntry {
+  /** Path from the root, starting with '/'. */
+  readonly path: string;
+  readonly ino: number;
+  readonly parentIno: number;
+  readonly name: string;
+  readonly fileType: number;
+}
+
+/** Why a writer must not touch this filesystem. */
+export interface WriteRefusal {
+  readonly code: 'DIRTY_FILESYSTEM';
+  readonly reason: string;
+}
+
+const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
+  [S_IFREG]: 'file',
+  [S_IFDIR]: 'dir',
+  [S_IFLNK]: 'symlink',
+  [S_IFCHR]: 'chardev',
+  [S_IFBLK]: 'blockdev',
+  [S_IFIFO]: 'fifo',
+  [S_IFSOCK]: 'socket',
+};
+
+/** Most cached metadata blocks (inode table blocks, directory index blocks). */
+const CACHE_BLOCKS = 256;
+/** Most bytes one readOf call returns (callers stream larger ranges). */
+const MAX_READ_BYTES = 256 << 20;
+/** Largest single device read when streaming file content. */
+const READ_CHUNK = 1 << 20;
+
+export class Ext4Fs {
+  private readonly cache = new Map<number, Uint8Array>();
+  private readonly env: ExtentWalkEnv;
+  private orphanFileEntries: number | undefined;
+
+  private constructor(
+    readonly device: BlockDevice,
+    readonly superblock: Superblock,
+    private readonly groups: readonly GroupDescriptor[],
+    private readonly ctx: Ext4Context,
+  ) {
+    this.env = {
+      ctx,
+      blockSize: superblock.blockSize,
+      blocksCount: superblock.s_blocks_count,
+      readBlocks: (b, n) => this.readBlocks(b, n),
+      metadataCsum: this.metadataCsum,
+    };
+  }
+
+  /**
+   * Opens the filesystem on `device`: reads and validates the superblock and all group
+   * descriptors. Throws CORRUPT_IMAGE, TRUNCATED, BAD_CHECKSUM, UNSUPPORTED_FEATURE, IO.
+   */
+  static async open(device: BlockDevice, options: Ext4OpenOptions): Promise<Ext4Fs> {
+    const ctx: Ext4Context = { file: options.file, verifyChecksums: options.verifyChecksums ?? 'error', diagnostics: [] };
+    if (device.size < EXT4_SUPERBLOCK_OFFSET + EXT4_SUPERBLOCK_SIZE) {
+      throw new CorruptImageError('TRUNCATED', {
+        file: options.file,
+        structure: 'ext4.superblock',
+        offset: EXT4_SUPERBLOCK_OFFSET,
+        deviceOffset: EXT4_SUPERBLOCK_OFFSET,
+        detail: `device of ${device.size} bytes is too small for an ext4 superblock`,
+      });
+    }
+    const sb = decodeSuperblock(await device.read(EXT4_SUPERBLOCK_OFFSET, EXT4_SUPERBLOCK_SIZE), ctx);
+    const per = descriptorsPerBlock(sb);
+    const groups: GroupDescriptor[] = [];
+    const nBlocks = descriptorBlockCount(sb);
+    for (let i = 0; i < nBlocks; i++) {
+      const blk = descriptorBlockLocation(sb, i);
+      if (blk >= sb.s_blocks_count) fsCorrupt(ctx, 'ext4.group_desc', blk * sb.blockSize, 'descriptor block outside the filesystem');
+      const bytes = await device.read(blk * sb.blockSize, sb.blockSize);
+      for (let j = 0; j < per && i * per + j < sb.groupCount; j++) {
+        const g = i * per + j;
+        const off = j * sb.descSize;
+        groups.push(decodeGroupDescriptor(bytes.subarray(off, off + sb.descSize), g, sb, ctx, blk * sb.blockSize + off));
+      }
+    }
+    return new Ext4Fs(device, sb, groups, ctx);
+  }
+
+  /** Problems that verifyChecksums 'warn' let pass, in the order met. */
+  get diagnostics(): readonly Ext4Diagnostic[] {
+    return this.ctx.diagnostics;
+  }
+
+  get blockSize(): number {
+    return this.superblock.blockSize;
+  }
+
+  private get metadataCsum(): boolean {
+    return (this.superblock.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
+  }
+
+  /** The descriptor of group `g`. */
+  groupDescriptor(g: number): GroupDescriptor {
+    const d = this.groups[g];
+    if (d === undefined) throw new RangeError(`group ${g} out of range`);
+    return d;
+  }
+
+  /**
+   * Reads `count` whole blocks from block `blockNo`. Throws CORRUPT_IMAGE for blocks
+   * outside the filesystem, and what the device throws.
+   */
+  async readBlocks(blockNo: number, count: number): Promise<Uint8Array> {
+    const sb = this.superblock;
+    if (!Number.isSafeInteger(blockNo) || blockNo < 0 || count < 0 || blockNo + count > sb.s_blocks_count) {
+      fsCorrupt(this.ctx, 'ext4.block', blockNo * sb.blockSize, 'block outside the filesystem', { expected: `< ${sb.s_blocks_count}`, actual: blockNo + count - 1 });
+    }
+    return this.device.read(blockNo * sb.blockSize, count * sb.blockSize);
+  }
+
+  private async cachedBlock(blockNo: number): Promise<Uint8Array> {
+    const hit = this.cache.get(blockNo);
+    if (hit !== undefined) {
+      this.cache.delete(blockNo);
+      this.cache.set(blockNo, hit);
+      return hit;
+    }
+    const b = await this.readBlocks(blockNo, 1);
+    this.cache.set(blockNo, b);
+    if (this.cache.size > CACHE_BLOCKS) this.cache.delete(this.cache.keys().next().value!);
+    return b;
+  }
+
+  /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
+  async readInode(ino: number): Promise<Inode> {
+    const sb = this.superblock;
+    if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { file: this.ctx.file, structure: 'ext4.inode', detail: `inode number ${ino} out of range 1..${sb.s_inodes_count}` });
+    }
+    const g = Math.floor((ino - 1) / sb.s_inodes_per_group);
+    const idx = (ino - 1) % sb.s_inodes_per_group;
+    const byteInTable = idx * sb.s_inode_size;
+    const blockNo = this.groupDescriptor(g).bg_inode_table + Math.floor(byteInTable / sb.blockSize);
+    const block = await this.cachedBlock(blockNo);
+    const within = byteInTable % sb.blockSize;
+    return decodeInode(block.subarray(within, within + sb.s_inode_size), ino, sb, this.ctx, blockNo * sb.blockSize + within);
+  }
+
+  /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
+  async stat(ino: number): Promise<Ext4Stat> {
+    return this.statOf(await this.readInode(ino));
+  }
+
+  /** Ext4Stat of an already decoded inode. */
+  statOf(inode: Inode): Ext4Stat {
+    const t = fileType(inode.i_mode);
+    let rdev: Ext4Stat['rdev'];
+    if (t === S_IFCHR || t === S_IFBLK) {
+      const v = new DataView(inode.i_block.buffer, inode.i_block.byteOffset, 8);
+      const old = v.getUint32(0, true);
+      const nw = v.getUint32(4, true);
+      // ext4 doc, inodes.rst ("i_block"): old 16-bit encoding in word 0, else new 32-bit encoding in word 1.
+      rdev = old !== 0 ? { major: (old >>> 8) & 0xff, minor: old & 0xff } : { major: (nw & 0xfff00) >>> 8, minor: (nw & 0xff) | ((nw >>> 12) & 0xfff00) };
+    }
+    return {
+      ino: inode.ino,
+      mode: inode.i_mode,
+      type: STAT_TYPES[t] ?? 'unknown',
+      uid: inode.i_uid,
+      gid: inode.i_gid,
+      size: inode.i_size,
+      links: inode.i_links_count,
+      blocks512: inode.i_blocks,
+      flags: inode.i_flags,
+      generation: inode.i_generation,
+      atime: inode.atime,
+      ctime: inode.ctime,
+      mtime: inode.mtime,
+      crtime: inode.crtime,
+      ...(rdev ? { rdev } : {}),
+    };
+  }
+
+  /** Whether the inode's data lives in the inode (inline_data). */
+  private isInline(inode: Inode): boolean {
+    return (inode.i_flags & EXT4_INLINE_DATA_FL) !== 0;
+  }
+
+  /** Fast symlink: the target is in i_block (kernel ext4_inode_is_fast_symlink). */
+  private isFastSymlink(inode: Inode): boolean {
+    if (fileType(inode.i_mode) !== S_IFLNK || this.isInline(inode)) return false;
+    const eaBlocks = inode.i_file_acl !== 0 ? this.blockSize / 512 : 0;
+    return inode.i_blocks - eaBlocks === 0;
+  }
+
+  /** Whether i_block holds block pointers or an extent root at all. */
+  private hasBlockMapping(inode: Inode): boolean {
+    const t = fileType(inode.i_mode);
+    if (this.isInline(inode) || t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK) return false;
+    return !this.isFastSymlink(inode);
+  }
+
+  /**
+   * The mapped extents of an inode in logical order (holes omitted; unwritten extents
+   * flagged). Inline, fast-symlink and device inodes have none. `onMeta` receives each
+   * extent node or indirect block. Throws CORRUPT_IMAGE, BAD_CHECKSUM.
+   */
+  async *extentsOf(inode: Inode, onMeta?: (pblk: number, kind: 'extent node' | 'indirect block') => void): AsyncGenerator<FileExtent> {
+    if (!this.hasBlockMapping(inode)) return;
+    const iBlockOff = inode.deviceOffset + 0x28;
+    if (inode.i_flags & EXT4_EXTENTS_FL) {
+      yield* walkExtentTree(this.env, inode.ino, inode.i_block, iBlockOff, inode.csumSeed, onMeta ? (n) => onMeta(n.pblk, 'extent node') : undefined);
+    } else {
+      const maxBlocks = Math.ceil((inode.i_blocks * 512) / this.blockSize);
+      yield* walkBlockMap(this.env, inode.ino, inode.i_block, iBlockOff, maxBlocks, onMeta ? (p) => onMeta(p, 'indirect block') : undefined);
+    }
+  }
+
+  /** The extents of inode `ino` (see extentsOf). */
+  async *extents(ino: number): AsyncGenerator<FileExtent> {
+    yield* this.extentsOf(await this.readInode(ino));
+  }
+
+  /** All xattrs of an inode: in-inode first, then the xattr block's. Throws CORRUPT_IMAGE, BAD_CHECKSUM. */
+  async xattrsOf(inode: Inode): Promise<Xattr[]> {
+    const out = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset, { eaInode: this.eaInode });
+    if (inode.i_file_acl !== 0) out.push(...(await this.readXattrBlock(inode.i_file_acl, inode.ino)).xattrs);
+    return Promise.all(out.map((x) => (x.valueInum === undefined ? x : this.readEaInodeValue(x, inode))));
+  }
+
+  private get eaInode(): boolean {
+    return (this.superblock.s_feature_incompat & EXT4_FEATURE_INCOMPAT_EA_INODE) !== 0;
+  }
+
+  /** ext4 doc, attributes.rst (ea_inode): the value is the content of an inode flagged EA_INODE. */
+  private async readEaInodeValue(x: Xattr, owner: Inode): Promise<Xattr> {
+    const ea = await this.readInode(x.valueInum!);
+    if (!(ea.i_flags & EXT4_EA_INODE_FL) || fileType(ea.i_mode) !== S_IFREG) {
+      fsCorrupt(this.ctx, `ext4.inode[${owner.ino}].xattr.e_value_inum`, owner.deviceOffset, 'xattr value inode is not an EA inode', { actual: x.valueInum });
+    }
+    if (ea.i_size !== x.valueSize) {
+      fsCorrupt(this.ctx, `ext4.inode[${ea.ino}].i_size`, ea.deviceOffset + 4, 'EA inode size differs from e_value_size', { expected: x.valueSize, actual: ea.i_size });
+    }
+    return { ...x, value: await this.readOf(ea, 0, x.valueSize) };
+  }
+
+  /** Xattrs of inode `ino`. */
+  async xattrs(ino: number): Promise<Xattr[]> {
+    return this.xattrsOf(await this.readInode(ino));
+  }
+
+  /** Reads and decodes xattr block `blockNo` (its header carries h_refcount). Throws CORRUPT_IMAGE, BAD_CHECKSUM. */
+  async readXattrBlock(blockNo: number, ino = 0): Promise<ReturnType<typeof decodeXattrBlock>> {
+    if (blockNo >= this.superblock.s_blocks_count || blockNo < this.superblock.s_first_data_block) {
+      fsCorrupt(this.ctx, `ext4.inode[${ino}].i_file_acl`, blockNo * this.blockSize, 'xattr block outside the filesystem', { actual: blockNo });
+    }
+    return decodeXattrBlock(await this.readBlocks(blockNo, 1), blockNo, this.ctx, { metadataCsum: this.metadataCsum, csumSeed: this.superblock.csumSeed, eaInode: this.eaInode });
+  }
+
+  private async inlineBytes(inode: Inode): Promise<Uint8Array> {
+    const extra = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset).find((x) => x.name === 'system.data');
+    const more = extra?.value ?? new Uint8Array(0);
+    const all = new Uint8Array(EXT4_MIN_INLINE_DATA_SIZE + more.length);
+    all.set(inode.i_block, 0);
+    all.set(more, EXT4_MIN_INLINE_DATA_SIZE);
+    return all;
+  }
+
+  /**
+   * Reads `length` bytes of inode content from byte `offset` (clipped at i_size). Holes
+   * and unwritten extents read as zeros. Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
+   */
+  async readOf(inode: Inode, offset: number, length: number, extents?: readonly FileExtent[]): Promise<Uint8Array> {
+    const end = Math.min(inode.i_size, offset + length);
+    if (end <= offset) return new Uint8Array(0);
+    if (end - offset > MAX_READ_BYTES) throw new InternalError(`read of ${end - offset} bytes exceeds the ${MAX_READ_BYTES}-byte limit of one call`);
+    const out = new Uint8Array(end - offset);
+    if (this.isInline(inode) || this.isFastSymlink(inode)) {
+      const src = this.isInline(inode) ? await this.inlineBytes(inode) : inode.i_block;
+      // Bytes past the inline data read as zeros, as the kernel and e2fsprogs read them.
+      if (offset < src.length) out.set(src.subarray(offset, Math.min(end, src.length)), 0);
+      return out;
+    }
+    if (!this.hasBlockMapping(inode)) return out;
+    const bs = this.blockSize;
+    const list = extents ?? (await collect(this.extentsOf(inode)));
+    const firstL = Math.floor(offset / bs);
+    const lastL = Math.floor((end - 1) / bs);
+    // Binary search the first extent that ends after firstL.
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const m = (lo + hi) >>> 1;
+      if (list[m]!.lblk + list[m]!.len <= firstL) lo = m + 1;
+      else hi = m;
+    }
+    for (let i = lo; i < list.length && list[i]!.lblk <= lastL; i++) {
+      const e = list[i]!;
+      if (e.unwritten) continue;
+      const s = Math.max(e.lblk, firstL);
+      const t = Math.min(e.lblk + e.len - 1, lastL);
+      const bytes = await this.readBlocks(e.pblk + (s - e.lblk), t - s + 1);
+      const fileStart = s * bs;
+      const from = Math.max(offset, fileStart);
+      const to = Math.min(end, (t + 1) * bs);
+      out.set(bytes.subarray(from - fileStart, to - fileStart), from - offset);
+    }
+    return out;
+  }
+
+  /** Reads a byte range of inode `ino` (see readOf). */
+  async read(ino: number, offset: number, length: number): Promise<Uint8Array> {
+    return this.readOf(await this.readInode(ino), offset, length);
+  }
+
+  /** Streams the whole content of inode `ino` in chunks of at most 1 MiB. Throws as readOf. */
+  async *readFile(ino: number): AsyncGenerator<Uint8Array> {
+    const inode = await this.readInode(ino);
+    const extents = this.hasBlockMapping(inode) && !this.isInline(inode) ? await collect(this.extentsOf(inode)) : undefined;
+    for (let off = 0; off < inode.i_size; off += READ_CHUNK) yield await this.readOf(inode, off, READ_CHUNK, extents);
+  }
+
+  /** The target of a symlink, as bytes. Throws CORRUPT_IMAGE (not a symlink), and as readOf. */
+  async readlink(ino: number): Promise<Uint8Array> {
+    const inode = await this.readInode(ino);
+    if (fileType(inode.i_mode) !== S_IFLNK) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a symlink');
+    // ext4 doc, inodes.rst: a symlink target is shorter than one block.
+    if (inode.i_size >= this.blockSize) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'symlink target longer than a block', { expected: `< ${this.blockSize}`, actual: inode.i_size });
+    return this.readOf(inode, 0, inode.i_size);
+  }
+
+  /**
+   * The entries of directory `ino` as stored, '.' and '..' included (synthesised for
+   * inline directories). htree index blocks are validated (and checksummed) and skipped.
+   * Throws CORRUPT_IMAGE (not a directory, malformed records or index), BAD_CHECKSUM.
+   */
+  async *readdir(ino: number): AsyncGenerator<DirEntry> {
+    const inode = await this.readInode(ino);
+    yield* this.readdirOf(inode);
+  }
+
+  async *readdirOf(inode: Inode): AsyncGenerator<DirEntry> {
+    const sb = this.superblock;
+    const ino = inode.ino;
+    if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
+    const filetype = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0;
+    const opts = { filetype, metadataCsum: this.metadataCsum, inodeCsumSeed: inode.csumSeed, inodesCount: sb.s_inodes_count };
+    if (this.isInline(inode)) {
+      // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
+      const data = await this.inlineBytes(inode);
+      const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
+      const parent = r.u32le(0, 'parent');
+      yield { ino, name: '.', nameBytes: new Uint8Array([0x2e]), fileType: 2 };
+      yield { ino: parent, name: '..', nameBytes: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
+      yield* decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
+        const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
+        yield* decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+      }
+      return;
+    }
+    const bs = this.blockSize;
+    const dirBlocks = Math.ceil(inode.i_size / bs);
+    const extents = await collect(this.extentsOf(inode));
+    const isHtree = (inode.i_flags & EXT4_INDEX_FL) !== 0 && extents.length > 0 && extents[0]!.lblk === 0;
+    const indexBlocks = new Set<number>();
+    const pblkOf = (lblk: number): number | undefined => {
+      for (const e of extents) if (lblk >= e.lblk && lblk < e.lblk + e.len) return e.pblk + (lblk - e.lblk);
+      return undefined;
+    };
+    if (isHtree) {
+      const dxOpts: DxOptions = {
+        metadataCsum: this.metadataCsum,
+        inodeCsumSeed: inode.csumSeed,
+        largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
+        dirBlocks,
+      };
+      const rootP = extents[0]!.pblk;
+      const root = decodeDxRoot(await this.readBlocks(rootP, 1), this.ctx, `ext4.dx_root[${ino}]`, rootP * bs, bs, dxOpts);
+      indexBlocks.add(0);
+      let level = root.node.blocks;
+      for (let depth = 0; depth < root.info.indirect_levels; depth++) {
+        const next: number[] = [];
+        for (const lb of level) {
+          if (indexBlocks.has(lb)) fsCorrupt(this.ctx, `ext4.dx_node[${ino}]`, rootP * bs, 'htree block referenced twice', { actual: lb });
+          indexBlocks.add(lb);
+          const p = pblkOf(lb);
+          if (p === undefined) fsCorrupt(this.ctx, `ext4.dx_node[${ino}]`, rootP * bs, 'htree points at a hole', { actual: lb });
+          next.push(...decodeDxNode(await this.readBlocks(p, 1), this.ctx, `ext4.dx_node[${ino}:${lb}]`, p * bs, bs, dxOpts).blocks);
+        }
+        level = next;
+      }
+    }
+    for (const e of extents) {
+      if (e.lblk >= dirBlocks) break;
+      const n = Math.min(e.len, dirBlocks - e.lblk);
+      for (let k = 0; k < n; k += 64) {
+        const cnt = Math.min(64, n - k);
+        const bytes = await this.readBlocks(e.pblk + k, cnt);
+        for (let j = 0; j < cnt; j++) {
+          const lblk = e.lblk + k + j;
+          const pblk = e.pblk + k + j;
+          const block = bytes.subarray(j * bs, (j + 1) * bs);
+          if (isHtree && lblk === 0) {
+            // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
+            yield* decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            continue;
+          }
+          if (indexBlocks.has(lblk)) continue;
+          yield* decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+        }
+      }
+    }
+  }
+
+  /**
+   * Resolves an absolute path ('/' separated; '.' and '..' as stored) to an inode number,
+   * following no symlinks. Returns undefined if a component is missing or not a directory.
+   * Throws what readdir throws.
+   */
+  async lookup(path: string): Promise<number | undefined> {
+    let ino = EXT4_ROOT_INO;
+    for (const part of path.split('/').filter((p) => p !== '')) {
+      const inode = await this.readInode(ino);
+      if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+      let found: number | undefined;
+      for await (const e of this.readdirOf(inode)) {
+        if (e.name === part) {
+          found = e.ino;
+          break;
+        }
+      }
+      if (found === undefined) return undefined;
+      ino = found;
+    }
+    return ino;
+  }
+
+  /**
+   * Walks the tree below directory `startIno` (default the root) depth-first, yielding every
+   * entry except '.' and '..', children in directory order. A directory reached twice is
+   * not descended again (bounds corrupt loops). Throws what readdir throws.
+   */
+  async *walk(startIno = EXT4_ROOT_INO, startPath = ''): AsyncGenerator<WalkEntry> {
+    const seen = new Set<number>([startIno]);
+    const stack: Array<{ ino: number; path: string }> = [{ ino: startIno, path: startPath }];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      const inode = await this.readInode(dir.ino);
+      const children: WalkEntry[] = [];
+      for await (const e of this.readdirOf(inode)) {
+        if (e.name === '.' || e.name === '..') continue;
+        children.push({ path: `${dir.path}/${e.name}`, ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+      }
+      const subdirs: Array<{ ino: number; path: string }> = [];
+      for (const c of children) {
+        yield c;
+        const isDir = c.fileType === 2 || (c.fileType === 0 && fileType((await this.readInode(c.ino)).i_mode) === S_IFDIR);
+        if (isDir && !seen.has(c.ino)) {
+          seen.add(c.ino);
+          subdirs.push({ ino: c.ino, path: c.path });
+        }
+      }
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+    }
+  }
+
+  /** Whether the block bitmap of group `g` was never initialised (uninit_bg / metadata_csum). */
+  private blockUninit(g: number): boolean {
+    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_BLOCK_UNINIT) !== 0;
+  }
+
+  private inodeUninit(g: number): boolean {
+    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_INODE_UNINIT) !== 0;
+  }
+
+  /**
+   * Free block runs [start, length] of the whole filesystem, ascending, from the block
+   * bitmaps (uninitialised groups: everything but their superblock/GDT copies and own
+   * bitmaps and inode table). Throws BAD_CHECKSUM (bitmap checksums), IO.
+   */
+  async *freeBlockRuns(): AsyncGenerator<[number, number]> {
+    const sb = this.superblock;
+    for (let g = 0; g < sb.groupCount; g++) {
+      const first = groupFirstBlock(sb, g);
+      const n = groupBlockCount(sb, g);
+      const gd = this.groupDescriptor(g);
+      let bitmap: Uint8Array;
+      if (this.blockUninit(g)) {
+        bitmap = new Uint8Array(Math.ceil(sb.s_blocks_per_group / 8));
+        const mark = (b: number, c: number): void => {
+          for (let i = b; i < b + c; i++) if (i >= first && i < first + n) bitmap[(i - first) >>> 3]! |= 1 << ((i - first) & 7);
+        };
+        for (const run of groupSuperAndDescriptors(sb, g)) mark(run.block, run.count);
+        mark(gd.bg_block_bitmap, 1);
+        mark(gd.bg_inode_bitmap, 1);
+        mark(gd.bg_inode_table, this.inodeTableBlocks);
+      } else {
+        bitmap = await this.readBlocks(gd.bg_block_bitmap, 1);
+        if (this.metadataCsum) verifyBlockBitmap(sb, this.ctx, g, gd, bitmap);
+      }
+      for (const [s, l] of clearRuns(bitmap, n)) yield [first + s, l];
+    }
+  }
+
+  private get inodeTableBlocks(): number {
+    const sb = this.superblock;
+    return Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
+  }
+
+  /**
+   * Inodes in use per the inode bitmaps (uninitialised groups and the itable_unused tail
+   * count as free), ascending. Throws BAD_CHECKSUM (bitmap checksums), IO.
+   */
+  async *usedInodes(): AsyncGenerator<number> {
+    const sb = this.superblock;
+    for (let g = 0; g < sb.groupCount; g++) {
+      if (this.inodeUninit(g)) continue;
+      const gd = this.groupDescriptor(g);
+      const bitmap = await this.readBlocks(gd.bg_inode_bitmap, 1);
+      if (this.metadataCsum) verifyInodeBitmap(sb, this.ctx, g, gd, bitmap);
+      let n = sb.s_inodes_per_group;
+      if (hasGroupChecksums(sb)) n = Math.max(0, n - gd.bg_itable_unused);
+      for (let i = 0; i < n; i++) {
+        const ino = g * sb.s_inodes_per_group + i + 1;
+        if (ino > sb.s_inodes_count) return;
+        if (testBit(bitmap, i)) yield ino;
+      }
+    }
+  }
+
+  /**
+   * Builds the block -> owner table: group metadata of every group, then every in-use
+   * inode's data, directory, journal, extent-node, indirect and xattr blocks. Memory is
+   * O(runs). Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
+   */
+  async blockOwnership(): Promise<BlockOwnership> {
+    const sb = this.superblock;
+    const b = new OwnershipBuilder();
+    if (sb.s_first_data_block > 0) b.add(0, sb.s_first_data_block, { kind: 'boot block' });
+    for (let g = 0; g < sb.groupCount; g++) {
+      for (const run of groupSuperAndDescriptors(sb, g)) b.add(run.block, run.count, { kind: run.role, group: g });
+      const gd = this.groupDescriptor(g);
+      b.add(gd.bg_block_bitmap, 1, { kind: 'block bitmap', group: g });
+      b.add(gd.bg_inode_bitmap, 1, { kind: 'inode bitmap', group: g });
+      b.add(gd.bg_inode_table, this.inodeTableBlocks, { kind: 'inode table', group: g });
+    }
+    const xattrBlocks = new Set<number>();
+    for await (const ino of this.usedInodes()) {
+      const inode = await this.readInode(ino);
+      if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) continue;
+      if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
+        xattrBlocks.add(inode.i_file_acl);
+        b.add(inode.i_file_acl, 1, { kind: 'xattr block', ino });
+      }
+      if (ino === EXT4_RESIZE_INO) {
+        // The resize inode's double-indirect block lists the reserved GDT blocks, which the
+        // group layout above already owns; only the DIND block itself is the inode's.
+        const dind = new DataView(inode.i_block.buffer, inode.i_block.byteOffset).getUint32(EXT4_DIND_BLOCK * 4, true);
+        if (dind !== 0) b.add(dind, 1, { kind: 'indirect block', ino });
+        continue;
+      }
+      const kind: OwnerKind = ino === EXT4_JOURNAL_INO || ino === sb.s_journal_inum ? 'journal' : fileType(inode.i_mode) === S_IFDIR ? 'directory' : 'data';
+      for await (const e of this.extentsOf(inode, (pblk, k) => b.add(pblk, 1, { kind: k, ino }))) {
+        b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+      }
+    }
+    const free: Array<[number, number]> = [];
+    for await (const r of this.freeBlockRuns()) {
+      const last = free[free.length - 1];
+      if (last !== undefined && last[0] + last[1] === r[0]) last[1] += r[1];
+      else free.push(r);
+    }
+    return b.build(free, sb.s_blocks_count);
+  }
+
+  /** Entries in the orphan file (orphan_file feature): non-zero inode slots of its blocks. */
+  private async countOrphanFileEntries(): Promise<number> {
+    if (this.orphanFileEntries !== undefined) return this.orphanFileEntries;
+    const sb = this.superblock;
+    let count = 0;
+    if (sb.s_feature_compat & EXT4_FEATURE_COMPAT_ORPHAN_FILE && sb.s_orphan_file_inum !== 0) {
+      const inode = await this.readInode(sb.s_orphan_file_inum);
+      const bs = this.blockSize;
+      for await (const e of this.extentsOf(inode)) {
+        for (let i = 0; i < e.len; i++) {
+          const blk = await this.readBlocks(e.pblk + i, 1);
+          const v = new DataView(blk.buffer, blk.byteOffset, blk.byteLength);
+          // ext4 doc, orphan.rst: inode slots, then an 8-byte tail (magic, checksum).
+          if (v.getUint32(bs - 8, true) !== EXT4_ORPHAN_BLOCK_MAGIC) continue;
+          for (let o = 0; o < bs - 8; o += 4) if (v.getUint32(o, true) !== 0) count++;
+        }
+      }
+    }
+    this.orphanFileEntries = count;
+    return count;
+  }
+
+  /**
+   * Why a writer must refuse this filesystem, or undefined if it is clean: a journal that
+   * needs recovery, an errors state, or orphans (s_last_orphan, orphan_present, orphan
+   * file entries). Throws what reading the orphan file throws.
+   */
+  async writeRefusal(): Promise<WriteRefusal | undefined> {
+    const sb = this.superblock;
+    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) return { code: 'DIRTY_FILESYSTEM', reason: 'the journal needs recovery (needs_recovery)' };
+    if (sb.s_state & EXT4_ERROR_FS) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem has recorded errors (s_state)' };
+    if (!(sb.s_state & EXT4_VALID_FS)) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem was not cleanly unmounted (s_state)' };
+    if (sb.s_last_orphan !== 0) return { code: 'DIRTY_FILESYSTEM', reason: `orphan inodes present (s_last_orphan ${sb.s_last_orphan})` };
+    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) return { code: 'DIRTY_FILESYSTEM', reason: 'orphan inodes present (orphan_present)' };
+    const n = await this.countOrphanFileEntries();
+    if (n > 0) return { code: 'DIRTY_FILESYSTEM', reason: `${n} orphan inodes in the orphan file` };
+    return undefined;
+  }
+}
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}

@@ -1,0 +1,56 @@
+/**
+ * Block and inode bitmaps (ext4 doc, group_descr.rst and checksums.rst): one bit per
+ * block (or inode) of a group; under metadata_csum their crc32c sits in the descriptor.
+ */
+import { ext4Crc32c } from './checksums.js';
+import { checkChecksum, type Ext4Context } from './context.js';
+import type { GroupDescriptor } from './groupDescriptors.js';
+import type { Superblock } from './superblock.js';
+
+/** Verifies a group's block bitmap checksum (metadata_csum). Throws BAD_CHECKSUM (or warns). */
+export function verifyBlockBitmap(sb: Superblock, ctx: Ext4Context, group: number, gd: GroupDescriptor, bitmap: Uint8Array): void {
+  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_clusters_per_group / 8));
+  const mask = sb.descSize >= 64 ? 0xffffffff : 0xffff;
+  checkChecksum(ctx, `ext4.block_bitmap[${group}]`, gd.bg_block_bitmap * sb.blockSize, gd.bg_block_bitmap_csum, (c & mask) >>> 0);
+}
+
+/** Verifies a group's inode bitmap checksum (metadata_csum). Throws BAD_CHECKSUM (or warns). */
+export function verifyInodeBitmap(sb: Superblock, ctx: Ext4Context, group: number, gd: GroupDescriptor, bitmap: Uint8Array): void {
+  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_inodes_per_group / 8));
+  const mask = sb.descSize >= 64 ? 0xffffffff : 0xffff;
+  checkChecksum(ctx, `ext4.inode_bitmap[${group}]`, gd.bg_inode_bitmap * sb.blockSize, gd.bg_inode_bitmap_csum, (c & mask) >>> 0);
+}
+
+/** Whether bit `i` is set. */
+export function testBit(bitmap: Uint8Array, i: number): boolean {
+  return (bitmap[i >>> 3]! & (1 << (i & 7))) !== 0;
+}
+
+/** Runs of clear (free) bits among the first `nbits`, as [start, length] pairs. */
+export function clearRuns(bitmap: Uint8Array, nbits: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let i = 0;
+  while (i < nbits) {
+    const byte = bitmap[i >>> 3]!;
+    if ((i & 7) === 0 && byte === 0xff) {
+      i += 8;
+      continue;
+    }
+    if (byte & (1 << (i & 7))) {
+      i++;
+      continue;
+    }
+    const start = i;
+    while (i < nbits) {
+      const b = bitmap[i >>> 3]!;
+      if ((i & 7) === 0 && b === 0 && i + 8 <= nbits) {
+        i += 8;
+        continue;
+      }
+      if (b & (1 << (i & 7))) break;
+      i++;
+    }
+    out.push([start, i - start]);
+  }
+  return out;
+}

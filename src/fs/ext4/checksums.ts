@@ -1,0 +1,46 @@
+/**
+ * The two checksum functions of ext4 (ext4 doc, checksums.rst): crc32c as the kernel's
+ * `ext4_chksum` computes it (a raw crc32c register with no final inversion, chained
+ * from a seed) for metadata_csum, and the crc16 of the older uninit_bg/gdt_csum feature.
+ */
+import { crc32c } from '@node-rs/crc32';
+
+/**
+ * The kernel's crc32c(seed, data): the register starts at `seed` and is not inverted
+ * at the end. @node-rs/crc32's crc32c(data, prev) is the standard (inverted) CRC that
+ * continues `prev`, so raw(seed) = ~std(data, ~seed).
+ */
+export function ext4Crc32c(seed: number, data: Uint8Array): number {
+  return ~crc32c(data, ~seed >>> 0) >>> 0;
+}
+
+/** ext4Crc32c of a little-endian 32-bit value (inode numbers, group numbers, generations). */
+export function ext4Crc32cU32(seed: number, value: number): number {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, value >>> 0, true);
+  return ext4Crc32c(seed, b);
+}
+
+/** ext4Crc32c of a little-endian 64-bit value (xattr block numbers). */
+export function ext4Crc32cU64(seed: number, value: number): number {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+  return ext4Crc32c(seed, b);
+}
+
+let crc16Table: Uint16Array | undefined;
+
+/** crc16 (polynomial 0x8005, reflected as 0xa001), continuing from `crc`, as the gdt_csum feature uses. */
+export function crc16(crc: number, data: Uint8Array): number {
+  if (crc16Table === undefined) {
+    crc16Table = new Uint16Array(256);
+    for (let i = 0; i < 256; i++) {
+      let c = i;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xa001 : c >>> 1;
+      crc16Table[i] = c;
+    }
+  }
+  let c = crc & 0xffff;
+  for (let i = 0; i < data.length; i++) c = (c >>> 8) ^ crc16Table[(c ^ data[i]!) & 0xff]!;
+  return c;
+}

@@ -1,0 +1,180 @@
+/**
+ * Extent trees (ext4 doc, extents.rst): a 12-byte header, then index entries (depth > 0)
+ * or leaf extents (depth 0). The root lives in i_block; deeper nodes fill a block and end
+ * with a crc32c tail under metadata_csum. Walks are bounded: depth <= 5, each child one
+ * level shallower than its parent, every node block visited once, entries <= eh_max.
+ */
+import { ext4Crc32c } from './checksums.js';
+import { checkChecksum, fsCorrupt, fsReader, type Ext4Context, type FsByteReader } from './context.js';
+import {
+  EXT4_EXT_ENTRY_SIZE,
+  EXT4_EXT_HEADER_SIZE,
+  EXT4_EXT_MAGIC,
+  EXT4_EXT_MAX_DEPTH,
+  EXT4_EXT_TAIL_SIZE,
+  EXT_INIT_MAX_LEN,
+} from './constants.js';
+
+export interface ExtentHeader {
+  readonly eh_magic: number;
+  readonly eh_entries: number;
+  readonly eh_max: number;
+  readonly eh_depth: number;
+  readonly eh_generation: number;
+}
+
+/** A leaf extent: `len` blocks from logical block `lblk` at physical block `pblk`. */
+export interface FileExtent {
+  readonly lblk: number;
+  readonly pblk: number;
+  readonly len: number;
+  /** Unwritten (preallocated) extents read as zeros. */
+  readonly unwritten: boolean;
+}
+
+export interface ExtentIndex {
+  readonly ei_block: number;
+  readonly ei_leaf: number;
+}
+
+export interface ExtentNode {
+  readonly header: ExtentHeader;
+  readonly indexes: readonly ExtentIndex[];
+  readonly extents: readonly FileExtent[];
+}
+
+/**
+ * Decodes one extent node (the 60-byte root or a whole block). `capacity` is how many
+ * entries fit. Throws CORRUPT_IMAGE for a bad magic, eh_max above capacity, eh_entries
+ * above eh_max, depth above 5, or entries out of logical order.
+ */
+export function decodeExtentNode(r: FsByteReader, capacity: number): ExtentNode {
+  const eh_magic = r.u16le(0, 'eh_magic');
+  if (eh_magic !== EXT4_EXT_MAGIC) r.fail(0, 'eh_magic', 'bad extent header magic', { expected: '0xf30a', actual: `0x${eh_magic.toString(16)}` });
+  const eh_entries = r.u16le(2, 'eh_entries');
+  const eh_max = r.u16le(4, 'eh_max');
+  const eh_depth = r.u16le(6, 'eh_depth');
+  const eh_generation = r.u32le(8);
+  if (eh_max > capacity || eh_max === 0) r.fail(4, 'eh_max', 'more entries than the node holds', { expected: `1..${capacity}`, actual: eh_max });
+  if (eh_entries > eh_max) r.fail(2, 'eh_entries', 'more entries than eh_max', { expected: `<= ${eh_max}`, actual: eh_entries });
+  if (eh_depth > EXT4_EXT_MAX_DEPTH) r.fail(6, 'eh_depth', 'extent tree deeper than 5', { expected: `<= ${EXT4_EXT_MAX_DEPTH}`, actual: eh_depth });
+  const indexes: ExtentIndex[] = [];
+  const extents: FileExtent[] = [];
+  let prevEnd = -1;
+  for (let i = 0; i < eh_entries; i++) {
+    const o = EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+    const lblk = r.u32le(o, `entry[${i}]`);
+    if (lblk < prevEnd || (eh_depth > 0 && lblk === prevEnd && i > 0)) {
+      r.fail(o, `entry[${i}].block`, 'extent entries out of logical order', { expected: `>= ${prevEnd}`, actual: lblk });
+    }
+    if (eh_depth > 0) {
+      const ei_leaf = r.u32le(o + 4) + r.u16le(o + 8) * 2 ** 32;
+      indexes.push({ ei_block: lblk, ei_leaf });
+      prevEnd = lblk;
+    } else {
+      const raw = r.u16le(o + 4);
+      const unwritten = raw > EXT_INIT_MAX_LEN;
+      const len = unwritten ? raw - EXT_INIT_MAX_LEN : raw;
+      const pblk = r.u16le(o + 6) * 2 ** 32 + r.u32le(o + 8);
+      if (len === 0) r.fail(o + 4, `entry[${i}].ee_len`, 'zero-length extent');
+      if (lblk + len > 2 ** 32) r.fail(o + 4, `entry[${i}].ee_len`, 'extent beyond the last logical block');
+      extents.push({ lblk, pblk, len, unwritten });
+      prevEnd = lblk + len;
+    }
+  }
+  return { header: { eh_magic, eh_entries, eh_max, eh_depth, eh_generation }, indexes, extents };
+}
+
+/** Reads whole blocks from the device. */
+export type BlockReader = (blockNo: number, count: number) => Promise<Uint8Array>;
+
+/** Callbacks of an extent-tree walk. */
+export interface ExtentWalkEnv {
+  readonly ctx: Ext4Context;
+  readonly blockSize: number;
+  readonly blocksCount: number;
+  readonly readBlocks: BlockReader;
+  /** Whether extent blocks carry a crc32c tail (metadata_csum). */
+  readonly metadataCsum: boolean;
+}
+
+/** An interior or leaf node stored in its own block (not the root in the inode). */
+export interface ExtentNodeBlock {
+  readonly pblk: number;
+  readonly depth: number;
+}
+
+/**
+ * Walks the extent tree rooted in an inode's i_block, yielding leaf extents in logical
+ * order, and reports each node block to `onNode`. Throws CORRUPT_IMAGE (see
+ * decodeExtentNode; also: a child at the wrong depth, a node block outside the
+ * filesystem or visited twice, extents outside the filesystem), BAD_CHECKSUM.
+ */
+export async function* walkExtentTree(
+  env: ExtentWalkEnv,
+  ino: number,
+  iBlock: Uint8Array,
+  iBlockDeviceOffset: number,
+  inodeCsumSeed: number,
+  onNode?: (n: ExtentNodeBlock) => void,
+): AsyncGenerator<FileExtent> {
+  const { ctx, blockSize } = env;
+  const rootReader = fsReader(ctx, iBlock, `ext4.inode[${ino}].extent_root`, iBlockDeviceOffset);
+  const root = decodeExtentNode(rootReader, (iBlock.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
+  const visited = new Set<number>();
+  const blockCapacity = (blockSize - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE;
+  let lastEnd = 0;
+
+  const checkExtent = (e: FileExtent, where: number): void => {
+    if (e.pblk < 1 || e.pblk + e.len > env.blocksCount) {
+      fsCorrupt(ctx, `ext4.inode[${ino}].extent`, where, 'extent outside the filesystem', {
+        expected: `1..${env.blocksCount - 1}`,
+        actual: `${e.pblk}+${e.len}`,
+      });
+    }
+    if (e.lblk < lastEnd) fsCorrupt(ctx, `ext4.inode[${ino}].extent`, where, 'extents overlap or are out of order', { actual: e.lblk });
+    lastEnd = e.lblk + e.len;
+  };
+
+  async function* visit(node: ExtentNode, nodeOffset: number, lo: number, hi: number): AsyncGenerator<FileExtent> {
+    if (node.header.eh_depth === 0) {
+      for (let i = 0; i < node.extents.length; i++) {
+        const e = node.extents[i]!;
+        const where = nodeOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+        if (e.lblk < lo || e.lblk + e.len > hi) {
+          fsCorrupt(ctx, `ext4.inode[${ino}].extent`, where, 'extent outside its index range', { expected: `${lo}..${hi}`, actual: e.lblk });
+        }
+        checkExtent(e, where);
+        yield e;
+      }
+      return;
+    }
+    for (let i = 0; i < node.indexes.length; i++) {
+      const idx = node.indexes[i]!;
+      const where = nodeOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+      const childHi = i + 1 < node.indexes.length ? node.indexes[i + 1]!.ei_block : hi;
+      if (idx.ei_block < lo) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index`, where, 'index before its parent range', { actual: idx.ei_block });
+      if (idx.ei_leaf < 1 || idx.ei_leaf >= env.blocksCount) {
+        fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node outside the filesystem', { actual: idx.ei_leaf });
+      }
+      if (visited.has(idx.ei_leaf)) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node referenced twice', { actual: idx.ei_leaf });
+      visited.add(idx.ei_leaf);
+      const off = idx.ei_leaf * blockSize;
+      const bytes = await env.readBlocks(idx.ei_leaf, 1);
+      const r = fsReader(ctx, bytes, `ext4.extent_block[${idx.ei_leaf}]`, off);
+      const child = decodeExtentNode(r, blockCapacity);
+      if (child.header.eh_depth !== node.header.eh_depth - 1) {
+        r.fail(6, 'eh_depth', 'child node at the wrong depth', { expected: node.header.eh_depth - 1, actual: child.header.eh_depth });
+      }
+      if (env.metadataCsum) {
+        const tailOff = EXT4_EXT_HEADER_SIZE + child.header.eh_max * EXT4_EXT_ENTRY_SIZE;
+        if (tailOff + EXT4_EXT_TAIL_SIZE <= blockSize) {
+          checkChecksum(ctx, `ext4.extent_block[${idx.ei_leaf}].et_checksum`, off + tailOff, r.u32le(tailOff), ext4Crc32c(inodeCsumSeed, bytes.subarray(0, tailOff)));
+        }
+      }
+      onNode?.({ pblk: idx.ei_leaf, depth: child.header.eh_depth });
+      yield* visit(child, off, Math.max(lo, idx.ei_block), childHi);
+    }
+  }
+  yield* visit(root, iBlockDeviceOffset, 0, 2 ** 32);
+}

@@ -1,0 +1,204 @@
+/**
+ * Block ownership: for any physical block, whether it is free or who owns it. Stored as
+ * sorted [start, length, owner] runs in typed arrays (about 30 bytes per run), queried
+ * by binary search, so a filesystem's map costs O(extents), not O(blocks).
+ */
+
+/** What a block is used for. */
+export type OwnerKind =
+  | 'boot block'
+  | 'superblock'
+  | 'group descriptors'
+  | 'reserved GDT'
+  | 'block bitmap'
+  | 'inode bitmap'
+  | 'inode table'
+  | 'journal'
+  | 'extent node'
+  | 'indirect block'
+  | 'directory'
+  | 'data'
+  | 'xattr block';
+
+export const OWNER_KINDS: readonly OwnerKind[] = [
+  'boot block',
+  'superblock',
+  'group descriptors',
+  'reserved GDT',
+  'block bitmap',
+  'inode bitmap',
+  'inode table',
+  'journal',
+  'extent node',
+  'indirect block',
+  'directory',
+  'data',
+  'xattr block',
+];
+
+/** The owner of a block. `ino` for inode-owned blocks, `lblk` for file/directory/journal blocks, `group` for group metadata. */
+export interface BlockOwner {
+  readonly kind: OwnerKind;
+  readonly ino?: number;
+  /** Logical block within the inode of the queried block (data, directory, journal). */
+  readonly lblk?: number;
+  readonly group?: number;
+}
+
+/** A run of blocks with one owner; `lblk` is that of the run's first block. */
+export interface OwnerRun extends BlockOwner {
+  readonly start: number;
+  readonly length: number;
+}
+
+/** Collects owner runs, then freezes into a sorted, searchable table. */
+export class OwnershipBuilder {
+  private n = 0;
+  private start = new Float64Array(1024);
+  private len = new Float64Array(1024);
+  private lblk = new Float64Array(1024);
+  private id = new Uint32Array(1024); // ino or group
+  private kind = new Uint8Array(1024);
+
+  add(start: number, length: number, owner: BlockOwner): void {
+    if (length <= 0) return;
+    const k = OWNER_KINDS.indexOf(owner.kind);
+    const id = owner.ino ?? owner.group ?? 0;
+    const l = owner.lblk ?? -1;
+    // Extend the previous run when this one continues it (consecutive extents of one file).
+    const p = this.n - 1;
+    if (p >= 0 && this.kind[p] === k && this.id[p] === id && this.start[p]! + this.len[p]! === start && (l < 0 ? this.lblk[p] === -1 : this.lblk[p]! + this.len[p]! === l)) {
+      this.len[p] = this.len[p]! + length;
+      return;
+    }
+    if (this.n === this.start.length) this.grow();
+    this.start[this.n] = start;
+    this.len[this.n] = length;
+    this.lblk[this.n] = l;
+    this.id[this.n] = id;
+    this.kind[this.n] = k;
+    this.n++;
+  }
+
+  private grow(): void {
+    const cap = this.start.length * 2;
+    const g = <T extends Float64Array | Uint32Array | Uint8Array>(a: T, C: new (n: number) => T): T => {
+      const b = new C(cap);
+      b.set(a);
+      return b;
+    };
+    this.start = g(this.start, Float64Array);
+    this.len = g(this.len, Float64Array);
+    this.lblk = g(this.lblk, Float64Array);
+    this.id = g(this.id, Uint32Array);
+    this.kind = g(this.kind, Uint8Array);
+  }
+
+  /** Sorts the runs and returns the table. */
+  build(free: ReadonlyArray<readonly [number, number]>, blocksCount: number): BlockOwnership {
+    const order = new Uint32Array(this.n);
+    for (let i = 0; i < this.n; i++) order[i] = i;
+    const s = this.start;
+    order.sort((a, b) => s[a]! - s[b]!);
+    const pick = <T extends Float64Array | Uint32Array | Uint8Array>(a: T, C: new (n: number) => T): T => {
+      const b = new C(this.n);
+      for (let i = 0; i < this.n; i++) b[i] = a[order[i]!]!;
+      return b;
+    };
+    return new BlockOwnership(
+      pick(this.start, Float64Array),
+      pick(this.len, Float64Array),
+      pick(this.lblk, Float64Array),
+      pick(this.id, Uint32Array),
+      pick(this.kind, Uint8Array),
+      free,
+      blocksCount,
+    );
+  }
+}
+
+/** Block -> owner table of a filesystem, with its free runs (from the block bitmaps). */
+export class BlockOwnership {
+  /** Blocks claimed by more than one run (non-zero only on a corrupt filesystem). */
+  readonly overlappingBlocks: number;
+
+  constructor(
+    private readonly starts: Float64Array,
+    private readonly lens: Float64Array,
+    private readonly lblks: Float64Array,
+    private readonly ids: Uint32Array,
+    private readonly kinds: Uint8Array,
+    /** Free runs [start, length], ascending, from the block bitmaps. */
+    readonly freeRuns: ReadonlyArray<readonly [number, number]>,
+    readonly blocksCount: number,
+  ) {
+    let overlap = 0;
+    let maxEnd = 0;
+    for (let i = 0; i < starts.length; i++) {
+      const s = starts[i]!;
+      const e = s + lens[i]!;
+      if (s < maxEnd) overlap += Math.min(maxEnd, e) - s;
+      maxEnd = Math.max(maxEnd, e);
+    }
+    this.overlappingBlocks = overlap;
+  }
+
+  /** Number of owner runs. */
+  get runCount(): number {
+    return this.starts.length;
+  }
+
+  private runAt(i: number): OwnerRun {
+    const kind = OWNER_KINDS[this.kinds[i]!]!;
+    const isGroup = kind === 'block bitmap' || kind === 'inode bitmap' || kind === 'inode table' || kind === 'superblock' || kind === 'group descriptors' || kind === 'reserved GDT';
+    const l = this.lblks[i]!;
+    return {
+      start: this.starts[i]!,
+      length: this.lens[i]!,
+      kind,
+      ...(kind === 'boot block' ? {} : isGroup ? { group: this.ids[i]! } : { ino: this.ids[i]! }),
+      ...(l >= 0 ? { lblk: l } : {}),
+    };
+  }
+
+  /** Owner runs in block order. */
+  *runs(): Generator<OwnerRun> {
+    for (let i = 0; i < this.starts.length; i++) yield this.runAt(i);
+  }
+
+  /** The owner of block `blockNo`, 'free', or undefined (in use per the bitmaps, but no owner found: a leak). */
+  ownerOf(blockNo: number): BlockOwner | 'free' | undefined {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.starts[mid]! <= blockNo) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (found >= 0 && blockNo < this.starts[found]! + this.lens[found]!) {
+      const r = this.runAt(found);
+      const { start, length, ...owner } = r;
+      void length;
+      return owner.lblk !== undefined ? { ...owner, lblk: owner.lblk + (blockNo - start) } : owner;
+    }
+    if (this.isFree(blockNo)) return 'free';
+    return undefined;
+  }
+
+  /** Whether the block bitmaps mark `blockNo` free. */
+  isFree(blockNo: number): boolean {
+    let lo = 0;
+    let hi = this.freeRuns.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const [s, l] = this.freeRuns[mid]!;
+      if (blockNo < s) hi = mid - 1;
+      else if (blockNo >= s + l) lo = mid + 1;
+      else return true;
+    }
+    return false;
+  }
+}

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { changedRanges, overlayDepth, rangesWithin, type DiffSide } from '../../src/blockdiff/changedRanges.js';
+import { ChainDevice } from '../../src/diskimage/ChainDevice.js';
+import type { BlockDevice } from '../../src/diskimage/BlockDevice.js';
+import { MemoryDevice } from '../helpers/MemoryDevice.js';
+
+const K = 1024;
+const sideOf = (name: string, layers: Array<[string, BlockDevice]>): DiffSide => ({
+  name,
+  device: new ChainDevice(layers.map(([, d]) => d)),
+  layers: layers.map(([id, device]) => ({ id, device })),
+});
+
+/** Oracle: read both devices whole and compare each 4 KiB block byte by byte. */
+async function differingBlocks(a: BlockDevice, b: BlockDevice): Promise<number[]> {
+  const [x, y] = await Promise.all([a.read(0, a.size), b.read(0, b.size)]);
+  const out: number[] = [];
+  for (let o = 0; o < x.length; o += 4 * K) if (Buffer.compare(x.subarray(o, o + 4 * K), y.subarray(o, o + 4 * K)) !== 0) out.push(o / (4 * K));
+  return out;
+}
+const blocksOf = (ranges: ReadonlyArray<{ offset: number; length: number }>): number[] =>
+  ranges.flatMap((r) => Array.from({ length: Math.ceil(r.length / (4 * K)) }, (_, i) => r.offset / (4 * K) + i));
+
+describe('changedRanges', () => {
+  const base = new MemoryDevice(1024 * K, [{ offset: 0, length: 64 * K, kind: 'data' }], 1);
+
+  it('overlay: B stores data, and zeros only where the base stores data', async () => {
+    const top = new MemoryDevice(1024 * K, [
+      { offset: 0, length: 4 * K, kind: 'zero' },
+      { offset: 128 * K, length: 8 * K, kind: 'data' },
+      { offset: 256 * K, length: 64 * K, kind: 'zero' },
+    ], 2);
+    const a = sideOf('a', [['base', base]]);
+    const b = sideOf('b', [['top', top], ['base', base]]);
+    expect(overlayDepth(a, b)).toBe(1);
+    const r = await changedRanges(a, b);
+    expect(r.mode).toBe('overlay');
+    expect(r.bytesCompared).toBe(0);
+    expect(r.ranges).toEqual([{ offset: 0, length: 4 * K }, { offset: 128 * K, length: 8 * K }]);
+    expect(blocksOf(r.ranges)).toEqual(await differingBlocks(a.device, b.device));
+  });
+
+  it('not an overlay (other base file): hashes what either side stores, exactly', async () => {
+    const other = new MemoryDevice(1024 * K, [{ offset: 0, length: 32 * K, kind: 'data' }, { offset: 40 * K, length: 8 * K, kind: 'data' }, { offset: 512 * K, length: 4 * K, kind: 'zero' }], 1);
+    const a = sideOf('a', [['base', base]]);
+    const b = sideOf('b', [['other', other]]);
+    expect(overlayDepth(a, b)).toBeUndefined();
+    const r = await changedRanges(a, b, { chunkBytes: 16 * K });
+    expect(r.mode).toBe('hash');
+    expect(blocksOf(r.ranges)).toEqual(await differingBlocks(a.device, b.device));
+    expect(r.changedBytes).toBe(24 * K);
+  });
+
+  it('bytes past the smaller disk count as changed', async () => {
+    const small = new MemoryDevice(512 * K, [], 0);
+    const r = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['base', base]]));
+    expect(r.ranges[r.ranges.length - 1]).toEqual({ offset: 512 * K, length: 512 * K });
+  });
+
+  it('rangesWithin clips and shifts', () => {
+    expect(rangesWithin([{ offset: 0, length: 10 }, { offset: 90, length: 30 }], 100, 50)).toEqual([{ offset: 0, length: 20 }]);
+  });
+});

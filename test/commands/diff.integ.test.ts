@@ -1,0 +1,105 @@
+/**
+ * `imgdedup diff` end to end (built CLI): text and JSON agree with the rdump oracle on a
+ * small update made with debugfs; exit 0 with or without differences; typed errors with
+ * exit codes for bad input.
+ */
+import { copyFileSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buildScenarioTree, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
+import { debugfsWrite } from '../../fixtures/ext4/ext4Fixtures.js';
+import { imgdedup, sh } from '../helpers/run.js';
+import { useTempDir } from '../helpers/tmp.js';
+import { expectedDiff, type ExpectedDiff } from '../blockdiff/treeOracle.js';
+
+const tmp = useTempDir('imgdedup-diffcli-');
+let d = '';
+let expected: ExpectedDiff;
+
+beforeAll(() => {
+  d = tmp();
+  const tree = buildScenarioTree(d, { files: 120, seed: 3 });
+  makeScenarioImage(join(d, 'A.raw'), tree, 32);
+  copyFileSync(join(d, 'A.raw'), join(d, 'B.raw'));
+  writeFileSync(join(d, 'payload'), 'a new file\n');
+  debugfsWrite(join(d, 'B.raw'), [
+    'write payload /etc/new.conf',
+    'rm /usr/lib/old.so',
+    'sif /etc/perm.conf mode 0100600',
+    'ea_set /etc/xattr.conf user.x y',
+    'ln /etc/rename-me.conf /etc/moved.conf',
+    'unlink /etc/rename-me.conf',
+  ], d);
+  sh('qemu-img', ['convert', '-O', 'qcow2', join(d, 'A.raw'), join(d, 'A.qcow2')]);
+  makeOverlay(join(d, 'B.raw'), join(d, 'A.qcow2'), join(d, 'B.qcow2'));
+  expected = expectedDiff(join(d, 'A.raw'), join(d, 'B.raw'), join(d, 'oracle'));
+}, 60_000);
+
+describe('imgdedup diff', () => {
+  it('prints A/D/M lines equal to the oracle, exit 0', () => {
+    const r = imgdedup(['diff', join(d, 'A.qcow2'), join(d, 'B.qcow2')]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const want = [
+      ...expected.added.map((p) => `A ${p}`),
+      ...expected.removed.map((p) => `D ${p}`),
+      ...Object.entries(expected.modified).map(([p, k]) => `M ${p} (${k.join(', ')})`),
+    ].sort();
+    expect(lines.filter((l) => /^[ADM] /.test(l)).sort()).toEqual(want);
+    expect(want).toContain('A /etc/new.conf');
+    expect(want).toContain('D /usr/lib/old.so');
+    expect(want).toContain('M /etc/perm.conf (mode)');
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes in B's own layers \\(overlay\\)`));
+  });
+
+  it('--json: the result object; single-block directory changes need no ownership scan', () => {
+    const r = imgdedup(['diff', '--json', join(d, 'A.qcow2'), join(d, 'B.qcow2')]);
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.mode).toBe('overlay');
+    const fs = j.filesystems[0];
+    expect(fs.fsType).toBe('ext4');
+    expect(fs.stats.mode).toBe('incremental');
+    expect(fs.stats.ownershipScan).toBe(false);
+    expect(fs.added.map((e: { path: string }) => e.path).sort()).toEqual(expected.added);
+    const nc = fs.added.find((e: { path: string }) => e.path === '/etc/new.conf');
+    expect(nc.type).toBe('file');
+    expect(nc.changedBlocks.length).toBeGreaterThan(0);
+    expect(fs.removed.map((e: { path: string }) => e.path).sort()).toEqual(expected.removed);
+    expect(Object.fromEntries(fs.modified.map((e: { path: string; changes: string[] }) => [e.path, [...e.changes].sort()]))).toEqual(expected.modified);
+  });
+
+  it('identical images: no differences, exit 0', () => {
+    const r = imgdedup(['diff', join(d, 'A.raw'), join(d, 'A.qcow2')]);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^0 path\(s\) differ; 0 bytes differ \(hash\)/);
+  });
+
+  it('--help documents the exit status', () => {
+    const r = imgdedup(['diff', '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('Exit status 0 whether or not the images differ');
+  });
+
+  it('a corrupt ext4 superblock: BAD_CHECKSUM naming the image and s_checksum, exit 2', () => {
+    const bad = join(d, 'bad.raw');
+    copyFileSync(join(d, 'B.raw'), bad);
+    // s_log_block_size (superblock offset 0x18) = 40: a block size no ext4 can have.
+    const fd = openSync(bad, 'r+');
+    writeSync(fd, Buffer.from([40, 0, 0, 0]), 0, 4, 1024 + 0x18);
+    closeSync(fd);
+    const r = imgdedup(['diff', '--json', join(d, 'A.raw'), bad]);
+    expect(r.status).toBe(2);
+    const e = JSON.parse(r.stderr.trim().split('\n')[0]!);
+    // metadata_csum: the superblock checksum (s_checksum at 0x3FC) catches it first.
+    expect(e.code).toBe('BAD_CHECKSUM');
+    expect(e.data.file).toContain('bad.raw');
+    expect(e.data.offset).toBe(1024 + 0x3fc);
+  });
+
+  it('a missing image: IO, exit 5; a missing argument: usage, exit 1', () => {
+    expect(imgdedup(['diff', join(d, 'A.raw'), join(d, 'nope.qcow2')]).status).toBe(5);
+    expect(imgdedup(['diff', join(d, 'A.raw')]).status).toBe(1);
+  });
+});
