@@ -12,6 +12,8 @@ import { convert, formatConvert, parseClusterSize } from './commands/convert.js'
 import { createProgress } from './ui/progress.js';
 import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/map.js';
 import { check, formatCheck } from './commands/check.js';
+import { diff, formatDiff } from './commands/diff.js';
+import { ls, formatLsEntry } from './commands/ls.js';
 import pkg from '../package.json' with { type: 'json' };
 
 const EXIT_CODES_HELP = `
@@ -24,8 +26,8 @@ Exit codes:
   5   I/O error (missing file, permission denied, disk full)
   70  internal error (a bug: please report it with the output of --debug)`;
 
-let debug = process.argv.includes('--debug');
-let jsonErrors = process.argv.includes('--json');
+const debug = process.argv.includes('--debug');
+const jsonErrors = process.argv.includes('--json');
 
 function printJson(value: unknown): void {
   output.out(JSON.stringify(value, null, 2));
@@ -123,7 +125,7 @@ export function buildProgram(): Command {
   program
     .command('check')
     .description('check the structure of an image (refcounts, leaks, overlapping or misaligned metadata), like qemu-img check; read-only')
-    .argument('<image>', 'image file (qcow2 or raw)')
+    .argument('<image>', 'image file (qcow2, vmdk or raw)')
     .addOption(formatOption())
     .option('--json', 'print the result as JSON')
     .addHelpText('after', '\nExit status 0 if the image is clean, 2 if anything was found (corruptions, leaks, stale refcounts).\n\nExample:\n  imgdedup check client.qcow2\n  imgdedup check --json base.qcow2')
@@ -150,7 +152,6 @@ export function buildProgram(): Command {
         'Example:\n  imgdedup diff base.qcow2 updated.qcow2\n  imgdedup diff --json base.raw other.raw > diff.json',
     )
     .action(async (a, b, opts) => {
-      const { diff, formatDiff } = await import('./commands/diff.js');
       const r = await diff({ a, b, ...(opts.fullTree ? { fullTree: true } : {}) });
       if (opts.json) printJson(r);
       else output.out(formatDiff(r));
@@ -172,7 +173,6 @@ export function buildProgram(): Command {
         'Example:\n  imgdedup ls client.qcow2:2 /etc\n  imgdedup ls -lR disk.raw /usr/share/doc\n  imgdedup ls --json --offset 1048576 disk.raw /',
     )
     .action(async (image, path, opts) => {
-      const { ls, formatLsEntry } = await import('./commands/ls.js');
       let offsetBytes: number | undefined;
       if (opts.offset !== undefined) {
         if (!/^\d+$/.test(opts.offset)) throw new UsageError(`--offset must be a byte count, got "${opts.offset}"`);
@@ -215,6 +215,11 @@ function report(err: unknown): number {
 }
 
 async function main(): Promise<void> {
+  // `imgdedup map big.qcow2 | head`: the reader went away; stop quietly, as head expects.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);

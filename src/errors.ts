@@ -72,9 +72,10 @@ export function formatMessage(code: ErrorCode, data: ErrorData): string {
   let msg = data.file !== undefined ? `${data.file}: ` : '';
   if (where.length > 0) msg += `${where.join(' ')}: `;
   msg += data.detail ?? code.toLowerCase().replace(/_/g, ' ');
-  if (data.expected !== undefined || data.actual !== undefined) {
-    msg += ` (expected ${formatValue(data.expected)}, got ${formatValue(data.actual)})`;
-  }
+  const facts: string[] = [];
+  if (data.expected !== undefined) facts.push(`expected ${formatValue(data.expected)}`);
+  if (data.actual !== undefined) facts.push(`got ${formatValue(data.actual)}`);
+  if (facts.length > 0) msg += ` (${facts.join(', ')})`;
   return msg;
 }
 

@@ -41,6 +41,7 @@ describe('error codes', () => {
   test('messages are built from the data: file, structure, offset, expected and actual', () => {
     const msg = formatMessage('CORRUPT_IMAGE', { file: 'client.qcow2', structure: 'qcow2.header.magic', offset: 0, detail: 'not a qcow2 image', expected: '0x514649fb', actual: '0x00000000' });
     expect(msg).toBe('client.qcow2: qcow2.header.magic at byte 0: not a qcow2 image (expected 0x514649fb, got 0x00000000)');
+    expect(formatMessage('CORRUPT_IMAGE', { file: 'f', detail: 'bad depth', actual: 9 })).toBe('f: bad depth (got 9)');
     const e = new CorruptImageError('TRUNCATED', { file: 'a', offset: 7 });
     expect(e.toJSON()).toEqual({ code: 'TRUNCATED', data: { file: 'a', offset: 7 }, message: e.message });
   });

@@ -164,6 +164,20 @@ export class Ext4Fs {
       });
     }
     const sb = decodeSuperblock(await device.read(EXT4_SUPERBLOCK_OFFSET, EXT4_SUPERBLOCK_SIZE), ctx);
+    // As the kernel refuses to mount ("block count exceeds size of device"): a filesystem
+    // larger than its device is truncated or has a corrupt count, and the count sizes the
+    // group table, so an unchecked count could demand gigabytes of descriptors.
+    if (sb.s_blocks_count * sb.blockSize > device.size) {
+      throw new CorruptImageError('TRUNCATED', {
+        file: options.file,
+        structure: 'ext4.superblock.s_blocks_count',
+        offset: EXT4_SUPERBLOCK_OFFSET + 0x04,
+        deviceOffset: EXT4_SUPERBLOCK_OFFSET + 0x04,
+        detail: 'filesystem larger than its device',
+        expected: `<= ${Math.floor(device.size / sb.blockSize)} blocks`,
+        actual: sb.s_blocks_count,
+      });
+    }
     const per = descriptorsPerBlock(sb);
     const groups: GroupDescriptor[] = [];
     const nBlocks = descriptorBlockCount(sb);
@@ -193,10 +207,10 @@ export class Ext4Fs {
     return (this.superblock.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
   }
 
-  /** The descriptor of group `g`. */
+  /** The descriptor of group `g` (0 <= g < groupCount; INTERNAL otherwise). */
   groupDescriptor(g: number): GroupDescriptor {
     const d = this.groups[g];
-    if (d === undefined) throw new RangeError(`group ${g} out of range`);
+    if (d === undefined) throw new InternalError(`group ${g} out of range 0..${this.groups.length - 1}`);
     return d;
   }
 

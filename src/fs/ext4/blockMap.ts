@@ -1,8 +1,9 @@
 /**
  * Legacy block maps of ext2/ext3 (ext4 doc, blockmap.rst): 12 direct pointers, then one
  * indirect, one double- and one triple-indirect block. A zero pointer is a hole.
- * The walk is bounded by the inode's i_blocks: a map that names more blocks than the
- * inode owns is corrupt.
+ * The walk is bounded by the inode's i_blocks and by the filesystem's size: a map that
+ * names more blocks than the inode owns (or than the filesystem has) is corrupt, and so
+ * is an indirect block named twice (a cycle, or fan-out that would multiply the work).
  */
 import { fsCorrupt, fsReader } from './context.js';
 import { EXT4_DIND_BLOCK, EXT4_IND_BLOCK, EXT4_NDIR_BLOCKS, EXT4_TIND_BLOCK } from './constants.js';
@@ -12,7 +13,8 @@ import type { ExtentWalkEnv, FileExtent } from './extents.js';
  * Yields the mapped blocks of a block-mapped inode as runs (never unwritten), in logical
  * order, and reports every indirect block to `onIndirect`. `maxBlocks` bounds the number
  * of blocks (data and indirect) the map may name. Throws CORRUPT_IMAGE (a pointer outside
- * the filesystem, more blocks than maxBlocks).
+ * the filesystem, more blocks than maxBlocks or than the filesystem has, an indirect block
+ * named twice).
  */
 export async function* walkBlockMap(
   env: ExtentWalkEnv,
@@ -25,14 +27,16 @@ export async function* walkBlockMap(
   const { ctx, blockSize } = env;
   const per = blockSize / 4;
   let seen = 0;
+  const limit = Math.min(maxBlocks, env.blocksCount);
+  const visited = new Set<number>();
   let run: { lblk: number; pblk: number; len: number } | undefined;
 
   const checkPtr = (p: number, where: number): void => {
     if (p >= env.blocksCount || p < 1) {
       fsCorrupt(ctx, `ext4.inode[${ino}].block_map`, where, 'block pointer outside the filesystem', { expected: `1..${env.blocksCount - 1}`, actual: p });
     }
-    if (++seen > maxBlocks) {
-      fsCorrupt(ctx, `ext4.inode[${ino}].block_map`, where, 'block map names more blocks than the inode owns', { expected: `<= ${maxBlocks}` });
+    if (++seen > limit) {
+      fsCorrupt(ctx, `ext4.inode[${ino}].block_map`, where, 'block map names more blocks than the inode owns', { expected: `<= ${limit}` });
     }
   };
 
@@ -54,6 +58,8 @@ export async function* walkBlockMap(
   }
 
   async function* indirect(pblk: number, level: number, firstLblk: number): AsyncGenerator<FileExtent> {
+    if (visited.has(pblk)) fsCorrupt(ctx, `ext4.inode[${ino}].block_map`, pblk * blockSize, 'indirect block referenced twice', { actual: pblk });
+    visited.add(pblk);
     onIndirect?.(pblk, level);
     const bytes = await env.readBlocks(pblk, 1);
     const r = fsReader(ctx, bytes, `ext4.indirect_block[${pblk}]`, pblk * blockSize);

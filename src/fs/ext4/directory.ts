@@ -132,10 +132,11 @@ function decodeDxEntries(r: FsByteReader, at: number, blockSize: number, opts: D
   }
   if (opts.metadataCsum) {
     // ext4 doc, directory.rst: dx_tail follows `limit` entries; crc32c covers the header up to
-    // the count/limit, the `count` entries and dt_reserved.
+    // the count/limit, the `count` entries, then the whole 8-byte dx_tail with dt_checksum
+    // taken as zero (as the kernel's ext4_dx_csum and e2fsprogs compute it).
     const tail = at + limit * 8;
     const c0 = ext4Crc32c(opts.inodeCsumSeed, r.bytes.subarray(0, at + count * 8));
-    const c = ext4Crc32c(c0, r.bytes.subarray(tail, tail + 4));
+    const c = ext4Crc32c(ext4Crc32c(c0, r.bytes.subarray(tail, tail + 4)), new Uint8Array(4));
     checkChecksum(ctx, `${structure}.dt_checksum`, deviceOffset + tail + 4, r.u32le(tail + 4), c);
   }
   return { limit, count, hashes, blocks };

@@ -162,15 +162,16 @@ export async function* walkExtentTree(
       const off = idx.ei_leaf * blockSize;
       const bytes = await env.readBlocks(idx.ei_leaf, 1);
       const r = fsReader(ctx, bytes, `ext4.extent_block[${idx.ei_leaf}]`, off);
-      const child = decodeExtentNode(r, blockCapacity);
-      if (child.header.eh_depth !== node.header.eh_depth - 1) {
-        r.fail(6, 'eh_depth', 'child node at the wrong depth', { expected: node.header.eh_depth - 1, actual: child.header.eh_depth });
-      }
-      if (env.metadataCsum) {
-        const tailOff = EXT4_EXT_HEADER_SIZE + child.header.eh_max * EXT4_EXT_ENTRY_SIZE;
+      if (env.metadataCsum && r.u16le(0) === EXT4_EXT_MAGIC) {
+        // The checksum first: a damaged block is reported as such, not by its first odd field.
+        const tailOff = EXT4_EXT_HEADER_SIZE + r.u16le(4) * EXT4_EXT_ENTRY_SIZE;
         if (tailOff + EXT4_EXT_TAIL_SIZE <= blockSize) {
           checkChecksum(ctx, `ext4.extent_block[${idx.ei_leaf}].et_checksum`, off + tailOff, r.u32le(tailOff), ext4Crc32c(inodeCsumSeed, bytes.subarray(0, tailOff)));
         }
+      }
+      const child = decodeExtentNode(r, blockCapacity);
+      if (child.header.eh_depth !== node.header.eh_depth - 1) {
+        r.fail(6, 'eh_depth', 'child node at the wrong depth', { expected: node.header.eh_depth - 1, actual: child.header.eh_depth });
       }
       onNode?.({ pblk: idx.ei_leaf, depth: child.header.eh_depth });
       yield* visit(child, off, Math.max(lo, idx.ei_block), childHi);

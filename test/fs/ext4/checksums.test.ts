@@ -1,0 +1,22 @@
+/** The ext4 checksum functions against published check values of the CRC catalogue. */
+import { describe, expect, test } from 'vitest';
+import { crc16, ext4Crc32c, ext4Crc32cU32 } from '../../../src/fs/ext4/checksums.js';
+
+const CHECK = new TextEncoder().encode('123456789');
+
+describe('checksums', () => {
+  test('crc32c: the kernel form is the standard CRC-32C (check 0xe3069283) without the final inversion', () => {
+    expect(ext4Crc32c(0xffffffff, CHECK)).toBe(~0xe3069283 >>> 0);
+  });
+  test('crc32c chains: crc(seed, a + b) = crc(crc(seed, a), b)', () => {
+    const a = CHECK.subarray(0, 4);
+    const b = CHECK.subarray(4);
+    expect(ext4Crc32c(ext4Crc32c(0x12345678, a), b)).toBe(ext4Crc32c(0x12345678, CHECK));
+    const four = new Uint8Array([0x78, 0x56, 0x34, 0x12]);
+    expect(ext4Crc32cU32(7, 0x12345678)).toBe(ext4Crc32c(7, four));
+  });
+  test('crc16 with initial value 0xffff is CRC-16/MODBUS (check 0x4b37); from 0, CRC-16/ARC (0xbb3d)', () => {
+    expect(crc16(0xffff, CHECK)).toBe(0x4b37);
+    expect(crc16(0, CHECK)).toBe(0xbb3d);
+  });
+});
