@@ -14,3 +14,4 @@ export type { ImageWriter, ImageWriterSummary } from './diskimage/ImageWriter.js
 export { Qcow2Writer, type Qcow2WriterOptions } from './diskimage/qcow2/Qcow2Writer.js';
 export { RawWriter } from './diskimage/raw/RawWriter.js';
 export { copyDevice } from './diskimage/convertImage.js';
+export { Ext4Fs } from './fs/ext4/Ext4Fs.js';

@@ -5,6 +5,9 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { CorruptImageError, wrapIoError } from '../errors.js';
 
+/** Size of the concurrent pieces of a large read. */
+const PARALLEL_READ_PIECE = 1024 * 1024;
+
 export class ImageFile {
   private constructor(
     readonly path: string,
@@ -59,8 +62,22 @@ export class ImageFile {
     return buf;
   }
 
-  /** Fills `buf` from `offset` (which the caller has bounds-checked). */
+  /**
+   * Fills `buf` from `offset` (which the caller has bounds-checked). Large reads are
+   * split into pieces read concurrently, so the thread pool keeps several preads in
+   * flight (a single large pread leaves the other cores idle).
+   */
   async readInto(buf: Uint8Array, offset: number): Promise<void> {
+    if (buf.byteLength <= PARALLEL_READ_PIECE * 2) return this.readPiece(buf, offset);
+    const pieces: Promise<void>[] = [];
+    for (let at = 0; at < buf.byteLength; at += PARALLEL_READ_PIECE) {
+      const end = Math.min(buf.byteLength, at + PARALLEL_READ_PIECE);
+      pieces.push(this.readPiece(buf.subarray(at, end), offset + at));
+    }
+    await Promise.all(pieces);
+  }
+
+  private async readPiece(buf: Uint8Array, offset: number): Promise<void> {
     let done = 0;
     try {
       while (done < buf.byteLength) {

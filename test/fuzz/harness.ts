@@ -23,17 +23,9 @@ export const CASE_MS = Number(process.env.FUZZ_CASE_MS ?? 2000);
 /** Growth allowed over the baseline, in bytes. */
 export const MEMORY_LIMIT = 512 * 1024 * 1024;
 
-/** mulberry32: a tiny seeded PRNG (32-bit state), enough to make every case replayable. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../fixtures/prng.js';
+
+export { mulberry32 };
 
 export interface Region {
   readonly name: string;
