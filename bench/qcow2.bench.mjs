@@ -4,12 +4,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bestOf, fmtRatio, measure, sh } from './lib/measure.mjs';
+import { bestOf, compareSequentialRead, fmtRatio, measure, sh } from './lib/measure.mjs';
 
 const SIZE_MIB = Number(process.env.BENCH_QCOW2_MIB ?? 1024);
 const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-'));
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
-const readAll = new URL('./lib/readAll.mjs', import.meta.url).pathname;
 try {
   console.log(`\n## qcow2: sequential read of ${SIZE_MIB} MiB allocated`);
   const raw = join(dir, 'src.raw');
@@ -17,16 +16,7 @@ try {
   const img = join(dir, 'full.qcow2');
   sh('qemu-img', ['convert', '-O', 'qcow2', raw, img]);
   rmSync(raw);
-  const out = join(dir, 'out.raw');
-  const peer = bestOf(3, () => {
-    rmSync(out, { force: true });
-    return measure('qemu-img', ['convert', '-O', 'raw', img, out]);
-  });
-  rmSync(out, { force: true });
-  const ours = bestOf(3, () => measure(process.execPath, [readAll, img]));
-  console.log(`qemu-img convert -O raw: ${peer.seconds.toFixed(2)} s, peak RSS ${(peer.maxRssKiB / 1024).toFixed(0)} MiB`);
-  console.log(`imgdedup read (library): ${ours.seconds.toFixed(2)} s, peak RSS ${(ours.maxRssKiB / 1024).toFixed(0)} MiB`);
-  console.log(`ratio imgdedup/qemu-img: ${fmtRatio(ours.seconds, peer.seconds)} (goal <= 1.50x)`);
+  compareSequentialRead(img, dir, '<= 1.50x');
   rmSync(img);
 
   console.log('\n## qcow2: map of sparse overlays (1 GiB vs 1 TiB virtual, same 64 writes)');

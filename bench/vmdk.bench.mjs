@@ -3,11 +3,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bestOf, fmtRatio, measure, sh } from './lib/measure.mjs';
+import { compareSequentialRead, sh } from './lib/measure.mjs';
 
 const SIZE_MIB = Number(process.env.BENCH_VMDK_MIB ?? 1024);
 const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-'));
-const readAll = new URL('./lib/readAll.mjs', import.meta.url).pathname;
 try {
   const raw = join(dir, 'src.raw');
   // Half random data, half zeros: the sparse format skips the zeros.
@@ -17,16 +16,7 @@ try {
     console.log(`\n## vmdk ${subformat}: sequential read of ${SIZE_MIB} MiB virtual (${SIZE_MIB / 2} MiB allocated)`);
     const img = join(dir, `${subformat}.vmdk`);
     sh('qemu-img', ['convert', '-O', 'vmdk', '-o', `subformat=${subformat}`, raw, img]);
-    const out = join(dir, 'out.raw');
-    const peer = bestOf(3, () => {
-      rmSync(out, { force: true });
-      return measure('qemu-img', ['convert', '-O', 'raw', img, out]);
-    });
-    rmSync(out, { force: true });
-    const ours = bestOf(3, () => measure(process.execPath, [readAll, img]));
-    console.log(`qemu-img convert -O raw: ${peer.seconds.toFixed(2)} s, peak RSS ${(peer.maxRssKiB / 1024).toFixed(0)} MiB`);
-    console.log(`imgdedup read (library): ${ours.seconds.toFixed(2)} s, peak RSS ${(ours.maxRssKiB / 1024).toFixed(0)} MiB`);
-    console.log(`ratio imgdedup/qemu-img: ${fmtRatio(ours.seconds, peer.seconds)}`);
+    compareSequentialRead(img, dir);
     rmSync(img);
   }
 } finally {

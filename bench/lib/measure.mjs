@@ -1,5 +1,6 @@
 // Runs a command under /usr/bin/time and returns wall seconds and peak RSS (KiB).
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 
 export function measure(cmd, args, { env } = {}) {
   const t0 = process.hrtime.bigint();
@@ -29,4 +30,23 @@ export function sh(cmd, args) {
 
 export function fmtRatio(ours, peer) {
   return (ours / peer).toFixed(2) + 'x';
+}
+
+const READ_ALL = new URL('./readAll.mjs', import.meta.url).pathname;
+
+/**
+ * Sequential read of `img` by imgdedup (library, through its chain) against
+ * `qemu-img convert -O raw` of the same file, best of 3 each; prints both and the ratio.
+ */
+export function compareSequentialRead(img, scratchDir, goal) {
+  const out = `${scratchDir}/out.raw`;
+  const peer = bestOf(3, () => {
+    rmSync(out, { force: true });
+    return measure('qemu-img', ['convert', '-O', 'raw', img, out]);
+  });
+  rmSync(out, { force: true });
+  const ours = bestOf(3, () => measure(process.execPath, [READ_ALL, img]));
+  console.log(`qemu-img convert -O raw: ${peer.seconds.toFixed(2)} s, peak RSS ${(peer.maxRssKiB / 1024).toFixed(0)} MiB`);
+  console.log(`imgdedup read (library): ${ours.seconds.toFixed(2)} s, peak RSS ${(ours.maxRssKiB / 1024).toFixed(0)} MiB`);
+  console.log(`ratio imgdedup/qemu-img: ${fmtRatio(ours.seconds, peer.seconds)}${goal ? ` (goal ${goal})` : ''}`);
 }
