@@ -103,6 +103,31 @@ describe('VMDK subformats written by qemu-img', () => {
     }
   });
 
+  it.each(['twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'])('%s over several 2 GiB extents reads across extent boundaries like qemu', async (subformat) => {
+    // 5 GiB virtual: three extent files; data straddles the first boundary and sits in the last.
+    const image = join(tmp(), `multi-${subformat}.vmdk`);
+    qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, image, '5G');
+    const GiB = 1024 * MiB;
+    const writes: Array<[number, number, number]> = [[2 * GiB - 96 * 1024, 192 * 1024, 0x6b], [4 * GiB + 12345 * 512, 70 * 1024, 0x7c], [0, 4096, 0x8d]];
+    qemuIo(image, writes.map(([off, len, p]) => `write -P ${p} ${off} ${len}`), 'vmdk');
+    const img = await openImage(image);
+    try {
+      expect(img.size).toBe(5 * GiB);
+      expect(String(img.details.createType)).toBe(subformat);
+      for (const [off, len, p] of writes) {
+        // Read a window around each write: the pattern inside, zeros around it (what qemu wrote).
+        const got = Buffer.from(await img.read(off - Math.min(off, 8192), len + Math.min(off, 8192) + 8192));
+        const pre = Math.min(off, 8192);
+        expect(got.subarray(0, pre).every((b) => b === 0), `before ${off}`).toBe(true);
+        expect(got.subarray(pre, pre + len).every((b) => b === p), `pattern at ${off}`).toBe(true);
+        expect(got.subarray(pre + len).every((b) => b === 0), `after ${off}`).toBe(true);
+      }
+      if (subformat.endsWith('Sparse')) expect(await ourRanges(img)).toEqual(qemuRanges(image));
+    } finally {
+      await img.close();
+    }
+  });
+
   it('reads the foreign dfvfs-ext2.vmdk like qemu-img', async () => {
     const corpus = join(ROOT, '..', 'shared', 'corpus', 'foreign', 'dfvfs-ext2.vmdk');
     const img = await openImage(corpus);
