@@ -167,26 +167,34 @@ export class Qcow2Writer implements ImageWriter {
     return count >= 32 ? 0xffffffff : (((1 << count) - 1) << first) >>> 0;
   }
 
-  async write(guestOffset: number, data: Uint8Array): Promise<void> {
-    this.checkRange('write', guestOffset, data.length);
+  /**
+   * The per-cluster pieces of guest range [start, end): the cluster's L2 state (`t`, `i`),
+   * the piece's bounds and the mask of the units it covers.
+   */
+  private *clusterPieces(start: number, end: number): Generator<{ t: L2State; i: number; clusterStart: number; pos: number; pieceEnd: number; mask: number }> {
     const cs = this.clusterSize;
-    const end = guestOffset + data.length;
-    // Coalesce pieces that are contiguous on the host (new clusters are appended in order).
-    let runHost = -1;
-    let runFrom = 0;
-    let runLen = 0;
-    let pos = guestOffset;
+    let pos = start;
     while (pos < end) {
       const cluster = Math.floor(pos / cs);
       const clusterStart = cluster * cs;
       const pieceEnd = Math.min(end, clusterStart + cs);
       const t = this.table(Math.floor(cluster / this.l2Entries));
-      const i = cluster % this.l2Entries;
+      yield { t, i: cluster % this.l2Entries, clusterStart, pos, pieceEnd, mask: this.unitMask(clusterStart, pos, pieceEnd) };
+      pos = pieceEnd;
+    }
+  }
+
+  async write(guestOffset: number, data: Uint8Array): Promise<void> {
+    this.checkRange('write', guestOffset, data.length);
+    // Coalesce pieces that are contiguous on the host (new clusters are appended in order).
+    let runHost = -1;
+    let runFrom = 0;
+    let runLen = 0;
+    for (const { t, i, clusterStart, pos, pieceEnd, mask } of this.clusterPieces(guestOffset, guestOffset + data.length)) {
       if (t.host[i] === 0) {
         t.host[i] = this.hostCursor;
-        this.hostCursor += cs;
+        this.hostCursor += this.clusterSize;
       }
-      const mask = this.unitMask(clusterStart, pos, pieceEnd);
       t.alloc[i] = (t.alloc[i]! | mask) >>> 0;
       t.zero[i] = (t.zero[i]! & ~mask) >>> 0;
       const host = t.host[i]! + (pos - clusterStart);
@@ -198,7 +206,6 @@ export class Qcow2Writer implements ImageWriter {
         runFrom = pos - guestOffset;
         runLen = pieceEnd - pos;
       }
-      pos = pieceEnd;
     }
     if (runLen > 0) await this.writeHost(runHost, data.subarray(runFrom, runFrom + runLen));
     this.bytesWritten += data.length;
@@ -206,21 +213,11 @@ export class Qcow2Writer implements ImageWriter {
 
   async writeZeros(offset: number, length: number): Promise<void> {
     this.checkRange('writeZeros', offset, length);
-    const cs = this.clusterSize;
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const cluster = Math.floor(pos / cs);
-      const clusterStart = cluster * cs;
-      const pieceEnd = Math.min(end, clusterStart + cs);
-      const t = this.table(Math.floor(cluster / this.l2Entries));
-      const i = cluster % this.l2Entries;
-      const mask = this.unitMask(clusterStart, pos, pieceEnd);
+    for (const { t, i, mask } of this.clusterPieces(offset, offset + length)) {
       // A host cluster already given to this guest cluster stays referenced (a
       // "preallocated zero" cluster without extended L2), so nothing leaks.
       t.alloc[i] = (t.alloc[i]! & ~mask) >>> 0;
       t.zero[i] = (t.zero[i]! | mask) >>> 0;
-      pos = pieceEnd;
     }
     await Promise.resolve();
   }
