@@ -4,11 +4,13 @@
 // Sizes: BENCH_EXT4DIFF_DISK_MIB (default 3072), BENCH_EXT4DIFF_FILL_MIB (files copied
 // from /usr into the base, default a quarter of the disk), BENCH_EXT4DIFF_CHANGE_MB
 // (bytes of files replaced, default 70).
-import { copyFileSync, lstatSync, mkdirSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fmtRatio, measure, sh } from './lib/measure.mjs';
+import { mulberry32 } from '../fixtures/prng.mjs';
+import { listFiles } from '../fixtures/listFiles.mjs';
 
 const DISK_MIB = Number(process.env.BENCH_EXT4DIFF_DISK_MIB ?? 3072);
 const FILL_MIB = Number(process.env.BENCH_EXT4DIFF_FILL_MIB ?? Math.floor(DISK_MIB / 4));
@@ -16,44 +18,15 @@ const CHANGE_MB = Number(process.env.BENCH_EXT4DIFF_CHANGE_MB ?? 70);
 const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-ext4diff-'));
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 
-function seeded(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function listFiles(root, out = []) {
-  let names;
-  try {
-    names = readdirSync(root).sort();
-  } catch {
-    return out;
-  }
-  for (const n of names) {
-    const p = join(root, n);
-    let st;
-    try {
-      st = lstatSync(p);
-    } catch {
-      continue;
-    }
-    if (st.isDirectory()) listFiles(p, out);
-    else if (st.isFile() && st.size > 0 && st.size <= 8 << 20) out.push([p, st.size]);
-  }
-  return out;
-}
+const seeded = mulberry32;
+const sizedFiles = (root) => listFiles(root).filter((f) => f.size > 0 && f.size <= 8 << 20).map((f) => [f.path, f.size]);
 
 try {
   console.log(`\n## ext4 diff: ${DISK_MIB} MiB disk, ${FILL_MIB} MiB of files, ${CHANGE_MB} MB update`);
   const tree = join(dir, 'tree');
   const files = [];
   let budget = FILL_MIB << 20;
-  for (const [p, size] of [...listFiles('/usr/lib'), ...listFiles('/usr/share'), ...listFiles('/usr/bin')]) {
+  for (const [p, size] of [...sizedFiles('/usr/lib'), ...sizedFiles('/usr/share'), ...sizedFiles('/usr/bin')]) {
     if (budget <= 0) break;
     if (size > budget) continue;
     const rel = relative('/usr', p);

@@ -23,7 +23,7 @@ export const CASE_MS = Number(process.env.FUZZ_CASE_MS ?? 2000);
 /** Growth allowed over the baseline, in bytes. */
 export const MEMORY_LIMIT = 512 * 1024 * 1024;
 
-import { mulberry32 } from '../../fixtures/prng.js';
+import { mulberry32 } from '../../fixtures/prng.mjs';
 
 export { mulberry32 };
 
