@@ -9,6 +9,7 @@ import { openChain } from '../../../src/diskimage/openChain.js';
 import { map, type MapEntry } from '../../../src/commands/map.js';
 import { qemuImg, qemuIo, qemuMap, type QemuMapEntry } from '../../helpers/qemu.js';
 import { useTempDir } from '../../helpers/tmp.js';
+import { findForeignCorpusFile, noteMissingCorpus } from '../../helpers/corpus.js';
 
 const tmp = useTempDir();
 
@@ -74,8 +75,10 @@ function normalise(entries: readonly (QemuMapEntry | MapEntry)[], rawDepths: Rea
   return out;
 }
 
+let oracleRuns = 0;
+
 async function expectMatchesQemu(file: string): Promise<void> {
-  const raw = join(tmp(), `expected-${Math.random().toString(36).slice(2)}.raw`);
+  const raw = join(tmp(), `expected-${++oracleRuns}.raw`);
   qemuImg('convert', '-O', 'raw', file, raw);
   const expected = readFileSync(raw);
   const chain = await openChain(file);
@@ -157,8 +160,12 @@ describe('backing chains', () => {
   });
 });
 
-describe('foreign images', () => {
-  test.each(['dfvfs-ext2.qcow2', 'dfvfs-windows_volume.qcow2'])('%s reads as qemu-img reads it', async (name) => {
-    await expectMatchesQemu(join(__dirname, '../../../../shared/corpus/foreign', name));
+// dfvfs's test images (Apache-2.0) are lent by ../shared/corpus, not fetchable here: skipped
+// with a note where absent, CI included.
+const FOREIGN = ['dfvfs-ext2.qcow2', 'dfvfs-windows_volume.qcow2'].map((name) => ({ name, file: findForeignCorpusFile(name) }));
+const foreignNote = noteMissingCorpus('the dfvfs qcow2 images (corpus/foreign)', FOREIGN.every((f) => f.file !== undefined), 'Put them in ../shared/corpus/foreign or $IMGDEDUP_CORPUS/foreign.', false);
+describe.skipIf(foreignNote !== '')(`foreign images${foreignNote}`, () => {
+  test.each(FOREIGN)('$name reads as qemu-img reads it', async ({ file }) => {
+    await expectMatchesQemu(file!);
   });
 });
