@@ -63,12 +63,12 @@ export function findForeignCorpusFile(file: string): string | undefined {
  */
 export function noteMissingCorpus(what: string, found: boolean, howToGet: string, requiredOnCi: boolean): string {
   if (found) return '';
-  const note = `${what} not found: its tests are skipped. ${howToGet}`;
+  const note = `corpus missing, tests skipped: ${what}. ${howToGet}`;
   process.stderr.write(`\n[corpus] ${note}\n`);
   if (requiredOnCi && process.env.CI === 'true') {
-    test(`${what} is present (required under CI=true)`, () => {
+    test(`corpus present (required under CI=true): ${what}`, () => {
       throw new Error(note);
     });
   }
-  return ` [skipped: ${what} not found]`;
+  return ` [skipped: corpus missing]`;
 }
