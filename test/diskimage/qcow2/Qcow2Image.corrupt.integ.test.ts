@@ -86,6 +86,19 @@ describe('Qcow2Image refuses damaged tables', () => {
     await expectImgError(() => readAll(s.file), 'CORRUPT_IMAGE', { structure: 'qcow2.l2_entry', offset: s.l2 + 8 });
   });
 
+  test('a compressed cluster with a non-zero subcluster bitmap (extended L2): the bitmap must be zero', async () => {
+    const file = join(tmp(), 'c-bitmap.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=65536', file, '1M');
+    qemuIo(file, ['write -c -P 0x41 0 64k']);
+    const b = readFileSync(file);
+    const l1 = Number(b.readBigUInt64BE(40));
+    const l2 = Number(b.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+    expect(b.readBigUInt64BE(l2) >> 62n).toBe(1n); // compressed
+    b.writeUInt32BE(1 << 3, l2 + 12); // subcluster 3 "allocated"
+    writeFileSync(file, b);
+    await expectImgError(() => readAll(file), 'CORRUPT_IMAGE', { file, structure: 'qcow2.l2_entry', offset: l2 });
+  });
+
   test('a compressed cluster whose data does not inflate', async () => {
     const src = join(tmp(), 'c-src.qcow2');
     const file = join(tmp(), 'c.qcow2');
