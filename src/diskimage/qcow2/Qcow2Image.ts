@@ -88,7 +88,8 @@ export class Qcow2Image implements DiskImage {
   static async open(path: string): Promise<Qcow2Image> {
     const file = await ImageFile.open(path);
     try {
-      const first = await file.readUpTo(0, 4096);
+      // Only the bytes the file has: a file cut inside its header is TRUNCATED, not zeros.
+      const first = await file.readExact(0, Math.min(4096, file.size), 'qcow2.header');
       const header = decodeQcow2Header(first, path);
       const clusterSize = 2 ** header.cluster_bits;
       const cluster0 = await file.readExact(0, Math.min(clusterSize, file.size), 'qcow2.header');
