@@ -22,8 +22,8 @@ const tmp = useTempDir('imgdedup-sweep-');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-/** Guest size: at least 7 clusters (14 MiB for 2 MiB clusters, sparse), otherwise 1 MiB. */
-const guestSize = (clusterSize: number) => Math.max(MiB, 7 * clusterSize);
+/** Guest size: at least 4 clusters (8 MiB for 2 MiB clusters, sparse), otherwise 1 MiB. */
+const guestSize = (clusterSize: number) => Math.max(MiB, 4 * clusterSize);
 /** The overlays' base is as large as the largest guest. */
 const BASE_SIZE = guestSize(2 * MiB);
 
@@ -58,26 +58,29 @@ function randomBytes(length: number, seed: number): Buffer {
 }
 
 /**
- * A source for `qemu-img convert`: from cluster 4 on, cluster k is random (stored plain
- * even with -c), a one-byte pattern (compressible), or zeros (not stored), by k mod 3.
- * Clusters 0-3 and the last stay empty: qemu cannot write compressed over allocated clusters.
+ * A source for `qemu-img convert`: clusters 0-2 stay empty (qemu cannot write compressed
+ * over allocated clusters, and qemu-io writes them), then by (k - 3) mod 3 cluster k is a
+ * one-byte pattern (compressible), random (stored plain even with -c) or zeros (not stored).
  */
 function convertSource(size: number, clusterSize: number, seed: number): Buffer {
   const out = Buffer.alloc(size);
   const rnd = randomBytes(size, seed);
-  for (let k = 4; (k + 1) * clusterSize < size; k++) {
+  for (let k = 3; k * clusterSize < size; k++) {
     const at = k * clusterSize;
-    if (k % 3 === 1) rnd.copy(out, at, at, at + clusterSize);
-    else if (k % 3 === 2) out.fill(0x60 + (k % 32), at, at + clusterSize);
+    if ((k - 3) % 3 === 0) out.fill(0x60 + (k % 32), at, at + clusterSize);
+    else if ((k - 3) % 3 === 1) rnd.copy(out, at, at, at + clusterSize);
   }
   return out;
 }
 
 /**
  * qemu-io writes in units of a subcluster (1/32 cluster; with standard L2 the same
- * fraction, so writes are partial clusters too). With compression, full clusters 0, 2, 3
- * and the last are written compressed; cluster 2 then gets a partial plain write, which
- * makes qemu decompress and rewrite it.
+ * fraction, so writes are partial clusters too). With compression, full clusters are
+ * written compressed: 0 (left intact) and 2 (then partly overwritten, which makes qemu
+ * decompress and rewrite it); cluster 1 gets partial plain and zero writes. An overlay
+ * also gets compressed clusters 3 and the last; the clusters in between fall through to
+ * the base. Cluster 4, where there is one, gets a partial zero write (into a compressed
+ * cluster of a standalone image made by `convert -c`).
  */
 function writes(c: Case, size: number): string[] {
   const cs = c.clusterSize;
@@ -90,10 +93,10 @@ function writes(c: Case, size: number): string[] {
     `write -z ${cs + 6 * u} ${2 * u}`,
     `${w} -P 0x43 ${2 * cs} ${cs}`,
     `write -P 0x44 ${2 * cs + 5 * u} ${u}`,
-    `${w} -P 0x45 ${3 * cs} ${cs}`,
-    `write -P 0x46 ${3 * cs + 31 * u} ${u}`,
-    `${w} -P 0x47 ${last * cs} ${cs}`,
-    `write -z ${(last - 1) * cs + 7 * u} ${9 * u}`,
+    `write -P 0x46 ${2 * cs + 31 * u} ${u}`,
+    ...(c.overlay ? [`${w} -P 0x45 ${3 * cs} ${cs}`] : []),
+    ...(c.overlay && last > 3 ? [`${w} -P 0x47 ${last * cs} ${cs}`] : []),
+    ...(last > 4 ? [`write -z ${4 * cs + 7 * u} ${9 * u}`] : []),
   ];
 }
 
