@@ -38,7 +38,7 @@ export function parseWholeImageArg(arg: string, command: string): string {
   const { image, partition } = parseImageArg(arg);
   if (partition !== undefined) {
     throw new UsageError(
-      `${command} works on whole images, not partitions: run "imgdedup ${command} ${image}" ("imgdedup info ${image}" lists its partitions; "imgdedup ls ${image}:${partition}" reads partition ${partition})`,
+      `${command} works on whole images, not partitions (try "imgdedup ${command} ${image}"; "imgdedup info ${image}" lists the partitions, "imgdedup ls ${image}:${partition}" reads partition ${partition})`,
       { file: image },
     );
   }
