@@ -89,13 +89,13 @@ export async function selectFilesystemDevice(
   if (sel.offsetBytes !== undefined) {
     if (!Number.isSafeInteger(sel.offsetBytes) || sel.offsetBytes < 0 || sel.offsetBytes >= disk.size) throw new UsageError(`--offset ${sel.offsetBytes} is outside the disk (${disk.size} bytes)`);
     const device = new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file });
-    await requireExt(device, file, `byte ${sel.offsetBytes}`, sel.offsetBytes);
+    await requireExt(device, file, `--offset ${sel.offsetBytes}`, sel.offsetBytes);
     return { device, partition: null, offsetBytes: sel.offsetBytes };
   }
   const table = await readPartitionTable(disk, { file });
   if (sel.partition !== undefined) {
     const p = table.partitions.find((x) => x.index === sel.partition);
-    if (p === undefined) throw new UsageError(`${file} has no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
+    if (p === undefined) throw new UsageError(`no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
     if (p.kind === 'extended') {
       throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, offset: p.startBytes, detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
     }
