@@ -20,7 +20,11 @@ export class DeferredStdout {
   private spill: { path: string; fd: number } | undefined;
   private finished = false;
 
-  constructor(private readonly limitBytes = DEFAULT_LIMIT_BYTES) {}
+  constructor(
+    private readonly limitBytes = DEFAULT_LIMIT_BYTES,
+    /** Where commit() writes: stdout, or a test's stream. */
+    private readonly stream: NodeJS.WritableStream = process.stdout,
+  ) {}
 
   /** Holds `text` (a newline is not added). */
   write(text: string): void {
@@ -45,7 +49,7 @@ export class DeferredStdout {
     this.held = 0;
   }
 
-  /** Writes everything held to stdout, in order. */
+  /** Writes everything held to the stream, in order. */
   async commit(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
@@ -56,13 +60,13 @@ export class DeferredStdout {
       closeSync(fd);
       try {
         for await (const chunk of createReadStream(path)) {
-          if (!process.stdout.write(chunk as Buffer)) await once(process.stdout, 'drain');
+          if (!this.stream.write(chunk as Buffer)) await once(this.stream, 'drain');
         }
       } finally {
         this.removeSpill(path);
       }
     }
-    if (rest !== '' && !process.stdout.write(rest)) await once(process.stdout, 'drain');
+    if (rest !== '' && !this.stream.write(rest)) await once(this.stream, 'drain');
   }
 
   /** Drops everything held (the command failed). Safe to call after commit. */
