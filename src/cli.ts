@@ -30,7 +30,7 @@ Exit codes:
   4   an output failed its verification
   5   I/O error (missing file, permission denied, disk full)
   70  internal error (a bug: please report it with the output of --debug)
-  130, 143  interrupted by SIGINT or SIGTERM (temporary outputs are removed)`;
+  129, 130, 143  interrupted by SIGHUP, SIGINT or SIGTERM (temporary outputs are removed)`;
 
 /** A global flag given anywhere before `--` (before or after the command name). */
 function hasGlobalFlag(flag: '--json' | '--debug'): boolean {
@@ -43,7 +43,7 @@ const debug = hasGlobalFlag('--debug');
 const jsonMode = hasGlobalFlag('--json');
 
 /** Signals that end the program, with the shell's exit status for each (128 + signal number). */
-const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+const SIGNAL_EXIT = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
 
 function printJson(value: unknown): void {
   output.out(JSON.stringify(value, null, 2));
@@ -300,7 +300,7 @@ function report(err: unknown, program: Command): number {
 }
 
 /**
- * On SIGINT or SIGTERM, removes every temporary output still registered (library code
+ * On SIGHUP (the terminal went away), SIGINT or SIGTERM, removes every temporary output still registered (library code
  * registers them, see diskimage/tempFiles.ts) and exits with 128 + the signal number.
  */
 function installSignalCleanup(): void {

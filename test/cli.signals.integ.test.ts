@@ -1,6 +1,6 @@
 /**
- * Interrupting a command that writes (Ctrl-C, SIGTERM) removes its temporary outputs
- * and exits 130 / 143, as a shell reports a process killed by those signals.
+ * Interrupting a command that writes (Ctrl-C, SIGTERM, a lost terminal's SIGHUP) removes its
+ * temporary outputs and exits 130 / 143 / 129, as a shell reports a process killed by those signals.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
@@ -29,7 +29,7 @@ beforeAll(() => {
 const temporaries = (dir: string) => readdirSync(dir).filter((n) => n.includes('.tmp-'));
 
 /** Starts a conversion into a fresh directory, sends `signal` once its temporary output exists, and returns the exit. */
-async function interrupt(signal: 'SIGINT' | 'SIGTERM', format: string): Promise<{ dir: string; code: number | null; stderr: string; out: string }> {
+async function interrupt(signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP', format: string): Promise<{ dir: string; code: number | null; stderr: string; out: string }> {
   const dir = join(tmp(), `${signal}-${format}`);
   mkdirSync(dir);
   const out = join(dir, `out.${format}`);
@@ -49,6 +49,7 @@ describe('an interrupted convert leaves nothing behind', () => {
     ['SIGINT', 'qcow2', 130],
     ['SIGTERM', 'raw', 143],
     ['SIGINT', 'vmdk', 130],
+    ['SIGHUP', 'qcow2', 129],
   ] as const)('%s during convert -O %s: exit %i, no temporary file, no output', async (signal, format, status) => {
     const r = await interrupt(signal, format);
     expect(r.code, r.stderr).toBe(status);

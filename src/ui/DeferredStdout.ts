@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { registerTempFile, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { wrapIoError } from '../errors.js';
 
 /** Held in memory before spilling to a file: a few MiB keeps ordinary outputs off the disk. */
 const DEFAULT_LIMIT_BYTES = 8 * 1024 * 1024;
@@ -38,13 +39,18 @@ export class DeferredStdout {
     this.write(`${line}\n`);
   }
 
+  /** Throws IO (naming the spill file) when the temporary directory is full or unwritable. */
   private spillHeld(): void {
-    if (this.spill === undefined) {
-      const path = join(tmpdir(), `.imgdedup-stdout-${process.pid}-${randomBytes(4).toString('hex')}`);
-      registerTempFile(path);
-      this.spill = { path, fd: openSync(path, 'wx', 0o600) };
+    const path = this.spill?.path ?? join(tmpdir(), `.imgdedup-stdout-${process.pid}-${randomBytes(4).toString('hex')}`);
+    try {
+      if (this.spill === undefined) {
+        registerTempFile(path);
+        this.spill = { path, fd: openSync(path, 'wx', 0o600) };
+      }
+      writeSync(this.spill.fd, this.chunks.join(''));
+    } catch (err) {
+      throw wrapIoError(err, path, 'hold back the output in');
     }
-    writeSync(this.spill.fd, this.chunks.join(''));
     this.chunks = [];
     this.held = 0;
   }
