@@ -307,7 +307,8 @@ function installSignalCleanup(): void {
   for (const [signal, status] of Object.entries(SIGNAL_EXIT)) {
     process.once(signal, () => {
       removeTempFilesSync();
-      output.err(`imgdedup: interrupted by ${signal}`);
+      // On a terminal, end the progress line (and the echoed ^C) first.
+      output.err(`${output.stderrIsTTY ? '\n' : ''}imgdedup: interrupted by ${signal}`);
       process.exit(status);
     });
   }
