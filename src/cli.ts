@@ -300,8 +300,9 @@ function report(err: unknown, program: Command): number {
 }
 
 /**
- * On SIGHUP (the terminal went away), SIGINT or SIGTERM, removes every temporary output still registered (library code
- * registers them, see diskimage/tempFiles.ts) and exits with 128 + the signal number.
+ * On SIGHUP (the terminal went away), SIGINT or SIGTERM, removes every temporary output
+ * still registered (library code registers them, see diskimage/tempFiles.ts) and exits
+ * with 128 + the signal number, as a shell reports a process killed by that signal.
  */
 function installSignalCleanup(): void {
   for (const [signal, status] of Object.entries(SIGNAL_EXIT)) {
