@@ -45,11 +45,22 @@ function readmeCommands(): Map<string, string> {
   return sections;
 }
 
-const topHelp = () => imgdedup(['--help']).stdout;
+/** `imgdedup --help` and each command's `--help`, run once. */
+let topHelp = '';
+const commandHelp = new Map<string, string>();
 const helpCommands = (): string[] =>
-  helpSection(topHelp(), 'Commands')
+  helpSection(topHelp, 'Commands')
     .map((l) => /^ {2}(\w+)/.exec(l)?.[1])
     .filter((n): n is string => n !== undefined && n !== 'help');
+
+beforeAll(() => {
+  topHelp = imgdedup(['--help']).stdout;
+  for (const cmd of helpCommands()) {
+    const r = imgdedup([cmd, '--help']);
+    expect(r.status, `${cmd} --help`).toBe(0);
+    commandHelp.set(cmd, r.stdout);
+  }
+});
 
 describe('the README and --help agree', () => {
   test('the same commands', () => {
@@ -60,15 +71,13 @@ describe('the README and --help agree', () => {
 
   test('the same global options', () => {
     const intro = README.slice(README.indexOf('## Commands'), README.indexOf('\n### '));
-    expect(readmeOptions(intro)).toEqual(helpOptions(topHelp()));
+    expect(readmeOptions(intro)).toEqual(helpOptions(topHelp));
   });
 
   test("each command's options", () => {
     const sections = readmeCommands();
     for (const cmd of helpCommands()) {
-      const help = imgdedup([cmd, '--help']);
-      expect(help.status).toBe(0);
-      const fromHelp = helpOptions(help.stdout).filter((f) => f !== '-h' && f !== '--help');
+      const fromHelp = helpOptions(commandHelp.get(cmd)!).filter((f) => f !== '-h' && f !== '--help');
       expect(readmeOptions(sections.get(cmd) ?? ''), `README options of ${cmd}`).toEqual(fromHelp);
     }
   });
@@ -85,7 +94,7 @@ describe('every --help example works', () => {
   /** Example lines of every command's --help, in order. */
   const examples = (): Array<{ command: string; line: string }> =>
     helpCommands().flatMap((command) =>
-      helpSection(imgdedup([command, '--help']).stdout, 'Examples').map((l) => ({ command, line: l.trim() })),
+      helpSection(commandHelp.get(command)!, 'Examples').map((l) => ({ command, line: l.trim() })),
     );
 
   test('every command has examples, written as `imgdedup ...` with at most a `> FILE` redirection', () => {
