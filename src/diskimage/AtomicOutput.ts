@@ -108,7 +108,7 @@ export class AtomicOutput {
       return new AtomicOutput(path, tempPath, handle);
     } catch (err) {
       unregisterTempFile(tempPath);
-      throw wrapIoError(err, path, 'create');
+      throw wrapIoError(err, path, `create the temporary file in ${dirname(path)}`);
     }
   }
 
