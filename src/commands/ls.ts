@@ -116,7 +116,7 @@ export async function selectFilesystemDevice(
       detail: `no partition holds an ext2/3/4 filesystem, which is what ls reads (${found.map((p) => `${p.index}: ${p.fs ?? 'unknown'}`).join(', ')})`,
     });
   }
-  throw new UsageError(`${file}: several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`, { file });
+  throw new UsageError(`several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`, { file });
 }
 
 async function entryOf(fs: Ext4Fs, ino: number, path: string, name: string): Promise<LsEntry> {

@@ -15,6 +15,12 @@ beforeAll(() => {
   dir = tmp();
   makeExampleDisks(dir);
   sh('mkfs.vfat', ['-C', join(dir, 'whole-fat.img'), '2048']);
+  // A GPT disk whose only partition holds FAT.
+  const fat = join(dir, 'part.fat');
+  sh('mkfs.vfat', ['-C', fat, '2048']);
+  sh('truncate', ['-s', '4M', join(dir, 'fat-only.raw')]);
+  sh('sgdisk', ['-n', '1:2048:+2M', '-t', '1:0700', join(dir, 'fat-only.raw')]);
+  sh('dd', [`if=${fat}`, `of=${join(dir, 'fat-only.raw')}`, 'bs=1M', 'seek=1', 'conv=notrunc', 'status=none']);
 }, 60_000);
 
 const json = (s: string) => JSON.parse(s) as { code: string; data: Record<string, unknown>; message: string };
@@ -38,6 +44,11 @@ describe('ls on something that is not ext2/3/4', () => {
     const r = imgdedup(['ls', 'whole-fat.img'], { cwd: dir });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/\[UNSUPPORTED_FORMAT\].*the disk holds a fat\d+ filesystem; ls reads ext2\/3\/4/);
+  });
+  test('a disk where no partition holds ext2/3/4: each partition named with its filesystem', () => {
+    const r = imgdedup(['ls', 'fat-only.raw'], { cwd: dir });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^imgdedup: error \[UNSUPPORTED_FORMAT\]: fat-only\.raw: no partition holds an ext2\/3\/4 filesystem, which is what ls reads \(1: fat\d+\)$/);
   });
   test('a partition number the disk does not have is a usage error listing the partitions', () => {
     const r = imgdedup(['ls', 'disk.raw:3'], { cwd: dir });
