@@ -71,7 +71,7 @@ export function buildProgram(): Command {
     // report() prints usage errors, once, in the same shape as every other error.
     .configureOutput({ outputError: () => undefined })
     .exitOverride();
-  // A global --json before the command is the program's; after it, the command's.
+  // Commander records --json on the program or on the command, depending on where it was given.
   const json = (opts: { json?: true }): boolean => opts.json === true || program.opts().json === true;
 
   program
