@@ -5,7 +5,7 @@
  * updated tree: hashing, full tree walk). Also counts bytes read from the base layer to
  * show the overlay path reads O(change).
  */
-import { copyFileSync, mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
+import { copyFileSync, mkdirSync, openSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
@@ -13,11 +13,12 @@ import { ChainDevice } from '../../src/diskimage/ChainDevice.js';
 import type { BlockDevice, ByteRange, Extent } from '../../src/diskimage/BlockDevice.js';
 import { diffDisks, type DiskDiff, type FsDiff } from '../../src/blockdiff/diffDisk.js';
 import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
-import { applyScenarioUpdate, buildScenarioTree, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
-import { makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
+import { applyScenarioUpdate, buildScenarioTree, growExt4Image, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
+import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { sh } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
 import { expectedDiff, type ExpectedDiff } from './treeOracle.js';
+import { debugfsPathBlocks, expectExactChangedBlocks } from './blockOracle.js';
 
 const tmp = useTempDir('imgdedup-diff-');
 
@@ -105,6 +106,8 @@ describe('diffDisks', () => {
     expect(fs.modified.filter((m) => m.ino === fs.modified.find((x) => x.path === '/usr/lib/libkeep.so')!.ino).map((m) => m.path)).toEqual(['/usr/lib/libkeep.so', '/usr/lib/libkeep.so.1']);
     const grow = fs.modified.find((m) => m.path === '/usr/lib/grow.so')!;
     expect(grow.changedBlocks.reduce((n, [, c]) => n + c, 0)).toBeGreaterThanOrEqual(Math.ceil(90_000 / 4096));
+    // Exactly the blocks debugfs and a byte comparison give, for every path.
+    expect(expectExactChangedBlocks(fs, A, B, 4096)).toBeGreaterThan(30);
   });
 
   it('the overlay path reads O(change) from the base', async () => {
@@ -160,6 +163,7 @@ describe('diffDisks', () => {
     expect(r.scheme).toBe('gpt');
     expect(r.filesystems.map((f) => [f.partition, f.fsType])).toEqual([[2, 'ext4']]);
     expect(asExpected(r.filesystems[0]!)).toEqual(expected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, B, 4096);
     const p1 = r.raw.find((x) => x.partition === 1)!;
     expect(p1.changedBytes).toBeGreaterThan(0);
     expect(p1.changedRanges.every(([o, l]) => o <= 2048 * 512 + 5000 && o + l >= 2048 * 512 + 5021)).toBe(true);
@@ -177,5 +181,74 @@ describe('diffDisks', () => {
     expect(r.filesystems[0]!.stats.mode).toBe('full');
     expect(asExpected(r.filesystems[0]!)).toEqual(exp);
     expect(exp.added).toContain('/opt/newpkg/tool');
+    expectExactChangedBlocks(r.filesystems[0]!, A, C, 4096);
+  });
+});
+
+describe('a filesystem that grew (truncate +64M, resize2fs, then a file written)', () => {
+  let G = '';
+  let grownExpected: ExpectedDiff;
+  const GROWN = '/opt/after-resize.bin';
+
+  beforeAll(() => {
+    const d = join(tmp(), 'grown');
+    mkdirSync(d, { recursive: true });
+    G = join(d, 'G.raw');
+    copyFileSync(A, G);
+    growExt4Image(G, 64);
+    // Larger than the old filesystem's free space, so part of it lands past the old end.
+    const payload = Buffer.alloc(44 << 20);
+    for (let i = 0; i < payload.length; i += 4096) payload.writeUInt32LE(i, i);
+    writeFileSync(join(d, 'payload'), payload);
+    debugfsWrite(G, [`write payload ${GROWN}`], d);
+    grownExpected = expectedDiff(A, G, join(d, 'oracle'));
+  }, 60_000);
+
+  it('the oracle: the added file and nothing else; some of its blocks lie past the old end', () => {
+    expect(grownExpected).toEqual({ added: [GROWN], removed: [], modified: {} });
+    const oldBlocks = 48 * 256;
+    expect(debugfsPathBlocks(G, [GROWN]).get(GROWN)!.some((b) => b >= oldBlocks)).toBe(true);
+  });
+
+  it('whole raw disks of different sizes: diffed file by file', async () => {
+    const r = await diffPaths(A, G);
+    expect(r.mode).toBe('hash');
+    expect(r.filesystems).toHaveLength(1);
+    expect(r.raw).toEqual([]);
+    const fs = r.filesystems[0]!;
+    expect(fs.lengthBytesA).toBe(48 << 20);
+    expect(fs.lengthBytes).toBe(112 << 20);
+    expect(asExpected(fs)).toEqual(grownExpected);
+    expectExactChangedBlocks(fs, A, G, 4096);
+  });
+
+  it('B as a larger qcow2 overlay on A: diffed file by file', async () => {
+    const d = join(tmp(), 'grown');
+    makeOverlay(G, join(tmp(), 'A.qcow2'), join(d, 'G.qcow2'));
+    const r = await diffPaths(join(tmp(), 'A.qcow2'), join(d, 'G.qcow2'));
+    expect(r.mode).toBe('overlay');
+    expect(r.filesystems).toHaveLength(1);
+    expect(asExpected(r.filesystems[0]!)).toEqual(grownExpected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, G, 4096);
+  });
+
+  it('a GPT partition that grew with its disk: diffed file by file', async () => {
+    const d = join(tmp(), 'grown');
+    const disk = (name: string, sizeMiB: number, partMiB: number, fsImage: string): string => {
+      const p = join(d, name);
+      sh('truncate', ['-s', `${sizeMiB}M`, p]);
+      sh('sgdisk', ['-U', '11111111-2222-3333-4444-555555555555', '-n', '1:2048:+8M', '-t', '1:8300', '-n', `2:18432:+${partMiB}M`, '-t', '2:8300', p]);
+      sh('dd', [`if=${fsImage}`, `of=${p}`, 'bs=1M', `seek=${18432 / 2048}`, 'conv=notrunc', 'status=none']);
+      return p;
+    };
+    const da = disk('gptA.raw', 64, 48, A);
+    const db = disk('gptG.raw', 128, 112, G);
+    const r = await diffPaths(da, db);
+    expect(r.scheme).toBe('gpt');
+    expect(r.filesystems.map((f) => [f.partition, f.fsType, f.lengthBytesA, f.lengthBytes])).toEqual([[2, 'ext4', 48 << 20, 112 << 20]]);
+    expect(asExpected(r.filesystems[0]!)).toEqual(grownExpected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, G, 4096);
+    // Partition 1 is untouched; only the GPT headers and the space past the old disk changed.
+    expect(r.raw.map((x) => [x.partition, x.reason])).toEqual(r.raw.map(() => [null, 'outside partitions']));
   });
 });

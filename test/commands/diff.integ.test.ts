@@ -50,7 +50,7 @@ describe('imgdedup diff', () => {
     expect(want).toContain('A /etc/new.conf');
     expect(want).toContain('D /usr/lib/old.so');
     expect(want).toContain('M /etc/perm.conf (mode)');
-    expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes in B's own layers \\(overlay\\)`));
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes differ \\(overlay: \\d+ bytes stored in B's own layers compared\\)`));
   });
 
   it('--json: the result object; single-block directory changes need no ownership scan', () => {
@@ -73,7 +73,7 @@ describe('imgdedup diff', () => {
   it('identical images: no differences, exit 0', () => {
     const r = imgdedup(['diff', join(d, 'A.raw'), join(d, 'A.qcow2')]);
     expect(r.status).toBe(0);
-    expect(r.stdout.trim()).toMatch(/^0 path\(s\) differ; 0 bytes differ \(hash\)/);
+    expect(r.stdout.trim()).toMatch(/^0 path\(s\) differ; 0 bytes differ \(hash: \d+ bytes compared\)/);
   });
 
   it('--help documents the exit status', () => {
