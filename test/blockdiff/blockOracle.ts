@@ -9,7 +9,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { Ext4Diff } from '../../src/blockdiff/diffExt4.js';
-import { debugfsBatch, parseBlocks, parseStat } from '../fs/ext4/debugfsOracle.js';
+import { debugfsBatch, debugfsOwners, parseBlocks, parseStat } from '../fs/ext4/debugfsOracle.js';
 
 /** Block numbers of [start, count] runs, ascending. */
 export function expandRuns(runs: ReadonlyArray<readonly [number, number]>): number[] {
@@ -30,20 +30,6 @@ export function debugfsPathBlocks(image: string, paths: readonly string[]): Map<
     const data = mapped ? parseBlocks(outs[2 * i]!) : [];
     m.set(p, [...new Set([...data, ...(st.fileAcl !== 0 ? [st.fileAcl] : [])])].sort((x, y) => x - y));
   });
-  return m;
-}
-
-/** The owning inode of each block per `debugfs icheck` (undefined: no owner). */
-export function debugfsOwners(image: string, blocks: readonly number[]): Map<number, number | undefined> {
-  const m = new Map<number, number | undefined>();
-  for (let i = 0; i < blocks.length; i += 500) {
-    const part = blocks.slice(i, i + 500);
-    const [out] = debugfsBatch(image, [`icheck ${part.join(' ')}`]);
-    for (const line of out!.split('\n').slice(1)) {
-      const mm = /^(\d+)\s+(\d+|<block not found>)/.exec(line.trim());
-      if (mm) m.set(Number(mm[1]), mm[2]!.startsWith('<') ? undefined : Number(mm[2]));
-    }
-  }
   return m;
 }
 
