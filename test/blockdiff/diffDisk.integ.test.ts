@@ -16,6 +16,7 @@ import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
 import { applyScenarioUpdate, buildScenarioTree, growExt4Image, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
 import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { sh } from '../helpers/run.js';
+import { parseStat } from '../fs/ext4/debugfsOracle.js';
 import { useTempDir } from '../helpers/tmp.js';
 import { expectedDiff, type ExpectedDiff } from './treeOracle.js';
 import { debugfsPathBlocks, expectExactChangedBlocks } from './blockOracle.js';
@@ -257,8 +258,44 @@ describe('a filesystem that grew (truncate +64M, resize2fs, then a file written)
     const r = await diffPaths(join(tmp(), 'A.qcow2'), join(d, 'G.qcow2'));
     expect(r.mode).toBe('overlay');
     expect(r.filesystems).toHaveLength(1);
+    // resize2fs kept every group's metadata in place: followed from the changed blocks.
+    expect(r.filesystems[0]!.stats.mode).toBe('incremental');
     expect(asExpected(r.filesystems[0]!)).toEqual(grownExpected);
     expectExactChangedBlocks(r.filesystems[0]!, A, G, 4096);
+  });
+
+  it('1 KiB blocks, grown from 6 to 14 block groups: new groups, inodes and blocks, followed incrementally', async () => {
+    const d = join(tmp(), 'grown1k');
+    mkdirSync(d, { recursive: true });
+    const tree = buildScenarioTree(d, { files: 120, seed: 5 });
+    const A1 = join(d, 'A1.raw');
+    const G1 = join(d, 'G1.raw');
+    makeExt4Image(A1, tree, { sizeMiB: 48, args: ['-b', '1024', '-N', '256'] });
+    copyFileSync(A1, G1);
+    growExt4Image(G1, 64);
+    writeFileSync(join(d, 'small'), 'after the resize\n');
+    writeFileSync(join(d, 'big'), Buffer.alloc(3 << 20, 0x61));
+    // More new files than A has free inodes: the last ones get inodes of the new groups.
+    const freeInodes = Number(/Free inodes: +(\d+)/.exec(sh('dumpe2fs', ['-h', A1]))![1]);
+    const fill = Array.from({ length: freeInodes + 5 }, (_, i) => `write small /fill/f${i}`);
+    debugfsWrite(G1, ['mkdir /fill', ...fill, 'write big /fill/big.bin', 'write small /etc/after.conf', 'rm /etc/hostname'], d);
+    const exp = expectedDiff(A1, G1, join(d, 'oracle'));
+    expect(exp.added).toHaveLength(freeInodes + 8);
+    expect(exp.removed).toEqual(['/etc/hostname']);
+    expect(exp.modified).toEqual({});
+    const groups = (image: string): number => [...sh('dumpe2fs', [image]).matchAll(/^Group \d+:/gm)].length;
+    expect([groups(A1), groups(G1)]).toEqual([6, 14]);
+    const inodesA = Number(/Inode count: +(\d+)/.exec(sh('dumpe2fs', ['-h', A1]))![1]);
+    expect(parseStat(sh('debugfs', ['-R', 'stat /fill/big.bin', G1])).ino).toBeGreaterThan(inodesA);
+    sh('qemu-img', ['convert', '-O', 'qcow2', A1, join(d, 'A1.qcow2')]);
+    makeOverlay(G1, join(d, 'A1.qcow2'), join(d, 'G1.qcow2'));
+    const r = await diffPaths(join(d, 'A1.qcow2'), join(d, 'G1.qcow2'));
+    const fs = r.filesystems[0]!;
+    expect(fs.stats.mode).toBe('incremental');
+    expect(asExpected(fs)).toEqual(exp);
+    expectExactChangedBlocks(fs, A1, G1, 1024);
+    // The same pair hashed and walked in full gives the same answer.
+    expect(asExpected((await diffPaths(A1, G1)).filesystems[0]!)).toEqual(exp);
   });
 
   it('a GPT partition that grew with its disk: diffed file by file', async () => {
