@@ -171,6 +171,24 @@ describe('diffDisks', () => {
     expect(p1.changedRanges.every(([o, l]) => o <= 2048 * 512 + 5000 && o + l >= 2048 * 512 + 5021)).toBe(true);
   });
 
+  it('a partition that moved (same number, another start): its two places compared by content', async () => {
+    const d = join(tmp(), 'moved');
+    mkdirSync(d, { recursive: true });
+    const disk = (name: string, startSector: number, fsImage: string): string => {
+      const p = join(d, name);
+      sh('truncate', ['-s', '80M', p]);
+      sh('sgdisk', ['-U', '11111111-2222-3333-4444-555555555555', '-n', '1:2048:+8M', '-t', '1:8300', '-n', `2:${startSector}:+48M`, '-t', '2:8300', p]);
+      sh('dd', [`if=${fsImage}`, `of=${p}`, 'bs=1M', `seek=${startSector / 2048}`, 'conv=notrunc', 'status=none']);
+      return p;
+    };
+    const r = await diffPaths(disk('at9M.raw', 18432, A), disk('at25M.raw', 51200, B));
+    const fs = r.filesystems[0]!;
+    expect([fs.partition, fs.startBytesA, fs.startBytes]).toEqual([2, 18432 * 512, 51200 * 512]);
+    expect(fs.stats.mode).toBe('full');
+    expect(asExpected(fs)).toEqual(expected);
+    expectExactChangedBlocks(fs, A, B, 4096);
+  });
+
   it('two unrelated images (separate mkfs of the updated tree): same answer by hashing', async () => {
     const d = tmp();
     // The updated tree as files, then a fresh mkfs of it: different inode and block layout.
