@@ -12,7 +12,11 @@
  *   block with XXH64; ranges that neither stores read as zeros on both sides.
  * Either way the result is exact at SECTOR_BYTES granularity (a block whose hashes differ
  * is narrowed to the sectors whose bytes differ), so it maps exactly onto the blocks of
- * any filesystem block size. Bytes past the end of the smaller disk always count as changed.
+ * any filesystem block size. Past the end of the smaller disk, whatever the larger one
+ * stores (data or zeros) counts as changed, found from its allocation map; what it does
+ * not store reads as zeros and is no change (as `qemu-img compare` treats disks that
+ * differ in size), so an overlay that grew costs what was written past the old end, not
+ * the new size. (A raw file stores everything: its whole tail counts.)
  */
 import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
@@ -128,7 +132,11 @@ function* aligned(ranges: readonly ByteRange[], unit: number, limit: number): Ge
  */
 export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRangesOptions = {}): Promise<ChangedRanges> {
   const common = Math.min(a.device.size, b.device.size);
-  const tail: ByteRange[] = Math.max(a.device.size, b.device.size) > common ? [{ offset: common, length: Math.max(a.device.size, b.device.size) - common }] : [];
+  const larger = a.device.size > b.device.size ? a.device : b.device;
+  const tail: ByteRange[] = [];
+  if (larger.size > common) {
+    for await (const e of mergeExtents(larger.allocation({ offset: common, length: larger.size - common }))) pushRange(tail, e.offset, e.length);
+  }
   const depth = overlayDepth(a, b);
   const out: ByteRange[] = [];
   let compared = 0;

@@ -78,10 +78,17 @@ describe('changedRanges', () => {
     expect(h.ranges).toEqual([{ offset: 4 * K + 1024, length: 512 }]);
   });
 
-  it('bytes past the smaller disk count as changed', async () => {
+  it('past the smaller disk, what the larger stores is changed; the rest reads as zeros and is not', async () => {
     const small = new MemoryDevice(512 * K, [], 0);
-    const r = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['base', base]]));
-    expect(r.ranges[r.ranges.length - 1]).toEqual({ offset: 512 * K, length: 512 * K });
+    const large = new MemoryDevice(1024 * K, [{ offset: 0, length: 64 * K, kind: 'data' }, { offset: 600 * K, length: 8 * K, kind: 'data' }, { offset: 700 * K, length: 8 * K, kind: 'zero' }], 1);
+    const r = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['large', large]]));
+    expect(r.ranges).toEqual([{ offset: 0, length: 64 * K }, { offset: 600 * K, length: 8 * K }, { offset: 700 * K, length: 8 * K }]);
+    // The same as an overlay that grew past its base, and with the sides swapped.
+    const grown = new MemoryDevice(1024 * K, [{ offset: 600 * K, length: 8 * K, kind: 'data' }], 1);
+    const o = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['top', grown], ['s', small]]));
+    expect([o.mode, o.ranges]).toEqual(['overlay', [{ offset: 600 * K, length: 8 * K }]]);
+    const swapped = await changedRanges(sideOf('b', [['large', large]]), sideOf('a', [['s', small]]));
+    expect(swapped.ranges).toEqual(r.ranges);
   });
 
   it('rangesWithin clips and shifts', () => {
