@@ -47,20 +47,6 @@ export class Ext4Layout {
     this.metaBlocks = new BlockRuns([...(sb.s_first_data_block > 0 ? [[0, sb.s_first_data_block] as const] : []), ...runs.map((r) => [r.start, r.count] as const)]);
   }
 
-  /** Whether two layouts put every group's bitmaps and inode table at the same blocks, with the same geometry. */
-  sameGeometry(other: Ext4Layout): boolean {
-    const a = this.fs.superblock;
-    const b = other.fs.superblock;
-    if (a.blockSize !== b.blockSize || a.s_blocks_count !== b.s_blocks_count || a.s_inodes_count !== b.s_inodes_count) return false;
-    if (a.s_inodes_per_group !== b.s_inodes_per_group || a.s_inode_size !== b.s_inode_size || a.groupCount !== b.groupCount) return false;
-    for (let g = 0; g < a.groupCount; g++) {
-      const x = this.fs.groupDescriptor(g);
-      const y = other.fs.groupDescriptor(g);
-      if (x.bg_inode_table !== y.bg_inode_table || x.bg_inode_bitmap !== y.bg_inode_bitmap || x.bg_block_bitmap !== y.bg_block_bitmap) return false;
-    }
-    return true;
-  }
-
   /**
    * Whether this layout is `older` grown in place (resize2fs, or the same filesystem): the
    * same block size and group geometry, at least as many blocks, groups and inodes, and
