@@ -198,6 +198,8 @@ export function buildProgram(): Command {
       'after',
       '\nLines: "A path" added, "D path" removed, "M path (content, mode, ...)" modified; paths are absolute\n' +
         'within their filesystem. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
+        'A filesystem that is not clean (a journal to replay, recorded errors, orphans) is diffed as stored,\n' +
+        'with a warning on stderr (and in "warnings" with --json).\n' +
         'Exit status 0 whether or not the images differ; 2 for invalid or corrupt input.\n' +
         examples('imgdedup diff base.qcow2 updated.qcow2', 'imgdedup diff --json base.raw other.raw > diff.json'),
     )
@@ -205,6 +207,7 @@ export function buildProgram(): Command {
       const r = await diff({ a: parseWholeImageArg(a, 'diff'), b: parseWholeImageArg(b, 'diff'), ...(opts.fullTree ? { fullTree: true } : {}) });
       if (json(opts)) printJson(r);
       else output.out(formatDiff(r));
+      for (const w of r.warnings) output.err(`warning: ${w}`);
     });
 
   program
@@ -219,7 +222,8 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
-        'Checksum mismatches are reported as warnings on stderr.\n' +
+        'Checksum mismatches, and a filesystem that is not clean (a journal to replay, recorded errors,\n' +
+        'orphans: what is listed is the state on disk), are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {

@@ -2,7 +2,8 @@
  * File-level diff of two ext4 filesystems, A and B, given the blocks that may differ
  * between their devices (changedRanges).
  *
- * Incremental mode (same geometry; cost grows with the change):
+ * Incremental mode (same geometry, or B is A grown in place by resize2fs; cost grows with
+ * the change, and blocks and inodes past A's end count as B's own):
  * 1. Changed inode-table blocks are found arithmetically (Ext4Layout) and their inode
  *    records compared between A and B: the changed inodes.
  * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
@@ -14,7 +15,7 @@
  *    (directories) or by one tree walk that stops once all are found (files, every link).
  * 4. Each affected path is compared between A and B (compareInodes): added, removed
  *    (whole subtrees for directories), or modified with its change kinds.
- * Full mode (different geometry, or unrelated images): both trees are walked and every
+ * Full mode (other geometry, or unrelated images): both trees are walked and every
  * path compared; content is still only hashed where blocks may differ.
  */
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
@@ -115,8 +116,14 @@ class Ext4Differ {
     this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map() };
   }
 
+  /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
   get canIncremental(): boolean {
-    return this.a.layout.sameGeometry(this.b.layout);
+    return this.b.layout.grownFrom(this.a.layout);
+  }
+
+  /** Whether block `blockNo` exists in A (B may have grown past A's end). */
+  private inA(blockNo: number): boolean {
+    return blockNo < this.a.fs.superblock.s_blocks_count;
   }
 
   /** Inodes a file diff never reports: reserved ones below s_first_ino, except the root. */
@@ -286,9 +293,12 @@ class Ext4Differ {
     // 1. Inode records that differ in changed inode-table blocks.
     const ipb = this.b.layout.inodesPerBlock;
     const isz = sbB.s_inode_size;
+    const bs = sbB.blockSize;
     for (const [s, c] of changed.runs()) {
       for (const t of this.b.layout.inodeTableBlocksIn(s, c)) {
-        const [ba, bb] = await Promise.all([this.a.fs.readBlocks(t.block, 1), this.b.fs.readBlocks(t.block, 1)]);
+        // A group B added (resize2fs) has no inode table in A: its inodes are B's own.
+        const inAGroups = t.group < this.a.fs.superblock.groupCount && this.inA(t.block);
+        const [ba, bb] = await Promise.all([inAGroups ? this.a.fs.readBlocks(t.block, 1) : new Uint8Array(bs), this.b.fs.readBlocks(t.block, 1)]);
         for (let k = 0; k < ipb; k++) {
           const ino = t.firstIno + k;
           if (ino > sbB.s_inodes_count || this.internal(ino)) continue;
@@ -311,7 +321,6 @@ class Ext4Differ {
     }
     const unexplained = changed.minus(new BlockRuns(explainedRuns));
     const pending: number[] = [];
-    const bs = sbB.blockSize;
     for (const [s, c] of unexplained.runs()) {
       for (let off = 0; off < c; off += 256) {
         const n = Math.min(256, c - off);
@@ -319,11 +328,16 @@ class Ext4Differ {
         let db: Uint8Array | undefined;
         for (let k = 0; k < n; k++) {
           const blk = s + off + k;
-          if (!(await this.a.layout.blockInUse(blk)) && !(await this.b.layout.blockInUse(blk))) continue;
-          da ??= await this.a.fs.readBlocks(s + off, n);
+          // Past A's end (B grew) a block exists in B only: free in A, and never equal.
+          const inA = this.inA(blk);
+          if (!(inA && (await this.a.layout.blockInUse(blk))) && !(await this.b.layout.blockInUse(blk))) continue;
+          const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - (s + off)));
+          da ??= nA > 0 ? await this.a.fs.readBlocks(s + off, nA) : new Uint8Array(0);
           db ??= await this.b.fs.readBlocks(s + off, n);
-          if (Buffer.compare(da.subarray(k * bs, (k + 1) * bs), db.subarray(k * bs, (k + 1) * bs)) === 0) continue;
-          const dir = (await this.firstDirBlockOwner(this.b, blk, db.subarray(k * bs, (k + 1) * bs))) ?? (await this.firstDirBlockOwner(this.a, blk, da.subarray(k * bs, (k + 1) * bs)));
+          const blockA = inA ? da.subarray(k * bs, (k + 1) * bs) : undefined;
+          const blockB = db.subarray(k * bs, (k + 1) * bs);
+          if (blockA !== undefined && Buffer.compare(blockA, blockB) === 0) continue;
+          const dir = (await this.firstDirBlockOwner(this.b, blk, blockB)) ?? (blockA !== undefined ? await this.firstDirBlockOwner(this.a, blk, blockA) : undefined);
           if (dir !== undefined) candidates.add(dir);
           else pending.push(blk);
         }

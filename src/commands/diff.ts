@@ -45,7 +45,10 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** `A path`, `D path`, `M path (kinds)` lines per filesystem, then other changed regions and a summary. */
+/**
+ * `A path`, `D path`, `M path (kinds)` lines per filesystem, then other changed regions and
+ * a summary. Warnings (`r.warnings`) are not part of it: the CLI prints them on stderr.
+ */
 export function formatDiff(r: DiffResult): string {
   const lines: string[] = [];
   const multi = r.filesystems.length + r.raw.length > 1 || r.scheme !== 'none';
@@ -66,7 +69,7 @@ export function formatDiff(r: DiffResult): string {
     for (const [o, l] of raw.changedRanges) lines.push(`R ${hex(o)} +${hex(l)}`);
   }
   const files = r.filesystems.reduce((n, f) => n + f.added.length + f.removed.length + f.modified.length, 0);
-  lines.push(`${files} path(s) differ; ${r.changedBytes} bytes ${r.mode === 'overlay' ? "in B's own layers" : 'differ'} (${r.mode}), ${r.seconds.toFixed(2)} s`);
-  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  const read = r.mode === 'overlay' ? `${r.bytesCompared} bytes stored in B's own layers compared` : `${r.bytesCompared} bytes compared`;
+  lines.push(`${files} path(s) differ; ${r.changedBytes} bytes differ (${r.mode}: ${read}), ${r.seconds.toFixed(2)} s`);
   return lines.join('\n');
 }

@@ -51,7 +51,10 @@ export interface LsResult {
   readonly offsetBytes: number;
   readonly path: string;
   readonly entries: number;
-  /** Checksum mismatches met while reading (read-only commands go on). */
+  /**
+   * Dirty states (a journal that needs recovery, recorded errors, orphans: what is listed
+   * is the state on disk), then checksum mismatches met while reading (read-only commands go on).
+   */
   readonly warnings: readonly string[];
 }
 
@@ -154,6 +157,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
     const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn' });
+    const dirty = await fs.readWarnings();
     const path = '/' + (options.path ?? '/').split('/').filter((p) => p !== '').join('/');
     const ino = await fs.lookup(path);
     if (ino === undefined) throw new UsageError(`${file}: ${path}: no such file or directory`);
@@ -183,7 +187,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       offsetBytes: sel.offsetBytes,
       path,
       entries: count,
-      warnings: fs.diagnostics.map((d) => d.message),
+      warnings: [...dirty, ...fs.diagnostics.map((d) => d.message)],
     };
   } finally {
     await chain.close();

@@ -6,7 +6,7 @@
  * Everything that iterates streams (async iterables); every on-disk link is bounded.
  */
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
-import { CorruptImageError, InternalError } from '../../errors.js';
+import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
 import { fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic } from './context.js';
 import {
@@ -16,6 +16,7 @@ import {
   EXT4_EA_INODE_FL,
   EXT4_EXTENTS_FL,
   EXT4_FEATURE_INCOMPAT_EA_INODE,
+  EXT4_FEATURE_COMPAT_HAS_JOURNAL,
   EXT4_FEATURE_COMPAT_ORPHAN_FILE,
   EXT4_FEATURE_INCOMPAT_FILETYPE,
   EXT4_FEATURE_INCOMPAT_LARGEDIR,
@@ -58,6 +59,7 @@ import {
 import { decodeInode, fileType, type Inode } from './inode.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
+import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
 import { decodeInodeXattrs, decodeXattrBlock, type Xattr } from './xattr.js';
 
 export type { FileExtent } from './extents.js';
@@ -108,7 +110,21 @@ export interface WalkEntry {
 /** Why a writer must not touch this filesystem. */
 export interface WriteRefusal {
   readonly code: 'DIRTY_FILESYSTEM';
+  /** Which state: a journal to replay, recorded errors, an unclean unmount, orphans. */
+  readonly state: 'needs_recovery' | 'errors' | 'not_clean' | 'orphans';
   readonly reason: string;
+  /** The facts behind the reason (for needs_recovery: the transactions waiting). */
+  readonly detail?: string;
+}
+
+/** The internal journal's state (ext4 doc, journal.rst). */
+export interface JournalState {
+  /** needs_recovery is set in the superblock. */
+  readonly needsRecovery: boolean;
+  /** Committed transactions waiting to be replayed; null when unknown (external or unreadable journal). */
+  readonly committedTransactions: number | null;
+  /** Why the count is unknown. */
+  readonly problem?: string;
 }
 
 const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
@@ -705,20 +721,101 @@ export class Ext4Fs {
   }
 
   /**
-   * Why a writer must refuse this filesystem, or undefined if it is clean: a journal that
-   * needs recovery, an errors state, or orphans (s_last_orphan, orphan_present, orphan
-   * file entries). Throws what reading the orphan file throws.
+   * The journal's state, or undefined without a journal. Counting reads the log's
+   * descriptor and commit blocks from s_start (bounded by the log's length); a journal
+   * that cannot be read gives a null count and a `problem`, not an error, since only
+   * warnings depend on it. Throws IO.
+   */
+  async journalState(): Promise<JournalState | undefined> {
+    const sb = this.superblock;
+    const needsRecovery = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) !== 0;
+    if (!(sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL)) return needsRecovery ? { needsRecovery, committedTransactions: null, problem: 'no journal' } : undefined;
+    if (sb.s_journal_inum === 0) return { needsRecovery, committedTransactions: null, problem: 'external journal' };
+    try {
+      const inode = await this.readInode(sb.s_journal_inum);
+      const extents = await collect(this.extentsOf(inode));
+      const bs = this.blockSize;
+      const readLogBlock = async (i: number): Promise<{ bytes: Uint8Array; deviceOffset: number }> => {
+        const e = extents.find((x) => i >= x.lblk && i < x.lblk + x.len);
+        if (e === undefined) fsCorrupt(this.ctx, `ext4.inode[${inode.ino}]`, inode.deviceOffset, 'journal block not mapped', { actual: i });
+        const pblk = e.pblk + (i - e.lblk);
+        return { bytes: await this.readBlocks(pblk, 1), deviceOffset: pblk * bs };
+      };
+      const first = await readLogBlock(0);
+      const jsb = decodeJournalSuperblock(first.bytes, this.ctx, first.deviceOffset);
+      if (jsb.s_blocksize !== bs) fsCorrupt(this.ctx, 'jbd2.superblock.s_blocksize', first.deviceOffset + 0xc, 'journal block size differs from the filesystem', { expected: bs, actual: jsb.s_blocksize });
+      return { needsRecovery, committedTransactions: await countCommittedTransactions(jsb, this.ctx, readLogBlock) };
+    } catch (err) {
+      if (!(err instanceof ImgdedupError) || err.code === 'IO') throw err;
+      return { needsRecovery, committedTransactions: null, problem: err.message };
+    }
+  }
+
+  /**
+   * Every reason a writer must refuse this filesystem, in a fixed order: a journal that
+   * needs recovery (with the committed transactions waiting), an errors state, an unclean
+   * unmount, orphans (s_last_orphan, orphan_present, orphan file entries).
+   * Throws what reading the orphan file throws.
+   */
+  async dirtyStates(): Promise<WriteRefusal[]> {
+    const sb = this.superblock;
+    const out: WriteRefusal[] = [];
+    const refuse = (state: WriteRefusal['state'], reason: string, detail?: string): void => {
+      out.push({ code: 'DIRTY_FILESYSTEM', state, reason, ...(detail !== undefined ? { detail } : {}) });
+    };
+    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) {
+      const j = await this.journalState();
+      const n = j?.committedTransactions;
+      const count = n === null || n === undefined ? `an unknown number of committed transactions${j?.problem ? ` (${j.problem})` : ''}` : `${n} committed transaction${n === 1 ? '' : 's'}`;
+      const detail = `needs_recovery set, ${count} not replayed`;
+      refuse('needs_recovery', `the journal needs recovery (${detail})`, detail);
+    }
+    if (sb.s_state & EXT4_ERROR_FS) refuse('errors', 'the filesystem has recorded errors (s_state)');
+    if (!(sb.s_state & EXT4_VALID_FS)) refuse('not_clean', 'the filesystem was not cleanly unmounted (s_state)');
+    if (sb.s_last_orphan !== 0) refuse('orphans', `orphan inodes present (s_last_orphan ${sb.s_last_orphan})`);
+    else if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) refuse('orphans', 'orphan inodes present (orphan_present)');
+    else {
+      const n = await this.countOrphanFileEntries();
+      if (n > 0) refuse('orphans', `${n} orphan inodes in the orphan file`);
+    }
+    return out;
+  }
+
+  /**
+   * Why a writer must refuse this filesystem (the first of dirtyStates), or undefined if
+   * it is clean. Throws what reading the orphan file throws.
    */
   async writeRefusal(): Promise<WriteRefusal | undefined> {
-    const sb = this.superblock;
-    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) return { code: 'DIRTY_FILESYSTEM', reason: 'the journal needs recovery (needs_recovery)' };
-    if (sb.s_state & EXT4_ERROR_FS) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem has recorded errors (s_state)' };
-    if (!(sb.s_state & EXT4_VALID_FS)) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem was not cleanly unmounted (s_state)' };
-    if (sb.s_last_orphan !== 0) return { code: 'DIRTY_FILESYSTEM', reason: `orphan inodes present (s_last_orphan ${sb.s_last_orphan})` };
-    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) return { code: 'DIRTY_FILESYSTEM', reason: 'orphan inodes present (orphan_present)' };
-    const n = await this.countOrphanFileEntries();
-    if (n > 0) return { code: 'DIRTY_FILESYSTEM', reason: `${n} orphan inodes in the orphan file` };
-    return undefined;
+    return (await this.dirtyStates())[0];
+  }
+
+  /**
+   * Warnings for a reader that shows this filesystem as it is on disk (ls, diff): one per
+   * dirty state, each saying what the output means and how to make it clean.
+   * Throws what dirtyStates throws.
+   */
+  async readWarnings(): Promise<string[]> {
+    const file = this.ctx.file;
+    let states: WriteRefusal[];
+    try {
+      states = await this.dirtyStates();
+    } catch (err) {
+      // A corrupt orphan file must not stop a read-only listing; say what could not be checked.
+      if (!(err instanceof ImgdedupError) || err.code === 'IO') throw err;
+      return [`${file}: could not check whether the filesystem is clean: ${err.message}`];
+    }
+    return states.map((d) => {
+      switch (d.state) {
+        case 'needs_recovery':
+          return `${file}: filesystem has a journal that needs recovery (${d.detail ?? 'needs_recovery set'}): what is shown is the state before the journal is replayed; run e2fsck or mount it to replay`;
+        case 'errors':
+          return `${file}: filesystem has recorded errors (s_state): what is shown may be inconsistent; run e2fsck`;
+        case 'not_clean':
+          return `${file}: filesystem was not cleanly unmounted (s_state): what is shown may be inconsistent; run e2fsck`;
+        case 'orphans':
+          return `${file}: filesystem has ${d.reason}: files deleted or truncated while open are not yet freed; run e2fsck or mount it to finish`;
+      }
+    });
   }
 }
 
