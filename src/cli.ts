@@ -12,7 +12,7 @@ import { convert, formatConvert, parseClusterSize } from './commands/convert.js'
 import { createProgress } from './ui/progress.js';
 import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/map.js';
 import { check, formatCheck } from './commands/check.js';
-import { diff, formatDiff } from './commands/diff.js';
+import { diff, diffJson, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
 import pkg from '../package.json' with { type: 'json' };
 
@@ -153,7 +153,7 @@ export function buildProgram(): Command {
     )
     .action(async (a, b, opts) => {
       const r = await diff({ a, b, ...(opts.fullTree ? { fullTree: true } : {}) });
-      if (opts.json) printJson(r);
+      if (opts.json) printJson(diffJson(r));
       else output.out(formatDiff(r));
     });
 
