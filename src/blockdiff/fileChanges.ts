@@ -105,30 +105,45 @@ async function bytesDiffer(fsA: Ext4Fs, iA: Inode, exA: readonly FileExtent[] | 
 }
 
 /**
- * Whether two inodes' contents differ. Same-size files compare only the logical ranges that
- * can differ (see rangesToCompare); `changed` holds the blocks that differ (or may) between
- * the two devices, which must share a block size.
+ * Byte ranges [offset, length] where either side has written blocks, for two filesystems
+ * of different block sizes (unrelated images): elsewhere both read as zeros.
+ */
+function writtenUnion(exA: readonly FileExtent[], bsA: number, exB: readonly FileExtent[], bsB: number): Array<[number, number]> {
+  const g = Math.min(bsA, bsB);
+  const runs = (ex: readonly FileExtent[], bs: number): BlockRun[] => ex.filter((e) => !e.unwritten).map((e) => [(e.lblk * bs) / g, (e.len * bs) / g]);
+  return [...new BlockRuns([...runs(exA, bsA), ...runs(exB, bsB)]).runs()].map(([s, c]) => [s * g, c * g]);
+}
+
+/**
+ * Whether two inodes' contents differ. Only bytes that can differ are read: with one block
+ * size, the logical ranges of rangesToCompare (`changed` holds the blocks that differ, or
+ * may, between the two devices); with two, the ranges either side has written. Holes are
+ * never read, so the work follows the allocated data, not i_size.
  */
 async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<boolean> {
   if (iA.i_size !== iB.i_size) return true;
-  if (iA.i_size === 0) return false;
-  const bs = fsB.blockSize;
-  if (fsA.blockSize !== bs) return bytesDiffer(fsA, iA, undefined, fsB, iB, undefined, 0, iA.i_size);
+  const size = iA.i_size;
+  if (size === 0) return false;
   const [exA, exB] = await Promise.all([collect(fsA.extentsOf(iA)), collect(fsB.extentsOf(iB))]);
-  // Inline data lives in the inode and maps no blocks (extentsOf is empty, a hole): compare
-  // the head that inline data can cover byte by byte. Past it an inline file reads as zeros,
-  // so the map comparison below, which skips holes on both sides, covers the rest. Never
-  // hashing i_size bytes of zeros keeps a huge (or corrupt) i_size cheap.
-  let headBlocks = 0;
+  const [bsA, bs] = [fsA.blockSize, fsB.blockSize];
+  // Inline data lives in the inode and maps no blocks (extentsOf is empty: a hole): compare
+  // the head that inline data can cover byte by byte. Past it an inline file reads as
+  // zeros, which the hole-skipping comparison below covers.
+  let head = 0;
   if (fsA.isInline(iA) || fsB.isInline(iB)) {
     const inlineMax = EXT4_MIN_INLINE_DATA_SIZE + Math.max(fsA.superblock.s_inode_size, fsB.superblock.s_inode_size);
-    headBlocks = Math.ceil(Math.min(iA.i_size, inlineMax) / bs);
-    if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, 0, headBlocks * bs)) return true;
+    const g = Math.max(bsA, bs);
+    head = Math.min(size, Math.ceil(inlineMax / g) * g);
+    if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, 0, head)) return true;
   }
-  const nblocks = Math.ceil(iA.i_size / bs);
-  for (const [l, n] of rangesToCompare(logicalMap(exA, nblocks), logicalMap(exB, nblocks), changed)) {
-    const from = Math.max(l, headBlocks);
-    if (from < l + n && (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, from * bs, (l + n - from) * bs))) return true;
+  const ranges: Array<[number, number]> =
+    bsA === bs
+      ? rangesToCompare(logicalMap(exA, Math.ceil(size / bs)), logicalMap(exB, Math.ceil(size / bs)), changed).map(([l, n]) => [l * bs, n * bs])
+      : writtenUnion(exA, bsA, exB, bs);
+  for (const [offset, length] of ranges) {
+    const from = Math.max(offset, head);
+    const to = Math.min(offset + length, size);
+    if (from < to && (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, from, to - from))) return true;
   }
   return false;
 }
