@@ -147,7 +147,7 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nLines: "A path" added, "D path" removed, "M path (content, mode, ...)" modified; paths are absolute\n' +
-        'within their filesystem. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
+        'within their filesystem, quoted with escapes as ls quotes names. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
         'Exit status 0 whether or not the images differ; 2 for invalid or corrupt input.\n\n' +
         'Example:\n  imgdedup diff base.qcow2 updated.qcow2\n  imgdedup diff --json base.raw other.raw > diff.json',
     )
@@ -161,7 +161,7 @@ export function buildProgram(): Command {
     .command('ls')
     .description('list a directory (or a file) of the ext2/3/4 filesystem in an image, like ls; read-only')
     .argument('<image>', 'image file (qcow2, vmdk or raw), optionally IMAGE:PART for partition number PART')
-    .argument('[path]', 'path inside the filesystem', '/')
+    .argument('[path]', 'path inside the filesystem (UTF-8, or quoted with escapes as ls prints names)', '/')
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime (UTC), name -> symlink target')
     .option('-R, --recursive', 'list everything below PATH (full paths)')
     .option('--offset <bytes>', 'the filesystem starts at this byte offset of the disk (instead of :PART)')
@@ -169,7 +169,8 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
-        'Checksum mismatches are reported as warnings on stderr.\n\n' +
+        'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
+        '(base64) in --json. Checksum mismatches and directory loops are reported as warnings on stderr.\n\n' +
         'Example:\n  imgdedup ls client.qcow2:2 /etc\n  imgdedup ls -lR disk.raw /usr/share/doc\n  imgdedup ls --json --offset 1048576 disk.raw /',
     )
     .action(async (image, path, opts) => {
