@@ -10,6 +10,7 @@ import type { DiffSide } from '../blockdiff/changedRanges.js';
 import type { PathEntry } from '../blockdiff/diffExt4.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName } from '../ui/quoteName.js';
+import { wrapIoError } from '../errors.js';
 
 export interface DiffOptions {
   readonly a: string;
@@ -21,7 +22,9 @@ export interface DiffOptions {
 export type DiffResult = DiskDiff;
 
 async function sideOf(name: string, chain: ImageChain): Promise<DiffSide> {
-  const layers = await Promise.all(chain.layers.map(async (l) => ({ id: await realpath(l.path), device: l })));
+  const layers = await Promise.all(
+    chain.layers.map(async (l) => ({ id: await realpath(l.path).catch((err: unknown) => Promise.reject(wrapIoError(err, l.path, 'open'))), device: l })),
+  );
   return { name, device: chain.device, layers };
 }
 
