@@ -17,10 +17,15 @@
  *    (whole subtrees for directories), or modified with its change kinds.
  * Full mode (other geometry, or unrelated images): both trees are walked and every
  * path compared; content is still only hashed where blocks may differ.
+ *
+ * Names are bytes (fs/ext4/names.ts). Inside the differ a path is its byteKey, a string
+ * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
+ * carry the bytes.
  */
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
+import { byteKey, keyBytes } from '../fs/ext4/names.js';
 import type { BlockOwnership } from '../fs/ext4/ownership.js';
 import { BlockRuns, type BlockRun } from './BlockRuns.js';
 import { Ext4Layout } from './ext4Layout.js';
@@ -32,7 +37,8 @@ export type FileKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fi
 
 /** An added or removed path. `changedBlocks`: the blocks it uses (in B if added, in A if removed). */
 export interface PathEntry {
-  readonly path: string;
+  /** Absolute path within the filesystem, as bytes. */
+  readonly path: Uint8Array;
   readonly ino: number;
   readonly type: FileKind;
   readonly changedBlocks: Array<[number, number]>;
@@ -72,9 +78,9 @@ export interface DiffExt4Options {
 interface Side {
   readonly fs: Ext4Fs;
   readonly layout: Ext4Layout;
-  /** dir ino -> name -> [ino, dirent file_type]. Only directories that were needed. */
+  /** dir ino -> name (byteKey) -> [ino, dirent file_type]. Only directories that were needed. */
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
-  /** dir ino -> path, from climbing. */
+  /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
   ownership?: BlockOwnership;
 }
@@ -101,6 +107,7 @@ class Ext4Differ {
   private inodesCompared = 0;
   private dirsRead = 0;
   private ownershipScan = false;
+  // Keyed by path byteKey.
   private readonly added = new Map<string, PathEntry>();
   private readonly removed = new Map<string, PathEntry>();
   private readonly modified = new Map<string, ModifiedEntry>();
@@ -143,7 +150,7 @@ class Ext4Differ {
     if (m === undefined) {
       m = new Map();
       this.dirsRead++;
-      for await (const e of side.fs.readdir(dirIno)) m.set(e.name, [e.ino, e.fileType]);
+      for await (const e of side.fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
       side.listings.set(dirIno, m);
     }
     return m;
@@ -195,7 +202,7 @@ class Ext4Differ {
       const need = wanted.get(e.ino);
       if (need === undefined) continue;
       const list = found.get(e.ino) ?? [];
-      list.push(e.path);
+      list.push(byteKey(e.path));
       found.set(e.ino, list);
       if (list.length === need) open--;
       if (open === 0) break;
@@ -213,12 +220,13 @@ class Ext4Differ {
 
   private async addSubtree(side: Side, dirIno: number, path: string, into: Map<string, PathEntry>): Promise<void> {
     this.dirsRead++;
-    for await (const e of side.fs.walk(dirIno, path === '/' ? '' : path)) {
+    for await (const e of side.fs.walk(dirIno, keyBytes(path === '/' ? '' : path))) {
       if (e.fileType === 2) this.dirsRead++;
-      if (this.settled.has(e.path)) continue;
-      this.settled.add(e.path);
+      const key = byteKey(e.path);
+      if (this.settled.has(key)) continue;
+      this.settled.add(key);
       const inode = await side.fs.readInode(e.ino);
-      into.set(e.path, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
+      into.set(key, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
     }
   }
 
@@ -234,12 +242,12 @@ class Ext4Differ {
     const iB = inoB !== undefined ? await this.b.fs.readInode(inoB) : undefined;
     if (iA === undefined && iB === undefined) return;
     if (iA === undefined) {
-      this.added.set(path, { path, ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
+      this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
       if (descend && isDir(iB!)) await this.addSubtree(this.b, inoB!, path, this.added);
       return;
     }
     if (iB === undefined) {
-      this.removed.set(path, { path, ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
+      this.removed.set(path, { path: keyBytes(path), ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
       if (descend && isDir(iA)) await this.addSubtree(this.a, inoA!, path, this.removed);
       return;
     }
@@ -247,7 +255,7 @@ class Ext4Differ {
     const changes = await compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed);
     if (changes.length > 0) {
       this.modified.set(path, {
-        path,
+        path: keyBytes(path),
         ino: inoB!,
         type: kindOf(iB),
         changes,
@@ -276,7 +284,7 @@ class Ext4Differ {
       this.dirsRead++;
       for await (const e of side.fs.walk()) {
         if (e.fileType === 2) this.dirsRead++;
-        m.set(e.path, e.ino);
+        m.set(byteKey(e.path), e.ino);
       }
       return m;
     };
@@ -461,7 +469,8 @@ class Ext4Differ {
   }
 
   result(stats: { mode: 'incremental' | 'full'; seconds: number }): Ext4Diff {
-    const sorted = <T extends { path: string }>(m: Map<string, T>): T[] => [...m.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+    // By path bytes (keys order as bytes).
+    const sorted = <T>(m: Map<string, T>): T[] => [...m.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([, v]) => v);
     return {
       added: sorted(this.added),
       removed: sorted(this.removed),

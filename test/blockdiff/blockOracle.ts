@@ -58,26 +58,28 @@ export function blockDiffers(imageA: string, imageB: string, blockNo: number, bl
  * Returns how many blocks were checked.
  */
 export function expectExactChangedBlocks(d: Ext4Diff, imageA: string, imageB: string, blockSize: number): number {
+  // The fixtures' paths are UTF-8 text, which is how debugfs takes them on its command line.
+  const text = (p: Uint8Array): string => Buffer.from(p).toString('utf8');
   const inB = [...d.added, ...d.modified];
-  const blocksB = debugfsPathBlocks(imageB, inB.map((e) => e.path));
-  const blocksA = debugfsPathBlocks(imageA, d.removed.map((e) => e.path));
+  const blocksB = debugfsPathBlocks(imageB, inB.map((e) => text(e.path)));
+  const blocksA = debugfsPathBlocks(imageA, d.removed.map((e) => text(e.path)));
   let checked = 0;
   const reportedB: Array<[number, number]> = [];
   for (const e of d.added) {
     const ours = expandRuns(e.changedBlocks);
-    expect(ours, `blocks of added ${e.path}`).toEqual(blocksB.get(e.path));
+    expect(ours, `blocks of added ${text(e.path)}`).toEqual(blocksB.get(text(e.path)));
     checked += ours.length;
     for (const b of ours) reportedB.push([b, e.ino]);
   }
   for (const e of d.removed) {
     const ours = expandRuns(e.changedBlocks);
-    expect(ours, `blocks of removed ${e.path}`).toEqual(blocksA.get(e.path));
+    expect(ours, `blocks of removed ${text(e.path)}`).toEqual(blocksA.get(text(e.path)));
     checked += ours.length;
   }
   for (const e of d.modified) {
     const ours = expandRuns(e.changedBlocks);
-    const want = blocksB.get(e.path)!.filter((b) => blockDiffers(imageA, imageB, b, blockSize));
-    expect(ours, `changed blocks of modified ${e.path}`).toEqual(want);
+    const want = blocksB.get(text(e.path))!.filter((b) => blockDiffers(imageA, imageB, b, blockSize));
+    expect(ours, `changed blocks of modified ${text(e.path)}`).toEqual(want);
     checked += ours.length;
     for (const b of ours) reportedB.push([b, e.ino]);
   }

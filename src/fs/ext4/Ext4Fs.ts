@@ -31,6 +31,7 @@ import {
   EXT4_RESIZE_INO,
   EXT4_ROOT_INO,
   EXT4_DIND_BLOCK,
+  EXT4_I_BLOCK_SIZE,
   EXT4_SUPERBLOCK_OFFSET,
   EXT4_SUPERBLOCK_SIZE,
   EXT4_VALID_FS,
@@ -57,10 +58,11 @@ import {
   type GroupDescriptor,
 } from './groupDescriptors.js';
 import { decodeInode, fileType, type Inode } from './inode.js';
+import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
 import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
-import { decodeInodeXattrs, decodeXattrBlock, type Xattr } from './xattr.js';
+import { decodeInodeXattrs, decodeXattrBlock, isInlineDataXattr, type Xattr } from './xattr.js';
 
 export type { FileExtent } from './extents.js';
 export type { DirEntry } from './directory.js';
@@ -99,11 +101,11 @@ export interface Ext4Stat {
 
 /** One entry of a walk: a path below the root and the inode it names. */
 export interface WalkEntry {
-  /** Path from the root, starting with '/'. */
-  readonly path: string;
+  /** Path from the root, starting with '/', as bytes (names are bytes; see names.ts). */
+  readonly path: Uint8Array;
   readonly ino: number;
   readonly parentIno: number;
-  readonly name: string;
+  readonly name: Uint8Array;
   readonly fileType: number;
 }
 
@@ -306,7 +308,7 @@ export class Ext4Fs {
   }
 
   /** Whether the inode's data lives in the inode (inline_data). */
-  private isInline(inode: Inode): boolean {
+  isInline(inode: Inode): boolean {
     return (inode.i_flags & EXT4_INLINE_DATA_FL) !== 0;
   }
 
@@ -382,7 +384,7 @@ export class Ext4Fs {
   }
 
   private async inlineBytes(inode: Inode): Promise<Uint8Array> {
-    const extra = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset).find((x) => x.name === 'system.data');
+    const extra = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset).find(isInlineDataXattr);
     const more = extra?.value ?? new Uint8Array(0);
     const all = new Uint8Array(EXT4_MIN_INLINE_DATA_SIZE + more.length);
     all.set(inode.i_block, 0);
@@ -444,12 +446,27 @@ export class Ext4Fs {
     for (let off = 0; off < inode.i_size; off += READ_CHUNK) yield await this.readOf(inode, off, READ_CHUNK, extents);
   }
 
-  /** The target of a symlink, as bytes. Throws CORRUPT_IMAGE (not a symlink), and as readOf. */
+  /** The target of symlink `ino`, as bytes. Throws as readlinkOf. */
   async readlink(ino: number): Promise<Uint8Array> {
-    const inode = await this.readInode(ino);
+    return this.readlinkOf(await this.readInode(ino));
+  }
+
+  /**
+   * The target of a symlink, as bytes. Its length (i_size) is bounded by where it is kept
+   * (ext4 doc, inodes.rst, "Symbolic Links"): in i_block when shorter than 60 bytes (fast
+   * symlink), in the inline data, or in one block (at most block size - 1 bytes, as the
+   * kernel and e2fsck require). Throws CORRUPT_IMAGE (not a symlink, i_size beyond that
+   * bound), and as readOf.
+   */
+  async readlinkOf(inode: Inode): Promise<Uint8Array> {
+    const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFLNK) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a symlink');
-    // ext4 doc, inodes.rst: a symlink target is shorter than one block.
-    if (inode.i_size >= this.blockSize) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'symlink target longer than a block', { expected: `< ${this.blockSize}`, actual: inode.i_size });
+    let max: number;
+    let where: string;
+    if (this.isInline(inode)) [max, where] = [(await this.inlineBytes(inode)).length, 'its inline data'];
+    else if (this.isFastSymlink(inode)) [max, where] = [EXT4_I_BLOCK_SIZE - 1, 'i_block (fast symlink)'];
+    else [max, where] = [this.blockSize - 1, 'one block'];
+    if (inode.i_size > max) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, `symlink target longer than ${where} holds`, { expected: `<= ${max}`, actual: inode.i_size });
     return this.readOf(inode, 0, inode.i_size);
   }
 
@@ -474,8 +491,8 @@ export class Ext4Fs {
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield { ino, name: '.', nameBytes: new Uint8Array([0x2e]), fileType: 2 };
-      yield { ino: parent, name: '..', nameBytes: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
+      yield { ino, name: new Uint8Array([0x2e]), fileType: 2 };
+      yield { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
       yield* decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
@@ -539,17 +556,18 @@ export class Ext4Fs {
 
   /**
    * Resolves an absolute path ('/' separated; '.' and '..' as stored) to an inode number,
-   * following no symlinks. Returns undefined if a component is missing or not a directory.
+   * following no symlinks; components are matched as bytes (a string path means its UTF-8
+   * bytes). Returns undefined if a component is missing or not a directory.
    * Throws what readdir throws.
    */
-  async lookup(path: string): Promise<number | undefined> {
+  async lookup(path: Uint8Array | string): Promise<number | undefined> {
     let ino = EXT4_ROOT_INO;
-    for (const part of path.split('/').filter((p) => p !== '')) {
+    for (const part of splitPath(typeof path === 'string' ? utf8Bytes(path) : path)) {
       const inode = await this.readInode(ino);
       if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
       let found: number | undefined;
       for await (const e of this.readdirOf(inode)) {
-        if (e.name === part) {
+        if (bytesEqual(e.name, part)) {
           found = e.ino;
           break;
         }
@@ -563,20 +581,21 @@ export class Ext4Fs {
   /**
    * Walks the tree below directory `startIno` (default the root) depth-first, yielding every
    * entry except '.' and '..', children in directory order. A directory reached twice is
-   * not descended again (bounds corrupt loops). Throws what readdir throws.
+   * not descended again (bounds corrupt loops). `startPath` prefixes every path (empty for
+   * the root). Throws what readdir throws.
    */
-  async *walk(startIno = EXT4_ROOT_INO, startPath = ''): AsyncGenerator<WalkEntry> {
+  async *walk(startIno = EXT4_ROOT_INO, startPath: Uint8Array = new Uint8Array(0)): AsyncGenerator<WalkEntry> {
     const seen = new Set<number>([startIno]);
-    const stack: Array<{ ino: number; path: string }> = [{ ino: startIno, path: startPath }];
+    const stack: Array<{ ino: number; path: Uint8Array }> = [{ ino: startIno, path: startPath }];
     while (stack.length > 0) {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
       for await (const e of this.readdirOf(inode)) {
-        if (e.name === '.' || e.name === '..') continue;
-        children.push({ path: `${dir.path}/${e.name}`, ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        if (isDotOrDotDot(e.name)) continue;
+        children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
       }
-      const subdirs: Array<{ ino: number; path: string }> = [];
+      const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
         yield c;
         const isDir = c.fileType === 2 || (c.fileType === 0 && fileType((await this.readInode(c.ino)).i_mode) === S_IFDIR);
