@@ -142,6 +142,18 @@ describe('CowDevice', () => {
     await fc.assert(fc.asyncProperty(scenarioArb, runScenario), { seed: 20261126, numRuns: 150 });
   });
 
+  it('the same on tiny devices, where writes collide byte by byte', async () => {
+    const tiny = fc.record({
+      size: fc.integer({ min: 1, max: 300 }),
+      lowerSeed: fc.nat(255),
+      budget: fc.constantFrom(0, 16, 100),
+      unit: fc.constant(512),
+      ops: fc.array(fc.record({ kind: opArb.map((o) => o.kind), at: fc.nat(), len: fc.integer({ min: 0, max: 50 }), seed: fc.nat(255) }), { maxLength: 60 }),
+      reads: fc.array(fc.record({ at: fc.nat(), len: fc.integer({ min: 0, max: 300 }) }), { maxLength: 10 }),
+    });
+    await fc.assert(fc.asyncProperty(tiny, runScenario), { seed: 1126, numRuns: 300 });
+  });
+
   it('keeps memory within the budget and spills the rest to a file that is never visible', async () => {
     const lower = makeLower(1 << 20, 5);
     const dir = join(tmp(), 'spill');
