@@ -12,6 +12,7 @@
  * Not safe for concurrent mutation: CowDevice serialises writes.
  */
 import type { ByteRange } from '../BlockDevice.js';
+import { PieceList } from './PieceList.js';
 import { SpillFile } from './SpillFile.js';
 
 interface Chunk {
@@ -36,8 +37,8 @@ export interface LayerStoreOptions {
 export const DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024;
 
 export class LayerStore {
-  /** Sorted by start, disjoint, no empty pieces. */
-  private readonly pieces: Piece[] = [];
+  /** Sorted, disjoint, no empty pieces. */
+  private readonly pieces = new PieceList<Piece>();
   private readonly spill: SpillFile;
   readonly memoryBudgetBytes: number;
   /** Bytes held by live memory chunks. */
@@ -64,28 +65,14 @@ export class LayerStore {
     return this.pieces.length;
   }
 
-  /** Index of the first piece that ends after `offset`. */
-  private firstEndingAfter(offset: number): number {
-    let lo = 0;
-    let hi = this.pieces.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.pieces[mid]!.end <= offset) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
   /** The pieces overlapping `[start, end)`, unclipped, in order. */
   overlapping(start: number, end: number): Piece[] {
-    const out: Piece[] = [];
-    for (let i = this.firstEndingAfter(start); i < this.pieces.length && this.pieces[i]!.start < end; i++) out.push(this.pieces[i]!);
-    return out;
+    return [...this.pieces.overlapping(start, end)];
   }
 
   /** The first piece ending after `offset` (for streaming while the map may change). */
   pieceAfter(offset: number): Piece | undefined {
-    return this.pieces[this.firstEndingAfter(offset)];
+    return this.pieces.firstEndingAfter(offset);
   }
 
   /** Copies the data of `p` clipped to `[start, start + into.length)` into `into` at `p.start - start`. */
@@ -99,14 +86,14 @@ export class LayerStore {
     else await this.spill.readInto(dst, s);
   }
 
-  /** Stores a copy of `data` at guest byte `offset`. Throws IO (spill file). */
+  /** Stores `data` at guest byte `offset`, taking ownership of it (no copy). Throws IO (spill file). */
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (data.length === 0) return;
     const end = offset + data.length;
     let piece: Piece;
     if (this.memBytes + data.length <= this.memoryBudgetBytes) {
-      const chunk: Chunk = { bytes: data.slice(), refs: 0 };
-      this.memBytes += chunk.bytes.length;
+      const chunk: Chunk = { bytes: data, refs: 0 };
+      this.memBytes += data.length;
       piece = this.memoryPiece(offset, end, chunk, 0);
     } else {
       // Spill before touching the map, so a failed write leaves the layer as it was.
@@ -151,61 +138,60 @@ export class LayerStore {
 
   /** Puts `piece` into the map, cutting whatever it overlaps, merging alike neighbours. */
   private async replace(piece: Piece): Promise<void> {
-    const i = this.firstEndingAfter(piece.start);
-    let j = i;
-    while (j < this.pieces.length && this.pieces[j]!.start < piece.end) j++;
-    const replaced = this.pieces.slice(i, j);
-    const out: Piece[] = [];
+    const replaced = this.overlapping(piece.start, piece.end);
     const first = replaced[0];
     const last = replaced[replaced.length - 1];
+    const cutsFirst = first !== undefined && first.start < piece.start;
+    const cutsLast = last !== undefined && last.end > piece.end;
     // Survivors are built before anything is released, so a failed spill leaves the map as it was.
     const survivors: Piece[] = [];
     try {
-      if (first !== undefined && first.start < piece.start) survivors.push(await this.trim(first, first.start, piece.start));
-      if (last !== undefined && last.end > piece.end) survivors.push(await this.trim(last, piece.end, last.end));
+      if (cutsFirst) survivors.push(await this.trim(first, first.start, piece.start));
+      if (cutsLast) survivors.push(await this.trim(last, piece.end, last.end));
     } catch (err) {
       for (const s of survivors) this.release(s);
       this.release(piece);
       throw err;
     }
-    if (first !== undefined && first.start < piece.start) out.push(survivors.shift()!);
+    const out: Piece[] = [];
+    if (cutsFirst) out.push(survivors.shift()!);
     out.push(piece);
-    if (last !== undefined && last.end > piece.end) out.push(survivors.shift()!);
+    if (cutsLast) out.push(survivors.shift()!);
     for (const r of replaced) this.release(r);
-    // Merge with the neighbours outside the replaced span where storage continues.
-    let start = i;
-    let deleteCount = replaced.length;
-    const before = this.pieces[i - 1];
+    this.pieces.remove(piece.start, piece.end);
+    // Merge with the neighbours where storage continues.
+    const before = this.pieces.lastEndingAtOrBefore(out[0]!.start);
     if (before !== undefined && mergeable(before, out[0]!)) {
+      this.pieces.remove(before.start, before.end);
       out[0] = merged(before, out[0]!);
-      start--;
-      deleteCount++;
     }
-    const after = this.pieces[j];
+    const after = this.pieces.firstEndingAfter(out[out.length - 1]!.end);
     if (after !== undefined && mergeable(out[out.length - 1]!, after)) {
+      this.pieces.remove(after.start, after.end);
       out[out.length - 1] = merged(out[out.length - 1]!, after);
-      deleteCount++;
     }
     for (let k = out.length - 1; k > 0; k--) {
       if (mergeable(out[k - 1]!, out[k]!)) out.splice(k - 1, 2, merged(out[k - 1]!, out[k]!));
     }
-    this.pieces.splice(start, deleteCount, ...out);
+    this.pieces.insert(out);
   }
 
   /** What the layer stores within `range`, clipped, ascending, one entry per piece. */
   *ranges(range: ByteRange): Generator<{ readonly offset: number; readonly length: number; readonly kind: 'data' | 'zero' }> {
     const end = range.offset + range.length;
-    for (let i = this.firstEndingAfter(range.offset); i < this.pieces.length && this.pieces[i]!.start < end; i++) {
-      const p = this.pieces[i]!;
-      const s = Math.max(p.start, range.offset);
-      yield { offset: s, length: Math.min(p.end, end) - s, kind: p.kind === 'zero' ? 'zero' : 'data' };
+    // Looked up afresh at each step, so a write between steps cannot derail the walk.
+    let pos = range.offset;
+    for (let p = this.pieces.firstEndingAfter(pos); p !== undefined && p.start < end; p = this.pieces.firstEndingAfter(pos)) {
+      const s = Math.max(p.start, pos);
+      pos = Math.min(p.end, end);
+      yield { offset: s, length: pos - s, kind: p.kind === 'zero' ? 'zero' : 'data' };
     }
   }
 
   /** Frees memory and the spill file. Never throws. */
   async close(): Promise<void> {
     for (const p of this.pieces) this.release(p);
-    this.pieces.length = 0;
+    this.pieces.clear();
     await this.spill.close();
   }
 }

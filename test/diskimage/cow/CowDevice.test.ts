@@ -154,6 +154,27 @@ describe('CowDevice', () => {
     await fc.assert(fc.asyncProperty(tiny, runScenario), { seed: 1126, numRuns: 300 });
   });
 
+  it('stays right with thousands of scattered writes (many leaves in the piece list)', async () => {
+    const size = 1 << 20;
+    const lower = makeLower(size, 9);
+    const model = lower.bytes.slice();
+    const dev = new CowDevice(lower, { memoryBudgetBytes: 100000, tempDir: tmp() });
+    let x = 7;
+    for (let i = 0; i < 4000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const at = x % (size - 300);
+      const len = 1 + (x >>> 24);
+      const d = new Uint8Array(len).fill((i % 250) + 1);
+      if (i % 9 === 0) {
+        await dev.writeZeros(at, len);
+        d.fill(0);
+      } else await dev.write(at, d);
+      model.set(d, at);
+    }
+    expect(Buffer.from(await dev.read(0, size)).equals(Buffer.from(model))).toBe(true);
+    await dev.close();
+  });
+
   it('keeps memory within the budget and spills the rest to a file that is never visible', async () => {
     const lower = makeLower(1 << 20, 5);
     const dir = join(tmp(), 'spill');
