@@ -16,7 +16,7 @@ import type { BlockDevice, ByteRange, ClosableDevice, Extent } from '../BlockDev
 import type { ImageWriter } from '../ImageWriter.js';
 import { copyDevice, type CopyDeviceStats } from '../convertImage.js';
 import { clipExtent, mergeExtents, normalizeRange } from '../extents.js';
-import { InternalError } from '../../errors.js';
+import { ImgdedupError, InternalError, IoError } from '../../errors.js';
 import { LayerStore, type LayerStoreOptions } from './LayerStore.js';
 import { ReadWriteQueue } from './ReadWriteQueue.js';
 
@@ -46,6 +46,8 @@ export class CowDevice implements ClosableDevice {
   private readonly layer: LayerStore;
   private readonly queue = new ReadWriteQueue();
   private closed = false;
+  /** The error of a write that failed: the spill file may then hold half of it, so the device refuses further use. */
+  private failure: ImgdedupError | undefined;
 
   constructor(
     readonly lower: BlockDevice,
@@ -67,6 +69,21 @@ export class CowDevice implements ClosableDevice {
 
   private checkOpen(op: string): void {
     if (this.closed) throw new InternalError(`CowDevice.${op} after close`);
+    if (this.failure !== undefined) {
+      throw new IoError({ ...this.failure.data, detail: `copy-on-write layer unusable after a failed write (${this.failure.message})` });
+    }
+  }
+
+  /** Runs a layer mutation; if it fails, the device is unusable from then on. */
+  private mutate(fn: () => Promise<void>): Promise<void> {
+    return this.queue.write(async () => {
+      try {
+        await fn();
+      } catch (err) {
+        this.failure = err instanceof ImgdedupError ? err : new InternalError(String(err));
+        throw err;
+      }
+    });
   }
 
   private checkRange(op: string, offset: number, length: number): void {
@@ -122,13 +139,13 @@ export class CowDevice implements ClosableDevice {
     this.checkRange('write', offset, data.length);
     // Copied now (the queue may run the write later), so the caller may reuse its buffer.
     const copy = data.slice();
-    return this.queue.write(() => this.layer.write(offset, copy));
+    return this.mutate(() => this.layer.write(offset, copy));
   }
 
   /** Makes `[offset, offset + length)` read as zeros, storing no data. Throws INTERNAL out of range. */
   async writeZeros(offset: number, length: number): Promise<void> {
     this.checkRange('writeZeros', offset, length);
-    return this.queue.write(() => this.layer.writeZeros(offset, length));
+    return this.mutate(() => this.layer.writeZeros(offset, length));
   }
 
   /**
@@ -137,6 +154,7 @@ export class CowDevice implements ClosableDevice {
    * be consumed while writes continue (it then sees some of them).
    */
   async *dirtyRanges(range?: ByteRange): AsyncGenerator<ByteRange> {
+    this.checkOpen('dirtyRanges');
     const r = normalizeRange(this.size, range);
     const end = r.offset + r.length;
     let pos = r.offset;
@@ -158,6 +176,7 @@ export class CowDevice implements ClosableDevice {
 
   /** What the layer alone stores: 'data' for written bytes, 'zero' for writeZeros ranges. */
   async *layerAllocation(range?: ByteRange): AsyncGenerator<Extent> {
+    this.checkOpen('layerAllocation');
     const r = normalizeRange(this.size, range);
     yield* mergeExtents(
       (async function* (layer: LayerStore) {
@@ -172,6 +191,7 @@ export class CowDevice implements ClosableDevice {
    * device's extents with their depth plus one.
    */
   async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
+    this.checkOpen('allocation');
     const r = normalizeRange(this.size, range);
     const self = this;
     yield* mergeExtents(

@@ -90,18 +90,14 @@ export class LayerStore {
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (data.length === 0) return;
     const end = offset + data.length;
-    let piece: Piece;
     if (this.memBytes + data.length <= this.memoryBudgetBytes) {
       const chunk: Chunk = { bytes: data, refs: 0 };
       this.memBytes += data.length;
-      piece = this.memoryPiece(offset, end, chunk, 0);
+      await this.replace(this.memoryPiece(offset, end, chunk, 0));
     } else {
-      // Spill before touching the map, so a failed write leaves the layer as it was.
-      await this.spill.write(offset, data);
+      await this.replace({ start: offset, end, kind: 'spilled' }, () => this.spill.write(offset, data));
       this.spilledTotal += data.length;
-      piece = { start: offset, end, kind: 'spilled' };
     }
-    await this.replace(piece);
   }
 
   /** Records that `[offset, offset + length)` reads as zeros. */
@@ -136,18 +132,23 @@ export class LayerStore {
     return { start, end, kind: 'spilled' };
   }
 
-  /** Puts `piece` into the map, cutting whatever it overlaps, merging alike neighbours. */
-  private async replace(piece: Piece): Promise<void> {
+  /**
+   * Puts `piece` into the map, cutting whatever it overlaps, merging alike
+   * neighbours. `store` writes the piece's data to the spill file; it runs after
+   * the cut pieces' survivors are secured (they may be spilled too, outside the
+   * piece), so if anything fails the map and every byte it points at are unchanged.
+   */
+  private async replace(piece: Piece, store?: () => Promise<void>): Promise<void> {
     const replaced = this.overlapping(piece.start, piece.end);
     const first = replaced[0];
     const last = replaced[replaced.length - 1];
     const cutsFirst = first !== undefined && first.start < piece.start;
     const cutsLast = last !== undefined && last.end > piece.end;
-    // Survivors are built before anything is released, so a failed spill leaves the map as it was.
     const survivors: Piece[] = [];
     try {
       if (cutsFirst) survivors.push(await this.trim(first, first.start, piece.start));
       if (cutsLast) survivors.push(await this.trim(last, piece.end, last.end));
+      await store?.();
     } catch (err) {
       for (const s of survivors) this.release(s);
       this.release(piece);

@@ -175,6 +175,28 @@ describe('CowDevice', () => {
     await dev.close();
   });
 
+  it('allocation() is the stack (the layer at depth 0 over the lower device one deeper); layerAllocation() the layer alone', async () => {
+    const lower = new BytesDevice(new Uint8Array(10000).fill(1, 2000, 6000), [{ offset: 2000, length: 4000 }]);
+    const dev = new CowDevice(lower);
+    await dev.write(1000, new Uint8Array(2000).fill(2));
+    await dev.writeZeros(5000, 500);
+    expect(await collect(dev.allocation())).toEqual([
+      { offset: 1000, length: 2000, kind: 'data', depth: 0 },
+      { offset: 3000, length: 2000, kind: 'data', depth: 1 },
+      { offset: 5000, length: 500, kind: 'zero', depth: 0 },
+      { offset: 5500, length: 500, kind: 'data', depth: 1 },
+    ]);
+    expect(await collect(dev.allocation({ offset: 2500, length: 1000 }))).toEqual([
+      { offset: 2500, length: 500, kind: 'data', depth: 0 },
+      { offset: 3000, length: 500, kind: 'data', depth: 1 },
+    ]);
+    expect(await collect(dev.layerAllocation())).toEqual([
+      { offset: 1000, length: 2000, kind: 'data' },
+      { offset: 5000, length: 500, kind: 'zero' },
+    ]);
+    await dev.close();
+  });
+
   it('keeps memory within the budget and spills the rest to a file that is never visible', async () => {
     const lower = makeLower(1 << 20, 5);
     const dir = join(tmp(), 'spill');
@@ -235,13 +257,14 @@ describe('CowDevice', () => {
     await dev.close();
   });
 
-  it('refuses writes outside the device, and reports a spill directory that cannot be used as IO', async () => {
+  it('refuses writes outside the device; a spill directory that cannot be used is IO, and the device is unusable after it', async () => {
     const dev = new CowDevice(makeLower(4096, 0), { memoryBudgetBytes: 0, tempDir: join(tmp(), 'missing') });
     await expectImgError(() => dev.write(4000, new Uint8Array(100)), 'INTERNAL', { guestOffset: 4000, length: 100 });
     await expectImgError(() => dev.writeZeros(-1, 2), 'INTERNAL');
-    await expectImgError(() => dev.write(0, new Uint8Array(10).fill(1)), 'IO');
-    // The failed write left the layer unchanged.
-    expect(await collect(dev.dirtyRanges())).toEqual([]);
+    await expectImgError(() => dev.write(0, new Uint8Array(10).fill(1)), 'IO', { file: expect.stringContaining('missing') });
+    // A failed write may have left half its bytes in the spill file: the device refuses further use.
+    await expectImgError(() => dev.read(0, 10), 'IO');
+    await expectImgError(() => collect(dev.dirtyRanges()), 'IO');
     await dev.close();
   });
 });
