@@ -38,6 +38,8 @@ export interface CowEmitStats extends CopyDeviceStats {
 }
 
 const DEFAULT_CHUNK = 4 * 1024 * 1024;
+/** Writer calls kept in flight while emitting an overlay. */
+const WRITE_AHEAD = 4;
 
 // The public methods are async but queue their work before their first await, so
 // operations take effect in the order they were called.
@@ -240,39 +242,54 @@ export class CowDevice implements ClosableDevice {
     let unitsWritten = 0;
     let zeroUnitsWritten = 0;
     let unchangedUnits = 0;
-    for await (const range of unitRanges(this.dirtyRanges(), unit, this.size)) {
-      const rangeEnd = range.offset + range.length;
-      for (let pos = range.offset; pos < rangeEnd; pos += chunk) {
-        const len = Math.min(chunk, rangeEnd - pos);
-        const [data, base] = await Promise.all([this.read(pos, len), options.skipUnchanged ? this.readLower(pos, len) : undefined]);
-        let runKind: 'data' | 'zero' | undefined;
-        let runStart = 0;
-        const flush = async (at: number) => {
-          if (runKind === 'data') await writer.write(pos + runStart, data.subarray(runStart, at));
-          else if (runKind === 'zero') await writer.writeZeros(pos + runStart, at - runStart);
-          runKind = undefined;
-        };
-        for (let off = 0; off < len; off += unit) {
-          const n = Math.min(unit, len - off);
-          const u = data.subarray(off, off + n);
-          let kind: 'data' | 'zero' | undefined;
-          if (base !== undefined && bytesEqual(u, base.subarray(off, off + n))) unchangedUnits++;
-          else if (bytesEqual(u, zeros.subarray(0, n))) {
-            kind = 'zero';
-            zeroUnitsWritten++;
-          } else {
-            kind = 'data';
-            unitsWritten++;
+    // Writer calls overlap the next reads (each unit is written once, so order does
+    // not matter); at most WRITE_AHEAD are in flight, so buffers stay bounded.
+    const inflight: Promise<void>[] = [];
+    const track = async (p: Promise<void>) => {
+      p.catch(() => undefined); // a rejection surfaces when awaited below
+      inflight.push(p);
+      while (inflight.length > WRITE_AHEAD) await inflight.shift();
+    };
+    try {
+      for await (const range of unitRanges(this.dirtyRanges(), unit, this.size)) {
+        const rangeEnd = range.offset + range.length;
+        for (let pos = range.offset; pos < rangeEnd; pos += chunk) {
+          const len = Math.min(chunk, rangeEnd - pos);
+          const [data, base] = await Promise.all([this.read(pos, len), options.skipUnchanged ? this.readLower(pos, len) : undefined]);
+          let runKind: 'data' | 'zero' | undefined;
+          let runStart = 0;
+          const flush = async (at: number) => {
+            if (runKind === 'data') await track(writer.write(pos + runStart, data.subarray(runStart, at)));
+            else if (runKind === 'zero') await track(writer.writeZeros(pos + runStart, at - runStart));
+            runKind = undefined;
+          };
+          for (let off = 0; off < len; off += unit) {
+            const n = Math.min(unit, len - off);
+            const u = data.subarray(off, off + n);
+            let kind: 'data' | 'zero' | undefined;
+            if (base !== undefined && bytesEqual(u, base.subarray(off, off + n))) unchangedUnits++;
+            else if (bytesEqual(u, zeros.subarray(0, n))) {
+              kind = 'zero';
+              zeroUnitsWritten++;
+            } else {
+              kind = 'data';
+              unitsWritten++;
+            }
+            if (kind !== runKind) {
+              await flush(off);
+              runKind = kind;
+              runStart = off;
+            }
           }
-          if (kind !== runKind) {
-            await flush(off);
-            runKind = kind;
-            runStart = off;
-          }
+          await flush(len);
+          bytesExamined += len;
         }
-        await flush(len);
-        bytesExamined += len;
       }
+      while (inflight.length > 0) await inflight.shift();
+    } catch (err) {
+      // Leave no writer call running: the caller aborts the writer next.
+      await Promise.allSettled(inflight);
+      throw err;
     }
     return { mode: 'overlay', bytesExamined, unitsWritten, zeroUnitsWritten, zeroUnitsSkipped: 0, unchangedUnits };
   }
