@@ -23,7 +23,7 @@ export class SpillFile {
   readonly path: string;
 
   constructor(dir: string = tmpdir()) {
-    this.path = join(dir, `.imgdedup-cow-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
+    this.path = join(dir, `.imgdedup-cow-${randomBytes(8).toString('hex')}.tmp`);
   }
 
   /** True once the file exists (something was spilled). */
