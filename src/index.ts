@@ -14,4 +14,5 @@ export type { ImageWriter, ImageWriterSummary } from './diskimage/ImageWriter.js
 export { Qcow2Writer, type Qcow2WriterOptions } from './diskimage/qcow2/Qcow2Writer.js';
 export { RawWriter } from './diskimage/raw/RawWriter.js';
 export { copyDevice } from './diskimage/convertImage.js';
+export { CowDevice, type CowDeviceOptions, type CowEmitOptions, type CowEmitStats } from './diskimage/cow/CowDevice.js';
 export { Ext4Fs } from './fs/ext4/Ext4Fs.js';

@@ -1,0 +1,324 @@
+/**
+ * A copy-on-write device over any BlockDevice (an image, a chain, a partition
+ * slice): reads fall through to the lower device except where the layer holds
+ * writes; writes of any size and alignment land in the layer, never below. The
+ * layer can list its dirty ranges and be emitted into any ImageWriter: as an
+ * overlay (only the dirty units, partial units completed from the lower device) or
+ * as a complete image (the lower device's allocation plus the layer). Both cost
+ * what the layer holds plus, for a complete image, what the lower device stores;
+ * never the virtual size.
+ *
+ * Memory is bounded by `memoryBudgetBytes` (LayerStore); past it, data spills to an
+ * unlinked temp file. Whoever creates a CowDevice closes it; closing it does not
+ * close the lower device.
+ */
+import type { BlockDevice, ByteRange, ClosableDevice, Extent } from '../BlockDevice.js';
+import type { ImageWriter } from '../ImageWriter.js';
+import { copyDevice, type CopyDeviceStats } from '../convertImage.js';
+import { clipExtent, mergeExtents, normalizeRange } from '../extents.js';
+import { ImgdedupError, InternalError, IoError } from '../../errors.js';
+import { LayerStore, type LayerStoreOptions } from './LayerStore.js';
+import { ReadWriteQueue } from './ReadWriteQueue.js';
+
+export type CowDeviceOptions = LayerStoreOptions;
+
+export interface CowEmitOptions {
+  /**
+   * Overlay output only: skip units whose content equals the lower device's (a
+   * write that changed nothing). Costs a read of the lower device per dirty unit.
+   */
+  readonly skipUnchanged?: boolean;
+  /** Bytes per read while emitting (rounded down to the writer's unit). Default 4 MiB. */
+  readonly chunkBytes?: number;
+}
+
+export interface CowEmitStats extends CopyDeviceStats {
+  /** 'overlay' when the writer has a backing file (it must read as the lower device), else 'complete'. */
+  readonly mode: 'overlay' | 'complete';
+}
+
+const DEFAULT_CHUNK = 4 * 1024 * 1024;
+/** Writer calls kept in flight while emitting an overlay. */
+const WRITE_AHEAD = 4;
+
+// The public methods are async but queue their work before their first await, so
+// operations take effect in the order they were called.
+export class CowDevice implements ClosableDevice {
+  readonly size: number;
+  private readonly layer: LayerStore;
+  private readonly queue = new ReadWriteQueue();
+  private closed = false;
+  /** The error of a write that failed: the spill file may then hold half of it, so the device refuses further use. */
+  private failure: ImgdedupError | undefined;
+
+  constructor(
+    readonly lower: BlockDevice,
+    options: CowDeviceOptions = {},
+  ) {
+    this.size = lower.size;
+    this.layer = new LayerStore(options);
+  }
+
+  /** Bytes of written data held in memory (at most the budget). */
+  get memoryBytes(): number {
+    return this.layer.memoryBytes;
+  }
+
+  /** Bytes written to the spill file so far. */
+  get spilledBytes(): number {
+    return this.layer.spilledBytes;
+  }
+
+  private checkOpen(op: string): void {
+    if (this.closed) throw new InternalError(`CowDevice.${op} after close`);
+    if (this.failure !== undefined) {
+      throw new IoError({ ...this.failure.data, detail: `copy-on-write layer unusable after a failed write (${this.failure.message})` });
+    }
+  }
+
+  /** Runs a layer mutation; if it fails, the device is unusable from then on. */
+  private mutate(fn: () => Promise<void>): Promise<void> {
+    return this.queue.write(async () => {
+      try {
+        await fn();
+      } catch (err) {
+        this.failure = err instanceof ImgdedupError ? err : new InternalError(String(err));
+        throw err;
+      }
+    });
+  }
+
+  private checkRange(op: string, offset: number, length: number): void {
+    this.checkOpen(op);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new InternalError(`CowDevice.${op}: range must lie within the device`, { guestOffset: offset, length, size: this.size });
+    }
+  }
+
+  /**
+   * Reads guest bytes: the layer where it holds writes, the lower device elsewhere
+   * (bytes past the end read as zeros). Throws what the lower device throws, IO.
+   */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    this.checkOpen('read');
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new InternalError('CowDevice.read: offset and length must be non-negative integers', { guestOffset: offset, length });
+    }
+    return this.queue.read(() => this.readNow(offset, length));
+  }
+
+  private async readNow(offset: number, length: number): Promise<Uint8Array> {
+    const end = offset + length;
+    const pieces = this.layer.overlapping(offset, end);
+    if (pieces.length === 0) return this.readLower(offset, length);
+    const out = new Uint8Array(length);
+    const work: Promise<void>[] = [];
+    let pos = offset;
+    const gap = (to: number) => {
+      const at = pos;
+      if (to > at) work.push(this.readLower(at, to - at).then((d) => out.set(d, at - offset)));
+    };
+    for (const p of pieces) {
+      gap(Math.max(offset, p.start));
+      work.push(this.layer.readPiece(p, out, offset));
+      pos = Math.min(end, p.end);
+    }
+    gap(end);
+    await Promise.all(work);
+    return out;
+  }
+
+  private async readLower(offset: number, length: number): Promise<Uint8Array> {
+    const avail = Math.max(0, Math.min(length, this.size - offset));
+    if (avail === length) return this.lower.read(offset, length);
+    const out = new Uint8Array(length);
+    if (avail > 0) out.set(await this.lower.read(offset, avail), 0);
+    return out;
+  }
+
+  /** Writes `data` at guest byte `offset` (any alignment). Throws INTERNAL out of range, IO (spill file). */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.checkRange('write', offset, data.length);
+    // Copied now (the queue may run the write later), so the caller may reuse its buffer.
+    const copy = data.slice();
+    return this.mutate(() => this.layer.write(offset, copy));
+  }
+
+  /** Makes `[offset, offset + length)` read as zeros, storing no data. Throws INTERNAL out of range. */
+  async writeZeros(offset: number, length: number): Promise<void> {
+    this.checkRange('writeZeros', offset, length);
+    return this.mutate(() => this.layer.writeZeros(offset, length));
+  }
+
+  /**
+   * The guest byte ranges written since creation (data or zeros), ascending and
+   * coalesced where they touch, within `range`. Streams: O(1) memory, and it may
+   * be consumed while writes continue (it then sees some of them).
+   */
+  async *dirtyRanges(range?: ByteRange): AsyncGenerator<ByteRange> {
+    this.checkOpen('dirtyRanges');
+    const r = normalizeRange(this.size, range);
+    const end = r.offset + r.length;
+    let pos = r.offset;
+    let cur: { start: number; end: number } | undefined;
+    for (;;) {
+      const p = this.layer.pieceAfter(pos);
+      if (p === undefined || p.start >= end) break;
+      const s = Math.max(p.start, pos);
+      const e = Math.min(p.end, end);
+      if (cur !== undefined && s <= cur.end) cur.end = e;
+      else {
+        if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
+        cur = { start: s, end: e };
+      }
+      pos = e;
+    }
+    if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
+  }
+
+  /** What the layer alone stores: 'data' for written bytes, 'zero' for writeZeros ranges. */
+  async *layerAllocation(range?: ByteRange): AsyncGenerator<Extent> {
+    this.checkOpen('layerAllocation');
+    const r = normalizeRange(this.size, range);
+    yield* mergeExtents(
+      (async function* (layer: LayerStore) {
+        for (const x of layer.ranges(r)) yield x;
+      })(this.layer),
+    );
+  }
+
+  /**
+   * What the whole stack stores (this is what makes the device readable like a
+   * ChainDevice): the layer's extents with depth 0, and in between the lower
+   * device's extents with their depth plus one.
+   */
+  async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
+    this.checkOpen('allocation');
+    const r = normalizeRange(this.size, range);
+    const self = this;
+    yield* mergeExtents(
+      (async function* () {
+        let pos = r.offset;
+        const end = r.offset + r.length;
+        const lowerBetween = async function* (from: number, to: number): AsyncGenerator<Extent> {
+          if (to <= from) return;
+          for await (const e of self.lower.allocation({ offset: from, length: to - from })) {
+            const c = clipExtent(e, { offset: from, length: to - from });
+            if (c !== undefined) yield { ...c, depth: (c.depth ?? 0) + 1 };
+          }
+        };
+        for (const x of self.layer.ranges(r)) {
+          yield* lowerBetween(pos, x.offset);
+          yield { offset: x.offset, length: x.length, kind: x.kind, depth: 0 };
+          pos = x.offset + x.length;
+        }
+        yield* lowerBetween(pos, end);
+      })(),
+    );
+  }
+
+  /**
+   * Emits the layer into `writer` (which must have this device's size):
+   * - writer with a backing file (`hasBacking`), whose backing must read as the
+   *   lower device: an overlay holding only the units the layer touched; a unit
+   *   written in part is completed from the lower device; all-zero units become
+   *   zero units (they must hide the backing).
+   * - writer without backing: a complete image (the lower device's stored ranges
+   *   plus the layer, zero units skipped).
+   * The caller commits or aborts the writer. No writes may run meanwhile.
+   * Throws INTERNAL on a size mismatch, and what the lower device and writer throw.
+   */
+  async emitTo(writer: ImageWriter, options: CowEmitOptions = {}): Promise<CowEmitStats> {
+    this.checkOpen('emitTo');
+    if (writer.size !== this.size) throw new InternalError('CowDevice.emitTo: writer and device sizes differ', { expected: this.size, actual: writer.size });
+    if (!writer.hasBacking) {
+      const stats = await copyDevice(this, writer, options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {});
+      return { ...stats, mode: 'complete' };
+    }
+    const unit = writer.unitSize;
+    const chunk = Math.max(unit, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / unit) * unit);
+    const zeros = new Uint8Array(unit);
+    let bytesExamined = 0;
+    let unitsWritten = 0;
+    let zeroUnitsWritten = 0;
+    let unchangedUnits = 0;
+    // Writer calls overlap the next reads (each unit is written once, so order does
+    // not matter); at most WRITE_AHEAD are in flight, so buffers stay bounded.
+    const inflight: Promise<void>[] = [];
+    const track = async (p: Promise<void>) => {
+      p.catch(() => undefined); // a rejection surfaces when awaited below
+      inflight.push(p);
+      while (inflight.length > WRITE_AHEAD) await inflight.shift();
+    };
+    try {
+      for await (const range of unitRanges(this.dirtyRanges(), unit, this.size)) {
+        const rangeEnd = range.offset + range.length;
+        for (let pos = range.offset; pos < rangeEnd; pos += chunk) {
+          const len = Math.min(chunk, rangeEnd - pos);
+          const [data, base] = await Promise.all([this.read(pos, len), options.skipUnchanged ? this.readLower(pos, len) : undefined]);
+          let runKind: 'data' | 'zero' | undefined;
+          let runStart = 0;
+          const flush = async (at: number) => {
+            if (runKind === 'data') await track(writer.write(pos + runStart, data.subarray(runStart, at)));
+            else if (runKind === 'zero') await track(writer.writeZeros(pos + runStart, at - runStart));
+            runKind = undefined;
+          };
+          for (let off = 0; off < len; off += unit) {
+            const n = Math.min(unit, len - off);
+            const u = data.subarray(off, off + n);
+            let kind: 'data' | 'zero' | undefined;
+            if (base !== undefined && bytesEqual(u, base.subarray(off, off + n))) unchangedUnits++;
+            else if (bytesEqual(u, zeros.subarray(0, n))) {
+              kind = 'zero';
+              zeroUnitsWritten++;
+            } else {
+              kind = 'data';
+              unitsWritten++;
+            }
+            if (kind !== runKind) {
+              await flush(off);
+              runKind = kind;
+              runStart = off;
+            }
+          }
+          await flush(len);
+          bytesExamined += len;
+        }
+      }
+      while (inflight.length > 0) await inflight.shift();
+    } catch (err) {
+      // Leave no writer call running: the caller aborts the writer next.
+      await Promise.allSettled(inflight);
+      throw err;
+    }
+    return { mode: 'overlay', bytesExamined, unitsWritten, zeroUnitsWritten, zeroUnitsSkipped: 0, unchangedUnits };
+  }
+
+  /** Frees the layer (memory and spill file); the lower device stays open. Idempotent, never throws. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Let issued operations finish before the store goes away.
+    await this.queue.write(async () => undefined).catch(() => undefined);
+    await this.layer.close();
+  }
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** Ascending ranges widened to whole units (the last may end at `size`), merged where they meet. */
+async function* unitRanges(ranges: AsyncIterable<ByteRange>, unit: number, size: number): AsyncGenerator<ByteRange> {
+  let cur: { start: number; end: number } | undefined;
+  for await (const r of ranges) {
+    const start = Math.floor(r.offset / unit) * unit;
+    const end = Math.min(size, Math.ceil((r.offset + r.length) / unit) * unit);
+    if (cur !== undefined && start <= cur.end) cur.end = Math.max(cur.end, end);
+    else {
+      if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
+      cur = { start, end };
+    }
+  }
+  if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
+}

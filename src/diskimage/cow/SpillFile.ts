@@ -1,0 +1,99 @@
+/**
+ * Where a copy-on-write layer puts data past its memory budget: a sparse temporary
+ * file in which guest byte X is stored at file byte X, so an overwrite replaces
+ * bytes in place and the file never holds more than one copy of a guest range.
+ *
+ * The file is unlinked as soon as it is open, so it disappears on every exit path,
+ * a SIGKILL included; it is registered in tempFiles.ts only for the instant between
+ * creation and unlink. The file system must allow a sparse file as large as the
+ * highest guest byte spilled (ext4 with 4 KiB blocks: 16 TiB).
+ */
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { InternalError, wrapIoError } from '../../errors.js';
+import { registerTempFile, unregisterTempFile } from '../tempFiles.js';
+
+export class SpillFile {
+  private handle: FileHandle | undefined;
+  private opening: Promise<FileHandle> | undefined;
+  private closed = false;
+  /** The name the file had before it was unlinked (for error messages). */
+  readonly path: string;
+
+  constructor(dir: string = tmpdir()) {
+    this.path = join(dir, `.imgdedup-cow-${randomBytes(8).toString('hex')}.tmp`);
+  }
+
+  /** True once the file exists (something was spilled). */
+  get isOpen(): boolean {
+    return this.handle !== undefined;
+  }
+
+  private async file(): Promise<FileHandle> {
+    if (this.closed) throw new InternalError('SpillFile used after close', { file: this.path });
+    if (this.handle !== undefined) return this.handle;
+    this.opening ??= (async () => {
+      registerTempFile(this.path);
+      let fh: FileHandle;
+      try {
+        fh = await open(this.path, 'wx+', 0o600);
+      } catch (err) {
+        unregisterTempFile(this.path);
+        throw wrapIoError(err, this.path, 'create the copy-on-write spill file');
+      }
+      try {
+        await unlink(this.path);
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw wrapIoError(err, this.path, 'unlink the copy-on-write spill file');
+      } finally {
+        unregisterTempFile(this.path);
+      }
+      this.handle = fh;
+      return fh;
+    })();
+    return this.opening;
+  }
+
+  /** Stores `data` for guest bytes starting at `guestOffset`. Throws IO. */
+  async write(guestOffset: number, data: Uint8Array): Promise<void> {
+    const fh = await this.file();
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await fh.write(data, done, data.length - done, guestOffset + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw wrapIoError(err, this.path, 'write the copy-on-write spill file');
+    }
+  }
+
+  /** Reads the bytes stored for `[guestOffset, guestOffset + into.length)` into `into`. Throws IO, INTERNAL if short. */
+  async readInto(into: Uint8Array, guestOffset: number): Promise<void> {
+    const fh = await this.file();
+    let done = 0;
+    try {
+      while (done < into.length) {
+        const { bytesRead } = await fh.read(into, done, into.length - done, guestOffset + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw wrapIoError(err, this.path, 'read the copy-on-write spill file');
+    }
+    // Every spilled range was written before it is read; a short read is our bug.
+    if (done !== into.length) throw new InternalError('copy-on-write spill file is shorter than a spilled range', { file: this.path, guestOffset, length: into.length });
+  }
+
+  /** Closes (and so frees) the file. Idempotent; never throws. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const fh = this.handle ?? (this.opening ? await this.opening.catch(() => undefined) : undefined);
+    this.handle = undefined;
+    this.opening = undefined;
+    await fh?.close().catch(() => undefined);
+  }
+}
