@@ -4,7 +4,8 @@
  * deflate and zstd compressed clusters. One layer of a chain: ranges this image
  * does not store read as zeros here and are answered by ChainDevice from below.
  */
-import { inflateRawSync } from 'node:zlib';
+import { inflateRaw, constants as zlibConstants } from 'node:zlib';
+import { promisify } from 'node:util';
 import { decompress as zstdDecompress } from 'fzstd';
 import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
@@ -36,6 +37,9 @@ const READ_CONCURRENCY = 4;
 const COMPRESSED_BATCH_BYTES = 4 * 1024 * 1024;
 /** Unused bytes between two compressed clusters that one file read still spans. */
 const COMPRESSED_GAP_BYTES = 4096;
+/** Inflations in flight on the thread pool (4 threads): both cores busy, memory bounded. */
+const INFLATE_CONCURRENCY = 4;
+const inflateRawAsync = promisify(inflateRaw);
 
 /** What one guest cluster (or subcluster) maps to. */
 export type Qcow2Mapping =
@@ -346,7 +350,9 @@ export class Qcow2Image implements DiskImage {
   /**
    * Decompresses `extents` (compressed, ascending) into `target`. Clusters stored back
    * to back, as qemu writes them, are fetched by one file read of at most
-   * COMPRESSED_BATCH_BYTES.
+   * COMPRESSED_BATCH_BYTES; deflate clusters are inflated on the thread pool, up to
+   * INFLATE_CONCURRENCY at once, so both cores work. The first failure in guest order
+   * is reported.
    */
   private async readCompressed(extents: readonly InternalExtent[], target: Uint8Array, offset: number): Promise<void> {
     let i = 0;
@@ -363,21 +369,36 @@ export class Qcow2Image implements DiskImage {
       const cached = this.compressedCache;
       const needRead = j - i > 1 || cached?.guestCluster !== first.guestCluster;
       const raw = needRead ? await this.file.readExact(first.hostOffset, hostEnd - first.hostOffset, 'qcow2.compressed_cluster') : undefined;
-      for (let k = i; k < j; k++) {
-        const e = extents[k]!;
-        const c = e.comp!;
-        const data =
-          raw === undefined ? cached!.data : this.decompressCluster(c, raw.subarray(c.hostOffset - first.hostOffset, c.hostOffset - first.hostOffset + c.hostLength));
-        const from = e.offset - c.guestCluster;
-        target.set(data.subarray(from, from + e.length), e.offset - offset);
-      }
+      const batch = extents.slice(i, j);
+      const failures: unknown[] = [];
+      let last: { guestCluster: number; data: Uint8Array } | undefined;
+      await runLimited(
+        batch.map((e, k) => async () => {
+          const c = e.comp!;
+          try {
+            const data =
+              cached?.guestCluster === c.guestCluster
+                ? cached.data
+                : await this.decompressCluster(c, raw!.subarray(c.hostOffset - first.hostOffset, c.hostOffset - first.hostOffset + c.hostLength));
+            const from = e.offset - c.guestCluster;
+            target.set(data.subarray(from, from + e.length), e.offset - offset);
+            if (k === batch.length - 1) last = { guestCluster: c.guestCluster, data };
+          } catch (err) {
+            failures[k] = err;
+          }
+        }),
+        INFLATE_CONCURRENCY,
+      );
+      const failure = failures.find((f) => f !== undefined);
+      if (failure !== undefined) throw failure;
+      // Kept for the next read: callers often read a cluster piece by piece.
+      if (last !== undefined) this.compressedCache = last;
       i = j;
     }
   }
 
   /** Decompresses one cluster from its stored bytes `raw`. Throws CORRUPT_IMAGE. */
-  private decompressCluster(comp: { hostOffset: number; hostLength: number; guestCluster: number }, raw: Uint8Array): Uint8Array {
-    if (this.compressedCache?.guestCluster === comp.guestCluster) return this.compressedCache.data;
+  private async decompressCluster(comp: { hostOffset: number; hostLength: number; guestCluster: number }, raw: Uint8Array): Promise<Uint8Array> {
     const at = { file: this.path, structure: 'qcow2.compressed_cluster', offset: comp.hostOffset };
     let data: Uint8Array;
     try {
@@ -386,7 +407,8 @@ export class Qcow2Image implements DiskImage {
         if (frameLength === undefined) throw new Error('not a complete zstd frame');
         data = zstdDecompress(raw.subarray(0, frameLength), new Uint8Array(this.clusterSize));
       } else {
-        data = inflateRawSync(raw, { maxOutputLength: this.clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: padding may follow */ });
+        // One output chunk per cluster; Z_SYNC_FLUSH because padding may follow the data.
+        data = await inflateRawAsync(raw, { maxOutputLength: this.clusterSize, chunkSize: Math.max(zlibConstants.Z_MIN_CHUNK, this.clusterSize), finishFlush: zlibConstants.Z_SYNC_FLUSH });
       }
     } catch (err) {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `compressed cluster does not decompress: ${(err as Error).message}` });
@@ -394,7 +416,6 @@ export class Qcow2Image implements DiskImage {
     if (data.length !== this.clusterSize) {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster decompresses to the wrong size', expected: this.clusterSize, actual: data.length });
     }
-    this.compressedCache = { guestCluster: comp.guestCluster, data };
     return data;
   }
 
