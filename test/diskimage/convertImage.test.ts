@@ -9,6 +9,8 @@ import { MemoryDevice } from '../helpers/MemoryDevice.js';
 import type { BlockDevice, ByteRange, Extent } from '../../src/diskimage/BlockDevice.js';
 import type { ImageWriter, ImageWriterSummary } from '../../src/diskimage/ImageWriter.js';
 import { useTempDir } from '../helpers/tmp.js';
+import { expectImgError } from '../helpers/expectImgError.js';
+import { CorruptImageError } from '../../src/errors.js';
 
 const tmp = useTempDir();
 const K = 1024;
@@ -76,6 +78,13 @@ describe('copyDevice', () => {
     expect(w.buffers.size).toBeLessThanOrEqual(8);
   });
 
+  it('when the source fails mid-copy, rejects with its error only after every write in flight has settled', async () => {
+    const src = new FailingDevice(4 * 1024 * K, 2 * 1024 * K);
+    const w = new DelayedMemoryWriter(src.size, 4096);
+    await expectImgError(() => copyDevice(src, w, { chunkBytes: 64 * K }), 'CORRUPT_IMAGE', { offset: 2 * 1024 * K });
+    expect(w.pending).toBe(0);
+  });
+
   it('finds zero units of 512 bytes inside and across 64 KiB zero-scan blocks', async () => {
     const src = new MemoryDevice(
       512 * K,
@@ -107,6 +116,20 @@ class LabelledDevice implements BlockDevice {
   }
   async *allocation(): AsyncGenerator<Extent> {
     yield { offset: 0, length: this.size, kind: 'data' };
+  }
+}
+
+/** A LabelledDevice whose reads fail from byte `failAt` on. */
+class FailingDevice extends LabelledDevice {
+  constructor(
+    size: number,
+    private readonly failAt: number,
+  ) {
+    super(size);
+  }
+  override async read(offset: number, length: number): Promise<Uint8Array> {
+    if (offset + length > this.failAt) throw new CorruptImageError('CORRUPT_IMAGE', { file: 'src', offset: this.failAt, detail: 'test damage' });
+    return super.read(offset, length);
   }
 }
 
@@ -147,10 +170,14 @@ class DelayedMemoryWriter implements ImageWriter {
   get clusterSize(): number {
     return this.unitSize;
   }
+  /** Writes started and not yet resolved. */
+  pending = 0;
   async write(guestOffset: number, data: Uint8Array): Promise<void> {
     this.buffers.add(data.buffer);
+    this.pending++;
     await new Promise((done) => setTimeout(done, 1 + (this.calls++ % 3)));
     this.image.set(data, guestOffset);
+    this.pending--;
   }
   async writeZeros(offset: number, length: number): Promise<void> {
     this.image.fill(0, offset, offset + length);
