@@ -257,12 +257,12 @@ export class Qcow2Image implements DiskImage {
   private tableExtents(table: Uint8Array, l1Index: number, start: number, end: number): InternalExtent[] {
     const cs = this.clusterSize;
     const tableOffset = this.l1[l1Index]!;
-    const out: InternalExtent[] = [];
+    // Each extent pushed is a fresh literal, so a merge may grow it in place.
+    const out: { -readonly [K in keyof InternalExtent]: InternalExtent[K] }[] = [];
     const push = (e: InternalExtent) => {
       const last = out[out.length - 1];
-      if (last !== undefined && last.comp === undefined && e.comp === undefined && extentsMergeable(last, e)) {
-        out[out.length - 1] = { ...last, length: last.length + e.length };
-      } else out.push(e);
+      if (last !== undefined && last.comp === undefined && e.comp === undefined && extentsMergeable(last, e)) last.length += e.length;
+      else out.push(e);
     };
     let pos = start;
     while (pos < end) {
