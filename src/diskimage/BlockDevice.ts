@@ -39,6 +39,13 @@ export interface BlockDevice {
    */
   read(offset: number, length: number): Promise<Uint8Array>;
   /**
+   * Optional: reads `target.length` bytes at guest `offset` into `target`, setting
+   * every byte of it (zeros included), so a caller can reuse one buffer for many
+   * reads. Devices that have it save an allocation and a copy per read; callers go
+   * through readInto() in readInto.ts, which falls back to `read`.
+   */
+  readInto?(target: Uint8Array, offset: number): Promise<void>;
+  /**
    * The ranges this layer stores, in ascending order, merged where adjacent and
    * alike, without reading data. With `range`, only extents within it (clipped).
    * Costs O(stored ranges), never O(virtual size).

@@ -6,7 +6,12 @@
  */
 import type { BlockDevice, ByteRange, ClosableDevice, Extent } from './BlockDevice.js';
 import { mergeExtents, normalizeRange } from './extents.js';
+import { readInto } from './readInto.js';
+import { runLimited } from './runLimited.js';
 import { InternalError } from '../errors.js';
+
+/** Segment reads one chain read keeps in flight. */
+const SEGMENT_READS_IN_FLIGHT = 4;
 
 /** A piece of the resolved chain: either stored by layer `depth`, or stored nowhere. */
 export interface ChainSegment {
@@ -57,16 +62,28 @@ export class ChainDevice implements ClosableDevice {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    let out: Uint8Array | undefined;
-    for await (const s of this.segments({ offset, length })) {
+    if (this.layers.length === 1) return this.layers[0]!.read(offset, length);
+    const out = new Uint8Array(length);
+    await this.readInto(out, offset);
+    return out;
+  }
+
+  /** Fills `target` from guest `offset`, each segment read by its layer straight into place. */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    if (this.layers.length === 1) return readInto(this.layers[0]!, target, offset);
+    const reads: (() => Promise<void>)[] = [];
+    let settled = 0; // target bytes before this are zeroed or have a read planned
+    for await (const s of this.segments({ offset, length: target.length })) {
       if (s.extent === undefined || s.extent.kind === 'zero') continue;
-      const data = await this.layers[s.depth]!.read(s.offset, s.length);
-      // One layer answering the whole request (the common case): no copy.
-      if (s.offset === offset && s.length === length) return data;
-      out ??= new Uint8Array(length);
-      out.set(data, s.offset - offset);
+      const at = s.offset - offset;
+      target.fill(0, settled, at);
+      settled = at + s.length;
+      const dest = target.subarray(at, settled);
+      const layer = this.layers[s.depth]!;
+      reads.push(() => readInto(layer, dest, s.offset));
     }
-    return out ?? new Uint8Array(length);
+    target.fill(0, settled);
+    await runLimited(reads, SEGMENT_READS_IN_FLIGHT);
   }
 
   /** What any layer stores, top-most first, tagged with `depth`. */

@@ -41,6 +41,19 @@ export class ImageFile {
    * if the file ends first, so a corrupt length never drives an allocation past EOF.
    */
   async readExact(offset: number, length: number, structure: string): Promise<Uint8Array> {
+    this.checkWithin(offset, length, structure);
+    const buf = new Uint8Array(length);
+    await this.readInto(buf, offset);
+    return buf;
+  }
+
+  /** Like readExact, into all of `buf` (a caller's reused buffer). Throws TRUNCATED, IO. */
+  async readExactInto(buf: Uint8Array, offset: number, structure: string): Promise<void> {
+    this.checkWithin(offset, buf.byteLength, structure);
+    await this.readInto(buf, offset);
+  }
+
+  private checkWithin(offset: number, length: number, structure: string): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       throw new CorruptImageError('TRUNCATED', {
         file: this.path,
@@ -49,9 +62,6 @@ export class ImageFile {
         detail: `${length} bytes at byte ${offset} lie beyond the end of the file (${this.size} bytes)`,
       });
     }
-    const buf = new Uint8Array(length);
-    await this.readInto(buf, offset);
-    return buf;
   }
 
   /** Reads up to `length` bytes at `offset`; bytes past EOF are left zero. */

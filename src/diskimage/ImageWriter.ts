@@ -28,6 +28,7 @@ export interface ImageWriter {
   /**
    * Writes `data` at guest byte `guestOffset`. Both must be aligned to `unitSize`
    * (the length may instead end at the virtual size). Any order; rewrites allowed.
+   * The writer does not keep `data` once the promise resolves: callers reuse buffers.
    * Throws INTERNAL on misaligned or out-of-range writes, IO.
    */
   write(guestOffset: number, data: Uint8Array): Promise<void>;

@@ -1,6 +1,7 @@
 /** A window onto another device (a partition): bounds-checked, offsets shifted. */
 import type { BlockDevice, ByteRange, Extent } from './BlockDevice.js';
 import { clipExtent, normalizeRange } from './extents.js';
+import { readInto } from './readInto.js';
 import { CorruptImageError } from '../errors.js';
 
 export class SliceDevice implements BlockDevice {
@@ -33,6 +34,13 @@ export class SliceDevice implements BlockDevice {
       return out;
     }
     return this.parent.read(this.start + offset, length);
+  }
+
+  /** Fills `target` from `offset` within the slice; bytes outside it read as zeros. */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const avail = offset >= 0 ? Math.max(0, Math.min(target.length, this.size - offset)) : 0;
+    if (avail > 0) await readInto(this.parent, target.subarray(0, avail), this.start + offset);
+    target.fill(0, avail);
   }
 
   async *allocation(range?: ByteRange): AsyncGenerator<Extent> {

@@ -9,6 +9,8 @@
  */
 import type { BlockDevice, ByteRange } from './BlockDevice.js';
 import type { ImageWriter } from './ImageWriter.js';
+import { readInto } from './readInto.js';
+import { ZERO_BLOCK_BYTES, isZeroRange } from './isZero.js';
 import { InternalError } from '../errors.js';
 
 export interface CopyDeviceOptions {
@@ -34,10 +36,18 @@ export interface CopyDeviceStats {
 }
 
 const DEFAULT_CHUNK = 4 * 1024 * 1024;
-/** Chunk reads kept in flight ahead of the writer. */
+/** Chunk reads kept in flight ahead of the chunk being examined. */
 const READ_AHEAD = 2;
+/** Examined chunks whose writes may still be in flight (each holds its buffers until then). */
+const WRITE_AHEAD = 2;
 /** Writer calls kept in flight. */
-const WRITE_AHEAD = 4;
+const WRITES_IN_FLIGHT = 8;
+
+/** The reused buffers of one chunk: the source's bytes and, with a base, the base's. */
+interface Slot {
+  readonly src: Buffer;
+  readonly base: Buffer | undefined;
+}
 
 /** Ascending, unit-aligned, merged ranges that `device` stores data in, clipped to `size`. */
 async function* dataRanges(device: BlockDevice, unit: number, size: number): AsyncGenerator<ByteRange> {
@@ -86,6 +96,9 @@ function rangesToVisit(src: BlockDevice, base: BlockDevice | undefined, unit: nu
 /**
  * Copies `src` into `writer` (which must have `src.size`). Reads only stored
  * ranges; the writer gets unit-aligned data runs and zero runs. Returns counts.
+ * Memory: (READ_AHEAD + WRITE_AHEAD) chunk buffers (twice that with a base), reused
+ * for every chunk whatever the disk size; the writer must not keep a buffer after
+ * its write resolves (ImageWriter.write).
  * Throws INTERNAL on a size mismatch, and whatever the source and writer throw.
  */
 export async function copyDevice(src: BlockDevice, writer: ImageWriter, options: CopyDeviceOptions = {}): Promise<CopyDeviceStats> {
@@ -94,7 +107,6 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
   const unit = writer.unitSize;
   const base = options.base;
   const chunk = Math.max(unit, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / unit) * unit);
-  const zeros = Buffer.alloc(unit);
 
   let total = 0;
   if (options.onProgress) for await (const r of rangesToVisit(src, base, unit, size)) total += r.length;
@@ -105,54 +117,81 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
   let zeroUnitsWritten = 0;
   let unchangedUnits = 0;
 
-  const readChunk = (offset: number, length: number) =>
-    Promise.all([src.read(offset, length), base ? base.read(offset, length) : Promise.resolve(undefined)]);
+  const free: Slot[] = [];
+  let slots = 0;
+  /** Chunks being written, oldest first; each resolves to its slot once its writes are done. */
+  const writing: Promise<Slot>[] = [];
+  /** Writer calls in flight, oldest first. */
+  const writes: Promise<void>[] = [];
+  /** Chunk reads in flight, in guest order. */
+  const reads: { offset: number; length: number; slot: Slot; done: Promise<void> }[] = [];
 
-  // Writer calls run concurrently (each unit is written once, so order does not
-  // matter); at most WRITE_AHEAD are in flight, so buffers stay bounded.
-  const inflight: Promise<void>[] = [];
-  const track = async (p: Promise<void>) => {
+  const acquire = async (): Promise<Slot> => {
+    const f = free.pop();
+    if (f !== undefined) return f;
+    if (slots < READ_AHEAD + WRITE_AHEAD) {
+      slots++;
+      return { src: Buffer.allocUnsafe(chunk), base: base ? Buffer.allocUnsafe(chunk) : undefined };
+    }
+    // Fewer than READ_AHEAD slots are reading, so at least one chunk is being written.
+    const oldest = writing.shift();
+    if (oldest === undefined) throw new InternalError('copyDevice: no chunk buffer is free or being written');
+    return oldest;
+  };
+  const startRead = (offset: number, length: number, slot: Slot) => {
+    const p = Promise.all([
+      readInto(src, slot.src.subarray(0, length), offset),
+      base && slot.base ? readInto(base, slot.base.subarray(0, length), offset) : undefined,
+    ]).then(() => undefined);
     p.catch(() => undefined); // a rejection surfaces when awaited below
-    inflight.push(p);
-    while (inflight.length > WRITE_AHEAD) await inflight.shift();
+    reads.push({ offset, length, slot, done: p });
+  };
+  const track = async (p: Promise<void>, into: Promise<void>[]) => {
+    p.catch(() => undefined); // a rejection surfaces when awaited below
+    writes.push(p);
+    into.push(p);
+    while (writes.length > WRITES_IN_FLIGHT) await writes.shift();
   };
 
-  for await (const range of rangesToVisit(src, base, unit, size)) {
-    const rangeEnd = range.offset + range.length;
-    let pos = range.offset;
-    // Keep READ_AHEAD chunk reads in flight while the current chunk is written.
-    const queue: ReturnType<typeof readChunk>[] = [];
-    let readPos = pos;
-    const refill = () => {
-      while (queue.length < READ_AHEAD && readPos < rangeEnd) {
-        const n = Math.min(chunk, rangeEnd - readPos);
-        const p = readChunk(readPos, n);
-        p.catch(() => undefined); // rejections surface when awaited below
-        queue.push(p);
-        readPos += n;
-      }
-    };
-    refill();
-    while (pos < rangeEnd) {
-      const len = Math.min(chunk, rangeEnd - pos);
-      const [srcData, baseData] = await queue.shift()!;
-      const nextPos = pos + len;
-      refill();
-      const s = Buffer.from(srcData.buffer, srcData.byteOffset, srcData.byteLength);
-      const b = baseData ? Buffer.from(baseData.buffer, baseData.byteOffset, baseData.byteLength) : undefined;
-      // Runs of units of one kind become one writer call.
+  const chunks = chunksOf(rangesToVisit(src, base, unit, size), chunk)[Symbol.asyncIterator]();
+  let exhausted = false;
+  const refill = async () => {
+    while (!exhausted && reads.length < READ_AHEAD) {
+      const next = await chunks.next();
+      if (next.done) exhausted = true;
+      else startRead(next.value.offset, next.value.length, await acquire());
+    }
+  };
+
+  try {
+    await refill();
+    while (reads.length > 0) {
+      const { offset: pos, length: len, slot, done: read } = reads[0]!;
+      await read;
+      reads.shift();
+      const s = slot.src;
+      const b = slot.base;
+      const chunkWrites: Promise<void>[] = [];
+      // Runs of units of one kind become one writer call, issued in guest order (a
+      // writer allocates host clusters in call order).
       let runKind: 'data' | 'zero' | undefined;
       let runStart = 0;
       const flush = async (at: number) => {
-        if (runKind === 'data') await track(writer.write(pos + runStart, srcData.subarray(runStart, at)));
-        else if (runKind === 'zero') await track(writer.writeZeros(pos + runStart, at - runStart));
+        if (runKind === 'data') await track(writer.write(pos + runStart, s.subarray(runStart, at)), chunkWrites);
+        else if (runKind === 'zero') await track(writer.writeZeros(pos + runStart, at - runStart), chunkWrites);
         runKind = undefined;
       };
+      // Zero detection compares whole blocks first, so small units cost one memcmp per block.
+      let zeroUntil = 0;
+      let blockCheckedUntil = 0;
       for (let off = 0; off < len; off += unit) {
         const end = Math.min(len, off + unit);
-        const n = end - off;
+        if (unit < ZERO_BLOCK_BYTES && off >= blockCheckedUntil) {
+          blockCheckedUntil = Math.min(len, off + ZERO_BLOCK_BYTES);
+          if (isZeroRange(s, off, blockCheckedUntil)) zeroUntil = blockCheckedUntil;
+        }
         let kind: 'data' | 'zero' | undefined;
-        const isZero = s.compare(zeros, 0, n, off, end) === 0;
+        const isZero = end <= zeroUntil || isZeroRange(s, off, end);
         if (b !== undefined && s.compare(b, off, end, off, end) === 0) {
           unchangedUnits++;
         } else if (isZero) {
@@ -171,11 +210,31 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
         }
       }
       await flush(len);
-      pos = nextPos;
+      if (chunkWrites.length === 0) free.push(slot);
+      else {
+        const w = Promise.all(chunkWrites).then(() => slot);
+        w.catch(() => undefined); // a rejection surfaces when awaited
+        writing.push(w);
+        while (writing.length > WRITE_AHEAD) free.push(await writing.shift()!);
+      }
       done += len;
       options.onProgress?.(done, total);
+      await refill();
+    }
+    while (writing.length > 0) await writing.shift();
+  } catch (err) {
+    // Nothing may still write into the buffers or the writer once we return.
+    await Promise.allSettled([...reads.map((r) => r.done), ...writes, ...writing]);
+    throw err;
+  }
+  return { bytesExamined: done, unitsWritten, zeroUnitsSkipped, zeroUnitsWritten, unchangedUnits };
+}
+
+/** `ranges` cut into pieces of at most `chunk` bytes, in order. */
+async function* chunksOf(ranges: AsyncIterable<ByteRange>, chunk: number): AsyncGenerator<ByteRange> {
+  for await (const r of ranges) {
+    for (let pos = r.offset; pos < r.offset + r.length; pos += chunk) {
+      yield { offset: pos, length: Math.min(chunk, r.offset + r.length - pos) };
     }
   }
-  while (inflight.length > 0) await inflight.shift();
-  return { bytesExamined: done, unitsWritten, zeroUnitsSkipped, zeroUnitsWritten, unchangedUnits };
 }

@@ -4,13 +4,15 @@
  * deflate and zstd compressed clusters. One layer of a chain: ranges this image
  * does not store read as zeros here and are answered by ChainDevice from below.
  */
-import { inflateRawSync } from 'node:zlib';
+import { inflateRaw, constants as zlibConstants } from 'node:zlib';
+import { promisify } from 'node:util';
 import { decompress as zstdDecompress } from 'fzstd';
 import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
 import { ByteReader } from '../ByteReader.js';
-import { mergeExtents, normalizeRange } from '../extents.js';
+import { extentsMergeable, mergeExtents, normalizeRange } from '../extents.js';
+import { runLimited } from '../runLimited.js';
 import { CorruptImageError } from '../../errors.js';
 import {
   QCOW2_COMPAT_LAZY_REFCOUNTS,
@@ -27,6 +29,17 @@ import { decodeQcow2Extensions, decodeQcow2Header, describeFeatures, type Qcow2E
 const TWO_32 = 0x1_0000_0000;
 /** Upper bound on cached L2 tables, in bytes. */
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
+/** Clusters decoded per batch of extents (bounds the batch's memory). */
+const EXTENT_BATCH_CLUSTERS = 2048;
+/** File reads one image read keeps in flight (libuv's thread pool has 4 threads). */
+const READ_CONCURRENCY = 4;
+/** Most compressed bytes fetched by one file read. */
+const COMPRESSED_BATCH_BYTES = 4 * 1024 * 1024;
+/** Unused bytes between two compressed clusters that one file read still spans. */
+const COMPRESSED_GAP_BYTES = 4096;
+/** Inflations in flight on the thread pool (4 threads): both cores busy, memory bounded. */
+const INFLATE_CONCURRENCY = 4;
+const inflateRawAsync = promisify(inflateRaw);
 
 /** What one guest cluster (or subcluster) maps to. */
 export type Qcow2Mapping =
@@ -217,8 +230,13 @@ export class Qcow2Image implements DiskImage {
     return out;
   }
 
-  /** Extents stored by this layer within [start, end), unmerged, in order. */
-  private async *rawExtents(start: number, end: number): AsyncGenerator<InternalExtent> {
+  /**
+   * Extents stored by this layer within [start, end), in order, in arrays of at most
+   * EXTENT_BATCH_CLUSTERS clusters: the per-cluster work is synchronous, and only a
+   * table read awaits. Neighbours that are contiguous in the guest and on the host
+   * are merged (compressed clusters never are), so a run is one extent.
+   */
+  private async *rawExtentBatches(start: number, end: number): AsyncGenerator<InternalExtent[]> {
     const cs = this.clusterSize;
     const span = cs * this.l2Entries; // guest bytes per L2 table
     let pos = start;
@@ -230,27 +248,47 @@ export class Qcow2Image implements DiskImage {
         pos = spanEnd;
         continue;
       }
-      const tableOffset = this.l1[l1Index]!;
       while (pos < spanEnd) {
-        const cluster = Math.floor(pos / cs);
-        const clusterStart = cluster * cs;
-        const maps = this.decodeL2Entry(table, cluster - l1Index * this.l2Entries, tableOffset);
-        const unit = cs / maps.length;
-        for (let i = 0; i < maps.length; i++) {
-          const s = Math.max(pos, clusterStart + i * unit);
-          const e = Math.min(spanEnd, clusterStart + (i + 1) * unit);
-          if (e <= s) continue;
-          const m = maps[i]!;
-          const skip = s - (clusterStart + i * unit);
-          if (m.type === 'data') yield { offset: s, length: e - s, kind: 'data', hostOffset: m.hostOffset + skip };
-          else if (m.type === 'zero') yield { offset: s, length: e - s, kind: 'zero', ...(m.hostOffset !== undefined ? { hostOffset: m.hostOffset + skip } : {}) };
-          else if (m.type === 'compressed') {
-            yield { offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } };
-          }
-        }
-        pos = Math.min(spanEnd, clusterStart + cs);
+        const batchEnd = Math.min(spanEnd, (Math.floor(pos / cs) + EXTENT_BATCH_CLUSTERS) * cs);
+        yield this.tableExtents(table, l1Index, pos, batchEnd);
+        pos = batchEnd;
       }
     }
+  }
+
+  /** The extents that L2 table `l1Index` maps within [start, end), a part of its span. */
+  private tableExtents(table: Uint8Array, l1Index: number, start: number, end: number): InternalExtent[] {
+    const cs = this.clusterSize;
+    const tableOffset = this.l1[l1Index]!;
+    // Each extent pushed is a fresh literal, so a merge may grow it in place.
+    const out: { -readonly [K in keyof InternalExtent]: InternalExtent[K] }[] = [];
+    const push = (e: InternalExtent) => {
+      const last = out[out.length - 1];
+      if (last !== undefined && last.comp === undefined && e.comp === undefined && extentsMergeable(last, e)) last.length += e.length;
+      else out.push(e);
+    };
+    let pos = start;
+    while (pos < end) {
+      const cluster = Math.floor(pos / cs);
+      const clusterStart = cluster * cs;
+      const maps = this.decodeL2Entry(table, cluster - l1Index * this.l2Entries, tableOffset);
+      const unit = cs / maps.length;
+      for (let i = 0; i < maps.length; i++) {
+        const s = Math.max(pos, clusterStart + i * unit);
+        const e = Math.min(end, clusterStart + (i + 1) * unit);
+        if (e <= s) continue;
+        const m = maps[i]!;
+        const skip = s - (clusterStart + i * unit);
+        if (m.type === 'data') push({ offset: s, length: e - s, kind: 'data', hostOffset: m.hostOffset + skip });
+        else if (m.type === 'zero') push({ offset: s, length: e - s, kind: 'zero', ...(m.hostOffset !== undefined ? { hostOffset: m.hostOffset + skip } : {}) });
+        else if (m.type === 'compressed') {
+          push({ offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } });
+          break; // one compressed extent covers the whole cluster
+        }
+      }
+      pos = Math.min(end, clusterStart + cs);
+    }
+    return out;
   }
 
   async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
@@ -259,9 +297,11 @@ export class Qcow2Image implements DiskImage {
     const self = this;
     yield* mergeExtents(
       (async function* () {
-        for await (const e of self.rawExtents(r.offset, r.offset + r.length)) {
-          const { comp: _comp, ...pub } = e;
-          yield pub;
+        for await (const batch of self.rawExtentBatches(r.offset, r.offset + r.length)) {
+          for (const e of batch) {
+            const { comp: _comp, ...pub } = e;
+            yield pub;
+          }
         }
       })(),
     );
@@ -269,45 +309,99 @@ export class Qcow2Image implements DiskImage {
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     const out = new Uint8Array(length);
-    const r = normalizeRange(this.size, { offset, length });
-    // Coalesce host-contiguous data extents into one file read.
-    let runGuest = -1;
-    let runHost = -1;
-    let runLen = 0;
-    const flush = async () => {
-      if (runLen > 0) {
-        // Straight into the caller's buffer; bytes past the end of the file read as zeros.
-        const avail = Math.max(0, Math.min(runLen, this.file.size - runHost));
-        if (avail > 0) await this.file.readInto(out.subarray(runGuest - offset, runGuest - offset + avail), runHost);
-      }
-      runLen = 0;
-    };
-    for await (const e of this.rawExtents(r.offset, r.offset + r.length)) {
-      if (e.kind !== 'data') continue;
-      if (e.comp !== undefined) {
-        await flush();
-        const cluster = await this.decompressCluster(e.comp);
-        const from = e.offset - e.comp.guestCluster;
-        out.set(cluster.subarray(from, from + e.length), e.offset - offset);
-        continue;
-      }
-      const host = e.hostOffset!;
-      if (runLen > 0 && runGuest + runLen === e.offset && runHost + runLen === host) {
-        runLen += e.length;
-      } else {
-        await flush();
-        runGuest = e.offset;
-        runHost = host;
-        runLen = e.length;
-      }
-    }
-    await flush();
+    await this.readInto(out, offset);
     return out;
   }
 
-  private async decompressCluster(comp: { hostOffset: number; hostLength: number; guestCluster: number }): Promise<Uint8Array> {
-    if (this.compressedCache?.guestCluster === comp.guestCluster) return this.compressedCache.data;
-    const raw = await this.file.readExact(comp.hostOffset, comp.hostLength, 'qcow2.compressed_cluster');
+  /**
+   * Fills `target` from guest `offset`: each host-contiguous run is one file read
+   * straight into `target`, up to READ_CONCURRENCY of them in flight; compressed
+   * clusters are fetched in batches; everything else is zeroed.
+   */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const r = normalizeRange(this.size, { offset, length: target.length });
+    const fileReads: (() => Promise<void>)[] = [];
+    const compressed: InternalExtent[] = [];
+    let settled = 0; // target bytes before this are zeroed or have a read planned
+    for await (const batch of this.rawExtentBatches(r.offset, r.offset + r.length)) {
+      for (const e of batch) {
+        if (e.kind !== 'data') continue;
+        const at = e.offset - offset;
+        target.fill(0, settled, at);
+        settled = at + e.length;
+        if (e.comp !== undefined) compressed.push(e);
+        else {
+          const dest = target.subarray(at, settled);
+          const host = e.hostOffset!;
+          fileReads.push(() => this.readData(dest, host));
+        }
+      }
+    }
+    target.fill(0, settled);
+    // Both settle before a failure is reported, so nothing writes into `target` after this returns.
+    const results = await Promise.allSettled([runLimited(fileReads, READ_CONCURRENCY), this.readCompressed(compressed, target, offset)]);
+    for (const res of results) if (res.status === 'rejected') throw res.reason;
+  }
+
+  /** Reads a data run; bytes past the end of the file read as zeros. */
+  private async readData(dest: Uint8Array, hostOffset: number): Promise<void> {
+    const avail = Math.max(0, Math.min(dest.length, this.file.size - hostOffset));
+    if (avail > 0) await this.file.readInto(dest.subarray(0, avail), hostOffset);
+    if (avail < dest.length) dest.fill(0, avail);
+  }
+
+  /**
+   * Decompresses `extents` (compressed, ascending) into `target`. Clusters stored back
+   * to back, as qemu writes them, are fetched by one file read of at most
+   * COMPRESSED_BATCH_BYTES; deflate clusters are inflated on the thread pool, up to
+   * INFLATE_CONCURRENCY at once, so both cores work. The first failure in guest order
+   * is reported.
+   */
+  private async readCompressed(extents: readonly InternalExtent[], target: Uint8Array, offset: number): Promise<void> {
+    let i = 0;
+    while (i < extents.length) {
+      const first = extents[i]!.comp!;
+      let hostEnd = first.hostOffset + first.hostLength;
+      let j = i + 1;
+      for (; j < extents.length; j++) {
+        const c = extents[j]!.comp!;
+        const end = Math.max(hostEnd, c.hostOffset + c.hostLength);
+        if (c.hostOffset < first.hostOffset || c.hostOffset > hostEnd + COMPRESSED_GAP_BYTES || end - first.hostOffset > COMPRESSED_BATCH_BYTES) break;
+        hostEnd = end;
+      }
+      const cached = this.compressedCache;
+      const needRead = j - i > 1 || cached?.guestCluster !== first.guestCluster;
+      const raw = needRead ? await this.file.readExact(first.hostOffset, hostEnd - first.hostOffset, 'qcow2.compressed_cluster') : undefined;
+      const batch = extents.slice(i, j);
+      const failures: unknown[] = [];
+      let last: { guestCluster: number; data: Uint8Array } | undefined;
+      await runLimited(
+        batch.map((e, k) => async () => {
+          const c = e.comp!;
+          try {
+            const data =
+              cached?.guestCluster === c.guestCluster
+                ? cached.data
+                : await this.decompressCluster(c, raw!.subarray(c.hostOffset - first.hostOffset, c.hostOffset - first.hostOffset + c.hostLength));
+            const from = e.offset - c.guestCluster;
+            target.set(data.subarray(from, from + e.length), e.offset - offset);
+            if (k === batch.length - 1) last = { guestCluster: c.guestCluster, data };
+          } catch (err) {
+            failures[k] = err;
+          }
+        }),
+        INFLATE_CONCURRENCY,
+      );
+      const failure = failures.find((f) => f !== undefined);
+      if (failure !== undefined) throw failure;
+      // Kept for the next read: callers often read a cluster piece by piece.
+      if (last !== undefined) this.compressedCache = last;
+      i = j;
+    }
+  }
+
+  /** Decompresses one cluster from its stored bytes `raw`. Throws CORRUPT_IMAGE. */
+  private async decompressCluster(comp: { hostOffset: number; hostLength: number; guestCluster: number }, raw: Uint8Array): Promise<Uint8Array> {
     const at = { file: this.path, structure: 'qcow2.compressed_cluster', offset: comp.hostOffset };
     let data: Uint8Array;
     try {
@@ -316,7 +410,8 @@ export class Qcow2Image implements DiskImage {
         if (frameLength === undefined) throw new Error('not a complete zstd frame');
         data = zstdDecompress(raw.subarray(0, frameLength), new Uint8Array(this.clusterSize));
       } else {
-        data = inflateRawSync(raw, { maxOutputLength: this.clusterSize, finishFlush: 2 /* Z_SYNC_FLUSH: padding may follow */ });
+        // One output chunk per cluster; Z_SYNC_FLUSH because padding may follow the data.
+        data = await inflateRawAsync(raw, { maxOutputLength: this.clusterSize, chunkSize: Math.max(zlibConstants.Z_MIN_CHUNK, this.clusterSize), finishFlush: zlibConstants.Z_SYNC_FLUSH });
       }
     } catch (err) {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `compressed cluster does not decompress: ${(err as Error).message}` });
@@ -324,7 +419,6 @@ export class Qcow2Image implements DiskImage {
     if (data.length !== this.clusterSize) {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster decompresses to the wrong size', expected: this.clusterSize, actual: data.length });
     }
-    this.compressedCache = { guestCluster: comp.guestCluster, data };
     return data;
   }
 

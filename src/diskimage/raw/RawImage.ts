@@ -38,6 +38,13 @@ export class RawImage implements DiskImage {
     return this.file.readUpTo(offset, length);
   }
 
+  /** Fills `target` from `offset`; bytes past the end read as zeros. */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const avail = Math.max(0, Math.min(target.length, this.file.size - offset));
+    if (avail > 0) await this.file.readInto(target.subarray(0, avail), offset);
+    target.fill(0, avail);
+  }
+
   async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
     const r = normalizeRange(this.size, range);
     if (r.length > 0) yield { offset: r.offset, length: r.length, kind: 'data', hostOffset: r.offset };

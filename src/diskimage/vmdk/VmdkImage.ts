@@ -10,6 +10,7 @@ import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
 import { mergeExtents, normalizeRange } from '../extents.js';
+import { runLimited } from '../runLimited.js';
 import { CorruptImageError, ImgdedupError } from '../../errors.js';
 import { decodeSparseHeader } from './sparseHeader.js';
 import { formatCid, parseDescriptor, type VmdkDescriptor, type VmdkExtentLine } from './descriptor.js';
@@ -33,6 +34,8 @@ interface Piece extends Extent {
 
 /** Decompressed bytes of compressed grains gathered by one read before they are fetched. */
 const COMPRESSED_BATCH_BYTES = 16 * 1024 * 1024;
+/** File reads one image read keeps in flight (libuv's thread pool has 4 threads). */
+const READ_CONCURRENCY = 4;
 
 export class VmdkImage implements DiskImage {
   readonly format = 'vmdk' as const;
@@ -289,17 +292,28 @@ export class VmdkImage implements DiskImage {
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     const out = new Uint8Array(length);
-    const r = normalizeRange(this.size, { offset, length });
-    // Coalesce pieces contiguous in the same file into one read.
+    await this.readInto(out, offset);
+    return out;
+  }
+
+  /**
+   * Fills `target` from guest `offset`. Pieces contiguous in the same file become one
+   * file read straight into `target` (up to READ_CONCURRENCY in flight); compressed
+   * grains are fetched in batches; everything else is zeroed.
+   */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    const r = normalizeRange(this.size, { offset, length: target.length });
+    const fileReads: (() => Promise<void>)[] = [];
     let runFile: ImageFile | undefined;
     let runGuest = 0;
     let runHost = 0;
     let runLen = 0;
-    const flush = async () => {
-      // Compressed grains met so far are read first, as if each had been read when met.
-      await flushCompressed();
+    const endRun = () => {
       if (runFile !== undefined && runLen > 0) {
-        out.set(await runFile.readExact(runHost, runLen, 'vmdk.grain'), runGuest - offset);
+        const f = runFile;
+        const dest = target.subarray(runGuest - offset, runGuest - offset + runLen);
+        const host = runHost;
+        fileReads.push(() => f.readExactInto(dest, host, 'vmdk.grain'));
       }
       runFile = undefined;
       runLen = 0;
@@ -318,27 +332,41 @@ export class VmdkImage implements DiskImage {
           const datas = await span.sparse.readCompressedGrains(group.map((p) => p.grain!));
           group.forEach((p, k) => {
             const from = p.offset - span.start - p.grain!.index * span.sparse.grainBytes;
-            out.set(datas[k]!.subarray(from, from + p.length), p.offset - offset);
+            target.set(datas[k]!.subarray(from, from + p.length), p.offset - offset);
           });
         }
         i = j;
       }
       compressed = [];
     };
+    // Reads already planned run before an error met later is reported, so the
+    // first fault in guest order is the one reported.
+    const finish = async () => {
+      endRun();
+      await flushCompressed();
+      await runLimited(fileReads.splice(0), READ_CONCURRENCY);
+    };
+    let settled = 0; // target bytes before this are zeroed or have a read planned
     try {
       for await (const p of this.pieces(r.offset, r.offset + r.length)) {
         if (p.kind !== 'data') continue;
+        const at = p.offset - offset;
+        target.fill(0, settled, at);
+        settled = at + p.length;
         if (p.grain !== undefined && p.span.kind === 'sparse') {
           compressed.push(p);
           if (compressed.length * p.span.sparse.grainBytes >= COMPRESSED_BATCH_BYTES) await flushCompressed();
           continue;
         }
         const f = p.span.kind === 'sparse' ? p.span.sparse.file : p.span.kind === 'flat' ? p.span.file : undefined;
-        if (f === undefined || p.fileOffset === undefined) continue;
+        if (f === undefined || p.fileOffset === undefined) {
+          target.fill(0, at, settled);
+          continue;
+        }
         if (runFile === f && runGuest + runLen === p.offset && runHost + runLen === p.fileOffset) {
           runLen += p.length;
         } else {
-          await flush();
+          endRun();
           runFile = f;
           runGuest = p.offset;
           runHost = p.fileOffset;
@@ -346,11 +374,11 @@ export class VmdkImage implements DiskImage {
         }
       }
     } catch (err) {
-      await flushCompressed();
+      await finish();
       throw err;
     }
-    await flush();
-    return out;
+    target.fill(0, settled);
+    await finish();
   }
 
   async close(): Promise<void> {
