@@ -472,7 +472,7 @@ export class Ext4Fs {
     }
     const bs = this.blockSize;
     const dirBlocks = Math.ceil(inode.i_size / bs);
-    const extents = await collect(this.extentsOf(inode));
+    const extents = this.inlineExtentsOf(inode) ?? (await collect(this.extentsOf(inode)));
     const isHtree = (inode.i_flags & EXT4_INDEX_FL) !== 0 && extents.length > 0 && extents[0]!.lblk === 0;
     const indexBlocks = new Set<number>();
     const pblkOf = (lblk: number): number | undefined => {
