@@ -134,6 +134,7 @@ const READ_CHUNK = 1 << 20;
 export class Ext4Fs {
   private readonly cache = new Map<number, Uint8Array>();
   private readonly itable: InodeTableCache;
+  private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
 
@@ -143,7 +144,7 @@ export class Ext4Fs {
     private readonly groups: readonly GroupDescriptor[],
     private readonly ctx: Ext4Context,
   ) {
-    this.itable = new InodeTableCache(superblock, (g) => this.groupDescriptor(g), (b, n) => this.readBlocks(b, n));
+    this.itable = new InodeTableCache(superblock, this.gdOf, (b, n) => this.readBlocks(b, n));
     this.env = {
       ctx,
       blockSize: superblock.blockSize,
@@ -250,7 +251,7 @@ export class Ext4Fs {
     if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {
       throw new CorruptImageError('CORRUPT_IMAGE', { file: this.ctx.file, structure: 'ext4.inode', detail: `inode number ${ino} out of range 1..${sb.s_inodes_count}` });
     }
-    const loc = locateInode(sb, (g) => this.groupDescriptor(g), ino);
+    const loc = locateInode(sb, this.gdOf, ino);
     let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
     at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
     const off = at.offset + loc.within;
