@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor } from './errors.js';
-import { bufferedOut, processOutput as output } from './ui/output.js';
+import { processOutput as output } from './ui/output.js';
 import { info, formatInfo } from './commands/info.js';
 import { convert, formatConvert, parseClusterSize } from './commands/convert.js';
 import { createProgress } from './ui/progress.js';
@@ -179,25 +179,18 @@ export function buildProgram(): Command {
         offsetBytes = Number(opts.offset);
       }
       let first = true;
-      const buf = bufferedOut((text) => process.stdout.write(text));
-      const format = { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) };
-      let r;
-      try {
-        r = await ls({
-          image,
-          path,
-          ...(offsetBytes !== undefined ? { offsetBytes } : {}),
-          ...(opts.recursive ? { recursive: true } : {}),
-          onEntry: (e) => {
-            if (opts.json) {
-              buf.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
-              first = false;
-            } else buf.write(`${formatLsEntry(e, format)}\n`);
-          },
-        });
-      } finally {
-        buf.flush();
-      }
+      const r = await ls({
+        image,
+        path,
+        ...(offsetBytes !== undefined ? { offsetBytes } : {}),
+        ...(opts.recursive ? { recursive: true } : {}),
+        onEntry: (e) => {
+          if (opts.json) {
+            process.stdout.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
+            first = false;
+          } else output.out(formatLsEntry(e, { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) }));
+        },
+      });
       if (opts.json) process.stdout.write(first ? '[]\n' : ']\n');
       for (const w of r.warnings) output.err(`warning: ${w}`);
     });
