@@ -14,20 +14,36 @@ import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/
 import { check, formatCheck } from './commands/check.js';
 import { diff, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
+import { parseWholeImageArg } from './commands/imageArg.js';
+import { removeTempFilesSync } from './diskimage/tempFiles.js';
+import { DeferredStdout } from './ui/DeferredStdout.js';
 import pkg from '../package.json' with { type: 'json' };
 
 const EXIT_CODES_HELP = `
+Global options (--json, --debug) may be given before or after the command.
+
 Exit codes:
   0   success
-  1   usage error (bad arguments or options)
+  1   usage error (bad arguments or options, unknown command)
   2   invalid, corrupt or unsupported input, or refused (dirty filesystem, output exists)
-  3   merge conflict refused (rebase --conflict fail)
+  3   merge conflict refused (reserved for rebase, which is not built yet)
   4   an output failed its verification
   5   I/O error (missing file, permission denied, disk full)
-  70  internal error (a bug: please report it with the output of --debug)`;
+  70  internal error (a bug: please report it with the output of --debug)
+  129, 130, 143  interrupted by SIGHUP, SIGINT or SIGTERM (temporary outputs are removed)`;
 
-const debug = process.argv.includes('--debug');
-const jsonErrors = process.argv.includes('--json');
+/** A global flag given anywhere before `--` (before or after the command name). */
+function hasGlobalFlag(flag: '--json' | '--debug'): boolean {
+  const args = process.argv.slice(2);
+  const end = args.indexOf('--');
+  return (end === -1 ? args : args.slice(0, end)).includes(flag);
+}
+
+const debug = hasGlobalFlag('--debug');
+const jsonMode = hasGlobalFlag('--json');
+
+/** Signals that end the program, with the shell's exit status for each (128 + signal number). */
+const SIGNAL_EXIT = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 } as const;
 
 function printJson(value: unknown): void {
   output.out(JSON.stringify(value, null, 2));
@@ -36,28 +52,38 @@ function printJson(value: unknown): void {
 const formatOption = () =>
   new Option('-f, --format <format>', 'image format of IMAGE (default: probe)').choices(['raw', 'qcow2', 'vmdk'] as const);
 
+/** Help text for a command's examples; test/cli.help.integ.test.ts runs every one of them. */
+function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('imgdedup')
     .description(
-      'Rebase a fleet of VM disk overlays (qcow2, VMDK) onto an updated golden image.\n' +
-        'Disk-image tools: inspect, map, check and convert qcow2, VMDK and raw images and their backing chains.',
+      'Disk-image tools for fleets of VM overlays: inspect, map, check and convert qcow2, VMDK and raw images ' +
+        'and their backing chains, and read the ext2/3/4 filesystems inside them.',
     )
     .version(pkg.version, '-V, --version')
+    .option('--json', 'results as JSON on stdout, errors as a JSON object on stderr')
     .option('--debug', 'print stack traces of internal errors')
-    .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', EXIT_CODES_HELP)
+    .helpCommand(false)
+    // report() prints usage errors, once, in the same shape as every other error.
+    .configureOutput({ outputError: () => undefined })
     .exitOverride();
+  // Commander records --json on the program or on the command, depending on where it was given.
+  const json = (opts: { json?: true }): boolean => opts.json === true || program.opts().json === true;
 
   program
     .command('info')
-    .description('show format, sizes, cluster size and the backing chain of an image')
-    .argument('<image>', 'image file (qcow2, vmdk or raw)')
+    .description('show format, sizes, cluster size, the backing chain and the partitions of an image')
+    .argument('<image>', 'image file (qcow2, vmdk or raw); a whole image, not IMAGE:PART')
     .addOption(formatOption())
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExample:\n  imgdedup info client.qcow2\n  imgdedup info --json base.vmdk')
+    .addHelpText('after', examples('imgdedup info client.qcow2', 'imgdedup info --json base.vmdk'))
     .action(async (image, opts) => {
-      const r = await info({ image, ...(opts.format ? { format: opts.format } : {}) });
-      if (opts.json) printJson(r);
+      const r = await info({ image: parseWholeImageArg(image, 'info'), ...(opts.format ? { format: opts.format } : {}) });
+      if (json(opts)) printJson(r);
       else output.out(formatInfo(r));
     });
 
@@ -67,45 +93,65 @@ export function buildProgram(): Command {
     .argument('<image>', 'image file (qcow2, vmdk or raw)')
     .addOption(formatOption())
     .option('--json', 'print entries as a JSON array, with qemu-img map --output=json field names')
-    .addHelpText('after', '\nExample:\n  imgdedup map client.qcow2\n  imgdedup map --json client.qcow2 > map.json')
+    .addHelpText('after', examples('imgdedup map client.qcow2', 'imgdedup map --json client.qcow2 > map.json'))
     .action(async (image, opts) => {
-      let first = true;
-      if (!opts.json) output.out(MAP_HEADER);
-      await map({
-        image,
-        ...(opts.format ? { format: opts.format } : {}),
-        onEntry: (e) => {
-          if (opts.json) {
-            process.stdout.write(`${first ? '[' : ',\n'}${formatMapEntryJson(e)}`);
-            first = false;
-          } else {
-            const line = formatMapEntry(e);
-            if (line !== undefined) output.out(line);
-          }
-        },
-      });
-      if (opts.json) process.stdout.write(first ? '[]\n' : ']\n');
+      const asJson = json(opts);
+      // Held until the map is complete: a failure prints nothing on stdout.
+      const out = new DeferredStdout();
+      try {
+        let first = true;
+        if (!asJson) out.line(MAP_HEADER);
+        await map({
+          image: parseWholeImageArg(image, 'map'),
+          ...(opts.format ? { format: opts.format } : {}),
+          onEntry: (e) => {
+            if (asJson) {
+              out.write(`${first ? '[' : ',\n'}${formatMapEntryJson(e)}`);
+              first = false;
+            } else {
+              const line = formatMapEntry(e);
+              if (line !== undefined) out.line(line);
+            }
+          },
+        });
+        if (asJson) out.write(first ? '[]\n' : ']\n');
+        await out.commit();
+      } finally {
+        out.discard();
+      }
     });
 
   program
     .command('convert')
-    .description('copy an image (read through its backing chain) into a new qcow2 or sparse raw image, or an overlay on --backing')
+    .description('copy an image (read through its backing chain) into a new qcow2, VMDK or sparse raw image, or an overlay on --backing')
     .argument('<src>', 'source image (qcow2, vmdk or raw), read through its whole backing chain')
-    .argument('<dst>', 'output image (refused if it exists, unless --force)')
+    .argument('<dst>', 'output image: a new file, or with --force an existing regular file')
     .addOption(new Option('-f, --format <format>', 'image format of SRC (default: probe)').choices(['raw', 'qcow2', 'vmdk'] as const))
     .addOption(new Option('-O, --output-format <format>', 'output format').choices(['qcow2', 'raw', 'vmdk'] as const).default('qcow2' as const))
     .addOption(new Option('--subformat <type>', 'VMDK output subformat (default monolithicSparse; streamOptimized for shipping)').choices(['monolithicSparse', 'streamOptimized'] as const))
-    .option('-b, --backing <file>', 'write DST as a qcow2 overlay on FILE holding only what differs (name recorded as given, relative to DST)')
+    .option('-b, --backing <file>', 'write DST as an overlay on FILE holding only what differs: a qcow2 overlay, or a VMDK delta on a VMDK FILE (name recorded as given, relative to DST)')
     .option('-F, --backing-format <fmt>', 'format of the backing file (default: probe), recorded in DST')
-    .option('--cluster-size <n>', 'qcow2 cluster size, 512 to 2M (e.g. 4k, 64k, 2M; default 64k)')
+    .option('--cluster-size <n>', 'qcow2 cluster size, 512 to 2M, or VMDK grain size, 4k to 2M (e.g. 4k, 64k, 2M; default 64k)')
     .option('--extended-l2', 'qcow2 extended L2 entries (32 subclusters per cluster; clusters of 16k or more)')
-    .option('--force', 'replace DST if it exists')
+    .option('--force', 'replace DST if it is an existing regular file (never a directory, device or link)')
     .option('--json', 'print the result as JSON (no progress)')
-    .addHelpText('after', '\nExamples:\n  imgdedup convert client.qcow2 flat.qcow2\n  imgdedup convert -O raw client.qcow2 disk.raw\n  imgdedup convert --backing base.qcow2 --cluster-size 4k client.qcow2 thin.qcow2\n  imgdedup convert -O vmdk --backing base.vmdk --cluster-size 4k client.qcow2 delta.vmdk\n  imgdedup convert -O vmdk --subformat streamOptimized client.qcow2 ship.vmdk')
+    .addHelpText(
+      'after',
+      '\nDST is written under a temporary name in its directory and renamed when complete; on failure or\n' +
+        'interruption (Ctrl-C, SIGTERM) nothing is left behind.\n' +
+        examples(
+          'imgdedup convert client.qcow2 flat.qcow2',
+          'imgdedup convert -O raw client.qcow2 flat.raw',
+          'imgdedup convert --backing base.qcow2 --cluster-size 4k client.qcow2 thin.qcow2',
+          'imgdedup convert -O vmdk --backing base.vmdk --cluster-size 4k client.qcow2 delta.vmdk',
+          'imgdedup convert -O vmdk --subformat streamOptimized client.qcow2 ship.vmdk',
+        ),
+    )
     .action(async (src, dst, opts) => {
-      const progress = createProgress('convert', output, !opts.json);
+      const asJson = json(opts);
+      const progress = createProgress('convert', output, !asJson);
       const r = await convert({
-        source: src,
+        source: parseWholeImageArg(src, 'convert'),
         output: dst,
         outputFormat: opts.outputFormat,
         ...(opts.format ? { sourceFormat: opts.format } : {}),
@@ -118,7 +164,7 @@ export function buildProgram(): Command {
         onProgress: progress.update,
       });
       progress.done();
-      if (opts.json) printJson(r);
+      if (asJson) printJson(r);
       else output.out(formatConvert(r));
     });
 
@@ -128,10 +174,14 @@ export function buildProgram(): Command {
     .argument('<image>', 'image file (qcow2, vmdk or raw)')
     .addOption(formatOption())
     .option('--json', 'print the result as JSON')
-    .addHelpText('after', '\nExit status 0 if the image is clean, 2 if anything was found (corruptions, leaks, stale refcounts).\n\nExample:\n  imgdedup check client.qcow2\n  imgdedup check --json base.qcow2')
+    .addHelpText(
+      'after',
+      '\nExit status 0 if the image is clean, 2 if anything was found (corruptions, leaks, stale refcounts).\n' +
+        examples('imgdedup check client.qcow2', 'imgdedup check --json base.qcow2'),
+    )
     .action(async (image, opts) => {
-      const r = await check({ image, ...(opts.format ? { format: opts.format } : {}) });
-      if (opts.json) printJson(r);
+      const r = await check({ image: parseWholeImageArg(image, 'check'), ...(opts.format ? { format: opts.format } : {}) });
+      if (json(opts)) printJson(r);
       else output.out(formatCheck(r));
       // Findings are a result, not an error: print them, then exit 2 (README, "Exit codes").
       if (!r.clean) process.exitCode = EXIT.INVALID_INPUT;
@@ -148,19 +198,19 @@ export function buildProgram(): Command {
       'after',
       '\nLines: "A path" added, "D path" removed, "M path (content, mode, ...)" modified; paths are absolute\n' +
         'within their filesystem. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
-        'Exit status 0 whether or not the images differ; 2 for invalid or corrupt input.\n\n' +
-        'Example:\n  imgdedup diff base.qcow2 updated.qcow2\n  imgdedup diff --json base.raw other.raw > diff.json',
+        'Exit status 0 whether or not the images differ; 2 for invalid or corrupt input.\n' +
+        examples('imgdedup diff base.qcow2 updated.qcow2', 'imgdedup diff --json base.raw other.raw > diff.json'),
     )
     .action(async (a, b, opts) => {
-      const r = await diff({ a, b, ...(opts.fullTree ? { fullTree: true } : {}) });
-      if (opts.json) printJson(r);
+      const r = await diff({ a: parseWholeImageArg(a, 'diff'), b: parseWholeImageArg(b, 'diff'), ...(opts.fullTree ? { fullTree: true } : {}) });
+      if (json(opts)) printJson(r);
       else output.out(formatDiff(r));
     });
 
   program
     .command('ls')
     .description('list a directory (or a file) of the ext2/3/4 filesystem in an image, like ls; read-only')
-    .argument('<image>', 'image file (qcow2, vmdk or raw), optionally IMAGE:PART for partition number PART')
+    .argument('<image>', 'image file (qcow2, vmdk or raw), or IMAGE:PART for partition number PART (from 1)')
     .argument('[path]', 'path inside the filesystem', '/')
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime (UTC), name -> symlink target')
     .option('-R, --recursive', 'list everything below PATH (full paths)')
@@ -169,8 +219,8 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
-        'Checksum mismatches are reported as warnings on stderr.\n\n' +
-        'Example:\n  imgdedup ls client.qcow2:2 /etc\n  imgdedup ls -lR disk.raw /usr/share/doc\n  imgdedup ls --json --offset 1048576 disk.raw /',
+        'Checksum mismatches are reported as warnings on stderr.\n' +
+        examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {
       let offsetBytes: number | undefined;
@@ -178,46 +228,101 @@ export function buildProgram(): Command {
         if (!/^\d+$/.test(opts.offset)) throw new UsageError(`--offset must be a byte count, got "${opts.offset}"`);
         offsetBytes = Number(opts.offset);
       }
-      let first = true;
-      const r = await ls({
-        image,
-        path,
-        ...(offsetBytes !== undefined ? { offsetBytes } : {}),
-        ...(opts.recursive ? { recursive: true } : {}),
-        onEntry: (e) => {
-          if (opts.json) {
-            process.stdout.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
-            first = false;
-          } else output.out(formatLsEntry(e, { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) }));
-        },
-      });
-      if (opts.json) process.stdout.write(first ? '[]\n' : ']\n');
-      for (const w of r.warnings) output.err(`warning: ${w}`);
+      const asJson = json(opts);
+      // Held until the listing is complete: a failure prints nothing on stdout.
+      const out = new DeferredStdout();
+      try {
+        let first = true;
+        const r = await ls({
+          image,
+          path,
+          ...(offsetBytes !== undefined ? { offsetBytes } : {}),
+          ...(opts.recursive ? { recursive: true } : {}),
+          onEntry: (e) => {
+            if (asJson) {
+              out.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
+              first = false;
+            } else out.line(formatLsEntry(e, { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) }));
+          },
+        });
+        if (asJson) out.write(first ? '[]\n' : ']\n');
+        await out.commit();
+        for (const w of r.warnings) output.err(`warning: ${w}`);
+      } finally {
+        out.discard();
+      }
+    });
+
+  program
+    .command('help')
+    .description('show the help of a command, or of the program')
+    .argument('[command]', 'the command to describe')
+    .action((name) => {
+      if (name === undefined) return program.outputHelp();
+      const cmd = program.commands.find((c) => c.name() === name && c.name() !== 'help');
+      if (cmd === undefined) throw new UsageError(`unknown command '${name}' (commands: ${commandNames(program).join(', ')})`);
+      cmd.outputHelp();
     });
 
   // (commands end)
   return program;
 }
 
-function report(err: unknown): number {
+function commandNames(program: Command): string[] {
+  return program.commands.map((c) => c.name()).filter((n) => n !== 'help');
+}
+
+/** The command named on the command line, if any, for the usage hint. */
+function commandInArgv(program: Command): string | undefined {
+  const names = new Set(commandNames(program));
+  return process.argv.slice(2).find((a) => names.has(a));
+}
+
+function report(err: unknown, program: Command): number {
   if (err instanceof CommanderError) {
-    // --help and --version exit 0; everything else commander rejects is a usage error.
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
-    if (jsonErrors) output.err(JSON.stringify(new UsageError(err.message.replace(/^error: /, '')).toJSON()));
+    // --help, --version and `help` have printed what was asked; a bare `imgdedup` printed the
+    // help to stderr and fails (exit 1), as git and qemu-img do.
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+      return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    }
+    const cmd = commandInArgv(program);
+    const usage = new UsageError(err.message.replace(/^error: /, ''));
+    if (jsonMode) output.err(JSON.stringify(usage.toJSON()));
+    else output.err(`imgdedup: error [USAGE]: ${usage.message}\n(run "imgdedup ${cmd !== undefined ? `${cmd} ` : ''}--help" for usage)`);
     return EXIT.USAGE;
   }
   const e = err instanceof ImgdedupError ? err : new InternalError(err instanceof Error ? err.message : String(err));
-  if (jsonErrors) output.err(JSON.stringify(e.toJSON()));
+  if (jsonMode) output.err(JSON.stringify(e.toJSON()));
   else output.err(`imgdedup: error [${e.code}]: ${e.message}`);
   if (debug && err instanceof Error && err.stack) output.err(err.stack);
   else if (!(err instanceof ImgdedupError)) output.err('imgdedup: this is a bug; run again with --debug for the stack trace');
   return exitCodeFor(err);
 }
 
+/**
+ * On SIGHUP (the terminal went away), SIGINT or SIGTERM, removes every temporary output
+ * still registered (library code registers them, see diskimage/tempFiles.ts) and exits
+ * with 128 + the signal number, as a shell reports a process killed by that signal.
+ */
+function installSignalCleanup(): void {
+  for (const [signal, status] of Object.entries(SIGNAL_EXIT)) {
+    process.once(signal, () => {
+      removeTempFilesSync();
+      // On a terminal, end the progress line (and the echoed ^C) first.
+      output.err(`${output.stderrIsTTY ? '\n' : ''}imgdedup: interrupted by ${signal}`);
+      process.exit(status);
+    });
+  }
+}
+
 async function main(): Promise<void> {
+  installSignalCleanup();
   // `imgdedup map big.qcow2 | head`: the reader went away; stop quietly, as head expects.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+    if (err.code === 'EPIPE') {
+      removeTempFilesSync();
+      process.exit(EXIT.OK);
+    }
     throw err;
   });
   const program = buildProgram();
@@ -226,7 +331,7 @@ async function main(): Promise<void> {
     // A command may have set a non-zero status without failing (check: findings).
     process.exitCode ??= EXIT.OK;
   } catch (err) {
-    process.exitCode = report(err);
+    process.exitCode = report(err, program);
   }
 }
 

@@ -171,14 +171,53 @@ export class InternalError extends ImgdedupError {
   }
 }
 
+/** What the operating system said, in words (no errno names, syscalls or quoted paths). */
+const ERRNO_TEXT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EISDIR: 'is a directory',
+  ENOTDIR: 'a component of the path is not a directory',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EFBIG: 'file too large',
+  EROFS: 'read-only file system',
+  EEXIST: 'file exists',
+  EIO: 'input/output error',
+  ELOOP: 'too many levels of symbolic links',
+  ENAMETOOLONG: 'file name too long',
+  EMFILE: 'too many open files',
+  ENFILE: 'too many open files in the system',
+  EBUSY: 'device or resource busy',
+  EXDEV: 'not on the same file system',
+  ENXIO: 'no such device or address',
+  ENODEV: 'no such device',
+  EINVAL: 'invalid argument',
+  ETXTBSY: 'text file busy',
+};
+
+/**
+ * The OS's reason without Node's decoration: Node messages read
+ * "ENOENT: no such file or directory, realpath 'x'", which names the syscall and
+ * may name a temporary path rather than the user's.
+ */
+export function describeOsError(err: unknown): string {
+  const e = err as Partial<NodeJS.ErrnoException> | undefined;
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  if (code !== undefined && ERRNO_TEXT[code] !== undefined) return ERRNO_TEXT[code];
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  const m = /^[A-Z0-9_]+: (.*?)(?:, [a-z_0-9]+(?: '.*)?)?$/s.exec(message);
+  return m !== null ? m[1]! : message;
+}
+
 /** Wraps a Node system error (ENOENT, EACCES, ENOSPC, ...) as an IoError naming the file. */
 export function wrapIoError(err: unknown, file: string, operation: string): ImgdedupError {
   if (err instanceof ImgdedupError) return err;
   const e = err as NodeJS.ErrnoException;
   return new IoError({
     file,
-    detail: `${operation} failed: ${e.message ?? String(err)}`,
-    errno: e.code,
+    detail: `cannot ${operation}: ${describeOsError(err)}`,
+    ...(typeof e?.code === 'string' ? { errno: e.code } : {}),
   });
 }
 

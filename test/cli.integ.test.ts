@@ -81,3 +81,82 @@ describe('output', () => {
     }
   });
 });
+
+describe('command line', () => {
+  const oneLine = (s: string) => s.trim().split('\n');
+
+  test('a bare imgdedup prints the help on stderr and exits 1, like git and qemu-img', () => {
+    const r = imgdedup([]);
+    expect(r.status).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/Usage: imgdedup/);
+  });
+  test('help COMMAND prints that help (exit 0); help of an unknown command is a usage error', () => {
+    const h = imgdedup(['help', 'map']);
+    expect(h.status).toBe(0);
+    expect(h.stdout).toMatch(/Usage: imgdedup map/);
+    expect(imgdedup(['help']).status).toBe(0);
+    const r = imgdedup(['help', 'frob']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/\[USAGE\].*unknown command 'frob'/);
+  });
+  test('--json and --debug work before or after the command', () => {
+    for (const args of [['--json', 'info', image], ['info', image, '--json'], ['info', '--json', image]]) {
+      const r = imgdedup(args);
+      expect(r.status, args.join(' ')).toBe(0);
+      expect((JSON.parse(r.stdout) as { format: string }).format).toBe('qcow2');
+    }
+    expect(imgdedup(['--debug', 'info', image]).status).toBe(0);
+    expect(imgdedup(['info', image, '--debug']).status).toBe(0);
+  });
+  test('a usage error under --json is one JSON object on stderr, whichever side of the command --json is', () => {
+    for (const args of [['--json', 'info', '--frob', image], ['info', '--frob', image, '--json']]) {
+      const r = imgdedup(args);
+      expect(r.status).toBe(1);
+      expect(oneLine(r.stderr), r.stderr).toHaveLength(1);
+      expect(JSON.parse(r.stderr)).toMatchObject({ code: 'USAGE', message: "unknown option '--frob'" });
+    }
+  });
+  test('a usage error is one error line plus a hint naming the command', () => {
+    const r = imgdedup(['info', '--frob', image]);
+    expect(r.status).toBe(1);
+    expect(oneLine(r.stderr)).toEqual(["imgdedup: error [USAGE]: unknown option '--frob'", '(run "imgdedup info --help" for usage)']);
+  });
+  test('a missing file is named as the user wrote it, without Node internals', () => {
+    const missing = join(tmp(), 'nope.qcow2');
+    for (const cmd of ['info', 'map', 'check']) {
+      const r = imgdedup([cmd, missing]);
+      expect(r.status, cmd).toBe(5);
+      expect(r.stderr.trim()).toBe(`imgdedup: error [IO]: ${missing}: cannot open: no such file or directory`);
+    }
+  });
+});
+
+describe('IMAGE:PART, parsed the same way by every command', () => {
+  test('commands that work on whole images refuse IMAGE:PART as a usage error, not a missing file', () => {
+    for (const args of [['info', `${image}:2`], ['map', `${image}:2`], ['check', `${image}:1`], ['convert', `${image}:1`, join(tmp(), 'o.qcow2')], ['diff', image, `${image}:1`]]) {
+      const r = imgdedup(args);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`\\[USAGE\\].*${args[0]} works on whole images`));
+    }
+  });
+  test('IMAGE:abc and IMAGE:0 are usage errors when IMAGE exists; a missing IMAGE:abc is a missing file', () => {
+    for (const cmd of ['info', 'ls']) {
+      for (const part of ['abc', '0']) {
+        const r = imgdedup([cmd, `${image}:${part}`]);
+        expect(r.status, `${cmd} :${part}`).toBe(1);
+        expect(r.stderr).toMatch(`"${part}" is not a partition number`);
+      }
+    }
+    const r = imgdedup(['ls', join(tmp(), 'nope:abc')]);
+    expect(r.status).toBe(5);
+    expect(r.stderr).toMatch(/nope:abc: cannot open: no such file or directory/);
+  });
+  test('a file whose name contains ":N" is read whole when it exists', () => {
+    const colon = join(tmp(), 'odd:2');
+    qemuImg('create', '-f', 'qcow2', colon, '1M');
+    const r = imgdedup(['--json', 'info', colon]);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { virtualSize: number }).virtualSize).toBe(1048576);
+  });
+});

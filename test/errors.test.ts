@@ -52,6 +52,20 @@ describe('error codes', () => {
     expect(e.data).toMatchObject({ file: '/out.qcow2', errno: 'ENOSPC' });
   });
 
+  test('IoError messages give the reason in words, without errno names, syscalls or the paths Node quotes', async () => {
+    const { realpath, open } = await import('node:fs/promises');
+    const missing = '/nonexistent-dir/.img.tmp-1234';
+    for (const attempt of [() => realpath(missing), () => open(missing, 'r'), () => open('/', 'r+')]) {
+      const err = await attempt().then(() => undefined, (e: unknown) => e);
+      const e = wrapIoError(err, 'client.qcow2', 'open');
+      expect(e.message).toMatch(/^client\.qcow2: cannot open: (no such file or directory|is a directory)$/);
+      expect(e.message).not.toMatch(/E[A-Z]{3,}|realpath|tmp-1234|'/);
+    }
+    const odd = wrapIoError(Object.assign(new Error("EWEIRD: something odd happened, open '/x'"), { code: 'EWEIRD' }), 'f', 'open');
+    expect(odd.message).toBe('f: cannot open: something odd happened');
+    expect(odd.data).toMatchObject({ errno: 'EWEIRD' });
+  });
+
   test('the README documents every code, on the row of its exit code', () => {
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const table = readme.slice(readme.indexOf('## Exit codes'));

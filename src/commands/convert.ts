@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { copyDevice } from '../diskimage/convertImage.js';
+import { checkOutputPath } from '../diskimage/AtomicOutput.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
 import { RawWriter } from '../diskimage/raw/RawWriter.js';
@@ -63,7 +64,8 @@ export interface ConvertResult {
 
 /**
  * Converts SRC into DST. Throws USAGE (options that do not fit the output format,
- * DST naming the backing file), OUTPUT_EXISTS, whatever opening SRC or the backing
+ * DST naming the backing file, an empty DST), OUTPUT_EXISTS (DST exists without `force`,
+ * or is not a regular file), IO (DST's directory missing or unwritable), whatever opening SRC or the backing
  * chain throws (CORRUPT_IMAGE, BACKING_FILE_MISSING, ...), and IO. On failure no
  * output (and no temporary file) is left behind.
  */
@@ -79,6 +81,8 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   if (format === 'vmdk' && options.subformat === 'streamOptimized' && options.backing !== undefined) throw new UsageError('a streamOptimized VMDK cannot have a backing file');
   if (format === 'vmdk' && options.clusterSize !== undefined && options.clusterSize < 4096) throw new UsageError('VMDK grains are at least 4k');
   const clusterSize = options.clusterSize ?? 65536;
+  // The output is checked before SRC is read: a bad DST must not cost a whole copy.
+  await checkOutputPath(options.output, options.force ? { overwrite: true } : {});
   let src: ImageChain | undefined;
   let base: ImageChain | undefined;
   let writer: ImageWriter | undefined;

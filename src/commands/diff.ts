@@ -7,6 +7,7 @@ import { realpath } from 'node:fs/promises';
 import { openChain, type ImageChain } from '../diskimage/openChain.js';
 import { diffDisks, type DiskDiff } from '../blockdiff/diffDisk.js';
 import type { DiffSide } from '../blockdiff/changedRanges.js';
+import { wrapIoError } from '../errors.js';
 
 export interface DiffOptions {
   readonly a: string;
@@ -18,7 +19,9 @@ export interface DiffOptions {
 export type DiffResult = DiskDiff;
 
 async function sideOf(name: string, chain: ImageChain): Promise<DiffSide> {
-  const layers = await Promise.all(chain.layers.map(async (l) => ({ id: await realpath(l.path), device: l })));
+  const layers = await Promise.all(
+    chain.layers.map(async (l) => ({ id: await realpath(l.path).catch((err: unknown) => Promise.reject(wrapIoError(err, l.path, 'open'))), device: l })),
+  );
   return { name, device: chain.device, layers };
 }
 

@@ -3,15 +3,15 @@
  * filesystem inside an image chain, optionally long (-l) and recursive (-R).
  * Read-only: checksum mismatches are reported as warnings, not errors.
  */
-import { existsSync } from 'node:fs';
 import { openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
-import { hasExt4Magic } from '../fs/ext4/superblock.js';
-import { EXT4_SUPERBLOCK_OFFSET, S_IFDIR } from '../fs/ext4/constants.js';
-import { UsageError } from '../errors.js';
+import { S_IFDIR } from '../fs/ext4/constants.js';
+import { UnsupportedError, UsageError } from '../errors.js';
+import { detectFilesystem } from '../diskimage/detectFilesystem.js';
+import { parseImageArg } from './imageArg.js';
 
 export interface LsOptions {
   /** IMAGE or IMAGE:PART (PART a partition number, as Linux numbers them). */
@@ -55,17 +55,30 @@ export interface LsResult {
   readonly warnings: readonly string[];
 }
 
-/** Splits `IMAGE:PART` unless the whole argument names an existing file. */
-export function parseImageArg(arg: string): { image: string; partition?: number } {
-  const m = /^(.*):(\d+)$/.exec(arg);
-  if (m === null || existsSync(arg)) return { image: arg };
-  return { image: m[1]!, partition: Number(m[2]) };
+/** ext2/3/4 as detectFilesystem names them: what ls reads. */
+const isExtName = (name: string | undefined): boolean => name === 'ext2' || name === 'ext3' || name === 'ext4';
+
+/**
+ * Refuses a device that holds a recognised filesystem other than ext2/3/4, naming it.
+ * An unrecognised device is left to the ext4 reader, whose error names the bad superblock.
+ */
+async function requireExt(device: BlockDevice, file: string, where: string, offsetBytes: number): Promise<void> {
+  const found = await detectFilesystem(device);
+  if (found === undefined || isExtName(found)) return;
+  const what = found === 'jbd' ? 'an ext3/4 external journal' : found === 'swap' ? 'swap space' : found === 'LVM2_member' ? 'an LVM physical volume' : `a ${found} filesystem`;
+  throw new UnsupportedError('UNSUPPORTED_FORMAT', {
+    file,
+    offset: offsetBytes,
+    detail: `${where} holds ${what}; ls reads ext2/3/4 filesystems only`,
+    filesystem: found,
+  });
 }
 
 /**
  * Picks the filesystem device: partition PART, the disk at `offsetBytes`, the whole disk
- * when it starts with an ext superblock, or the only partition that holds one.
- * Throws USAGE (no such partition; no ext filesystem found; several candidates).
+ * when it has no partition table, or the only partition that holds an ext filesystem.
+ * Throws USAGE (no such partition; several candidates), UNSUPPORTED_FORMAT (the chosen
+ * place holds another filesystem, or no partition holds an ext one).
  */
 export async function selectFilesystemDevice(
   disk: BlockDevice,
@@ -75,24 +88,35 @@ export async function selectFilesystemDevice(
   if (sel.partition !== undefined && sel.offsetBytes !== undefined) throw new UsageError('give either IMAGE:PART or --offset, not both');
   if (sel.offsetBytes !== undefined) {
     if (!Number.isSafeInteger(sel.offsetBytes) || sel.offsetBytes < 0 || sel.offsetBytes >= disk.size) throw new UsageError(`--offset ${sel.offsetBytes} is outside the disk (${disk.size} bytes)`);
-    return { device: new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file }), partition: null, offsetBytes: sel.offsetBytes };
+    const device = new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file });
+    await requireExt(device, file, `--offset ${sel.offsetBytes}`, sel.offsetBytes);
+    return { device, partition: null, offsetBytes: sel.offsetBytes };
   }
   const table = await readPartitionTable(disk, { file });
   if (sel.partition !== undefined) {
     const p = table.partitions.find((x) => x.index === sel.partition);
-    if (p === undefined) throw new UsageError(`${file} has no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`);
+    if (p === undefined) throw new UsageError(`no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
+    if (p.kind === 'extended') {
+      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, offset: p.startBytes, detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
+    }
+    await requireExt(p.device(), file, `partition ${p.index}`, p.startBytes);
     return { device: p.device(), partition: p.index, offsetBytes: p.startBytes };
   }
-  const isExt = async (d: BlockDevice): Promise<boolean> => d.size >= EXT4_SUPERBLOCK_OFFSET + 0x40 && hasExt4Magic(await d.read(EXT4_SUPERBLOCK_OFFSET, 0x40));
-  if (table.scheme === 'none' || table.partitions.length === 0) return { device: disk, partition: null, offsetBytes: 0 };
-  const candidates = [];
-  for (const p of table.partitions) if (p.kind !== 'extended' && (await isExt(p.device()))) candidates.push(p);
-  if (candidates.length === 1) return { device: candidates[0]!.device(), partition: candidates[0]!.index, offsetBytes: candidates[0]!.startBytes };
-  throw new UsageError(
-    candidates.length === 0
-      ? `${file}: no partition holds an ext2/3/4 filesystem`
-      : `${file}: several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`,
-  );
+  if (table.scheme === 'none' || table.partitions.length === 0) {
+    await requireExt(disk, file, 'the disk', 0);
+    return { device: disk, partition: null, offsetBytes: 0 };
+  }
+  const found: Array<{ index: number; startBytes: number; device: BlockDevice; fs: string | undefined }> = [];
+  for (const p of table.partitions) if (p.kind !== 'extended') found.push({ index: p.index, startBytes: p.startBytes, device: p.device(), fs: await detectFilesystem(p.device()) });
+  const candidates = found.filter((p) => isExtName(p.fs));
+  if (candidates.length === 1) return { device: candidates[0]!.device, partition: candidates[0]!.index, offsetBytes: candidates[0]!.startBytes };
+  if (candidates.length === 0) {
+    throw new UnsupportedError('UNSUPPORTED_FORMAT', {
+      file,
+      detail: `no partition holds an ext2/3/4 filesystem, which is what ls reads (${found.map((p) => `${p.index}: ${p.fs ?? 'unknown'}`).join(', ')})`,
+    });
+  }
+  throw new UsageError(`several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`, { file });
 }
 
 async function entryOf(fs: Ext4Fs, ino: number, path: string, name: string): Promise<LsEntry> {

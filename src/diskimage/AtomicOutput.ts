@@ -2,15 +2,85 @@
  * Atomic output files (DESIGN.md invariants): written under a temporary name in the
  * destination's directory, fsynced, then renamed over the destination, and the
  * directory fsynced. A crash leaves either the old file or the new one, never half.
+ * The temporary name is registered in tempFiles.ts, so an interrupted process can
+ * remove it.
  */
-import { open, rename, unlink, stat, type FileHandle } from 'node:fs/promises';
+import { access, constants, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { RefusedError, wrapIoError } from '../errors.js';
+import { IoError, RefusedError, UsageError, describeOsError, wrapIoError } from '../errors.js';
+import { registerTempFile, unregisterTempFile } from './tempFiles.js';
 
 export interface AtomicOutputOptions {
-  /** Replace an existing destination. Default: refuse with OUTPUT_EXISTS. */
+  /** Replace an existing regular file at the destination. Default: refuse with OUTPUT_EXISTS. */
   readonly overwrite?: boolean;
+}
+
+/** What an existing non-regular path is, for the refusal message. */
+function kindOf(st: Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isFIFO()) return 'a named pipe';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+async function lstatOrUndefined(path: string, operation: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw wrapIoError(err, path, operation);
+  }
+}
+
+/** Refuses an existing destination that is not a regular file: renaming over it would replace a device, directory or link. */
+function refuseNonRegular(path: string, st: Stats): void {
+  if (!st.isFile()) {
+    throw new RefusedError('OUTPUT_EXISTS', {
+      file: path,
+      detail: `output exists and is ${kindOf(st)}; only a regular file is ever replaced (even with --force)`,
+      kind: kindOf(st),
+    });
+  }
+}
+
+/**
+ * Checks that an output can be created at `path`, before any work is done: the name is
+ * not empty and does not end in '/', an existing file there is a regular file and
+ * `overwrite` is set, and the directory exists and is writable.
+ * Throws USAGE (empty name, directory name), OUTPUT_EXISTS, IO (missing or unwritable directory).
+ */
+export async function checkOutputPath(path: string, options: AtomicOutputOptions = {}): Promise<void> {
+  if (path === '') throw new UsageError('the output file name is empty');
+  if (path.endsWith('/')) throw new UsageError(`the output "${path}" names a directory, not a file`, { file: path });
+  const st = await lstatOrUndefined(path, 'create');
+  if (st !== undefined) {
+    refuseNonRegular(path, st);
+    if (!options.overwrite) throw new RefusedError('OUTPUT_EXISTS', { file: path, detail: 'output file exists (use --force to replace it)' });
+    return;
+  }
+  const dir = dirname(path);
+  let dirStat: Stats;
+  try {
+    dirStat = await stat(dir);
+  } catch (err) {
+    throw new IoError({ file: path, detail: `cannot create: directory ${dir} ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `is not usable (${describeOsError(err)})`}`, ...errnoOf(err) });
+  }
+  if (!dirStat.isDirectory()) throw new IoError({ file: path, detail: `cannot create: ${dir} is not a directory`, errno: 'ENOTDIR' });
+  try {
+    await access(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new IoError({ file: path, detail: `cannot create in directory ${dir}: ${describeOsError(err)}`, ...errnoOf(err) });
+  }
+}
+
+function errnoOf(err: unknown): { errno?: string } {
+  const code = (err as NodeJS.ErrnoException).code;
+  return typeof code === 'string' ? { errno: code } : {};
 }
 
 export class AtomicOutput {
@@ -25,26 +95,20 @@ export class AtomicOutput {
   ) {}
 
   /**
-   * Creates the temporary file next to `path`. Throws OUTPUT_EXISTS if `path` exists
-   * and `overwrite` is not set, IO otherwise.
+   * Creates the temporary file next to `path`. Throws what checkOutputPath throws
+   * (USAGE, OUTPUT_EXISTS, IO), and IO naming `path` if the file cannot be created.
    */
   static async create(path: string, options: AtomicOutputOptions = {}): Promise<AtomicOutput> {
-    if (!options.overwrite) {
-      const exists = await stat(path).then(
-        () => true,
-        (err: NodeJS.ErrnoException) => {
-          if (err.code === 'ENOENT') return false;
-          throw wrapIoError(err, path, 'stat');
-        },
-      );
-      if (exists) throw new RefusedError('OUTPUT_EXISTS', { file: path, detail: 'output file exists (use --force to replace it)' });
-    }
+    await checkOutputPath(path, options);
     const tempPath = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(4).toString('hex')}`);
+    // Registered before it exists: a signal between open() and registration would leave it behind.
+    registerTempFile(tempPath);
     try {
       const handle = await open(tempPath, 'wx', 0o644);
       return new AtomicOutput(path, tempPath, handle);
     } catch (err) {
-      throw wrapIoError(err, tempPath, 'create');
+      unregisterTempFile(tempPath);
+      throw wrapIoError(err, path, `create the temporary file in ${dirname(path)}`);
     }
   }
 
@@ -70,13 +134,24 @@ export class AtomicOutput {
     }
   }
 
-  /** fsyncs the data, renames it over the destination and fsyncs the directory. Throws IO. */
+  /**
+   * fsyncs the data, renames it over the destination and fsyncs the directory.
+   * Throws OUTPUT_EXISTS if something other than a regular file appeared at the
+   * destination meanwhile, IO otherwise.
+   */
   async commit(): Promise<void> {
+    let operation = 'write';
     try {
       await this.handle.sync();
       await this.handle.close();
       this.closed = true;
+      // Checked again: a directory or device created there since create() must not be replaced.
+      const st = await lstatOrUndefined(this.path, 'replace');
+      if (st !== undefined) refuseNonRegular(this.path, st);
+      operation = 'rename the finished output to its name';
       await rename(this.tempPath, this.path);
+      unregisterTempFile(this.tempPath);
+      operation = 'sync the directory';
       const dir = await open(dirname(this.path), 'r');
       try {
         await dir.sync();
@@ -85,7 +160,7 @@ export class AtomicOutput {
       }
     } catch (err) {
       await this.abort();
-      throw wrapIoError(err, this.path, 'commit');
+      throw wrapIoError(err, this.path, operation);
     }
   }
 
@@ -96,5 +171,6 @@ export class AtomicOutput {
       await this.handle.close().catch(() => undefined);
     }
     await unlink(this.tempPath).catch(() => undefined);
+    unregisterTempFile(this.tempPath);
   }
 }

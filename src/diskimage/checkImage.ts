@@ -3,9 +3,9 @@
  * metadata and is trivially clean; VMDK is not supported yet.
  */
 import { stat } from 'node:fs/promises';
-import { UnsupportedError, wrapIoError } from '../errors.js';
+import { wrapIoError } from '../errors.js';
 import type { CheckResult } from './CheckResult.js';
-import { probeFormat } from './openImage.js';
+import { probeFormat, unknownFormatError } from './openImage.js';
 import { checkQcow2 } from './qcow2/checkQcow2.js';
 import { checkVmdk } from './vmdk/checkVmdk.js';
 
@@ -38,6 +38,6 @@ export async function checkImage(path: string, options: CheckImageOptions = {}):
     case 'vmdk':
       return checkVmdk(path, options.maxErrors !== undefined ? { maxErrors: options.maxErrors } : {});
     default:
-      throw new UnsupportedError('UNKNOWN_FORMAT', { file: path, detail: `unknown image format "${format}" (raw, qcow2 and vmdk are supported)` });
+      throw unknownFormatError(path, format);
   }
 }

@@ -8,7 +8,7 @@ import { existsSync, openSync, readdirSync, readSync, statSync, writeSync, close
 import { join } from 'node:path';
 import { convert } from '../../src/commands/convert.js';
 import { useTempDir } from '../helpers/tmp.js';
-import { ROOT, imgdedup, sh } from '../helpers/run.js';
+import { imgdedup } from '../helpers/run.js';
 import { qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap } from '../helpers/qemu.js';
 
 const tmp = useTempDir();
@@ -105,11 +105,9 @@ describe('convert --backing', () => {
   });
 });
 
+// Runs dist/cli.js as built by `npm test` (or `npx tsup`). Rebuilding it here raced with the
+// other test files running the CLI at the same time (tsup empties dist/ first).
 describe('imgdedup convert (CLI)', () => {
-  beforeAll(() => {
-    sh('npx', ['tsup'], { cwd: ROOT }); // the CLI tests run dist/cli.js
-  });
-
   it('--json prints the result; an existing DST is refused with OUTPUT_EXISTS (exit 2)', () => {
     const out = join(dir, 'cli.qcow2');
     const ok = imgdedup(['convert', '--json', '--cluster-size', '4k', top, out]);

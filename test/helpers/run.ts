@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const CLI = join(ROOT, 'dist', 'cli.js');
+/** The CLI under test; IMGDEDUP_CLI=path runs the tests against another build (e.g. the old one, to see a regression test fail). */
+export const CLI = process.env.IMGDEDUP_CLI ?? join(ROOT, 'dist', 'cli.js');
 
 /** Runs a command, returns stdout; throws with stderr on non-zero exit. */
 export function sh(cmd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; input?: string | Uint8Array; cwd?: string } = {}): string {

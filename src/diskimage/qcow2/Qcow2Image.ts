@@ -88,7 +88,8 @@ export class Qcow2Image implements DiskImage {
   static async open(path: string): Promise<Qcow2Image> {
     const file = await ImageFile.open(path);
     try {
-      const first = await file.readUpTo(0, 4096);
+      // Only the bytes the file has: a file cut inside its header is TRUNCATED, not zeros.
+      const first = await file.readExact(0, Math.min(4096, file.size), 'qcow2.header');
       const header = decodeQcow2Header(first, path);
       const clusterSize = 2 ** header.cluster_bits;
       const cluster0 = await file.readExact(0, Math.min(clusterSize, file.size), 'qcow2.header');
@@ -158,8 +159,10 @@ export class Qcow2Image implements DiskImage {
   }
 
   /**
-   * Decodes L2 entry `index` of `table` (at host `tableOffset`) into per-subcluster mappings
-   * (one mapping without extended L2). Throws CORRUPT_IMAGE naming the entry's byte offset.
+   * Decodes L2 entry `index` of `table` (at host `tableOffset`) into per-subcluster mappings:
+   * 32 with extended L2, except for a compressed cluster, which is one mapping for the whole
+   * cluster (it has no subclusters); one without extended L2. Throws CORRUPT_IMAGE naming the
+   * entry's byte offset.
    */
   decodeL2Entry(table: Uint8Array, index: number, tableOffset: number): Qcow2Mapping[] {
     const pos = index * this.l2EntryBytes;
@@ -167,7 +170,6 @@ export class Qcow2Image implements DiskImage {
     const hi = view.getUint32(pos);
     const lo = view.getUint32(pos + 4);
     const at = { file: this.path, structure: 'qcow2.l2_entry', offset: tableOffset + pos };
-    const n = this.extendedL2 ? QCOW2_SUBCLUSTERS_PER_CLUSTER : 1;
     if (hi & 0x40000000) {
       // Compressed: x = 62 - (cluster_bits - 8) bits of offset, then the sector count.
       const x = 70 - this.header.cluster_bits;
@@ -183,8 +185,9 @@ export class Qcow2Image implements DiskImage {
       if (this.extendedL2 && view.getBigUint64(pos + 8) !== 0n) {
         throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: 'compressed cluster with a non-zero subcluster bitmap' });
       }
-      const m: Qcow2Mapping = { type: 'compressed', hostOffset, hostLength: Math.min(hostLength, this.file.size - hostOffset) };
-      return new Array<Qcow2Mapping>(n).fill(m);
+      // "Extended L2 Entries": compressed clusters have no subclusters; the bitmap is unused
+      // (and must be zero, checked above), the whole cluster is the compressed data.
+      return [{ type: 'compressed', hostOffset, hostLength: Math.min(hostLength, this.file.size - hostOffset) }];
     }
     const hostOffset = (hi & 0x00ffffff) * TWO_32 + ((lo & 0xfffffe00) >>> 0);
     if (hostOffset % this.clusterSize !== 0) {
@@ -206,7 +209,7 @@ export class Qcow2Image implements DiskImage {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, offset: at.offset + 8, detail: 'allocated subclusters in an unallocated cluster' });
     }
     const out: Qcow2Mapping[] = [];
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < QCOW2_SUBCLUSTERS_PER_CLUSTER; i++) {
       if (allocBits & (1 << i)) out.push({ type: 'data', hostOffset: hostOffset + i * this.subclusterSize });
       else if (zeroBits & (1 << i)) out.push(hostOffset === 0 ? { type: 'zero' } : { type: 'zero', hostOffset: hostOffset + i * this.subclusterSize });
       else out.push({ type: 'unallocated' });
@@ -243,7 +246,6 @@ export class Qcow2Image implements DiskImage {
           else if (m.type === 'zero') yield { offset: s, length: e - s, kind: 'zero', ...(m.hostOffset !== undefined ? { hostOffset: m.hostOffset + skip } : {}) };
           else if (m.type === 'compressed') {
             yield { offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } };
-            break; // one compressed extent covers the whole cluster
           }
         }
         pos = Math.min(spanEnd, clusterStart + cs);

@@ -282,8 +282,12 @@ class Qcow2Checker {
 
   async run(): Promise<CheckResult> {
     const file = this.file;
-    const first = await file.readUpTo(0, 4096);
+    // A header the file does not hold cannot be checked (qemu would read zeros for the missing part).
+    const first = await file.readExact(0, Math.min(4096, file.size), 'qcow2.header');
     const h = decodeQcow2Header(first, file.path, { allowCorruptBit: true });
+    if (file.size < h.header_length) {
+      throw new CorruptImageError('TRUNCATED', { file: file.path, structure: 'qcow2.header', offset: file.size, detail: `the file ends inside the header (header_length ${h.header_length}, file ${file.size} bytes)` });
+    }
     this.h = h;
     const cs = 2 ** h.cluster_bits;
     this.cs = cs;

@@ -192,13 +192,22 @@ export function encodeQcow2Header(h: Qcow2Header): Uint8Array {
 
 /**
  * Decodes the header extensions that follow the header in the first cluster.
- * `cluster` is the whole first cluster. Bounded by the cluster: each extension
- * takes at least 8 bytes. Throws CORRUPT_IMAGE/TRUNCATED.
+ * `cluster` is the first cluster, or as much of it as the file holds. Bounded by the
+ * cluster: each extension takes at least 8 bytes. Throws CORRUPT_IMAGE, or TRUNCATED
+ * where the header or an extension would fit in the cluster but the file ends first.
  */
 export function decodeQcow2Extensions(cluster: Uint8Array, header: Qcow2Header, file: string): Qcow2Extensions {
   const r = new ByteReader(cluster, { file, structure: 'qcow2.header_extension', base: 0 });
+  const clusterSize = 2 ** header.cluster_bits;
+  if (cluster.length < header.header_length) {
+    throw new CorruptImageError('TRUNCATED', { file, structure: 'qcow2.header', offset: cluster.length, detail: `the file ends inside the header (header_length ${header.header_length}, file ${cluster.length} bytes)` });
+  }
   // Extensions end where the backing file name starts, or at the end of the cluster.
-  const limit = header.backing_file_offset !== 0 ? Math.min(header.backing_file_offset, cluster.length) : cluster.length;
+  const area = header.backing_file_offset !== 0 ? Math.min(header.backing_file_offset, clusterSize) : clusterSize;
+  const limit = Math.min(area, cluster.length);
+  const cut = (at: number, field: string, end: number): never => {
+    throw new CorruptImageError('TRUNCATED', { ...r.at(at, field), detail: `the file ends at byte ${cluster.length}, inside the header extensions (which reach byte ${end})` });
+  };
   let pos = header.header_length;
   let backingFormat: string | undefined;
   let bitmaps: Qcow2BitmapsExtension | undefined;
@@ -209,13 +218,17 @@ export function decodeQcow2Extensions(cluster: Uint8Array, header: Qcow2Header, 
     if (pos + 8 > limit) {
       // Version 2 images may omit the end marker when nothing follows.
       if (header.version === 2) return { featureNames, unknown, endOffset: pos, ...(backingFormat !== undefined ? { backingFormat } : {}) };
+      if (pos + 8 <= area) cut(pos, 'type', pos + 8);
       r.fail(pos, 'type', 'header extensions run past the end of the header area');
     }
     const type = r.u32be(pos, 'type');
     const len = r.u32be(pos + 4, 'length');
     if (type === QCOW2_EXT_END) break;
     const dataStart = pos + 8;
-    if (dataStart + len > limit) r.fail(pos + 4, 'length', `extension 0x${type.toString(16)} of ${len} bytes runs past the header area`);
+    if (dataStart + len > limit) {
+      if (dataStart + len <= area) cut(pos + 4, 'length', dataStart + len);
+      r.fail(pos + 4, 'length', `extension 0x${type.toString(16)} of ${len} bytes runs past the header area`);
+    }
     const data = r.sub(dataStart, len, `qcow2.header_extension[0x${type.toString(16)}]`);
     switch (type) {
       case QCOW2_EXT_BACKING_FORMAT:

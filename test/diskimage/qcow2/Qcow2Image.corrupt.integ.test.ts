@@ -6,7 +6,9 @@ import { describe, expect, test } from 'vitest';
 import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Qcow2Image } from '../../../src/diskimage/qcow2/Qcow2Image.js';
+import { checkQcow2 } from '../../../src/diskimage/qcow2/checkQcow2.js';
 import { openChain } from '../../../src/diskimage/openChain.js';
+import { openImage } from '../../../src/diskimage/openImage.js';
 import { qemuImg, qemuIo } from '../../helpers/qemu.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
@@ -86,6 +88,19 @@ describe('Qcow2Image refuses damaged tables', () => {
     await expectImgError(() => readAll(s.file), 'CORRUPT_IMAGE', { structure: 'qcow2.l2_entry', offset: s.l2 + 8 });
   });
 
+  test('a compressed cluster with a non-zero subcluster bitmap (extended L2): the bitmap must be zero', async () => {
+    const file = join(tmp(), 'c-bitmap.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=65536', file, '1M');
+    qemuIo(file, ['write -c -P 0x41 0 64k']);
+    const b = readFileSync(file);
+    const l1 = Number(b.readBigUInt64BE(40));
+    const l2 = Number(b.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+    expect(b.readBigUInt64BE(l2) >> 62n).toBe(1n); // compressed
+    b.writeUInt32BE(1 << 3, l2 + 12); // subcluster 3 "allocated"
+    writeFileSync(file, b);
+    await expectImgError(() => readAll(file), 'CORRUPT_IMAGE', { file, structure: 'qcow2.l2_entry', offset: l2 });
+  });
+
   test('a compressed cluster whose data does not inflate', async () => {
     const src = join(tmp(), 'c-src.qcow2');
     const file = join(tmp(), 'c.qcow2');
@@ -106,5 +121,40 @@ describe('Qcow2Image refuses damaged tables', () => {
     const s = sample('ok.qcow2');
     copyFileSync(s.file, `${s.file}.copy`);
     await readAll(`${s.file}.copy`);
+  });
+});
+
+describe('a qcow2 file cut inside its header is TRUNCATED', () => {
+  // qemu-img writes version 3 headers with header_length 112 (compression_type at byte 104),
+  // followed by header extensions (the feature name table) up to a few hundred bytes.
+  const v3 = () => sample('cut-src-v3.qcow2');
+  const v2 = () => sample('cut-src-v2.qcow2', 'compat=0.10');
+
+  test.each([
+    ['v3', 2, 'qcow2.header.magic'],
+    ['v3', 50, 'qcow2.header.refcount_table_offset'],
+    ['v3', 71, 'qcow2.header.snapshots_offset'],
+    ['v3', 100, 'qcow2.header.header_length'],
+    ['v3', 104, 'qcow2.header.compression_type'],
+    ['v3', 108, 'qcow2.header'],
+    ['v2', 30, 'qcow2.header.size'],
+    ['v2', 70, 'qcow2.header.snapshots_offset'],
+  ])('%s cut at %i bytes: %s', async (version, cut, structure) => {
+    const s = version === 'v3' ? v3() : v2();
+    const file = join(tmp(), `cut-${version}-${cut}.qcow2`);
+    writeFileSync(file, s.bytes.subarray(0, cut));
+    const e = await expectImgError(() => Qcow2Image.open(file), 'TRUNCATED', { file, structure });
+    expect(e.message).not.toMatch(/got 0/);
+    // The checker cannot look at a header that is not there either.
+    await expectImgError(() => checkQcow2(file), 'TRUNCATED', { file, structure });
+    if (cut >= 4) await expectImgError(() => openImage(file), 'TRUNCATED', { file, structure });
+  });
+
+  test.each([113, 120, 200, 500])('v3 cut inside the header extensions, at %i bytes', async (cut) => {
+    const s = v3();
+    expect(s.bytes.readUInt32BE(100)).toBe(112);
+    const file = join(tmp(), `cut-ext-${cut}.qcow2`);
+    writeFileSync(file, s.bytes.subarray(0, cut));
+    await expectImgError(() => Qcow2Image.open(file), 'TRUNCATED', { file });
   });
 });

@@ -11,34 +11,9 @@ import { qemuImg, qemuIo, qemuMap } from '../../helpers/qemu.js';
 import { run } from '../../helpers/run.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
+import { expectCheckAgrees, qemuCheckJson } from './qemuOracle.js';
 
 const tmp = useTempDir('imgdedup-check-');
-
-interface QemuCheck {
-  status: number;
-  corruptions: number;
-  leaks: number;
-  imageEnd: number | undefined;
-}
-
-function qemuCheckJson(file: string): QemuCheck {
-  const r = run('qemu-img', ['check', '--output=json', file]);
-  const j = JSON.parse(r.stdout) as { corruptions?: number; leaks?: number; 'image-end-offset'?: number };
-  return { status: r.status, corruptions: j.corruptions ?? 0, leaks: j.leaks ?? 0, imageEnd: j['image-end-offset'] };
-}
-
-/** Asserts our verdict and counts equal qemu-img check's. */
-async function expectAgrees(file: string, expectClean: boolean): Promise<Awaited<ReturnType<typeof checkQcow2>>> {
-  const q = qemuCheckJson(file);
-  const r = await checkQcow2(file);
-  const summary = JSON.stringify({ ours: { ...r, errors: r.errors.slice(0, 10) }, qemu: q }, null, 1);
-  expect(q.status === 0, `qemu verdict\n${summary}`).toBe(expectClean);
-  expect(r.clean, summary).toBe(q.status === 0);
-  expect(r.corruptions, summary).toBe(q.corruptions);
-  expect(r.leaks, summary).toBe(q.leaks);
-  if (q.imageEnd !== undefined) expect(r.imageEndOffset, summary).toBe(q.imageEnd);
-  return r;
-}
 
 function header(file: string): { l1: number; reftable: number; clusterBits: number; refcountOrder: number } {
   const fd = openSync(file, 'r');
@@ -113,7 +88,7 @@ describe('checkQcow2 on clean images agrees with qemu-img check', () => {
   ];
   it.each(cases)('%s', async (_name, opts) => {
     const f = image(`clean-${opts.join('_').replace(/[=,]/g, '-')}.qcow2`, opts, '8M');
-    const r = await expectAgrees(f, true);
+    const r = await expectCheckAgrees(f, true);
     expect(r.errors).toEqual([]);
     expect(r.checkedClusters).toBeGreaterThan(0);
   });
@@ -123,7 +98,7 @@ describe('checkQcow2 on clean images agrees with qemu-img check', () => {
     const f = join(tmp(), `compressed-${type}.qcow2`);
     qemuImg('convert', '-c', '-O', 'qcow2', '-o', `compression_type=${type}`, src, f);
     expect(qemuMap(f).some((e) => e.data)).toBe(true);
-    await expectAgrees(f, true);
+    await expectCheckAgrees(f, true);
   });
 
   it('internal snapshots (shared clusters, refcount 2, copied flags cleared)', async () => {
@@ -132,7 +107,7 @@ describe('checkQcow2 on clean images agrees with qemu-img check', () => {
     qemuIo(f, ['write -P 3 0 16k', 'write -P 4 6M 8k']);
     qemuImg('snapshot', '-c', 's2', f);
     qemuIo(f, ['write -P 5 4k 4k']);
-    await expectAgrees(f, true);
+    await expectCheckAgrees(f, true);
   });
 
   it('a persistent dirty bitmap with data clusters', async () => {
@@ -141,7 +116,7 @@ describe('checkQcow2 on clean images agrees with qemu-img check', () => {
     qemuIo(f, ['write -P 1 0 1M', 'write -P 2 40M 64k']);
     const info = qemuImg('info', f);
     expect(info).toContain('bm0');
-    await expectAgrees(f, true);
+    await expectCheckAgrees(f, true);
   });
 
   it('an overlay with a backing file', async () => {
@@ -149,13 +124,13 @@ describe('checkQcow2 on clean images agrees with qemu-img check', () => {
     const f = join(tmp(), 'overlay.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', f);
     qemuIo(f, ['write -P 9 64k 64k']);
-    await expectAgrees(f, true);
+    await expectCheckAgrees(f, true);
   });
 
   it('a dirty image (lazy refcounts, killed): stale refcounts, counted as qemu-img check counts them', async () => {
     const f = image('dirty.qcow2', ['lazy_refcounts=on'], '8M', []);
     run('qemu-io', ['-c', 'write -P 0x5a 0 512', '-c', 'sigraise 9', f]);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.dirty).toBe(true);
     expect(r.errors.length).toBeGreaterThan(0);
     expect(r.errors.every((e) => e.kind === 'stale_refcount')).toBe(true);
@@ -178,7 +153,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const k = dataHost(f) / 65536;
     const at = refcountEntryOffset(f, k);
     writeU16(f, at, readU16(f, at) - 1);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'referenced_free', offset: k * 65536 }));
   });
 
@@ -187,7 +162,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const k = dataHost(f) / 65536;
     const at = refcountEntryOffset(f, k);
     writeU16(f, at, readU16(f, at) + 1);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.leaks).toBeGreaterThan(0);
   });
 
@@ -196,7 +171,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const h = header(f);
     const l2 = firstL2Entry(f);
     writeU64(f, l2, (1n << 63n) | BigInt(h.l1));
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'overlap', offset: l2 }));
   });
 
@@ -206,7 +181,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     expect(size % 65536).toBe(0);
     appendFileSync(f, Buffer.alloc(65536, 0xab));
     writeU16(f, refcountEntryOffset(f, size / 65536), 1);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.leaks).toBe(1);
     expect(r.corruptions).toBe(0);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'leak', offset: size }));
@@ -217,7 +192,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const f = copy(image('b-src5.qcow2', []), 'b-outside.qcow2');
     const l2 = firstL2Entry(f);
     writeU64(f, l2, (1n << 63n) | (1n << 40n));
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'outside_file', offset: l2 }));
   });
 
@@ -225,7 +200,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const f = copy(image('b-src6.qcow2', []), 'b-misaligned.qcow2');
     const l2 = firstL2Entry(f);
     writeU64(f, l2, readU64(f, l2) + 512n);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'misaligned', offset: l2 }));
   });
 
@@ -235,7 +210,7 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     writeU64(f, l2, readU64(f, l2) | 0x2n);
     const h = header(f);
     writeU64(f, h.reftable, readU64(f, h.reftable) + 1024n);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'reserved_bits', offset: l2 }));
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'misaligned', offset: h.reftable }));
   });
@@ -248,14 +223,26 @@ describe('checkQcow2 on broken images agrees with qemu-img check', () => {
     const at = refcountEntryOffset(f, k);
     expect(readU16(f, at)).toBe(2);
     writeU16(f, at, 1);
-    const r = await expectAgrees(f, false);
+    const r = await expectCheckAgrees(f, false);
     expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'refcount_mismatch', offset: k * 65536 }));
+  });
+
+  it.each([
+    ['allocation', 12],
+    ['zero', 8],
+  ])('a compressed cluster with a non-zero subcluster %s bitmap (extended L2)', async (_half, at) => {
+    const f = image(`b-comp-bitmap-${at}.qcow2`, ['extended_l2=on', 'cluster_size=65536'], '1M', ['write -c -P 0x41 0 64k']);
+    const l2 = firstL2Entry(f);
+    expect(readU64(f, l2) >> 62n).toBe(1n); // compressed
+    writeU64(f, l2 + 8, at === 12 ? 1n : 1n << 63n); // bit 0 of one half of the bitmap
+    const r = await expectCheckAgrees(f, false);
+    expect(r.errors).toContainEqual(expect.objectContaining({ kind: 'invalid_entry', offset: l2 }));
   });
 
   it('a truncated image (tables referencing past the end)', async () => {
     const f = copy(image('b-src9.qcow2', [], '16M', ['write -P 1 0 64k', 'write -P 2 8M 1M']), 'b-trunc.qcow2');
     run('truncate', ['-s', String(statSync(f).size - 5 * 65536), f]);
-    await expectAgrees(f, false);
+    await expectCheckAgrees(f, false);
   });
 
   it('refuses what qemu refuses to open: misaligned L1 table offset (CORRUPT_IMAGE at byte 40)', async () => {

@@ -96,6 +96,21 @@ describe('decodeQcow2Extensions', () => {
     const { cluster, header } = withExtensions([], false);
     await expectImgError(() => decodeQcow2Extensions(cluster, header, 'f'), 'CORRUPT_IMAGE', { offset: BASE.header_length + 4 });
   });
+  test('a first cluster cut short by the end of the file: TRUNCATED where a whole cluster would hold it', async () => {
+    const { cluster, header } = withExtensions([[0xe2792aca, new TextEncoder().encode('qcow2')]]);
+    // Inside the header itself (header_length 112).
+    await expectImgError(() => decodeQcow2Extensions(cluster.subarray(0, 108), header, 'f'), 'TRUNCATED', { structure: 'qcow2.header', offset: 108 });
+    // Inside an extension's type/length, and inside its data.
+    await expectImgError(() => decodeQcow2Extensions(cluster.subarray(0, 116), header, 'f'), 'TRUNCATED', { structure: 'qcow2.header_extension.type', offset: 112 });
+    await expectImgError(() => decodeQcow2Extensions(cluster.subarray(0, 122), header, 'f'), 'TRUNCATED', { structure: 'qcow2.header_extension.length', offset: 116 });
+    // Before the end marker.
+    await expectImgError(() => decodeQcow2Extensions(cluster.subarray(0, 128), header, 'f'), 'TRUNCATED', { structure: 'qcow2.header_extension.type', offset: 128 });
+    expect(decodeQcow2Extensions(cluster.subarray(0, 136), header, 'f').backingFormat).toBe('qcow2');
+  });
+  test('an extension longer than a whole cluster stays CORRUPT_IMAGE even in a cut cluster', async () => {
+    const { cluster, header } = withExtensions([], false);
+    await expectImgError(() => decodeQcow2Extensions(cluster.subarray(0, 200), header, 'f'), 'CORRUPT_IMAGE', { offset: BASE.header_length + 4 });
+  });
   test('an encryption header is refused', async () => {
     const { cluster, header } = withExtensions([[0x0537be77, new Uint8Array(16)]]);
     await expectImgError(() => decodeQcow2Extensions(cluster, header, 'f'), 'ENCRYPTED', { offset: BASE.header_length });

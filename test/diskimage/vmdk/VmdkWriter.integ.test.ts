@@ -16,8 +16,10 @@ import { SparseVmdkWriter, writeVmdk } from '../../../src/diskimage/vmdk/VmdkWri
 const tmp = useTempDir('imgdedup-vmdkw-');
 const MiB = 1024 * 1024;
 
+let oracleRuns = 0;
+
 function qemuRaw(image: string): Buffer {
-  const out = join(tmp(), `oracle-${Math.random().toString(36).slice(2)}.raw`);
+  const out = join(tmp(), `oracle-${++oracleRuns}.raw`);
   qemuImg('convert', '-O', 'raw', image, out);
   return readFileSync(out);
 }

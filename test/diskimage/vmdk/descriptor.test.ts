@@ -39,6 +39,13 @@ describe('VMDK descriptor', () => {
     expect(parseDescriptor(bytes, { file: 'x', base: 0 }).extents).toHaveLength(3);
   });
 
+  it('accepts CIDs without zero padding, as qemu-img writes them (CID=508dc1a)', () => {
+    const text = encodeDescriptor(input).replace('CID=0badcafe', 'CID=508dc1a').replace('parentCID=12345678', 'parentCID=1f');
+    expect(text).toContain('\nCID=508dc1a\nparentCID=1f\n');
+    const d = parseDescriptor(enc(text), { file: 'x', base: 0 });
+    expect([d.CID, d.parentCID, d.parentCIDOffset]).toEqual([0x508dc1a, 0x1f, text.indexOf('parentCID')]);
+  });
+
   it('refuses an unknown extent type by name', async () => {
     const text = encodeDescriptor(input).replace('RW 4192256 SPARSE', 'RW 4192256 VMFSSPARSE');
     await expectImgError(() => parseDescriptor(enc(text), { file: 'x', base: 0 }), 'UNSUPPORTED_FORMAT', { structure: 'vmdk.descriptor.extent[0]', offset: text.indexOf('RW 4192256') });

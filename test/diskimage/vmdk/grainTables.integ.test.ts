@@ -7,9 +7,9 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { useTempDir } from '../../helpers/tmp.js';
+import { seededBytes } from '../../../fixtures/prng.mjs';
 import { qemuImg } from '../../helpers/qemu.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
 import { VmdkImage } from '../../../src/diskimage/vmdk/VmdkImage.js';
@@ -38,12 +38,12 @@ async function readRange(path: string, offset: number, length: number): Promise<
 beforeAll(() => {
   const d = tmp();
   const raw = join(d, 'src.raw');
-  // 8 MiB: random (stored deflate blocks), a compressible text pattern, zeros, and a tail.
+  // 8 MiB: seeded noise (stored deflate blocks), a compressible text pattern, zeros, and a tail.
   const src = Buffer.alloc(8 << 20);
-  randomBytes(3 << 20).copy(src, 0);
+  seededBytes(3 << 20, 0x67a1).copy(src, 0);
   const text = Buffer.from('imgdedup compressed grain batch test line\n'.repeat(1 << 16));
   text.copy(src, 3 << 20, 0, 3 << 20);
-  randomBytes(1 << 20).copy(src, 7 << 20);
+  seededBytes(1 << 20, 0x67a2).copy(src, 7 << 20);
   writeFileSync(raw, src);
   stream = join(d, 'stream.vmdk');
   qemuImg('convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, stream);
@@ -76,7 +76,7 @@ describe('compressed grain batches', () => {
     }
   });
 
-  // Grains 0-47 are random (stored blocks, inflated inline); 48-111 compress (inflated on the thread pool).
+  // Grains 0-47 are noise (stored blocks, inflated inline); 48-111 compress (inflated on the thread pool).
   it.each([[2, 5], [50, 53]])('reports the first bad grain in guest order (grain %i), whatever fails later in the same read (grain %i)', async (first, second) => {
     const b = readFileSync(stream);
     const g2 = grainHostOffset(b, first);

@@ -1,0 +1,40 @@
+/**
+ * The process-wide list of temporary files not yet renamed into place or removed.
+ * Whoever creates a temporary output registers it here, so that the program's
+ * entry point can remove them all when the process is interrupted (SIGINT,
+ * SIGTERM) and no `finally` block gets to run. Library code never exits the
+ * process; cli.ts installs the signal handlers and calls removeTempFilesSync.
+ */
+import { unlinkSync } from 'node:fs';
+
+const pending = new Set<string>();
+
+/** Records `path` as a temporary file to remove if the process is interrupted. */
+export function registerTempFile(path: string): void {
+  pending.add(path);
+}
+
+/** Forgets `path` (it was renamed into place or removed). */
+export function unregisterTempFile(path: string): void {
+  pending.delete(path);
+}
+
+/** The temporary files currently registered. */
+export function pendingTempFiles(): readonly string[] {
+  return [...pending];
+}
+
+/**
+ * Removes every registered temporary file, synchronously (a signal handler
+ * cannot wait for promises). Files already gone are ignored. Never throws.
+ */
+export function removeTempFilesSync(): void {
+  for (const path of pending) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // Already removed, or never created: nothing left behind either way.
+    }
+    pending.delete(path);
+  }
+}
