@@ -87,11 +87,16 @@ export class InodeTableCache {
     return group * this.chunksPerGroup + chunk;
   }
 
+  /** The block at `loc` within chunk `c`, or undefined if the chunk (clipped to the used part of the table) ends before it. */
+  private blockIn(c: Chunk, loc: InodeLocation): TableBlock | undefined {
+    const offset = (loc.tableBlock - c.first) * this.sb.blockSize;
+    return offset < c.bytes.length ? { bytes: c.bytes, offset } : undefined;
+  }
+
   /** The cached block, without I/O, or undefined. */
   peek(loc: InodeLocation): TableBlock | undefined {
     const c = this.chunks.get(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
-    if (c === undefined) return undefined;
-    return { bytes: c.bytes, offset: (loc.tableBlock - c.first) * this.sb.blockSize };
+    return c === undefined ? undefined : this.blockIn(c, loc);
   }
 
   /**
@@ -107,7 +112,7 @@ export class InodeTableCache {
       // Refresh its place in the LRU order.
       this.chunks.delete(k);
       this.chunks.set(k, hit);
-      return { bytes: hit.bytes, offset: (loc.tableBlock - hit.first) * this.sb.blockSize };
+      return this.blockIn(hit, loc);
     }
     if (this.failed.has(k)) return undefined;
     const gd = this.gd(loc.group);
@@ -133,6 +138,6 @@ export class InodeTableCache {
       void p.finally(() => this.pending.delete(k));
     }
     const c = await p;
-    return c === undefined ? undefined : { bytes: c.bytes, offset: (loc.tableBlock - c.first) * this.sb.blockSize };
+    return c === undefined ? undefined : this.blockIn(c, loc);
   }
 }

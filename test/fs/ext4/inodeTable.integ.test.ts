@@ -123,6 +123,28 @@ describe('inode tables', () => {
     }
   });
 
+  test('an inode past the used part of its table (bg_itable_unused), in a chunk already read, is read from its own block', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const fs = await Ext4Fs.open(img, { file: image });
+      const sb = fs.superblock;
+      const chunkInodes = INODE_CHUNK_BYTES / sb.s_inode_size;
+      // A group whose used part ends inside a chunk, so that chunk is clipped before the tail.
+      let g = 0;
+      const usedIn = (x: number): number => usedTableBlocks(sb, fs.groupDescriptor(x)) * (sb.blockSize / sb.s_inode_size);
+      while (g < sb.groupCount && (usedIn(g) % chunkInodes === 0 || fs.groupDescriptor(g).bg_itable_unused === 0)) g++;
+      expect(g).toBeLessThan(sb.groupCount);
+      const firstUnused = g * sb.s_inodes_per_group + usedIn(g) + 1;
+      const chunkStart = g * sb.s_inodes_per_group + Math.floor(usedIn(g) / chunkInodes) * chunkInodes + 1;
+      await fs.readInode(chunkStart);
+      const inode = await fs.readInode(firstUnused);
+      const want = parseStat(debugfsBatch(image, [`stat <${firstUnused}>`])[0]!);
+      expect({ mode: inode.i_mode & 0o7777, size: inode.i_size, links: inode.i_links_count }).toEqual({ mode: want.mode, size: want.size, links: want.links });
+    } finally {
+      await img.close();
+    }
+  });
+
   test('the chunk cache keeps to its budget: with room for one chunk, going back re-reads', async () => {
     const img = await RawImage.open(image);
     try {
