@@ -172,6 +172,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         emit(e);
         if (options.recursive && e.type === 'dir') sub.push(e);
       }
+      fs.prefetchDirectories(sub.map((s) => s.ino));
       for (const s of sub) await listDir(s.ino, s.path);
     };
     const top = await fs.readInode(ino);

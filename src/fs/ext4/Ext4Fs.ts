@@ -126,6 +126,10 @@ const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
 const CACHE_BLOCKS = 256;
 /** Most bytes one readOf call returns (callers stream larger ranges). */
 const MAX_READ_BYTES = 256 << 20;
+/** Most blocks per directory read. */
+const DIR_READ_BLOCKS = 64;
+/** Most bytes of prefetched directory blocks held. */
+const PREFETCH_DIR_BYTES = 8 << 20;
 /** Bytes of inode table per read when scanning all inodes. */
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
@@ -135,6 +139,9 @@ export class Ext4Fs {
   private readonly cache = new Map<number, Uint8Array>();
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
+  /** Directory block reads started by prefetchDirectories, by `block+count`. */
+  private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
+  private prefetchedBytes = 0;
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
 
@@ -506,9 +513,9 @@ export class Ext4Fs {
     for (const e of extents) {
       if (e.lblk >= dirBlocks) break;
       const n = Math.min(e.len, dirBlocks - e.lblk);
-      for (let k = 0; k < n; k += 64) {
-        const cnt = Math.min(64, n - k);
-        const bytes = await this.readBlocks(e.pblk + k, cnt);
+      for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
+        const cnt = Math.min(DIR_READ_BLOCKS, n - k);
+        const bytes = await this.readDirBlocks(e.pblk + k, cnt);
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
@@ -523,6 +530,61 @@ export class Ext4Fs {
         }
       }
     }
+  }
+
+  /**
+   * Starts reading what listing these directories will read (their inodes, then their
+   * directory blocks), all at once, so that a walk finds the bytes there when it gets to
+   * them instead of waiting for one read after another. Best effort and bounded
+   * (PREFETCH_DIR_BYTES held at most); anything that fails is left for readdir to meet.
+   */
+  prefetchDirectories(inos: readonly number[]): void {
+    for (const ino of inos) {
+      this.readInode(ino).then(
+        (inode) => {
+          if (fileType(inode.i_mode) !== S_IFDIR || this.isInline(inode)) return;
+          let extents: FileExtent[] | undefined;
+          try {
+            extents = this.inlineExtentsOf(inode);
+          } catch {
+            return;
+          }
+          // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
+          const dirBlocks = Math.ceil(inode.i_size / this.blockSize);
+          for (const e of extents ?? []) {
+            if (e.lblk >= dirBlocks) break;
+            const n = Math.min(e.len, dirBlocks - e.lblk);
+            for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
+              const cnt = Math.min(DIR_READ_BLOCKS, n - k);
+              const key = `${e.pblk + k}+${cnt}`;
+              if (this.prefetched.has(key) || this.prefetchedBytes + cnt * this.blockSize > PREFETCH_DIR_BYTES) continue;
+              this.prefetchedBytes += cnt * this.blockSize;
+              this.prefetched.set(
+                key,
+                this.readBlocks(e.pblk + k, cnt).then(
+                  (b) => b,
+                  () => undefined,
+                ),
+              );
+            }
+          }
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /** Directory blocks: those prefetchDirectories read, else read now. */
+  private async readDirBlocks(blockNo: number, count: number): Promise<Uint8Array> {
+    const key = `${blockNo}+${count}`;
+    const p = this.prefetched.get(key);
+    if (p !== undefined) {
+      this.prefetched.delete(key);
+      this.prefetchedBytes -= count * this.blockSize;
+      const bytes = await p;
+      if (bytes !== undefined) return bytes;
+    }
+    return this.readBlocks(blockNo, count);
   }
 
   /**

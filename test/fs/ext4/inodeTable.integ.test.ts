@@ -17,7 +17,7 @@ import { mulberry32 } from '../../../fixtures/prng.mjs';
 import { expectImgError } from '../../helpers/expectImgError.js';
 import { sh } from '../../helpers/run.js';
 import { useTempDir } from '../../helpers/tmp.js';
-import { debugfsBatch, parseStat } from './debugfsOracle.js';
+import { debugfsBatch, parseBlocks, parseLsP, parseStat } from './debugfsOracle.js';
 
 const tmp = useTempDir('imgdedup-inode-table-');
 let image: string;
@@ -71,6 +71,39 @@ beforeAll(() => {
   sh('truncate', ['-s', '64M', image]);
   sh('mkfs.ext4', ['-q', '-F', '-b', '1024', '-I', '256', '-g', '8192', '-N', '16384', '-d', tree, image], { env: { E2FSPROGS_FAKE_TIME: '1600000000' } });
 }, 60_000);
+
+describe('directory prefetch', () => {
+  test('readdir takes the blocks prefetchDirectories read (one read each) and lists what debugfs lists; a failed prefetch leaves the error to readdir', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const bs = fs.superblock.blockSize;
+      const names = Array.from({ length: 30 }, (_, d) => `/d${d}`);
+      const inos = await Promise.all(names.map(async (n) => (await fs.lookup(n))!));
+      const dirBlocks = debugfsBatch(image, names.map((n) => `blocks ${n}`)).map(parseBlocks);
+      // d7's first directory block cannot be read.
+      dev.bad = [dirBlocks[7]![0]! * bs, (dirBlocks[7]![0]! + 1) * bs];
+      dev.reads = [];
+      fs.prefetchDirectories(inos);
+      const listings = debugfsBatch(image, names.map((n) => `ls -p ${n}`)).map(parseLsP);
+      for (let d = 0; d < names.length; d++) {
+        if (d === 7) {
+          await expectImgError(async () => {
+            for await (const e of fs.readdir(inos[d]!)) void e;
+          }, 'IO');
+          continue;
+        }
+        const got: string[] = [];
+        for await (const e of fs.readdir(inos[d]!)) got.push(`${e.ino} ${e.name}`);
+        expect(got.sort()).toEqual(listings[d]!.map((e) => `${e.ino} ${e.name}`).sort());
+        for (const b of dirBlocks[d]!) expect(dev.reads.filter(([off]) => off === b * bs).length).toBe(1);
+      }
+    } finally {
+      await img.close();
+    }
+  });
+});
 
 describe('inode tables', () => {
   test('the scan visits exactly the inodes the bitmaps mark in use, in order, decoded as debugfs stat shows them', async () => {
