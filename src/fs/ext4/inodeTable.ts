@@ -14,7 +14,7 @@ import type { Superblock } from './superblock.js';
 /** Bytes of inode table per chunk read. */
 export const INODE_CHUNK_BYTES = 256 << 10;
 /** Most bytes of inode-table chunks kept cached. */
-export const INODE_CACHE_BYTES = 16 << 20;
+export const INODE_CACHE_BYTES = 32 << 20;
 
 /** Where inode `ino` lives: its group, its index in the group, and its table block. */
 export interface InodeLocation {
