@@ -12,7 +12,7 @@ import { convert, formatConvert, parseClusterSize } from './commands/convert.js'
 import { createProgress } from './ui/progress.js';
 import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/map.js';
 import { check, formatCheck } from './commands/check.js';
-import { diff, formatDiff } from './commands/diff.js';
+import { diff, diffJson, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
 import { parseWholeImageArg } from './commands/imageArg.js';
 import { removeTempFilesSync } from './diskimage/tempFiles.js';
@@ -197,21 +197,24 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nLines: "A path" added, "D path" removed, "M path (content, mode, ...)" modified; paths are absolute\n' +
-        'within their filesystem. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
+        'within their filesystem, quoted with escapes as ls quotes names. Non-ext4 partitions and space outside partitions: "R offset +length".\n' +
+        'A filesystem that is not clean (a journal to replay, recorded errors, orphans) is diffed as stored,\n' +
+        'with a warning on stderr (and in "warnings" with --json).\n' +
         'Exit status 0 whether or not the images differ; 2 for invalid or corrupt input.\n' +
         examples('imgdedup diff base.qcow2 updated.qcow2', 'imgdedup diff --json base.raw other.raw > diff.json'),
     )
     .action(async (a, b, opts) => {
       const r = await diff({ a: parseWholeImageArg(a, 'diff'), b: parseWholeImageArg(b, 'diff'), ...(opts.fullTree ? { fullTree: true } : {}) });
-      if (json(opts)) printJson(r);
+      if (json(opts)) printJson(diffJson(r));
       else output.out(formatDiff(r));
+      for (const w of r.warnings) output.err(`warning: ${w}`);
     });
 
   program
     .command('ls')
     .description('list a directory (or a file) of the ext2/3/4 filesystem in an image, like ls; read-only')
     .argument('<image>', 'image file (qcow2, vmdk or raw), or IMAGE:PART for partition number PART (from 1)')
-    .argument('[path]', 'path inside the filesystem', '/')
+    .argument('[path]', 'path inside the filesystem (UTF-8, or quoted with escapes as ls prints names)', '/')
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime (UTC), name -> symlink target')
     .option('-R, --recursive', 'list everything below PATH (full paths)')
     .option('--offset <bytes>', 'the filesystem starts at this byte offset of the disk (instead of :PART)')
@@ -219,7 +222,9 @@ export function buildProgram(): Command {
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
-        'Checksum mismatches are reported as warnings on stderr.\n' +
+        'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
+        '(base64) in --json. Checksum mismatches, directory loops and a filesystem that is\n' +
+        'not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {

@@ -3,13 +3,20 @@
  * allocation maps first, content hashes second).
  *
  * - Overlay: when A's layers are exactly the bottom of B's chain (same files), only what
- *   B's extra top layers store can differ. Their allocation maps give it without reading
- *   data: O(change), whatever the disk size. The result is a superset (a layer may store
- *   a cluster whose content equals the one below); callers verify where it matters.
+ *   B's extra top layers store can differ. Their allocation maps say where, without
+ *   reading anything else: O(change), whatever the disk size. A layer may store a cluster
+ *   whose content equals the one below (a guest that rewrote a block with the same bytes,
+ *   `qemu-img convert -B`, 64 KiB clusters around a 4 KiB change), so exactly those ranges
+ *   are read from both sides and compared byte by byte.
  * - Hash: otherwise, every range either side stores is read from both and compared per
- *   block with XXH64; ranges that neither stores read as zeros on both sides. The result
- *   is exact at `hashBlockSize` granularity.
- * Bytes past the end of the smaller disk always count as changed.
+ *   block with XXH64; ranges that neither stores read as zeros on both sides.
+ * Either way the result is exact at SECTOR_BYTES granularity (a block whose hashes differ
+ * is narrowed to the sectors whose bytes differ), so it maps exactly onto the blocks of
+ * any filesystem block size. Past the end of the smaller disk, whatever the larger one
+ * stores (data or zeros) counts as changed, found from its allocation map; what it does
+ * not store reads as zeros and is no change (as `qemu-img compare` treats disks that
+ * differ in size), so an overlay that grew costs what was written past the old end, not
+ * the new size. (A raw file stores everything: its whole tail counts.)
  */
 import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
@@ -26,15 +33,18 @@ export interface DiffSide {
 }
 
 export interface ChangedRanges {
-  /** 'overlay': from B's extra layers' allocation; 'hash': by comparing content. */
+  /** 'overlay': B's extra layers' stored ranges, compared; 'hash': everything stored, hashed. */
   readonly mode: 'overlay' | 'hash';
   /** Ascending, disjoint, merged guest byte ranges. */
   readonly ranges: readonly ByteRange[];
   /** Bytes covered by `ranges`. */
   readonly changedBytes: number;
-  /** Bytes read from each side to find them (0 in overlay mode). */
+  /** Bytes read from each side to find them (overlay mode: what B's own layers store). */
   readonly bytesCompared: number;
 }
+
+/** Granularity of the result: the smallest unit a disk stores (qcow2 subclusters, VMDK grains and ext4 blocks are multiples). */
+export const SECTOR_BYTES = 512;
 
 export interface ChangedRangesOptions {
   /** Granularity of hash comparison, bytes (default 4096). */
@@ -96,36 +106,71 @@ async function layerChanges(b: DiffSide, i: number, limit: number): Promise<Byte
   return out;
 }
 
+/** Appends the sectors of [offset, offset+x.length) whose bytes differ between x and y. */
+function pushDifferingSectors(out: ByteRange[], offset: number, x: Uint8Array, y: Uint8Array): void {
+  for (let o = 0; o < x.length; o += SECTOR_BYTES) {
+    const n = Math.min(SECTOR_BYTES, x.length - o);
+    if (Buffer.compare(x.subarray(o, o + n), y.subarray(o, o + n)) !== 0) pushRange(out, offset + o, n);
+  }
+}
+
+/** Ranges aligned outwards to `unit` bytes, clipped to `limit`. */
+function* aligned(ranges: readonly ByteRange[], unit: number, limit: number): Generator<[start: number, end: number]> {
+  let done = 0;
+  for (const r of ranges) {
+    // Two ranges within one unit: the unit is compared once, so the output stays ascending.
+    const start = Math.max(done, Math.floor(r.offset / unit) * unit);
+    const end = Math.min(limit, Math.ceil((r.offset + r.length) / unit) * unit);
+    if (end > start) yield [start, end];
+    done = Math.max(done, end);
+  }
+}
+
 /**
- * The guest byte ranges where A and B may differ (see the module comment).
+ * The guest byte ranges where A and B differ (see the module comment).
  * Throws what the devices throw (CORRUPT_IMAGE, TRUNCATED, IO).
  */
 export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRangesOptions = {}): Promise<ChangedRanges> {
   const common = Math.min(a.device.size, b.device.size);
-  const tail: ByteRange[] = Math.max(a.device.size, b.device.size) > common ? [{ offset: common, length: Math.max(a.device.size, b.device.size) - common }] : [];
+  const larger = a.device.size > b.device.size ? a.device : b.device;
+  const tail: ByteRange[] = [];
+  if (larger.size > common) {
+    for await (const e of mergeExtents(larger.allocation({ offset: common, length: larger.size - common }))) pushRange(tail, e.offset, e.length);
+  }
   const depth = overlayDepth(a, b);
+  const out: ByteRange[] = [];
+  let compared = 0;
   if (depth !== undefined) {
-    const lists: ByteRange[][] = [tail];
+    const lists: ByteRange[][] = [];
     for (let i = 0; i < depth; i++) lists.push(await layerChanges(b, i, common));
-    const ranges = unionRanges(lists);
-    return { mode: 'overlay', ranges, changedBytes: total(ranges), bytesCompared: 0 };
+    // Read only what B's own layers store, from both sides.
+    const chunk = Math.max(SECTOR_BYTES, Math.floor((options.chunkBytes ?? 4 << 20) / SECTOR_BYTES) * SECTOR_BYTES);
+    for (const [start, end] of aligned(unionRanges(lists), SECTOR_BYTES, common)) {
+      for (let off = start; off < end; off += chunk) {
+        const len = Math.min(chunk, end - off);
+        const [da, db] = await Promise.all([a.device.read(off, len), b.device.read(off, len)]);
+        compared += len;
+        pushDifferingSectors(out, off, da, db);
+      }
+    }
+    for (const t of tail) pushRange(out, t.offset, t.length);
+    return { mode: 'overlay', ranges: out, changedBytes: total(out), bytesCompared: compared };
   }
   const stored = unionRanges([await collectRanges(a.device, common), await collectRanges(b.device, common)]);
   const bs = options.hashBlockSize ?? 4096;
   const chunk = Math.max(bs, Math.floor((options.chunkBytes ?? 4 << 20) / bs) * bs);
-  const out: ByteRange[] = [];
-  let compared = 0;
-  for (const r of stored) {
-    // Align to hash blocks so each block is compared whole.
-    const start = Math.floor(r.offset / bs) * bs;
-    const end = Math.min(common, Math.ceil((r.offset + r.length) / bs) * bs);
+  // Align to hash blocks so each block is compared whole.
+  for (const [start, end] of aligned(stored, bs, common)) {
     for (let off = start; off < end; off += chunk) {
       const len = Math.min(chunk, end - off);
       const [da, db] = await Promise.all([a.device.read(off, len), b.device.read(off, len)]);
       compared += len;
       const [ha, hb] = await Promise.all([hashBlocks(da, bs), hashBlocks(db, bs)]);
       for (let i = 0; i < ha.length; i++) {
-        if (ha[i] !== hb[i]) pushRange(out, off + i * bs, Math.min(bs, len - i * bs));
+        if (ha[i] === hb[i]) continue;
+        const o = i * bs;
+        const n = Math.min(bs, len - o);
+        pushDifferingSectors(out, off + o, da.subarray(o, o + n), db.subarray(o, o + n));
       }
     }
   }

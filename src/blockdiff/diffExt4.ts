@@ -2,7 +2,8 @@
  * File-level diff of two ext4 filesystems, A and B, given the blocks that may differ
  * between their devices (changedRanges).
  *
- * Incremental mode (same geometry; cost grows with the change):
+ * Incremental mode (same geometry, or B is A grown in place by resize2fs; cost grows with
+ * the change, and blocks and inodes past A's end count as B's own):
  * 1. Changed inode-table blocks are found arithmetically (Ext4Layout) and their inode
  *    records compared between A and B: the changed inodes.
  * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
@@ -14,12 +15,17 @@
  *    (directories) or by one tree walk that stops once all are found (files, every link).
  * 4. Each affected path is compared between A and B (compareInodes): added, removed
  *    (whole subtrees for directories), or modified with its change kinds.
- * Full mode (different geometry, or unrelated images): both trees are walked and every
+ * Full mode (other geometry, or unrelated images): both trees are walked and every
  * path compared; content is still only hashed where blocks may differ.
+ *
+ * Names are bytes (fs/ext4/names.ts). Inside the differ a path is its byteKey, a string
+ * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
+ * carry the bytes.
  */
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
+import { byteKey, keyBytes } from '../fs/ext4/names.js';
 import type { BlockOwnership } from '../fs/ext4/ownership.js';
 import { BlockRuns, type BlockRun } from './BlockRuns.js';
 import { Ext4Layout } from './ext4Layout.js';
@@ -31,7 +37,8 @@ export type FileKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fi
 
 /** An added or removed path. `changedBlocks`: the blocks it uses (in B if added, in A if removed). */
 export interface PathEntry {
-  readonly path: string;
+  /** Absolute path within the filesystem, as bytes. */
+  readonly path: Uint8Array;
   readonly ino: number;
   readonly type: FileKind;
   readonly changedBlocks: Array<[number, number]>;
@@ -71,9 +78,9 @@ export interface DiffExt4Options {
 interface Side {
   readonly fs: Ext4Fs;
   readonly layout: Ext4Layout;
-  /** dir ino -> name -> [ino, dirent file_type]. Only directories that were needed. */
+  /** dir ino -> name (byteKey) -> [ino, dirent file_type]. Only directories that were needed. */
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
-  /** dir ino -> path, from climbing. */
+  /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
   ownership?: BlockOwnership;
 }
@@ -100,6 +107,7 @@ class Ext4Differ {
   private inodesCompared = 0;
   private dirsRead = 0;
   private ownershipScan = false;
+  // Keyed by path byteKey.
   private readonly added = new Map<string, PathEntry>();
   private readonly removed = new Map<string, PathEntry>();
   private readonly modified = new Map<string, ModifiedEntry>();
@@ -115,8 +123,14 @@ class Ext4Differ {
     this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map() };
   }
 
+  /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
   get canIncremental(): boolean {
-    return this.a.layout.sameGeometry(this.b.layout);
+    return this.b.layout.grownFrom(this.a.layout);
+  }
+
+  /** Whether block `blockNo` exists in A (B may have grown past A's end). */
+  private inA(blockNo: number): boolean {
+    return blockNo < this.a.fs.superblock.s_blocks_count;
   }
 
   /** Inodes a file diff never reports: reserved ones below s_first_ino, except the root. */
@@ -136,7 +150,7 @@ class Ext4Differ {
     if (m === undefined) {
       m = new Map();
       this.dirsRead++;
-      for await (const e of side.fs.readdir(dirIno)) m.set(e.name, [e.ino, e.fileType]);
+      for await (const e of side.fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
       side.listings.set(dirIno, m);
     }
     return m;
@@ -188,7 +202,7 @@ class Ext4Differ {
       const need = wanted.get(e.ino);
       if (need === undefined) continue;
       const list = found.get(e.ino) ?? [];
-      list.push(e.path);
+      list.push(byteKey(e.path));
       found.set(e.ino, list);
       if (list.length === need) open--;
       if (open === 0) break;
@@ -206,12 +220,13 @@ class Ext4Differ {
 
   private async addSubtree(side: Side, dirIno: number, path: string, into: Map<string, PathEntry>): Promise<void> {
     this.dirsRead++;
-    for await (const e of side.fs.walk(dirIno, path === '/' ? '' : path)) {
+    for await (const e of side.fs.walk(dirIno, keyBytes(path === '/' ? '' : path))) {
       if (e.fileType === 2) this.dirsRead++;
-      if (this.settled.has(e.path)) continue;
-      this.settled.add(e.path);
+      const key = byteKey(e.path);
+      if (this.settled.has(key)) continue;
+      this.settled.add(key);
       const inode = await side.fs.readInode(e.ino);
-      into.set(e.path, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
+      into.set(key, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
     }
   }
 
@@ -227,12 +242,12 @@ class Ext4Differ {
     const iB = inoB !== undefined ? await this.b.fs.readInode(inoB) : undefined;
     if (iA === undefined && iB === undefined) return;
     if (iA === undefined) {
-      this.added.set(path, { path, ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
+      this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
       if (descend && isDir(iB!)) await this.addSubtree(this.b, inoB!, path, this.added);
       return;
     }
     if (iB === undefined) {
-      this.removed.set(path, { path, ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
+      this.removed.set(path, { path: keyBytes(path), ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
       if (descend && isDir(iA)) await this.addSubtree(this.a, inoA!, path, this.removed);
       return;
     }
@@ -240,7 +255,7 @@ class Ext4Differ {
     const changes = await compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed);
     if (changes.length > 0) {
       this.modified.set(path, {
-        path,
+        path: keyBytes(path),
         ino: inoB!,
         type: kindOf(iB),
         changes,
@@ -269,7 +284,7 @@ class Ext4Differ {
       this.dirsRead++;
       for await (const e of side.fs.walk()) {
         if (e.fileType === 2) this.dirsRead++;
-        m.set(e.path, e.ino);
+        m.set(byteKey(e.path), e.ino);
       }
       return m;
     };
@@ -286,9 +301,12 @@ class Ext4Differ {
     // 1. Inode records that differ in changed inode-table blocks.
     const ipb = this.b.layout.inodesPerBlock;
     const isz = sbB.s_inode_size;
+    const bs = sbB.blockSize;
     for (const [s, c] of changed.runs()) {
       for (const t of this.b.layout.inodeTableBlocksIn(s, c)) {
-        const [ba, bb] = await Promise.all([this.a.fs.readBlocks(t.block, 1), this.b.fs.readBlocks(t.block, 1)]);
+        // A group B added (resize2fs) has no inode table in A: its inodes are B's own.
+        const inAGroups = t.group < this.a.fs.superblock.groupCount && this.inA(t.block);
+        const [ba, bb] = await Promise.all([inAGroups ? this.a.fs.readBlocks(t.block, 1) : new Uint8Array(bs), this.b.fs.readBlocks(t.block, 1)]);
         for (let k = 0; k < ipb; k++) {
           const ino = t.firstIno + k;
           if (ino > sbB.s_inodes_count || this.internal(ino)) continue;
@@ -311,7 +329,6 @@ class Ext4Differ {
     }
     const unexplained = changed.minus(new BlockRuns(explainedRuns));
     const pending: number[] = [];
-    const bs = sbB.blockSize;
     for (const [s, c] of unexplained.runs()) {
       for (let off = 0; off < c; off += 256) {
         const n = Math.min(256, c - off);
@@ -319,11 +336,16 @@ class Ext4Differ {
         let db: Uint8Array | undefined;
         for (let k = 0; k < n; k++) {
           const blk = s + off + k;
-          if (!(await this.a.layout.blockInUse(blk)) && !(await this.b.layout.blockInUse(blk))) continue;
-          da ??= await this.a.fs.readBlocks(s + off, n);
+          // Past A's end (B grew) a block exists in B only: free in A, and never equal.
+          const inA = this.inA(blk);
+          if (!(inA && (await this.a.layout.blockInUse(blk))) && !(await this.b.layout.blockInUse(blk))) continue;
+          const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - (s + off)));
+          da ??= nA > 0 ? await this.a.fs.readBlocks(s + off, nA) : new Uint8Array(0);
           db ??= await this.b.fs.readBlocks(s + off, n);
-          if (Buffer.compare(da.subarray(k * bs, (k + 1) * bs), db.subarray(k * bs, (k + 1) * bs)) === 0) continue;
-          const dir = (await this.firstDirBlockOwner(this.b, blk, db.subarray(k * bs, (k + 1) * bs))) ?? (await this.firstDirBlockOwner(this.a, blk, da.subarray(k * bs, (k + 1) * bs)));
+          const blockA = inA ? da.subarray(k * bs, (k + 1) * bs) : undefined;
+          const blockB = db.subarray(k * bs, (k + 1) * bs);
+          if (blockA !== undefined && Buffer.compare(blockA, blockB) === 0) continue;
+          const dir = (await this.firstDirBlockOwner(this.b, blk, blockB)) ?? (blockA !== undefined ? await this.firstDirBlockOwner(this.a, blk, blockA) : undefined);
           if (dir !== undefined) candidates.add(dir);
           else pending.push(blk);
         }
@@ -447,7 +469,8 @@ class Ext4Differ {
   }
 
   result(stats: { mode: 'incremental' | 'full'; seconds: number }): Ext4Diff {
-    const sorted = <T extends { path: string }>(m: Map<string, T>): T[] => [...m.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
+    // By path bytes (keys order as bytes).
+    const sorted = <T>(m: Map<string, T>): T[] => [...m.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([, v]) => v);
     return {
       added: sorted(this.added),
       removed: sorted(this.removed),

@@ -47,15 +47,21 @@ export class Ext4Layout {
     this.metaBlocks = new BlockRuns([...(sb.s_first_data_block > 0 ? [[0, sb.s_first_data_block] as const] : []), ...runs.map((r) => [r.start, r.count] as const)]);
   }
 
-  /** Whether two layouts put every group's bitmaps and inode table at the same blocks, with the same geometry. */
-  sameGeometry(other: Ext4Layout): boolean {
-    const a = this.fs.superblock;
-    const b = other.fs.superblock;
-    if (a.blockSize !== b.blockSize || a.s_blocks_count !== b.s_blocks_count || a.s_inodes_count !== b.s_inodes_count) return false;
-    if (a.s_inodes_per_group !== b.s_inodes_per_group || a.s_inode_size !== b.s_inode_size || a.groupCount !== b.groupCount) return false;
+  /**
+   * Whether this layout is `older` grown in place (resize2fs, or the same filesystem): the
+   * same block size and group geometry, at least as many blocks, groups and inodes, and
+   * every group `older` has keeps its bitmaps and inode table where they were. Blocks and
+   * inodes past `older`'s end are this filesystem's own.
+   */
+  grownFrom(older: Ext4Layout): boolean {
+    const a = older.fs.superblock;
+    const b = this.fs.superblock;
+    if (a.blockSize !== b.blockSize || a.s_first_data_block !== b.s_first_data_block || a.s_blocks_per_group !== b.s_blocks_per_group) return false;
+    if (a.s_inodes_per_group !== b.s_inodes_per_group || a.s_inode_size !== b.s_inode_size || a.s_first_ino !== b.s_first_ino) return false;
+    if (b.s_blocks_count < a.s_blocks_count || b.groupCount < a.groupCount || b.s_inodes_count < a.s_inodes_count) return false;
     for (let g = 0; g < a.groupCount; g++) {
-      const x = this.fs.groupDescriptor(g);
-      const y = other.fs.groupDescriptor(g);
+      const x = older.fs.groupDescriptor(g);
+      const y = this.fs.groupDescriptor(g);
       if (x.bg_inode_table !== y.bg_inode_table || x.bg_inode_bitmap !== y.bg_inode_bitmap || x.bg_block_bitmap !== y.bg_block_bitmap) return false;
     }
     return true;

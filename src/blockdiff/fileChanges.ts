@@ -6,8 +6,9 @@
  * a block that changed between the devices.
  */
 import type { Ext4Fs, FileExtent, Inode } from '../fs/ext4/Ext4Fs.js';
-import { S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
+import { EXT4_MIN_INLINE_DATA_SIZE, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
+import { isInlineDataXattr } from '../fs/ext4/xattr.js';
 import { BlockRuns, type BlockRun } from './BlockRuns.js';
 import { hashBytes } from './hashBlocks.js';
 
@@ -16,9 +17,6 @@ export type ChangeKind = 'type' | 'mode' | 'uid' | 'gid' | 'size' | 'links' | 'x
 
 /** Largest read per side when comparing content. */
 const COMPARE_CHUNK = 1 << 20;
-
-/** Internal xattr holding inline data (ext4 doc, inline_data.rst): content, not an attribute. */
-const INLINE_DATA_XATTR = 'system.data';
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -107,22 +105,45 @@ async function bytesDiffer(fsA: Ext4Fs, iA: Inode, exA: readonly FileExtent[] | 
 }
 
 /**
- * Whether two inodes' contents differ. Same-size files compare only the logical ranges that
- * can differ (see rangesToCompare); `changed` holds the blocks that differ (or may) between
- * the two devices, which must share a block size.
+ * Byte ranges [offset, length] where either side has written blocks, for two filesystems
+ * of different block sizes (unrelated images): elsewhere both read as zeros.
+ */
+function writtenUnion(exA: readonly FileExtent[], bsA: number, exB: readonly FileExtent[], bsB: number): Array<[number, number]> {
+  const g = Math.min(bsA, bsB);
+  const runs = (ex: readonly FileExtent[], bs: number): BlockRun[] => ex.filter((e) => !e.unwritten).map((e) => [(e.lblk * bs) / g, (e.len * bs) / g]);
+  return [...new BlockRuns([...runs(exA, bsA), ...runs(exB, bsB)]).runs()].map(([s, c]) => [s * g, c * g]);
+}
+
+/**
+ * Whether two inodes' contents differ. Only bytes that can differ are read: with one block
+ * size, the logical ranges of rangesToCompare (`changed` holds the blocks that differ, or
+ * may, between the two devices); with two, the ranges either side has written. Holes are
+ * never read, so the work follows the allocated data, not i_size.
  */
 async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<boolean> {
   if (iA.i_size !== iB.i_size) return true;
-  if (iA.i_size === 0) return false;
-  const bs = fsB.blockSize;
+  const size = iA.i_size;
+  if (size === 0) return false;
   const [exA, exB] = await Promise.all([collect(fsA.extentsOf(iA)), collect(fsB.extentsOf(iB))]);
-  // Inline data or fast symlinks map no blocks: compare the bytes themselves.
-  if ((exA.length === 0 && iA.i_blocks === 0) || (exB.length === 0 && iB.i_blocks === 0) || fsA.blockSize !== bs) {
-    return bytesDiffer(fsA, iA, undefined, fsB, iB, undefined, 0, iA.i_size);
+  const [bsA, bs] = [fsA.blockSize, fsB.blockSize];
+  // Inline data lives in the inode and maps no blocks (extentsOf is empty: a hole): compare
+  // the head that inline data can cover byte by byte. Past it an inline file reads as
+  // zeros, which the hole-skipping comparison below covers.
+  let head = 0;
+  if (fsA.isInline(iA) || fsB.isInline(iB)) {
+    const inlineMax = EXT4_MIN_INLINE_DATA_SIZE + Math.max(fsA.superblock.s_inode_size, fsB.superblock.s_inode_size);
+    const g = Math.max(bsA, bs);
+    head = Math.min(size, Math.ceil(inlineMax / g) * g);
+    if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, 0, head)) return true;
   }
-  const nblocks = Math.ceil(iA.i_size / bs);
-  for (const [l, n] of rangesToCompare(logicalMap(exA, nblocks), logicalMap(exB, nblocks), changed)) {
-    if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, l * bs, n * bs)) return true;
+  const ranges: Array<[number, number]> =
+    bsA === bs
+      ? rangesToCompare(logicalMap(exA, Math.ceil(size / bs)), logicalMap(exB, Math.ceil(size / bs)), changed).map(([l, n]) => [l * bs, n * bs])
+      : writtenUnion(exA, bsA, exB, bs);
+  for (const [offset, length] of ranges) {
+    const from = Math.max(offset, head);
+    const to = Math.min(offset + length, size);
+    if (from < to && (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, from, to - from))) return true;
   }
   return false;
 }
@@ -133,7 +154,8 @@ function xattrKey(bytes: Uint8Array): string {
 
 async function xattrsDiffer(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode): Promise<boolean> {
   const [xa, xb] = await Promise.all([fsA.xattrsOf(iA), fsB.xattrsOf(iB)]);
-  const map = (xs: typeof xa): Map<string, string> => new Map(xs.filter((x) => x.name !== INLINE_DATA_XATTR).map((x) => [x.name, xattrKey(x.value)]));
+  // system.data holds inline data: content, not an attribute. Names are keyed as bytes.
+  const map = (xs: typeof xa): Map<string, string> => new Map(xs.filter((x) => !isInlineDataXattr(x)).map((x) => [xattrKey(x.name), xattrKey(x.value)]));
   const ma = map(xa);
   const mb = map(xb);
   if (ma.size !== mb.size) return true;
@@ -167,7 +189,7 @@ export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Ino
   }
   if (await xattrsDiffer(fsA, iA, fsB, iB)) out.push('xattrs');
   if (sameType && tA === S_IFLNK) {
-    const [a, b] = await Promise.all([fsA.readOf(iA, 0, iA.i_size), fsB.readOf(iB, 0, iB.i_size)]);
+    const [a, b] = await Promise.all([fsA.readlinkOf(iA), fsB.readlinkOf(iB)]);
     if (Buffer.compare(a, b) !== 0) out.push('target');
   }
   if (sameType && tA === S_IFREG && (await contentDiffers(fsA, iA, fsB, iB, changed))) out.push('content');

@@ -7,6 +7,9 @@ import { realpath } from 'node:fs/promises';
 import { openChain, type ImageChain } from '../diskimage/openChain.js';
 import { diffDisks, type DiskDiff } from '../blockdiff/diffDisk.js';
 import type { DiffSide } from '../blockdiff/changedRanges.js';
+import type { PathEntry } from '../blockdiff/diffExt4.js';
+import { compareBytes } from '../fs/ext4/names.js';
+import { nameFields, quoteName } from '../ui/quoteName.js';
 import { wrapIoError } from '../errors.js';
 
 export interface DiffOptions {
@@ -45,17 +48,33 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** `A path`, `D path`, `M path (kinds)` lines per filesystem, then other changed regions and a summary. */
+/**
+ * The result as JSON: every path in display form (`path`: its UTF-8 text, or quoted with
+ * escapes), with `pathBytes` (base64 of the exact bytes) exactly when `path` is quoted.
+ */
+export function diffJson(r: DiffResult): unknown {
+  const entry = <T extends PathEntry>(e: T): Omit<T, 'path'> & { path: string; pathBytes?: string } => ({ ...e, ...nameFields('path', e.path) });
+  return {
+    ...r,
+    filesystems: r.filesystems.map((fs) => ({ ...fs, added: fs.added.map(entry), removed: fs.removed.map(entry), modified: fs.modified.map(entry) })),
+  };
+}
+
+/**
+ * `A path`, `D path`, `M path (kinds)` lines per filesystem in path byte order (paths quoted
+ * as ls quotes names), then other changed regions and a summary. Warnings (`r.warnings`)
+ * are not part of it: the CLI prints them on stderr.
+ */
 export function formatDiff(r: DiffResult): string {
   const lines: string[] = [];
   const multi = r.filesystems.length + r.raw.length > 1 || r.scheme !== 'none';
   for (const fs of r.filesystems) {
     if (multi) lines.push(`# partition ${fs.partition ?? '-'} (${fs.fsType}): ${fs.added.length} added, ${fs.removed.length} removed, ${fs.modified.length} modified`);
     const all = [
-      ...fs.added.map((e) => ({ path: e.path, line: `A ${e.path}` })),
-      ...fs.removed.map((e) => ({ path: e.path, line: `D ${e.path}` })),
-      ...fs.modified.map((e) => ({ path: e.path, line: `M ${e.path} (${e.changes.join(', ')})` })),
-    ].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : x.line < y.line ? -1 : 1));
+      ...fs.added.map((e) => ({ path: e.path, line: `A ${quoteName(e.path)}` })),
+      ...fs.removed.map((e) => ({ path: e.path, line: `D ${quoteName(e.path)}` })),
+      ...fs.modified.map((e) => ({ path: e.path, line: `M ${quoteName(e.path)} (${e.changes.join(', ')})` })),
+    ].sort((x, y) => compareBytes(x.path, y.path) || (x.line < y.line ? -1 : 1));
     for (const e of all) lines.push(e.line);
     if (fs.unattributedBlocks.length > 0) lines.push(`! ${fs.unattributedBlocks.length} changed block run(s) owned by no inode: ${fs.unattributedBlocks.map(([s, c]) => `${s}+${c}`).join(' ')}`);
   }
@@ -66,7 +85,7 @@ export function formatDiff(r: DiffResult): string {
     for (const [o, l] of raw.changedRanges) lines.push(`R ${hex(o)} +${hex(l)}`);
   }
   const files = r.filesystems.reduce((n, f) => n + f.added.length + f.removed.length + f.modified.length, 0);
-  lines.push(`${files} path(s) differ; ${r.changedBytes} bytes ${r.mode === 'overlay' ? "in B's own layers" : 'differ'} (${r.mode}), ${r.seconds.toFixed(2)} s`);
-  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  const read = r.mode === 'overlay' ? `${r.bytesCompared} bytes stored in B's own layers compared` : `${r.bytesCompared} bytes compared`;
+  lines.push(`${files} path(s) differ; ${r.changedBytes} bytes differ (${r.mode}: ${read}), ${r.seconds.toFixed(2)} s`);
   return lines.join('\n');
 }

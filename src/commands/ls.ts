@@ -1,7 +1,9 @@
 /**
  * `imgdedup ls IMAGE[:PART] [PATH]`: lists a directory (or one file) of the ext2/3/4
  * filesystem inside an image chain, optionally long (-l) and recursive (-R).
- * Read-only: checksum mismatches are reported as warnings, not errors.
+ * Read-only: checksum mismatches and directory loops are reported as warnings, not errors.
+ * Names are bytes; they are shown quoted where needed (ui/quoteName.ts), and PATH is
+ * matched as bytes (UTF-8, or the quoted form).
  */
 import { openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
@@ -9,6 +11,9 @@ import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { S_IFDIR } from '../fs/ext4/constants.js';
+import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
+import type { Inode } from '../fs/ext4/inode.js';
+import { nameFields, parsePathArg, quoteName } from '../ui/quoteName.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem } from '../diskimage/detectFilesystem.js';
 import { parseImageArg } from './imageArg.js';
@@ -16,7 +21,7 @@ import { parseImageArg } from './imageArg.js';
 export interface LsOptions {
   /** IMAGE or IMAGE:PART (PART a partition number, as Linux numbers them). */
   readonly image: string;
-  /** Path inside the filesystem; default '/'. */
+  /** Path inside the filesystem, as typed (UTF-8, or quoted as ls prints names); default '/'. */
   readonly path?: string;
   /** Filesystem at this byte offset of the disk instead of a partition. */
   readonly offsetBytes?: number;
@@ -25,10 +30,18 @@ export interface LsOptions {
   readonly onEntry: (e: LsEntry) => void;
 }
 
+/**
+ * One listed file, ready for JSON. `path`, `name` and `target` are the display forms (the
+ * name's UTF-8 text, or quoted with escapes when it is not plain UTF-8 text); `pathBytes`,
+ * `nameBytes` and `targetBytes` (base64 of the exact bytes) are present exactly when the
+ * display form is quoted.
+ */
 export interface LsEntry {
   /** Absolute path within the filesystem. */
   readonly path: string;
+  readonly pathBytes?: string;
   readonly name: string;
+  readonly nameBytes?: string;
   readonly ino: number;
   readonly type: Ext4Stat['type'];
   /** Full i_mode (type and permission bits). */
@@ -42,6 +55,7 @@ export interface LsEntry {
   readonly mtimeNsec: number;
   /** Symlink target. */
   readonly target?: string;
+  readonly targetBytes?: string;
   readonly rdev?: { readonly major: number; readonly minor: number };
 }
 
@@ -49,9 +63,14 @@ export interface LsResult {
   readonly image: string;
   readonly partition: number | null;
   readonly offsetBytes: number;
+  /** PATH, in display form. */
   readonly path: string;
   readonly entries: number;
-  /** Checksum mismatches met while reading (read-only commands go on). */
+  /**
+   * Dirty states (a journal that needs recovery, recorded errors, orphans: what is listed
+   * is the state on disk), then checksum mismatches and directory loops met while reading
+   * (read-only commands go on).
+   */
   readonly warnings: readonly string[];
 }
 
@@ -119,13 +138,12 @@ export async function selectFilesystemDevice(
   throw new UsageError(`several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`, { file });
 }
 
-async function entryOf(fs: Ext4Fs, ino: number, path: string, name: string): Promise<LsEntry> {
-  const inode = await fs.readInode(ino);
+async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array, name: Uint8Array): Promise<LsEntry> {
   const st = fs.statOf(inode);
   return {
-    path,
-    name,
-    ino,
+    ...nameFields('path', path),
+    ...nameFields('name', name),
+    ino: inode.ino,
     type: st.type,
     mode: st.mode,
     links: st.links,
@@ -134,15 +152,18 @@ async function entryOf(fs: Ext4Fs, ino: number, path: string, name: string): Pro
     size: st.size,
     mtime: st.mtime.sec,
     mtimeNsec: st.mtime.nsec,
-    ...(st.type === 'symlink' ? { target: new TextDecoder().decode(await fs.readOf(inode, 0, inode.i_size)) } : {}),
+    ...(st.type === 'symlink' ? nameFields('target', await fs.readlinkOf(inode)) : {}),
     ...(st.rdev ? { rdev: st.rdev } : {}),
   };
 }
 
 /**
- * Lists PATH: a directory's entries (without '.' and '..'), sorted by name, or the file
- * itself; with `recursive`, every entry below PATH, each directory's entries sorted, depth first.
- * Throws USAGE (no such path), and what the image, partition and ext4 readers throw.
+ * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
+ * file itself; with `recursive`, every entry below PATH, each directory's entries sorted,
+ * depth first. A directory met again (a directory hard link or loop, which e2fsck reports
+ * as corruption) is listed as an entry but not descended into again, with a warning, as
+ * Ext4Fs.walk does. Throws USAGE (no such path), and what the image, partition and ext4
+ * readers throw.
  */
 export async function ls(options: LsOptions): Promise<LsResult> {
   const { image, partition } = parseImageArg(options.image);
@@ -154,37 +175,52 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
     const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn' });
-    const path = '/' + (options.path ?? '/').split('/').filter((p) => p !== '').join('/');
+    const dirty = await fs.readWarnings();
+    const parts = splitPath(parsePathArg(options.path ?? '/'));
+    const path = absolutePath(parts);
     const ino = await fs.lookup(path);
-    if (ino === undefined) throw new UsageError(`${file}: ${path}: no such file or directory`);
+    if (ino === undefined) throw new UsageError(`${file}: ${quoteName(path)}: no such file or directory`);
     let count = 0;
     const emit = (e: LsEntry): void => {
       count++;
       options.onEntry(e);
     };
-    const listDir = async (dirIno: number, dirPath: string): Promise<void> => {
-      const children: Array<{ name: string; ino: number }> = [];
-      for await (const e of fs.readdir(dirIno)) if (e.name !== '.' && e.name !== '..') children.push({ name: e.name, ino: e.ino });
-      children.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-      const sub: LsEntry[] = [];
+    const loops: string[] = [];
+    // Directory inode -> the path it was first listed at.
+    const listed = new Map<number, Uint8Array>([[ino, path]]);
+    const listDir = async (dirIno: number, dirPath: Uint8Array): Promise<void> => {
+      const children: Array<{ name: Uint8Array; ino: number }> = [];
+      for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
+      children.sort((a, b) => compareBytes(a.name, b.name));
+      const sub: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
-        const e = await entryOf(fs, c.ino, `${dirPath === '/' ? '' : dirPath}/${c.name}`, c.name);
+        // dirPath is absolute: length 1 means '/'.
+        const childPath = joinPath(dirPath.length === 1 ? new Uint8Array(0) : dirPath, c.name);
+        const inode = await fs.readInode(c.ino);
+        const e = await entryOf(fs, inode, childPath, c.name);
         emit(e);
-        if (options.recursive && e.type === 'dir') sub.push(e);
+        if (!options.recursive || e.type !== 'dir') continue;
+        const first = listed.get(c.ino);
+        if (first !== undefined) {
+          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${c.ino}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          continue;
+        }
+        listed.set(c.ino, childPath);
+        sub.push({ ino: c.ino, path: childPath });
       }
       fs.prefetchDirectories(sub.map((s) => s.ino));
       for (const s of sub) await listDir(s.ino, s.path);
     };
     const top = await fs.readInode(ino);
     if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path);
-    else emit(await entryOf(fs, ino, path, path.slice(path.lastIndexOf('/') + 1)));
+    else emit(await entryOf(fs, top, path, parts[parts.length - 1] ?? path));
     return {
       image,
       partition: sel.partition,
       offsetBytes: sel.offsetBytes,
-      path,
+      path: quoteName(path),
       entries: count,
-      warnings: fs.diagnostics.map((d) => d.message),
+      warnings: [...dirty, ...fs.diagnostics.map((d) => d.message), ...loops],
     };
   } finally {
     await chain.close();

@@ -35,9 +35,28 @@ describe('changedRanges', () => {
     expect(overlayDepth(a, b)).toBe(1);
     const r = await changedRanges(a, b);
     expect(r.mode).toBe('overlay');
-    expect(r.bytesCompared).toBe(0);
+    // Only what the top layer may change is read: its data, and its zeros where the base stores data.
+    expect(r.bytesCompared).toBe(12 * K);
     expect(r.ranges).toEqual([{ offset: 0, length: 4 * K }, { offset: 128 * K, length: 8 * K }]);
     expect(blocksOf(r.ranges)).toEqual(await differingBlocks(a.device, b.device));
+  });
+
+  it('overlay: clusters B stores with the bytes A already has are not changes', async () => {
+    // The top layer rewrites 0..64K with the base's own fill (1), and 16 KiB elsewhere with 2;
+    // one sector in the middle of the rewritten range differs (a 512-byte change in a cluster).
+    const top = new MemoryDevice(1024 * K, [
+      { offset: 0, length: 64 * K, kind: 'data' },
+      { offset: 512 * K, length: 16 * K, kind: 'data' },
+    ], 1);
+    const changedSector = new MemoryDevice(1024 * K, [{ offset: 20 * K + 512, length: 512, kind: 'data' }], 9);
+    const a = sideOf('a', [['base', base]]);
+    const b = sideOf('b', [['sector', changedSector], ['top', top], ['base', base]]);
+    const r = await changedRanges(a, b);
+    expect(r.mode).toBe('overlay');
+    expect(r.ranges).toEqual([{ offset: 20 * K + 512, length: 512 }, { offset: 512 * K, length: 16 * K }]);
+    expect(r.changedBytes).toBe(16 * K + 512);
+    expect(r.bytesCompared).toBe(80 * K);
+    expect(blocksOf([{ offset: 20 * K, length: 4 * K }, { offset: 512 * K, length: 16 * K }])).toEqual(await differingBlocks(a.device, b.device));
   });
 
   it('not an overlay (other base file): hashes what either side stores, exactly', async () => {
@@ -51,10 +70,25 @@ describe('changedRanges', () => {
     expect(r.changedBytes).toBe(24 * K);
   });
 
-  it('bytes past the smaller disk count as changed', async () => {
+  it('hash: a block whose hashes differ is narrowed to the sectors that differ', async () => {
+    const one = new MemoryDevice(64 * K, [{ offset: 4 * K + 1024, length: 100, kind: 'data' }, { offset: 40 * K, length: 8 * K, kind: 'zero' }], 5);
+    const zeros = sideOf('a', [['zeros', new MemoryDevice(64 * K, [{ offset: 0, length: 64 * K, kind: 'zero' }], 0)]]);
+    const h = await changedRanges(zeros, sideOf('b', [['one', one]]));
+    expect(h.mode).toBe('hash');
+    expect(h.ranges).toEqual([{ offset: 4 * K + 1024, length: 512 }]);
+  });
+
+  it('past the smaller disk, what the larger stores is changed; the rest reads as zeros and is not', async () => {
     const small = new MemoryDevice(512 * K, [], 0);
-    const r = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['base', base]]));
-    expect(r.ranges[r.ranges.length - 1]).toEqual({ offset: 512 * K, length: 512 * K });
+    const large = new MemoryDevice(1024 * K, [{ offset: 0, length: 64 * K, kind: 'data' }, { offset: 600 * K, length: 8 * K, kind: 'data' }, { offset: 700 * K, length: 8 * K, kind: 'zero' }], 1);
+    const r = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['large', large]]));
+    expect(r.ranges).toEqual([{ offset: 0, length: 64 * K }, { offset: 600 * K, length: 8 * K }, { offset: 700 * K, length: 8 * K }]);
+    // The same as an overlay that grew past its base, and with the sides swapped.
+    const grown = new MemoryDevice(1024 * K, [{ offset: 600 * K, length: 8 * K, kind: 'data' }], 1);
+    const o = await changedRanges(sideOf('a', [['s', small]]), sideOf('b', [['top', grown], ['s', small]]));
+    expect([o.mode, o.ranges]).toEqual(['overlay', [{ offset: 600 * K, length: 8 * K }]]);
+    const swapped = await changedRanges(sideOf('b', [['large', large]]), sideOf('a', [['s', small]]));
+    expect(swapped.ranges).toEqual(r.ranges);
   });
 
   it('rangesWithin clips and shifts', () => {

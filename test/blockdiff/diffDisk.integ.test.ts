@@ -5,7 +5,7 @@
  * updated tree: hashing, full tree walk). Also counts bytes read from the base layer to
  * show the overlay path reads O(change).
  */
-import { copyFileSync, mkdirSync, openSync, writeSync, closeSync } from 'node:fs';
+import { copyFileSync, mkdirSync, openSync, readFileSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
@@ -13,11 +13,13 @@ import { ChainDevice } from '../../src/diskimage/ChainDevice.js';
 import type { BlockDevice, ByteRange, Extent } from '../../src/diskimage/BlockDevice.js';
 import { diffDisks, type DiskDiff, type FsDiff } from '../../src/blockdiff/diffDisk.js';
 import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
-import { applyScenarioUpdate, buildScenarioTree, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
-import { makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
+import { applyScenarioUpdate, buildScenarioTree, growExt4Image, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
+import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { sh } from '../helpers/run.js';
+import { parseStat } from '../fs/ext4/debugfsOracle.js';
 import { useTempDir } from '../helpers/tmp.js';
 import { expectedDiff, type ExpectedDiff } from './treeOracle.js';
+import { debugfsPathBlocks, expectExactChangedBlocks } from './blockOracle.js';
 
 const tmp = useTempDir('imgdedup-diff-');
 
@@ -52,11 +54,14 @@ async function diffPaths(a: string, b: string): Promise<DiskDiff> {
   }
 }
 
+/** A path's bytes as text (the scenario trees have UTF-8 names only). */
+const text = (b: Uint8Array): string => Buffer.from(b).toString();
+
 function asExpected(fs: FsDiff): ExpectedDiff {
   return {
-    added: fs.added.map((e) => e.path).sort(),
-    removed: fs.removed.map((e) => e.path).sort(),
-    modified: Object.fromEntries(fs.modified.map((e) => [e.path, [...e.changes].sort()])),
+    added: fs.added.map((e) => text(e.path)).sort(),
+    removed: fs.removed.map((e) => text(e.path)).sort(),
+    modified: Object.fromEntries(fs.modified.map((e) => [text(e.path), [...e.changes].sort()])),
   };
 }
 
@@ -102,9 +107,11 @@ describe('diffDisks', () => {
     expect(fs.stats.ownershipScan).toBe(true);
     expect(fs.unattributedBlocks).toEqual([]);
     // Hard links: both paths of libkeep.so report the xattr change.
-    expect(fs.modified.filter((m) => m.ino === fs.modified.find((x) => x.path === '/usr/lib/libkeep.so')!.ino).map((m) => m.path)).toEqual(['/usr/lib/libkeep.so', '/usr/lib/libkeep.so.1']);
-    const grow = fs.modified.find((m) => m.path === '/usr/lib/grow.so')!;
+    expect(fs.modified.filter((m) => m.ino === fs.modified.find((x) => text(x.path) === '/usr/lib/libkeep.so')!.ino).map((m) => text(m.path))).toEqual(['/usr/lib/libkeep.so', '/usr/lib/libkeep.so.1']);
+    const grow = fs.modified.find((m) => text(m.path) === '/usr/lib/grow.so')!;
     expect(grow.changedBlocks.reduce((n, [, c]) => n + c, 0)).toBeGreaterThanOrEqual(Math.ceil(90_000 / 4096));
+    // Exactly the blocks debugfs and a byte comparison give, for every path.
+    expect(expectExactChangedBlocks(fs, A, B, 4096)).toBeGreaterThan(30);
   });
 
   it('the overlay path reads O(change) from the base', async () => {
@@ -127,11 +134,12 @@ describe('diffDisks', () => {
       const r = await diffDisks(a, b);
       expect(r.filesystems[0]!.stats.mode).toBe('incremental');
       expect(asExpected(r.filesystems[0]!)).toEqual(expected);
-      // What is read is about what the overlay stores (64 KiB clusters around ~350 KiB of
-      // changed blocks) plus metadata, including the ownership scan the silent write forces.
-      // Measured: ~0.85 MiB read for ~0.9 MiB stored in the overlay, of a 512 MiB disk.
-      expect(r.changedBytes).toBeLessThan(2 << 20);
-      expect(base.bytesRead).toBeLessThan(2 * r.changedBytes + (1 << 20));
+      // What is read is what the overlay stores (64 KiB clusters around ~350 KiB of changed
+      // blocks), once to compare it with the base, plus metadata, including the ownership
+      // scan the silent write forces; a 512 MiB disk.
+      expect(r.bytesCompared).toBeLessThan(2 << 20);
+      expect(r.changedBytes).toBeLessThan(r.bytesCompared);
+      expect(base.bytesRead).toBeLessThan(2 * r.bytesCompared + (1 << 20));
       expect(base.bytesRead).toBeLessThan(base.size / 100);
     } finally {
       await ca.close();
@@ -160,9 +168,28 @@ describe('diffDisks', () => {
     expect(r.scheme).toBe('gpt');
     expect(r.filesystems.map((f) => [f.partition, f.fsType])).toEqual([[2, 'ext4']]);
     expect(asExpected(r.filesystems[0]!)).toEqual(expected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, B, 4096);
     const p1 = r.raw.find((x) => x.partition === 1)!;
     expect(p1.changedBytes).toBeGreaterThan(0);
     expect(p1.changedRanges.every(([o, l]) => o <= 2048 * 512 + 5000 && o + l >= 2048 * 512 + 5021)).toBe(true);
+  });
+
+  it('a partition that moved (same number, another start): its two places compared by content', async () => {
+    const d = join(tmp(), 'moved');
+    mkdirSync(d, { recursive: true });
+    const disk = (name: string, startSector: number, fsImage: string): string => {
+      const p = join(d, name);
+      sh('truncate', ['-s', '80M', p]);
+      sh('sgdisk', ['-U', '11111111-2222-3333-4444-555555555555', '-n', '1:2048:+8M', '-t', '1:8300', '-n', `2:${startSector}:+48M`, '-t', '2:8300', p]);
+      sh('dd', [`if=${fsImage}`, `of=${p}`, 'bs=1M', `seek=${startSector / 2048}`, 'conv=notrunc', 'status=none']);
+      return p;
+    };
+    const r = await diffPaths(disk('at9M.raw', 18432, A), disk('at25M.raw', 51200, B));
+    const fs = r.filesystems[0]!;
+    expect([fs.partition, fs.startBytesA, fs.startBytes]).toEqual([2, 18432 * 512, 51200 * 512]);
+    expect(fs.stats.mode).toBe('full');
+    expect(asExpected(fs)).toEqual(expected);
+    expectExactChangedBlocks(fs, A, B, 4096);
   });
 
   it('two unrelated images (separate mkfs of the updated tree): same answer by hashing', async () => {
@@ -177,5 +204,142 @@ describe('diffDisks', () => {
     expect(r.filesystems[0]!.stats.mode).toBe('full');
     expect(asExpected(r.filesystems[0]!)).toEqual(exp);
     expect(exp.added).toContain('/opt/newpkg/tool');
+    expectExactChangedBlocks(r.filesystems[0]!, A, C, 4096);
+  });
+});
+
+describe('an overlay that stores clusters with the bytes the base already has', () => {
+  it('is no change: no path, no changed byte, no changed block', async () => {
+    const d = join(tmp(), 'same-bytes');
+    mkdirSync(d, { recursive: true });
+    const base = join(tmp(), 'A.qcow2');
+    const top = join(d, 'same.qcow2');
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+    // 1 MiB of A rewritten with A's own bytes (inode tables, directories and file data of
+    // the first groups), and 1 MiB of zeros over free space that reads as zeros in A.
+    const a = readFileSync(A);
+    writeFileSync(join(d, 'same.bin'), a.subarray(1 << 20, 2 << 20));
+    const zerosAt = 44 << 20;
+    expect(a.subarray(zerosAt, zerosAt + (1 << 20)).every((x) => x === 0)).toBe(true);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -s ${join(d, 'same.bin')} ${1 << 20} ${1 << 20}`, '-c', `write -P 0 ${zerosAt} ${1 << 20}`, top]);
+    // The overlay does store both ranges as data.
+    const map = JSON.parse(sh('qemu-img', ['map', '--output=json', top])) as Array<{ start: number; length: number; depth: number; data: boolean }>;
+    expect(map.filter((m) => m.depth === 0 && m.data).reduce((n, m) => n + m.length, 0)).toBe(2 << 20);
+    const r = await diffPaths(base, top);
+    expect(r.mode).toBe('overlay');
+    expect(r.bytesCompared).toBe(2 << 20);
+    expect(r.changedBytes).toBe(0);
+    expect(r.raw).toEqual([]);
+    const fs = r.filesystems[0]!;
+    expect(asExpected(fs)).toEqual({ added: [], removed: [], modified: {} });
+    expect(fs.stats.changedBytes).toBe(0);
+  });
+});
+
+describe('a filesystem that grew (truncate +64M, resize2fs, then a file written)', () => {
+  let G = '';
+  let grownExpected: ExpectedDiff;
+  const GROWN = '/opt/after-resize.bin';
+
+  beforeAll(() => {
+    const d = join(tmp(), 'grown');
+    mkdirSync(d, { recursive: true });
+    G = join(d, 'G.raw');
+    copyFileSync(A, G);
+    growExt4Image(G, 64);
+    // Larger than the old filesystem's free space, so part of it lands past the old end.
+    const payload = Buffer.alloc(44 << 20);
+    for (let i = 0; i < payload.length; i += 4096) payload.writeUInt32LE(i, i);
+    writeFileSync(join(d, 'payload'), payload);
+    debugfsWrite(G, [`write payload ${GROWN}`], d);
+    grownExpected = expectedDiff(A, G, join(d, 'oracle'));
+  }, 60_000);
+
+  it('the oracle: the added file and nothing else; some of its blocks lie past the old end', () => {
+    expect(grownExpected).toEqual({ added: [GROWN], removed: [], modified: {} });
+    const oldBlocks = 48 * 256;
+    expect(debugfsPathBlocks(G, [GROWN]).get(GROWN)!.some((b) => b >= oldBlocks)).toBe(true);
+  });
+
+  it('whole raw disks of different sizes: diffed file by file', async () => {
+    const r = await diffPaths(A, G);
+    expect(r.mode).toBe('hash');
+    expect(r.filesystems).toHaveLength(1);
+    expect(r.raw).toEqual([]);
+    const fs = r.filesystems[0]!;
+    expect(fs.lengthBytesA).toBe(48 << 20);
+    expect(fs.lengthBytes).toBe(112 << 20);
+    expect(asExpected(fs)).toEqual(grownExpected);
+    expectExactChangedBlocks(fs, A, G, 4096);
+  });
+
+  it('B as a larger qcow2 overlay on A: diffed file by file', async () => {
+    const d = join(tmp(), 'grown');
+    makeOverlay(G, join(tmp(), 'A.qcow2'), join(d, 'G.qcow2'));
+    const r = await diffPaths(join(tmp(), 'A.qcow2'), join(d, 'G.qcow2'));
+    expect(r.mode).toBe('overlay');
+    expect(r.filesystems).toHaveLength(1);
+    // resize2fs kept every group's metadata in place: followed from the changed blocks.
+    expect(r.filesystems[0]!.stats.mode).toBe('incremental');
+    expect(asExpected(r.filesystems[0]!)).toEqual(grownExpected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, G, 4096);
+  });
+
+  it('1 KiB blocks, grown from 6 to 14 block groups: new groups, inodes and blocks, followed incrementally', async () => {
+    const d = join(tmp(), 'grown1k');
+    mkdirSync(d, { recursive: true });
+    const tree = buildScenarioTree(d, { files: 120, seed: 5 });
+    const A1 = join(d, 'A1.raw');
+    const G1 = join(d, 'G1.raw');
+    makeExt4Image(A1, tree, { sizeMiB: 48, args: ['-b', '1024', '-N', '256'] });
+    copyFileSync(A1, G1);
+    growExt4Image(G1, 64);
+    writeFileSync(join(d, 'small'), 'after the resize\n');
+    writeFileSync(join(d, 'big'), Buffer.alloc(3 << 20, 0x61));
+    // More new files than A has free inodes: the last ones get inodes of the new groups.
+    const freeInodes = Number(/Free inodes: +(\d+)/.exec(sh('dumpe2fs', ['-h', A1]))![1]);
+    const fill = Array.from({ length: freeInodes + 5 }, (_, i) => `write small /fill/f${i}`);
+    debugfsWrite(G1, ['mkdir /fill', ...fill, 'write big /fill/big.bin', 'write small /etc/after.conf', 'rm /etc/hostname'], d);
+    const exp = expectedDiff(A1, G1, join(d, 'oracle'));
+    expect(exp.added).toHaveLength(freeInodes + 8);
+    expect(exp.removed).toEqual(['/etc/hostname']);
+    expect(exp.modified).toEqual({});
+    const groups = (image: string): number => [...sh('dumpe2fs', [image]).matchAll(/^Group \d+:/gm)].length;
+    expect([groups(A1), groups(G1)]).toEqual([6, 14]);
+    const inodesA = Number(/Inode count: +(\d+)/.exec(sh('dumpe2fs', ['-h', A1]))![1]);
+    expect(parseStat(sh('debugfs', ['-R', 'stat /fill/big.bin', G1])).ino).toBeGreaterThan(inodesA);
+    sh('qemu-img', ['convert', '-O', 'qcow2', A1, join(d, 'A1.qcow2')]);
+    makeOverlay(G1, join(d, 'A1.qcow2'), join(d, 'G1.qcow2'));
+    const r = await diffPaths(join(d, 'A1.qcow2'), join(d, 'G1.qcow2'));
+    const fs = r.filesystems[0]!;
+    expect(fs.stats.mode).toBe('incremental');
+    // The disk grew by 64 MiB; what counts is what was written past the old end (~3.5 MiB:
+    // the new groups' metadata and the new files), not the new size.
+    expect(r.changedBytes).toBeLessThan(8 << 20);
+    expect(asExpected(fs)).toEqual(exp);
+    expectExactChangedBlocks(fs, A1, G1, 1024);
+    // The same pair hashed and walked in full gives the same answer.
+    expect(asExpected((await diffPaths(A1, G1)).filesystems[0]!)).toEqual(exp);
+  });
+
+  it('a GPT partition that grew with its disk: diffed file by file', async () => {
+    const d = join(tmp(), 'grown');
+    const disk = (name: string, sizeMiB: number, partMiB: number, fsImage: string): string => {
+      const p = join(d, name);
+      sh('truncate', ['-s', `${sizeMiB}M`, p]);
+      sh('sgdisk', ['-U', '11111111-2222-3333-4444-555555555555', '-n', '1:2048:+8M', '-t', '1:8300', '-n', `2:18432:+${partMiB}M`, '-t', '2:8300', p]);
+      sh('dd', [`if=${fsImage}`, `of=${p}`, 'bs=1M', `seek=${18432 / 2048}`, 'conv=notrunc', 'status=none']);
+      return p;
+    };
+    const da = disk('gptA.raw', 64, 48, A);
+    const db = disk('gptG.raw', 128, 112, G);
+    const r = await diffPaths(da, db);
+    expect(r.scheme).toBe('gpt');
+    expect(r.filesystems.map((f) => [f.partition, f.fsType, f.lengthBytesA, f.lengthBytes])).toEqual([[2, 'ext4', 48 << 20, 112 << 20]]);
+    expect(asExpected(r.filesystems[0]!)).toEqual(grownExpected);
+    expectExactChangedBlocks(r.filesystems[0]!, A, G, 4096);
+    // Partition 1 is untouched; only the GPT headers and the space past the old disk changed.
+    expect(r.raw.find((x) => x.partition === 1)!.changedBytes).toBe(0);
+    expect(r.raw.filter((x) => x.partition !== 1).every((x) => x.partition === null && x.reason === 'outside partitions')).toBe(true);
   });
 });

@@ -50,7 +50,7 @@ describe('imgdedup diff', () => {
     expect(want).toContain('A /etc/new.conf');
     expect(want).toContain('D /usr/lib/old.so');
     expect(want).toContain('M /etc/perm.conf (mode)');
-    expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes in B's own layers \\(overlay\\)`));
+    expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes differ \\(overlay: \\d+ bytes stored in B's own layers compared\\)`));
   });
 
   it('--json: the result object; single-block directory changes need no ownership scan', () => {
@@ -73,7 +73,34 @@ describe('imgdedup diff', () => {
   it('identical images: no differences, exit 0', () => {
     const r = imgdedup(['diff', join(d, 'A.raw'), join(d, 'A.qcow2')]);
     expect(r.status).toBe(0);
-    expect(r.stdout.trim()).toMatch(/^0 path\(s\) differ; 0 bytes differ \(hash\)/);
+    expect(r.stdout.trim()).toMatch(/^0 path\(s\) differ; 0 bytes differ \(hash: \d+ bytes compared\)/);
+  });
+
+  it('a journal that needs recovery: a warning on stderr, in --json, and from ls', () => {
+    // A committed, unreplayed jbd2 transaction, written by debugfs (jo/jw/jc).
+    const J = join(d, 'J.raw');
+    copyFileSync(join(d, 'B.raw'), J);
+    writeFileSync(join(d, 'jblocks'), Buffer.alloc(8192, 0x11));
+    debugfsWrite(J, ['jo', 'jw -b 300,301 jblocks', 'jc'], d);
+    expect(sh('debugfs', ['-R', 'logdump', J])).toMatch(/type 2 \(commit block\)/);
+    const warning = `warning: ${J}: filesystem has a journal that needs recovery (needs_recovery set, 1 committed transaction not replayed): what is shown is the state before the journal is replayed; run e2fsck or mount it to replay`;
+    const r = imgdedup(['diff', join(d, 'A.raw'), J]);
+    expect(r.status).toBe(0);
+    expect(r.stderr.trim().split('\n')).toEqual([warning]);
+    expect(r.stdout).not.toContain('warning');
+    const j = JSON.parse(imgdedup(['diff', '--json', join(d, 'A.raw'), J]).stdout);
+    expect(j.warnings).toEqual([warning.slice('warning: '.length)]);
+    expect(j.filesystems[0].journalNeedsRecovery).toEqual({ a: false, b: true });
+    expect(j.filesystems[0].warnings).toEqual(j.warnings);
+    const ls = imgdedup(['ls', J, '/etc']);
+    expect(ls.status).toBe(0);
+    expect(ls.stdout).toContain('perm.conf');
+    expect(ls.stderr.trim().split('\n')).toEqual([warning]);
+    const lsJson = imgdedup(['ls', '--json', J, '/etc']);
+    expect(JSON.parse(lsJson.stdout).map((e: { name: string }) => e.name)).toContain('perm.conf');
+    expect(lsJson.stderr.trim().split('\n')).toEqual([warning]);
+    // The clean images warn about nothing.
+    expect(imgdedup(['ls', join(d, 'B.raw'), '/etc']).stderr).toBe('');
   });
 
   it('--help documents the exit status', () => {

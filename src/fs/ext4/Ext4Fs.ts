@@ -6,7 +6,7 @@
  * Everything that iterates streams (async iterables); every on-disk link is bounded.
  */
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
-import { CorruptImageError, InternalError } from '../../errors.js';
+import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
 import { fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic } from './context.js';
 import {
@@ -16,6 +16,7 @@ import {
   EXT4_EA_INODE_FL,
   EXT4_EXTENTS_FL,
   EXT4_FEATURE_INCOMPAT_EA_INODE,
+  EXT4_FEATURE_COMPAT_HAS_JOURNAL,
   EXT4_FEATURE_COMPAT_ORPHAN_FILE,
   EXT4_FEATURE_INCOMPAT_FILETYPE,
   EXT4_FEATURE_INCOMPAT_LARGEDIR,
@@ -30,6 +31,7 @@ import {
   EXT4_RESIZE_INO,
   EXT4_ROOT_INO,
   EXT4_DIND_BLOCK,
+  EXT4_I_BLOCK_SIZE,
   EXT4_SUPERBLOCK_OFFSET,
   EXT4_SUPERBLOCK_SIZE,
   EXT4_VALID_FS,
@@ -57,9 +59,11 @@ import {
 } from './groupDescriptors.js';
 import { decodeInode, fileType, type Inode } from './inode.js';
 import { InodeTableCache, locateInode, usedInodeCount } from './inodeTable.js';
+import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
-import { decodeInodeXattrs, decodeXattrBlock, type Xattr } from './xattr.js';
+import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
+import { decodeInodeXattrs, decodeXattrBlock, isInlineDataXattr, type Xattr } from './xattr.js';
 
 export type { FileExtent } from './extents.js';
 export type { DirEntry } from './directory.js';
@@ -98,18 +102,32 @@ export interface Ext4Stat {
 
 /** One entry of a walk: a path below the root and the inode it names. */
 export interface WalkEntry {
-  /** Path from the root, starting with '/'. */
-  readonly path: string;
+  /** Path from the root, starting with '/', as bytes (names are bytes; see names.ts). */
+  readonly path: Uint8Array;
   readonly ino: number;
   readonly parentIno: number;
-  readonly name: string;
+  readonly name: Uint8Array;
   readonly fileType: number;
 }
 
 /** Why a writer must not touch this filesystem. */
 export interface WriteRefusal {
   readonly code: 'DIRTY_FILESYSTEM';
+  /** Which state: a journal to replay, recorded errors, an unclean unmount, orphans. */
+  readonly state: 'needs_recovery' | 'errors' | 'not_clean' | 'orphans';
   readonly reason: string;
+  /** The facts behind the reason (for needs_recovery: the transactions waiting). */
+  readonly detail?: string;
+}
+
+/** The internal journal's state (ext4 doc, journal.rst). */
+export interface JournalState {
+  /** needs_recovery is set in the superblock. */
+  readonly needsRecovery: boolean;
+  /** Committed transactions waiting to be replayed; null when unknown (external or unreadable journal). */
+  readonly committedTransactions: number | null;
+  /** Why the count is unknown. */
+  readonly problem?: string;
 }
 
 const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
@@ -301,7 +319,7 @@ export class Ext4Fs {
   }
 
   /** Whether the inode's data lives in the inode (inline_data). */
-  private isInline(inode: Inode): boolean {
+  isInline(inode: Inode): boolean {
     return (inode.i_flags & EXT4_INLINE_DATA_FL) !== 0;
   }
 
@@ -377,7 +395,7 @@ export class Ext4Fs {
   }
 
   private async inlineBytes(inode: Inode): Promise<Uint8Array> {
-    const extra = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset).find((x) => x.name === 'system.data');
+    const extra = decodeInodeXattrs(inode.raw, inode.i_extra_isize, this.ctx, inode.ino, inode.deviceOffset).find(isInlineDataXattr);
     const more = extra?.value ?? new Uint8Array(0);
     const all = new Uint8Array(EXT4_MIN_INLINE_DATA_SIZE + more.length);
     all.set(inode.i_block, 0);
@@ -439,12 +457,27 @@ export class Ext4Fs {
     for (let off = 0; off < inode.i_size; off += READ_CHUNK) yield await this.readOf(inode, off, READ_CHUNK, extents);
   }
 
-  /** The target of a symlink, as bytes. Throws CORRUPT_IMAGE (not a symlink), and as readOf. */
+  /** The target of symlink `ino`, as bytes. Throws as readlinkOf. */
   async readlink(ino: number): Promise<Uint8Array> {
-    const inode = await this.readInode(ino);
+    return this.readlinkOf(await this.readInode(ino));
+  }
+
+  /**
+   * The target of a symlink, as bytes. Its length (i_size) is bounded by where it is kept
+   * (ext4 doc, inodes.rst, "Symbolic Links"): in i_block when shorter than 60 bytes (fast
+   * symlink), in the inline data, or in one block (at most block size - 1 bytes, as the
+   * kernel and e2fsck require). Throws CORRUPT_IMAGE (not a symlink, i_size beyond that
+   * bound), and as readOf.
+   */
+  async readlinkOf(inode: Inode): Promise<Uint8Array> {
+    const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFLNK) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a symlink');
-    // ext4 doc, inodes.rst: a symlink target is shorter than one block.
-    if (inode.i_size >= this.blockSize) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'symlink target longer than a block', { expected: `< ${this.blockSize}`, actual: inode.i_size });
+    let max: number;
+    let where: string;
+    if (this.isInline(inode)) [max, where] = [(await this.inlineBytes(inode)).length, 'its inline data'];
+    else if (this.isFastSymlink(inode)) [max, where] = [EXT4_I_BLOCK_SIZE - 1, 'i_block (fast symlink)'];
+    else [max, where] = [this.blockSize - 1, 'one block'];
+    if (inode.i_size > max) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, `symlink target longer than ${where} holds`, { expected: `<= ${max}`, actual: inode.i_size });
     return this.readOf(inode, 0, inode.i_size);
   }
 
@@ -469,8 +502,8 @@ export class Ext4Fs {
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield { ino, name: '.', nameBytes: new Uint8Array([0x2e]), fileType: 2 };
-      yield { ino: parent, name: '..', nameBytes: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
+      yield { ino, name: new Uint8Array([0x2e]), fileType: 2 };
+      yield { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
       yield* decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
@@ -589,17 +622,18 @@ export class Ext4Fs {
 
   /**
    * Resolves an absolute path ('/' separated; '.' and '..' as stored) to an inode number,
-   * following no symlinks. Returns undefined if a component is missing or not a directory.
+   * following no symlinks; components are matched as bytes (a string path means its UTF-8
+   * bytes). Returns undefined if a component is missing or not a directory.
    * Throws what readdir throws.
    */
-  async lookup(path: string): Promise<number | undefined> {
+  async lookup(path: Uint8Array | string): Promise<number | undefined> {
     let ino = EXT4_ROOT_INO;
-    for (const part of path.split('/').filter((p) => p !== '')) {
+    for (const part of splitPath(typeof path === 'string' ? utf8Bytes(path) : path)) {
       const inode = await this.readInode(ino);
       if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
       let found: number | undefined;
       for await (const e of this.readdirOf(inode)) {
-        if (e.name === part) {
+        if (bytesEqual(e.name, part)) {
           found = e.ino;
           break;
         }
@@ -613,20 +647,21 @@ export class Ext4Fs {
   /**
    * Walks the tree below directory `startIno` (default the root) depth-first, yielding every
    * entry except '.' and '..', children in directory order. A directory reached twice is
-   * not descended again (bounds corrupt loops). Throws what readdir throws.
+   * not descended again (bounds corrupt loops). `startPath` prefixes every path (empty for
+   * the root). Throws what readdir throws.
    */
-  async *walk(startIno = EXT4_ROOT_INO, startPath = ''): AsyncGenerator<WalkEntry> {
+  async *walk(startIno = EXT4_ROOT_INO, startPath: Uint8Array = new Uint8Array(0)): AsyncGenerator<WalkEntry> {
     const seen = new Set<number>([startIno]);
-    const stack: Array<{ ino: number; path: string }> = [{ ino: startIno, path: startPath }];
+    const stack: Array<{ ino: number; path: Uint8Array }> = [{ ino: startIno, path: startPath }];
     while (stack.length > 0) {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
       for await (const e of this.readdirOf(inode)) {
-        if (e.name === '.' || e.name === '..') continue;
-        children.push({ path: `${dir.path}/${e.name}`, ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        if (isDotOrDotDot(e.name)) continue;
+        children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
       }
-      const subdirs: Array<{ ino: number; path: string }> = [];
+      const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
         yield c;
         const isDir = c.fileType === 2 || (c.fileType === 0 && fileType((await this.readInode(c.ino)).i_mode) === S_IFDIR);
@@ -854,20 +889,101 @@ export class Ext4Fs {
   }
 
   /**
-   * Why a writer must refuse this filesystem, or undefined if it is clean: a journal that
-   * needs recovery, an errors state, or orphans (s_last_orphan, orphan_present, orphan
-   * file entries). Throws what reading the orphan file throws.
+   * The journal's state, or undefined without a journal. Counting reads the log's
+   * descriptor and commit blocks from s_start (bounded by the log's length); a journal
+   * that cannot be read gives a null count and a `problem`, not an error, since only
+   * warnings depend on it. Throws IO.
+   */
+  async journalState(): Promise<JournalState | undefined> {
+    const sb = this.superblock;
+    const needsRecovery = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) !== 0;
+    if (!(sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL)) return needsRecovery ? { needsRecovery, committedTransactions: null, problem: 'no journal' } : undefined;
+    if (sb.s_journal_inum === 0) return { needsRecovery, committedTransactions: null, problem: 'external journal' };
+    try {
+      const inode = await this.readInode(sb.s_journal_inum);
+      const extents = await collect(this.extentsOf(inode));
+      const bs = this.blockSize;
+      const readLogBlock = async (i: number): Promise<{ bytes: Uint8Array; deviceOffset: number }> => {
+        const e = extents.find((x) => i >= x.lblk && i < x.lblk + x.len);
+        if (e === undefined) fsCorrupt(this.ctx, `ext4.inode[${inode.ino}]`, inode.deviceOffset, 'journal block not mapped', { actual: i });
+        const pblk = e.pblk + (i - e.lblk);
+        return { bytes: await this.readBlocks(pblk, 1), deviceOffset: pblk * bs };
+      };
+      const first = await readLogBlock(0);
+      const jsb = decodeJournalSuperblock(first.bytes, this.ctx, first.deviceOffset);
+      if (jsb.s_blocksize !== bs) fsCorrupt(this.ctx, 'jbd2.superblock.s_blocksize', first.deviceOffset + 0xc, 'journal block size differs from the filesystem', { expected: bs, actual: jsb.s_blocksize });
+      return { needsRecovery, committedTransactions: await countCommittedTransactions(jsb, this.ctx, readLogBlock) };
+    } catch (err) {
+      if (!(err instanceof ImgdedupError) || err.code === 'IO') throw err;
+      return { needsRecovery, committedTransactions: null, problem: err.message };
+    }
+  }
+
+  /**
+   * Every reason a writer must refuse this filesystem, in a fixed order: a journal that
+   * needs recovery (with the committed transactions waiting), an errors state, an unclean
+   * unmount, orphans (s_last_orphan, orphan_present, orphan file entries).
+   * Throws what reading the orphan file throws.
+   */
+  async dirtyStates(): Promise<WriteRefusal[]> {
+    const sb = this.superblock;
+    const out: WriteRefusal[] = [];
+    const refuse = (state: WriteRefusal['state'], reason: string, detail?: string): void => {
+      out.push({ code: 'DIRTY_FILESYSTEM', state, reason, ...(detail !== undefined ? { detail } : {}) });
+    };
+    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) {
+      const j = await this.journalState();
+      const n = j?.committedTransactions;
+      const count = n === null || n === undefined ? `an unknown number of committed transactions${j?.problem ? ` (${j.problem})` : ''}` : `${n} committed transaction${n === 1 ? '' : 's'}`;
+      const detail = `needs_recovery set, ${count} not replayed`;
+      refuse('needs_recovery', `the journal needs recovery (${detail})`, detail);
+    }
+    if (sb.s_state & EXT4_ERROR_FS) refuse('errors', 'the filesystem has recorded errors (s_state)');
+    if (!(sb.s_state & EXT4_VALID_FS)) refuse('not_clean', 'the filesystem was not cleanly unmounted (s_state)');
+    if (sb.s_last_orphan !== 0) refuse('orphans', `orphan inodes present (s_last_orphan ${sb.s_last_orphan})`);
+    else if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) refuse('orphans', 'orphan inodes present (orphan_present)');
+    else {
+      const n = await this.countOrphanFileEntries();
+      if (n > 0) refuse('orphans', `${n} orphan inodes in the orphan file`);
+    }
+    return out;
+  }
+
+  /**
+   * Why a writer must refuse this filesystem (the first of dirtyStates), or undefined if
+   * it is clean. Throws what reading the orphan file throws.
    */
   async writeRefusal(): Promise<WriteRefusal | undefined> {
-    const sb = this.superblock;
-    if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) return { code: 'DIRTY_FILESYSTEM', reason: 'the journal needs recovery (needs_recovery)' };
-    if (sb.s_state & EXT4_ERROR_FS) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem has recorded errors (s_state)' };
-    if (!(sb.s_state & EXT4_VALID_FS)) return { code: 'DIRTY_FILESYSTEM', reason: 'the filesystem was not cleanly unmounted (s_state)' };
-    if (sb.s_last_orphan !== 0) return { code: 'DIRTY_FILESYSTEM', reason: `orphan inodes present (s_last_orphan ${sb.s_last_orphan})` };
-    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) return { code: 'DIRTY_FILESYSTEM', reason: 'orphan inodes present (orphan_present)' };
-    const n = await this.countOrphanFileEntries();
-    if (n > 0) return { code: 'DIRTY_FILESYSTEM', reason: `${n} orphan inodes in the orphan file` };
-    return undefined;
+    return (await this.dirtyStates())[0];
+  }
+
+  /**
+   * Warnings for a reader that shows this filesystem as it is on disk (ls, diff): one per
+   * dirty state, each saying what the output means and how to make it clean.
+   * Throws what dirtyStates throws.
+   */
+  async readWarnings(): Promise<string[]> {
+    const file = this.ctx.file;
+    let states: WriteRefusal[];
+    try {
+      states = await this.dirtyStates();
+    } catch (err) {
+      // A corrupt orphan file must not stop a read-only listing; say what could not be checked.
+      if (!(err instanceof ImgdedupError) || err.code === 'IO') throw err;
+      return [`${file}: could not check whether the filesystem is clean: ${err.message}`];
+    }
+    return states.map((d) => {
+      switch (d.state) {
+        case 'needs_recovery':
+          return `${file}: filesystem has a journal that needs recovery (${d.detail ?? 'needs_recovery set'}): what is shown is the state before the journal is replayed; run e2fsck or mount it to replay`;
+        case 'errors':
+          return `${file}: filesystem has recorded errors (s_state): what is shown may be inconsistent; run e2fsck`;
+        case 'not_clean':
+          return `${file}: filesystem was not cleanly unmounted (s_state): what is shown may be inconsistent; run e2fsck`;
+        case 'orphans':
+          return `${file}: filesystem has ${d.reason}: files deleted or truncated while open are not yet freed; run e2fsck or mount it to finish`;
+      }
+    });
   }
 }
 

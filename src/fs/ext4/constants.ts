@@ -209,6 +209,8 @@ export const XATTR_PREFIXES: Readonly<Record<number, string>> = {
   7: 'system.',
   8: 'system.richacl',
 };
+/** The name index of `system.` (system.data holds inline data). */
+export const EXT4_XATTR_INDEX_SYSTEM = 7;
 
 /** ext4 doc, attributes.rst ("POSIX ACLs"): the on-disk ACL format (version 1, short entries). */
 export const EXT4_ACL_VERSION = 0x0001;

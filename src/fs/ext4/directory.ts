@@ -7,16 +7,13 @@ import { ext4Crc32c } from './checksums.js';
 import { checkChecksum, fsReader, type Ext4Context, type FsByteReader } from './context.js';
 import { EXT4_DIR_TAIL_SIZE, EXT4_FT_DIR_CSUM, EXT4_HTREE_LEVEL, EXT4_HTREE_LEVEL_COMPAT } from './constants.js';
 
-/** One directory entry. `name` is the UTF-8 reading of `nameBytes` (lossy for other encodings). */
+/** One directory entry. `name` holds the name's bytes as stored (any encoding; see names.ts). */
 export interface DirEntry {
   readonly ino: number;
-  readonly name: string;
-  readonly nameBytes: Uint8Array;
+  readonly name: Uint8Array;
   /** ext4_dir_entry_2 file_type (0 without the filetype feature). */
   readonly fileType: number;
 }
-
-const utf8 = new TextDecoder('utf-8');
 
 /** ext4 doc, directory.rst: rec_len on disk; 64 KiB blocks store 65536 as 0 or 65535. */
 export function recLenFromDisk(v: number, blockSize: number): number {
@@ -79,8 +76,7 @@ export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlo
     if (ino !== 0) {
       if (ino > opts.inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${opts.inodesCount}`, actual: ino });
       if (nameLen === 0) r.fail(pos + 6, 'name_len', 'empty name in a used directory record');
-      const nameBytes = r.slice(pos + 8, nameLen).slice();
-      out.push({ ino, name: utf8.decode(nameBytes), nameBytes, fileType });
+      out.push({ ino, name: r.slice(pos + 8, nameLen).slice(), fileType });
     }
     pos += recLen;
   }

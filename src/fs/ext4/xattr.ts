@@ -17,12 +17,14 @@ import {
   EXT4_XATTR_BLOCK_HEADER_SIZE,
   EXT4_XATTR_ENTRY_HEADER_SIZE,
   EXT4_XATTR_MAGIC,
+  EXT4_XATTR_INDEX_SYSTEM,
   XATTR_PREFIXES,
 } from './constants.js';
+import { bytesEqual, utf8Bytes } from './names.js';
 
 export interface Xattr {
-  /** Full name, prefix included (e.g. `user.foo`, `system.posix_acl_access`). */
-  readonly name: string;
+  /** Full name as bytes, prefix included (e.g. `user.foo`, `system.posix_acl_access`); the suffix is any bytes. */
+  readonly name: Uint8Array;
   readonly nameIndex: number;
   /** The value as stored (ACLs in the ext4 on-disk format, as `debugfs ea_list` prints them). */
   readonly value: Uint8Array;
@@ -44,7 +46,14 @@ export interface XattrBlockHeader {
   readonly h_checksum: number;
 }
 
-const latin1 = new TextDecoder('latin1');
+const PREFIX_BYTES: Readonly<Record<number, Uint8Array>> = Object.fromEntries(Object.entries(XATTR_PREFIXES).map(([k, v]) => [k, utf8Bytes(v)]));
+/** The xattr that holds inline data beyond i_block (ext4 doc, inline_data.rst). */
+const SYSTEM_DATA = utf8Bytes('system.data');
+
+/** Whether `x` is system.data, the inline data continued (content, not an attribute). */
+export function isInlineDataXattr(x: Xattr): boolean {
+  return x.nameIndex === EXT4_XATTR_INDEX_SYSTEM && bytesEqual(x.name, SYSTEM_DATA);
+}
 
 function decodeEntries(r: FsByteReader, entriesStart: number, valuesBase: number, end: number, where: 'inode' | 'block', eaInode: boolean): Xattr[] {
   const out: Xattr[] = [];
@@ -67,9 +76,10 @@ function decodeEntries(r: FsByteReader, entriesStart: number, valuesBase: number
       r.fail(pos + 2, 'e_value_offs', 'xattr value outside its area', { expected: `${entriesStart - valuesBase}..${end - valuesBase - valueSize}`, actual: valueOffs });
     }
     // An index without a known prefix (e.g. e2fsprogs' verity tests) is shown bare, as debugfs does.
-    const prefix = XATTR_PREFIXES[nameIndex];
-    const suffix = latin1.decode(r.slice(pos + EXT4_XATTR_ENTRY_HEADER_SIZE, nameLen));
-    const name = (prefix ?? '') + suffix;
+    const prefix = PREFIX_BYTES[nameIndex] ?? new Uint8Array(0);
+    const name = new Uint8Array(prefix.length + nameLen);
+    name.set(prefix, 0);
+    name.set(r.slice(pos + EXT4_XATTR_ENTRY_HEADER_SIZE, nameLen), prefix.length);
     if (valueInum !== 0) out.push({ name, nameIndex, value: new Uint8Array(0), where, valueInum, valueSize });
     else out.push({ name, nameIndex, value: r.slice(vStart, valueSize).slice(), where, valueSize });
     pos = next;

@@ -53,7 +53,7 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
   f_h_badroot: corrupt('ext4.dx_root[26689].hash_version', 'e2fsck: "HTREE directory inode 13345 has an invalid root node"'),
   f_trunc_dirent_header: corrupt('ext4.inode[13].inline_dir.system_data.rec_len', 'directory records truncated at the end of their area (e2fsck: "offset 4092: directory corrupted")'),
   f_inlinedata_dirblocks: corrupt('ext4.inode[12].inline_dir.rec_len', 'inline directory holds garbage (e2fsck: "Entry \'..\' in ??? (12) has invalid inode #")'),
-  f_inlinedata_repair: corrupt('ext4.inode[20].inline_dir.rec_len', 'inline directories with a missing system.data xattr or bad sizes (e2fsck truncates them)'),
+  f_inlinedata_repair: corrupt('ext4.inode[12].i_size', 'an inline symlink of 80 bytes with 60 bytes of inline data (e2fsck: "Symlink /1 (inode #12) is invalid"); inline directories with a missing system.data xattr or bad sizes follow'),
   f_write_ea_no_extra_isize: corrupt('ext4.inode[12].inline_dir.rec_len', 'e2fsck: "Inode 12 has INLINE_DATA_FL flag but extended attribute not found"'),
 
   // Block maps and extent trees.

@@ -54,23 +54,26 @@ async function exercise(fs: Ext4Fs, rdumpDir: string | undefined): Promise<strin
   for await (const e of fs.walk()) {
     const inode = await fs.readInode(e.ino);
     const st = fs.statOf(inode);
+    const shown = Buffer.from(e.path).toString();
+    // Names are bytes: the dump's host path is built from them, not from their text.
+    const dumped = rdumpDir !== undefined ? Buffer.concat([Buffer.from(rdumpDir), Buffer.from(e.path)]) : undefined;
     await fs.xattrsOf(inode);
     if (st.type === 'file') {
-      if (rdumpDir !== undefined) {
-        const theirs = readFileSync(join(rdumpDir, e.path));
+      if (dumped !== undefined) {
+        const theirs = readFileSync(dumped);
         let off = 0;
         for await (const p of fs.readFile(e.ino)) {
-          if (!Buffer.from(p).equals(theirs.subarray(off, off + p.length))) return e.path;
+          if (!Buffer.from(p).equals(theirs.subarray(off, off + p.length))) return shown;
           off += p.length;
         }
-        if (off !== theirs.length) return e.path;
+        if (off !== theirs.length) return shown;
       } else {
         await fs.readOf(inode, 0, 65536);
         for await (const x of fs.extentsOf(inode)) await fs.readOf(inode, x.lblk * fs.blockSize, Math.min(x.len * fs.blockSize, 16 << 20));
       }
     } else if (st.type === 'symlink') {
-      const target = Buffer.from(await fs.readlink(e.ino)).toString('latin1');
-      if (rdumpDir !== undefined && readlinkSync(join(rdumpDir, e.path), { encoding: 'latin1' }) !== target) return e.path;
+      const target = Buffer.from(await fs.readlink(e.ino));
+      if (dumped !== undefined && !readlinkSync(dumped, { encoding: 'buffer' }).equals(target)) return shown;
     }
   }
   await fs.blockOwnership();

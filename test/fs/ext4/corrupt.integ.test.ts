@@ -332,7 +332,7 @@ describe('xattrs and refusal flags', () => {
     const first = parseBlocks(sh('debugfs', ['-R', `blocks <${orphanIno}>`, path]))[0]!;
     expect(await (await open(new MemoryDevice(bytes))).writeRefusal()).toBeUndefined();
     const r = await (await open(mutate(img, (_b, v) => v.setUint32(first * 1024, 12, true)))).writeRefusal();
-    expect(r).toEqual({ code: 'DIRTY_FILESYSTEM', reason: '1 orphan inodes in the orphan file' });
+    expect(r).toEqual({ code: 'DIRTY_FILESYSTEM', state: 'orphans', reason: '1 orphan inodes in the orphan file' });
   });
   test('writeRefusal: needs_recovery, errors state, not clean, orphans', async () => {
     expect(await (await open(new MemoryDevice(imgs.csum.bytes))).writeRefusal()).toBeUndefined();

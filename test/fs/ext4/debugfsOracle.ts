@@ -165,3 +165,17 @@ export function mergeRuns(runs: Iterable<readonly [number, number]>): Array<[num
   }
   return out;
 }
+
+/** The owning inode of each block per `debugfs icheck` (undefined: no owner); one debugfs process. */
+export function debugfsOwners(image: string, blocks: readonly number[]): Map<number, number | undefined> {
+  const m = new Map<number, number | undefined>();
+  const commands: string[] = [];
+  for (let i = 0; i < blocks.length; i += 500) commands.push(`icheck ${blocks.slice(i, i + 500).join(' ')}`);
+  for (const out of debugfsBatch(image, commands)) {
+    for (const line of out.split('\n').slice(1)) {
+      const mm = /^(\d+)\s+(\d+|<block not found>)/.exec(line.trim());
+      if (mm) m.set(Number(mm[1]), mm[2]!.startsWith('<') ? undefined : Number(mm[2]));
+    }
+  }
+  return m;
+}

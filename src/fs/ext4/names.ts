@@ -1,0 +1,76 @@
+/**
+ * Names as ext4 stores them. A directory entry name is up to 255 bytes in no particular
+ * encoding, any byte but NUL and '/' (ext4 doc, directory.rst); symlink targets and xattr
+ * names are bytes too. The model keeps them as Uint8Array; text exists only at the
+ * display edge (ui/quoteName.ts). These helpers build, split, compare and key byte paths.
+ */
+
+const SLASH = 0x2f;
+const DOT = 0x2e;
+const utf8 = new TextEncoder();
+
+/** The UTF-8 bytes of a text name or path (what a name typed by a user means). */
+export function utf8Bytes(text: string): Uint8Array {
+  return utf8.encode(text);
+}
+
+/** Whether two byte strings are equal. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Byte-wise order (as `LC_ALL=C ls` sorts): negative, zero or positive. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+/** '.' or '..'. */
+export function isDotOrDotDot(name: Uint8Array): boolean {
+  return (name.length === 1 && name[0] === DOT) || (name.length === 2 && name[0] === DOT && name[1] === DOT);
+}
+
+/**
+ * A lossless string key for a byte string: one char (U+0000..U+00FF) per byte, so equal
+ * keys mean equal bytes, `<` on keys orders as bytes, and '/' splits keys as it splits
+ * paths. For Map keys and sorting only, never for display.
+ */
+export function byteKey(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
+/** The bytes of a byteKey. */
+export function keyBytes(key: string): Uint8Array {
+  return new Uint8Array(Buffer.from(key, 'latin1'));
+}
+
+/** `dir` + '/' + `name` (an empty `dir` stands for the root's prefix: the result is '/name'). */
+export function joinPath(dir: Uint8Array, name: Uint8Array): Uint8Array {
+  const out = new Uint8Array(dir.length + 1 + name.length);
+  out.set(dir, 0);
+  out[dir.length] = SLASH;
+  out.set(name, dir.length + 1);
+  return out;
+}
+
+/** The non-empty '/'-separated components of a byte path. */
+export function splitPath(path: Uint8Array): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i <= path.length; i++) {
+    if (i === path.length || path[i] === SLASH) {
+      if (i > start) parts.push(path.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  return parts;
+}
+
+/** The path '/' + the components joined by '/' ('/' alone for none). */
+export function absolutePath(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 0) return new Uint8Array([SLASH]);
+  let out: Uint8Array = new Uint8Array(0);
+  for (const p of parts) out = joinPath(out, p);
+  return out;
+}

@@ -1,0 +1,186 @@
+/**
+ * Lengths read from disk are bounded by their structure, and directory loops end: `ls` and
+ * `diff` on images corrupted with `debugfs -w` answer fast, in bounded memory, with a
+ * typed error (exit 2) or a warning, never exit 70, a hang or a huge allocation. Oracles:
+ * `debugfs imap` for where an inode lives, `debugfs ls -p` for listings, `e2fsck -fn` for
+ * what is corruption.
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, openSync, closeSync, writeSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
+import { CLI, imgdedup, run, sh } from '../helpers/run.js';
+import { useTempDir } from '../helpers/tmp.js';
+import { debugfsBatch, parseLsP } from '../fs/ext4/debugfsOracle.js';
+
+const tmp = useTempDir('imgdedup-bounds-');
+let clean = '';
+/** The same tree without inline_data: its long symlink target lives in a block. */
+let blockLinks = '';
+
+/** Device byte offset of inode `ino`, from `debugfs imap` ("located at block B, offset 0xO"). */
+function inodeOffset(image: string, ino: number, blockSize: number): number {
+  const m = /located at block (\d+), offset 0x([0-9a-f]+)/.exec(debugfsBatch(image, [`imap <${ino}>`])[0]!)!;
+  return Number(m[1]) * blockSize + parseInt(m[2]!, 16);
+}
+
+function inoOf(image: string, dir: string, name: string): number {
+  return parseLsP(debugfsBatch(image, [`ls -p ${dir}`])[0]!).find((e) => e.name === name)!.ino;
+}
+
+/** A copy of the clean image (or of `from`) changed by debugfs commands. */
+function variant(name: string, commands: readonly string[], from = clean): string {
+  const image = join(tmp(), name);
+  copyFileSync(from, image);
+  debugfsWrite(image, commands);
+  return image;
+}
+
+/** Runs the CLI under /usr/bin/time: exit status, output, peak RSS (MiB) and seconds, with a time limit. */
+function measured(args: readonly string[], timeoutMs = 30_000): { status: number; stdout: string; stderr: string; rssMiB: number; seconds: number } {
+  // coreutils timeout kills the CLI itself (a signal to /usr/bin/time would orphan it).
+  const limit = ['timeout', '-s', 'KILL', String(timeoutMs / 1000)];
+  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %M %e', ...limit, process.execPath, CLI, ...args], { encoding: 'utf8', timeout: timeoutMs + 10_000, maxBuffer: 1 << 30 });
+  const m = /TIME (\d+) ([\d.]+)\s*$/.exec(r.stderr ?? '');
+  if (m === null) throw new Error(`did not finish within ${timeoutMs} ms (status ${r.status}, signal ${r.signal})`);
+  // GNU time adds "Command exited with non-zero status N" (or "Command terminated by signal N") before its own line.
+  const stderr = r.stderr.slice(0, m.index).replace(/^Command (exited with non-zero status|terminated by signal) \d+\n/m, '');
+  if (r.status === 137) throw new Error(`did not finish within ${timeoutMs} ms`);
+  return { status: r.status ?? -1, stdout: r.stdout, stderr, rssMiB: Number(m[1]) / 1024, seconds: Number(m[2]) };
+}
+
+beforeAll(() => {
+  const src = join(tmp(), 'src');
+  mkdirSync(join(src, 'd/sub'), { recursive: true });
+  mkdirSync(join(src, 'a/b'), { recursive: true });
+  // More entries than inline data holds: /d/sub lives in a directory block with a real '.'.
+  for (let i = 0; i < 8; i++) writeFileSync(join(src, 'd/sub', `a-name-long-enough-to-need-a-block-${i}`), '');
+  writeFileSync(join(src, 'hosts'), '127.0.0.1 localhost\n');
+  writeFileSync(join(src, 'small'), 'inline me\n');
+  writeFileSync(join(src, 'empty'), '');
+  symlinkSync('hosts', join(src, 'ln'));
+  symlinkSync('t'.repeat(100), join(src, 'slow'));
+  clean = join(tmp(), 'clean.raw');
+  makeExt4Image(clean, src, { args: ['-b', '4096', '-O', 'inline_data'], sizeMiB: 8 });
+  blockLinks = join(tmp(), 'block-links.raw');
+  makeExt4Image(blockLinks, src, { args: ['-b', '4096'], sizeMiB: 8 });
+}, 60_000);
+
+describe('symlink targets are bounded by where they are kept', () => {
+  /** Inline data: the 60 bytes of i_block plus the system.data xattr (`debugfs stat`: "system.data (N)"). */
+  const inlineSize = (image: string, path: string): number => 60 + Number(/system\.data \((\d+)\)/.exec(debugfsBatch(image, [`stat ${path}`])[0]!)![1]);
+  test.each([
+    ['fast symlink (in i_block), i_size 0x40000000', () => clean, 'ln', '0x40000000', () => 59],
+    ['fast symlink (in i_block), i_size 0xA000000', () => clean, 'ln', '0xA000000', () => 59],
+    ['symlink in a block, i_size one block', () => blockLinks, 'slow', '4096', () => 4095],
+    ['symlink in inline data, i_size 0xA000000', () => clean, 'slow', '0xA000000', () => inlineSize(clean, '/slow')],
+  ])('%s: ls -l and diff exit 2 with CORRUPT_IMAGE at the inode i_size, fast and small', (_what, from, name, size, max) => {
+    const base = from();
+    const image = variant(`${name}-${size}-${base === clean ? 'inline' : 'blocks'}.raw`, [`sif /${name} size ${size}`], base);
+    const ino = inoOf(base, '/', name);
+    const where = { structure: `ext4.inode[${ino}].i_size`, deviceOffset: inodeOffset(base, ino, 4096) + 4, expected: `<= ${max()}`, actual: Number(size) };
+    for (const args of [['ls', '-l', '--json', image, '/'], ['diff', '--json', base, image]]) {
+      const r = measured(args);
+      expect(r.status, r.stderr).toBe(2);
+      expect(JSON.parse(r.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: where });
+      expect(r.rssMiB, args[0]).toBeLessThan(200);
+      expect(r.seconds, args[0]).toBeLessThan(20);
+    }
+  });
+});
+
+describe('diff never hashes i_size bytes of holes', () => {
+  // Not corrupt: a regular file may be sparse, and an inline file reads as zeros past its
+  // inline data. Changing the mode makes diff compare the contents of both sides.
+  test.each([
+    ['a sparse file of 1 TiB', 'empty'],
+    ['an inline-data file with i_size 1 TiB', 'small'],
+  ])('%s: diff reports the mode change in seconds', (_what, name) => {
+    const a = variant(`${name}-big-a.raw`, [`sif /${name} size 0x10000000000`]);
+    const b = join(tmp(), `${name}-big-b.raw`);
+    copyFileSync(a, b);
+    debugfsWrite(b, [`sif /${name} mode 0100600`]);
+    const r = measured(['diff', a, b], 60_000);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.split('\n').filter((l) => /^[ADM] /.test(l))).toEqual([`M /${name} (mode)`]);
+    expect(r.seconds).toBeLessThan(20);
+  });
+});
+
+describe('diff of unrelated images with different block sizes reads only written ranges', () => {
+  test('a 1 TiB sparse file on both sides (4 KiB and 1 KiB blocks) is compared in seconds', () => {
+    const src = join(tmp(), 'bs-src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'data'), 'x'.repeat(10_000));
+    writeFileSync(join(src, 'empty'), '');
+    const [a, b] = [join(tmp(), 'bs4k.raw'), join(tmp(), 'bs1k.raw')];
+    makeExt4Image(a, src, { args: ['-b', '4096'], sizeMiB: 8 });
+    makeExt4Image(b, src, { args: ['-b', '1024'], sizeMiB: 8 });
+    for (const image of [a, b]) debugfsWrite(image, ['sif /empty size 0x10000000000']);
+    debugfsWrite(b, ['sif /data mode 0100600']);
+    const r = measured(['diff', a, b], 60_000);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.split('\n').filter((l) => /^[ADM] /.test(l))).toEqual(['M /data (mode)']);
+    expect(r.seconds).toBeLessThan(20);
+  });
+});
+
+describe('ls -R ends on directory loops', () => {
+  /** The clean tree's paths (debugfs), plus `extra`: what ls -R must list, each once. */
+  function expectedPaths(extra: string[]): string[] {
+    const out: string[] = [];
+    const visit = (dir: string): void => {
+      for (const e of parseLsP(debugfsBatch(clean, [`ls -p ${dir}`])[0]!)) {
+        if (e.name === '.' || e.name === '..') continue;
+        const p = `${dir === '/' ? '' : dir}/${e.name}`;
+        out.push(p);
+        if ((e.mode & 0o170000) === 0o040000) visit(p);
+      }
+    };
+    visit('/');
+    return [...out, ...extra].sort();
+  }
+
+  /** Renames the '.' entry of directory `dir` to `name` (same length) in its first block. */
+  function renameDot(image: string, dir: string, name: string): void {
+    const block = Number(debugfsBatch(image, [`blocks ${dir}`])[0]!.trim().split(/\s+/)[0]);
+    const fd = openSync(image, 'r+');
+    writeSync(fd, Buffer.from(name), 0, 1, block * 4096 + 8);
+    closeSync(fd);
+  }
+
+  test.each([
+    ['a directory hard-linked into itself (ln /d /d/loop)', () => variant('self.raw', ['ln /d /d/loop']), ['/d/loop'], '/d/loop'],
+    ['a two-directory cycle (ln /a /a/b/up)', () => variant('cycle.raw', ['ln /a /a/b/up']), ['/a/b/up'], '/a/b/up'],
+    [
+      "a corrupted '.' entry: renamed, it names its own directory",
+      () => {
+        const image = variant('dot.raw', []);
+        renameDot(image, '/d/sub', 'x');
+        return image;
+      },
+      ['/d/sub/x'],
+      '/d/sub/x',
+    ],
+  ])('%s: every directory listed once, the loop entry shown, a warning, exit 0', (_what, make, extra, loopPath) => {
+    const image = make();
+    // e2fsck calls it corruption (exit 4: errors left uncorrected under -n).
+    expect(run('e2fsck', ['-fn', image]).status).toBe(4);
+    const r = measured(['ls', '-R', image, '/'], 20_000);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.split('\n').filter((l) => l !== '').sort()).toEqual(expectedPaths(extra));
+    expect(r.stderr).toContain(`warning: ${image}: ${loopPath} is directory inode`);
+    expect(r.stderr).toContain('not descended into again');
+  });
+
+  test('diff against a looped image ends too and reports the new entry', () => {
+    const image = variant('self-diff.raw', ['ln /d /d/loop']);
+    for (const extra of [[], ['--full-tree']]) {
+      const r = imgdedup(['diff', ...extra, clean, image]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.split('\n').filter((l) => /^[ADM] /.test(l))).toEqual(['A /d/loop']);
+    }
+    expect(sh('debugfs', ['-R', 'ls -p /d', image])).toContain('/loop/');
+  });
+});

@@ -1,0 +1,83 @@
+/**
+ * Display of byte names: plain UTF-8 text prints as it is; anything else is quoted with C
+ * and octal escapes, and the quoted form reads back to the same bytes. (GNU `ls
+ * --quoting-style=c` is the oracle for real file names in test/commands/ls.names.integ.test.ts.)
+ */
+import { describe, expect, test } from 'vitest';
+import { mulberry32 } from '../../fixtures/prng.mjs';
+import { isPlainName, nameFields, parsePathArg, quoteName, unquoteName } from '../../src/ui/quoteName.js';
+
+const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
+const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
+
+describe('quoteName', () => {
+  test.each([
+    ['plain ASCII', bytes('hosts'), 'hosts'],
+    ['spaces and punctuation stay', bytes('a b -> c'), 'a b -> c'],
+    ['valid UTF-8 stays', utf8('ünïcødé-名前'), 'ünïcødé-名前'],
+    ['a 4-byte UTF-8 character stays', utf8('x😀'), 'x😀'],
+    ['Latin-1 bytes are octal escapes', bytes('caf\xe9'), '"caf\\351"'],
+    ['newline', bytes('a\nb'), '"a\\nb"'],
+    ['tab, CR and the other C escapes', bytes('\x07\x08\t\n\x0b\x0c\r'), '"\\a\\b\\t\\n\\v\\f\\r"'],
+    ['double quote', bytes('say "hi"'), '"say \\"hi\\""'],
+    ['backslash', bytes('back\\slash'), '"back\\\\slash"'],
+    ['escape sequences cannot reach the terminal', bytes('\x1b[31mred'), '"\\033[31mred"'],
+    ['DEL', bytes('del\x7f'), '"del\\177"'],
+    ['C1 control (U+009B CSI) as its two bytes', bytes('c1\xc2\x9b'), '"c1\\302\\233"'],
+    ['line separator U+2028', utf8('a\u2028b'), '"a\\342\\200\\250b"'],
+    ['bidi override U+202E', utf8('x\u202Egnp.exe'), '"x\\342\\200\\256gnp.exe"'],
+    ['overlong encoding of "/"', bytes('\xc0\xaf'), '"\\300\\257"'],
+    ['UTF-16 surrogate encoded in UTF-8', bytes('\xed\xa0\x80'), '"\\355\\240\\200"'],
+    ['truncated sequence then ASCII', bytes('\xe2\x82x'), '"\\342\\202x"'],
+    ['code point above U+10FFFF', bytes('\xf4\x90\x80\x80'), '"\\364\\220\\200\\200"'],
+    ['mixed valid and invalid', bytes('\xc3\xa9\xe9'), '"é\\351"'],
+    ['empty', bytes(''), ''],
+  ])('%s', (_what, input, shown) => {
+    expect(quoteName(input)).toBe(shown);
+    expect(isPlainName(input)).toBe(!shown.startsWith('"'));
+  });
+
+  test('the quoted form reads back to the same bytes, for random byte strings', () => {
+    const rnd = mulberry32(20260226);
+    for (let i = 0; i < 5000; i++) {
+      const n = Math.floor(rnd() * 12);
+      // Bias towards the interesting bytes: controls, '"', '\', UTF-8 lead and continuation bytes.
+      const pool = [0, 1, 9, 10, 0x1b, 0x22, 0x2f, 0x5c, 0x61, 0x7f, 0x80, 0x9b, 0xa9, 0xbf, 0xc2, 0xc3, 0xe2, 0xed, 0xf0, 0xf4, 0xff];
+      const b = new Uint8Array(n);
+      for (let k = 0; k < n; k++) b[k] = rnd() < 0.5 ? pool[Math.floor(rnd() * pool.length)]! : Math.floor(rnd() * 256);
+      const shown = quoteName(b);
+      const back = isPlainName(b) ? utf8(shown) : unquoteName(shown);
+      expect(back, shown).toEqual(b);
+      // A display line never contains a raw control character.
+      expect(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(shown), shown).toBe(false);
+    }
+  });
+
+  test('display forms are distinct for distinct names (quoted forms start with a quote, plain names never contain one)', () => {
+    const names = ['caf\xe9', 'caf\xe8', '"caf\\351"', 'caf\\351', 'café'].map((s, i) => (i === 4 ? utf8(s) : bytes(s)));
+    expect(new Set(names.map(quoteName)).size).toBe(names.length);
+  });
+});
+
+describe('unquoteName and parsePathArg', () => {
+  test('malformed quoted forms are not quoted names', () => {
+    for (const s of ['"', 'abc', '"abc', '"a"b"', '"\\"', '"\\8"', '"\\400"', '"\\q"']) expect(unquoteName(s), s).toBeUndefined();
+  });
+
+  test('a path argument is UTF-8, or quoted as a whole, or quoted per component', () => {
+    expect(parsePathArg('/etc/café')).toEqual(utf8('/etc/café'));
+    expect(parsePathArg('"/d\\351/caf\\351"')).toEqual(bytes('/d\xe9/caf\xe9'));
+    expect(parsePathArg('/d/"caf\\351"')).toEqual(bytes('/d/caf\xe9'));
+    expect(parsePathArg('/"a\\nb"/x')).toEqual(bytes('/a\nb/x'));
+    // Not a valid quoted form: taken literally.
+    expect(parsePathArg('/"x')).toEqual(bytes('/"x'));
+  });
+});
+
+describe('nameFields', () => {
+  test('adds the base64 bytes exactly when the display form is quoted', () => {
+    expect(nameFields('path', utf8('/etc/café'))).toEqual({ path: '/etc/café' });
+    expect(nameFields('path', bytes('/caf\xe9'))).toEqual({ path: '"/caf\\351"', pathBytes: Buffer.from('/caf\xe9', 'latin1').toString('base64') });
+    expect(nameFields('name', bytes('a\nb'))).toEqual({ name: '"a\\nb"', nameBytes: Buffer.from('a\nb').toString('base64') });
+  });
+});
