@@ -95,7 +95,7 @@ describe('directory prefetch', () => {
           continue;
         }
         const got: string[] = [];
-        for await (const e of fs.readdir(inos[d]!)) got.push(`${e.ino} ${e.name}`);
+        for await (const e of fs.readdir(inos[d]!)) got.push(`${e.ino} ${new TextDecoder().decode(e.name)}`);
         expect(got.sort()).toEqual(listings[d]!.map((e) => `${e.ino} ${e.name}`).sort());
         for (const b of dirBlocks[d]!) expect(dev.reads.filter(([off]) => off === b * bs).length).toBe(1);
       }
