@@ -354,8 +354,8 @@ class Ext4Differ {
     if (pending.length > 0) {
       // Blocks nothing cheap explains: attribute them by a full ownership scan of both sides.
       this.ownershipScan = true;
-      this.a.ownership = await this.a.fs.blockOwnership();
-      this.b.ownership = await this.b.fs.blockOwnership();
+      // Both scans at once: one decodes while the other waits for its reads.
+      [this.a.ownership, this.b.ownership] = await Promise.all([this.a.fs.blockOwnership(), this.b.fs.blockOwnership()]);
       const left: BlockRun[] = [];
       for (const blk of pending) {
         let owned = false;

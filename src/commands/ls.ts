@@ -208,6 +208,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         listed.set(c.ino, childPath);
         sub.push({ ino: c.ino, path: childPath });
       }
+      fs.prefetchDirectories(sub.map((s) => s.ino));
       for (const s of sub) await listDir(s.ino, s.path);
     };
     const top = await fs.readInode(ino);
@@ -249,9 +250,17 @@ export function modeString(type: Ext4Stat['type'], mode: number): string {
   );
 }
 
+let lastMinute = NaN;
+let lastMinuteText = '';
+
 function formatTime(sec: number): string {
+  // Files listed together mostly share their minute: format each minute once.
+  const minute = Math.floor(sec / 60);
+  if (minute === lastMinute) return lastMinuteText;
   const d = new Date(sec * 1000);
-  return Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ');
+  lastMinuteText = Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ');
+  lastMinute = minute;
+  return lastMinuteText;
 }
 
 /** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */

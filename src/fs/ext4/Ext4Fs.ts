@@ -44,7 +44,7 @@ import {
   S_IFSOCK,
 } from './constants.js';
 import { decodeDirBlock, decodeDirEntries, decodeDxNode, decodeDxRoot, type DirEntry, type DxOptions } from './directory.js';
-import { walkExtentTree, type ExtentWalkEnv, type FileExtent } from './extents.js';
+import { rootLeafExtents, walkExtentTree, type ExtentWalkEnv, type FileExtent } from './extents.js';
 import { walkBlockMap } from './blockMap.js';
 import {
   decodeGroupDescriptor,
@@ -58,6 +58,7 @@ import {
   type GroupDescriptor,
 } from './groupDescriptors.js';
 import { decodeInode, fileType, type Inode } from './inode.js';
+import { InodeTableCache, locateInode, usedInodeCount } from './inodeTable.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -143,11 +144,22 @@ const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
 const CACHE_BLOCKS = 256;
 /** Most bytes one readOf call returns (callers stream larger ranges). */
 const MAX_READ_BYTES = 256 << 20;
+/** Most blocks per directory read. */
+const DIR_READ_BLOCKS = 64;
+/** Most bytes of prefetched directory blocks held. */
+const PREFETCH_DIR_BYTES = 8 << 20;
+/** Bytes of inode table per read when scanning all inodes. */
+const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
 const READ_CHUNK = 1 << 20;
 
 export class Ext4Fs {
   private readonly cache = new Map<number, Uint8Array>();
+  private readonly itable: InodeTableCache;
+  private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
+  /** Directory block reads started by prefetchDirectories, by `block+count`. */
+  private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
+  private prefetchedBytes = 0;
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
 
@@ -157,6 +169,7 @@ export class Ext4Fs {
     private readonly groups: readonly GroupDescriptor[],
     private readonly ctx: Ext4Context,
   ) {
+    this.itable = new InodeTableCache(superblock, this.gdOf, (b, n) => this.readBlocks(b, n));
     this.env = {
       ctx,
       blockSize: superblock.blockSize,
@@ -263,13 +276,11 @@ export class Ext4Fs {
     if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {
       throw new CorruptImageError('CORRUPT_IMAGE', { file: this.ctx.file, structure: 'ext4.inode', detail: `inode number ${ino} out of range 1..${sb.s_inodes_count}` });
     }
-    const g = Math.floor((ino - 1) / sb.s_inodes_per_group);
-    const idx = (ino - 1) % sb.s_inodes_per_group;
-    const byteInTable = idx * sb.s_inode_size;
-    const blockNo = this.groupDescriptor(g).bg_inode_table + Math.floor(byteInTable / sb.blockSize);
-    const block = await this.cachedBlock(blockNo);
-    const within = byteInTable % sb.blockSize;
-    return decodeInode(block.subarray(within, within + sb.s_inode_size), ino, sb, this.ctx, blockNo * sb.blockSize + within);
+    const loc = locateInode(sb, this.gdOf, ino);
+    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
+    at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
+    const off = at.offset + loc.within;
+    return decodeInode(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
   }
 
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
@@ -502,7 +513,7 @@ export class Ext4Fs {
     }
     const bs = this.blockSize;
     const dirBlocks = Math.ceil(inode.i_size / bs);
-    const extents = await collect(this.extentsOf(inode));
+    const extents = this.inlineExtentsOf(inode) ?? (await collect(this.extentsOf(inode)));
     const isHtree = (inode.i_flags & EXT4_INDEX_FL) !== 0 && extents.length > 0 && extents[0]!.lblk === 0;
     const indexBlocks = new Set<number>();
     const pblkOf = (lblk: number): number | undefined => {
@@ -535,9 +546,9 @@ export class Ext4Fs {
     for (const e of extents) {
       if (e.lblk >= dirBlocks) break;
       const n = Math.min(e.len, dirBlocks - e.lblk);
-      for (let k = 0; k < n; k += 64) {
-        const cnt = Math.min(64, n - k);
-        const bytes = await this.readBlocks(e.pblk + k, cnt);
+      for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
+        const cnt = Math.min(DIR_READ_BLOCKS, n - k);
+        const bytes = await this.readDirBlocks(e.pblk + k, cnt);
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
@@ -552,6 +563,61 @@ export class Ext4Fs {
         }
       }
     }
+  }
+
+  /**
+   * Starts reading what listing these directories will read (their inodes, then their
+   * directory blocks), all at once, so that a walk finds the bytes there when it gets to
+   * them instead of waiting for one read after another. Best effort and bounded
+   * (PREFETCH_DIR_BYTES held at most); anything that fails is left for readdir to meet.
+   */
+  prefetchDirectories(inos: readonly number[]): void {
+    for (const ino of inos) {
+      this.readInode(ino).then(
+        (inode) => {
+          if (fileType(inode.i_mode) !== S_IFDIR || this.isInline(inode)) return;
+          let extents: FileExtent[] | undefined;
+          try {
+            extents = this.inlineExtentsOf(inode);
+          } catch {
+            return;
+          }
+          // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
+          const dirBlocks = Math.ceil(inode.i_size / this.blockSize);
+          for (const e of extents ?? []) {
+            if (e.lblk >= dirBlocks) break;
+            const n = Math.min(e.len, dirBlocks - e.lblk);
+            for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
+              const cnt = Math.min(DIR_READ_BLOCKS, n - k);
+              const key = `${e.pblk + k}+${cnt}`;
+              if (this.prefetched.has(key) || this.prefetchedBytes + cnt * this.blockSize > PREFETCH_DIR_BYTES) continue;
+              this.prefetchedBytes += cnt * this.blockSize;
+              this.prefetched.set(
+                key,
+                this.readBlocks(e.pblk + k, cnt).then(
+                  (b) => b,
+                  () => undefined,
+                ),
+              );
+            }
+          }
+        },
+        () => undefined,
+      );
+    }
+  }
+
+  /** Directory blocks: those prefetchDirectories read, else read now. */
+  private async readDirBlocks(blockNo: number, count: number): Promise<Uint8Array> {
+    const key = `${blockNo}+${count}`;
+    const p = this.prefetched.get(key);
+    if (p !== undefined) {
+      this.prefetched.delete(key);
+      this.prefetchedBytes -= count * this.blockSize;
+      const bytes = await p;
+      if (bytes !== undefined) return bytes;
+    }
+    return this.readBlocks(blockNo, count);
   }
 
   /**
@@ -656,26 +722,102 @@ export class Ext4Fs {
    * count as free), ascending. Throws BAD_CHECKSUM (bitmap checksums), IO.
    */
   async *usedInodes(): AsyncGenerator<number> {
+    for await (const g of this.usedInodeGroups()) {
+      for (let i = 0; i < g.count; i++) if (testBit(g.bitmap, i)) yield g.firstIno + i;
+    }
+  }
+
+  /**
+   * Per group that may hold inodes in use: its inode bitmap (checksum verified) and how many
+   * of its inodes can be in use (itable_unused tail and s_inodes_count excluded).
+   */
+  private async *usedInodeGroups(): AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }> {
     const sb = this.superblock;
     for (let g = 0; g < sb.groupCount; g++) {
-      if (this.inodeUninit(g)) continue;
       const gd = this.groupDescriptor(g);
+      const firstIno = g * sb.s_inodes_per_group + 1;
+      if (this.inodeUninit(g)) continue;
+      const count = Math.max(0, Math.min(usedInodeCount(sb, gd), sb.s_inodes_count - firstIno + 1));
       const bitmap = await this.readBlocks(gd.bg_inode_bitmap, 1);
       if (this.metadataCsum) verifyInodeBitmap(sb, this.ctx, g, gd, bitmap);
-      let n = sb.s_inodes_per_group;
-      if (hasGroupChecksums(sb)) n = Math.max(0, n - gd.bg_itable_unused);
-      for (let i = 0; i < n; i++) {
-        const ino = g * sb.s_inodes_per_group + i + 1;
-        if (ino > sb.s_inodes_count) return;
-        if (testBit(bitmap, i)) yield ino;
+      yield { group: g, firstIno, count, bitmap };
+    }
+  }
+
+  /**
+   * Calls `visit` with every inode in use (see usedInodes), in inode order, reading the
+   * inode tables in large sequential chunks, the next one read while this one is decoded.
+   * `visit` may return a promise (awaited before the next inode). A chunk that cannot be
+   * read is retried inode by inode (readInode), so errors name the inode's own block.
+   * Throws what readInode and usedInodes throw.
+   */
+  async scanInodes(visit: (inode: Inode) => void | Promise<void>): Promise<void> {
+    const sb = this.superblock;
+    const bs = sb.blockSize;
+    const isz = sb.s_inode_size;
+    const chunkBlocks = Math.max(1, Math.floor(SCAN_CHUNK_BYTES / bs));
+    type Piece = { table: number; firstBlock: number; blocks: number; firstIno: number; from: number; to: number; bitmap: Uint8Array };
+    // The pieces to read: per group, the table blocks up to its last inode in use.
+    const pieces = async function* (groups: AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }>, fs: Ext4Fs): AsyncGenerator<Piece> {
+      for await (const g of groups) {
+        let last = g.count - 1;
+        while (last >= 0 && !testBit(g.bitmap, last)) last--;
+        if (last < 0) continue;
+        const table = fs.groupDescriptor(g.group).bg_inode_table;
+        const blocks = Math.ceil(((last + 1) * isz) / bs);
+        for (let b = 0; b < blocks; b += chunkBlocks) {
+          const n = Math.min(chunkBlocks, blocks - b);
+          const from = Math.ceil((b * bs) / isz);
+          const to = Math.min(last + 1, Math.floor(((b + n) * bs) / isz));
+          yield { table, firstBlock: b, blocks: n, firstIno: g.firstIno, from, to, bitmap: g.bitmap };
+        }
+      }
+    };
+    const read = (p: Piece): Promise<Uint8Array | undefined> =>
+      this.readBlocks(p.table + p.firstBlock, p.blocks).then(
+        (b) => b,
+        () => undefined,
+      );
+    const it = pieces(this.usedInodeGroups(), this);
+    let next = await it.next();
+    let nextBytes = next.done ? undefined : read(next.value);
+    while (!next.done) {
+      const p = next.value;
+      const pending = nextBytes!;
+      next = await it.next();
+      nextBytes = next.done ? undefined : read(next.value);
+      const bytes = await pending;
+      const base = (p.table + p.firstBlock) * bs;
+      for (let i = p.from; i < p.to; i++) {
+        if (!testBit(p.bitmap, i)) continue;
+        const ino = p.firstIno + i;
+        let inode: Inode;
+        if (bytes === undefined) inode = await this.readInode(ino);
+        else {
+          const off = i * isz - p.firstBlock * bs;
+          inode = decodeInode(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
+        }
+        const r = visit(inode);
+        if (r !== undefined) await r;
       }
     }
   }
 
   /**
+   * The extents of an inode without I/O when they all sit in i_block (no mapping, or an
+   * extent root that is a leaf); undefined when a tree or block map must be read.
+   */
+  private inlineExtentsOf(inode: Inode): FileExtent[] | undefined {
+    if (!this.hasBlockMapping(inode)) return [];
+    if (!(inode.i_flags & EXT4_EXTENTS_FL)) return undefined;
+    return rootLeafExtents(this.env, inode.ino, inode.i_block, inode.deviceOffset + 0x28);
+  }
+
+  /**
    * Builds the block -> owner table: group metadata of every group, then every in-use
-   * inode's data, directory, journal, extent-node, indirect and xattr blocks. Memory is
-   * O(runs). Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
+   * inode's data, directory, journal, extent-node, indirect and xattr blocks, in one scan
+   * of the inode tables (scanInodes). Memory is O(runs). Throws CORRUPT_IMAGE,
+   * BAD_CHECKSUM, IO.
    */
   async blockOwnership(): Promise<BlockOwnership> {
     const sb = this.superblock;
@@ -689,9 +831,9 @@ export class Ext4Fs {
       b.add(gd.bg_inode_table, this.inodeTableBlocks, { kind: 'inode table', group: g });
     }
     const xattrBlocks = new Set<number>();
-    for await (const ino of this.usedInodes()) {
-      const inode = await this.readInode(ino);
-      if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) continue;
+    await this.scanInodes((inode) => {
+      const ino = inode.ino;
+      if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) return;
       if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
         xattrBlocks.add(inode.i_file_acl);
         b.add(inode.i_file_acl, 1, { kind: 'xattr block', ino });
@@ -701,13 +843,20 @@ export class Ext4Fs {
         // group layout above already owns; only the DIND block itself is the inode's.
         const dind = new DataView(inode.i_block.buffer, inode.i_block.byteOffset).getUint32(EXT4_DIND_BLOCK * 4, true);
         if (dind !== 0) b.add(dind, 1, { kind: 'indirect block', ino });
-        continue;
+        return;
       }
       const kind: OwnerKind = ino === EXT4_JOURNAL_INO || ino === sb.s_journal_inum ? 'journal' : fileType(inode.i_mode) === S_IFDIR ? 'directory' : 'data';
-      for await (const e of this.extentsOf(inode, (pblk, k) => b.add(pblk, 1, { kind: k, ino }))) {
-        b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+      const inline = this.inlineExtentsOf(inode);
+      if (inline !== undefined) {
+        for (const e of inline) b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+        return;
       }
-    }
+      return (async () => {
+        for await (const e of this.extentsOf(inode, (pblk, k) => b.add(pblk, 1, { kind: k, ino }))) {
+          b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+        }
+      })();
+    });
     const free: Array<[number, number]> = [];
     for await (const r of this.freeBlockRuns()) {
       const last = free[free.length - 1];

@@ -14,11 +14,26 @@ export function ext4Crc32c(seed: number, data: Uint8Array): number {
   return ~crc32c(data, ~seed >>> 0) >>> 0;
 }
 
-/** ext4Crc32c of a little-endian 32-bit value (inode numbers, group numbers, generations). */
+let crc32cTable: Uint32Array | undefined;
+
+/**
+ * ext4Crc32c of a little-endian 32-bit value (inode numbers, group numbers, generations).
+ * Computed here byte by byte (reflected polynomial 0x82f63b78): it runs twice per inode
+ * read, and four table steps cost less than a native call on a fresh 4-byte buffer.
+ */
 export function ext4Crc32cU32(seed: number, value: number): number {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, value >>> 0, true);
-  return ext4Crc32c(seed, b);
+  if (crc32cTable === undefined) {
+    crc32cTable = new Uint32Array(256);
+    for (let i = 0; i < 256; i++) {
+      let c = i;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+      crc32cTable[i] = c >>> 0;
+    }
+  }
+  const t = crc32cTable;
+  let c = seed >>> 0;
+  for (let k = 0; k < 32; k += 8) c = t[(c ^ (value >>> k)) & 0xff]! ^ (c >>> 8);
+  return c >>> 0;
 }
 
 /** ext4Crc32c of a little-endian 64-bit value (xattr block numbers). */

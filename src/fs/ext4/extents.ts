@@ -121,6 +121,10 @@ export async function* walkExtentTree(
   const { ctx, blockSize } = env;
   const rootReader = fsReader(ctx, iBlock, `ext4.inode[${ino}].extent_root`, iBlockDeviceOffset);
   const root = decodeExtentNode(rootReader, (iBlock.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
+  if (root.header.eh_depth === 0) {
+    yield* checkedRootLeaves(env, ino, root, iBlockDeviceOffset);
+    return;
+  }
   const visited = new Set<number>();
   const blockCapacity = (blockSize - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE;
   let lastEnd = 0;
@@ -178,4 +182,35 @@ export async function* walkExtentTree(
     }
   }
   yield* visit(root, iBlockDeviceOffset, 0, 2 ** 32);
+}
+
+/**
+ * The extents of a leaf root node, checked as walkExtentTree checks them: inside the
+ * filesystem, within the logical range, in order and not overlapping.
+ */
+function checkedRootLeaves(env: ExtentWalkEnv, ino: number, root: ExtentNode, rootOffset: number): FileExtent[] {
+  let lastEnd = 0;
+  for (let i = 0; i < root.extents.length; i++) {
+    const e = root.extents[i]!;
+    const where = rootOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+    if (e.lblk + e.len > 2 ** 32) fsCorrupt(env.ctx, `ext4.inode[${ino}].extent`, where, 'extent outside its index range', { expected: `0..${2 ** 32}`, actual: e.lblk });
+    if (e.pblk < 1 || e.pblk + e.len > env.blocksCount) {
+      fsCorrupt(env.ctx, `ext4.inode[${ino}].extent`, where, 'extent outside the filesystem', { expected: `1..${env.blocksCount - 1}`, actual: `${e.pblk}+${e.len}` });
+    }
+    if (e.lblk < lastEnd) fsCorrupt(env.ctx, `ext4.inode[${ino}].extent`, where, 'extents overlap or are out of order', { actual: e.lblk });
+    lastEnd = e.lblk + e.len;
+  }
+  return root.extents as FileExtent[];
+}
+
+/**
+ * The extents of a tree whose root (in i_block) is a leaf, decoded and checked as
+ * walkExtentTree does but without I/O or promises (most files of a filesystem have at
+ * most 4 extents); undefined if the root is an index node (the caller walks the tree).
+ * Throws CORRUPT_IMAGE.
+ */
+export function rootLeafExtents(env: ExtentWalkEnv, ino: number, iBlock: Uint8Array, iBlockDeviceOffset: number): FileExtent[] | undefined {
+  const rootReader = fsReader(env.ctx, iBlock, `ext4.inode[${ino}].extent_root`, iBlockDeviceOffset);
+  const root = decodeExtentNode(rootReader, (iBlock.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
+  return root.header.eh_depth === 0 ? checkedRootLeaves(env, ino, root, iBlockDeviceOffset) : undefined;
 }

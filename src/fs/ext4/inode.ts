@@ -56,54 +56,86 @@ export function fileType(mode: number): number {
   return mode & S_IFMT;
 }
 
+/** Inode copies are carved from small shared buffers: one allocation per many inodes. */
+const SLAB_BYTES = 16 << 10;
+let slab = new Uint8Array(0);
+let slabView = new DataView(slab.buffer);
+let slabUsed = 0;
+
+/** Copies the first `n` bytes of `bytes` into the current slab; returns their offset there. */
+function copyToSlab(bytes: Uint8Array, n: number): number {
+  if (slabUsed + n > slab.length) {
+    slab = new Uint8Array(Math.max(SLAB_BYTES, n));
+    slabView = new DataView(slab.buffer);
+    slabUsed = 0;
+  }
+  const at = slabUsed;
+  slab.set(bytes.subarray(0, n), at);
+  slabUsed += n;
+  return at;
+}
+
+/** A timestamp at `o + off`, with its extra word at `o + extraOff` when the extra area (ending at `extraEnd`) holds it. */
+function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd: number): Ext4Time {
+  const signed = v.getInt32(o + off, true);
+  if (extraEnd < extraOff + 4) return { sec: signed, nsec: 0 };
+  const extra = v.getUint32(o + extraOff, true);
+  // ext4 doc, inodes.rst ("Inode Timestamps"): low 2 bits extend the signed seconds by epochs of 2^32.
+  return { sec: signed + (extra & 3) * 2 ** 32, nsec: extra >>> 2 };
+}
+
 /**
  * Decodes an inode from its `sb.s_inode_size` bytes at device byte `deviceOffset`,
- * verifying its metadata_csum checksum. Throws BAD_CHECKSUM, CORRUPT_IMAGE (i_extra_isize
- * beyond the inode or not a multiple of 4).
+ * verifying its metadata_csum checksum. The bytes are copied (into a small slab shared
+ * with neighbouring inodes), so the inode does not keep an inode-table chunk alive.
+ * Throws BAD_CHECKSUM, CORRUPT_IMAGE (i_extra_isize beyond the inode or not a multiple of
+ * 4), TRUNCATED (fewer bytes than an inode).
  */
 export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
-  const r = fsReader(ctx, bytes, `ext4.inode[${ino}]`, deviceOffset);
   const inodeSize = sb.s_inode_size;
+  if (bytes.length < inodeSize) {
+    // Callers pass whole inodes; a short buffer is reported as the reader would.
+    fsReader(ctx, bytes, `ext4.inode[${ino}]`, deviceOffset).slice(0, inodeSize, 'raw');
+  }
+  // Hot path (every inode of a walk or scan): DataView reads of fixed offsets from the
+  // copy at `o` in the slab, no closures; fields past 128 bytes only where i_extra_isize
+  // covers them.
+  const o = copyToSlab(bytes, inodeSize);
+  const v = slabView;
+  const raw = slab.subarray(o, o + inodeSize);
   let i_extra_isize = 0;
   if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
-    i_extra_isize = r.u16le(0x80, 'i_extra_isize');
+    i_extra_isize = v.getUint16(o + 0x80, true);
     if (i_extra_isize > inodeSize - EXT4_GOOD_OLD_INODE_SIZE || i_extra_isize % 4 !== 0) {
-      r.fail(0x80, 'i_extra_isize', 'extra inode size beyond the inode or misaligned', {
+      fsReader(ctx, raw, `ext4.inode[${ino}]`, deviceOffset).fail(0x80, 'i_extra_isize', 'extra inode size beyond the inode or misaligned', {
         expected: `multiple of 4, <= ${inodeSize - EXT4_GOOD_OLD_INODE_SIZE}`,
         actual: i_extra_isize,
       });
     }
   }
-  const fits = (off: number, size: number): boolean => EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize >= off + size;
-  const i_generation = r.u32le(0x64);
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
+  const i_generation = v.getUint32(o + 0x64, true);
   const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
   const seed = csum ? ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), i_generation) : 0;
   if (csum) {
-    const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && fits(0x82, 2);
-    const stored = r.u16le(0x7c) + (hasHi ? r.u16le(0x82) * 65536 : 0);
-    const z = bytes.slice(0, inodeSize);
-    z[0x7c] = 0;
-    z[0x7d] = 0;
-    if (hasHi) {
-      z[0x82] = 0;
-      z[0x83] = 0;
-    }
-    let c = ext4Crc32c(seed, z);
+    const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
+    const lo = v.getUint16(o + 0x7c, true);
+    const hi = hasHi ? v.getUint16(o + 0x82, true) : 0;
+    const stored = lo + hi * 65536;
+    // The checksum covers the inode with its checksum fields zeroed: zero them in the
+    // copy, then put them back.
+    v.setUint16(o + 0x7c, 0, true);
+    if (hasHi) v.setUint16(o + 0x82, 0, true);
+    let c = ext4Crc32c(seed, raw);
+    v.setUint16(o + 0x7c, lo, true);
+    if (hasHi) v.setUint16(o + 0x82, hi, true);
     if (!hasHi) c &= 0xffff;
     // An all-zero inode (never used) has no checksum to check.
-    if (stored !== 0 || bytes.some((b) => b !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
+    if (stored !== 0 || raw.some((b) => b !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   }
-  const time = (off: number, extraOff: number | undefined): Ext4Time => {
-    const lo = r.u32le(off);
-    const signed = lo | 0;
-    if (extraOff === undefined || !fits(extraOff, 4)) return { sec: signed, nsec: 0 };
-    const extra = r.u32le(extraOff);
-    // ext4 doc, inodes.rst ("Inode Timestamps"): low 2 bits extend the signed seconds by epochs of 2^32.
-    return { sec: signed + (extra & 3) * 2 ** 32, nsec: extra >>> 2 };
-  };
-  const blocksLo = r.u32le(0x1c);
-  const blocksHi = r.u16le(0x74);
-  const i_flags = r.u32le(0x20);
+  const blocksLo = v.getUint32(o + 0x1c, true);
+  const blocksHi = v.getUint16(o + 0x74, true);
+  const i_flags = v.getUint32(o + 0x20, true);
   let i_blocks = blocksLo + blocksHi * 2 ** 32;
   if ((sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0) {
     if (i_flags & EXT4_HUGE_FILE_FL) i_blocks *= sb.blockSize / 512;
@@ -112,24 +144,24 @@ export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx:
   }
   return {
     ino,
-    i_mode: r.u16le(0x00),
-    i_uid: r.u16le(0x02) + r.u16le(0x78) * 65536,
-    i_gid: r.u16le(0x18) + r.u16le(0x7a) * 65536,
-    i_size: r.u32le(0x04) + r.u32le(0x6c) * 2 ** 32,
-    i_links_count: r.u16le(0x1a),
+    i_mode: v.getUint16(o + 0x00, true),
+    i_uid: v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536,
+    i_gid: v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536,
+    i_size: v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32,
+    i_links_count: v.getUint16(o + 0x1a, true),
     i_blocks,
     i_flags,
     i_generation,
-    i_file_acl: r.u32le(0x68) + r.u16le(0x76) * 2 ** 32,
-    i_dtime: r.u32le(0x14),
+    i_file_acl: v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32,
+    i_dtime: v.getUint32(o + 0x14, true),
     i_extra_isize,
-    i_projid: fits(0x9c, 4) ? r.u32le(0x9c) : 0,
-    atime: time(0x08, 0x8c),
-    ctime: time(0x0c, 0x84),
-    mtime: time(0x10, 0x88),
-    crtime: fits(0x90, 4) ? time(0x90, 0x94) : undefined,
-    i_block: r.slice(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_SIZE),
-    raw: bytes,
+    i_projid: extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0,
+    atime: timeAt(v, o, 0x08, 0x8c, extraEnd),
+    ctime: timeAt(v, o, 0x0c, 0x84, extraEnd),
+    mtime: timeAt(v, o, 0x10, 0x88, extraEnd),
+    crtime: extraEnd >= 0x90 + 4 ? timeAt(v, o, 0x90, 0x94, extraEnd) : undefined,
+    i_block: raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE),
+    raw,
     deviceOffset,
     csumSeed: seed,
   };

@@ -1,6 +1,7 @@
 /** The ext4 checksum functions against published check values of the CRC catalogue. */
 import { describe, expect, test } from 'vitest';
 import { crc16, ext4Crc32c, ext4Crc32cU32 } from '../../../src/fs/ext4/checksums.js';
+import { mulberry32 } from '../../../fixtures/prng.mjs';
 
 const CHECK = new TextEncoder().encode('123456789');
 
@@ -14,6 +15,16 @@ describe('checksums', () => {
     expect(ext4Crc32c(ext4Crc32c(0x12345678, a), b)).toBe(ext4Crc32c(0x12345678, CHECK));
     const four = new Uint8Array([0x78, 0x56, 0x34, 0x12]);
     expect(ext4Crc32cU32(7, 0x12345678)).toBe(ext4Crc32c(7, four));
+  });
+  test('crc32c of a 32-bit value (table-driven in JS) equals the native crc32c of its 4 little-endian bytes', () => {
+    const rnd = mulberry32(32);
+    const cases: Array<[number, number]> = [[0, 0], [0xffffffff, 0xffffffff], [0x80000000, 1], [1, 0x80000000]];
+    for (let i = 0; i < 2000; i++) cases.push([Math.floor(rnd() * 2 ** 32), Math.floor(rnd() * 2 ** 32)]);
+    for (const [seed, value] of cases) {
+      const le = new Uint8Array(4);
+      new DataView(le.buffer).setUint32(0, value, true);
+      expect(ext4Crc32cU32(seed, value)).toBe(ext4Crc32c(seed, le));
+    }
   });
   test('crc16 with initial value 0xffff is CRC-16/MODBUS (check 0x4b37); from 0, CRC-16/ARC (0xbb3d)', () => {
     expect(crc16(0xffff, CHECK)).toBe(0x4b37);

@@ -1,0 +1,143 @@
+/**
+ * Inode tables read in large chunks (ext4 doc, group_descr.rst: bg_inode_table,
+ * bg_itable_unused, EXT4_BG_INODE_UNINIT). A walk reads inodes that sit close together
+ * (a directory's files are allocated side by side), so one read of a few hundred KiB of
+ * the table serves hundreds of inodes. Only the part of a table that can hold inodes in
+ * use is read in chunks; the rest (never initialised, possibly garbage on disk) is left
+ * to the caller's single-block reads, as is a chunk whose read fails, so the errors a
+ * caller sees are those of the blocks it asked for.
+ */
+import { EXT4_BG_INODE_UNINIT } from './constants.js';
+import { hasGroupChecksums, type GroupDescriptor } from './groupDescriptors.js';
+import type { Superblock } from './superblock.js';
+
+/** Bytes of inode table per chunk read. */
+export const INODE_CHUNK_BYTES = 256 << 10;
+/** Most bytes of inode-table chunks kept cached. */
+export const INODE_CACHE_BYTES = 32 << 20;
+
+/** Where inode `ino` lives: its group, its index in the group, and its table block. */
+export interface InodeLocation {
+  readonly group: number;
+  readonly index: number;
+  /** Block index within the group's inode table. */
+  readonly tableBlock: number;
+  /** Byte offset within that block. */
+  readonly within: number;
+  /** Absolute block number. */
+  readonly blockNo: number;
+}
+
+export function locateInode(sb: Superblock, gd: (g: number) => GroupDescriptor, ino: number): InodeLocation {
+  const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
+  const index = (ino - 1) % sb.s_inodes_per_group;
+  const byteInTable = index * sb.s_inode_size;
+  const tableBlock = Math.floor(byteInTable / sb.blockSize);
+  return { group, index, tableBlock, within: byteInTable % sb.blockSize, blockNo: gd(group).bg_inode_table + tableBlock };
+}
+
+/**
+ * Inodes of group `g` that may be in use: all of them, but none in an INODE_UNINIT group
+ * and not the bg_itable_unused tail (with group checksums, which make both trustworthy).
+ */
+export function usedInodeCount(sb: Superblock, gd: GroupDescriptor): number {
+  if (!hasGroupChecksums(sb)) return sb.s_inodes_per_group;
+  if (gd.bg_flags & EXT4_BG_INODE_UNINIT) return 0;
+  return Math.max(0, sb.s_inodes_per_group - gd.bg_itable_unused);
+}
+
+/** Inode-table blocks of group `g` that hold the inodes usedInodeCount counts. */
+export function usedTableBlocks(sb: Superblock, gd: GroupDescriptor): number {
+  return Math.ceil((usedInodeCount(sb, gd) * sb.s_inode_size) / sb.blockSize);
+}
+
+/** A block of an inode table: its bytes start at `offset` of `bytes`. */
+export interface TableBlock {
+  readonly bytes: Uint8Array;
+  readonly offset: number;
+}
+
+type Chunk = { readonly first: number; readonly bytes: Uint8Array };
+
+/**
+ * An LRU cache of inode-table chunks within a byte budget. Chunks are aligned to
+ * INODE_CHUNK_BYTES within each group's table and clipped to its used part.
+ */
+export class InodeTableCache {
+  private readonly chunkBlocks: number;
+  private readonly chunksPerGroup: number;
+  private readonly maxChunks: number;
+  private readonly chunks = new Map<number, Chunk>();
+  private readonly pending = new Map<number, Promise<Chunk | undefined>>();
+  /** Chunks whose read failed: their blocks go through the caller's single-block path. */
+  private readonly failed = new Set<number>();
+
+  constructor(
+    private readonly sb: Superblock,
+    private readonly gd: (g: number) => GroupDescriptor,
+    private readonly readBlocks: (blockNo: number, count: number) => Promise<Uint8Array>,
+    budgetBytes = INODE_CACHE_BYTES,
+  ) {
+    this.chunkBlocks = Math.max(1, Math.floor(INODE_CHUNK_BYTES / sb.blockSize));
+    this.chunksPerGroup = Math.ceil(Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize) / this.chunkBlocks);
+    this.maxChunks = Math.max(1, Math.floor(budgetBytes / (this.chunkBlocks * sb.blockSize)));
+  }
+
+  private key(group: number, chunk: number): number {
+    return group * this.chunksPerGroup + chunk;
+  }
+
+  /** The block at `loc` within chunk `c`, or undefined if the chunk (clipped to the used part of the table) ends before it. */
+  private blockIn(c: Chunk, loc: InodeLocation): TableBlock | undefined {
+    const offset = (loc.tableBlock - c.first) * this.sb.blockSize;
+    return offset < c.bytes.length ? { bytes: c.bytes, offset } : undefined;
+  }
+
+  /** The cached block, without I/O, or undefined. */
+  peek(loc: InodeLocation): TableBlock | undefined {
+    const c = this.chunks.get(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
+    return c === undefined ? undefined : this.blockIn(c, loc);
+  }
+
+  /**
+   * The block holding the inode at `loc`, reading its chunk if needed; undefined when the
+   * block lies outside the used part of the table or its chunk could not be read (the
+   * caller then reads the single block and meets its error, if any).
+   */
+  async load(loc: InodeLocation): Promise<TableBlock | undefined> {
+    const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
+    const k = this.key(loc.group, ci);
+    const hit = this.chunks.get(k);
+    if (hit !== undefined) {
+      // Refresh its place in the LRU order.
+      this.chunks.delete(k);
+      this.chunks.set(k, hit);
+      return this.blockIn(hit, loc);
+    }
+    if (this.failed.has(k)) return undefined;
+    const gd = this.gd(loc.group);
+    const used = usedTableBlocks(this.sb, gd);
+    if (loc.tableBlock >= used) return undefined;
+    let p = this.pending.get(k);
+    if (p === undefined) {
+      const first = ci * this.chunkBlocks;
+      const count = Math.min(this.chunkBlocks, used - first);
+      p = this.readBlocks(gd.bg_inode_table + first, count).then(
+        (bytes) => {
+          const c = { first, bytes };
+          this.chunks.set(k, c);
+          if (this.chunks.size > this.maxChunks) this.chunks.delete(this.chunks.keys().next().value!);
+          return c;
+        },
+        () => {
+          this.failed.add(k);
+          return undefined;
+        },
+      );
+      this.pending.set(k, p);
+      void p.finally(() => this.pending.delete(k));
+    }
+    const c = await p;
+    return c === undefined ? undefined : this.blockIn(c, loc);
+  }
+}
