@@ -15,12 +15,14 @@ import { useTempDir } from '../helpers/tmp.js';
 import { openChain } from '../../src/diskimage/openChain.js';
 import { SparseVmdkWriter, writeStreamOptimizedVmdk } from '../../src/diskimage/vmdk/VmdkWriter.js';
 import { FUZZ_SEED, describeFailures, fuzzImage, mutate, type Region } from './harness.js';
+import { useCasePool } from './pool.js';
 
 
 /** Cases per seed image: 10 seeds x 150 keeps this file near 10 s on 2 shared cores. FUZZ_CASES overrides. */
 const CASES = process.env.FUZZ_CASES !== undefined ? Number(process.env.FUZZ_CASES) : 150;
 
 const tmp = useTempDir('imgdedup-fuzz-vmdk-');
+const pool = useCasePool();
 
 const KDMV = 0x564d444b;
 const GD_AT_END = 0xffffffffffffffffn;
@@ -360,9 +362,9 @@ describe('VMDK mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
 
   it.each(SEED_NAMES.map((n, i) => [n, i] as const))('%s', async (name, i) => {
     const s = seeds.get(name)!;
-    const t0 = performance.now();
     const r = await fuzzImage({
       name,
+      pool,
       seedImage: s.file,
       target: s.target,
       ...(s.open !== undefined ? { open: s.open } : {}),
@@ -371,7 +373,6 @@ describe('VMDK mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
       seed: FUZZ_SEED + 31337 + i * 7919,
       mutator: vmdkMutator(names),
     });
-    if (process.env.FUZZ_VERBOSE) console.log(name, JSON.stringify(r.outcomes), `${CASES} cases in ${(performance.now() - t0).toFixed(0)} ms, max ${r.maxMs.toFixed(0)} ms`, `growth ${(r.maxGrowth / 2 ** 20).toFixed(0)} MiB`);
     // Leave the pristine image in place for the next test's sanity.
     writeFileSync(s.target, readFileSync(s.file));
     expect(r.failures, describeFailures(name, r.failures)).toEqual([]);
