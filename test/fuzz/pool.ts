@@ -116,7 +116,7 @@ export class CasePool {
   constructor(readonly bounds: CaseBounds = BOUNDS) {}
 
   /** Runs one case; resolves with how it ended (findings included), never rejects for the case's sake. */
-  async run<K extends TargetName>(target: K, input: TargetInputs[K], transfer: readonly ArrayBuffer[] = []): Promise<CaseResult> {
+  async run<K extends TargetName>(target: K, input: TargetInputs[K]): Promise<CaseResult> {
     const live = await this.worker();
     if (live.idle !== undefined) {
       // The previous worker died between cases (a late error of the case before): report it here, once.
@@ -161,7 +161,7 @@ export class CasePool {
         }
       };
       const req: CaseRequest = { id, target, input };
-      live.worker.postMessage(req, [...transfer]);
+      live.worker.postMessage(req);
     });
   }
 

@@ -32,8 +32,8 @@ export const selfTestTargets = {
   'self:buffers': async (_input: TargetInputs['self:buffers']): Promise<TargetResult> => {
     const kept: Buffer[] = [];
     for (;;) {
-      kept.push(Buffer.alloc(8 << 20, kept.length + 1));
-      await new Promise((resolve) => setImmediate(resolve));
+      kept.push(Buffer.alloc(4 << 20, kept.length + 1));
+      await new Promise((resolve) => setTimeout(resolve, 1));
     }
   },
 } as const;
