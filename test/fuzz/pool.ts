@@ -21,7 +21,7 @@
  */
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll } from 'vitest';
@@ -89,6 +89,11 @@ function workerBundle(): Promise<string> {
       const tmp = `${file}.${process.pid}.tmp`;
       writeFileSync(tmp, text);
       renameSync(tmp, file);
+      // Bundles of older sources (a day unused) are not needed any more.
+      for (const name of readdirSync(dir)) {
+        const p = `${dir}/${name}`;
+        if (p !== file && Date.now() - statSync(p).mtimeMs > 86_400_000) rmSync(p, { force: true });
+      }
     }
     return file;
   })();
