@@ -124,8 +124,8 @@ export class CasePool {
   async run<K extends TargetName>(target: K, input: TargetInputs[K]): Promise<CaseResult> {
     const live = await this.worker();
     if (live.idle !== undefined) {
-      // The previous worker died between cases (a late error of the case before): report it here, once.
-      const failure = live.idle;
+      // The worker died after the previous case replied (something that case left running): report it once, here.
+      const failure = `${live.idle}; this case did not run, the previous one left this behind`;
       this.kill(live);
       return { outcome: 'CRASH', failure, ms: 0, entries: 0, rssGrowth: 0, heapBytes: 0 };
     }
