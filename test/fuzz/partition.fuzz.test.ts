@@ -54,6 +54,6 @@ describe('partition mutation fuzzing: only ImgdedupErrors, bounded time and memo
     const s = seeds[i]!;
     const r = await fuzzImage({ name: s.name, pool, seedImage: s.file, target: s.target, regions: s.regions, cases: FUZZ_CASES, seed: FUZZ_SEED + 104729 + i * 7919 });
     expect(r.failures, describeFailures(s.name, r.failures)).toEqual([]);
-    expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
+    if (process.env.FUZZ_REPLAY === undefined) expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
   });
 });

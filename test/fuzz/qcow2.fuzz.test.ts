@@ -74,6 +74,6 @@ describe('qcow2 mutation fuzzing: only ImgdedupErrors, bounded time and memory',
     const r = await fuzzImage({ name: s.name, pool, seedImage: s.file, target: s.target, ...(s.open ? { open: s.open } : {}), regions: qcow2Regions(s.file), cases: FUZZ_CASES, seed: FUZZ_SEED + i * 7919 });
     expect(r.failures, describeFailures(s.name, r.failures)).toEqual([]);
     // The mutations must reach past the header: some cases must still open and walk.
-    expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
+    if (process.env.FUZZ_REPLAY === undefined) expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
   });
 });

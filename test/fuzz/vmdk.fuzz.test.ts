@@ -377,6 +377,6 @@ describe('VMDK mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
     writeFileSync(s.target, readFileSync(s.file));
     expect(r.failures, describeFailures(name, r.failures)).toEqual([]);
     // The mutations must reach past the header: some cases must still open and walk.
-    expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
+    if (process.env.FUZZ_REPLAY === undefined) expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
   });
 });
