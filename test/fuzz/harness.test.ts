@@ -48,6 +48,11 @@ describe('fuzz case pool: every case ends, within its bounds, or is a reported f
     expect(pool.spawned - before).toBeLessThanOrEqual(1);
   });
 
+  it('cases handed over together run one after another, each with its own outcome', async () => {
+    const rs = await Promise.all([pool.run('self:ok', { entries: 1 }), pool.run('self:throw', { typed: true }), pool.run('self:ok', { entries: 2 })]);
+    expect(rs.map((r) => [r.outcome, r.entries])).toEqual([['ok', 1], ['CORRUPT_IMAGE', 0], ['ok', 2]]);
+  });
+
   it('an untyped error is a FAIL finding with its stack, pointing into the TypeScript source', async () => {
     const r = await pool.run('self:throw', { typed: false });
     expect(r.outcome).toBe('FAIL');

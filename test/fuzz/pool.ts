@@ -115,13 +115,21 @@ export class CasePool {
   private live: Live | undefined;
   private dying: Promise<unknown> = Promise.resolve();
   private nextId = 0;
+  private queue: Promise<unknown> = Promise.resolve();
   /** Workers started (1 + one per case that killed its worker). */
   spawned = 0;
 
   constructor(readonly bounds: CaseBounds = BOUNDS) {}
 
-  /** Runs one case; resolves with how it ended (findings included), never rejects for the case's sake. */
-  async run<K extends TargetName>(target: K, input: TargetInputs[K]): Promise<CaseResult> {
+  /** Runs one case, after those already queued; resolves with how it ended (findings included), never rejects for the case's sake. */
+  run<K extends TargetName>(target: K, input: TargetInputs[K]): Promise<CaseResult> {
+    // One case at a time: the RSS sampled belongs to it, and one worker runs it.
+    const result = this.queue.then(() => this.runNow(target, input));
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async runNow<K extends TargetName>(target: K, input: TargetInputs[K]): Promise<CaseResult> {
     const live = await this.worker();
     if (live.idle !== undefined) {
       // The worker died after the previous case replied (something that case left running): report it once, here.
