@@ -49,8 +49,11 @@ describe('fuzz case pool: every case ends, within its bounds, or is a reported f
   });
 
   it('cases handed over together run one after another, each with its own outcome', async () => {
+    await pool.run('self:ok', { entries: 0 });
+    const before = pool.spawned;
     const rs = await Promise.all([pool.run('self:ok', { entries: 1 }), pool.run('self:throw', { typed: true }), pool.run('self:ok', { entries: 2 })]);
     expect(rs.map((r) => [r.outcome, r.entries])).toEqual([['ok', 1], ['CORRUPT_IMAGE', 0], ['ok', 2]]);
+    expect(pool.spawned).toBe(before);
   });
 
   it('an untyped error is a FAIL finding with its stack, pointing into the TypeScript source', async () => {
