@@ -149,7 +149,9 @@ function mutateText(text: string, rnd: () => number, names: readonly string[]): 
       // Rewrite an extent line: type, file name, offset.
       const ext = lines.findIndex((l) => /^(RW|RDONLY|NOACCESS)\s/.test(l));
       if (ext === -1) return { text, what: 'no extent line' };
-      const parts = /^(\S+)\s+(\S+)\s+(\S+)\s*("[^"]*")?\s*(\S+)?/.exec(lines[ext]!)!;
+      const parts = /^(\S+)\s+(\S+)\s+(\S+)\s*("[^"]*")?\s*(\S+)?/.exec(lines[ext]!);
+      // An earlier edit of this case may have cut the line below three fields.
+      if (parts === null) return { text, what: `extent line ${ext} too short to rewrite` };
       const type = rnd() < 0.5 ? pick(EXTENT_TYPES) : parts[3];
       const name = rnd() < 0.5 ? `"${pick(names)}"` : (parts[4] ?? '');
       const off = rnd() < 0.5 ? (parts[5] ?? '') : pick(NUMBERS);
