@@ -13,54 +13,32 @@
  * endian field sets with values that point at other metadata, at the block itself or at
  * other inodes, so cycles and cross-links arise; bit flips; chunk copies; rare
  * truncation) are weighted towards used inodes, directory blocks, extent/indirect nodes
- * and the superblock/descriptors. Each case opens the mutated bytes in memory with
- * checksum policy 'error' (and 'warn' for every other case), walks the whole tree
- * reading every file (bounded), every symlink and every xattr list, then builds block
- * ownership, free runs and the write refusal. Only ImgdedupErrors other than
- * InternalError may escape; each case must end within FUZZ_CASE_MS and without
- * unbounded memory growth (see harness.ts for the knobs; FUZZ_REPLAY=<seed> replays).
+ * and the superblock/descriptors. Each case (targets/ext4.ts, in a pool worker) opens
+ * the mutated bytes in memory with checksum policy 'error' (and 'warn' for every other
+ * case), walks the whole tree reading every file (bounded), every symlink and every
+ * xattr list, then builds block ownership, free runs and the write refusal. Only
+ * ImgdedupErrors other than InternalError may escape; the pool stops a case over its
+ * time or memory bound and reports it (see harness.ts and pool.ts for the knobs;
+ * FUZZ_REPLAY=<seed> replays).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync, readdirSync, lstatSync, symlinkSync, linkSync, writeFileSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BlockDevice, ByteRange, Extent } from '../../src/diskimage/BlockDevice.js';
 import { Ext4Fs } from '../../src/fs/ext4/Ext4Fs.js';
-import { ImgdedupError, InternalError } from '../../src/errors.js';
 import { run, sh } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
-import { CASE_MS, cpuMs, FUZZ_SEED, MEMORY_LIMIT, describeFailures, mulberry32, mutate, type FuzzFailure, type Region } from './harness.js';
+import { FUZZ_SEED, Tally, caseSeeds, describeFailures, exerciseSeed, mulberry32, mutate, type Region } from './harness.js';
+import { useCasePool } from './pool.js';
+import { BytesDevice, exercise } from './targets/ext4.js';
 
 /** Cases per seed filesystem: 6 seeds x 100 takes about 16 s on 2 cores (12,000 ran clean once). FUZZ_CASES overrides. */
 const CASES = process.env.FUZZ_CASES !== undefined ? Number(process.env.FUZZ_CASES) : 100;
-/** Per case: at most this many walk entries and this many content bytes read. */
-const MAX_ENTRIES = 1500;
-const MAX_BYTES = 4 << 20;
 const FAKE_TIME = '1700000000';
 const UUID = '0e1d2c3b-4a59-4687-9a5b-6c7d8e9fa0b1';
 const HASH_SEED = '1f2e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b';
 
 const tmp = useTempDir('imgdedup-fuzz-ext4-');
-
-/** A BlockDevice over the mutated bytes that aborts (with a non-Imgdedup error) once the case's CPU time is up. */
-class DeadlineDevice implements BlockDevice {
-  constructor(
-    private readonly bytes: Uint8Array,
-    private readonly deadline: number,
-  ) {}
-  get size(): number {
-    return this.bytes.length;
-  }
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    if (cpuMs() > this.deadline) throw new Error(`case still running after ${CASE_MS} ms of CPU (a loop in the reader?)`);
-    const out = new Uint8Array(length);
-    if (offset < this.bytes.length) out.set(this.bytes.subarray(offset, Math.min(this.bytes.length, offset + length)));
-    return out;
-  }
-  async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
-    const r = range ?? { offset: 0, length: this.size };
-    if (r.length > 0) yield { offset: r.offset, length: r.length, kind: 'data' };
-  }
-}
+const pool = useCasePool();
 
 // ---------------------------------------------------------------------------------------
 // Seed filesystems
@@ -341,121 +319,27 @@ function ext4Mutator(seed: Seed): (buf: Buffer, regions: readonly Region[], rnd:
 }
 
 // ---------------------------------------------------------------------------------------
-// Exercising the reader
+// Running cases (targets/ext4.ts runs each in a pool worker)
 
-/** Throws `err` unless it is an expected, typed error; returns its code. */
-function expected(err: unknown): string {
-  if (err instanceof ImgdedupError && !(err instanceof InternalError)) return err.code;
-  throw err;
-}
-
-/** Everything a read-only command does, each phase going on after typed errors of the previous ones. */
-async function exercise(fs: Ext4Fs, rnd: () => number): Promise<{ codes: string[]; entries: number }> {
-  const codes: string[] = [];
-  const phase = async (f: () => Promise<void>): Promise<void> => {
-    try {
-      await f();
-    } catch (err) {
-      codes.push(expected(err));
-    }
-  };
-  let entries = 0;
-  let budget = MAX_BYTES;
-  await phase(async () => {
-    for await (const e of fs.walk()) {
-      if (++entries > MAX_ENTRIES) break;
-      await phase(async () => {
-        const inode = await fs.readInode(e.ino);
-        const st = fs.statOf(inode);
-        await fs.xattrsOf(inode);
-        if (st.type === 'symlink') await fs.readlink(e.ino);
-        else if (st.type === 'file' || st.type === 'unknown') {
-          let nExt = 0;
-          for await (const x of fs.extentsOf(inode)) if (++nExt > 10_000 || x.len < 0) break;
-          if (budget <= 0) return;
-          for await (const chunk of fs.readFile(e.ino)) if ((budget -= chunk.length) <= 0) break;
-          if (st.size > 0) await fs.readOf(inode, Math.floor(rnd() * st.size), 4096 + Math.floor(rnd() * 65536));
-        }
-      });
-    }
-  });
-  await phase(async () => {
-    for (const p of ['/dir/sub/deep', '/big/a-rather-long-directory-entry-name-number-150', '/nonexistent']) await fs.lookup(p);
-  });
-  await phase(async () => {
-    await fs.blockOwnership();
-  });
-  await phase(async () => {
-    for await (const _r of fs.freeBlockRuns());
-  });
-  await phase(async () => {
-    await fs.writeRefusal();
-  });
-  return { codes, entries };
-}
-
-/** One case: open the bytes under `policy`, exercise; returns the outcome (first code, or 'ok'). */
-async function runCase(bytes: Uint8Array, rnd: () => number, policy: 'error' | 'warn', deadline: number): Promise<{ outcome: string; entries: number }> {
-  let fs: Ext4Fs;
-  try {
-    fs = await Ext4Fs.open(new DeadlineDevice(bytes, deadline), { file: 'fuzz.img', verifyChecksums: policy });
-  } catch (err) {
-    return { outcome: `open:${expected(err)}`, entries: 0 };
-  }
-  const r = await exercise(fs, rnd);
-  return { outcome: r.codes[0] ?? 'ok', entries: r.entries };
-}
-
-async function fuzzExt4(seed: Seed, cases: number, baseSeed: number): Promise<{ failures: FuzzFailure[]; maxMs: number; maxGrowth: number; outcomes: Record<string, number>; deepCases: number }> {
-  const failures: FuzzFailure[] = [];
-  const outcomes: Record<string, number> = {};
+/**
+ * Every case under checksum policy 'error'; even seeds under 'warn' as well (same bytes).
+ * Cases are mutated in place in one SharedArrayBuffer that the worker reads without a
+ * copy; that is safe because the pool runs one case at a time and the target only reads.
+ */
+async function fuzzExt4(seed: Seed, cases: number, baseSeed: number): Promise<Tally> {
+  const tally = new Tally();
   const mutator = ext4Mutator(seed);
-  const base = process.memoryUsage();
-  let maxMs = 0;
-  let maxGrowth = 0;
-  let deepCases = 0;
-  const replay = process.env.FUZZ_REPLAY !== undefined ? Number(process.env.FUZZ_REPLAY) : undefined;
-  const n = replay !== undefined ? 1 : cases;
-  for (let i = 0; i < n; i++) {
-    const s = replay ?? (baseSeed + i * 0x9e3779b1) >>> 0;
-    const policies: Array<'error' | 'warn'> = (s & 1) === 0 ? ['error', 'warn'] : ['error'];
-    for (const policy of policies) {
-      /** Runs the case from its seed (mutation and walk draw from one PRNG, so both are replayed). */
-      const attempt = async (): Promise<{ ms: number; done: string[]; outcome?: string; entries: number; error?: unknown }> => {
-        const rnd = mulberry32(s);
-        const { bytes, done } = mutator(Buffer.from(seed.bytes), seed.regions, rnd);
-        const t0 = cpuMs();
-        try {
-          const r = await runCase(bytes, rnd, policy, t0 + CASE_MS);
-          return { ms: cpuMs() - t0, done, outcome: r.outcome, entries: r.entries };
-        } catch (error) {
-          return { ms: cpuMs() - t0, done, entries: 0, error };
-        }
-      };
-      let r = await attempt();
-      if (r.ms >= CASE_MS) {
-        // A GC pause can stall one case: run it again before calling it slow.
-        const again = await attempt();
-        if (again.ms < r.ms) r = again;
-      }
-      const mutations = [`policy ${policy}`, ...r.done];
-      if (r.error === undefined) {
-        const key = `${policy}:${r.outcome}`;
-        outcomes[key] = (outcomes[key] ?? 0) + 1;
-        if (r.entries > 0) deepCases++;
-      } else {
-        outcomes[`${policy}:FAIL`] = (outcomes[`${policy}:FAIL`] ?? 0) + 1;
-        failures.push({ caseIndex: i, seed: s, mutations, error: r.error instanceof Error ? (r.error.stack ?? r.error.message) : String(r.error) });
-      }
-      maxMs = Math.max(maxMs, r.ms);
-      if (r.ms > CASE_MS) failures.push({ caseIndex: i, seed: s, mutations, error: `took ${r.ms.toFixed(0)} ms of CPU (limit ${CASE_MS}), twice` });
-      const m = process.memoryUsage();
-      const growth = Math.max(m.rss - base.rss, m.arrayBuffers - base.arrayBuffers);
-      maxGrowth = Math.max(maxGrowth, growth);
-      if (growth > MEMORY_LIMIT) failures.push({ caseIndex: i, seed: s, mutations, error: `memory grew by ${growth} bytes` });
+  const shared = Buffer.from(new SharedArrayBuffer(seed.bytes.length));
+  const t0 = performance.now();
+  for (const [i, s] of caseSeeds(baseSeed, cases).entries()) {
+    seed.bytes.copy(shared);
+    const { bytes, done } = mutator(shared, seed.regions, mulberry32(s));
+    for (const policy of (s & 1) === 0 ? (['error', 'warn'] as const) : (['error'] as const)) {
+      tally.add(i, s, [`policy ${policy}`, ...done], await pool.run('ext4', { bytes, policy, seed: exerciseSeed(s) }), `${policy}:`);
     }
   }
-  return { failures, maxMs, maxGrowth, outcomes, deepCases };
+  if (process.env.FUZZ_VERBOSE) console.log(tally.summary(seed.name, performance.now() - t0, pool));
+  return tally;
 }
 
 beforeAll(() => {
@@ -469,7 +353,7 @@ beforeAll(() => {
 describe('ext4 mutation fuzzing: only ImgdedupErrors, bounded time and memory', () => {
   it('the seed filesystems read fully, as made, with no diagnostics', async () => {
     for (const s of seeds) {
-      const fs = await Ext4Fs.open(new DeadlineDevice(s.bytes, Infinity), { file: s.name, verifyChecksums: 'error' });
+      const fs = await Ext4Fs.open(new BytesDevice(s.bytes), { file: s.name, verifyChecksums: 'error' });
       const r = await exercise(fs, mulberry32(1));
       // Every entry of the tree, and lost+found.
       expect({ name: s.name, codes: r.codes, entries: r.entries }).toEqual({ name: s.name, codes: [], entries: treeEntries + 1 });
@@ -483,11 +367,7 @@ describe('ext4 mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
 
   it.each(VARIANTS.map((v, i) => [v.name, i] as const))('%s', async (_name, i) => {
     const s = seeds[i]!;
-    const t0 = performance.now();
     const r = await fuzzExt4(s, CASES, FUZZ_SEED + 0xe4 + i * 7919);
-    if (process.env.FUZZ_VERBOSE) {
-      console.log(s.name, `${CASES} cases in ${((performance.now() - t0) / 1000).toFixed(1)} s`, JSON.stringify(r.outcomes), `deep ${r.deepCases}`, `max ${r.maxMs.toFixed(0)} ms`, `growth ${(r.maxGrowth / 2 ** 20).toFixed(0)} MiB`);
-    }
     expect(r.failures, describeFailures(s.name, r.failures)).toEqual([]);
     // The mutations must reach past open: many cases must walk into the tree.
     if (process.env.FUZZ_REPLAY === undefined) expect(r.deepCases, JSON.stringify(r.outcomes)).toBeGreaterThan(CASES / 4);

@@ -2,38 +2,23 @@
  * A seeded, reproducible mutation fuzzer for the image parsers. Seed images are made
  * at test time by qemu-img/sgdisk/sfdisk; each case mutates one copy (bit flips,
  * boundary bytes, u32/u64 field sets, entry swaps, truncation) inside the regions
- * that hold metadata, then runs open + allocation walks + reads + check + partition
- * parsing. Every case must end in success or an ImgdedupError that is not an
- * InternalError, within a time bound and without unbounded memory growth.
+ * that hold metadata, then a pool worker (pool.ts) runs open + allocation walks +
+ * reads + check + partition parsing on it (targets/image.ts). Every case must end in
+ * success or an ImgdedupError that is not an InternalError, within the time bound and
+ * the memory bounds, which the pool enforces by terminating the worker; a case over a
+ * bound is a finding, never re-run.
  *
- * FUZZ_CASES (cases per seed image), FUZZ_SEED (base seed) and FUZZ_CASE_MS
- * (per-case time bound) configure a run; a failure prints the case's seed, and
- * FUZZ_REPLAY=<seed> runs just that case.
+ * FUZZ_CASES (cases per seed image), FUZZ_SEED (base seed), FUZZ_CASE_MS (per-case
+ * time), FUZZ_HEAP_MB (worker heap) and FUZZ_RSS_MB (RSS growth per case) configure a
+ * run; FUZZ_VERBOSE=1 prints outcomes, times and memory per seed image. A finding
+ * prints the case's seed and mutations; FUZZ_REPLAY=<seed> runs just that case.
  */
-import { openSync, readSync, closeSync, readFileSync, writeFileSync, statSync } from 'node:fs';
-import { ImgdedupError, InternalError } from '../../src/errors.js';
-import { openChain } from '../../src/diskimage/openChain.js';
-import { checkImage } from '../../src/diskimage/checkImage.js';
-import { readPartitionTable } from '../../src/diskimage/partition/readPartitionTable.js';
-import { detectFilesystem } from '../../src/diskimage/detectFilesystem.js';
+import { readFileSync, writeFileSync, statSync } from 'node:fs';
+import { mulberry32 } from '../../fixtures/prng.mjs';
+import type { CaseResult, CasePool } from './pool.js';
 
 export const FUZZ_CASES = Number(process.env.FUZZ_CASES ?? 250);
 export const FUZZ_SEED = Number(process.env.FUZZ_SEED ?? 0x5eed);
-export const CASE_MS = Number(process.env.FUZZ_CASE_MS ?? 2000);
-
-/**
- * The clock CASE_MS is measured on: this process's CPU time, in ms. A loop in a parser
- * burns CPU, while a machine busy with other work only stretches wall time, so the bound
- * catches the one without flaking on the other. (A wait that never ends is vitest's timeout.)
- */
-export function cpuMs(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-}
-/** Growth allowed over the baseline, in bytes. */
-export const MEMORY_LIMIT = 512 * 1024 * 1024;
-
-import { mulberry32 } from '../../fixtures/prng.mjs';
 
 export { mulberry32 };
 
@@ -141,39 +126,6 @@ export function mutate(buf: Buffer, regions: readonly Region[], rnd: () => numbe
   return { bytes, done };
 }
 
-/** Runs every reader on `path`: chain open, allocation walk, reads, check of each layer, partitions. */
-export async function exercise(path: string, rnd: () => number, checkFiles: readonly string[] = [path]): Promise<void> {
-  try {
-    const chain = await openChain(path, { maxDepth: 8 });
-    try {
-      const dev = chain.device;
-      let n = 0;
-      for await (const e of dev.allocation()) {
-        if (e.length <= 0) throw new Error(`empty extent at ${e.offset}`);
-        if (++n > 200_000) break;
-      }
-      for (const layer of chain.layers) for await (const _e of layer.allocation()) if (++n > 400_000) break;
-      const len = Math.min(dev.size, 256 * 1024);
-      if (len > 0) await dev.read(0, len);
-      for (let i = 0; i < 3 && dev.size > 0; i++) {
-        const off = Math.floor(rnd() * dev.size);
-        await dev.read(off, Math.min(65536, dev.size - off));
-      }
-      const table = await readPartitionTable(dev, { file: path });
-      for (const p of table.partitions.slice(0, 8)) await detectFilesystem(p.device());
-    } finally {
-      await chain.close();
-    }
-  } finally {
-    // The check reads the image independently of the reader; it must be as robust.
-    for (const f of checkFiles) await checkImage(f).catch(rethrowUnlessExpected);
-  }
-}
-
-function rethrowUnlessExpected(err: unknown): void {
-  if (!(err instanceof ImgdedupError) || err instanceof InternalError) throw err;
-}
-
 export interface FuzzFailure {
   readonly caseIndex: number;
   readonly seed: number;
@@ -181,9 +133,55 @@ export interface FuzzFailure {
   readonly error: string;
 }
 
-/** Runs `cases` mutations of `seedImage`, writing each to `target` (which `open` names). */
+/** Outcomes, findings and the worst time and memory of a run of cases. */
+export class Tally {
+  readonly failures: FuzzFailure[] = [];
+  readonly outcomes: Record<string, number> = {};
+  cases = 0;
+  maxMs = 0;
+  maxRssGrowth = 0;
+  maxHeap = 0;
+  /** Cases that got past open into the structures (the target's `entries` > 0). */
+  deepCases = 0;
+
+  /** Counts one case under `prefix + outcome`; a finding is kept with what replays it. */
+  add(caseIndex: number, seed: number, mutations: readonly string[], r: CaseResult, prefix = ''): void {
+    this.cases++;
+    const key = prefix + r.outcome;
+    this.outcomes[key] = (this.outcomes[key] ?? 0) + 1;
+    if (r.failure !== undefined) this.failures.push({ caseIndex, seed, mutations, error: `${r.outcome}: ${r.failure}` });
+    if (r.entries > 0) this.deepCases++;
+    this.maxMs = Math.max(this.maxMs, r.ms);
+    this.maxRssGrowth = Math.max(this.maxRssGrowth, r.rssGrowth);
+    this.maxHeap = Math.max(this.maxHeap, r.heapBytes);
+  }
+
+  /** One line for FUZZ_VERBOSE runs. */
+  summary(name: string, elapsedMs: number, pool: CasePool): string {
+    const mib = (n: number): string => `${(n / 2 ** 20).toFixed(0)} MiB`;
+    return `${name}: ${this.cases} cases in ${(elapsedMs / 1000).toFixed(1)} s ${JSON.stringify(this.outcomes)} findings ${this.failures.length}, max ${this.maxMs.toFixed(0)} ms, RSS growth <= ${mib(this.maxRssGrowth)}, worker heap <= ${mib(this.maxHeap)}, workers started ${pool.spawned}`;
+  }
+}
+
+/** The seeds of a run: `cases` derived from `base`, or the one FUZZ_REPLAY names. */
+export function caseSeeds(base: number, cases: number): number[] {
+  const replay = process.env.FUZZ_REPLAY;
+  if (replay !== undefined) return [Number(replay) >>> 0];
+  return Array.from({ length: cases }, (_, i) => (base + i * 0x9e3779b1) >>> 0);
+}
+
+/** The seed of a case's reads (random offsets), apart from the mutation's draws. */
+export function exerciseSeed(seed: number): number {
+  return (seed ^ 0x85ebca6b) >>> 0;
+}
+
+/**
+ * Runs `cases` mutations of `seedImage` in `pool`, each written to `target` (which
+ * `open` names, when it differs: a backing file or an extent file is mutated).
+ */
 export async function fuzzImage(options: {
   name: string;
+  pool: CasePool;
   seedImage: string;
   target: string;
   open?: string;
@@ -192,64 +190,25 @@ export async function fuzzImage(options: {
   seed: number;
   /** Replaces the generic byte-level `mutate` (e.g. a format-aware mutator). */
   mutator?: (buf: Buffer, regions: readonly Region[], rnd: () => number) => { bytes: Buffer; done: string[] };
-}): Promise<{ failures: FuzzFailure[]; maxMs: number; maxGrowth: number; outcomes: Record<string, number> }> {
+}): Promise<Tally> {
   const pristine = readFileSync(options.seedImage);
-  const failures: FuzzFailure[] = [];
-  const base = process.memoryUsage();
-  let maxMs = 0;
-  let maxGrowth = 0;
-  const outcomes: Record<string, number> = {};
-  const replay = process.env.FUZZ_REPLAY !== undefined ? Number(process.env.FUZZ_REPLAY) : undefined;
-  const cases = replay !== undefined ? 1 : options.cases;
-  for (let i = 0; i < cases; i++) {
-    const seed = replay ?? (options.seed + i * 0x9e3779b1) >>> 0;
-    /** Runs the case from its seed; returns its outcome, duration and mutations. */
-    const runOnce = async (): Promise<{ outcome: string; ms: number; done: string[]; failure?: string }> => {
-      const rnd = mulberry32(seed);
-      const { bytes, done } = (options.mutator ?? mutate)(Buffer.from(pristine), options.regions, rnd);
-      writeFileSync(options.target, bytes);
-      const t0 = cpuMs();
-      try {
-        await exercise(options.open ?? options.target, rnd, [...new Set([options.open ?? options.target, options.target])]);
-        return { outcome: 'ok', ms: cpuMs() - t0, done };
-      } catch (err) {
-        const ms = cpuMs() - t0;
-        if (err instanceof ImgdedupError && !(err instanceof InternalError)) return { outcome: err.code, ms, done };
-        return { outcome: 'FAIL', ms, done, failure: err instanceof Error ? (err.stack ?? err.message) : String(err) };
-      }
-    };
-    let r = await runOnce();
-    if (r.ms > CASE_MS && r.failure === undefined) {
-      // A GC pause can stall one case: time it again before calling it slow.
-      const again = await runOnce();
-      if (again.ms < r.ms) r = again;
-    }
-    const { outcome, ms, done } = r;
-    if (r.failure !== undefined) failures.push({ caseIndex: i, seed, mutations: done, error: r.failure });
-    outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
-    maxMs = Math.max(maxMs, ms);
-    if (ms > CASE_MS) failures.push({ caseIndex: i, seed, mutations: done, error: `took ${ms.toFixed(0)} ms of CPU (limit ${CASE_MS}), twice` });
-    const m = process.memoryUsage();
-    const growth = Math.max(m.rss - base.rss, m.arrayBuffers - base.arrayBuffers);
-    maxGrowth = Math.max(maxGrowth, growth);
-    if (growth > MEMORY_LIMIT) failures.push({ caseIndex: i, seed, mutations: done, error: `memory grew by ${growth} bytes` });
+  const open = options.open ?? options.target;
+  const checkFiles = [...new Set([open, options.target])];
+  const tally = new Tally();
+  const t0 = performance.now();
+  for (const [i, seed] of caseSeeds(options.seed, options.cases).entries()) {
+    const { bytes, done } = (options.mutator ?? mutate)(Buffer.from(pristine), options.regions, mulberry32(seed));
+    writeFileSync(options.target, bytes);
+    tally.add(i, seed, done, await options.pool.run('image', { open, checkFiles, seed: exerciseSeed(seed) }));
   }
-  return { failures, maxMs, maxGrowth, outcomes };
+  if (process.env.FUZZ_VERBOSE) console.log(tally.summary(options.name, performance.now() - t0, options.pool));
+  return tally;
 }
 
 /** A readable report of failures, with what is needed to replay each. */
 export function describeFailures(name: string, failures: readonly FuzzFailure[]): string {
   return failures
     .slice(0, 5)
-    .map((f) => `[${name}] case ${f.caseIndex} (seed 0x${f.seed.toString(16)}; replay with FUZZ_REPLAY=<seed>): ${f.mutations.join('; ')}\n${f.error}`)
+    .map((f) => `[${name}] case ${f.caseIndex} (replay with FUZZ_REPLAY=0x${f.seed.toString(16)}): ${f.mutations.join('; ')}\n${f.error}`)
     .join('\n\n');
-}
-
-/** Reads the first bytes of a file (for sanity checks of seeds). */
-export function head(path: string, n: number): Buffer {
-  const fd = openSync(path, 'r');
-  const b = Buffer.alloc(n);
-  readSync(fd, b, 0, n, 0);
-  closeSync(fd);
-  return b;
 }

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { qemuImg, qemuIo } from '../helpers/qemu.js';
 import { useTempDir } from '../helpers/tmp.js';
 import { FUZZ_CASES, FUZZ_SEED, describeFailures, fuzzImage, qcow2Regions } from './harness.js';
+import { useCasePool } from './pool.js';
 
 const tmp = useTempDir('imgdedup-fuzz-qcow2-');
+const pool = useCasePool();
 
 interface Seed {
   name: string;
@@ -69,10 +71,9 @@ beforeAll(() => {
 describe('qcow2 mutation fuzzing: only ImgdedupErrors, bounded time and memory', () => {
   it.each([0, 1, 2, 3, 4, 5, 6, 7, 8])('seed image %i', async (i) => {
     const s = seeds[i]!;
-    const r = await fuzzImage({ name: s.name, seedImage: s.file, target: s.target, ...(s.open ? { open: s.open } : {}), regions: qcow2Regions(s.file), cases: FUZZ_CASES, seed: FUZZ_SEED + i * 7919 });
-    if (process.env.FUZZ_VERBOSE) console.log(s.name, JSON.stringify(r.outcomes), `max ${r.maxMs.toFixed(0)} ms`, `growth ${(r.maxGrowth / 2 ** 20).toFixed(0)} MiB`);
+    const r = await fuzzImage({ name: s.name, pool, seedImage: s.file, target: s.target, ...(s.open ? { open: s.open } : {}), regions: qcow2Regions(s.file), cases: FUZZ_CASES, seed: FUZZ_SEED + i * 7919 });
     expect(r.failures, describeFailures(s.name, r.failures)).toEqual([]);
     // The mutations must reach past the header: some cases must still open and walk.
-    expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
+    if (process.env.FUZZ_REPLAY === undefined) expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
   });
 });

@@ -15,12 +15,14 @@ import { useTempDir } from '../helpers/tmp.js';
 import { openChain } from '../../src/diskimage/openChain.js';
 import { SparseVmdkWriter, writeStreamOptimizedVmdk } from '../../src/diskimage/vmdk/VmdkWriter.js';
 import { FUZZ_SEED, describeFailures, fuzzImage, mutate, type Region } from './harness.js';
+import { useCasePool } from './pool.js';
 
 
 /** Cases per seed image: 10 seeds x 150 keeps this file near 10 s on 2 shared cores. FUZZ_CASES overrides. */
 const CASES = process.env.FUZZ_CASES !== undefined ? Number(process.env.FUZZ_CASES) : 150;
 
 const tmp = useTempDir('imgdedup-fuzz-vmdk-');
+const pool = useCasePool();
 
 const KDMV = 0x564d444b;
 const GD_AT_END = 0xffffffffffffffffn;
@@ -147,7 +149,9 @@ function mutateText(text: string, rnd: () => number, names: readonly string[]): 
       // Rewrite an extent line: type, file name, offset.
       const ext = lines.findIndex((l) => /^(RW|RDONLY|NOACCESS)\s/.test(l));
       if (ext === -1) return { text, what: 'no extent line' };
-      const parts = /^(\S+)\s+(\S+)\s+(\S+)\s*("[^"]*")?\s*(\S+)?/.exec(lines[ext]!)!;
+      const parts = /^(\S+)\s+(\S+)\s+(\S+)\s*("[^"]*")?\s*(\S+)?/.exec(lines[ext]!);
+      // An earlier edit of this case may have cut the line below three fields.
+      if (parts === null) return { text, what: `extent line ${ext} too short to rewrite` };
       const type = rnd() < 0.5 ? pick(EXTENT_TYPES) : parts[3];
       const name = rnd() < 0.5 ? `"${pick(names)}"` : (parts[4] ?? '');
       const off = rnd() < 0.5 ? (parts[5] ?? '') : pick(NUMBERS);
@@ -360,9 +364,9 @@ describe('VMDK mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
 
   it.each(SEED_NAMES.map((n, i) => [n, i] as const))('%s', async (name, i) => {
     const s = seeds.get(name)!;
-    const t0 = performance.now();
     const r = await fuzzImage({
       name,
+      pool,
       seedImage: s.file,
       target: s.target,
       ...(s.open !== undefined ? { open: s.open } : {}),
@@ -371,11 +375,10 @@ describe('VMDK mutation fuzzing: only ImgdedupErrors, bounded time and memory', 
       seed: FUZZ_SEED + 31337 + i * 7919,
       mutator: vmdkMutator(names),
     });
-    if (process.env.FUZZ_VERBOSE) console.log(name, JSON.stringify(r.outcomes), `${CASES} cases in ${(performance.now() - t0).toFixed(0)} ms, max ${r.maxMs.toFixed(0)} ms`, `growth ${(r.maxGrowth / 2 ** 20).toFixed(0)} MiB`);
     // Leave the pristine image in place for the next test's sanity.
     writeFileSync(s.target, readFileSync(s.file));
     expect(r.failures, describeFailures(name, r.failures)).toEqual([]);
     // The mutations must reach past the header: some cases must still open and walk.
-    expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
+    if (process.env.FUZZ_REPLAY === undefined) expect(r.outcomes.ok ?? 0, JSON.stringify(r.outcomes)).toBeGreaterThan(0);
   });
 });
