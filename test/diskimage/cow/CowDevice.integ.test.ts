@@ -18,6 +18,7 @@ import { VmdkImageWriter } from '../../../src/diskimage/vmdk/VmdkWriter.js';
 import { VmdkImage } from '../../../src/diskimage/vmdk/VmdkImage.js';
 import type { BlockDevice, ByteRange, Extent } from '../../../src/diskimage/BlockDevice.js';
 import type { ImageWriter } from '../../../src/diskimage/ImageWriter.js';
+import { mulberry32 } from '../../../fixtures/prng.mjs';
 
 const tmp = useTempDir('imgdedup-cow-integ-');
 const KiB = 1024;
@@ -25,23 +26,11 @@ const MiB = 1024 * KiB;
 /** Not a multiple of any cluster size: the last unit is partial. */
 const SIZE = 8 * MiB + 3 * 512;
 
-/** Seeded PRNG (mulberry32), so every run writes the same bytes. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 type Write = { at: number; data: Uint8Array } | { at: number; zeros: number };
 
 /** Random writes: any alignment, overlapping, a few zero ranges, some near the end. */
 function randomWrites(seed: number, size: number, count: number): Write[] {
-  const r = prng(seed);
+  const r = mulberry32(seed); // seeded: every run writes the same bytes
   const out: Write[] = [];
   for (let i = 0; i < count; i++) {
     const len = 1 + Math.floor(r() ** 3 * 200 * KiB);
