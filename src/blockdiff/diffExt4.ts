@@ -105,6 +105,8 @@ async function readListing(fs: Ext4Fs, dirIno: number): Promise<Map<string, read
   return m;
 }
 
+/** Unexplained changed blocks above which they are attributed by the ownership scan without reading each (two reads per block cost more than the scan's few large ones). */
+const EXPLAIN_READ_LIMIT = 256;
 /** Directory listings and inode comparisons started ahead of the sequential steps that use them. */
 const PREFETCH_AHEAD = 16;
 
@@ -369,6 +371,10 @@ class Ext4Differ {
     }
     const unexplained = changed.minus(new BlockRuns(explainedRuns));
     const pending: number[] = [];
+    // Many unexplained blocks (files edited in place keep their inode records): the
+    // ownership scan, a few large reads, costs less than reading each block on both sides,
+    // so they go to it unread; only blocks it leaves unowned are then read and compared.
+    const byOwnership = unexplained.blockCount > EXPLAIN_READ_LIMIT;
     // Pieces of up to 256 blocks; which of their blocks are in use on either side, and, if
     // any, their bytes on both sides: read PREFETCH_AHEAD pieces ahead of their examination.
     const pieces: Array<[number, number]> = [];
@@ -380,7 +386,7 @@ class Ext4Differ {
         // Past A's end (B grew) a block exists in B only: free in A, and never equal.
         used.push((this.inA(blk) && (await this.a.layout.blockInUse(blk))) || (await this.b.layout.blockInUse(blk)));
       }
-      if (!used.includes(true)) return { start, used };
+      if (byOwnership || !used.includes(true)) return { start, used };
       const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - start));
       const [da, db] = await Promise.all([nA > 0 ? this.a.fs.readBlocks(start, nA) : new Uint8Array(0), this.b.fs.readBlocks(start, n)]);
       return { start, used, da, db };
@@ -389,7 +395,11 @@ class Ext4Differ {
       for (let k = 0; k < used.length; k++) {
         const blk = start + k;
         const inA = this.inA(blk);
-        if (!used[k] || da === undefined || db === undefined) continue;
+        if (!used[k]) continue;
+        if (da === undefined || db === undefined) {
+          pending.push(blk);
+          continue;
+        }
         const blockA = inA ? da.subarray(k * bs, (k + 1) * bs) : undefined;
         const blockB = db.subarray(k * bs, (k + 1) * bs);
         if (blockA !== undefined && Buffer.compare(blockA, blockB) === 0) continue;
@@ -412,7 +422,7 @@ class Ext4Differ {
           owned = true;
           if (o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino)) candidates.add(o.ino);
         }
-        if (!owned) left.push([blk, 1]);
+        if (!owned && !(byOwnership && (await this.sameBytes(blk)))) left.push([blk, 1]);
       }
       this.unattributed = new BlockRuns(left);
     }
@@ -513,6 +523,13 @@ class Ext4Differ {
       const [inoA, inoB] = await Promise.all([this.lookup(this.a, path), this.lookup(this.b, path)]);
       await this.settle(path, inoA, inoB, true);
     }
+  }
+
+  /** Whether block `blk` holds the same bytes in A and B (false if it is past A's end). */
+  private async sameBytes(blk: number): Promise<boolean> {
+    if (!this.inA(blk)) return false;
+    const [x, y] = await Promise.all([this.a.fs.readBlocks(blk, 1), this.b.fs.readBlocks(blk, 1)]);
+    return Buffer.compare(x, y) === 0;
   }
 
   /**
