@@ -187,6 +187,8 @@ class Ext4Differ {
       for await (const _ of mapAhead(
         todo,
         async (ino) => {
+          // listing() may have read it meanwhile.
+          if (side.listings.has(ino)) return;
           const p = readListing(side.fs, ino).catch(() => undefined);
           side.prefetched.set(ino, p);
           await p;

@@ -148,7 +148,7 @@ const MAX_READ_BYTES = 256 << 20;
 const DIR_READ_BLOCKS = 64;
 /** Most bytes of prefetched directory blocks held. */
 const PREFETCH_DIR_BYTES = 8 << 20;
-/** Prefetched directory pieces at most this many blocks apart are read together. */
+/** Prefetched directory pieces at most this many blocks apart are read together (so the gaps read make the bytes held at most 5 times PREFETCH_DIR_BYTES). */
 const PREFETCH_GAP_BLOCKS = 4;
 /** Most blocks one coalesced prefetch read covers. */
 const PREFETCH_SPAN_BLOCKS = 256;
@@ -629,7 +629,7 @@ export class Ext4Fs {
         }
         i = j;
       }
-    });
+    }).catch(() => undefined); // Best effort: whatever was not registered is read by readdir.
     // Until its reads are registered, readDirBlocks waits for it rather than reading on its own.
     this.prefetchBatches.add(batch);
     void batch.finally(() => this.prefetchBatches.delete(batch));
