@@ -411,14 +411,25 @@ class Ext4Differ {
       }
     }
     if (pending.length > 0) {
-      // Blocks nothing cheap explains: attribute them by a full ownership scan of both sides.
+      // Blocks nothing cheap explains: attribute them by a full ownership scan of A, and of
+      // B unless A's says enough. When every such block belongs in A to an inode (which
+      // becomes a candidate), B's owners add nothing: an owner in B whose inode record
+      // changed is a candidate already (its blocks were explained), and one whose record
+      // did not reaches the block through the same tree as in A, or through a tree block
+      // that changed, sits where it sat in A, and so is a pending block owned by it in A.
       this.ownershipScan = true;
-      // Both scans at once: one decodes while the other waits for its reads.
-      [this.a.ownership, this.b.ownership] = await Promise.all([this.a.fs.blockOwnership(), this.b.fs.blockOwnership()]);
+      const ownA = await this.a.fs.blockOwnership();
+      this.a.ownership = ownA;
+      const inodeOwnedInA = (blk: number): boolean => {
+        const o = ownA.ownerOf(blk);
+        return o !== undefined && o !== 'free' && o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino);
+      };
+      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.fs.blockOwnership();
+      const owners = this.b.ownership !== undefined ? [ownA, this.b.ownership] : [ownA];
       const left: BlockRun[] = [];
       for (const blk of pending) {
         let owned = false;
-        for (const own of [this.a.ownership, this.b.ownership]) {
+        for (const own of owners) {
           const o = own.ownerOf(blk);
           if (o === undefined || o === 'free') continue;
           owned = true;
