@@ -238,6 +238,7 @@ export function buildProgram(): Command {
       const out = new DeferredStdout();
       try {
         let first = true;
+        const lineOptions = { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) };
         const r = await ls({
           image,
           path,
@@ -247,7 +248,7 @@ export function buildProgram(): Command {
             if (asJson) {
               out.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
               first = false;
-            } else out.line(formatLsEntry(e, { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) }));
+            } else out.line(formatLsEntry(e, lineOptions));
           },
         });
         if (asJson) out.write(first ? '[]\n' : ']\n');

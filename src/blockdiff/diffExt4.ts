@@ -30,6 +30,7 @@ import type { BlockOwnership } from '../fs/ext4/ownership.js';
 import { BlockRuns, type BlockRun } from './BlockRuns.js';
 import { Ext4Layout } from './ext4Layout.js';
 import { compareInodes, inodeBlocks, type ChangeKind } from './fileChanges.js';
+import { mapAhead } from './mapAhead.js';
 
 export type { ChangeKind } from './fileChanges.js';
 
@@ -82,6 +83,8 @@ interface Side {
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
   /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
+  /** dir ino -> listing being read ahead (prefetchListings); undefined if that read failed. */
+  readonly prefetched: Map<number, Promise<Map<string, readonly [number, number]> | undefined>>;
   ownership?: BlockOwnership;
 }
 
@@ -94,6 +97,18 @@ const STAT_TYPES: Readonly<Record<number, FileKind>> = {
   0o010000: 'fifo',
   0o140000: 'socket',
 };
+
+/** Reads one directory's entries: name (byteKey) -> [ino, dirent file_type]. */
+async function readListing(fs: Ext4Fs, dirIno: number): Promise<Map<string, readonly [number, number]>> {
+  const m = new Map<string, readonly [number, number]>();
+  for await (const e of fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
+  return m;
+}
+
+/** Unexplained changed blocks above which they are attributed by the ownership scan without reading each (two reads per block cost more than the scan's few large ones). */
+const EXPLAIN_READ_LIMIT = 256;
+/** Directory listings and inode comparisons started ahead of the sequential steps that use them. */
+const PREFETCH_AHEAD = 16;
 
 const kindOf = (inode: Inode): FileKind => STAT_TYPES[fileType(inode.i_mode)] ?? 'unknown';
 const isDir = (inode: Inode): boolean => fileType(inode.i_mode) === S_IFDIR;
@@ -113,14 +128,16 @@ class Ext4Differ {
   private readonly modified = new Map<string, ModifiedEntry>();
   private readonly settled = new Set<string>();
   private unattributed = new BlockRuns();
+  /** `${inoA}:${inoB}` -> compareInodes of those inodes, started ahead of settle (which awaits it, and so meets its error). */
+  private readonly compared = new Map<string, Promise<ChangeKind[]>>();
 
   constructor(
     fsA: Ext4Fs,
     fsB: Ext4Fs,
     private readonly changed: BlockRuns,
   ) {
-    this.a = { fs: fsA, layout: new Ext4Layout(fsA), listings: new Map(), dirPaths: new Map() };
-    this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map() };
+    this.a = { fs: fsA, layout: new Ext4Layout(fsA), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
+    this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
@@ -148,12 +165,37 @@ class Ext4Differ {
   private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
     let m = side.listings.get(dirIno);
     if (m === undefined) {
-      m = new Map();
       this.dirsRead++;
-      for await (const e of side.fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
+      const early = side.prefetched.get(dirIno);
+      side.prefetched.delete(dirIno);
+      // A prefetch that failed is read again here, where its error is thrown.
+      m = (early !== undefined ? await early : undefined) ?? (await readListing(side.fs, dirIno));
       side.listings.set(dirIno, m);
     }
     return m;
+  }
+
+  /**
+   * Starts reading these directories' listings (at most PREFETCH_AHEAD at once), for
+   * listing() to find; counted in dirsRead only when listing() takes them. Best effort.
+   */
+  private prefetchListings(side: Side, dirInos: Iterable<number>): void {
+    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino));
+    // Their blocks in few large reads (nearby directories together), then decoded.
+    side.fs.prefetchDirectories(todo);
+    void (async () => {
+      for await (const _ of mapAhead(
+        todo,
+        async (ino) => {
+          // listing() may have read it meanwhile.
+          if (side.listings.has(ino)) return;
+          const p = readListing(side.fs, ino).catch(() => undefined);
+          side.prefetched.set(ino, p);
+          await p;
+        },
+        { ahead: PREFETCH_AHEAD },
+      ));
+    })();
   }
 
   /** The inode a path names on this side, or undefined. */
@@ -192,7 +234,7 @@ class Ext4Differ {
    * Paths of the wanted inodes, by one walk that stops as soon as each has as many paths
    * as links (or at the end of the tree).
    */
-  private async walkFor(side: Side, wanted: Map<number, number>): Promise<Map<number, string[]>> {
+  private async walkFor(side: Side, wanted: Map<number, number>, parents?: Set<number>): Promise<Map<number, string[]>> {
     const found = new Map<number, string[]>();
     let open = wanted.size;
     if (open === 0) return found;
@@ -204,6 +246,7 @@ class Ext4Differ {
       const list = found.get(e.ino) ?? [];
       list.push(byteKey(e.path));
       found.set(e.ino, list);
+      parents?.add(e.parentIno);
       if (list.length === need) open--;
       if (open === 0) break;
     }
@@ -252,7 +295,8 @@ class Ext4Differ {
       return;
     }
     this.inodesCompared++;
-    const changes = await compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed);
+    const early = this.compared.get(`${inoA}:${inoB}`);
+    const changes = await (early ?? compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed));
     if (changes.length > 0) {
       this.modified.set(path, {
         path: keyBytes(path),
@@ -329,43 +373,69 @@ class Ext4Differ {
     }
     const unexplained = changed.minus(new BlockRuns(explainedRuns));
     const pending: number[] = [];
-    for (const [s, c] of unexplained.runs()) {
-      for (let off = 0; off < c; off += 256) {
-        const n = Math.min(256, c - off);
-        let da: Uint8Array | undefined;
-        let db: Uint8Array | undefined;
-        for (let k = 0; k < n; k++) {
-          const blk = s + off + k;
-          // Past A's end (B grew) a block exists in B only: free in A, and never equal.
-          const inA = this.inA(blk);
-          if (!(inA && (await this.a.layout.blockInUse(blk))) && !(await this.b.layout.blockInUse(blk))) continue;
-          const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - (s + off)));
-          da ??= nA > 0 ? await this.a.fs.readBlocks(s + off, nA) : new Uint8Array(0);
-          db ??= await this.b.fs.readBlocks(s + off, n);
-          const blockA = inA ? da.subarray(k * bs, (k + 1) * bs) : undefined;
-          const blockB = db.subarray(k * bs, (k + 1) * bs);
-          if (blockA !== undefined && Buffer.compare(blockA, blockB) === 0) continue;
-          const dir = (await this.firstDirBlockOwner(this.b, blk, blockB)) ?? (blockA !== undefined ? await this.firstDirBlockOwner(this.a, blk, blockA) : undefined);
-          if (dir !== undefined) candidates.add(dir);
-          else pending.push(blk);
+    // Many unexplained blocks (files edited in place keep their inode records): the
+    // ownership scan, a few large reads, costs less than reading each block on both sides,
+    // so they go to it unread; only blocks it leaves unowned are then read and compared.
+    const byOwnership = unexplained.blockCount > EXPLAIN_READ_LIMIT;
+    // Pieces of up to 256 blocks; which of their blocks are in use on either side, and, if
+    // any, their bytes on both sides: read PREFETCH_AHEAD pieces ahead of their examination.
+    const pieces: Array<[number, number]> = [];
+    for (const [s, c] of unexplained.runs()) for (let off = 0; off < c; off += 256) pieces.push([s + off, Math.min(256, c - off)]);
+    const readPiece = async ([start, n]: [number, number]): Promise<{ start: number; used: boolean[]; da?: Uint8Array; db?: Uint8Array }> => {
+      const used: boolean[] = [];
+      for (let k = 0; k < n; k++) {
+        const blk = start + k;
+        // Past A's end (B grew) a block exists in B only: free in A, and never equal.
+        used.push((this.inA(blk) && (await this.a.layout.blockInUse(blk))) || (await this.b.layout.blockInUse(blk)));
+      }
+      if (byOwnership || !used.includes(true)) return { start, used };
+      const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - start));
+      const [da, db] = await Promise.all([nA > 0 ? this.a.fs.readBlocks(start, nA) : new Uint8Array(0), this.b.fs.readBlocks(start, n)]);
+      return { start, used, da, db };
+    };
+    for await (const { start, used, da, db } of mapAhead(pieces, readPiece, { ahead: PREFETCH_AHEAD })) {
+      for (let k = 0; k < used.length; k++) {
+        const blk = start + k;
+        const inA = this.inA(blk);
+        if (!used[k]) continue;
+        if (da === undefined || db === undefined) {
+          pending.push(blk);
+          continue;
         }
+        const blockA = inA ? da.subarray(k * bs, (k + 1) * bs) : undefined;
+        const blockB = db.subarray(k * bs, (k + 1) * bs);
+        if (blockA !== undefined && Buffer.compare(blockA, blockB) === 0) continue;
+        const dir = (await this.firstDirBlockOwner(this.b, blk, blockB)) ?? (blockA !== undefined ? await this.firstDirBlockOwner(this.a, blk, blockA) : undefined);
+        if (dir !== undefined) candidates.add(dir);
+        else pending.push(blk);
       }
     }
     if (pending.length > 0) {
-      // Blocks nothing cheap explains: attribute them by a full ownership scan of both sides.
+      // Blocks nothing cheap explains: attribute them by a full ownership scan of A, and of
+      // B unless A's says enough. When every such block belongs in A to an inode (which
+      // becomes a candidate), B's owners add nothing: an owner in B whose inode record
+      // changed is a candidate already (its blocks were explained), and one whose record
+      // did not reaches the block through the same tree as in A, or through a tree block
+      // that changed, sits where it sat in A, and so is a pending block owned by it in A.
       this.ownershipScan = true;
-      // Both scans at once: one decodes while the other waits for its reads.
-      [this.a.ownership, this.b.ownership] = await Promise.all([this.a.fs.blockOwnership(), this.b.fs.blockOwnership()]);
+      const ownA = await this.a.fs.blockOwnership();
+      this.a.ownership = ownA;
+      const inodeOwnedInA = (blk: number): boolean => {
+        const o = ownA.ownerOf(blk);
+        return o !== undefined && o !== 'free' && o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino);
+      };
+      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.fs.blockOwnership();
+      const owners = this.b.ownership !== undefined ? [ownA, this.b.ownership] : [ownA];
       const left: BlockRun[] = [];
       for (const blk of pending) {
         let owned = false;
-        for (const own of [this.a.ownership, this.b.ownership]) {
+        for (const own of owners) {
           const o = own.ownerOf(blk);
           if (o === undefined || o === 'free') continue;
           owned = true;
           if (o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino)) candidates.add(o.ino);
         }
-        if (!owned) left.push([blk, 1]);
+        if (!owned && !(byOwnership && (await this.sameBytes(blk)))) left.push([blk, 1]);
       }
       this.unattributed = new BlockRuns(left);
     }
@@ -433,11 +503,31 @@ class Ext4Differ {
         if (same ? side === this.b : !seen.has(ino)) walk.set(ino, inode.i_links_count);
       }
     }
+    // Files edited in place (the usual change): their comparisons, and the listings that
+    // step 4 looks their paths up in, are started ahead, PREFETCH_AHEAD at a time.
+    const inPlace = states.filter((st) => st.same && st.iA !== undefined && st.iB !== undefined && !isDir(st.iA) && !isDir(st.iB));
+    const compares = mapAhead(
+      inPlace,
+      async ({ ino, iA, iB }) => {
+        const p = compareInodes(this.a.fs, iA!, this.b.fs, iB!, this.changed);
+        p.catch(() => undefined);
+        this.compared.set(`${ino}:${ino}`, p);
+        await p.catch(() => undefined);
+      },
+      { ahead: PREFETCH_AHEAD },
+    );
+    void (async () => {
+      for await (const _ of compares);
+    })();
     for (const [side, walk] of [
       [this.a, walkA],
       [this.b, walkB],
     ] as const) {
-      for (const paths of (await this.walkFor(side, walk)).values()) for (const p of paths) affected.add(p);
+      const parents = new Set<number>();
+      for (const paths of (await this.walkFor(side, walk, parents)).values()) for (const p of paths) affected.add(p);
+      // Step 4 lists these directories on both sides (same inode numbers where they are unchanged).
+      this.prefetchListings(this.a, parents);
+      this.prefetchListings(this.b, parents);
     }
     // 4. Compare each affected path, parents first.
     for (const path of [...affected].sort()) {
@@ -446,6 +536,13 @@ class Ext4Differ {
       const [inoA, inoB] = await Promise.all([this.lookup(this.a, path), this.lookup(this.b, path)]);
       await this.settle(path, inoA, inoB, true);
     }
+  }
+
+  /** Whether block `blk` holds the same bytes in A and B (false if it is past A's end). */
+  private async sameBytes(blk: number): Promise<boolean> {
+    if (!this.inA(blk)) return false;
+    const [x, y] = await Promise.all([this.a.fs.readBlocks(blk, 1), this.b.fs.readBlocks(blk, 1)]);
+    return Buffer.compare(x, y) === 0;
   }
 
   /**

@@ -13,7 +13,7 @@ import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { S_IFDIR } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { nameFields, parsePathArg, quoteName } from '../ui/quoteName.js';
+import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem } from '../diskimage/detectFilesystem.js';
 import { parseImageArg } from './imageArg.js';
@@ -138,10 +138,31 @@ export async function selectFilesystemDevice(
   throw new UsageError(`several partitions hold ext filesystems (${candidates.map((p) => p.index).join(', ')}); name one as IMAGE:PART`, { file });
 }
 
-async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array, name: Uint8Array): Promise<LsEntry> {
+/**
+ * The LsEntry of `inode`. `pathText` is the path's display form when it is known to be
+ * plain (printable ASCII), so that the usual entry is one object literal, with no name
+ * scan of the whole path and no spreads (listings hold 100,000s of entries).
+ */
+async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8Array), pathText: string | undefined, name: Uint8Array): Promise<LsEntry> {
   const st = fs.statOf(inode);
+  const nameText = plainAsciiText(name);
+  if (pathText !== undefined && nameText !== undefined && st.type !== 'symlink' && st.rdev === undefined) {
+    return {
+      path: pathText,
+      name: nameText,
+      ino: inode.ino,
+      type: st.type,
+      mode: st.mode,
+      links: st.links,
+      uid: st.uid,
+      gid: st.gid,
+      size: st.size,
+      mtime: st.mtime.sec,
+      mtimeNsec: st.mtime.nsec,
+    };
+  }
   return {
-    ...nameFields('path', path),
+    ...nameFields('path', typeof path === 'function' ? path() : path),
     ...nameFields('name', name),
     ino: inode.ino,
     type: st.type,
@@ -188,32 +209,39 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     const loops: string[] = [];
     // Directory inode -> the path it was first listed at.
     const listed = new Map<number, Uint8Array>([[ino, path]]);
-    const listDir = async (dirIno: number, dirPath: Uint8Array): Promise<void> => {
+    // dirText: dirPath's display form when it is plain ASCII, so that children's paths are
+    // its text + '/' + their name, without joining and scanning the bytes again.
+    const listDir = async (dirIno: number, dirPath: Uint8Array, dirText: string | undefined): Promise<void> => {
       const children: Array<{ name: Uint8Array; ino: number }> = [];
       for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
       children.sort((a, b) => compareBytes(a.name, b.name));
-      const sub: Array<{ ino: number; path: Uint8Array }> = [];
+      const sub: Array<{ ino: number; path: Uint8Array; text: string | undefined }> = [];
+      // dirPath is absolute: length 1 means '/'.
+      const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
+      const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
       for (const c of children) {
-        // dirPath is absolute: length 1 means '/'.
-        const childPath = joinPath(dirPath.length === 1 ? new Uint8Array(0) : dirPath, c.name);
+        let childPath: Uint8Array | undefined;
+        const pathOf = (): Uint8Array => (childPath ??= joinPath(parent, c.name));
+        const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
+        const pathText = nameText === undefined ? undefined : prefix + nameText;
         const inode = await fs.readInode(c.ino);
-        const e = await entryOf(fs, inode, childPath, c.name);
+        const e = await entryOf(fs, inode, pathOf, pathText, c.name);
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
         const first = listed.get(c.ino);
         if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${c.ino}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          loops.push(`${file}: ${quoteName(pathOf())} is directory inode ${c.ino}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
-        listed.set(c.ino, childPath);
-        sub.push({ ino: c.ino, path: childPath });
+        listed.set(c.ino, pathOf());
+        sub.push({ ino: c.ino, path: pathOf(), text: pathText });
       }
       fs.prefetchDirectories(sub.map((s) => s.ino));
-      for (const s of sub) await listDir(s.ino, s.path);
+      for (const s of sub) await listDir(s.ino, s.path, s.text);
     };
     const top = await fs.readInode(ino);
-    if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path);
-    else emit(await entryOf(fs, top, path, parts[parts.length - 1] ?? path));
+    if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path, plainAsciiText(path));
+    else emit(await entryOf(fs, top, path, plainAsciiText(path), parts[parts.length - 1] ?? path));
     return {
       image,
       partition: sel.partition,
@@ -263,18 +291,17 @@ function formatTime(sec: number): string {
   return lastMinuteText;
 }
 
+/** modeString results by type and mode: a listing has few distinct ones. */
+const modeStrings = new Map<string, string>();
+
 /** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
 export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
   const name = options.recursive ? e.path : e.name;
   if (!options.long) return name;
+  const key = `${e.type}${e.mode}`;
+  let mode = modeStrings.get(key);
+  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
   const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
-  return [
-    modeString(e.type, e.mode),
-    String(e.links).padStart(3),
-    String(e.uid).padStart(5),
-    String(e.gid).padStart(5),
-    size.padStart(10),
-    formatTime(e.mtime),
-    e.target !== undefined ? `${name} -> ${e.target}` : name,
-  ].join(' ');
+  const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
+  return `${mode} ${String(e.links).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
 }

@@ -14,9 +14,19 @@ import { wrapIoError } from '../errors.js';
 
 /** Held in memory before spilling to a file: a few MiB keeps ordinary outputs off the disk. */
 const DEFAULT_LIMIT_BYTES = 8 * 1024 * 1024;
+/**
+ * Written text is joined into one Buffer per this many characters: the many small strings
+ * of a long listing then die young instead of being kept (and copied by every garbage
+ * collection) until commit.
+ */
+const FLATTEN_CHARS = 64 * 1024;
 
 export class DeferredStdout {
-  private chunks: string[] = [];
+  /** Held text, flattened. */
+  private chunks: Buffer[] = [];
+  /** Held text not flattened yet, and its length. */
+  private pending: string[] = [];
+  private pendingChars = 0;
   private held = 0;
   private spill: { path: string; fd: number } | undefined;
   private finished = false;
@@ -29,9 +39,18 @@ export class DeferredStdout {
 
   /** Holds `text` (a newline is not added). */
   write(text: string): void {
-    this.chunks.push(text);
+    this.pending.push(text);
+    this.pendingChars += text.length;
     this.held += text.length;
+    if (this.pendingChars >= FLATTEN_CHARS) this.flatten();
     if (this.held >= this.limitBytes) this.spillHeld();
+  }
+
+  private flatten(): void {
+    if (this.pending.length === 0) return;
+    this.chunks.push(Buffer.from(this.pending.join(''), 'utf8'));
+    this.pending = [];
+    this.pendingChars = 0;
   }
 
   /** Holds `line` plus a newline. */
@@ -47,7 +66,8 @@ export class DeferredStdout {
         registerTempFile(path);
         this.spill = { path, fd: openSync(path, 'wx', 0o600) };
       }
-      writeSync(this.spill.fd, this.chunks.join(''));
+      this.flatten();
+      for (const c of this.chunks) writeSync(this.spill.fd, c);
     } catch (err) {
       throw wrapIoError(err, path, 'hold back the output in');
     }
@@ -59,7 +79,8 @@ export class DeferredStdout {
   async commit(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    const rest = this.chunks.join('');
+    this.flatten();
+    const rest = Buffer.concat(this.chunks);
     this.chunks = [];
     if (this.spill !== undefined) {
       const { path, fd } = this.spill;
@@ -72,7 +93,7 @@ export class DeferredStdout {
         this.removeSpill(path);
       }
     }
-    if (rest !== '' && !this.stream.write(rest)) await once(this.stream, 'drain');
+    if (rest.length > 0 && !this.stream.write(rest)) await once(this.stream, 'drain');
   }
 
   /** Drops everything held (the command failed). Safe to call after commit. */
@@ -80,6 +101,7 @@ export class DeferredStdout {
     if (this.finished) return;
     this.finished = true;
     this.chunks = [];
+    this.pending = [];
     if (this.spill !== undefined) {
       closeSync(this.spill.fd);
       this.removeSpill(this.spill.path);

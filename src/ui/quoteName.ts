@@ -67,8 +67,25 @@ function escapeByte(byte: number): string {
   return c !== undefined ? `\\${c}` : `\\${byte.toString(8).padStart(3, '0')}`;
 }
 
+/**
+ * The text of `bytes` when they are all printable ASCII other than '"' and '\\' (which
+ * print as they are), else undefined. Nearly every name is such: one tight loop, no
+ * per-byte objects, for listings of many files.
+ */
+export function plainAsciiText(bytes: Uint8Array): string | undefined {
+  const n = bytes.length;
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i]!;
+    if (b < 0x20 || b > 0x7e || b === 0x22 || b === 0x5c) return undefined;
+  }
+  // Short names: fromCharCode over the bytes; long paths: Buffer's latin1 (= ASCII here) decoder.
+  if (n <= 64) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, n).toString('latin1');
+}
+
 /** Whether `bytes` print as they are (quoteName returns their UTF-8 text unquoted). */
 export function isPlainName(bytes: Uint8Array): boolean {
+  if (plainAsciiText(bytes) !== undefined) return true;
   for (let i = 0; i < bytes.length; ) {
     const u = utf8At(bytes, i);
     if (u === undefined || unsafeCodePoint(u.cp)) return false;
@@ -79,6 +96,8 @@ export function isPlainName(bytes: Uint8Array): boolean {
 
 /** The display form of a byte name or path (see the module comment). */
 export function quoteName(bytes: Uint8Array): string {
+  const ascii = plainAsciiText(bytes);
+  if (ascii !== undefined) return ascii;
   let out = '';
   let quoted = false;
   for (let i = 0; i < bytes.length; ) {
@@ -156,6 +175,8 @@ export function parsePathArg(arg: string): Uint8Array {
  * (base64 of the exact bytes) exactly when the display form is quoted.
  */
 export function nameFields<K extends string>(field: K, bytes: Uint8Array): Record<K, string> & Partial<Record<`${K}Bytes`, string>> {
+  const ascii = plainAsciiText(bytes);
+  if (ascii !== undefined) return { [field]: ascii } as Record<K, string> & Partial<Record<`${K}Bytes`, string>>;
   const out: Record<string, string> = { [field]: quoteName(bytes) };
   if (!isPlainName(bytes)) out[`${field}Bytes`] = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
   return out as Record<K, string> & Partial<Record<`${K}Bytes`, string>>;

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { mulberry32 } from '../../fixtures/prng.mjs';
-import { isPlainName, nameFields, parsePathArg, quoteName, unquoteName } from '../../src/ui/quoteName.js';
+import { isPlainName, nameFields, parsePathArg, plainAsciiText, quoteName, unquoteName } from '../../src/ui/quoteName.js';
 
 const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
@@ -79,5 +79,24 @@ describe('nameFields', () => {
     expect(nameFields('path', utf8('/etc/café'))).toEqual({ path: '/etc/café' });
     expect(nameFields('path', bytes('/caf\xe9'))).toEqual({ path: '"/caf\\351"', pathBytes: Buffer.from('/caf\xe9', 'latin1').toString('base64') });
     expect(nameFields('name', bytes('a\nb'))).toEqual({ name: '"a\\nb"', nameBytes: Buffer.from('a\nb').toString('base64') });
+  });
+});
+
+describe('plainAsciiText (the fast path for listings)', () => {
+  test('is the text exactly for printable ASCII other than \'"\' and \'\\\'', () => {
+    for (let b = 0; b < 256; b++) {
+      const printable = b >= 0x20 && b <= 0x7e && b !== 0x22 && b !== 0x5c;
+      expect(plainAsciiText(new Uint8Array([0x61, b, 0x62]))).toBe(printable ? `a${String.fromCharCode(b)}b` : undefined);
+    }
+  });
+
+  test('long paths (past the short-name branch) and empty names', () => {
+    const long = 'dir/'.repeat(40) + 'file.txt';
+    expect(plainAsciiText(bytes(long))).toBe(long);
+    expect(plainAsciiText(bytes(`${long}\x80`))).toBeUndefined();
+    expect(plainAsciiText(new Uint8Array(0))).toBe('');
+    // A view into a larger buffer reads only its own bytes.
+    const big = bytes(`xx${long}yy`);
+    expect(plainAsciiText(big.subarray(2, 2 + long.length))).toBe(long);
   });
 });

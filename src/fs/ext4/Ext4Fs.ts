@@ -148,6 +148,10 @@ const MAX_READ_BYTES = 256 << 20;
 const DIR_READ_BLOCKS = 64;
 /** Most bytes of prefetched directory blocks held. */
 const PREFETCH_DIR_BYTES = 8 << 20;
+/** Prefetched directory pieces at most this many blocks apart are read together (so the gaps read make the bytes held at most 5 times PREFETCH_DIR_BYTES). */
+const PREFETCH_GAP_BLOCKS = 4;
+/** Most blocks one coalesced prefetch read covers. */
+const PREFETCH_SPAN_BLOCKS = 256;
 /** Bytes of inode table per read when scanning all inodes. */
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
@@ -160,6 +164,8 @@ export class Ext4Fs {
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
   private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
   private prefetchedBytes = 0;
+  /** prefetchDirectories calls whose reads are not registered in `prefetched` yet. */
+  private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
 
@@ -572,44 +578,67 @@ export class Ext4Fs {
    * (PREFETCH_DIR_BYTES held at most); anything that fails is left for readdir to meet.
    */
   prefetchDirectories(inos: readonly number[]): void {
-    for (const ino of inos) {
-      this.readInode(ino).then(
-        (inode) => {
-          if (fileType(inode.i_mode) !== S_IFDIR || this.isInline(inode)) return;
-          let extents: FileExtent[] | undefined;
-          try {
-            extents = this.inlineExtentsOf(inode);
-          } catch {
-            return;
+    if (inos.length === 0) return;
+    const batch = Promise.all(inos.map((ino) => this.readInode(ino).catch(() => undefined))).then((inodes) => {
+      // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
+      const pieces: Array<{ block: number; count: number }> = [];
+      for (const inode of inodes) {
+        if (inode === undefined || fileType(inode.i_mode) !== S_IFDIR || this.isInline(inode)) continue;
+        let extents: FileExtent[] | undefined;
+        try {
+          extents = this.inlineExtentsOf(inode);
+        } catch {
+          continue;
+        }
+        const dirBlocks = Math.ceil(inode.i_size / this.blockSize);
+        for (const e of extents ?? []) {
+          if (e.lblk >= dirBlocks) break;
+          const n = Math.min(e.len, dirBlocks - e.lblk);
+          for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
+            const count = Math.min(DIR_READ_BLOCKS, n - k);
+            const key = `${e.pblk + k}+${count}`;
+            if (this.prefetched.has(key) || this.prefetchedBytes + count * this.blockSize > PREFETCH_DIR_BYTES) continue;
+            this.prefetchedBytes += count * this.blockSize;
+            // Placeholder until its read is started below (a duplicate in this batch is skipped).
+            this.prefetched.set(key, Promise.resolve(undefined));
+            pieces.push({ block: e.pblk + k, count });
           }
-          // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
-          const dirBlocks = Math.ceil(inode.i_size / this.blockSize);
-          for (const e of extents ?? []) {
-            if (e.lblk >= dirBlocks) break;
-            const n = Math.min(e.len, dirBlocks - e.lblk);
-            for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
-              const cnt = Math.min(DIR_READ_BLOCKS, n - k);
-              const key = `${e.pblk + k}+${cnt}`;
-              if (this.prefetched.has(key) || this.prefetchedBytes + cnt * this.blockSize > PREFETCH_DIR_BYTES) continue;
-              this.prefetchedBytes += cnt * this.blockSize;
-              this.prefetched.set(
-                key,
-                this.readBlocks(e.pblk + k, cnt).then(
-                  (b) => b,
-                  () => undefined,
-                ),
-              );
-            }
-          }
-        },
-        () => undefined,
-      );
-    }
+        }
+      }
+      // Directories made together lie near each other: one read covers pieces up to
+      // PREFETCH_GAP_BLOCKS apart (reading the gap costs less than another read's wait).
+      pieces.sort((x, y) => x.block - y.block);
+      for (let i = 0; i < pieces.length; ) {
+        const first = pieces[i]!.block;
+        let end = first + pieces[i]!.count;
+        let j = i + 1;
+        while (j < pieces.length && pieces[j]!.block - end <= PREFETCH_GAP_BLOCKS && Math.max(end, pieces[j]!.block + pieces[j]!.count) - first <= PREFETCH_SPAN_BLOCKS) {
+          end = Math.max(end, pieces[j]!.block + pieces[j]!.count);
+          j++;
+        }
+        const span = this.readBlocks(first, end - first).then(
+          (b) => b,
+          () => undefined,
+        );
+        for (const p of pieces.slice(i, j)) {
+          const from = (p.block - first) * this.blockSize;
+          this.prefetched.set(
+            `${p.block}+${p.count}`,
+            span.then((b) => b?.subarray(from, from + p.count * this.blockSize)),
+          );
+        }
+        i = j;
+      }
+    }).catch(() => undefined); // Best effort: whatever was not registered is read by readdir.
+    // Until its reads are registered, readDirBlocks waits for it rather than reading on its own.
+    this.prefetchBatches.add(batch);
+    void batch.finally(() => this.prefetchBatches.delete(batch));
   }
 
   /** Directory blocks: those prefetchDirectories read, else read now. */
   private async readDirBlocks(blockNo: number, count: number): Promise<Uint8Array> {
     const key = `${blockNo}+${count}`;
+    if (!this.prefetched.has(key) && this.prefetchBatches.size > 0) await Promise.all(this.prefetchBatches);
     const p = this.prefetched.get(key);
     if (p !== undefined) {
       this.prefetched.delete(key);
@@ -670,6 +699,8 @@ export class Ext4Fs {
           subdirs.push({ ino: c.ino, path: c.path });
         }
       }
+      // Their listings are read while this one's consumer works, instead of one after another.
+      this.prefetchDirectories(subdirs.map((d) => d.ino));
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }
   }
