@@ -36,10 +36,10 @@ export interface FsDiff extends Ext4Diff {
    * Bytes that differ inside this filesystem, at sector granularity (the unit of
    * DiskDiff.changedBytes; past the filesystem's end they are a raw region), and how they
    * split: in the blocks of listed paths (added, removed, modified), in group metadata or
-   * the journal, in blocks free on both sides, and in other blocks (in use, but no listed
-   * path's content: an unwritten extent, which reads as zeros; an unchanged file's block
-   * rewritten with other bytes elsewhere is not possible, so these are mostly unwritten
-   * extents and blocks no inode owns). The four parts add up to `changedBytes`.
+   * the journal, in blocks free on both sides, and in other blocks in use: a changed
+   * directory's entries (the paths they name are listed, not the directory), an unwritten
+   * extent (it reads as zeros, so its file's content did not change), a block no inode
+   * owns. The four parts add up to `changedBytes`.
    */
   readonly changedBytes: number;
   readonly changedBytesIn: { readonly files: number; readonly metadata: number; readonly free: number; readonly other: number };

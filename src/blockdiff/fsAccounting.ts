@@ -1,8 +1,9 @@
 /**
  * Where the changed bytes of one filesystem are, so that every one of them is shown:
  * in a listed path's blocks, in group metadata or the journal, in blocks free on both
- * sides, or elsewhere (in use, but no listed path's content changed there: an unwritten
- * extent, which reads as zeros, or a block no inode owns).
+ * sides, or in other blocks in use (a changed directory's entries, whose added or removed
+ * paths are listed but not the directory; an unwritten extent, which reads as zeros; a
+ * block no inode owns).
  */
 import type { ByteRange } from '../diskimage/BlockDevice.js';
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';

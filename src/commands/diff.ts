@@ -81,7 +81,7 @@ export function formatDiff(r: DiffResult): string {
     const kinds = [
       ['group metadata or journal', fs.changedBytesIn.metadata, fs.metadataBlocks],
       ['free blocks', fs.changedBytesIn.free, fs.freeBlocks],
-      ['blocks in use by no listed path (unwritten extents, unowned)', fs.changedBytesIn.other, fs.otherBlocks],
+      ['other blocks in use (entries of a changed directory, unwritten extents, unowned)', fs.changedBytesIn.other, fs.otherBlocks],
     ] as const;
     for (const [what, bytes, blocks] of kinds) if (bytes > 0) lines.push(`~ ${bytes} bytes changed in ${what}: blocks ${runs(blocks)}`);
     if (fs.unattributedBlocks.length > 0) lines.push(`! ${fs.unattributedBlocks.length} changed block run(s) owned by no inode: ${fs.unattributedBlocks.map(([s, c]) => `${s}+${c}`).join(' ')}`);
