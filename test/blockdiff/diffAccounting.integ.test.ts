@@ -16,7 +16,7 @@ import { describe, expect, it } from 'vitest';
 import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
 import { diffDisks, type DiskDiff } from '../../src/blockdiff/diffDisk.js';
 import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
-import { formatDiff } from '../../src/commands/diff.js';
+import { diffJson, formatDiff } from '../../src/commands/diff.js';
 import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { makeOverlay } from '../../fixtures/ext4/diffScenarios.js';
 import { sh } from '../helpers/run.js';
@@ -148,6 +148,7 @@ describe('diff accounting: totals add up and match a byte comparison', () => {
     expect(fs.changedBytesIn.free).toBe(64 * 1024);
     expect(fs.freeBlocks).toEqual([[at / 4096, 16]]);
     expect(formatDiff(r)).toContain(`~ 65536 bytes changed in free blocks: blocks ${at / 4096}+16`);
+    expect(JSON.parse(JSON.stringify(diffJson(r))).filesystems[0]).toMatchObject({ changedBytes: 65536, changedBytesIn: { free: 65536 }, freeBlocks: [[at / 4096, 16]] });
   });
 
   it('a write under an unwritten extent: no content change, but the block is listed', async () => {
