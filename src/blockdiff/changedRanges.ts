@@ -12,11 +12,11 @@
  *   block with XXH64; ranges that neither stores read as zeros on both sides.
  * Either way the result is exact at SECTOR_BYTES granularity (a block whose hashes differ
  * is narrowed to the sectors whose bytes differ), so it maps exactly onto the blocks of
- * any filesystem block size. Past the end of the smaller disk, whatever the larger one
- * stores (data or zeros) counts as changed, found from its allocation map; what it does
- * not store reads as zeros and is no change (as `qemu-img compare` treats disks that
- * differ in size), so an overlay that grew costs what was written past the old end, not
- * the new size. (A raw file stores everything: its whole tail counts.)
+ * any filesystem block size. Past the end of the smaller disk the smaller one reads as
+ * zeros (as `qemu-img compare` treats disks that differ in size): the ranges the larger
+ * one stores as data there are read and only their non-zero sectors count, so the result
+ * does not depend on the mode, and an overlay that grew costs what was written past the
+ * old end, not the new size.
  */
 import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
@@ -152,7 +152,15 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   const larger = a.device.size > b.device.size ? a.device : b.device;
   const tail: ByteRange[] = [];
   if (larger.size > common) {
-    for await (const e of mergeExtents(larger.allocation({ offset: common, length: larger.size - common }))) pushRange(tail, e.offset, e.length);
+    // Past the smaller end the smaller side reads as zeros: only the larger side's non-zero sectors differ.
+    const chunk = Math.max(SECTOR_BYTES, Math.floor((options.chunkBytes ?? 4 << 20) / SECTOR_BYTES) * SECTOR_BYTES);
+    for await (const e of mergeExtents(larger.allocation({ offset: common, length: larger.size - common }))) {
+      if (e.kind !== 'data') continue;
+      for (let off = e.offset; off < e.offset + e.length; off += chunk) {
+        const len = Math.min(chunk, e.offset + e.length - off);
+        pushDifferingSectors(tail, off, await larger.read(off, len), new Uint8Array(len));
+      }
+    }
   }
   const depth = overlayDepth(a, b);
   const out: ByteRange[] = [];

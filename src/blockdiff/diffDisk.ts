@@ -15,6 +15,7 @@ import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { BlockRuns } from './BlockRuns.js';
 import { changedRanges, rangesWithin, type DiffSide } from './changedRanges.js';
 import { diffExt4, type Ext4Diff } from './diffExt4.js';
+import { accountFs } from './fsAccounting.js';
 
 /** A filesystem diffed file by file. */
 export interface FsDiff extends Ext4Diff {
@@ -31,6 +32,21 @@ export interface FsDiff extends Ext4Diff {
   readonly journalNeedsRecovery: { readonly a: boolean; readonly b: boolean };
   /** Dirty states of either side (also in DiskDiff.warnings). */
   readonly warnings: string[];
+  /**
+   * Bytes that differ inside this filesystem, at sector granularity (the unit of
+   * DiskDiff.changedBytes; past the filesystem's end they are a raw region), and how they
+   * split: in the blocks of listed paths (added, removed, modified), in group metadata or
+   * the journal, in blocks free on both sides, and in other blocks in use: a changed
+   * directory's entries (the paths they name are listed, not the directory), an unwritten
+   * extent (it reads as zeros, so its file's content did not change), a block no inode
+   * owns. The four parts add up to `changedBytes`.
+   */
+  readonly changedBytes: number;
+  readonly changedBytesIn: { readonly files: number; readonly metadata: number; readonly free: number; readonly other: number };
+  /** The changed blocks (filesystem block numbers) of the last three parts. */
+  readonly metadataBlocks: Array<[number, number]>;
+  readonly freeBlocks: Array<[number, number]>;
+  readonly otherBlocks: Array<[number, number]>;
 }
 
 /** A region diffed block by block: `changedRanges` are [diskByteOffset, length] pairs. */
@@ -55,7 +71,11 @@ export interface DiskDiff {
   readonly sizeA: number;
   readonly sizeB: number;
   readonly scheme: PartitionTable['scheme'];
-  /** Bytes that differ (at sector granularity). */
+  /**
+   * Bytes that differ, at sector granularity: the sum of `filesystems[].changedBytes` and
+   * `raw[].changedBytes`. Raw regions compare B's bytes with A's at the same offsets; a
+   * filesystem compares its two partitions' bytes (at their own offsets when it moved).
+   */
   readonly changedBytes: number;
   /** Bytes read from each side to find them (overlay: what B's own layers store). */
   readonly bytesCompared: number;
@@ -78,7 +98,7 @@ interface Bounds {
 
 interface Region {
   readonly partition: number | null;
-  /** The span reported for raw changes: from the lower start to the higher end of both sides. */
+  /** The span of B it accounts for: B's partition, or both whole disks. */
   readonly start: number;
   readonly length: number;
   /** Its bounds on each side (a partition or filesystem may have grown, shrunk or moved). */
@@ -95,45 +115,57 @@ function sumRanges(rs: readonly ByteRange[]): number {
 }
 
 /**
- * The regions to diff. Two filesystems are compared file by file when they sit in the
- * same place: the whole disk on both sides, or the partition with the same number. Their
- * sizes may differ (a disk or partition that grew, then resize2fs), and a partition may
- * have moved; the file-level diff does not depend on either. A partition on one side only
- * is raw, and so is all space outside partitions.
+ * The regions to diff, tiling B's address space [0, max(sizeA, sizeB)) once, so that every
+ * changed byte is counted in exactly one region. Two filesystems are compared file by
+ * file when they sit in the same place: the whole disk on both sides, or the partition
+ * with the same number. Their sizes may differ (a disk or partition that grew, then
+ * resize2fs), and a partition may have moved; the file-level diff does not depend on
+ * either. A partition only in B is raw; so is all space outside B's partitions, compared
+ * with A's bytes at the same offsets (named after A's partition where A had one only A has).
  */
 function regionsOf(ta: PartitionTable, tb: PartitionTable, sizeA: number, sizeB: number): Region[] {
   const size = Math.max(sizeA, sizeB);
   if (ta.scheme === 'none' && tb.scheme === 'none') return [{ partition: null, start: 0, length: size, a: { start: 0, length: sizeA }, b: { start: 0, length: sizeB } }];
   const out: Region[] = [];
   const byIndex = new Map(ta.partitions.map((p) => [p.index, p]));
-  const seen = new Set<number>();
-  for (const p of tb.partitions) {
-    const q = byIndex.get(p.index);
-    seen.add(p.index);
+  const inB = new Set(tb.partitions.map((p) => p.index));
+  for (const p of [...tb.partitions].sort((x, y) => x.startBytes - y.startBytes)) {
     if (p.kind === 'extended') continue;
     const b = { start: p.startBytes, length: p.lengthBytes };
-    if (q === undefined || q.kind === 'extended') {
-      out.push({ partition: p.index, ...b, a: b, b, rawReason: 'partition only in B' });
+    // Overlapping partitions (a corrupt table): the overlap is counted once, in the first.
+    const prevEnd = out.length > 0 ? out[out.length - 1]!.start + out[out.length - 1]!.length : 0;
+    const q = byIndex.get(p.index);
+    if (q === undefined || q.kind === 'extended' || b.start < prevEnd) {
+      const start = Math.max(b.start, prevEnd);
+      if (b.start + b.length > start) out.push({ partition: p.index, start, length: b.start + b.length - start, a: b, b, rawReason: 'partition only in B' });
       continue;
     }
-    const a = { start: q.startBytes, length: q.lengthBytes };
-    const start = Math.min(a.start, b.start);
-    out.push({ partition: p.index, start, length: Math.max(a.start + a.length, b.start + b.length) - start, a, b });
+    out.push({ partition: p.index, ...b, a: { start: q.startBytes, length: q.lengthBytes }, b });
   }
-  for (const q of ta.partitions) {
-    const a = { start: q.startBytes, length: q.lengthBytes };
-    if (!seen.has(q.index) && q.kind !== 'extended') out.push({ partition: q.index, ...a, a, b: a, rawReason: 'partition only in A' });
-  }
-  // Everything not covered by a partition (tables, boot-loader gaps, trailing space).
-  out.sort((x, y) => x.start - y.start);
+  // Everything not covered by B's partitions (tables, boot-loader gaps, trailing space, a partition's old place).
+  const onlyA = ta.partitions.filter((q) => q.kind !== 'extended' && !inB.has(q.index)).sort((x, y) => x.startBytes - y.startBytes);
   const gaps: Region[] = [];
+  const gap = (start: number, length: number, partition: number | null, rawReason: string): void => {
+    if (length > 0) gaps.push({ partition, start, length, a: { start, length }, b: { start, length }, rawReason });
+  };
+  const fill = (start: number, end: number): void => {
+    let pos = start;
+    for (const q of onlyA) {
+      const s = Math.max(pos, q.startBytes);
+      const e = Math.min(end, q.startBytes + q.lengthBytes);
+      if (e <= s) continue;
+      gap(pos, s - pos, null, 'outside partitions');
+      gap(s, e - s, q.index, 'partition only in A');
+      pos = e;
+    }
+    gap(pos, end - pos, null, 'outside partitions');
+  };
   let pos = 0;
-  const gap = (start: number, length: number): Region => ({ partition: null, start, length, a: { start, length }, b: { start, length }, rawReason: 'outside partitions' });
   for (const r of out) {
-    if (r.start > pos) gaps.push(gap(pos, r.start - pos));
+    if (r.start > pos) fill(pos, r.start);
     pos = Math.max(pos, r.start + r.length);
   }
-  if (pos < size) gaps.push(gap(pos, size - pos));
+  if (pos < size) fill(pos, size);
   return [...out, ...gaps].sort((x, y) => x.start - y.start);
 }
 
@@ -142,7 +174,7 @@ const emptyDiff = (): Ext4Diff => ({
   removed: [],
   modified: [],
   unattributedBlocks: [],
-  stats: { mode: 'incremental', changedBytes: 0, inodesCompared: 0, dirsRead: 0, ownershipScan: false, seconds: 0 },
+  stats: { mode: 'incremental', changedBlockBytes: 0, inodesCompared: 0, dirsRead: 0, ownershipScan: false, seconds: 0 },
 });
 
 /**
@@ -196,6 +228,9 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
     const inFs = moved
       ? (await changedRanges({ name: label(a), device: da, layers: [{ id: 'A', device: da }] }, { name: label(b), device: db, layers: [{ id: 'B', device: db }] })).ranges
       : rangesWithin(changes.ranges, r.b.start, span);
+    // Bytes this filesystem accounts for: up to the end of the larger filesystem, within B's region.
+    const fsEnd = Math.min(r.length, Math.max(fsA.superblock.s_blocks_count * fsA.blockSize, fsB.superblock.s_blocks_count * fsB.blockSize));
+    const counted = rangesWithin(inFs, 0, fsEnd);
     const changed = BlockRuns.fromByteRanges(inFs, fsB.blockSize);
     const d = changed.isEmpty ? emptyDiff() : await diffExt4(fsA, fsB, changed, { full: options.fullTree === true || changes.mode === 'hash' || moved });
     filesystems.push({
@@ -207,13 +242,13 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       journalNeedsRecovery: { a: jA?.needsRecovery === true, b: jB?.needsRecovery === true },
       warnings: fsWarnings,
       ...d,
+      ...(await accountFs(fsA, fsB, counted, d)),
     });
     // Changes past the end of both filesystems (a partition larger than its filesystem) belong to no file.
-    const fsEnd = Math.max(fsA.superblock.s_blocks_count * fsA.blockSize, fsB.superblock.s_blocks_count * fsB.blockSize);
-    const beyond = rangesWithin(inFs, fsEnd, span - fsEnd);
+    const beyond = rangesWithin(inFs, fsEnd, r.length - fsEnd);
     if (beyond.length > 0) {
       const start = r.b.start + fsEnd;
-      raw.push({ partition: r.partition, reason: 'beyond the filesystem', startBytes: start, lengthBytes: span - fsEnd, changedRanges: beyond.map((x) => [x.offset + start, x.length]), changedBytes: sumRanges(beyond) });
+      raw.push({ partition: r.partition, reason: 'beyond the filesystem', startBytes: start, lengthBytes: r.length - fsEnd, changedRanges: beyond.map((x) => [x.offset + start, x.length]), changedBytes: sumRanges(beyond) });
     }
   }
   return {
@@ -223,7 +258,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
     sizeA: a.device.size,
     sizeB: b.device.size,
     scheme: tb.scheme,
-    changedBytes: changes.changedBytes,
+    changedBytes: filesystems.reduce((n, f) => n + f.changedBytes, 0) + raw.reduce((n, x) => n + x.changedBytes, 0),
     bytesCompared: changes.bytesCompared,
     filesystems,
     raw,

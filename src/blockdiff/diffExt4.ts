@@ -54,7 +54,8 @@ export interface ModifiedEntry extends PathEntry {
 export interface Ext4DiffStats {
   /** 'incremental' (from the changed blocks) or 'full' (both trees walked). */
   readonly mode: 'incremental' | 'full';
-  readonly changedBytes: number;
+  /** Bytes of the filesystem blocks that may differ (whole blocks; the sector-exact count is the disk diff's). */
+  readonly changedBlockBytes: number;
   readonly inodesCompared: number;
   readonly dirsRead: number;
   /** Whether unexplained changed blocks forced a full ownership scan. */
@@ -575,7 +576,7 @@ class Ext4Differ {
       unattributedBlocks: this.unattributed.toArray(),
       stats: {
         mode: stats.mode,
-        changedBytes: this.changed.blockCount * this.b.fs.blockSize,
+        changedBlockBytes: this.changed.blockCount * this.b.fs.blockSize,
         inodesCompared: this.inodesCompared,
         dirsRead: this.dirsRead,
         ownershipScan: this.ownershipScan,

@@ -69,13 +69,21 @@ export function formatDiff(r: DiffResult): string {
   const lines: string[] = [];
   const multi = r.filesystems.length + r.raw.length > 1 || r.scheme !== 'none';
   for (const fs of r.filesystems) {
-    if (multi) lines.push(`# partition ${fs.partition ?? '-'} (${fs.fsType}): ${fs.added.length} added, ${fs.removed.length} removed, ${fs.modified.length} modified`);
+    if (multi) lines.push(`# partition ${fs.partition ?? '-'} (${fs.fsType}): ${fs.added.length} added, ${fs.removed.length} removed, ${fs.modified.length} modified; ${fs.changedBytes} bytes changed`);
     const all = [
       ...fs.added.map((e) => ({ path: e.path, line: `A ${quoteName(e.path)}` })),
       ...fs.removed.map((e) => ({ path: e.path, line: `D ${quoteName(e.path)}` })),
       ...fs.modified.map((e) => ({ path: e.path, line: `M ${quoteName(e.path)} (${e.changes.join(', ')})` })),
     ].sort((x, y) => compareBytes(x.path, y.path) || (x.line < y.line ? -1 : 1));
     for (const e of all) lines.push(e.line);
+    // Changed bytes in no listed path: say where they are, so that the parts add up to the total.
+    const runs = (rs: ReadonlyArray<readonly [number, number]>): string => rs.map(([s, c]) => `${s}+${c}`).join(' ');
+    const kinds = [
+      ['group metadata or journal', fs.changedBytesIn.metadata, fs.metadataBlocks],
+      ['free blocks', fs.changedBytesIn.free, fs.freeBlocks],
+      ['other blocks in use (entries of a changed directory, unwritten extents, unowned)', fs.changedBytesIn.other, fs.otherBlocks],
+    ] as const;
+    for (const [what, bytes, blocks] of kinds) if (bytes > 0) lines.push(`~ ${bytes} bytes changed in ${what}: blocks ${runs(blocks)}`);
     if (fs.unattributedBlocks.length > 0) lines.push(`! ${fs.unattributedBlocks.length} changed block run(s) owned by no inode: ${fs.unattributedBlocks.map(([s, c]) => `${s}+${c}`).join(' ')}`);
   }
   for (const raw of r.raw) {

@@ -232,7 +232,7 @@ describe('an overlay that stores clusters with the bytes the base already has', 
     expect(r.raw).toEqual([]);
     const fs = r.filesystems[0]!;
     expect(asExpected(fs)).toEqual({ added: [], removed: [], modified: {} });
-    expect(fs.stats.changedBytes).toBe(0);
+    expect(fs.stats.changedBlockBytes).toBe(0);
   });
 });
 

@@ -1,0 +1,85 @@
+/**
+ * Where the changed bytes of one filesystem are, so that every one of them is shown:
+ * in a listed path's blocks, in group metadata or the journal, in blocks free on both
+ * sides, or in other blocks in use (a changed directory's entries, whose added or removed
+ * paths are listed but not the directory; an unwritten extent, which reads as zeros; a
+ * block no inode owns).
+ */
+import type { ByteRange } from '../diskimage/BlockDevice.js';
+import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import { EXT4_FEATURE_COMPAT_HAS_JOURNAL } from '../fs/ext4/constants.js';
+import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import type { Ext4Diff } from './diffExt4.js';
+import { Ext4Layout } from './ext4Layout.js';
+import { inodeBlocks } from './fileChanges.js';
+
+export interface FsAccounting {
+  /** Changed bytes inside the filesystem, at the granularity of the ranges given (sectors). */
+  readonly changedBytes: number;
+  readonly changedBytesIn: { readonly files: number; readonly metadata: number; readonly free: number; readonly other: number };
+  readonly metadataBlocks: Array<[number, number]>;
+  readonly freeBlocks: Array<[number, number]>;
+  readonly otherBlocks: Array<[number, number]>;
+}
+
+/** Bytes of ascending, disjoint `ranges` that fall in the blocks of `runs`. */
+export function bytesInRuns(ranges: readonly ByteRange[], runs: BlockRuns, blockSize: number): number {
+  let n = 0;
+  let i = 0;
+  for (const [s, c] of runs.runs()) {
+    const start = s * blockSize;
+    const end = (s + c) * blockSize;
+    while (i < ranges.length && ranges[i]!.offset + ranges[i]!.length <= start) i++;
+    for (let j = i; j < ranges.length && ranges[j]!.offset < end; j++) {
+      const r = ranges[j]!;
+      n += Math.min(end, r.offset + r.length) - Math.max(start, r.offset);
+    }
+  }
+  return n;
+}
+
+async function journalBlocks(fs: Ext4Fs): Promise<BlockRun[]> {
+  const sb = fs.superblock;
+  if ((sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL) === 0 || sb.s_journal_inum === 0) return [];
+  return (await inodeBlocks(fs, await fs.readInode(sb.s_journal_inum))).toArray();
+}
+
+/**
+ * Splits `ranges` (changed bytes relative to the filesystem's start, ascending, disjoint)
+ * by the blocks they fall in (see the module comment). Block numbers are B's block size.
+ * Throws what the ext4 reader throws (CORRUPT_IMAGE, BAD_CHECKSUM, IO).
+ */
+export async function accountFs(fsA: Ext4Fs, fsB: Ext4Fs, ranges: readonly ByteRange[], d: Ext4Diff): Promise<FsAccounting> {
+  const bs = fsB.blockSize;
+  const changed = BlockRuns.fromByteRanges(ranges, bs);
+  const listed: BlockRun[] = [];
+  for (const e of [...d.added, ...d.removed, ...d.modified]) for (const r of e.changedBlocks) listed.push(r);
+  const files = changed.minus(changed.minus(new BlockRuns(listed)));
+  let rest = changed.minus(files);
+  let metadata = new BlockRuns();
+  const free: BlockRun[] = [];
+  const other: BlockRun[] = [];
+  if (!rest.isEmpty) {
+    const [layoutA, layoutB] = [new Ext4Layout(fsA), new Ext4Layout(fsB)];
+    const meta = layoutA.metaBlocks.union(layoutB.metaBlocks).union(new BlockRuns([...(await journalBlocks(fsA)), ...(await journalBlocks(fsB))]));
+    metadata = rest.minus(rest.minus(meta));
+    rest = rest.minus(metadata);
+    const [countA, countB] = [fsA.superblock.s_blocks_count, fsB.superblock.s_blocks_count];
+    for (const [s, c] of rest.runs()) {
+      for (let blk = s; blk < s + c; blk++) {
+        const used = (blk < countA && (await layoutA.blockInUse(blk))) || (blk < countB && (await layoutB.blockInUse(blk)));
+        (used ? other : free).push([blk, 1]);
+      }
+    }
+  }
+  const freeRuns = new BlockRuns(free);
+  const otherRuns = new BlockRuns(other);
+  const sum = ranges.reduce((n, r) => n + r.length, 0);
+  return {
+    changedBytes: sum,
+    changedBytesIn: { files: bytesInRuns(ranges, files, bs), metadata: bytesInRuns(ranges, metadata, bs), free: bytesInRuns(ranges, freeRuns, bs), other: bytesInRuns(ranges, otherRuns, bs) },
+    metadataBlocks: metadata.toArray(),
+    freeBlocks: freeRuns.toArray(),
+    otherBlocks: otherRuns.toArray(),
+  };
+}
