@@ -5,7 +5,7 @@
  * The only module that touches argv, stdout/stderr or the exit code.
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
-import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor } from './errors.js';
+import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor, wrapIoError } from './errors.js';
 import { processOutput as output } from './ui/output.js';
 import { info, formatInfo } from './commands/info.js';
 import { convert, formatConvert, parseClusterSize } from './commands/convert.js';
@@ -320,16 +320,30 @@ function installSignalCleanup(): void {
   }
 }
 
+/**
+ * stdout could not be written. Node reports it as an 'error' event (a file such as /dev/full
+ * fails synchronously inside write(), a pipe later), never to the caller, so this ends the
+ * program itself. `imgdedup map big.qcow2 | head`: the reader went away (EPIPE); stop quietly,
+ * as head expects. Anything else (disk full, EIO) is an IO error (exit 5) naming stdout. A
+ * convert has renamed its output into place before printing its result, so there the output
+ * is complete and only the report of it was lost.
+ */
+function stdoutFailed(err: NodeJS.ErrnoException): void {
+  removeTempFilesSync();
+  if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  const e = wrapIoError(err, 'stdout', 'write the output');
+  try {
+    if (jsonMode) output.err(JSON.stringify(e.toJSON()));
+    else output.err(`imgdedup: error [${e.code}]: ${e.message}`);
+  } catch {
+    // stderr failed too: the exit status is all that is left to say it.
+  }
+  process.exit(e.exitCode);
+}
+
 async function main(): Promise<void> {
   installSignalCleanup();
-  // `imgdedup map big.qcow2 | head`: the reader went away; stop quietly, as head expects.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') {
-      removeTempFilesSync();
-      process.exit(EXIT.OK);
-    }
-    throw err;
-  });
+  process.stdout.on('error', stdoutFailed);
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);
