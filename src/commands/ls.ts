@@ -77,13 +77,27 @@ export interface LsResult {
 /** ext2/3/4 as detectFilesystem names them: what ls reads. */
 const isExtName = (name: string | undefined): boolean => name === 'ext2' || name === 'ext3' || name === 'ext4';
 
+/** Bytes that must all be zero for a place to count as blank: boot block and superblock. */
+const BLANK_CHECK_BYTES = 4096;
+
 /**
- * Refuses a device that holds a recognised filesystem other than ext2/3/4, naming it.
- * An unrecognised device is left to the ext4 reader, whose error names the bad superblock.
+ * Refuses a device that holds a recognised filesystem other than ext2/3/4, naming it, or
+ * nothing (zeros). Anything else unrecognised is left to the ext4 reader, whose error
+ * names the bad superblock field.
  */
 async function requireExt(device: BlockDevice, file: string, where: string, offsetBytes: number): Promise<void> {
   const found = await detectFilesystem(device);
-  if (found === undefined || isExtName(found)) return;
+  if (isExtName(found)) return;
+  if (found === undefined) {
+    // A blank place (a new partition, a wrong --offset into zeros) has no superblock to blame.
+    const head = await device.read(0, Math.min(BLANK_CHECK_BYTES, device.size));
+    if (!head.every((b) => b === 0)) return;
+    throw new UnsupportedError('UNSUPPORTED_FORMAT', {
+      file,
+      deviceOffset: offsetBytes,
+      detail: `${where} holds no recognised filesystem (its first ${head.length} bytes are zeros); ls reads ext2/3/4 filesystems only`,
+    });
+  }
   const what = found === 'jbd' ? 'an ext3/4 external journal' : found === 'swap' ? 'swap space' : found === 'LVM2_member' ? 'an LVM physical volume' : `a ${found} filesystem`;
   throw new UnsupportedError('UNSUPPORTED_FORMAT', {
     file,
@@ -174,7 +188,8 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
-    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn' });
+    const fileIsDisk = chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
+    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk } });
     const dirty = await fs.readWarnings();
     const parts = splitPath(parsePathArg(options.path ?? '/'));
     const path = absolutePath(parts);
