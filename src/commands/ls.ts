@@ -85,7 +85,7 @@ const BLANK_CHECK_BYTES = 4096;
  * nothing (zeros). Anything else unrecognised is left to the ext4 reader, whose error
  * names the bad superblock field.
  */
-async function requireExt(device: BlockDevice, file: string, where: string, offsetBytes: number): Promise<void> {
+async function requireExt(device: BlockDevice, file: string, where: string, at: { offset?: number; deviceOffset: number }): Promise<void> {
   const found = await detectFilesystem(device);
   if (isExtName(found)) return;
   if (found === undefined) {
@@ -94,14 +94,14 @@ async function requireExt(device: BlockDevice, file: string, where: string, offs
     if (!head.every((b) => b === 0)) return;
     throw new UnsupportedError('UNSUPPORTED_FORMAT', {
       file,
-      deviceOffset: offsetBytes,
+      ...at,
       detail: `${where} holds no recognised filesystem (its first ${head.length} bytes are zeros); ls reads ext2/3/4 filesystems only`,
     });
   }
   const what = found === 'jbd' ? 'an ext3/4 external journal' : found === 'swap' ? 'swap space' : found === 'LVM2_member' ? 'an LVM physical volume' : `a ${found} filesystem`;
   throw new UnsupportedError('UNSUPPORTED_FORMAT', {
     file,
-    offset: offsetBytes,
+    ...at,
     detail: `${where} holds ${what}; ls reads ext2/3/4 filesystems only`,
     filesystem: found,
   });
@@ -116,13 +116,15 @@ async function requireExt(device: BlockDevice, file: string, where: string, offs
 export async function selectFilesystemDevice(
   disk: BlockDevice,
   file: string,
-  sel: { partition?: number; offsetBytes?: number },
+  sel: { partition?: number; offsetBytes?: number; fileIsDisk?: boolean },
 ): Promise<{ device: BlockDevice; partition: number | null; offsetBytes: number }> {
+  // Error offsets (README, "Errors"): the disk byte, and the file byte for a raw image.
+  const at = (diskByte: number): { offset?: number; deviceOffset: number } => ({ ...(sel.fileIsDisk === true ? { offset: diskByte } : {}), deviceOffset: diskByte });
   if (sel.partition !== undefined && sel.offsetBytes !== undefined) throw new UsageError('give either IMAGE:PART or --offset, not both');
   if (sel.offsetBytes !== undefined) {
     if (!Number.isSafeInteger(sel.offsetBytes) || sel.offsetBytes < 0 || sel.offsetBytes >= disk.size) throw new UsageError(`--offset ${sel.offsetBytes} is outside the disk (${disk.size} bytes)`);
     const device = new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file });
-    await requireExt(device, file, `--offset ${sel.offsetBytes}`, sel.offsetBytes);
+    await requireExt(device, file, `--offset ${sel.offsetBytes}`, at(sel.offsetBytes));
     return { device, partition: null, offsetBytes: sel.offsetBytes };
   }
   const table = await readPartitionTable(disk, { file });
@@ -130,13 +132,13 @@ export async function selectFilesystemDevice(
     const p = table.partitions.find((x) => x.index === sel.partition);
     if (p === undefined) throw new UsageError(`no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
     if (p.kind === 'extended') {
-      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, offset: p.startBytes, detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
+      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, ...at(p.startBytes), detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
     }
-    await requireExt(p.device(), file, `partition ${p.index}`, p.startBytes);
+    await requireExt(p.device(), file, `partition ${p.index}`, at(p.startBytes));
     return { device: p.device(), partition: p.index, offsetBytes: p.startBytes };
   }
   if (table.scheme === 'none' || table.partitions.length === 0) {
-    await requireExt(disk, file, 'the disk', 0);
+    await requireExt(disk, file, 'the disk', at(0));
     return { device: disk, partition: null, offsetBytes: 0 };
   }
   const found: Array<{ index: number; startBytes: number; device: BlockDevice; fs: string | undefined }> = [];
@@ -183,12 +185,13 @@ export async function ls(options: LsOptions): Promise<LsResult> {
   const { image, partition } = parseImageArg(options.image);
   const chain = await openChain(image);
   try {
+    const fileIsDisk = chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
     const sel = await selectFilesystemDevice(chain.device, image, {
+      fileIsDisk,
       ...(partition !== undefined ? { partition } : {}),
       ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
-    const fileIsDisk = chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
     const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk } });
     const dirty = await fs.readWarnings();
     const parts = splitPath(parsePathArg(options.path ?? '/'));
