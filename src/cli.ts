@@ -14,7 +14,7 @@ import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/
 import { check, formatCheck } from './commands/check.js';
 import { diff, diffJson, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
-import { parseWholeImageArg } from './commands/imageArg.js';
+import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
 import { removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
 import pkg from '../package.json' with { type: 'json' };
@@ -151,7 +151,7 @@ export function buildProgram(): Command {
       const asJson = json(opts);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
-        source: parseWholeImageArg(src, 'convert'),
+        source: parseWholeImageArgs([src], 'convert', [dst])[0]!,
         output: dst,
         outputFormat: opts.outputFormat,
         ...(opts.format ? { sourceFormat: opts.format } : {}),
@@ -204,7 +204,8 @@ export function buildProgram(): Command {
         examples('imgdedup diff base.qcow2 updated.qcow2', 'imgdedup diff --json base.raw other.raw > diff.json'),
     )
     .action(async (a, b, opts) => {
-      const r = await diff({ a: parseWholeImageArg(a, 'diff'), b: parseWholeImageArg(b, 'diff'), ...(opts.fullTree ? { fullTree: true } : {}) });
+      const [imageA, imageB] = parseWholeImageArgs([a, b], 'diff');
+      const r = await diff({ a: imageA!, b: imageB!, ...(opts.fullTree ? { fullTree: true } : {}) });
       if (json(opts)) printJson(diffJson(r));
       else output.out(formatDiff(r));
       for (const w of r.warnings) output.err(`warning: ${w}`);
