@@ -10,7 +10,7 @@ import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
-import { S_IFDIR } from '../fs/ext4/constants.js';
+import { S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { nameFields, parsePathArg, quoteName } from '../ui/quoteName.js';
@@ -26,7 +26,7 @@ export interface LsOptions {
   /** Filesystem at this byte offset of the disk instead of a partition. */
   readonly offsetBytes?: number;
   readonly recursive?: boolean;
-  /** Called for every entry, in listing order (sorted by name per directory; -R: depth first). */
+  /** Called for every entry, in listing order (sorted by name per directory; -R: depth-first pre-order). */
   readonly onEntry: (e: LsEntry) => void;
 }
 
@@ -173,10 +173,72 @@ async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array, name: Uint8Ar
   };
 }
 
+/** Symlinks followed while resolving one PATH, as Linux's MAXSYMLINKS: bounds a loop. */
+const MAX_SYMLINK_HOPS = 40;
+
+type Resolved = { ino: number } | { missing: string };
+
+/**
+ * Resolves PATH (bytes) as the kernel would inside the filesystem: symlinks in the middle,
+ * and a last one when PATH ends in '/', are followed (absolute targets from the
+ * filesystem's root, '..' at the root stays there); a trailing '/' demands a directory.
+ */
+async function resolveBytes(fs: Ext4Fs, path: Uint8Array): Promise<Resolved> {
+  const mustBeDir = path.length > 1 && path[path.length - 1] === 0x2f;
+  let todo = splitPath(path);
+  let done: Uint8Array[] = [];
+  let ino = await fs.lookup(absolutePath([]));
+  let hops = 0;
+  while (todo.length > 0) {
+    const name = todo[0]!;
+    todo = todo.slice(1);
+    const next = await fs.lookup(absolutePath([...done, name]));
+    if (next === undefined) return { missing: 'no such file or directory' };
+    const inode = await fs.readInode(next);
+    if ((inode.i_mode & 0o170000) === S_IFLNK && (todo.length > 0 || mustBeDir)) {
+      if (++hops > MAX_SYMLINK_HOPS) return { missing: 'too many levels of symbolic links' };
+      const target = await fs.readlinkOf(inode);
+      if (target[0] === 0x2f) done = [];
+      todo = [...splitPath(target), ...todo];
+      continue;
+    }
+    if (todo.length > 0 && (inode.i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
+    done = [...done, name];
+    ino = next;
+  }
+  if (ino === undefined) return { missing: 'no such file or directory' };
+  if (mustBeDir && ((await fs.readInode(ino)).i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
+  return { ino };
+}
+
+/**
+ * The inode PATH names, and PATH's components as typed (what the listing shows). A part
+ * in quotes may also be a name with literal quotes: when both readings exist and differ,
+ * the choice is the user's (USAGE naming both); when one exists, it is used. Throws USAGE
+ * for an empty PATH and for a PATH that does not resolve.
+ */
+async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ ino: number; parts: Uint8Array[] }> {
+  if (arg === '') throw new UsageError('PATH is empty (the root directory is "/")');
+  const decoded = parsePathArg(arg);
+  const literal = new TextEncoder().encode(arg);
+  const same = compareBytes(decoded, literal) === 0;
+  const [d, l] = await Promise.all([resolveBytes(fs, decoded), same ? undefined : resolveBytes(fs, literal)]);
+  if (l !== undefined && 'ino' in l) {
+    if ('ino' in d) {
+      throw new UsageError(
+        `${file}: "${arg}" names two files: ${quoteName(absolutePath(splitPath(literal)))} (the quotes as part of the name) and ${quoteName(absolutePath(splitPath(decoded)))} (the quoted form ls prints); rename one, or give the other in the quoted form: ${quoteName(absolutePath(splitPath(literal)))}`,
+      );
+    }
+    return { ino: l.ino, parts: splitPath(literal) };
+  }
+  if ('ino' in d) return { ino: d.ino, parts: splitPath(decoded) };
+  throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}`);
+}
+
 /**
  * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
- * file itself; with `recursive`, every entry below PATH, each directory's entries sorted,
- * depth first. A directory met again (a directory hard link or loop, which e2fsck reports
+ * file itself; with `recursive`, every entry below PATH in depth-first pre-order (a
+ * directory, then everything below it, then its next sibling), siblings sorted by name bytes. A directory met again (a directory hard link or loop, which e2fsck reports
  * as corruption) is listed as an entry but not descended into again, with a warning, as
  * Ext4Fs.walk does. Throws USAGE (no such path), and what the image, partition and ext4
  * readers throw.
@@ -194,10 +256,8 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
     const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk } });
     const dirty = await fs.readWarnings();
-    const parts = splitPath(parsePathArg(options.path ?? '/'));
+    const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/');
     const path = absolutePath(parts);
-    const ino = await fs.lookup(path);
-    if (ino === undefined) throw new UsageError(`${file}: ${quoteName(path)}: no such file or directory`);
     let count = 0;
     const emit = (e: LsEntry): void => {
       count++;
@@ -210,24 +270,27 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       const children: Array<{ name: Uint8Array; ino: number }> = [];
       for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
       children.sort((a, b) => compareBytes(a.name, b.name));
-      const sub: Array<{ ino: number; path: Uint8Array }> = [];
+      // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
+      // Only the entries of the directories on the current path are held, never the tree.
+      const entries: Array<{ e: LsEntry; ino: number; path: Uint8Array }> = [];
       for (const c of children) {
         // dirPath is absolute: length 1 means '/'.
         const childPath = joinPath(dirPath.length === 1 ? new Uint8Array(0) : dirPath, c.name);
         const inode = await fs.readInode(c.ino);
-        const e = await entryOf(fs, inode, childPath, c.name);
+        entries.push({ e: await entryOf(fs, inode, childPath, c.name), ino: c.ino, path: childPath });
+      }
+      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));
+      for (const { e, ino: childIno, path: childPath } of entries) {
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
-        const first = listed.get(c.ino);
+        const first = listed.get(childIno);
         if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${c.ino}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
-        listed.set(c.ino, childPath);
-        sub.push({ ino: c.ino, path: childPath });
+        listed.set(childIno, childPath);
+        await listDir(childIno, childPath);
       }
-      fs.prefetchDirectories(sub.map((s) => s.ino));
-      for (const s of sub) await listDir(s.ino, s.path);
     };
     const top = await fs.readInode(ino);
     if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path);
