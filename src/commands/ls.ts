@@ -224,9 +224,11 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
   const same = compareBytes(decoded, literal) === 0;
   const [d, l] = await Promise.all([resolveBytes(fs, decoded), same ? undefined : resolveBytes(fs, literal)]);
   if (l !== undefined && 'ino' in l) {
-    if ('ino' in d) {
+    if ('ino' in d && d.ino !== l.ino) {
+      const asLiteral = quoteName(absolutePath(splitPath(literal)));
+      const asDecoded = quoteName(absolutePath(splitPath(decoded)));
       throw new UsageError(
-        `${file}: "${arg}" names two files: ${quoteName(absolutePath(splitPath(literal)))} (the quotes as part of the name) and ${quoteName(absolutePath(splitPath(decoded)))} (the quoted form ls prints); rename one, or give the other in the quoted form: ${quoteName(absolutePath(splitPath(literal)))}`,
+        `${file}: PATH ${arg} is ambiguous: ${asLiteral} (with the quotes in its name) and ${asDecoded} both exist; give ${asLiteral} for the first or ${asDecoded} for the second`,
       );
     }
     return { ino: l.ino, parts: splitPath(literal) };
