@@ -5,7 +5,7 @@
  * The only module that touches argv, stdout/stderr or the exit code.
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
-import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor } from './errors.js';
+import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor, wrapIoError } from './errors.js';
 import { processOutput as output } from './ui/output.js';
 import { info, formatInfo } from './commands/info.js';
 import { convert, formatConvert, parseClusterSize } from './commands/convert.js';
@@ -14,7 +14,7 @@ import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/
 import { check, formatCheck } from './commands/check.js';
 import { diff, diffJson, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
-import { parseWholeImageArg } from './commands/imageArg.js';
+import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
 import { removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
 import pkg from '../package.json' with { type: 'json' };
@@ -151,7 +151,7 @@ export function buildProgram(): Command {
       const asJson = json(opts);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
-        source: parseWholeImageArg(src, 'convert'),
+        source: parseWholeImageArgs([src], 'convert', [dst])[0]!,
         output: dst,
         outputFormat: opts.outputFormat,
         ...(opts.format ? { sourceFormat: opts.format } : {}),
@@ -204,7 +204,8 @@ export function buildProgram(): Command {
         examples('imgdedup diff base.qcow2 updated.qcow2', 'imgdedup diff --json base.raw other.raw > diff.json'),
     )
     .action(async (a, b, opts) => {
-      const r = await diff({ a: parseWholeImageArg(a, 'diff'), b: parseWholeImageArg(b, 'diff'), ...(opts.fullTree ? { fullTree: true } : {}) });
+      const [imageA, imageB] = parseWholeImageArgs([a, b], 'diff');
+      const r = await diff({ a: imageA!, b: imageB!, ...(opts.fullTree ? { fullTree: true } : {}) });
       if (json(opts)) printJson(diffJson(r));
       else output.out(formatDiff(r));
       for (const w of r.warnings) output.err(`warning: ${w}`);
@@ -321,16 +322,30 @@ function installSignalCleanup(): void {
   }
 }
 
+/**
+ * stdout could not be written. Node reports it as an 'error' event (a file such as /dev/full
+ * fails synchronously inside write(), a pipe later), never to the caller, so this ends the
+ * program itself. `imgdedup map big.qcow2 | head`: the reader went away (EPIPE); stop quietly,
+ * as head expects. Anything else (disk full, EIO) is an IO error (exit 5) naming stdout. A
+ * convert has renamed its output into place before printing its result, so there the output
+ * is complete and only the report of it was lost.
+ */
+function stdoutFailed(err: NodeJS.ErrnoException): void {
+  removeTempFilesSync();
+  if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  const e = wrapIoError(err, 'stdout', 'write the output');
+  try {
+    if (jsonMode) output.err(JSON.stringify(e.toJSON()));
+    else output.err(`imgdedup: error [${e.code}]: ${e.message}`);
+  } catch {
+    // stderr failed too: the exit status is all that is left to say it.
+  }
+  process.exit(e.exitCode);
+}
+
 async function main(): Promise<void> {
   installSignalCleanup();
-  // `imgdedup map big.qcow2 | head`: the reader went away; stop quietly, as head expects.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') {
-      removeTempFilesSync();
-      process.exit(EXIT.OK);
-    }
-    throw err;
-  });
+  process.stdout.on('error', stdoutFailed);
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);

@@ -45,14 +45,21 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
-/** Facts about an error. For input errors `offset` is absolute within `file`. */
+/**
+ * Facts about an error. The three offsets name one place (README, "Errors"): for input
+ * errors `offset` is absolute within `file` (given only where known); for structures
+ * of a guest filesystem `deviceOffset` is the byte of the guest disk (the whole virtual
+ * disk, partitions included) and `fsOffset` the byte within the filesystem.
+ */
 export interface ErrorData {
   readonly file?: string;
   readonly structure?: string;
-  /** Byte offset within `file`. */
+  /** Byte offset within `file`: where `dd skip=` on the file lands. */
   readonly offset?: number;
-  /** Byte offset within the guest device (for guest-filesystem structures). */
+  /** Byte offset within the guest disk (for guest-filesystem structures). */
   readonly deviceOffset?: number;
+  /** Byte offset within the guest filesystem (from its first byte, as debugfs counts). */
+  readonly fsOffset?: number;
   readonly expected?: string | number;
   readonly actual?: string | number;
   readonly detail?: string;
@@ -67,8 +74,12 @@ function formatValue(v: unknown): string {
 export function formatMessage(code: ErrorCode, data: ErrorData): string {
   const where: string[] = [];
   if (data.structure !== undefined) where.push(data.structure);
+  // Each offset only when it adds something: a raw image's file bytes are its disk bytes,
+  // and a filesystem on the whole disk starts at disk byte 0.
   if (data.offset !== undefined) where.push(`at byte ${data.offset}`);
-  if (data.deviceOffset !== undefined) where.push(`(device byte ${data.deviceOffset})`);
+  if (data.deviceOffset !== undefined && data.offset === undefined) where.push(`at disk byte ${data.deviceOffset}`);
+  else if (data.deviceOffset !== undefined && data.deviceOffset !== data.offset) where.push(`(disk byte ${data.deviceOffset})`);
+  if (data.fsOffset !== undefined && data.fsOffset !== data.deviceOffset) where.push(`(filesystem byte ${data.fsOffset})`);
   let msg = data.file !== undefined ? `${data.file}: ` : '';
   if (where.length > 0) msg += `${where.join(' ')}: `;
   msg += data.detail ?? code.toLowerCase().replace(/_/g, ' ');

@@ -1,6 +1,6 @@
 /**
  * The help and the README say the same thing, and what they say works: the README lists
- * exactly the commands and options that `--help` prints, and every example line printed
+ * exactly the commands, options and examples that `--help` prints, and every example line printed
  * by a command's `--help` runs successfully on images named as in the example.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -72,6 +72,16 @@ describe('the README and --help agree', () => {
   test('the same global options', () => {
     const intro = README.slice(README.indexOf('## Commands'), README.indexOf('\n### '));
     expect(readmeOptions(intro)).toEqual(helpOptions(topHelp));
+  });
+
+  test("each command's README example block is exactly its --help examples", () => {
+    const sections = readmeCommands();
+    for (const cmd of helpCommands()) {
+      const block = /^```sh\n([\s\S]*?)^```/m.exec(sections.get(cmd) ?? '')?.[1] ?? '';
+      const fromReadme = block.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+      const fromHelp = helpSection(commandHelp.get(cmd)!, 'Examples').map((l) => l.trim());
+      expect(fromReadme, `README examples of ${cmd}`).toEqual(fromHelp);
+    }
   });
 
   test("each command's options", () => {

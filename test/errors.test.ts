@@ -46,6 +46,16 @@ describe('error codes', () => {
     expect(e.toJSON()).toEqual({ code: 'TRUNCATED', data: { file: 'a', offset: 7 }, message: e.message });
   });
 
+  test('a guest filesystem structure is placed in the file, on the disk and in the filesystem, each only where it adds', () => {
+    const s = 'ext4.inode[13].i_size';
+    // ext4 on a whole raw disk: all three are the same byte.
+    expect(formatMessage('CORRUPT_IMAGE', { structure: s, offset: 1080, deviceOffset: 1080, fsOffset: 1080, detail: 'x' })).toBe(`${s} at byte 1080: x`);
+    // Partition 1 at 2 MiB of a raw disk.
+    expect(formatMessage('CORRUPT_IMAGE', { structure: s, offset: 2098232, deviceOffset: 2098232, fsOffset: 1080, detail: 'x' })).toBe(`${s} at byte 2098232 (filesystem byte 1080): x`);
+    // The same in a qcow2: no file offset.
+    expect(formatMessage('CORRUPT_IMAGE', { structure: s, deviceOffset: 2098232, fsOffset: 1080, detail: 'x' })).toBe(`${s} at disk byte 2098232 (filesystem byte 1080): x`);
+  });
+
   test('OS errors become IoError naming the file', () => {
     const e = wrapIoError(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }), '/out.qcow2', 'write');
     expect(e).toBeInstanceOf(IoError);

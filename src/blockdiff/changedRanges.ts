@@ -31,6 +31,8 @@ export interface DiffSide {
   readonly device: BlockDevice;
   /** layers[0] is the top; `id` identifies the file (its real path). */
   readonly layers: ReadonlyArray<{ readonly id: string; readonly device: BlockDevice }>;
+  /** The file's bytes are the disk's (a raw image without backing): errors then give file offsets too. */
+  readonly fileIsDisk?: boolean;
 }
 
 export interface ChangedRanges {

@@ -216,7 +216,8 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       continue;
     }
     const label = (d: DiffSide): string => (r.partition === null ? d.name : `${d.name} (partition ${r.partition})`);
-    const [fsA, fsB] = await Promise.all([Ext4Fs.open(da, { file: label(a) }), Ext4Fs.open(db, { file: label(b) })]);
+    const where = (d: DiffSide, at: Bounds) => ({ file: label(d), location: { diskStart: at.start, fileIsDisk: d.fileIsDisk === true } });
+    const [fsA, fsB] = await Promise.all([Ext4Fs.open(da, where(a, r.a)), Ext4Fs.open(db, where(b, r.b))]);
     // What the diff shows is each filesystem as stored: say so when that is not what a mount would show.
     const fsWarnings = [...(await fsA.readWarnings()), ...(await fsB.readWarnings())];
     warnings.push(...fsWarnings);

@@ -28,7 +28,7 @@ export interface ConvertOptions {
   readonly backing?: string;
   /** Format of the backing file (default: probe), recorded in the output. */
   readonly backingFormat?: string;
-  /** qcow2 cluster size (raw: the zero-detection granularity). Default 64 KiB. */
+  /** qcow2 cluster size or VMDK grain size; refused for raw output. Default 64 KiB. */
   readonly clusterSize?: number;
   /** qcow2 extended L2 entries (subclusters). */
   readonly extendedL2?: boolean;
@@ -72,9 +72,10 @@ export interface ConvertResult {
 export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   const started = performance.now();
   const format = options.outputFormat ?? 'qcow2';
-  if (format === 'raw' && (options.backing !== undefined || options.extendedL2)) {
-    throw new UsageError('raw output cannot have a backing file or extended L2 entries');
-  }
+  // Name only the option that was given: each refusal says what to drop.
+  if (format === 'raw' && options.backing !== undefined) throw new UsageError('raw output cannot have a backing file (--backing applies to qcow2 and VMDK output)');
+  if (format === 'raw' && options.extendedL2) throw new UsageError('raw output has no extended L2 entries (--extended-l2 applies to qcow2 output)');
+  if (format === 'raw' && options.clusterSize !== undefined) throw new UsageError('raw output has no clusters (--cluster-size applies to qcow2 and VMDK output)');
   if (options.backingFormat !== undefined && options.backing === undefined) throw new UsageError('--backing-format needs --backing');
   if (options.subformat !== undefined && format !== 'vmdk') throw new UsageError('--subformat applies to VMDK output only');
   if (format === 'vmdk' && options.extendedL2) throw new UsageError('VMDK output has no extended L2 entries');

@@ -25,7 +25,7 @@ async function sideOf(name: string, chain: ImageChain): Promise<DiffSide> {
   const layers = await Promise.all(
     chain.layers.map(async (l) => ({ id: await realpath(l.path).catch((err: unknown) => Promise.reject(wrapIoError(err, l.path, 'open'))), device: l })),
   );
-  return { name, device: chain.device, layers };
+  return { name, device: chain.device, layers, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' };
 }
 
 /**

@@ -15,7 +15,7 @@ export interface ImageArg {
 
 /**
  * Splits `IMAGE:PART` unless the whole argument names an existing file.
- * Throws USAGE when IMAGE exists and PART is not a partition number (`img:abc`, `img:0`).
+ * Throws USAGE when IMAGE exists and PART is not a partition number (`img:abc`, `img:0`, `img:01`).
  * A missing IMAGE is left to the opener (IO, "no such file or directory").
  */
 export function parseImageArg(arg: string): ImageArg {
@@ -24,7 +24,8 @@ export function parseImageArg(arg: string): ImageArg {
   const image = arg.slice(0, colon);
   const part = arg.slice(colon + 1);
   if (part.includes('/') || !existsSync(image)) return { image: arg };
-  if (!/^\d+$/.test(part) || !Number.isSafeInteger(Number(part)) || Number(part) === 0) {
+  // Decimal without sign or leading zeros: `img:01` and `img:+1` are both refused, not guessed at.
+  if (!/^[1-9]\d*$/.test(part) || !Number.isSafeInteger(Number(part))) {
     throw new UsageError(`"${part}" is not a partition number: write IMAGE:N with N counted from 1 (there is no file named "${arg}")`, { file: image });
   }
   return { image, partition: Number(part) };
@@ -35,12 +36,24 @@ export function parseImageArg(arg: string): ImageArg {
  * convert, diff). Throws USAGE for IMAGE:PART, pointing at `info` for the partitions.
  */
 export function parseWholeImageArg(arg: string, command: string): string {
-  const { image, partition } = parseImageArg(arg);
-  if (partition !== undefined) {
+  return parseWholeImageArgs([arg], command)[0]!;
+}
+
+/**
+ * Parses all image arguments of a whole-image command at once, so that the suggested
+ * command line keeps every one of them (and `rest`, e.g. convert's DST). Throws USAGE
+ * if any is IMAGE:PART.
+ */
+export function parseWholeImageArgs(args: readonly string[], command: string, rest: readonly string[] = []): string[] {
+  const parsed = args.map(parseImageArg);
+  const withPart = parsed.find((p) => p.partition !== undefined);
+  if (withPart !== undefined) {
+    const { image, partition } = withPart;
+    const suggestion = [command, ...parsed.map((p) => p.image), ...rest].join(' ');
     throw new UsageError(
-      `${command} works on whole images, not partitions (try "imgdedup ${command} ${image}"; "imgdedup info ${image}" lists the partitions, "imgdedup ls ${image}:${partition}" reads partition ${partition})`,
+      `${command} works on whole images, not partitions (try "imgdedup ${suggestion}"; "imgdedup info ${image}" lists the partitions, "imgdedup ls ${image}:${partition}" reads partition ${partition})`,
       { file: image },
     );
   }
-  return image;
+  return parsed.map((p) => p.image);
 }

@@ -10,7 +10,7 @@ import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
-import { S_IFDIR } from '../fs/ext4/constants.js';
+import { S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
@@ -26,7 +26,7 @@ export interface LsOptions {
   /** Filesystem at this byte offset of the disk instead of a partition. */
   readonly offsetBytes?: number;
   readonly recursive?: boolean;
-  /** Called for every entry, in listing order (sorted by name per directory; -R: depth first). */
+  /** Called for every entry, in listing order (sorted by name per directory; -R: depth-first pre-order). */
   readonly onEntry: (e: LsEntry) => void;
 }
 
@@ -77,17 +77,31 @@ export interface LsResult {
 /** ext2/3/4 as detectFilesystem names them: what ls reads. */
 const isExtName = (name: string | undefined): boolean => name === 'ext2' || name === 'ext3' || name === 'ext4';
 
+/** Bytes that must all be zero for a place to count as blank: boot block and superblock. */
+const BLANK_CHECK_BYTES = 4096;
+
 /**
- * Refuses a device that holds a recognised filesystem other than ext2/3/4, naming it.
- * An unrecognised device is left to the ext4 reader, whose error names the bad superblock.
+ * Refuses a device that holds a recognised filesystem other than ext2/3/4, naming it, or
+ * nothing (zeros). Anything else unrecognised is left to the ext4 reader, whose error
+ * names the bad superblock field.
  */
-async function requireExt(device: BlockDevice, file: string, where: string, offsetBytes: number): Promise<void> {
+async function requireExt(device: BlockDevice, file: string, where: string, at: { offset?: number; deviceOffset: number }): Promise<void> {
   const found = await detectFilesystem(device);
-  if (found === undefined || isExtName(found)) return;
+  if (isExtName(found)) return;
+  if (found === undefined) {
+    // A blank place (a new partition, a wrong --offset into zeros) has no superblock to blame.
+    const head = await device.read(0, Math.min(BLANK_CHECK_BYTES, device.size));
+    if (!head.every((b) => b === 0)) return;
+    throw new UnsupportedError('UNSUPPORTED_FORMAT', {
+      file,
+      ...at,
+      detail: `${where} holds no recognised filesystem (its first ${head.length} bytes are zeros); ls reads ext2/3/4 filesystems only`,
+    });
+  }
   const what = found === 'jbd' ? 'an ext3/4 external journal' : found === 'swap' ? 'swap space' : found === 'LVM2_member' ? 'an LVM physical volume' : `a ${found} filesystem`;
   throw new UnsupportedError('UNSUPPORTED_FORMAT', {
     file,
-    offset: offsetBytes,
+    ...at,
     detail: `${where} holds ${what}; ls reads ext2/3/4 filesystems only`,
     filesystem: found,
   });
@@ -102,13 +116,15 @@ async function requireExt(device: BlockDevice, file: string, where: string, offs
 export async function selectFilesystemDevice(
   disk: BlockDevice,
   file: string,
-  sel: { partition?: number; offsetBytes?: number },
+  sel: { partition?: number; offsetBytes?: number; fileIsDisk?: boolean },
 ): Promise<{ device: BlockDevice; partition: number | null; offsetBytes: number }> {
+  // Error offsets (README, "Errors"): the disk byte, and the file byte for a raw image.
+  const at = (diskByte: number): { offset?: number; deviceOffset: number } => ({ ...(sel.fileIsDisk === true ? { offset: diskByte } : {}), deviceOffset: diskByte });
   if (sel.partition !== undefined && sel.offsetBytes !== undefined) throw new UsageError('give either IMAGE:PART or --offset, not both');
   if (sel.offsetBytes !== undefined) {
     if (!Number.isSafeInteger(sel.offsetBytes) || sel.offsetBytes < 0 || sel.offsetBytes >= disk.size) throw new UsageError(`--offset ${sel.offsetBytes} is outside the disk (${disk.size} bytes)`);
     const device = new SliceDevice(disk, sel.offsetBytes, disk.size - sel.offsetBytes, { file });
-    await requireExt(device, file, `--offset ${sel.offsetBytes}`, sel.offsetBytes);
+    await requireExt(device, file, `--offset ${sel.offsetBytes}`, at(sel.offsetBytes));
     return { device, partition: null, offsetBytes: sel.offsetBytes };
   }
   const table = await readPartitionTable(disk, { file });
@@ -116,13 +132,13 @@ export async function selectFilesystemDevice(
     const p = table.partitions.find((x) => x.index === sel.partition);
     if (p === undefined) throw new UsageError(`no partition ${sel.partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
     if (p.kind === 'extended') {
-      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, offset: p.startBytes, detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
+      throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, ...at(p.startBytes), detail: `partition ${p.index} is an extended partition (a container of logical partitions, numbered from 5), not a filesystem` });
     }
-    await requireExt(p.device(), file, `partition ${p.index}`, p.startBytes);
+    await requireExt(p.device(), file, `partition ${p.index}`, at(p.startBytes));
     return { device: p.device(), partition: p.index, offsetBytes: p.startBytes };
   }
   if (table.scheme === 'none' || table.partitions.length === 0) {
-    await requireExt(disk, file, 'the disk', 0);
+    await requireExt(disk, file, 'the disk', at(0));
     return { device: disk, partition: null, offsetBytes: 0 };
   }
   const found: Array<{ index: number; startBytes: number; device: BlockDevice; fs: string | undefined }> = [];
@@ -178,10 +194,74 @@ async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8
   };
 }
 
+/** Symlinks followed while resolving one PATH, as Linux's MAXSYMLINKS: bounds a loop. */
+const MAX_SYMLINK_HOPS = 40;
+
+type Resolved = { ino: number } | { missing: string };
+
+/**
+ * Resolves PATH (bytes) as the kernel would inside the filesystem: symlinks in the middle,
+ * and a last one when PATH ends in '/', are followed (absolute targets from the
+ * filesystem's root, '..' at the root stays there); a trailing '/' demands a directory.
+ */
+async function resolveBytes(fs: Ext4Fs, path: Uint8Array): Promise<Resolved> {
+  const mustBeDir = path.length > 1 && path[path.length - 1] === 0x2f;
+  let todo = splitPath(path);
+  let done: Uint8Array[] = [];
+  let ino = await fs.lookup(absolutePath([]));
+  let hops = 0;
+  while (todo.length > 0) {
+    const name = todo[0]!;
+    todo = todo.slice(1);
+    const next = await fs.lookup(absolutePath([...done, name]));
+    if (next === undefined) return { missing: 'no such file or directory' };
+    const inode = await fs.readInode(next);
+    if ((inode.i_mode & 0o170000) === S_IFLNK && (todo.length > 0 || mustBeDir)) {
+      if (++hops > MAX_SYMLINK_HOPS) return { missing: 'too many levels of symbolic links' };
+      const target = await fs.readlinkOf(inode);
+      if (target[0] === 0x2f) done = [];
+      todo = [...splitPath(target), ...todo];
+      continue;
+    }
+    if (todo.length > 0 && (inode.i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
+    done = [...done, name];
+    ino = next;
+  }
+  if (ino === undefined) return { missing: 'no such file or directory' };
+  if (mustBeDir && ((await fs.readInode(ino)).i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
+  return { ino };
+}
+
+/**
+ * The inode PATH names, and PATH's components as typed (what the listing shows). A part
+ * in quotes may also be a name with literal quotes: when both readings exist and differ,
+ * the choice is the user's (USAGE naming both); when one exists, it is used. Throws USAGE
+ * for an empty PATH and for a PATH that does not resolve.
+ */
+async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ ino: number; parts: Uint8Array[] }> {
+  if (arg === '') throw new UsageError('PATH is empty (the root directory is "/")');
+  const decoded = parsePathArg(arg);
+  const literal = new TextEncoder().encode(arg);
+  const same = compareBytes(decoded, literal) === 0;
+  const [d, l] = await Promise.all([resolveBytes(fs, decoded), same ? undefined : resolveBytes(fs, literal)]);
+  if (l !== undefined && 'ino' in l) {
+    if ('ino' in d && d.ino !== l.ino) {
+      const asLiteral = quoteName(absolutePath(splitPath(literal)));
+      const asDecoded = quoteName(absolutePath(splitPath(decoded)));
+      throw new UsageError(
+        `${file}: PATH ${arg} is ambiguous: ${asLiteral} (with the quotes in its name) and ${asDecoded} both exist; give ${asLiteral} for the first or ${asDecoded} for the second`,
+      );
+    }
+    return { ino: l.ino, parts: splitPath(literal) };
+  }
+  if ('ino' in d) return { ino: d.ino, parts: splitPath(decoded) };
+  throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}`);
+}
+
 /**
  * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
- * file itself; with `recursive`, every entry below PATH, each directory's entries sorted,
- * depth first. A directory met again (a directory hard link or loop, which e2fsck reports
+ * file itself; with `recursive`, every entry below PATH in depth-first pre-order (a
+ * directory, then everything below it, then its next sibling), siblings sorted by name bytes. A directory met again (a directory hard link or loop, which e2fsck reports
  * as corruption) is listed as an entry but not descended into again, with a warning, as
  * Ext4Fs.walk does. Throws USAGE (no such path), and what the image, partition and ext4
  * readers throw.
@@ -190,17 +270,17 @@ export async function ls(options: LsOptions): Promise<LsResult> {
   const { image, partition } = parseImageArg(options.image);
   const chain = await openChain(image);
   try {
+    const fileIsDisk = chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
     const sel = await selectFilesystemDevice(chain.device, image, {
+      fileIsDisk,
       ...(partition !== undefined ? { partition } : {}),
       ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
-    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn' });
+    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk } });
     const dirty = await fs.readWarnings();
-    const parts = splitPath(parsePathArg(options.path ?? '/'));
+    const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/');
     const path = absolutePath(parts);
-    const ino = await fs.lookup(path);
-    if (ino === undefined) throw new UsageError(`${file}: ${quoteName(path)}: no such file or directory`);
     let count = 0;
     const emit = (e: LsEntry): void => {
       count++;
@@ -215,29 +295,31 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       const children: Array<{ name: Uint8Array; ino: number }> = [];
       for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
       children.sort((a, b) => compareBytes(a.name, b.name));
-      const sub: Array<{ ino: number; path: Uint8Array; text: string | undefined }> = [];
-      // dirPath is absolute: length 1 means '/'.
       const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
       const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
+      // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
+      // Only the entries of the directories on the current path are held, never the tree.
+      const entries: Array<{ e: LsEntry; ino: number; pathOf: () => Uint8Array; text: string | undefined }> = [];
       for (const c of children) {
         let childPath: Uint8Array | undefined;
         const pathOf = (): Uint8Array => (childPath ??= joinPath(parent, c.name));
         const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
         const pathText = nameText === undefined ? undefined : prefix + nameText;
         const inode = await fs.readInode(c.ino);
-        const e = await entryOf(fs, inode, pathOf, pathText, c.name);
+        entries.push({ e: await entryOf(fs, inode, pathOf, pathText, c.name), ino: c.ino, pathOf, text: pathText });
+      }
+      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));
+      for (const { e, ino: childIno, pathOf, text } of entries) {
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
-        const first = listed.get(c.ino);
+        const first = listed.get(childIno);
         if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(pathOf())} is directory inode ${c.ino}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          loops.push(`${file}: ${quoteName(pathOf())} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
-        listed.set(c.ino, pathOf());
-        sub.push({ ino: c.ino, path: pathOf(), text: pathText });
+        listed.set(childIno, pathOf());
+        await listDir(childIno, pathOf(), text);
       }
-      fs.prefetchDirectories(sub.map((s) => s.ino));
-      for (const s of sub) await listDir(s.ino, s.path, s.text);
     };
     const top = await fs.readInode(ino);
     if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path, plainAsciiText(path));

@@ -17,7 +17,7 @@ export interface ByteReaderContext {
 }
 
 /** Converts a bigint to a number, refusing values above 2^53 as corrupt. */
-export function toSafeNumber(value: bigint, ctx: { file: string; structure: string; offset: number }): number {
+export function toSafeNumber(value: bigint, ctx: ErrorData): number {
   if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < 0n) {
     throw new CorruptImageError('CORRUPT_IMAGE', {
       ...ctx,
@@ -43,7 +43,7 @@ export class ByteReader {
   }
 
   /** Error data for a field at relative offset `rel`. */
-  at(rel: number, field?: string): { file: string; structure: string; offset: number } {
+  at(rel: number, field?: string): ErrorData & { file: string; structure: string } {
     return {
       ...this.ctx.extra,
       file: this.ctx.file,

@@ -94,6 +94,8 @@ describe('imgdedup ls', () => {
     expect(part.status).toBe(1);
     const notExt = imgdedup(['ls', '--json', `${overlay}:1`]);
     expect(notExt.status).toBe(2);
-    expect(JSON.parse(notExt.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: { structure: 'ext4.superblock.s_magic', deviceOffset: 1080 } });
+    // Partition 1 (at 1 MiB) was never formatted.
+    expect(JSON.parse(notExt.stderr)).toMatchObject({ code: 'UNSUPPORTED_FORMAT', data: { deviceOffset: 1024 * 1024 } });
+    expect(notExt.stderr).toContain('partition 1 holds no recognised filesystem');
   });
 });

@@ -8,7 +8,7 @@
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
-import { fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic } from './context.js';
+import { fsAt, fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
 import {
   EXT4_BG_BLOCK_UNINIT,
   EXT4_BG_INODE_UNINIT,
@@ -77,6 +77,8 @@ export interface Ext4OpenOptions {
   readonly file: string;
   /** 'error' (default): a checksum mismatch throws BAD_CHECKSUM; 'warn': it is recorded in `diagnostics`. */
   readonly verifyChecksums?: ChecksumPolicy;
+  /** Where the filesystem lies on the disk, for the offsets in errors (default: all of `file`). */
+  readonly location?: FsLocation;
 }
 
 /** What `stat` returns: the inode's attributes as `debugfs stat` shows them. */
@@ -190,13 +192,15 @@ export class Ext4Fs {
    * descriptors. Throws CORRUPT_IMAGE, TRUNCATED, BAD_CHECKSUM, UNSUPPORTED_FEATURE, IO.
    */
   static async open(device: BlockDevice, options: Ext4OpenOptions): Promise<Ext4Fs> {
-    const ctx: Ext4Context = { file: options.file, verifyChecksums: options.verifyChecksums ?? 'error', diagnostics: [] };
+    const ctx: Ext4Context = {
+      file: options.file,
+      verifyChecksums: options.verifyChecksums ?? 'error',
+      diagnostics: [],
+      ...(options.location !== undefined ? { location: options.location } : {}),
+    };
     if (device.size < EXT4_SUPERBLOCK_OFFSET + EXT4_SUPERBLOCK_SIZE) {
       throw new CorruptImageError('TRUNCATED', {
-        file: options.file,
-        structure: 'ext4.superblock',
-        offset: EXT4_SUPERBLOCK_OFFSET,
-        deviceOffset: EXT4_SUPERBLOCK_OFFSET,
+        ...fsAt(ctx, 'ext4.superblock', EXT4_SUPERBLOCK_OFFSET),
         detail: `device of ${device.size} bytes is too small for an ext4 superblock`,
       });
     }
@@ -206,10 +210,7 @@ export class Ext4Fs {
     // group table, so an unchecked count could demand gigabytes of descriptors.
     if (sb.s_blocks_count * sb.blockSize > device.size) {
       throw new CorruptImageError('TRUNCATED', {
-        file: options.file,
-        structure: 'ext4.superblock.s_blocks_count',
-        offset: EXT4_SUPERBLOCK_OFFSET + 0x04,
-        deviceOffset: EXT4_SUPERBLOCK_OFFSET + 0x04,
+        ...fsAt(ctx, 'ext4.superblock.s_blocks_count', EXT4_SUPERBLOCK_OFFSET + 0x04),
         detail: 'filesystem larger than its device',
         expected: `<= ${Math.floor(device.size / sb.blockSize)} blocks`,
         actual: sb.s_blocks_count,

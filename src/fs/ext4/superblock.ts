@@ -135,7 +135,6 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
     const names = featureNames(unsupportedIncompat, INCOMPAT_NAMES);
     throw new UnsupportedError('UNSUPPORTED_FEATURE', {
       ...r.at(0x60, 's_feature_incompat'),
-      deviceOffset: base + 0x60,
       feature: names[0],
       features: names,
       detail: `incompatible feature${names.length > 1 ? 's' : ''} ${names.join(', ')} not supported`,
@@ -145,7 +144,6 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
     const names = featureNames(s_feature_ro_compat & UNSUPPORTED_RO_COMPAT, RO_COMPAT_NAMES);
     throw new UnsupportedError('UNSUPPORTED_FEATURE', {
       ...r.at(0x64, 's_feature_ro_compat'),
-      deviceOffset: base + 0x64,
       feature: names[0],
       features: names,
       detail: `feature ${names.join(', ')} not supported`,
