@@ -13,33 +13,18 @@
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
-import { diffDisks, type DiskDiff } from '../../src/blockdiff/diffDisk.js';
-import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
+import type { DiskDiff } from '../../src/blockdiff/diffDisk.js';
 import { diffJson, formatDiff } from '../../src/commands/diff.js';
 import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { makeOverlay } from '../../fixtures/ext4/diffScenarios.js';
 import { sh } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
+import { diffPaths } from './diffPaths.js';
 
 const tmp = useTempDir('imgdedup-diffacct-');
 const SECTOR = 512;
 const MiB = 1 << 20;
 
-function side(name: string, chain: ImageChain): DiffSide {
-  return { name, device: chain.device, layers: chain.layers.map((l) => ({ id: l.path, device: l })) };
-}
-
-async function diffPaths(a: string, b: string): Promise<DiskDiff> {
-  const ca = await openChain(a);
-  const cb = await openChain(b);
-  try {
-    return await diffDisks(side(a, ca), side(b, cb));
-  } finally {
-    await ca.close();
-    await cb.close();
-  }
-}
 
 /** The image's guest bytes, by qemu-img (the oracle), not by our readers. */
 function guestBytes(image: string): Buffer {

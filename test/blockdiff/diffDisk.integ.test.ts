@@ -8,16 +8,17 @@
 import { copyFileSync, mkdirSync, openSync, readFileSync, writeSync, closeSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
+import { openChain } from '../../src/diskimage/openChain.js';
 import { ChainDevice } from '../../src/diskimage/ChainDevice.js';
 import type { BlockDevice, ByteRange, Extent } from '../../src/diskimage/BlockDevice.js';
-import { diffDisks, type DiskDiff, type FsDiff } from '../../src/blockdiff/diffDisk.js';
+import { diffDisks, type FsDiff } from '../../src/blockdiff/diffDisk.js';
 import type { DiffSide } from '../../src/blockdiff/changedRanges.js';
 import { applyScenarioUpdate, buildScenarioTree, growExt4Image, makeOverlay, makeScenarioImage } from '../../fixtures/ext4/diffScenarios.js';
 import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { sh } from '../helpers/run.js';
 import { parseStat } from '../fs/ext4/debugfsOracle.js';
 import { useTempDir } from '../helpers/tmp.js';
+import { diffPaths } from './diffPaths.js';
 import { expectedDiff, type ExpectedDiff } from './treeOracle.js';
 import { debugfsPathBlocks, expectExactChangedBlocks } from './blockOracle.js';
 
@@ -39,20 +40,6 @@ class CountingDevice implements BlockDevice {
   }
 }
 
-function side(name: string, chain: ImageChain): DiffSide {
-  return { name, device: chain.device, layers: chain.layers.map((l) => ({ id: l.path, device: l })) };
-}
-
-async function diffPaths(a: string, b: string): Promise<DiskDiff> {
-  const ca = await openChain(a);
-  const cb = await openChain(b);
-  try {
-    return await diffDisks(side(a, ca), side(b, cb));
-  } finally {
-    await ca.close();
-    await cb.close();
-  }
-}
 
 /** A path's bytes as text (the scenario trees have UTF-8 names only). */
 const text = (b: Uint8Array): string => Buffer.from(b).toString();
