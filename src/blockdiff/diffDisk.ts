@@ -11,6 +11,7 @@ import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { detectFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
+import type { Partition } from '../diskimage/partition/PartitionTable.js';
 import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { BlockRuns } from './BlockRuns.js';
 import { changedRanges, rangesWithin, type DiffSide } from './changedRanges.js';
@@ -117,25 +118,54 @@ function sumRanges(rs: readonly ByteRange[]): number {
 /**
  * The regions to diff, tiling B's address space [0, max(sizeA, sizeB)) once, so that every
  * changed byte is counted in exactly one region. Two filesystems are compared file by
- * file when they sit in the same place: the whole disk on both sides, or the partition
- * with the same number. Their sizes may differ (a disk or partition that grew, then
+ * file when they sit in the same place: the whole disk on both sides, or the same
+ * partition (see pairPartitions). Their sizes may differ (a disk or partition that grew, then
  * resize2fs), and a partition may have moved; the file-level diff does not depend on
  * either. A partition only in B is raw; so is all space outside B's partitions, compared
  * with A's bytes at the same offsets (named after A's partition where A had one only A has).
  */
+/**
+ * B's partitions paired with A's: by GPT unique partition GUID where both have one, then
+ * by start offset, then by number (a partition that moved). Numbers alone would pair the
+ * wrong filesystems when entries were renumbered (sgdisk -r, or a table rewritten in
+ * another order), and report invented changes without an error. Each of A's partitions
+ * is paired at most once. Extended (container) partitions are never paired.
+ */
+export function pairPartitions(ta: PartitionTable, tb: PartitionTable): Map<number, Partition> {
+  const candidates = ta.partitions.filter((q) => q.kind !== 'extended');
+  const used = new Set<number>();
+  const pairs = new Map<number, Partition>();
+  const inB = tb.partitions.filter((p) => p.kind !== 'extended');
+  const rules: Array<(p: Partition, q: Partition) => boolean> = [
+    (p, q) => p.guid !== undefined && q.guid !== undefined && p.guid === q.guid,
+    (p, q) => p.startBytes === q.startBytes,
+    (p, q) => p.index === q.index,
+  ];
+  for (const rule of rules) {
+    for (const p of inB) {
+      if (pairs.has(p.index)) continue;
+      const q = candidates.find((c) => !used.has(c.index) && rule(p, c));
+      if (q === undefined) continue;
+      pairs.set(p.index, q);
+      used.add(q.index);
+    }
+  }
+  return pairs;
+}
+
 function regionsOf(ta: PartitionTable, tb: PartitionTable, sizeA: number, sizeB: number): Region[] {
   const size = Math.max(sizeA, sizeB);
   if (ta.scheme === 'none' && tb.scheme === 'none') return [{ partition: null, start: 0, length: size, a: { start: 0, length: sizeA }, b: { start: 0, length: sizeB } }];
   const out: Region[] = [];
-  const byIndex = new Map(ta.partitions.map((p) => [p.index, p]));
-  const inB = new Set(tb.partitions.map((p) => p.index));
+  const pairs = pairPartitions(ta, tb);
+  const pairedA = new Set([...pairs.values()].map((q) => q.index));
   for (const p of [...tb.partitions].sort((x, y) => x.startBytes - y.startBytes)) {
     if (p.kind === 'extended') continue;
     const b = { start: p.startBytes, length: p.lengthBytes };
     // Overlapping partitions (a corrupt table): the overlap is counted once, in the first.
     const prevEnd = out.length > 0 ? out[out.length - 1]!.start + out[out.length - 1]!.length : 0;
-    const q = byIndex.get(p.index);
-    if (q === undefined || q.kind === 'extended' || b.start < prevEnd) {
+    const q = pairs.get(p.index);
+    if (q === undefined || b.start < prevEnd) {
       const start = Math.max(b.start, prevEnd);
       if (b.start + b.length > start) out.push({ partition: p.index, start, length: b.start + b.length - start, a: b, b, rawReason: 'partition only in B' });
       continue;
@@ -143,7 +173,7 @@ function regionsOf(ta: PartitionTable, tb: PartitionTable, sizeA: number, sizeB:
     out.push({ partition: p.index, ...b, a: { start: q.startBytes, length: q.lengthBytes }, b });
   }
   // Everything not covered by B's partitions (tables, boot-loader gaps, trailing space, a partition's old place).
-  const onlyA = ta.partitions.filter((q) => q.kind !== 'extended' && !inB.has(q.index)).sort((x, y) => x.startBytes - y.startBytes);
+  const onlyA = ta.partitions.filter((q) => q.kind !== 'extended' && !pairedA.has(q.index)).sort((x, y) => x.startBytes - y.startBytes);
   const gaps: Region[] = [];
   const gap = (start: number, length: number, partition: number | null, rawReason: string): void => {
     if (length > 0) gaps.push({ partition, start, length, a: { start, length }, b: { start, length }, rawReason });
@@ -187,6 +217,9 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
   const changes = await changedRanges(a, b);
   const [ta, tb] = await Promise.all([readPartitionTable(a.device, { file: a.name }), readPartitionTable(b.device, { file: b.name })]);
   const warnings = [...ta.warnings.map((w) => `${a.name}: ${w}`), ...tb.warnings.map((w) => `${b.name}: ${w}`)];
+  for (const [index, q] of pairPartitions(ta, tb)) {
+    if (q.index !== index) warnings.push(`partition ${index} of ${b.name} is compared with partition ${q.index} of ${a.name} (same ${q.guid !== undefined && tb.partitions.find((p) => p.index === index)?.guid === q.guid ? 'GPT partition GUID' : 'start offset'}; the table was renumbered)`);
+  }
   const filesystems: FsDiff[] = [];
   const raw: RawRegionDiff[] = [];
   for (const r of regionsOf(ta, tb, a.device.size, b.device.size)) {

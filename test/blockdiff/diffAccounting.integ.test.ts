@@ -204,6 +204,66 @@ describe('diff accounting: totals add up and match a byte comparison', () => {
     expect(inLeft).toBe(left);
   });
 
+  describe('partitions renumbered in the table (entries swapped, nothing moved): each filesystem is compared with itself', () => {
+    /** Two ext4 partitions holding different files, at 1 MiB and 17 MiB of a 40 MiB disk. */
+    const twoFilesystems = (d: string): { fs1: string; fs2: string } => {
+      const fs1 = join(d, 'one.ext4');
+      const fs2 = join(d, 'two.ext4');
+      const t1 = join(d, 't1');
+      const t2 = join(d, 't2');
+      mkdirSync(t1);
+      mkdirSync(t2);
+      writeFileSync(join(t1, 'onlyA'), 'first filesystem\n');
+      writeFileSync(join(t2, 'onlyB'), 'second filesystem\n');
+      makeExt4Image(fs1, t1, { sizeMiB: 16, args: [] });
+      makeExt4Image(fs2, t2, { sizeMiB: 16, args: [] });
+      return { fs1, fs2 };
+    };
+    const place = (disk: string, image: string, sector: number): void => {
+      sh('dd', [`if=${image}`, `of=${disk}`, 'bs=512', `seek=${sector}`, 'conv=notrunc', 'status=none']);
+    };
+    const expectSameFilesystems = async (p: string, q: string): Promise<void> => {
+      const r = await diffPaths(p, q);
+      expect(r.filesystems.flatMap((f) => [...f.added, ...f.removed, ...f.modified])).toEqual([]);
+      expect(r.changedBytes).toBe(differingSectorBytes(readFileSync(p), 0, readFileSync(q), 0, 40 * MiB));
+      expectAddsUp(r);
+      expect(r.warnings.join('\n')).toMatch(/renumbered/);
+    };
+
+    it('GPT (sgdisk -r swaps entries 1 and 2; paired by partition GUID)', async () => {
+      const d = join(tmp(), 'renumbered-gpt');
+      mkdirSync(d);
+      const { fs1, fs2 } = twoFilesystems(d);
+      const p = join(d, 'p.raw');
+      sh('truncate', ['-s', '40M', p]);
+      sh('sgdisk', ['-U', '11111111-2222-3333-4444-555555555555', '-u', '1:aaaaaaaa-2222-3333-4444-555555555555', '-u', '2:bbbbbbbb-2222-3333-4444-555555555555',
+        '-n', '1:2048:+16M', '-t', '1:8300', '-n', '2:34816:+16M', '-t', '2:8300', p]);
+      place(p, fs1, 2048);
+      place(p, fs2, 34816);
+      const q = join(d, 'q.raw');
+      copyFileSync(p, q);
+      sh('sgdisk', ['-r', '1:2', q]);
+      await expectSameFilesystems(p, q);
+    });
+
+    it('MBR (the two primary entries written in the other order; paired by start)', async () => {
+      const d = join(tmp(), 'renumbered-mbr');
+      mkdirSync(d);
+      const { fs1, fs2 } = twoFilesystems(d);
+      const mk = (name: string, order: string[]): string => {
+        const f = join(d, name);
+        sh('truncate', ['-s', '40M', f]);
+        sh('sfdisk', ['-q', '--no-reread', f], { input: `label: dos\nlabel-id: 0x1234abcd\n${order.join('\n')}\n` });
+        place(f, fs1, 2048);
+        place(f, fs2, 34816);
+        return f;
+      };
+      const one = 'start=2048, size=32768, type=83';
+      const two = 'start=34816, size=32768, type=83';
+      await expectSameFilesystems(mk('p.raw', [one, two]), mk('q.raw', [two, one]));
+    });
+  });
+
   it('a plain overlay with files edited: the total equals a byte comparison, mostly in listed files', async () => {
     const d = tmp();
     const a = join(d, 'a.raw');
