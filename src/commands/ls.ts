@@ -232,6 +232,11 @@ async function resolveBytes(fs: Ext4Fs, path: Uint8Array): Promise<Resolved> {
   return { ino };
 }
 
+/** `text` as one POSIX shell word: single-quoted where it holds anything a shell would interpret. */
+function shellWord(text: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
 /**
  * The inode PATH names, and PATH's components as typed (what the listing shows). A part
  * in quotes may also be a name with literal quotes: when both readings exist and differ,
@@ -248,8 +253,9 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
     if ('ino' in d && d.ino !== l.ino) {
       const asLiteral = quoteName(absolutePath(splitPath(literal)));
       const asDecoded = quoteName(absolutePath(splitPath(decoded)));
+      // The suggestions are shell words, so that they can be pasted as they are printed.
       throw new UsageError(
-        `${file}: PATH ${arg} is ambiguous: ${asLiteral} (with the quotes in its name) and ${asDecoded} both exist; give ${asLiteral} for the first or ${asDecoded} for the second`,
+        `${file}: PATH ${arg} is ambiguous: ${asLiteral} (with the quotes in its name) and ${asDecoded} both exist; give ${shellWord(asLiteral)} for the first or ${shellWord(asDecoded)} for the second`,
       );
     }
     return { ino: l.ino, parts: splitPath(literal) };

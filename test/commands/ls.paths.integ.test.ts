@@ -7,7 +7,7 @@
 import { mkdirSync, readdirSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { imgdedup, sh } from '../helpers/run.js';
+import { CLI, imgdedup, sh } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
 
 const tmp = useTempDir('imgdedup-lspaths-');
@@ -90,6 +90,14 @@ describe('a part in quotes that may be a literal name', () => {
     expect(r.stderr).toContain('"/srv/\\"quoted\\""');
     expect(r.stderr).toContain('/srv/quoted');
     expect(r.stdout).toBe('');
+  });
+  test('the two suggestions in that error, pasted into a shell, name one file each', () => {
+    const r = imgdedup(['ls', fs, '/srv/"quoted"']);
+    const m = /give (.+) for the first or (.+) for the second/.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const viaShell = (word: string): unknown => JSON.parse(sh('sh', ['-c', `node "$0" ls --json "$1" ${word}`, CLI, fs]))[0];
+    expect(viaShell(m![1]!)).toMatchObject({ name: '"\\"quoted\\""', size: 'literal'.length });
+    expect(viaShell(m![2]!)).toMatchObject({ name: 'quoted' });
   });
   test('the quoted form that ls prints names the literal one alone', () => {
     const r = imgdedup(['ls', '--json', fs, '"/srv/\\"quoted\\""']);
