@@ -1,7 +1,7 @@
 // ext4 reader benchmarks. Peer: `e2fsck -fn` on the same image in the same run, which
 // also reads every inode and accounts for every block.
-// 1. 100,000 small files (issue "Speed"; goal <= 4x e2fsck -fn): `ls -R -l`, the block
-//    ownership table, and `diff` of an overlay with ~1,000 files edited in place (which
+// 1. 100,000 small files (issue "Speed"; goal <= 4x e2fsck -fn): `ls -R -l`, a library
+//    walk that stats every entry, the block ownership table, and `diff` of an overlay with ~1,000 files edited in place (which
 //    needs an ownership scan of both sides). Each as the median of BENCH_EXT4_PAIRS
 //    (default 5) paired runs, ours and e2fsck alternating which goes first.
 // 2. The block ownership table of a BENCH_EXT4_SIZE (default 1 TiB) filesystem must stay
@@ -16,6 +16,7 @@ const SIZE = process.env.BENCH_EXT4_SIZE ?? '1T';
 const PAIRS = Number(process.env.BENCH_EXT4_PAIRS ?? 5);
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const script = new URL('./lib/ext4Ownership.mjs', import.meta.url).pathname;
+const walkScript = new URL('./lib/ext4Walk.mjs', import.meta.url).pathname;
 const e2fsck = (img) => () => measure('/bin/sh', ['-c', `e2fsck -fn ${img} >/dev/null 2>&1; test $? -le 1`]);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -57,6 +58,8 @@ console.log(`image: ${img.files} files; overlay: ${img.edited} files edited in p
 const ls = paired(PAIRS, () => measure(process.execPath, [cli, 'ls', '-R', '-l', img.base]), e2fsck(img.base));
 const lines = ls.last.stdout.split('\n').filter((l) => l !== '').length;
 report(`imgdedup ls -R -l (${lines} entries)`, ls, '<= 4x');
+const walk = paired(PAIRS, () => measure(process.execPath, [walkScript, img.base]), e2fsck(img.base));
+report(`walk + stat of every entry (library, ${JSON.parse(walk.last.stdout).entries} entries)`, walk, '<= 4x');
 const own = paired(PAIRS, () => measure(process.execPath, [script, img.base]), e2fsck(img.base));
 report(`blockOwnership (library, ${JSON.parse(own.last.stdout).runs} owner runs)`, own, '<= 4x');
 const diff = paired(PAIRS, () => measure(process.execPath, [cli, 'diff', '--json', img.base, img.overlay]), e2fsck(img.base));
