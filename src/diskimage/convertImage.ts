@@ -16,6 +16,12 @@ import { InternalError } from '../errors.js';
 export interface CopyDeviceOptions {
   /** The output's backing content; the output then holds only what differs from it. */
   readonly base?: BlockDevice;
+  /**
+   * The guest ranges to visit (widened to whole units) instead of those `src` or `base`
+   * store: the dirty ranges of a copy-on-write layer, say. Called once more for the
+   * progress total when `onProgress` is set.
+   */
+  readonly ranges?: () => AsyncIterable<ByteRange>;
   /** Bytes read per chunk (rounded down to the writer's unit). Default 4 MiB. */
   readonly chunkBytes?: number;
   /** Called after each chunk with bytes examined so far and the total to examine. */
@@ -27,9 +33,9 @@ export interface CopyDeviceStats {
   readonly bytesExamined: number;
   /** Allocation units (clusters, or subclusters with extended L2) written with data. */
   readonly unitsWritten: number;
-  /** Units skipped because the source reads zeros there (and, with a base, so does the base). */
+  /** Units skipped because the source reads zeros there (an output with no backing file reads zeros there too). */
   readonly zeroUnitsSkipped: number;
-  /** Units written as explicit zeros over non-zero base content. */
+  /** Units written as explicit zeros, so that they hide the output's backing file. */
   readonly zeroUnitsWritten: number;
   /** Units skipped because they equal the base (with a base only). */
   readonly unchangedUnits: number;
@@ -49,13 +55,12 @@ interface Slot {
   readonly base: Buffer | undefined;
 }
 
-/** Ascending, unit-aligned, merged ranges that `device` stores data in, clipped to `size`. */
-async function* dataRanges(device: BlockDevice, unit: number, size: number): AsyncGenerator<ByteRange> {
+/** Ascending ranges widened to whole units (the last may end at `size`), merged where they meet. */
+async function* unitRanges(ranges: AsyncIterable<ByteRange>, unit: number, size: number): AsyncGenerator<ByteRange> {
   let cur: { start: number; end: number } | undefined;
-  for await (const e of device.allocation({ offset: 0, length: size })) {
-    if (e.kind !== 'data') continue;
-    const start = Math.floor(e.offset / unit) * unit;
-    const end = Math.min(size, Math.ceil((e.offset + e.length) / unit) * unit);
+  for await (const r of ranges) {
+    const start = Math.floor(r.offset / unit) * unit;
+    const end = Math.min(size, Math.ceil((r.offset + r.length) / unit) * unit);
     if (cur !== undefined && start <= cur.end) cur.end = Math.max(cur.end, end);
     else {
       if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
@@ -89,13 +94,21 @@ async function* unionRanges(a: AsyncIterator<ByteRange>, b: AsyncIterator<ByteRa
   if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
 }
 
-function rangesToVisit(src: BlockDevice, base: BlockDevice | undefined, unit: number, size: number): AsyncGenerator<ByteRange> {
-  return unionRanges(dataRanges(src, unit, size)[Symbol.asyncIterator](), base ? dataRanges(base, unit, Math.min(size, base.size))[Symbol.asyncIterator]() : undefined);
+/** The ranges `device` stores data in, clipped to `size`. */
+async function* dataExtents(device: BlockDevice, size: number): AsyncGenerator<ByteRange> {
+  for await (const e of device.allocation({ offset: 0, length: size })) if (e.kind === 'data') yield e;
+}
+
+/** Unit-aligned ranges to visit: `ranges` if given, else what `src` or `base` stores. */
+function rangesToVisit(src: BlockDevice, base: BlockDevice | undefined, ranges: (() => AsyncIterable<ByteRange>) | undefined, unit: number, size: number): AsyncGenerator<ByteRange> {
+  if (ranges !== undefined) return unitRanges(ranges(), unit, size);
+  const stored = (device: BlockDevice, end: number) => unitRanges(dataExtents(device, end), unit, end)[Symbol.asyncIterator]();
+  return unionRanges(stored(src, size), base ? stored(base, Math.min(size, base.size)) : undefined);
 }
 
 /**
- * Copies `src` into `writer` (which must have `src.size`). Reads only stored
- * ranges; the writer gets unit-aligned data runs and zero runs. Returns counts.
+ * Copies `src` into `writer` (which must have `src.size`). Reads only stored ranges
+ * (or `options.ranges`); the writer gets unit-aligned data runs and zero runs. Returns counts.
  * Memory: (READ_AHEAD + WRITE_AHEAD) chunk buffers (twice that with a base), reused
  * for every chunk whatever the disk size; the writer must not keep a buffer after
  * its write resolves (ImageWriter.write).
@@ -109,7 +122,7 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
   const chunk = Math.max(unit, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / unit) * unit);
 
   let total = 0;
-  if (options.onProgress) for await (const r of rangesToVisit(src, base, unit, size)) total += r.length;
+  if (options.onProgress) for await (const r of rangesToVisit(src, base, options.ranges, unit, size)) total += r.length;
 
   let done = 0;
   let unitsWritten = 0;
@@ -153,7 +166,7 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
     while (writes.length > WRITES_IN_FLIGHT) await writes.shift();
   };
 
-  const chunks = chunksOf(rangesToVisit(src, base, unit, size), chunk)[Symbol.asyncIterator]();
+  const chunks = chunksOf(rangesToVisit(src, base, options.ranges, unit, size), chunk)[Symbol.asyncIterator]();
   let exhausted = false;
   const refill = async () => {
     while (!exhausted && reads.length < READ_AHEAD) {
@@ -195,7 +208,8 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
         if (b !== undefined && s.compare(b, off, end, off, end) === 0) {
           unchangedUnits++;
         } else if (isZero) {
-          if (b !== undefined) {
+          // Over a backing file a zero unit must be written, to hide what the backing holds there.
+          if (writer.hasBacking) {
             kind = 'zero';
             zeroUnitsWritten++;
           } else zeroUnitsSkipped++;

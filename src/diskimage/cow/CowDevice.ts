@@ -37,10 +37,6 @@ export interface CowEmitStats extends CopyDeviceStats {
   readonly mode: 'overlay' | 'complete';
 }
 
-const DEFAULT_CHUNK = 4 * 1024 * 1024;
-/** Writer calls kept in flight while emitting an overlay. */
-const WRITE_AHEAD = 4;
-
 // The public methods are async but queue their work before their first await, so
 // operations take effect in the order they were called.
 export class CowDevice implements ClosableDevice {
@@ -235,63 +231,14 @@ export class CowDevice implements ClosableDevice {
       const stats = await copyDevice(this, writer, options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {});
       return { ...stats, mode: 'complete' };
     }
-    const unit = writer.unitSize;
-    const chunk = Math.max(unit, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / unit) * unit);
-    const zeros = new Uint8Array(unit);
-    let bytesExamined = 0;
-    let unitsWritten = 0;
-    let zeroUnitsWritten = 0;
-    let unchangedUnits = 0;
-    // Writer calls overlap the next reads (each unit is written once, so order does
-    // not matter); at most WRITE_AHEAD are in flight, so buffers stay bounded.
-    const inflight: Promise<void>[] = [];
-    const track = async (p: Promise<void>) => {
-      p.catch(() => undefined); // a rejection surfaces when awaited below
-      inflight.push(p);
-      while (inflight.length > WRITE_AHEAD) await inflight.shift();
-    };
-    try {
-      for await (const range of unitRanges(this.dirtyRanges(), unit, this.size)) {
-        const rangeEnd = range.offset + range.length;
-        for (let pos = range.offset; pos < rangeEnd; pos += chunk) {
-          const len = Math.min(chunk, rangeEnd - pos);
-          const [data, base] = await Promise.all([this.read(pos, len), options.skipUnchanged ? this.readLower(pos, len) : undefined]);
-          let runKind: 'data' | 'zero' | undefined;
-          let runStart = 0;
-          const flush = async (at: number) => {
-            if (runKind === 'data') await track(writer.write(pos + runStart, data.subarray(runStart, at)));
-            else if (runKind === 'zero') await track(writer.writeZeros(pos + runStart, at - runStart));
-            runKind = undefined;
-          };
-          for (let off = 0; off < len; off += unit) {
-            const n = Math.min(unit, len - off);
-            const u = data.subarray(off, off + n);
-            let kind: 'data' | 'zero' | undefined;
-            if (base !== undefined && bytesEqual(u, base.subarray(off, off + n))) unchangedUnits++;
-            else if (bytesEqual(u, zeros.subarray(0, n))) {
-              kind = 'zero';
-              zeroUnitsWritten++;
-            } else {
-              kind = 'data';
-              unitsWritten++;
-            }
-            if (kind !== runKind) {
-              await flush(off);
-              runKind = kind;
-              runStart = off;
-            }
-          }
-          await flush(len);
-          bytesExamined += len;
-        }
-      }
-      while (inflight.length > 0) await inflight.shift();
-    } catch (err) {
-      // Leave no writer call running: the caller aborts the writer next.
-      await Promise.allSettled(inflight);
-      throw err;
-    }
-    return { mode: 'overlay', bytesExamined, unitsWritten, zeroUnitsWritten, zeroUnitsSkipped: 0, unchangedUnits };
+    // Only the units the layer touched, each read through the layer (completed from the
+    // lower device); copyDevice writes all-zero units as zeros over a backing file.
+    const stats = await copyDevice(this, writer, {
+      ranges: () => this.dirtyRanges(),
+      ...(options.skipUnchanged ? { base: this.lower } : {}),
+      ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}),
+    });
+    return { ...stats, mode: 'overlay' };
   }
 
   /** Frees the layer (memory and spill file); the lower device stays open. Idempotent, never throws. */
@@ -302,23 +249,4 @@ export class CowDevice implements ClosableDevice {
     await this.queue.write(async () => undefined).catch(() => undefined);
     await this.layer.close();
   }
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
-
-/** Ascending ranges widened to whole units (the last may end at `size`), merged where they meet. */
-async function* unitRanges(ranges: AsyncIterable<ByteRange>, unit: number, size: number): AsyncGenerator<ByteRange> {
-  let cur: { start: number; end: number } | undefined;
-  for await (const r of ranges) {
-    const start = Math.floor(r.offset / unit) * unit;
-    const end = Math.min(size, Math.ceil((r.offset + r.length) / unit) * unit);
-    if (cur !== undefined && start <= cur.end) cur.end = Math.max(cur.end, end);
-    else {
-      if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
-      cur = { start, end };
-    }
-  }
-  if (cur !== undefined) yield { offset: cur.start, length: cur.end - cur.start };
 }
