@@ -134,6 +134,11 @@ function* chunked(ranges: Iterable<[start: number, end: number]>, chunk: number)
   for (const [start, end] of ranges) for (let off = start; off < end; off += chunk) yield [off, Math.min(chunk, end - off)];
 }
 
+/** Bytes read at a time: `options.chunkBytes` (default 4 MiB) in whole `unit`s, at least one. */
+function chunkBytes(options: ChangedRangesOptions, unit: number): number {
+  return Math.max(unit, Math.floor((options.chunkBytes ?? 4 << 20) / unit) * unit);
+}
+
 /** Reads a piece from both sides at once. */
 const readBoth =
   (a: DiffSide, b: DiffSide) =>
@@ -155,7 +160,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   const tail: ByteRange[] = [];
   if (larger.size > common) {
     // Past the smaller end the smaller side reads as zeros: only the larger side's non-zero sectors differ.
-    const chunk = Math.max(SECTOR_BYTES, Math.floor((options.chunkBytes ?? 4 << 20) / SECTOR_BYTES) * SECTOR_BYTES);
+    const chunk = chunkBytes(options, SECTOR_BYTES);
     for await (const e of mergeExtents(larger.allocation({ offset: common, length: larger.size - common }))) {
       if (e.kind !== 'data') continue;
       for (let off = e.offset; off < e.offset + e.length; off += chunk) {
@@ -171,7 +176,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
     const lists: ByteRange[][] = [];
     for (let i = 0; i < depth; i++) lists.push(await layerChanges(b, i, common));
     // Read only what B's own layers store, from both sides.
-    const chunk = Math.max(SECTOR_BYTES, Math.floor((options.chunkBytes ?? 4 << 20) / SECTOR_BYTES) * SECTOR_BYTES);
+    const chunk = chunkBytes(options, SECTOR_BYTES);
     const pieces = chunked(aligned(unionRanges(lists), SECTOR_BYTES, common), chunk);
     for await (const { off, da, db } of mapAhead(pieces, readBoth(a, b), AHEAD)) {
       compared += da.length;
@@ -182,7 +187,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   }
   const stored = unionRanges([await collectRanges(a.device, common), await collectRanges(b.device, common)]);
   const bs = options.hashBlockSize ?? 4096;
-  const chunk = Math.max(bs, Math.floor((options.chunkBytes ?? 4 << 20) / bs) * bs);
+  const chunk = chunkBytes(options, bs);
   // Align to hash blocks so each block is compared whole.
   for await (const { off, da, db } of mapAhead(chunked(aligned(stored, bs, common), chunk), readBoth(a, b), AHEAD)) {
     const len = da.length;

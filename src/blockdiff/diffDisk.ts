@@ -116,15 +116,6 @@ function sumRanges(rs: readonly ByteRange[]): number {
 }
 
 /**
- * The regions to diff, tiling B's address space [0, max(sizeA, sizeB)) once, so that every
- * changed byte is counted in exactly one region. Two filesystems are compared file by
- * file when they sit in the same place: the whole disk on both sides, or the same
- * partition (see pairPartitions). Their sizes may differ (a disk or partition that grew, then
- * resize2fs), and a partition may have moved; the file-level diff does not depend on
- * either. A partition only in B is raw; so is all space outside B's partitions, compared
- * with A's bytes at the same offsets (named after A's partition where A had one only A has).
- */
-/**
  * B's partitions paired with A's: by GPT unique partition GUID where both have one, then
  * by start offset, then by number (a partition that moved). Numbers alone would pair the
  * wrong filesystems when entries were renumbered (sgdisk -r, or a table rewritten in
@@ -153,11 +144,19 @@ export function pairPartitions(ta: PartitionTable, tb: PartitionTable): Map<numb
   return pairs;
 }
 
-function regionsOf(ta: PartitionTable, tb: PartitionTable, sizeA: number, sizeB: number): Region[] {
+/**
+ * The regions to diff, tiling B's address space [0, max(sizeA, sizeB)) once, so that every
+ * changed byte is counted in exactly one region. Two filesystems are compared file by
+ * file when they sit in the same place: the whole disk on both sides, or the same
+ * partition (see pairPartitions). Their sizes may differ (a disk or partition that grew, then
+ * resize2fs), and a partition may have moved; the file-level diff does not depend on
+ * either. A partition only in B is raw; so is all space outside B's partitions, compared
+ * with A's bytes at the same offsets (named after A's partition where A had one only A has).
+ */
+function regionsOf(ta: PartitionTable, tb: PartitionTable, pairs: ReadonlyMap<number, Partition>, sizeA: number, sizeB: number): Region[] {
   const size = Math.max(sizeA, sizeB);
   if (ta.scheme === 'none' && tb.scheme === 'none') return [{ partition: null, start: 0, length: size, a: { start: 0, length: sizeA }, b: { start: 0, length: sizeB } }];
   const out: Region[] = [];
-  const pairs = pairPartitions(ta, tb);
   const pairedA = new Set([...pairs.values()].map((q) => q.index));
   for (const p of [...tb.partitions].sort((x, y) => x.startBytes - y.startBytes)) {
     if (p.kind === 'extended') continue;
@@ -217,12 +216,17 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
   const changes = await changedRanges(a, b);
   const [ta, tb] = await Promise.all([readPartitionTable(a.device, { file: a.name }), readPartitionTable(b.device, { file: b.name })]);
   const warnings = [...ta.warnings.map((w) => `${a.name}: ${w}`), ...tb.warnings.map((w) => `${b.name}: ${w}`)];
-  for (const [index, q] of pairPartitions(ta, tb)) {
-    if (q.index !== index) warnings.push(`partition ${index} of ${b.name} is compared with partition ${q.index} of ${a.name} (same ${q.guid !== undefined && tb.partitions.find((p) => p.index === index)?.guid === q.guid ? 'GPT partition GUID' : 'start offset'}; the table was renumbered)`);
+  const pairs = pairPartitions(ta, tb);
+  for (const p of tb.partitions) {
+    const q = pairs.get(p.index);
+    if (q !== undefined && q.index !== p.index) {
+      const by = p.guid !== undefined && p.guid === q.guid ? 'GPT partition GUID' : 'start offset';
+      warnings.push(`partition ${p.index} of ${b.name} is compared with partition ${q.index} of ${a.name} (same ${by}; the table was renumbered)`);
+    }
   }
   const filesystems: FsDiff[] = [];
   const raw: RawRegionDiff[] = [];
-  for (const r of regionsOf(ta, tb, a.device.size, b.device.size)) {
+  for (const r of regionsOf(ta, tb, pairs, a.device.size, b.device.size)) {
     const within = rangesWithin(changes.ranges, r.start, r.length);
     const rawRegion = (reason: string): void => {
       if (r.partition === null && within.length === 0 && reason === 'outside partitions') return;

@@ -170,6 +170,8 @@ export class Ext4Fs {
   private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
+  /** journalState's answer: the journal is read once (warnings and refusals both ask). */
+  private journal: Promise<JournalState | undefined> | undefined;
 
   private constructor(
     readonly device: BlockDevice,
@@ -926,7 +928,11 @@ export class Ext4Fs {
    * that cannot be read gives a null count and a `problem`, not an error, since only
    * warnings depend on it. Throws IO.
    */
-  async journalState(): Promise<JournalState | undefined> {
+  journalState(): Promise<JournalState | undefined> {
+    return (this.journal ??= this.readJournalState());
+  }
+
+  private async readJournalState(): Promise<JournalState | undefined> {
     const sb = this.superblock;
     const needsRecovery = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER) !== 0;
     if (!(sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL)) return needsRecovery ? { needsRecovery, committedTransactions: null, problem: 'no journal' } : undefined;
