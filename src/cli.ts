@@ -52,6 +52,26 @@ function printJson(value: unknown): void {
 const formatOption = () =>
   new Option('-f, --format <format>', 'image format of IMAGE (default: probe)').choices(['raw', 'qcow2', 'vmdk'] as const);
 
+/** A JSON array streamed into `out` one element at a time (map and ls entries). */
+function jsonArray(out: DeferredStdout): { item(json: string): void; end(): void } {
+  let first = true;
+  return {
+    item(json) {
+      out.write(`${first ? '[' : ',\n'}${json}`);
+      first = false;
+    },
+    end() {
+      out.write(first ? '[]\n' : ']\n');
+    },
+  };
+}
+
+/** Prints an error on stderr: one JSON object under --json, else one line (plus `hint`). */
+function printError(e: ImgdedupError, hint?: string): void {
+  if (jsonMode) output.err(JSON.stringify(e.toJSON()));
+  else output.err(`imgdedup: error [${e.code}]: ${e.message}${hint !== undefined ? `\n${hint}` : ''}`);
+}
+
 /** Help text for a command's examples; test/cli.help.integ.test.ts runs every one of them. */
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}`;
@@ -99,22 +119,20 @@ export function buildProgram(): Command {
       // Held until the map is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();
       try {
-        let first = true;
+        const array = jsonArray(out);
         if (!asJson) out.line(MAP_HEADER);
         await map({
           image: parseWholeImageArg(image, 'map'),
           ...(opts.format ? { format: opts.format } : {}),
           onEntry: (e) => {
-            if (asJson) {
-              out.write(`${first ? '[' : ',\n'}${formatMapEntryJson(e)}`);
-              first = false;
-            } else {
+            if (asJson) array.item(formatMapEntryJson(e));
+            else {
               const line = formatMapEntry(e);
               if (line !== undefined) out.line(line);
             }
           },
         });
-        if (asJson) out.write(first ? '[]\n' : ']\n');
+        if (asJson) array.end();
         await out.commit();
       } finally {
         out.discard();
@@ -238,7 +256,7 @@ export function buildProgram(): Command {
       // Held until the listing is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();
       try {
-        let first = true;
+        const array = jsonArray(out);
         const lineOptions = { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) };
         const r = await ls({
           image,
@@ -246,13 +264,11 @@ export function buildProgram(): Command {
           ...(offsetBytes !== undefined ? { offsetBytes } : {}),
           ...(opts.recursive ? { recursive: true } : {}),
           onEntry: (e) => {
-            if (asJson) {
-              out.write(`${first ? '[' : ',\n'}${JSON.stringify(e)}`);
-              first = false;
-            } else out.line(formatLsEntry(e, lineOptions));
+            if (asJson) array.item(JSON.stringify(e));
+            else out.line(formatLsEntry(e, lineOptions));
           },
         });
-        if (asJson) out.write(first ? '[]\n' : ']\n');
+        if (asJson) array.end();
         await out.commit();
         for (const w of r.warnings) output.err(`warning: ${w}`);
       } finally {
@@ -293,14 +309,11 @@ function report(err: unknown, program: Command): number {
       return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
     }
     const cmd = commandInArgv(program);
-    const usage = new UsageError(err.message.replace(/^error: /, ''));
-    if (jsonMode) output.err(JSON.stringify(usage.toJSON()));
-    else output.err(`imgdedup: error [USAGE]: ${usage.message}\n(run "imgdedup ${cmd !== undefined ? `${cmd} ` : ''}--help" for usage)`);
+    printError(new UsageError(err.message.replace(/^error: /, '')), `(run "imgdedup ${cmd !== undefined ? `${cmd} ` : ''}--help" for usage)`);
     return EXIT.USAGE;
   }
   const e = err instanceof ImgdedupError ? err : new InternalError(err instanceof Error ? err.message : String(err));
-  if (jsonMode) output.err(JSON.stringify(e.toJSON()));
-  else output.err(`imgdedup: error [${e.code}]: ${e.message}`);
+  printError(e);
   if (debug && err instanceof Error && err.stack) output.err(err.stack);
   else if (!(err instanceof ImgdedupError)) output.err('imgdedup: this is a bug; run again with --debug for the stack trace');
   return exitCodeFor(err);
@@ -335,8 +348,7 @@ function stdoutFailed(err: NodeJS.ErrnoException): void {
   if (err.code === 'EPIPE') process.exit(EXIT.OK);
   const e = wrapIoError(err, 'stdout', 'write the output');
   try {
-    if (jsonMode) output.err(JSON.stringify(e.toJSON()));
-    else output.err(`imgdedup: error [${e.code}]: ${e.message}`);
+    printError(e);
   } catch {
     // stderr failed too: the exit status is all that is left to say it.
   }
