@@ -9,7 +9,7 @@
  */
 import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
-import { detectFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
+import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import type { Partition } from '../diskimage/partition/PartitionTable.js';
 import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
@@ -108,8 +108,6 @@ interface Region {
   /** Set when the region cannot be diffed by file whatever it holds. */
   readonly rawReason?: string;
 }
-
-const EXT_TYPES = new Set<FilesystemName>(['ext2', 'ext3', 'ext4']);
 
 function sumRanges(rs: readonly ByteRange[]): number {
   return rs.reduce((n, r) => n + r.length, 0);
@@ -248,7 +246,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       at.start === 0 && at.length === d.device.size ? d.device : new SliceDevice(d.device, at.start, at.length, { file: d.name, structure: `partition ${r.partition}` });
     const [da, db] = [slice(a, r.a), slice(b, r.b)];
     const [fa, fb] = await Promise.all([detectFilesystem(da), detectFilesystem(db)]);
-    if (fa === undefined || fb === undefined || !EXT_TYPES.has(fa) || !EXT_TYPES.has(fb)) {
+    if (fa === undefined || fb === undefined || !isExtFilesystem(fa) || !isExtFilesystem(fb)) {
       rawRegion(fa === fb ? (fa ?? 'unknown content') : `${fa ?? 'unknown'} in A, ${fb ?? 'unknown'} in B`);
       continue;
     }

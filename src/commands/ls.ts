@@ -10,12 +10,12 @@ import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
-import { S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
+import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
 import { UnsupportedError, UsageError } from '../errors.js';
-import { detectFilesystem } from '../diskimage/detectFilesystem.js';
+import { detectFilesystem, isExtFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
 import { parseImageArg } from './imageArg.js';
 
 export interface LsOptions {
@@ -74,9 +74,6 @@ export interface LsResult {
   readonly warnings: readonly string[];
 }
 
-/** ext2/3/4 as detectFilesystem names them: what ls reads. */
-const isExtName = (name: string | undefined): boolean => name === 'ext2' || name === 'ext3' || name === 'ext4';
-
 /** Bytes that must all be zero for a place to count as blank: boot block and superblock. */
 const BLANK_CHECK_BYTES = 4096;
 
@@ -87,7 +84,7 @@ const BLANK_CHECK_BYTES = 4096;
  */
 async function requireExt(device: BlockDevice, file: string, where: string, at: { offset?: number; deviceOffset: number }): Promise<void> {
   const found = await detectFilesystem(device);
-  if (isExtName(found)) return;
+  if (isExtFilesystem(found)) return;
   if (found === undefined) {
     // A blank place (a new partition, a wrong --offset into zeros) has no superblock to blame.
     const head = await device.read(0, Math.min(BLANK_CHECK_BYTES, device.size));
@@ -141,9 +138,9 @@ export async function selectFilesystemDevice(
     await requireExt(disk, file, 'the disk', at(0));
     return { device: disk, partition: null, offsetBytes: 0 };
   }
-  const found: Array<{ index: number; startBytes: number; device: BlockDevice; fs: string | undefined }> = [];
+  const found: Array<{ index: number; startBytes: number; device: BlockDevice; fs: FilesystemName | undefined }> = [];
   for (const p of table.partitions) if (p.kind !== 'extended') found.push({ index: p.index, startBytes: p.startBytes, device: p.device(), fs: await detectFilesystem(p.device()) });
-  const candidates = found.filter((p) => isExtName(p.fs));
+  const candidates = found.filter((p) => isExtFilesystem(p.fs));
   if (candidates.length === 1) return { device: candidates[0]!.device, partition: candidates[0]!.index, offsetBytes: candidates[0]!.startBytes };
   if (candidates.length === 0) {
     throw new UnsupportedError('UNSUPPORTED_FORMAT', {
@@ -207,27 +204,27 @@ type Resolved = { ino: number } | { missing: string };
 async function resolveBytes(fs: Ext4Fs, path: Uint8Array): Promise<Resolved> {
   const mustBeDir = path.length > 1 && path[path.length - 1] === 0x2f;
   let todo = splitPath(path);
-  let done: Uint8Array[] = [];
-  let ino = await fs.lookup(absolutePath([]));
+  // The directory the next component is looked up in.
+  let dir = EXT4_ROOT_INO;
+  let ino = EXT4_ROOT_INO;
   let hops = 0;
   while (todo.length > 0) {
     const name = todo[0]!;
     todo = todo.slice(1);
-    const next = await fs.lookup(absolutePath([...done, name]));
+    const next = await fs.lookupIn(dir, name);
     if (next === undefined) return { missing: 'no such file or directory' };
     const inode = await fs.readInode(next);
     if ((inode.i_mode & 0o170000) === S_IFLNK && (todo.length > 0 || mustBeDir)) {
       if (++hops > MAX_SYMLINK_HOPS) return { missing: 'too many levels of symbolic links' };
       const target = await fs.readlinkOf(inode);
-      if (target[0] === 0x2f) done = [];
+      if (target[0] === 0x2f) dir = EXT4_ROOT_INO;
       todo = [...splitPath(target), ...todo];
       continue;
     }
     if (todo.length > 0 && (inode.i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
-    done = [...done, name];
+    dir = next;
     ino = next;
   }
-  if (ino === undefined) return { missing: 'no such file or directory' };
   if (mustBeDir && ((await fs.readInode(ino)).i_mode & 0o170000) !== S_IFDIR) return { missing: 'not a directory' };
   return { ino };
 }

@@ -29,6 +29,11 @@ export type FilesystemName =
   | 'LVM2_member'
   | 'iso9660';
 
+/** ext2, ext3 or ext4: what the ext4 reader reads. */
+export function isExtFilesystem(name: FilesystemName | undefined): name is 'ext2' | 'ext3' | 'ext4' {
+  return name === 'ext2' || name === 'ext3' || name === 'ext4';
+}
+
 // ext2/3/4 superblock: at byte 1024; fields per Documentation/filesystems/ext4/super.rst.
 const EXT_SUPERBLOCK_OFFSET = 1024;
 const EXT_S_MAGIC = 0x38;

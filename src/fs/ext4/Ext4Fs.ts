@@ -659,21 +659,23 @@ export class Ext4Fs {
    * Throws what readdir throws.
    */
   async lookup(path: Uint8Array | string): Promise<number | undefined> {
-    let ino = EXT4_ROOT_INO;
+    let ino: number | undefined = EXT4_ROOT_INO;
     for (const part of splitPath(typeof path === 'string' ? utf8Bytes(path) : path)) {
-      const inode = await this.readInode(ino);
-      if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
-      let found: number | undefined;
-      for await (const e of this.readdirOf(inode)) {
-        if (bytesEqual(e.name, part)) {
-          found = e.ino;
-          break;
-        }
-      }
-      if (found === undefined) return undefined;
-      ino = found;
+      ino = await this.lookupIn(ino, part);
+      if (ino === undefined) return undefined;
     }
     return ino;
+  }
+
+  /**
+   * The inode number that entry `name` of directory `dirIno` names ('.' and '..' included),
+   * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
+   */
+  async lookupIn(dirIno: number, name: Uint8Array): Promise<number | undefined> {
+    const inode = await this.readInode(dirIno);
+    if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+    for await (const e of this.readdirOf(inode)) if (bytesEqual(e.name, name)) return e.ino;
+    return undefined;
   }
 
   /**
