@@ -264,8 +264,9 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
 /**
  * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
  * file itself; with `recursive`, every entry below PATH in depth-first pre-order (a
- * directory, then everything below it, then its next sibling), siblings sorted by name bytes. A directory met again (a directory hard link or loop, which e2fsck reports
- * as corruption) is listed as an entry but not descended into again, with a warning, as
+ * directory, then everything below it, then its next sibling), siblings sorted by name
+ * bytes. A directory met again (a directory hard link or loop, which e2fsck reports as
+ * corruption) is listed as an entry but not descended into again, with a warning, as
  * Ext4Fs.walk does. Throws USAGE (no such path), and what the image, partition and ext4
  * readers throw.
  */
