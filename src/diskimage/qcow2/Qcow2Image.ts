@@ -4,6 +4,7 @@
  * deflate and zstd compressed clusters. One layer of a chain: ranges this image
  * does not store read as zeros here and are answered by ChainDevice from below.
  */
+import { LruCache } from '../LruCache.js';
 import { inflateRaw, constants as zlibConstants } from 'node:zlib';
 import { promisify } from 'node:util';
 import { decompress as zstdDecompress } from 'fzstd';
@@ -64,7 +65,7 @@ export class Qcow2Image implements DiskImage {
   readonly subclusterSize: number;
   readonly backing: BackingRef | undefined;
   readonly warnings: string[] = [];
-  private readonly l2Cache = new Map<number, Uint8Array>();
+  private readonly l2Cache: LruCache<number, Uint8Array>;
   private compressedCache: { guestCluster: number; data: Uint8Array } | undefined;
 
   private constructor(
@@ -80,6 +81,7 @@ export class Qcow2Image implements DiskImage {
     this.l2EntryBytes = this.extendedL2 ? 16 : 8;
     this.l2Entries = this.clusterSize / this.l2EntryBytes;
     this.subclusterSize = this.extendedL2 ? this.clusterSize / QCOW2_SUBCLUSTERS_PER_CLUSTER : this.clusterSize;
+    this.l2Cache = new LruCache(L2_CACHE_BYTES / this.clusterSize);
     this.backing =
       backingName === undefined
         ? undefined
@@ -159,14 +161,8 @@ export class Qcow2Image implements DiskImage {
     const l2Offset = this.l1[l1Index] ?? 0;
     if (l2Offset === 0) return undefined;
     const cached = this.l2Cache.get(l1Index);
-    if (cached !== undefined) {
-      this.l2Cache.delete(l1Index);
-      this.l2Cache.set(l1Index, cached);
-      return cached;
-    }
+    if (cached !== undefined) return cached;
     const table = await this.file.readExact(l2Offset, this.clusterSize, `qcow2.l2_table[${l1Index}]`);
-    const max = Math.max(1, Math.floor(L2_CACHE_BYTES / this.clusterSize));
-    while (this.l2Cache.size >= max) this.l2Cache.delete(this.l2Cache.keys().next().value as number);
     this.l2Cache.set(l1Index, table);
     return table;
   }

@@ -20,6 +20,7 @@
  * Memory: one byte of count and one of kind per host cluster (bounded by the file
  * size), plus cached tables. Work is bounded by a budget proportional to the file size.
  */
+import { LruCache } from '../LruCache.js';
 import { ImageFile } from '../ImageFile.js';
 import { CorruptImageError, ImgdedupError, UnsupportedError } from '../../errors.js';
 import { CheckCollector, type CheckError, type CheckErrorKind, type CheckResult } from '../CheckResult.js';
@@ -119,8 +120,7 @@ class ReferenceMap {
 /** The stored refcounts: the refcount table and a bounded cache of refcount blocks. */
 class StoredRefcounts {
   readonly perBlock: number;
-  private readonly cache = new Map<number, Uint8Array | 'unreadable'>();
-  private readonly maxCached: number;
+  private readonly cache: LruCache<number, Uint8Array | 'unreadable'>;
 
   constructor(
     private readonly file: ImageFile,
@@ -128,7 +128,7 @@ class StoredRefcounts {
     readonly reftable: Uint8Array,
   ) {
     this.perBlock = 2 ** (h.cluster_bits + 3 - h.refcount_order);
-    this.maxCached = Math.max(4, Math.floor((32 * 1024 * 1024) / 2 ** h.cluster_bits));
+    this.cache = new LruCache(Math.max(4, (32 * 1024 * 1024) / 2 ** h.cluster_bits));
   }
 
   get entries(): number {
@@ -153,7 +153,6 @@ class StoredRefcounts {
     const hit = this.cache.get(blockIndex);
     if (hit !== undefined) return hit;
     const bytes = await readZeroFilled(this.file, offset, cs);
-    if (this.cache.size >= this.maxCached) this.cache.delete(this.cache.keys().next().value as number);
     this.cache.set(blockIndex, bytes);
     return bytes;
   }

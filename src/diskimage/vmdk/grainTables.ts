@@ -6,6 +6,7 @@
  * grains behind markers. Offsets in the structures count sectors; this module
  * turns them into bytes and checks each against the file size before using it.
  */
+import { LruCache } from '../LruCache.js';
 import { inflate, inflateSync, constants as zlibConstants, type ZlibOptions } from 'node:zlib';
 import type { ImageFile } from '../ImageFile.js';
 import { CorruptImageError, ImgdedupError, RefusedError } from '../../errors.js';
@@ -90,7 +91,7 @@ export class SparseExtent {
   readonly gtSpanBytes: number;
   readonly hasMarkers: boolean;
   readonly compressed: boolean;
-  private readonly gtCache = new Map<number, Uint32Array>();
+  private readonly gtCache: LruCache<number, Uint32Array>;
   private compressedCache: { grain: number; data: Uint8Array } | undefined;
 
   private constructor(
@@ -106,6 +107,7 @@ export class SparseExtent {
   ) {
     this.grainBytes = header.grainSize * VMDK_SECTOR_SIZE;
     this.gtSpanBytes = this.grainBytes * header.numGTEsPerGT;
+    this.gtCache = new LruCache(GT_CACHE_BYTES / (header.numGTEsPerGT * 4));
     this.hasMarkers = (header.flags & VMDK4_FLAG_MARKER) !== 0;
     this.compressed = (header.flags & VMDK4_FLAG_COMPRESS) !== 0;
   }
@@ -210,8 +212,6 @@ export class SparseExtent {
     const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     const gt = new Uint32Array(n);
     for (let i = 0; i < n; i++) gt[i] = view.getUint32(i * 4, true);
-    const max = Math.max(1, Math.floor(GT_CACHE_BYTES / (n * 4)));
-    if (this.gtCache.size >= max) this.gtCache.delete(this.gtCache.keys().next().value as number);
     this.gtCache.set(gdIndex, gt);
     return gt;
   }

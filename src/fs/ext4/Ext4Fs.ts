@@ -5,6 +5,7 @@
  * block maps, inline data), xattrs, and builds block ownership and free maps.
  * Everything that iterates streams (async iterables); every on-disk link is bounded.
  */
+import { LruCache } from '../../diskimage/LruCache.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
@@ -160,7 +161,7 @@ const SCAN_CHUNK_BYTES = 1 << 20;
 const READ_CHUNK = 1 << 20;
 
 export class Ext4Fs {
-  private readonly cache = new Map<number, Uint8Array>();
+  private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
@@ -268,14 +269,9 @@ export class Ext4Fs {
 
   private async cachedBlock(blockNo: number): Promise<Uint8Array> {
     const hit = this.cache.get(blockNo);
-    if (hit !== undefined) {
-      this.cache.delete(blockNo);
-      this.cache.set(blockNo, hit);
-      return hit;
-    }
+    if (hit !== undefined) return hit;
     const b = await this.readBlocks(blockNo, 1);
     this.cache.set(blockNo, b);
-    if (this.cache.size > CACHE_BLOCKS) this.cache.delete(this.cache.keys().next().value!);
     return b;
   }
 
@@ -619,10 +615,7 @@ export class Ext4Fs {
           end = Math.max(end, pieces[j]!.block + pieces[j]!.count);
           j++;
         }
-        const span = this.readBlocks(first, end - first).then(
-          (b) => b,
-          () => undefined,
-        );
+        const span = this.readBlocks(first, end - first).catch(() => undefined);
         for (const p of pieces.slice(i, j)) {
           const from = (p.block - first) * this.blockSize;
           this.prefetched.set(
@@ -809,11 +802,8 @@ export class Ext4Fs {
         }
       }
     };
-    const read = (p: Piece): Promise<Uint8Array | undefined> =>
-      this.readBlocks(p.table + p.firstBlock, p.blocks).then(
-        (b) => b,
-        () => undefined,
-      );
+    // A chunk that cannot be read is retried inode by inode below.
+    const read = (p: Piece): Promise<Uint8Array | undefined> => this.readBlocks(p.table + p.firstBlock, p.blocks).catch(() => undefined);
     const it = pieces(this.usedInodeGroups(), this);
     let next = await it.next();
     let nextBytes = next.done ? undefined : read(next.value);

@@ -7,6 +7,7 @@
  * to the caller's single-block reads, as is a chunk whose read fails, so the errors a
  * caller sees are those of the blocks it asked for.
  */
+import { LruCache } from '../../diskimage/LruCache.js';
 import { EXT4_BG_INODE_UNINIT } from './constants.js';
 import { hasGroupChecksums, type GroupDescriptor } from './groupDescriptors.js';
 import type { Superblock } from './superblock.js';
@@ -66,8 +67,7 @@ type Chunk = { readonly first: number; readonly bytes: Uint8Array };
 export class InodeTableCache {
   private readonly chunkBlocks: number;
   private readonly chunksPerGroup: number;
-  private readonly maxChunks: number;
-  private readonly chunks = new Map<number, Chunk>();
+  private readonly chunks: LruCache<number, Chunk>;
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
@@ -80,7 +80,7 @@ export class InodeTableCache {
   ) {
     this.chunkBlocks = Math.max(1, Math.floor(INODE_CHUNK_BYTES / sb.blockSize));
     this.chunksPerGroup = Math.ceil(Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize) / this.chunkBlocks);
-    this.maxChunks = Math.max(1, Math.floor(budgetBytes / (this.chunkBlocks * sb.blockSize)));
+    this.chunks = new LruCache(budgetBytes / (this.chunkBlocks * sb.blockSize));
   }
 
   private key(group: number, chunk: number): number {
@@ -108,12 +108,7 @@ export class InodeTableCache {
     const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
     const k = this.key(loc.group, ci);
     const hit = this.chunks.get(k);
-    if (hit !== undefined) {
-      // Refresh its place in the LRU order.
-      this.chunks.delete(k);
-      this.chunks.set(k, hit);
-      return this.blockIn(hit, loc);
-    }
+    if (hit !== undefined) return this.blockIn(hit, loc);
     if (this.failed.has(k)) return undefined;
     const gd = this.gd(loc.group);
     const used = usedTableBlocks(this.sb, gd);
@@ -126,7 +121,6 @@ export class InodeTableCache {
         (bytes) => {
           const c = { first, bytes };
           this.chunks.set(k, c);
-          if (this.chunks.size > this.maxChunks) this.chunks.delete(this.chunks.keys().next().value!);
           return c;
         },
         () => {

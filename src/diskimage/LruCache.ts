@@ -1,0 +1,39 @@
+/**
+ * A map that keeps at most `capacity` entries, dropping the least recently used: the
+ * bounded caches of table and metadata blocks (qcow2 L2 tables and refcount blocks, VMDK
+ * grain tables, ext4 blocks and inode-table chunks) share it.
+ */
+export class LruCache<K, V> {
+  private readonly map = new Map<K, V>();
+  readonly capacity: number;
+
+  constructor(capacity: number) {
+    this.capacity = Math.max(1, Math.floor(capacity));
+  }
+
+  /** The value, marked as most recently used; undefined if absent. */
+  get(key: K): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      // A Map iterates in insertion order: re-inserting moves the key to the young end.
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
+  }
+
+  /** Stores `value`, dropping the least recently used entries beyond the capacity. */
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    while (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+}
