@@ -11,7 +11,7 @@ import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
-import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath } from '../fs/ext4/names.js';
+import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
 import { UnsupportedError, UsageError } from '../errors.js';
@@ -243,7 +243,7 @@ function shellWord(text: string): string {
 async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ ino: number; parts: Uint8Array[] }> {
   if (arg === '') throw new UsageError('PATH is empty (the root directory is "/")');
   const decoded = parsePathArg(arg);
-  const literal = new TextEncoder().encode(arg);
+  const literal = utf8Bytes(arg);
   const same = compareBytes(decoded, literal) === 0;
   const [d, l] = await Promise.all([resolveBytes(fs, decoded), same ? undefined : resolveBytes(fs, literal)]);
   if (l !== undefined && 'ino' in l) {

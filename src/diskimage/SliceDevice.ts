@@ -29,8 +29,7 @@ export class SliceDevice implements BlockDevice {
     if (offset < 0 || length < 0 || offset + length > this.size) {
       // Reads past the end of a partition see zeros, like past the end of a disk.
       const out = new Uint8Array(Math.max(0, length));
-      const avail = Math.max(0, Math.min(length, this.size - offset));
-      if (avail > 0 && offset >= 0) out.set(await this.parent.read(this.start + offset, avail), 0);
+      await this.readInto(out, offset);
       return out;
     }
     return this.parent.read(this.start + offset, length);
