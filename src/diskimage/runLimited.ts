@@ -1,5 +1,8 @@
 /** Bounded concurrency for the I/O of one read: enough requests in flight to keep the thread pool busy, never an unbounded fan-out. */
 
+/** Requests (file reads, inflations) one image read keeps in flight: libuv's thread pool has 4 threads. */
+export const THREAD_POOL_REQUESTS = 4;
+
 /**
  * Runs `tasks` with at most `limit` in flight, started in order. After a failure no
  * further task starts; rejects with the first failure once the running ones settle.

@@ -13,7 +13,7 @@ import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
 import { ByteReader } from '../ByteReader.js';
 import { extentsMergeable, mergeExtents, normalizeRange } from '../extents.js';
-import { runLimited } from '../runLimited.js';
+import { THREAD_POOL_REQUESTS, runLimited } from '../runLimited.js';
 import { CorruptImageError } from '../../errors.js';
 import {
   QCOW2_COMPAT_LAZY_REFCOUNTS,
@@ -32,14 +32,10 @@ const TWO_32 = 0x1_0000_0000;
 const L2_CACHE_BYTES = 32 * 1024 * 1024;
 /** Clusters decoded per batch of extents (bounds the batch's memory). */
 const EXTENT_BATCH_CLUSTERS = 2048;
-/** File reads one image read keeps in flight (libuv's thread pool has 4 threads). */
-const READ_CONCURRENCY = 4;
 /** Most compressed bytes fetched by one file read. */
 const COMPRESSED_BATCH_BYTES = 4 * 1024 * 1024;
 /** Unused bytes between two compressed clusters that one file read still spans. */
 const COMPRESSED_GAP_BYTES = 4096;
-/** Inflations in flight on the thread pool (4 threads): both cores busy, memory bounded. */
-const INFLATE_CONCURRENCY = 4;
 const inflateRawAsync = promisify(inflateRaw);
 
 /** What one guest cluster (or subcluster) maps to. */
@@ -311,7 +307,7 @@ export class Qcow2Image implements DiskImage {
 
   /**
    * Fills `target` from guest `offset`: each host-contiguous run is one file read
-   * straight into `target`, up to READ_CONCURRENCY of them in flight; compressed
+   * straight into `target`, up to THREAD_POOL_REQUESTS of them in flight; compressed
    * clusters are fetched in batches; everything else is zeroed.
    */
   async readInto(target: Uint8Array, offset: number): Promise<void> {
@@ -335,7 +331,7 @@ export class Qcow2Image implements DiskImage {
     }
     target.fill(0, settled);
     // Both settle before a failure is reported, so nothing writes into `target` after this returns.
-    const results = await Promise.allSettled([runLimited(fileReads, READ_CONCURRENCY), this.readCompressed(compressed, target, offset)]);
+    const results = await Promise.allSettled([runLimited(fileReads, THREAD_POOL_REQUESTS), this.readCompressed(compressed, target, offset)]);
     for (const res of results) if (res.status === 'rejected') throw res.reason;
   }
 
@@ -350,7 +346,7 @@ export class Qcow2Image implements DiskImage {
    * Decompresses `extents` (compressed, ascending) into `target`. Clusters stored back
    * to back, as qemu writes them, are fetched by one file read of at most
    * COMPRESSED_BATCH_BYTES; deflate clusters are inflated on the thread pool, up to
-   * INFLATE_CONCURRENCY at once, so both cores work. The first failure in guest order
+   * THREAD_POOL_REQUESTS at once, so both cores work. The first failure in guest order
    * is reported.
    */
   private async readCompressed(extents: readonly InternalExtent[], target: Uint8Array, offset: number): Promise<void> {
@@ -386,7 +382,7 @@ export class Qcow2Image implements DiskImage {
             failures[k] = err;
           }
         }),
-        INFLATE_CONCURRENCY,
+        THREAD_POOL_REQUESTS,
       );
       const failure = failures.find((f) => f !== undefined);
       if (failure !== undefined) throw failure;

@@ -10,7 +10,7 @@ import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
 import { mergeExtents, normalizeRange } from '../extents.js';
-import { runLimited } from '../runLimited.js';
+import { THREAD_POOL_REQUESTS, runLimited } from '../runLimited.js';
 import { CorruptImageError, ImgdedupError } from '../../errors.js';
 import { decodeSparseHeader } from './sparseHeader.js';
 import { formatCid, parseDescriptor, type VmdkDescriptor, type VmdkExtentLine } from './descriptor.js';
@@ -34,8 +34,6 @@ interface Piece extends Extent {
 
 /** Decompressed bytes of compressed grains gathered by one read before they are fetched. */
 const COMPRESSED_BATCH_BYTES = 16 * 1024 * 1024;
-/** File reads one image read keeps in flight (libuv's thread pool has 4 threads). */
-const READ_CONCURRENCY = 4;
 
 export class VmdkImage implements DiskImage {
   readonly format = 'vmdk' as const;
@@ -298,7 +296,7 @@ export class VmdkImage implements DiskImage {
 
   /**
    * Fills `target` from guest `offset`. Pieces contiguous in the same file become one
-   * file read straight into `target` (up to READ_CONCURRENCY in flight); compressed
+   * file read straight into `target` (up to THREAD_POOL_REQUESTS in flight); compressed
    * grains are fetched in batches; everything else is zeroed.
    */
   async readInto(target: Uint8Array, offset: number): Promise<void> {
@@ -344,7 +342,7 @@ export class VmdkImage implements DiskImage {
     const finish = async () => {
       endRun();
       await flushCompressed();
-      await runLimited(fileReads.splice(0), READ_CONCURRENCY);
+      await runLimited(fileReads.splice(0), THREAD_POOL_REQUESTS);
     };
     let settled = 0; // target bytes before this are zeroed or have a read planned
     try {

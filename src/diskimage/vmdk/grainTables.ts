@@ -7,6 +7,7 @@
  * turns them into bytes and checks each against the file size before using it.
  */
 import { LruCache } from '../LruCache.js';
+import { THREAD_POOL_REQUESTS } from '../runLimited.js';
 import { inflate, inflateSync, constants as zlibConstants, type ZlibOptions } from 'node:zlib';
 import type { ImageFile } from '../ImageFile.js';
 import { CorruptImageError, ImgdedupError, RefusedError } from '../../errors.js';
@@ -37,11 +38,6 @@ const MAX_GD_BYTES = 64 * 1024 * 1024;
 const BATCH_READ_BYTES = 4 * 1024 * 1024;
 /** Batching applies to grains up to this size; larger grains are read one by one (bounds the slack read). */
 const BATCH_MAX_GRAIN_BYTES = 1024 * 1024;
-/**
- * Inflations in flight at once on the libuv thread pool (4 threads by default); enough
- * to keep 2 cores busy while the next run is read, and bounds the memory held.
- */
-const INFLATE_CONCURRENCY = 4;
 
 /** A compressed grain to read: its grain number in the extent and the host offset its GTE names. */
 export interface CompressedGrainRef {
@@ -257,7 +253,7 @@ export class SparseExtent {
 
   /**
    * Decompresses several grains, in order: a run of grains whose markers follow each
-   * other in the file is fetched with one read, and up to INFLATE_CONCURRENCY grains
+   * other in the file is fetched with one read, and up to THREAD_POOL_REQUESTS grains
    * inflate at once on the thread pool. Returns the same bytes, and throws the same
    * error (the first in the given order), as readCompressedGrain on each in turn.
    */
@@ -311,8 +307,8 @@ export class SparseExtent {
           pending.push(cached.data);
           continue;
         }
-        // Bound the work in flight (and so the memory held) to INFLATE_CONCURRENCY grains.
-        if (k >= INFLATE_CONCURRENCY) await pending[k - INFLATE_CONCURRENCY];
+        // Bound the work in flight (and so the memory held) to THREAD_POOL_REQUESTS grains.
+        if (k >= THREAD_POOL_REQUESTS) await pending[k - THREAD_POOL_REQUESTS];
         const bi = batchOf[k]!;
         let batch: { start: number; bytes: Uint8Array } | undefined;
         if (bi >= 0) {
