@@ -37,6 +37,9 @@ export const ERROR_CODES = {
   OUTPUT_EXISTS: 'RefusedError',
   SIZE_MISMATCH: 'RefusedError',
   UNCLEAN_SHUTDOWN: 'RefusedError',
+  NO_SPACE: 'RefusedError',
+  BAD_UPDATE: 'RefusedError',
+  WRITE_REFUSED: 'RefusedError',
   MERGE_CONFLICT: 'ConflictError',
   VERIFY_FAILED: 'VerificationError',
   IO: 'IoError',
@@ -142,10 +145,14 @@ export class UnsupportedError extends ImgdedupError {
   }
 }
 
-/** We could proceed but must not (dirty filesystem, output exists). Exit 2. */
+/**
+ * We could proceed but must not (dirty filesystem, output exists, an update that does not
+ * fit or names a path outside the filesystem, a filesystem the writer cannot keep correct).
+ * Exit 2.
+ */
 export class RefusedError extends ImgdedupError {
   readonly exitCode = EXIT.INVALID_INPUT;
-  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH' | 'UNCLEAN_SHUTDOWN', data: ErrorData) {
+  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH' | 'UNCLEAN_SHUTDOWN' | 'NO_SPACE' | 'BAD_UPDATE' | 'WRITE_REFUSED', data: ErrorData) {
     super(code, data);
   }
 }

@@ -57,3 +57,11 @@ export interface BlockDevice {
 export interface ClosableDevice extends BlockDevice {
   close(): Promise<void>;
 }
+
+/**
+ * A BlockDevice that takes writes of any size and alignment (a CowDevice layer over a
+ * base, or a SliceDevice of one). The ext4 writer writes through this and nothing else.
+ */
+export interface WritableDevice extends BlockDevice {
+  write(offset: number, data: Uint8Array): Promise<void>;
+}

@@ -12,7 +12,7 @@
  * unlinked temp file. Whoever creates a CowDevice closes it; closing it does not
  * close the lower device.
  */
-import type { BlockDevice, ByteRange, ClosableDevice, Extent } from '../BlockDevice.js';
+import type { BlockDevice, ByteRange, ClosableDevice, Extent, WritableDevice } from '../BlockDevice.js';
 import type { ImageWriter } from '../ImageWriter.js';
 import { copyDevice, type CopyDeviceStats } from '../convertImage.js';
 import { clipExtent, mergeExtents, normalizeRange } from '../extents.js';
@@ -39,7 +39,7 @@ export interface CowEmitStats extends CopyDeviceStats {
 
 // The public methods are async but queue their work before their first await, so
 // operations take effect in the order they were called.
-export class CowDevice implements ClosableDevice {
+export class CowDevice implements ClosableDevice, WritableDevice {
   readonly size: number;
   private readonly layer: LayerStore;
   private readonly queue = new ReadWriteQueue();
