@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { BlockRuns } from '../../src/blockdiff/BlockRuns.js';
+import { BlockRuns } from '../../src/fs/BlockRuns.js';
 
 const runsArb = fc.array(fc.tuple(fc.integer({ min: 0, max: 200 }), fc.integer({ min: 0, max: 20 })), { maxLength: 12 });
 const asSet = (runs: ReadonlyArray<readonly [number, number]>): Set<number> => {
