@@ -39,4 +39,58 @@ describe('BlockRuns', () => {
       { seed: 5, numRuns: 300 },
     );
   });
+
+  it('intersection, countIn and gapsIn agree with a set of block numbers', () => {
+    fc.assert(
+      fc.property(runsArb, runsArb, fc.integer({ min: 0, max: 230 }), fc.integer({ min: 0, max: 40 }), (x, y, s, n) => {
+        const a = new BlockRuns(x);
+        const sa = asSet(x);
+        const sb = asSet(y);
+        expect(members(a.intersection(new BlockRuns(y)))).toEqual(sorted(new Set([...sa].filter((v) => sb.has(v)))));
+        const inRange = (v: number): boolean => v >= s && v < s + n;
+        expect(a.countIn(s, n)).toBe([...sa].filter(inRange).length);
+        const gaps = [];
+        for (let v = s; v < s + n; v++) if (!sa.has(v)) gaps.push(v);
+        expect(members(a.gapsIn(s, n))).toEqual(gaps);
+      }),
+      { seed: 6, numRuns: 300 },
+    );
+  });
+
+  it('firstRunAt finds the first fitting run of the set at or after the goal, firstGapAt the first fitting gap before the end', () => {
+    fc.assert(
+      fc.property(runsArb, fc.integer({ min: 0, max: 230 }), fc.integer({ min: 0, max: 25 }), fc.integer({ min: 0, max: 240 }), (x, goal, len, end) => {
+        const a = new BlockRuns(x);
+        const sa = asSet(x);
+        const fits = (b: number, inSet: boolean): boolean => {
+          for (let v = b; v < b + len; v++) if (sa.has(v) !== inSet) return false;
+          return true;
+        };
+        // The model: scan upward from the goal (past every member, runs end by 220).
+        let run: number | undefined;
+        for (let b = goal; b <= 260 && run === undefined; b++) if (fits(b, true)) run = b;
+        if (len === 0) run = goal;
+        expect(a.firstRunAt(goal, len)).toBe(run);
+        let gap: number | undefined;
+        for (let b = goal; b + len <= end && gap === undefined; b++) if (fits(b, false)) gap = b;
+        expect(a.firstGapAt(goal, len, end)).toBe(gap);
+      }),
+      { seed: 7, numRuns: 500 },
+    );
+  });
+
+  it('firstRunAt and firstGapAt on a hand-made set', () => {
+    const a = new BlockRuns([[10, 5], [20, 3], [30, 10]]);
+    expect(a.firstRunAt(0, 4)).toBe(10);
+    expect(a.firstRunAt(12, 4)).toBe(30);
+    expect(a.firstRunAt(12, 3)).toBe(12);
+    expect(a.firstRunAt(0, 11)).toBeUndefined();
+    expect(a.firstGapAt(0, 10, 100)).toBe(0);
+    expect(a.firstGapAt(5, 6, 100)).toBe(23);
+    expect(a.firstGapAt(5, 8, 100)).toBe(40);
+    expect(a.firstGapAt(11, 5, 100)).toBe(15);
+    expect(a.firstGapAt(11, 6, 100)).toBe(23);
+    expect(a.firstGapAt(35, 5, 44)).toBeUndefined();
+    expect(a.firstGapAt(35, 4, 44)).toBe(40);
+  });
 });
