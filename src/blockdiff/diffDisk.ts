@@ -13,7 +13,7 @@ import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import type { Partition } from '../diskimage/partition/PartitionTable.js';
 import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
-import { BlockRuns } from './BlockRuns.js';
+import { BlockRuns } from '../fs/BlockRuns.js';
 import { changedRanges, rangesWithin, type DiffSide } from './changedRanges.js';
 import { diffExt4, type Ext4Diff } from './diffExt4.js';
 import { accountFs } from './fsAccounting.js';

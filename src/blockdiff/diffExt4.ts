@@ -27,7 +27,7 @@ import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/e
 import { fileType } from '../fs/ext4/inode.js';
 import { byteKey, keyBytes } from '../fs/ext4/names.js';
 import type { BlockOwnership } from '../fs/ext4/ownership.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
 import { Ext4Layout } from './ext4Layout.js';
 import { compareInodes, inodeBlocks, type ChangeKind } from './fileChanges.js';
 import { mapAhead } from './mapAhead.js';

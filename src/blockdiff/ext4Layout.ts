@@ -9,7 +9,7 @@ import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_BG_BLOCK_UNINIT, EXT4_BG_INODE_UNINIT } from '../fs/ext4/constants.js';
 import { groupSuperAndDescriptors, hasGroupChecksums } from '../fs/ext4/groupDescriptors.js';
 import { testBit } from '../fs/ext4/bitmaps.js';
-import { BlockRuns } from './BlockRuns.js';
+import { BlockRuns } from '../fs/BlockRuns.js';
 
 export type GroupMetaKind = 'superblock' | 'group descriptors' | 'reserved GDT' | 'block bitmap' | 'inode bitmap' | 'inode table';
 

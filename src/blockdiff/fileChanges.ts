@@ -9,7 +9,7 @@ import type { Ext4Fs, FileExtent, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_MIN_INLINE_DATA_SIZE, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
 import { hashBytes } from './hashBlocks.js';
 
 /** The change kinds a modified file can have. */

@@ -8,7 +8,7 @@
 import type { ByteRange } from '../diskimage/BlockDevice.js';
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_FEATURE_COMPAT_HAS_JOURNAL } from '../fs/ext4/constants.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
 import type { Ext4Diff } from './diffExt4.js';
 import { Ext4Layout } from './ext4Layout.js';
 import { inodeBlocks } from './fileChanges.js';
