@@ -275,6 +275,31 @@ export class Ext4Fs {
     return b;
   }
 
+  /**
+   * Keeps this reader's caches equal to the device after the writer wrote `bytes` at byte
+   * `within` of block `blockNo` (a directory, extent, xattr or bitmap block). Prefetched
+   * directory reads are dropped. The writer calls it for every metadata write.
+   */
+  noteWrite(blockNo: number, within: number, bytes: Uint8Array): void {
+    const bs = this.blockSize;
+    for (let b = blockNo; b * bs < blockNo * bs + within + bytes.length; b++) {
+      const hit = this.cache.peek(b);
+      if (hit === undefined) continue;
+      const from = Math.max(blockNo * bs + within, b * bs);
+      const to = Math.min(blockNo * bs + within + bytes.length, (b + 1) * bs);
+      hit.set(bytes.subarray(from - blockNo * bs - within, to - blockNo * bs - within), from - b * bs);
+    }
+    this.prefetched.clear();
+    this.prefetchedBytes = 0;
+  }
+
+  /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
+  noteInodeWrite(ino: number, bytes: Uint8Array): void {
+    const loc = locateInode(this.superblock, this.gdOf, ino);
+    this.itable.noteInodeWrite(loc, bytes);
+    this.noteWrite(loc.blockNo, loc.within, bytes);
+  }
+
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
     const sb = this.superblock;

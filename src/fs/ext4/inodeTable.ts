@@ -71,6 +71,8 @@ export class InodeTableCache {
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
+  /** Bumped by every write: a read that started before it must not fill the cache. */
+  private generation = 0;
 
   constructor(
     private readonly sb: Superblock,
@@ -117,10 +119,11 @@ export class InodeTableCache {
     if (p === undefined) {
       const first = ci * this.chunkBlocks;
       const count = Math.min(this.chunkBlocks, used - first);
+      const gen = this.generation;
       p = this.readBlocks(gd.bg_inode_table + first, count).then(
         (bytes) => {
           const c = { first, bytes };
-          this.chunks.set(k, c);
+          if (gen === this.generation) this.chunks.set(k, c);
           return c;
         },
         () => {
@@ -133,5 +136,19 @@ export class InodeTableCache {
     }
     const c = await p;
     return c === undefined ? undefined : this.blockIn(c, loc);
+  }
+
+  /**
+   * Keeps the cache equal to the device after the writer wrote the inode at `loc`: a
+   * cached chunk holding it is patched in place; reads still in flight are forgotten, so
+   * later reads start afresh.
+   */
+  noteInodeWrite(loc: InodeLocation, bytes: Uint8Array): void {
+    this.generation++;
+    this.pending.clear();
+    const c = this.chunks.peek(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
+    if (c === undefined) return;
+    const at = this.blockIn(c, loc);
+    if (at !== undefined) c.bytes.set(bytes, at.offset + loc.within);
   }
 }
