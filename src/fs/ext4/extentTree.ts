@@ -24,7 +24,7 @@ export interface BuiltExtentTree {
 
 /** Entries per node block. */
 export function blockCapacity(blockSize: number): number {
-  return (blockSize - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE;
+  return Math.floor((blockSize - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
 }
 
 /**
@@ -82,13 +82,13 @@ export async function buildExtentTree(
   for (const r of await opts.allocate(count)) for (let i = 0; i < r.count; i++) blocks.push(r.start + i);
   if (blocks.length !== count) throw new InternalError(`extent tree needs ${count} blocks, got ${blocks.length}`);
   const nodes: Array<{ blockNo: number; bytes: Uint8Array }> = [];
-  const tail = opts.csumSeed !== undefined ? { csumSeed: opts.csumSeed } : {};
+  const nodeOpts = { size: opts.blockSize, ...(opts.csumSeed !== undefined ? { tail: { seed: opts.csumSeed } } : {}) };
   // Level 0: leaves packed full, left to right; then index levels over them until the root holds the top.
   let level: Array<{ firstLblk: number; blockNo: number }> = [];
   for (let i = 0; i < extents.length; i += cap) {
     const chunk = extents.slice(i, i + cap);
     const blockNo = blocks.shift()!;
-    nodes.push({ blockNo, bytes: encodeExtentNode({ header: header(chunk.length, cap, 0), indexes: [], extents: chunk }, cap, { blockSize: opts.blockSize, ...tail }) });
+    nodes.push({ blockNo, bytes: encodeExtentNode({ header: header(chunk.length, cap, 0), indexes: [], extents: chunk }, cap, nodeOpts) });
     level.push({ firstLblk: chunk[0]!.lblk, blockNo });
   }
   let depth = 1;
@@ -98,7 +98,7 @@ export async function buildExtentTree(
       const chunk = level.slice(i, i + cap);
       const blockNo = blocks.shift()!;
       const indexes = chunk.map((c) => ({ ei_block: c.firstLblk, ei_leaf: c.blockNo }));
-      nodes.push({ blockNo, bytes: encodeExtentNode({ header: header(chunk.length, cap, depth), indexes, extents: [] }, cap, { blockSize: opts.blockSize, ...tail }) });
+      nodes.push({ blockNo, bytes: encodeExtentNode({ header: header(chunk.length, cap, depth), indexes, extents: [] }, cap, nodeOpts) });
       next.push({ firstLblk: chunk[0]!.firstLblk, blockNo });
     }
     level = next;

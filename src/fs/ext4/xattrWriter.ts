@@ -1,0 +1,113 @@
+/**
+ * Where the writer puts an inode's xattrs (ext4 doc, attributes.rst): in the inode body
+ * after i_extra_isize when they all fit there, else in an xattr block of their own. A
+ * shared block (h_refcount > 1) is never edited in place: the inode drops its reference
+ * and gets a block of its own, as the kernel does.
+ */
+import { InternalError } from '../../errors.js';
+import type { Run } from './allocator.js';
+import { ext4Crc32c } from './checksums.js';
+import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE, XATTR_PREFIXES } from './constants.js';
+import type { Ext4Fs } from './Ext4Fs.js';
+import type { Inode } from './inode.js';
+import { bytesEqual, utf8Bytes } from './names.js';
+import type { Superblock } from './superblock.js';
+import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, type Xattr } from './xattr.js';
+
+export interface XattrEnv {
+  readonly sb: Superblock;
+  readonly fs: Ext4Fs;
+  allocate(goal: number): Promise<Run[]>;
+  free(block: number): Promise<void>;
+  writeBlock(block: number, bytes: Uint8Array): Promise<void>;
+  readonly goal: number;
+}
+
+/** The name index and suffix of a full xattr name (ext4 doc, attributes.rst, "Attribute Name Indices"). */
+export function splitXattrName(name: Uint8Array): Xattr {
+  let best: { index: number; prefix: Uint8Array } | undefined;
+  for (const [k, v] of Object.entries(XATTR_PREFIXES)) {
+    const p = utf8Bytes(v);
+    if (name.length >= p.length && bytesEqual(name.subarray(0, p.length), p) && (best === undefined || p.length > best.prefix.length)) best = { index: Number(k), prefix: p };
+  }
+  return { name, nameIndex: best?.index ?? 0, value: new Uint8Array(0), where: 'inode', valueSize: 0 };
+}
+
+/** Bytes of the in-inode xattr area. */
+function areaSize(inode: Inode, sb: Superblock): number {
+  return sb.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE ? sb.s_inode_size - EXT4_GOOD_OLD_INODE_SIZE - inode.i_extra_isize : 0;
+}
+
+/** The inode's raw bytes with a new in-inode xattr area. */
+function withArea(inode: Inode, sb: Superblock, area: Uint8Array): Uint8Array {
+  const raw = inode.raw.slice();
+  raw.set(area, EXT4_GOOD_OLD_INODE_SIZE + inode.i_extra_isize);
+  void sb;
+  return raw;
+}
+
+/**
+ * Gives `inode` exactly the xattrs `specs` (system.data, the inline data, is kept where
+ * it is). Returns the new raw inode bytes (its xattr area), the new i_file_acl and the
+ * change in blocks held (-1, 0 or +1). The caller writes the inode.
+ */
+export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, env: XattrEnv): Promise<{ raw: Uint8Array; fileAcl: number; blocksDelta: number }> {
+  const { sb } = env;
+  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
+  const kept = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
+  const wanted: Xattr[] = specs.map((s) => ({ ...splitXattrName(s.name), value: s.value, valueSize: s.value.length }));
+  const size = areaSize(inode, sb);
+  let blocksDelta = 0;
+  let fileAcl = inode.i_file_acl;
+  if (fileAcl !== 0) {
+    await releaseXattrBlock(fileAcl, env);
+    fileAcl = 0;
+    blocksDelta--;
+  }
+  const inInode = size > 0 ? encodeInodeXattrs([...kept, ...wanted], size) : undefined;
+  if (inInode !== undefined) return { raw: withArea(inode, sb, inInode), fileAcl, blocksDelta };
+  // Not all in the inode: the block takes them all (system.data stays in the inode).
+  const area = size > 0 ? encodeInodeXattrs(kept, size) : undefined;
+  if (size > 0 && area === undefined) throw new InternalError(`inode ${inode.ino}: inline data no longer fits its xattr area`);
+  const [run] = await env.allocate(env.goal);
+  const blockNo = run!.start;
+  const metadataCsum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
+  const block = encodeXattrBlock(wanted, { refcount: 1, blockNo, seed: sb.csumSeed, metadataCsum, blockSize: sb.blockSize });
+  if (block === undefined) throw new InternalError(`inode ${inode.ino}: xattrs do not fit one block`);
+  await env.writeBlock(blockNo, block);
+  return { raw: area !== undefined ? withArea(inode, sb, area) : inode.raw, fileAcl: blockNo, blocksDelta: blocksDelta + 1 };
+}
+
+/** The xattr block checksum (ext4 doc, attributes.rst): crc32c over the block number and the block, checksum zeroed. */
+function xattrBlockChecksum(sb: Superblock, blockNo: number, block: Uint8Array): number {
+  const num = new Uint8Array(8);
+  new DataView(num.buffer).setBigUint64(0, BigInt(blockNo), true);
+  const copy = block.slice();
+  copy.fill(0, 0x10, 0x14);
+  return ext4Crc32c(ext4Crc32c(sb.csumSeed, num), copy);
+}
+
+/** Drops one reference to xattr block `blockNo`: frees it at the last, else rewrites its h_refcount (and checksum). */
+export async function releaseXattrBlock(blockNo: number, env: Pick<XattrEnv, 'fs' | 'sb' | 'free' | 'writeBlock'>): Promise<void> {
+  const { header } = await env.fs.readXattrBlock(blockNo);
+  if (header.h_refcount <= 1) {
+    await env.free(blockNo);
+    return;
+  }
+  const bytes = (await env.fs.readBlocks(blockNo, 1)).slice();
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  v.setUint32(4, header.h_refcount - 1, true);
+  if (env.sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x10, xattrBlockChecksum(env.sb, blockNo, bytes), true);
+  await env.writeBlock(blockNo, bytes);
+}
+
+/** The inode's raw bytes without its system.data xattr (an inline directory made a block directory). */
+export function dropInlineData(inode: Inode, sb: Superblock): Uint8Array {
+  const size = areaSize(inode, sb);
+  if (size === 0) return inode.raw;
+  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
+  const rest = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter((x) => !isInlineDataXattr(x));
+  const area = encodeInodeXattrs(rest, size);
+  if (area === undefined) throw new InternalError(`inode ${inode.ino}: xattrs no longer fit after dropping inline data`);
+  return withArea(inode, sb, area);
+}
