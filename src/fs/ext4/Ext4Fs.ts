@@ -8,11 +8,9 @@
 import { LruCache } from '../../diskimage/LruCache.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
-import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
+import { testBit } from './bitmaps.js';
 import { fsAt, fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
 import {
-  EXT4_BG_BLOCK_UNINIT,
-  EXT4_BG_INODE_UNINIT,
   EXT4_ERROR_FS,
   EXT4_EA_INODE_FL,
   EXT4_EXTENTS_FL,
@@ -52,14 +50,11 @@ import {
   descriptorBlockCount,
   descriptorBlockLocation,
   descriptorsPerBlock,
-  groupBlockCount,
-  groupFirstBlock,
-  groupSuperAndDescriptors,
-  hasGroupChecksums,
   type GroupDescriptor,
 } from './groupDescriptors.js';
 import { decodeInode, fileType, type Inode } from './inode.js';
-import { InodeTableCache, locateInode, usedInodeCount } from './inodeTable.js';
+import { InodeTableCache, locateInode } from './inodeTable.js';
+import { Ext4Layout } from './layout.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -161,6 +156,8 @@ const SCAN_CHUNK_BYTES = 1 << 20;
 const READ_CHUNK = 1 << 20;
 
 export class Ext4Fs {
+  /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
+  readonly layout: Ext4Layout;
   private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
@@ -180,6 +177,7 @@ export class Ext4Fs {
     private readonly groups: readonly GroupDescriptor[],
     private readonly ctx: Ext4Context,
   ) {
+    this.layout = new Ext4Layout(superblock, groups, (b, n) => this.readBlocks(b, n), ctx);
     this.itable = new InodeTableCache(superblock, this.gdOf, (b, n) => this.readBlocks(b, n));
     this.env = {
       ctx,
@@ -728,47 +726,12 @@ export class Ext4Fs {
     }
   }
 
-  /** Whether the block bitmap of group `g` was never initialised (uninit_bg / metadata_csum). */
-  private blockUninit(g: number): boolean {
-    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_BLOCK_UNINIT) !== 0;
-  }
-
-  private inodeUninit(g: number): boolean {
-    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_INODE_UNINIT) !== 0;
-  }
-
   /**
    * Free block runs [start, length] of the whole filesystem, ascending, from the block
-   * bitmaps (uninitialised groups: everything but their superblock/GDT copies and own
-   * bitmaps and inode table). Throws BAD_CHECKSUM (bitmap checksums), IO.
+   * bitmaps (see Ext4Layout.freeBlocks). Throws BAD_CHECKSUM (bitmap checksums), IO.
    */
   async *freeBlockRuns(): AsyncGenerator<[number, number]> {
-    const sb = this.superblock;
-    for (let g = 0; g < sb.groupCount; g++) {
-      const first = groupFirstBlock(sb, g);
-      const n = groupBlockCount(sb, g);
-      const gd = this.groupDescriptor(g);
-      let bitmap: Uint8Array;
-      if (this.blockUninit(g)) {
-        bitmap = new Uint8Array(Math.ceil(sb.s_blocks_per_group / 8));
-        const mark = (b: number, c: number): void => {
-          for (let i = b; i < b + c; i++) if (i >= first && i < first + n) bitmap[(i - first) >>> 3]! |= 1 << ((i - first) & 7);
-        };
-        for (const run of groupSuperAndDescriptors(sb, g)) mark(run.block, run.count);
-        mark(gd.bg_block_bitmap, 1);
-        mark(gd.bg_inode_bitmap, 1);
-        mark(gd.bg_inode_table, this.inodeTableBlocks);
-      } else {
-        bitmap = await this.readBlocks(gd.bg_block_bitmap, 1);
-        if (this.metadataCsum) verifyBlockBitmap(sb, this.ctx, g, gd, bitmap);
-      }
-      for (const [s, l] of clearRuns(bitmap, n)) yield [first + s, l];
-    }
-  }
-
-  private get inodeTableBlocks(): number {
-    const sb = this.superblock;
-    return Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
+    for (const [s, l] of (await this.layout.freeBlocks()).runs()) yield [s, l];
   }
 
   /**
@@ -776,26 +739,7 @@ export class Ext4Fs {
    * count as free), ascending. Throws BAD_CHECKSUM (bitmap checksums), IO.
    */
   async *usedInodes(): AsyncGenerator<number> {
-    for await (const g of this.usedInodeGroups()) {
-      for (let i = 0; i < g.count; i++) if (testBit(g.bitmap, i)) yield g.firstIno + i;
-    }
-  }
-
-  /**
-   * Per group that may hold inodes in use: its inode bitmap (checksum verified) and how many
-   * of its inodes can be in use (itable_unused tail and s_inodes_count excluded).
-   */
-  private async *usedInodeGroups(): AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }> {
-    const sb = this.superblock;
-    for (let g = 0; g < sb.groupCount; g++) {
-      const gd = this.groupDescriptor(g);
-      const firstIno = g * sb.s_inodes_per_group + 1;
-      if (this.inodeUninit(g)) continue;
-      const count = Math.max(0, Math.min(usedInodeCount(sb, gd), sb.s_inodes_count - firstIno + 1));
-      const bitmap = await this.readBlocks(gd.bg_inode_bitmap, 1);
-      if (this.metadataCsum) verifyInodeBitmap(sb, this.ctx, g, gd, bitmap);
-      yield { group: g, firstIno, count, bitmap };
-    }
+    for (const [s, l] of (await this.layout.usedInodes()).runs()) for (let i = s; i < s + l; i++) yield i;
   }
 
   /**
@@ -829,7 +773,7 @@ export class Ext4Fs {
     };
     // A chunk that cannot be read is retried inode by inode below.
     const read = (p: Piece): Promise<Uint8Array | undefined> => this.readBlocks(p.table + p.firstBlock, p.blocks).catch(() => undefined);
-    const it = pieces(this.usedInodeGroups(), this);
+    const it = pieces(this.layout.inodeGroups(), this);
     let next = await it.next();
     let nextBytes = next.done ? undefined : read(next.value);
     while (!next.done) {
@@ -873,14 +817,7 @@ export class Ext4Fs {
   async blockOwnership(): Promise<BlockOwnership> {
     const sb = this.superblock;
     const b = new OwnershipBuilder();
-    if (sb.s_first_data_block > 0) b.add(0, sb.s_first_data_block, { kind: 'boot block' });
-    for (let g = 0; g < sb.groupCount; g++) {
-      for (const run of groupSuperAndDescriptors(sb, g)) b.add(run.block, run.count, { kind: run.role, group: g });
-      const gd = this.groupDescriptor(g);
-      b.add(gd.bg_block_bitmap, 1, { kind: 'block bitmap', group: g });
-      b.add(gd.bg_inode_bitmap, 1, { kind: 'inode bitmap', group: g });
-      b.add(gd.bg_inode_table, this.inodeTableBlocks, { kind: 'inode table', group: g });
-    }
+    for (const r of this.layout.metaRuns) b.add(r.start, r.count, r.kind === 'boot block' ? { kind: r.kind } : { kind: r.kind, group: r.group });
     const xattrBlocks = new Set<number>();
     await this.scanInodes((inode) => {
       const ino = inode.ino;
@@ -908,13 +845,7 @@ export class Ext4Fs {
         }
       })();
     });
-    const free: Array<[number, number]> = [];
-    for await (const r of this.freeBlockRuns()) {
-      const last = free[free.length - 1];
-      if (last !== undefined && last[0] + last[1] === r[0]) last[1] += r[1];
-      else free.push(r);
-    }
-    return b.build(free, sb.s_blocks_count);
+    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count);
   }
 
   /** Entries in the orphan file (orphan_file feature): non-zero inode slots of its blocks. */
