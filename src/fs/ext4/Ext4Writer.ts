@@ -166,8 +166,8 @@ export class Ext4Writer {
       sb,
       descriptor: (g) => fs.groupDescriptor(g),
       device,
-      loadBlockBitmap: (g) => fs.layout().blockBitmap(g),
-      loadInodeBitmap: (g) => fs.layout().inodeBitmap(g),
+      loadBlockBitmap: (g) => fs.layout.blockBitmap(g),
+      loadInodeBitmap: (g) => fs.layout.inodeBitmap(g),
       ...(o.constraints ? { constraints: o.constraints } : {}),
     });
   }
@@ -299,45 +299,31 @@ export class Ext4Writer {
         return lblk;
       },
       setHtree(on) {
-        // Takes effect with the next inode write (append, or the caller's save()).
+        // Takes effect with the next inode write: an append's, or touchDir's after the change.
         inode = { ...inode, i_flags: on ? inode.i_flags | EXT4_INDEX_FL : inode.i_flags & ~EXT4_INDEX_FL };
-        pendingFlags = true;
       },
     };
-    let pendingFlags = false;
-    const fmt = this.dirFormat(inode);
-    return {
-      blocks,
-      fmt,
-      inode: () => {
-        if (pendingFlags) void 0;
-        return inode;
-      },
-    };
+    return { blocks, fmt: this.dirFormat(inode), inode: () => inode };
   }
 
   /** Adds entry `name` -> `ino` to directory `dirIno`. */
   private async link(dirIno: number, name: Uint8Array, ino: number, kind: NodeKind): Promise<void> {
     const d = await this.directory(dirIno);
-    const before = d.inode().i_flags;
     await addEntry(d.blocks, d.fmt, { name, ino, fileType: d.fmt.filetype ? KIND_FT[kind] : 0 });
-    await this.touchDir(d.inode(), before);
+    await this.touchDir(d.inode());
   }
 
   /** Removes entry `name` from directory `dirIno`; returns what it named. */
   private async unlinkEntry(dirIno: number, name: Uint8Array): Promise<number | undefined> {
     const d = await this.directory(dirIno);
-    const before = d.inode().i_flags;
     const gone = await removeEntry(d.blocks, d.fmt, name);
-    await this.touchDir(d.inode(), before);
+    await this.touchDir(d.inode());
     return gone?.ino;
   }
 
-  /** Directory mtime/ctime to now (and a flag change dirWriter made), written. */
-  private async touchDir(dir: Inode, flagsBefore: number): Promise<void> {
-    const fresh = await this.fs.readInode(dir.ino);
-    const flags = dir.i_flags !== flagsBefore ? dir.i_flags : fresh.i_flags;
-    await this.writeInode({ ...fresh, i_flags: flags, mtime: this.now, ctime: this.now }, fresh.raw);
+  /** Directory mtime/ctime to now (with any flag change dirWriter made), written. */
+  private async touchDir(dir: Inode): Promise<void> {
+    await this.writeInode({ ...dir, mtime: this.now, ctime: this.now }, dir.raw);
   }
 
   private async lookupIn(dirIno: number, name: Uint8Array): Promise<{ ino: number; fileType: number } | undefined> {
@@ -368,9 +354,11 @@ export class Ext4Writer {
     const raw = dropInlineData(inode, this.fs.superblock);
     const base: Inode = { ...inode, raw, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
     const written = await this.setMap(base, [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], this.blockSize);
+    void written;
     const d = await this.directory(inode.ino);
     for (const e of entries) if (!isDotOrDotDot(e.name)) await addEntry(d.blocks, d.fmt, { name: e.name, ino: e.ino, fileType: e.fileType });
-    return { ...written, ...(await this.fs.readInode(inode.ino)) };
+    await this.touchDir(d.inode());
+    return this.fs.readInode(inode.ino);
   }
 
   // ---------------------------------------------------------------- block maps
