@@ -14,6 +14,7 @@ import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/
 import { check, formatCheck } from './commands/check.js';
 import { diff, diffJson, formatDiff } from './commands/diff.js';
 import { ls, formatLsEntry } from './commands/ls.js';
+import { apply, applyJson, formatApply } from './commands/apply.js';
 import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
 import { removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
@@ -203,6 +204,49 @@ export function buildProgram(): Command {
       else output.out(formatCheck(r));
       // Findings are a result, not an error: print them, then exit 2 (README, "Exit codes").
       if (!r.clean) process.exitCode = EXIT.INVALID_INPUT;
+    });
+
+  program
+    .command('apply')
+    .description('apply an update (a directory tree with OCI whiteouts, or tar layers) to the root ext4 filesystem of an image, writing a new image')
+    .argument('<base>', 'image to update (qcow2, vmdk or raw); never modified')
+    .argument('<updates>', 'a directory tree mirroring the root filesystem (.wh.NAME deletes NAME), a .tar/.tar.gz/.tar.zst layer, or a directory of layers applied in name order')
+    .option('-o, --output <file>', 'the updated image: complete, in BASE\'s format, or with --overlay an overlay on BASE (required unless --dry-run)')
+    .option('--overlay', 'write OUT as an overlay on BASE holding only the changed blocks (qcow2 with 1-block clusters, or a VMDK delta for a VMDK BASE)')
+    .option('--partition <n>', 'the partition holding the filesystem to update (default: the only ext4 one, else the one with /etc/os-release)')
+    .option('--dry-run', 'apply in memory and print what would change and the space it needs; write nothing')
+    .option('--force', 'replace OUT if it is an existing regular file')
+    .option('--json', 'print the result as JSON (no progress)')
+    .addHelpText(
+      'after',
+      '\nBASE is never written: the update is applied in a copy-on-write layer and OUT is written under a temporary\n' +
+        'name and renamed when complete. The filesystem must be clean (no journal to replay, no errors, no orphans).\n' +
+        'Lines with --dry-run: "A path" added, "M path" replaced or changed, "D path" deleted.\n' +
+        examples(
+          'imgdedup apply base.qcow2 updates/ -o updated.qcow2',
+          'imgdedup apply --overlay base.qcow2 layer.tar.gz -o update-overlay.qcow2',
+          'imgdedup apply --dry-run base.qcow2 updates/',
+        ),
+    )
+    .action(async (base, updates, opts) => {
+      const asJson = json(opts);
+      const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
+      if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
+      const progress = createProgress('apply', output, !asJson, 'items');
+      const r = await apply({
+        base: parseWholeImageArgs([base], 'apply', [updates])[0]!,
+        updates,
+        ...(opts.output !== undefined ? { output: opts.output } : {}),
+        ...(opts.overlay ? { overlay: true } : {}),
+        ...(partition !== undefined ? { partition } : {}),
+        ...(opts.dryRun ? { dryRun: true } : {}),
+        ...(opts.force ? { force: true } : {}),
+        onProgress: (_stage, done) => progress.update(done, done),
+      });
+      progress.done();
+      if (asJson) printJson(applyJson(r));
+      else output.out(formatApply(r));
+      for (const w of r.warnings) output.err(`warning: ${w}`);
     });
 
   program
