@@ -14,6 +14,7 @@ import { decodeExtentNode, encodeExtentNode, extentNodeCapacity } from '../../..
 import { fsReader } from '../../../src/fs/ext4/context.js';
 import { decodeSuperblock, encodeBackupSuperblock, encodeSuperblock } from '../../../src/fs/ext4/superblock.js';
 import { encodeGroupDescriptor, groupFirstBlock, groupHasSuper } from '../../../src/fs/ext4/groupDescriptors.js';
+import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
 import { blockBitmapChecksum, inodeBitmapChecksum } from '../../../src/fs/ext4/bitmaps.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
@@ -120,6 +121,30 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
       }
     });
     expect(checked).toBe(img.metadataCsum ? sb.groupCount : 0);
+  });
+
+  test('every in-inode xattr area and xattr block re-encodes to its bytes', () => {
+    const img = loadImage(images[name]!);
+    const { sb } = img;
+    let areas = 0;
+    let blocks = 0;
+    for (const { inode } of usedInodes(img)) {
+      const xs = decodeInodeXattrs(inode.raw, inode.i_extra_isize, img.ctx, inode.ino, inode.deviceOffset);
+      if (xs.length > 0) {
+        const start = 128 + inode.i_extra_isize;
+        expect(Buffer.from(encodeInodeXattrs(xs, sb.s_inode_size - start)).toString('hex'), `inode ${inode.ino}`).toBe(Buffer.from(inode.raw.subarray(start)).toString('hex'));
+        areas++;
+      }
+      if (inode.i_file_acl !== 0) {
+        const bytes = img.bytes.subarray(inode.i_file_acl * sb.blockSize, (inode.i_file_acl + 1) * sb.blockSize);
+        const { header, xattrs } = decodeXattrBlock(bytes, inode.i_file_acl, img.ctx, { metadataCsum: img.metadataCsum, csumSeed: sb.csumSeed });
+        const out = encodeXattrBlock(xattrs, { refcount: header.h_refcount, blockNo: inode.i_file_acl, seed: sb.csumSeed, metadataCsum: img.metadataCsum, blockSize: sb.blockSize, zeroBlockHash: header.h_hash === 0 });
+        expect(Buffer.from(out).toString('hex'), `xattr block ${inode.i_file_acl}`).toBe(Buffer.from(bytes).toString('hex'));
+        blocks++;
+      }
+    }
+    expect(areas).toBeGreaterThan(sb.s_inode_size > 128 ? 2 : -1);
+    expect(blocks).toBeGreaterThan(0);
   });
 
   test('every extent node (root and block) re-encodes to its bytes', async () => {
