@@ -118,8 +118,9 @@ export async function extentBlockNodes(img: LoadedImage): Promise<Array<{ inode:
 
 /** The mkfs variants of the round trips: block size, inode size, checksum kind. */
 export const CODEC_VARIANTS: ReadonlyArray<{ name: string; args: string[] }> = [
-  { name: '4k metadata_csum 64bit huge_file 256-byte inodes', args: ['-b', '4096', '-N', '256'] },
-  { name: '1k metadata_csum (depth-1 extent tree)', args: ['-b', '1024', '-N', '256'] },
-  { name: '1k ^metadata_csum uninit_bg ^64bit 128-byte inodes', args: ['-b', '1024', '-I', '128', '-O', '^metadata_csum,uninit_bg,^64bit', '-N', '256'] },
-  { name: '2k ^metadata_csum ^uninit_bg ^huge_file', args: ['-b', '2048', '-O', '^metadata_csum,^64bit,^huge_file', '-N', '256'] },
+  // Small groups (-g) so that each image has backup superblocks and several descriptors.
+  { name: '4k metadata_csum 64bit huge_file 256-byte inodes', args: ['-b', '4096', '-g', '512', '-N', '256'] },
+  { name: '1k metadata_csum (depth-1 extent tree)', args: ['-b', '1024', '-g', '2048', '-N', '256'] },
+  { name: '1k ^metadata_csum uninit_bg ^64bit 128-byte inodes', args: ['-b', '1024', '-g', '2048', '-I', '128', '-O', '^metadata_csum,uninit_bg,^64bit', '-N', '256'] },
+  { name: '2k ^metadata_csum ^uninit_bg ^huge_file', args: ['-b', '2048', '-g', '1024', '-O', '^metadata_csum,^64bit,^huge_file', '-N', '256'] },
 ];

@@ -12,6 +12,10 @@ import { beforeAll, describe, expect, test } from 'vitest';
 import { encodeInode } from '../../../src/fs/ext4/inode.js';
 import { decodeExtentNode, encodeExtentNode, extentNodeCapacity } from '../../../src/fs/ext4/extents.js';
 import { fsReader } from '../../../src/fs/ext4/context.js';
+import { decodeSuperblock, encodeBackupSuperblock, encodeSuperblock } from '../../../src/fs/ext4/superblock.js';
+import { encodeGroupDescriptor, groupFirstBlock, groupHasSuper } from '../../../src/fs/ext4/groupDescriptors.js';
+import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
+import { blockBitmapChecksum, inodeBitmapChecksum } from '../../../src/fs/ext4/bitmaps.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
 import { debugfsBatch, parseStat } from './debugfsOracle.js';
@@ -71,6 +75,76 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
     }
     expect(n).toBe(img.sb.s_inodes_count);
     expect(nonZero).toBeGreaterThan(15);
+  });
+
+  test('the superblock re-encodes to its bytes; backups equal what mkfs wrote but for the free counts', () => {
+    const img = loadImage(images[name]!);
+    const bytes = img.bytes.subarray(1024, 2048);
+    const scrambled = bytes.slice();
+    // The fields encodeSuperblock writes, and the checksum.
+    const written: Array<[number, number]> = [[0x0c, 8], [0x2c, 8], [0x3a, 4], [0x5a, 14], [0xe8, 4], [0x160, 4], [0x178, 8], [0x274, 2]];
+    if (img.sb.s_feature_incompat & 0x80) written.push([0x158, 4]);
+    if (img.metadataCsum) written.push([0x3fc, 4]);
+    for (const [off, len] of written) scrambled.fill(0x5c, off, off + len);
+    expect(Buffer.from(encodeSuperblock({ ...img.sb, raw: scrambled })).toString('hex')).toBe(Buffer.from(bytes).toString('hex'));
+    let backups = 0;
+    for (let g = 1; g < img.sb.groupCount; g++) {
+      if (!groupHasSuper(img.sb, g)) continue;
+      const at = groupFirstBlock(img.sb, g) * img.sb.blockSize;
+      const onDisk = img.bytes.subarray(at, at + 1024);
+      const backupSb = decodeSuperblock(onDisk, img.ctx);
+      // mkfs wrote the backups before the tree: their free counts are mkfs's, everything else is the primary's.
+      const mine = encodeBackupSuperblock({ ...img.sb, s_free_blocks_count: backupSb.s_free_blocks_count, s_free_inodes_count: backupSb.s_free_inodes_count, s_wtime: backupSb.s_wtime, s_kbytes_written: backupSb.s_kbytes_written, s_mtime: backupSb.s_mtime, s_state: backupSb.s_state }, g);
+      expect(Buffer.from(mine).toString('hex'), `backup in group ${g}`).toBe(Buffer.from(onDisk).toString('hex'));
+      backups++;
+    }
+    expect(backups).toBeGreaterThan(0);
+  });
+
+  test('every group descriptor re-encodes to its bytes; bitmap checksums equal the stored ones', () => {
+    const img = loadImage(images[name]!);
+    const { sb } = img;
+    let checked = 0;
+    img.groups.forEach(({ gd, offset }, g) => {
+      const bytes = img.bytes.subarray(offset, offset + sb.descSize);
+      const scrambled = bytes.slice();
+      scrambled.fill(0x3c, 0, 0x20);
+      if (sb.descSize >= 64) scrambled.fill(0x3c, 0x20, 0x3c);
+      expect(Buffer.from(encodeGroupDescriptor({ ...gd, raw: scrambled }, g, sb)).toString('hex'), `group ${g}`).toBe(Buffer.from(bytes).toString('hex'));
+      if (img.metadataCsum) {
+        const bb = img.bytes.subarray(gd.bg_block_bitmap * sb.blockSize, (gd.bg_block_bitmap + 1) * sb.blockSize);
+        const ib = img.bytes.subarray(gd.bg_inode_bitmap * sb.blockSize, (gd.bg_inode_bitmap + 1) * sb.blockSize);
+        // An uninitialised bitmap (BLOCK_UNINIT, INODE_UNINIT) is not on disk and has no checksum.
+        if (!(gd.bg_flags & 2)) expect(blockBitmapChecksum(sb, bb), `block bitmap ${g}`).toBe(gd.bg_block_bitmap_csum);
+        if (!(gd.bg_flags & 1)) expect(inodeBitmapChecksum(sb, ib), `inode bitmap ${g}`).toBe(gd.bg_inode_bitmap_csum);
+        checked++;
+      }
+    });
+    expect(checked).toBe(img.metadataCsum ? sb.groupCount : 0);
+  });
+
+  test('every in-inode xattr area and xattr block re-encodes to its bytes', () => {
+    const img = loadImage(images[name]!);
+    const { sb } = img;
+    let areas = 0;
+    let blocks = 0;
+    for (const { inode } of usedInodes(img)) {
+      const xs = decodeInodeXattrs(inode.raw, inode.i_extra_isize, img.ctx, inode.ino, inode.deviceOffset);
+      if (xs.length > 0) {
+        const start = 128 + inode.i_extra_isize;
+        expect(Buffer.from(encodeInodeXattrs(xs, sb.s_inode_size - start)).toString('hex'), `inode ${inode.ino}`).toBe(Buffer.from(inode.raw.subarray(start)).toString('hex'));
+        areas++;
+      }
+      if (inode.i_file_acl !== 0) {
+        const bytes = img.bytes.subarray(inode.i_file_acl * sb.blockSize, (inode.i_file_acl + 1) * sb.blockSize);
+        const { header, xattrs } = decodeXattrBlock(bytes, inode.i_file_acl, img.ctx, { metadataCsum: img.metadataCsum, csumSeed: sb.csumSeed });
+        const out = encodeXattrBlock(xattrs, { refcount: header.h_refcount, blockNo: inode.i_file_acl, seed: sb.csumSeed, metadataCsum: img.metadataCsum, blockSize: sb.blockSize, zeroBlockHash: header.h_hash === 0 });
+        expect(Buffer.from(out).toString('hex'), `xattr block ${inode.i_file_acl}`).toBe(Buffer.from(bytes).toString('hex'));
+        blocks++;
+      }
+    }
+    expect(areas).toBeGreaterThan(sb.s_inode_size > 128 ? 2 : -1);
+    expect(blocks).toBeGreaterThan(0);
   });
 
   test('every extent node (root and block) re-encodes to its bytes', async () => {
