@@ -10,8 +10,7 @@
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
 import { InternalError } from '../../errors.js';
 import { clearBits, freeRuns, noSpace, setBits, type AllocConstraints, type Run } from './allocator.js';
-import { testBit } from './bitmaps.js';
-import { ext4Crc32c } from './checksums.js';
+import { blockBitmapChecksum, inodeBitmapChecksum, testBit } from './bitmaps.js';
 import {
   EXT4_BG_BLOCK_UNINIT,
   EXT4_BG_INODE_UNINIT,
@@ -22,13 +21,13 @@ import {
 import {
   descriptorBlockLocation,
   descriptorsPerBlock,
+  encodeGroupDescriptor,
   groupBlockCount,
-  groupDescriptorChecksum,
   groupFirstBlock,
   hasGroupChecksums,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { superblockChecksum, type Superblock } from './superblock.js';
+import { encodeSuperblock, type Superblock } from './superblock.js';
 
 /** A group descriptor's fields the writer changes. */
 interface MutableGroup {
@@ -350,20 +349,19 @@ export class GroupState {
   async flush(): Promise<void> {
     const { sb, device } = this.o;
     const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
-    const csumMask = sb.descSize >= 64 ? 0xffffffff : 0xffff;
     const bitmapCsums = new Map<number, { block?: number; inode?: number }>();
     for (const g of this.dirtyBlockBitmaps) {
       const bm = this.blockBitmaps.get(g)!;
       // Bits past the group's last block (the last group) up to the block's end are set, as e2fsck requires.
       setBits(bm, groupBlockCount(sb, g), sb.blockSize * 8 - groupBlockCount(sb, g));
       await device.write(this.o.descriptor(g).bg_block_bitmap * sb.blockSize, bm);
-      if (csum) bitmapCsums.set(g, { ...bitmapCsums.get(g), block: (ext4Crc32c(sb.csumSeed, bm.subarray(0, sb.s_clusters_per_group / 8)) & csumMask) >>> 0 });
+      if (csum) bitmapCsums.set(g, { ...bitmapCsums.get(g), block: blockBitmapChecksum(sb, bm) });
     }
     for (const g of this.dirtyInodeBitmaps) {
       const bm = this.inodeBitmaps.get(g)!;
       setBits(bm, sb.s_inodes_per_group, sb.blockSize * 8 - sb.s_inodes_per_group);
       await device.write(this.o.descriptor(g).bg_inode_bitmap * sb.blockSize, bm);
-      if (csum) bitmapCsums.set(g, { ...bitmapCsums.get(g), inode: (ext4Crc32c(sb.csumSeed, bm.subarray(0, sb.s_inodes_per_group / 8)) & csumMask) >>> 0 });
+      if (csum) bitmapCsums.set(g, { ...bitmapCsums.get(g), inode: inodeBitmapChecksum(sb, bm) });
     }
     // Descriptors, a descriptor block at a time.
     const per = descriptorsPerBlock(sb);
@@ -377,51 +375,35 @@ export class GroupState {
       const bytes = await device.read(blk * sb.blockSize, sb.blockSize);
       let changed = false;
       for (const g of gs) {
-        const off = (g % per) * sb.descSize;
-        const desc = bytes.subarray(off, off + sb.descSize);
-        const before = desc.slice();
+        const d = this.o.descriptor(g);
         const m = this.group(g);
         const c = bitmapCsums.get(g);
-        patchDescriptor(desc, sb.descSize >= 64, m, c);
-        if (hasGroupChecksums(sb)) new DataView(desc.buffer, desc.byteOffset, desc.length).setUint16(0x1e, groupDescriptorChecksum(sb, g, desc), true);
-        if (before.some((b, k) => b !== desc[k])) changed = true;
+        const next: GroupDescriptor = {
+          ...d,
+          bg_free_blocks_count: m.freeBlocks,
+          bg_free_inodes_count: m.freeInodes,
+          bg_used_dirs_count: m.usedDirs,
+          bg_flags: m.flags,
+          bg_itable_unused: m.itableUnused,
+          bg_block_bitmap_csum: c?.block ?? d.bg_block_bitmap_csum,
+          bg_inode_bitmap_csum: c?.inode ?? d.bg_inode_bitmap_csum,
+        };
+        const off = (g % per) * sb.descSize;
+        const enc = encodeGroupDescriptor({ ...next, raw: bytes.subarray(off, off + sb.descSize) }, g, sb);
+        if (enc.some((b, k) => b !== bytes[off + k])) {
+          bytes.set(enc, off);
+          changed = true;
+        }
       }
       if (changed) await device.write(blk * sb.blockSize, bytes);
     }
-    await this.flushSuperblock();
-  }
-
-  private async flushSuperblock(): Promise<void> {
-    const { sb, device } = this.o;
-    const bytes = await device.read(1024, 1024);
-    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
     const { blocks, inodes } = this.freeCounts;
-    v.setUint32(0x0c, blocks % 2 ** 32, true);
-    if (sb.descSize >= 64) v.setUint32(0x158, Math.floor(blocks / 2 ** 32), true);
-    v.setUint32(0x10, inodes, true);
-    if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x3fc, superblockChecksum(bytes), true);
-    await device.write(1024, bytes);
+    await device.write(1024, encodeSuperblock({ ...sb, raw: await device.read(1024, 1024), s_free_blocks_count: blocks, s_free_inodes_count: inodes }));
   }
 }
 
 function groupChanged(d: GroupDescriptor, m: MutableGroup): boolean {
   return d.bg_free_blocks_count !== m.freeBlocks || d.bg_free_inodes_count !== m.freeInodes || d.bg_used_dirs_count !== m.usedDirs || d.bg_flags !== m.flags || d.bg_itable_unused !== m.itableUnused;
-}
-
-/** Writes the writer's fields into a descriptor's bytes (ext4 doc, group_descr.rst), lo and hi halves. */
-function patchDescriptor(desc: Uint8Array, big: boolean, m: MutableGroup, c: { block?: number; inode?: number } | undefined): void {
-  const v = new DataView(desc.buffer, desc.byteOffset, desc.length);
-  const put = (lo: number, hi: number, value: number): void => {
-    v.setUint16(lo, value & 0xffff, true);
-    if (big) v.setUint16(hi, Math.floor(value / 65536) & 0xffff, true);
-  };
-  put(0x0c, 0x2c, m.freeBlocks);
-  put(0x0e, 0x2e, m.freeInodes);
-  put(0x10, 0x30, m.usedDirs);
-  v.setUint16(0x12, m.flags, true);
-  put(0x1c, 0x32, m.itableUnused);
-  if (c?.block !== undefined) put(0x18, 0x38, c.block);
-  if (c?.inode !== undefined) put(0x1a, 0x3a, c.inode);
 }
 
 /** Runs sorted by start with adjacent ones joined. */

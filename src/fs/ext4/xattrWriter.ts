@@ -4,15 +4,14 @@
  * shared block (h_refcount > 1) is never edited in place: the inode drops its reference
  * and gets a block of its own, as the kernel does.
  */
-import { InternalError } from '../../errors.js';
+import { RefusedError } from '../../errors.js';
 import type { Run } from './allocator.js';
 import { ext4Crc32c } from './checksums.js';
-import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE, XATTR_PREFIXES } from './constants.js';
+import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from './constants.js';
 import type { Ext4Fs } from './Ext4Fs.js';
 import type { Inode } from './inode.js';
-import { bytesEqual, utf8Bytes } from './names.js';
 import type { Superblock } from './superblock.js';
-import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, type Xattr } from './xattr.js';
+import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
 
 export interface XattrEnv {
   readonly sb: Superblock;
@@ -21,16 +20,6 @@ export interface XattrEnv {
   free(block: number): Promise<void>;
   writeBlock(block: number, bytes: Uint8Array): Promise<void>;
   readonly goal: number;
-}
-
-/** The name index and suffix of a full xattr name (ext4 doc, attributes.rst, "Attribute Name Indices"). */
-export function splitXattrName(name: Uint8Array): Xattr {
-  let best: { index: number; prefix: Uint8Array } | undefined;
-  for (const [k, v] of Object.entries(XATTR_PREFIXES)) {
-    const p = utf8Bytes(v);
-    if (name.length >= p.length && bytesEqual(name.subarray(0, p.length), p) && (best === undefined || p.length > best.prefix.length)) best = { index: Number(k), prefix: p };
-  }
-  return { name, nameIndex: best?.index ?? 0, value: new Uint8Array(0), where: 'inode', valueSize: 0 };
 }
 
 /** Bytes of the in-inode xattr area. */
@@ -54,8 +43,8 @@ function withArea(inode: Inode, sb: Superblock, area: Uint8Array): Uint8Array {
 export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, env: XattrEnv): Promise<{ raw: Uint8Array; fileAcl: number; blocksDelta: number }> {
   const { sb } = env;
   const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
-  const kept = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
-  const wanted: Xattr[] = specs.map((s) => ({ ...splitXattrName(s.name), value: s.value, valueSize: s.value.length }));
+  const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
+  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: s.value }));
   const size = areaSize(inode, sb);
   let blocksDelta = 0;
   let fileAcl = inode.i_file_acl;
@@ -64,16 +53,16 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
     fileAcl = 0;
     blocksDelta--;
   }
-  const inInode = size > 0 ? encodeInodeXattrs([...kept, ...wanted], size) : undefined;
-  if (inInode !== undefined) return { raw: withArea(inode, sb, inInode), fileAcl, blocksDelta };
+  if (size > 0 && xattrsFitInInode([...kept, ...wanted], size)) return { raw: withArea(inode, sb, encodeInodeXattrs([...kept, ...wanted], size)), fileAcl, blocksDelta };
   // Not all in the inode: the block takes them all (system.data stays in the inode).
   const area = size > 0 ? encodeInodeXattrs(kept, size) : undefined;
-  if (size > 0 && area === undefined) throw new InternalError(`inode ${inode.ino}: inline data no longer fits its xattr area`);
+  if (!xattrsFitInBlock(wanted, sb.blockSize)) {
+    throw new RefusedError('BAD_UPDATE', { structure: `ext4.inode[${inode.ino}].xattrs`, detail: `xattrs of ${wanted.reduce((n, x) => n + x.name.length + x.value.length, 0)} bytes do not fit the inode and one ${sb.blockSize}-byte block (ea_inode is not supported)` });
+  }
   const [run] = await env.allocate(env.goal);
   const blockNo = run!.start;
   const metadataCsum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
   const block = encodeXattrBlock(wanted, { refcount: 1, blockNo, seed: sb.csumSeed, metadataCsum, blockSize: sb.blockSize });
-  if (block === undefined) throw new InternalError(`inode ${inode.ino}: xattrs do not fit one block`);
   await env.writeBlock(blockNo, block);
   return { raw: area !== undefined ? withArea(inode, sb, area) : inode.raw, fileAcl: blockNo, blocksDelta: blocksDelta + 1 };
 }
@@ -107,7 +96,5 @@ export function dropInlineData(inode: Inode, sb: Superblock): Uint8Array {
   if (size === 0) return inode.raw;
   const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
   const rest = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter((x) => !isInlineDataXattr(x));
-  const area = encodeInodeXattrs(rest, size);
-  if (area === undefined) throw new InternalError(`inode ${inode.ino}: xattrs no longer fit after dropping inline data`);
-  return withArea(inode, sb, area);
+  return withArea(inode, sb, encodeInodeXattrs(rest, size));
 }
