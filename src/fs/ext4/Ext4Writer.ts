@@ -352,7 +352,9 @@ export class Ext4Writer {
     await this.writeBlock(run!.start, newDirBlock(fmt, inode.ino, parent, this.blockSize));
     const { dropInlineData } = await import('./xattrWriter.js');
     const raw = dropInlineData(inode, this.fs.superblock);
-    const base: Inode = { ...inode, raw, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
+    // i_block held the inline entries: it becomes an empty extent root before the map is set.
+    const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
+    const base: Inode = { ...inode, raw, i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
     const written = await this.setMap(base, [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], this.blockSize);
     void written;
     const d = await this.directory(inode.ino);

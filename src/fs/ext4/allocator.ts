@@ -66,7 +66,8 @@ export function* freeRuns(bitmap: Uint8Array, nbits: number, from: number, base:
     const stopAt = avoid?.nextMember?.(base + i);
     const limit = stopAt === undefined ? nbits : Math.min(nbits, stopAt - base);
     while (i < limit) {
-      if ((i & 7) === 0 && bitmap[i >>> 3] === 0 && i + 8 <= limit) {
+      // A free byte is taken whole only when nothing is avoided (or the avoid set said where it resumes).
+      if ((i & 7) === 0 && bitmap[i >>> 3] === 0 && i + 8 <= limit && (avoid === undefined || stopAt !== undefined)) {
         i += 8;
         continue;
       }

@@ -42,13 +42,13 @@ export function debugfsCat(image: string, path: string, tmpFile: string): Buffer
   return readFileSync(tmpFile);
 }
 
-/** `debugfs ls -p` names of a directory (without . and ..). */
+/** `debugfs ls -p` names of a directory (without . and .., and without the empty records it lists with inode 0). */
 export function debugfsNames(image: string, dir: string): string[] {
   const [out] = debugfsBatch(image, [`ls -p "${dir}"`]);
   return out!
     .split('\n')
     .map((l) => l.split('/'))
-    .filter((f) => f.length >= 6)
+    .filter((f) => f.length >= 6 && f[1] !== '0')
     .map((f) => f[5]!)
     .filter((n) => n !== '.' && n !== '..');
 }
