@@ -16,7 +16,19 @@
  * Link counts (dir_nlink) and i_size are the caller's: this module touches blocks only.
  */
 import { InternalError, RefusedError } from '../../errors.js';
-import { EXT4_FT_DIR, EXT4_HTREE_LEVEL, EXT4_HTREE_LEVEL_COMPAT, EXT4_NAME_LEN } from './constants.js';
+import {
+  EXT2_FLAGS_UNSIGNED_HASH,
+  EXT4_CASEFOLD_FL,
+  EXT4_ENCRYPT_FL,
+  EXT4_FEATURE_INCOMPAT_DIRDATA,
+  EXT4_FEATURE_INCOMPAT_FILETYPE,
+  EXT4_FEATURE_INCOMPAT_LARGEDIR,
+  EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
+  EXT4_FT_DIR,
+  EXT4_HTREE_LEVEL,
+  EXT4_HTREE_LEVEL_COMPAT,
+  EXT4_NAME_LEN,
+} from './constants.js';
 import type { Ext4Context } from './context.js';
 import {
   decodeDirBlockRecords,
@@ -32,6 +44,8 @@ import {
   type DxRoot,
 } from './directory.js';
 import { dxHash, effectiveHashVersion } from './dxHash.js';
+import type { Inode } from './inode.js';
+import type { Superblock } from './superblock.js';
 
 export type { DirFormat } from './directory.js';
 
@@ -56,6 +70,30 @@ export interface DirectoryBlocks {
   readonly ctx?: Ext4Context;
   /** For error messages: the filesystem byte of logical block lblk. */
   fsOffsetOf?(lblk: number): number;
+}
+
+/**
+ * The DirFormat of directory `dir` in the filesystem of `sb`. Throws WRITE_REFUSED for a
+ * directory this module cannot keep correct: casefolded (names compared and hashed after
+ * Unicode folding) or encrypted (names stored encrypted), or a filesystem with dirdata.
+ */
+export function dirFormat(sb: Superblock, dir: Inode): DirFormat {
+  const refuse = (why: string): never => {
+    throw new RefusedError('WRITE_REFUSED', { structure: `ext4.inode[${dir.ino}]`, detail: `cannot write directory entries: ${why}` });
+  };
+  if (dir.i_flags & EXT4_CASEFOLD_FL) refuse('the directory is casefolded');
+  if (dir.i_flags & EXT4_ENCRYPT_FL) refuse('the directory is encrypted');
+  if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_DIRDATA) refuse('the dirdata feature is set');
+  return {
+    filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0,
+    metadataCsum: (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0,
+    csumSeed: dir.csumSeed,
+    hashSeed: sb.s_hash_seed,
+    defaultHashVersion: sb.s_def_hash_version,
+    unsignedHash: (sb.s_flags & EXT2_FLAGS_UNSIGNED_HASH) !== 0,
+    largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
+    inodesCount: sb.s_inodes_count,
+  };
 }
 
 /** An entry to add. */
