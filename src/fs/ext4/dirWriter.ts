@@ -13,7 +13,8 @@
  * linear directory is never turned into an htree (e2fsck accepts big linear directories).
  * Casefolded directories (and their siphash) are not handled: dxHash refuses them.
  *
- * Link counts (dir_nlink) and i_size are the caller's: this module touches blocks only.
+ * Link counts and i_size are the caller's: this module touches blocks only, and gives the
+ * rule for a directory's link count under dir_nlink (linksAfterSubdirAdded/Removed).
  */
 import { InternalError, RefusedError } from '../../errors.js';
 import {
@@ -27,6 +28,7 @@ import {
   EXT4_FT_DIR,
   EXT4_HTREE_LEVEL,
   EXT4_HTREE_LEVEL_COMPAT,
+  EXT4_LINK_MAX,
   EXT4_NAME_LEN,
 } from './constants.js';
 import type { Ext4Context } from './context.js';
@@ -165,6 +167,26 @@ export function newDirBlock(fmt: Pick<DirFormat, 'filetype' | 'metadataCsum' | '
     fmt,
     blockSize,
   );
+}
+
+/**
+ * A directory's link count after a subdirectory is added to it (its '..' names the
+ * directory), as the kernel's ext4_inc_count: with the dir_nlink feature an htree
+ * directory past EXT4_LINK_MAX links, or already at 1, has 1 ("not counted"). Throws
+ * BAD_UPDATE where the kernel says EMLINK: EXT4_LINK_MAX links without dir_nlink, or
+ * in a linear directory.
+ */
+export function linksAfterSubdirAdded(links: number, dir: { readonly htree: boolean; readonly dirNlink: boolean; readonly ino: number }): number {
+  if (links >= EXT4_LINK_MAX && !(dir.dirNlink && dir.htree)) {
+    throw new RefusedError('BAD_UPDATE', { structure: `ext4.inode[${dir.ino}]`, detail: `directory has ${links} links, the most without dir_nlink in an indexed directory`, expected: `< ${EXT4_LINK_MAX}`, actual: links });
+  }
+  const n = links + 1;
+  return dir.htree && (n > EXT4_LINK_MAX || n === 2) ? 1 : n;
+}
+
+/** A directory's link count after a subdirectory is removed, as the kernel's ext4_dec_count: 1 ("not counted") and 2 stay. */
+export function linksAfterSubdirRemoved(links: number): number {
+  return links > 2 ? links - 1 : links;
 }
 
 const DOT = new Uint8Array([0x2e]);

@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeDirBlock, decodeDxNode, decodeDxRoot, encodeDirBlock, encodeDxRoot, type DirFormat } from '../../../src/fs/ext4/directory.js';
-import { addEntry, lookupEntry, newDirBlock, removeEntry, type DirectoryBlocks } from '../../../src/fs/ext4/dirWriter.js';
+import { addEntry, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirectoryBlocks } from '../../../src/fs/ext4/dirWriter.js';
 import { dxHash, effectiveHashVersion } from '../../../src/fs/ext4/dxHash.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
 
@@ -230,12 +230,12 @@ describe('dirWriter, linear directories', () => {
 
 describe('dirWriter, htree directories', () => {
   it.each([
-    { blockSize: 1024, metadataCsum: true, hashVersion: 1, unsignedHash: false, ops: 3000 },
-    { blockSize: 1024, metadataCsum: false, hashVersion: 2, unsignedHash: true, ops: 3000 },
-    { blockSize: 4096, metadataCsum: true, hashVersion: 0, unsignedHash: false, ops: 3000 },
-  ])('random adds and removes equal the model and keep the index valid ($blockSize, csum $metadataCsum, hash $hashVersion)', async ({ blockSize, metadataCsum, hashVersion, unsignedHash, ops }) => {
+    { blockSize: 1024, metadataCsum: true, hashVersion: 1, unsignedHash: false, filetype: true, ops: 3000 },
+    { blockSize: 1024, metadataCsum: false, hashVersion: 2, unsignedHash: true, filetype: false, ops: 3000 },
+    { blockSize: 4096, metadataCsum: true, hashVersion: 0, unsignedHash: false, filetype: true, ops: 3000 },
+  ])('random adds and removes equal the model and keep the index valid ($blockSize, csum $metadataCsum, hash $hashVersion, filetype $filetype)', async ({ blockSize, metadataCsum, hashVersion, unsignedHash, filetype, ops }) => {
     for (let seed = 1; seed <= 3; seed++) {
-      const fmt = format({ metadataCsum, unsignedHash });
+      const fmt = format({ metadataCsum, unsignedHash, filetype });
       const d = htreeDir(fmt, blockSize, hashVersion);
       await drive(d, fmt, { seed, ops, pool: 2500, maxLen: 60, removeShare: 0.2 });
     }
@@ -330,9 +330,37 @@ describe('dirWriter, htree directories', () => {
     expect(all.get('qpltsfqzstmt')).toEqual({ ino: 22, fileType: 1 });
   });
 
+  it('reports a damaged leaf as BAD_CHECKSUM naming the directory block and its filesystem byte', async () => {
+    const fmt = format({ metadataCsum: true });
+    const d = htreeDir(fmt, 1024, 1);
+    Object.assign(d, { ctx: { file: 'disk.img', verifyChecksums: 'error', diagnostics: [] }, fsOffsetOf: (lblk: number) => (500 + lblk) * 1024 });
+    await addEntry(d, fmt, { name: Buffer.from('a'), ino: 12, fileType: 1 });
+    d.blocks.get(1)![8] = 0x62; // the name byte, under the leaf checksum
+    await expectImgError(() => lookupEntry(d, fmt, Buffer.from('a')), 'BAD_CHECKSUM', { file: 'disk.img', structure: `ext4.dir[${SELF}:1].det_checksum`, fsOffset: 501 * 1024 + 1024 - 4 });
+    await expectImgError(() => addEntry(d, fmt, { name: Buffer.from('b'), ino: 13, fileType: 1 }), 'BAD_CHECKSUM');
+  });
+
   it('refuses a siphash (casefolded) root with WRITE_REFUSED', async () => {
     const fmt = format();
     const d = htreeDir(fmt, 1024, 6);
     await expectImgError(() => addEntry(d, fmt, { name: Buffer.from('x'), ino: 12, fileType: 1 }), 'WRITE_REFUSED');
+  });
+});
+
+describe('directory link counts (dir_nlink)', () => {
+  const dx = { htree: true, dirNlink: true, ino: 2 };
+  it('count up to EXT4_LINK_MAX, then 1 in an indexed directory with dir_nlink; 1 stays 1', () => {
+    expect(linksAfterSubdirAdded(2, dx)).toBe(3);
+    expect(linksAfterSubdirAdded(64999, dx)).toBe(65000);
+    expect(linksAfterSubdirAdded(65000, dx)).toBe(1);
+    expect(linksAfterSubdirAdded(1, dx)).toBe(1);
+    expect(linksAfterSubdirRemoved(1)).toBe(1);
+    expect(linksAfterSubdirRemoved(3)).toBe(2);
+    expect(linksAfterSubdirRemoved(2)).toBe(2);
+  });
+  it('refuse a subdirectory past EXT4_LINK_MAX without dir_nlink or in a linear directory (EMLINK)', async () => {
+    await expectImgError(() => linksAfterSubdirAdded(65000, { ...dx, dirNlink: false }), 'BAD_UPDATE', { actual: 65000 });
+    await expectImgError(() => linksAfterSubdirAdded(65000, { ...dx, htree: false }), 'BAD_UPDATE');
+    expect(linksAfterSubdirAdded(64999, { ...dx, htree: false })).toBe(65000);
   });
 });
