@@ -13,10 +13,24 @@
  * linear directory is never turned into an htree (e2fsck accepts big linear directories).
  * Casefolded directories (and their siphash) are not handled: dxHash refuses them.
  *
- * Link counts (dir_nlink) and i_size are the caller's: this module touches blocks only.
+ * Link counts and i_size are the caller's: this module touches blocks only, and gives the
+ * rule for a directory's link count under dir_nlink (linksAfterSubdirAdded/Removed).
  */
 import { InternalError, RefusedError } from '../../errors.js';
-import { EXT4_FT_DIR, EXT4_HTREE_LEVEL, EXT4_HTREE_LEVEL_COMPAT, EXT4_NAME_LEN } from './constants.js';
+import {
+  EXT2_FLAGS_UNSIGNED_HASH,
+  EXT4_CASEFOLD_FL,
+  EXT4_ENCRYPT_FL,
+  EXT4_FEATURE_INCOMPAT_DIRDATA,
+  EXT4_FEATURE_INCOMPAT_FILETYPE,
+  EXT4_FEATURE_INCOMPAT_LARGEDIR,
+  EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
+  EXT4_FT_DIR,
+  EXT4_HTREE_LEVEL,
+  EXT4_HTREE_LEVEL_COMPAT,
+  EXT4_LINK_MAX,
+  EXT4_NAME_LEN,
+} from './constants.js';
 import type { Ext4Context } from './context.js';
 import {
   decodeDirBlockRecords,
@@ -32,6 +46,8 @@ import {
   type DxRoot,
 } from './directory.js';
 import { dxHash, effectiveHashVersion } from './dxHash.js';
+import type { Inode } from './inode.js';
+import type { Superblock } from './superblock.js';
 
 export type { DirFormat } from './directory.js';
 
@@ -56,6 +72,30 @@ export interface DirectoryBlocks {
   readonly ctx?: Ext4Context;
   /** For error messages: the filesystem byte of logical block lblk. */
   fsOffsetOf?(lblk: number): number;
+}
+
+/**
+ * The DirFormat of directory `dir` in the filesystem of `sb`. Throws WRITE_REFUSED for a
+ * directory this module cannot keep correct: casefolded (names compared and hashed after
+ * Unicode folding) or encrypted (names stored encrypted), or a filesystem with dirdata.
+ */
+export function dirFormat(sb: Superblock, dir: Inode): DirFormat {
+  const refuse = (why: string): never => {
+    throw new RefusedError('WRITE_REFUSED', { structure: `ext4.inode[${dir.ino}]`, detail: `cannot write directory entries: ${why}` });
+  };
+  if (dir.i_flags & EXT4_CASEFOLD_FL) refuse('the directory is casefolded');
+  if (dir.i_flags & EXT4_ENCRYPT_FL) refuse('the directory is encrypted');
+  if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_DIRDATA) refuse('the dirdata feature is set');
+  return {
+    filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0,
+    metadataCsum: (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0,
+    csumSeed: dir.csumSeed,
+    hashSeed: sb.s_hash_seed,
+    defaultHashVersion: sb.s_def_hash_version,
+    unsignedHash: (sb.s_flags & EXT2_FLAGS_UNSIGNED_HASH) !== 0,
+    largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
+    inodesCount: sb.s_inodes_count,
+  };
 }
 
 /** An entry to add. */
@@ -127,6 +167,26 @@ export function newDirBlock(fmt: Pick<DirFormat, 'filetype' | 'metadataCsum' | '
     fmt,
     blockSize,
   );
+}
+
+/**
+ * A directory's link count after a subdirectory is added to it (its '..' names the
+ * directory), as the kernel's ext4_inc_count: with the dir_nlink feature an htree
+ * directory past EXT4_LINK_MAX links, or already at 1, has 1 ("not counted"). Throws
+ * BAD_UPDATE where the kernel says EMLINK: EXT4_LINK_MAX links without dir_nlink, or
+ * in a linear directory.
+ */
+export function linksAfterSubdirAdded(links: number, dir: { readonly htree: boolean; readonly dirNlink: boolean; readonly ino: number }): number {
+  if (links >= EXT4_LINK_MAX && !(dir.dirNlink && dir.htree)) {
+    throw new RefusedError('BAD_UPDATE', { structure: `ext4.inode[${dir.ino}]`, detail: `directory has ${links} links, the most without dir_nlink in an indexed directory`, expected: `< ${EXT4_LINK_MAX}`, actual: links });
+  }
+  const n = links + 1;
+  return dir.htree && (n > EXT4_LINK_MAX || n === 2) ? 1 : n;
+}
+
+/** A directory's link count after a subdirectory is removed, as the kernel's ext4_dec_count: 1 ("not counted") and 2 stay. */
+export function linksAfterSubdirRemoved(links: number): number {
+  return links > 2 ? links - 1 : links;
 }
 
 const DOT = new Uint8Array([0x2e]);

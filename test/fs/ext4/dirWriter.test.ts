@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeDirBlock, decodeDxNode, decodeDxRoot, encodeDirBlock, encodeDxRoot, type DirFormat } from '../../../src/fs/ext4/directory.js';
-import { addEntry, lookupEntry, newDirBlock, removeEntry, type DirectoryBlocks } from '../../../src/fs/ext4/dirWriter.js';
+import { addEntry, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirectoryBlocks } from '../../../src/fs/ext4/dirWriter.js';
 import { dxHash, effectiveHashVersion } from '../../../src/fs/ext4/dxHash.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
 
@@ -230,12 +230,12 @@ describe('dirWriter, linear directories', () => {
 
 describe('dirWriter, htree directories', () => {
   it.each([
-    { blockSize: 1024, metadataCsum: true, hashVersion: 1, unsignedHash: false, ops: 3000 },
-    { blockSize: 1024, metadataCsum: false, hashVersion: 2, unsignedHash: true, ops: 3000 },
-    { blockSize: 4096, metadataCsum: true, hashVersion: 0, unsignedHash: false, ops: 3000 },
-  ])('random adds and removes equal the model and keep the index valid ($blockSize, csum $metadataCsum, hash $hashVersion)', async ({ blockSize, metadataCsum, hashVersion, unsignedHash, ops }) => {
+    { blockSize: 1024, metadataCsum: true, hashVersion: 1, unsignedHash: false, filetype: true, ops: 3000 },
+    { blockSize: 1024, metadataCsum: false, hashVersion: 2, unsignedHash: true, filetype: false, ops: 3000 },
+    { blockSize: 4096, metadataCsum: true, hashVersion: 0, unsignedHash: false, filetype: true, ops: 3000 },
+  ])('random adds and removes equal the model and keep the index valid ($blockSize, csum $metadataCsum, hash $hashVersion, filetype $filetype)', async ({ blockSize, metadataCsum, hashVersion, unsignedHash, filetype, ops }) => {
     for (let seed = 1; seed <= 3; seed++) {
-      const fmt = format({ metadataCsum, unsignedHash });
+      const fmt = format({ metadataCsum, unsignedHash, filetype });
       const d = htreeDir(fmt, blockSize, hashVersion);
       await drive(d, fmt, { seed, ops, pool: 2500, maxLen: 60, removeShare: 0.2 });
     }
@@ -287,9 +287,80 @@ describe('dirWriter, htree directories', () => {
     expect(readAll(d, fmt)).toEqual(model);
   });
 
+  it('a leaf split between two names of equal hash sets the collision bit, and lookups go on into the next leaf', async () => {
+    // Two 12-byte names with the same half_md4 hash under format()'s seed (found by a
+    // birthday search over seeded random names; checked here).
+    const x = Buffer.from('pektjqcqakmk');
+    const y = Buffer.from('qpltsfqzstmt');
+    const fmt = format({ metadataCsum: true });
+    const h = dxHash(x, 1, fmt.hashSeed).hash;
+    expect(dxHash(y, 1, fmt.hashSeed).hash).toBe(h);
+    // 12-byte fillers below and above h; a full 1 KiB leaf holds 50 records of 20 bytes and
+    // the split moves the upper 26, so some count of lower fillers puts the split between x and y.
+    const next = rng(3);
+    const filler = (below: boolean): Buffer => {
+      for (;;) {
+        const s = Buffer.from(Array.from({ length: 12 }, () => 97 + Math.floor(next() * 26)));
+        if (dxHash(s, 1, fmt.hashSeed).hash < h === below && dxHash(s, 1, fmt.hashSeed).hash !== h) return s;
+      }
+    };
+    let continued: MemDir | undefined;
+    for (let lower = 18; lower <= 30 && continued === undefined; lower++) {
+      const d = htreeDir(fmt, 1024, 1);
+      await addEntry(d, fmt, { name: x, ino: 20, fileType: 1 });
+      await addEntry(d, fmt, { name: y, ino: 21, fileType: 1 });
+      let i = 0;
+      while (d.blockCount === 2) await addEntry(d, fmt, { name: filler(i++ < lower), ino: 30 + i, fileType: 1 });
+      const root = decodeDxRoot(d.blocks.get(0)!, ctx(), 'root', 0, 1024, { metadataCsum: true, inodeCsumSeed: fmt.csumSeed, largedir: false, dirBlocks: d.blockCount });
+      if (root.node.hashes[1] === (h | 1) >>> 0) continued = d;
+    }
+    expect(continued, 'some filler count splits between the colliding names').toBeDefined();
+    const d = continued!;
+    expect(await lookupEntry(d, fmt, x)).toEqual({ ino: 20, fileType: 1 });
+    expect(await lookupEntry(d, fmt, y)).toEqual({ ino: 21, fileType: 1 });
+    readAll(d, fmt);
+    // Both names can be removed and added again (into the first leaf of the chain), and the index stays valid.
+    expect(await removeEntry(d, fmt, y)).toEqual({ ino: 21, fileType: 1 });
+    expect(await removeEntry(d, fmt, x)).toEqual({ ino: 20, fileType: 1 });
+    await addEntry(d, fmt, { name: y, ino: 22, fileType: 1 });
+    await addEntry(d, fmt, { name: x, ino: 23, fileType: 1 });
+    await expectImgError(() => addEntry(d, fmt, { name: y, ino: 24, fileType: 1 }), 'BAD_UPDATE');
+    const all = readAll(d, fmt);
+    expect(all.get('pektjqcqakmk')).toEqual({ ino: 23, fileType: 1 });
+    expect(all.get('qpltsfqzstmt')).toEqual({ ino: 22, fileType: 1 });
+  });
+
+  it('reports a damaged leaf as BAD_CHECKSUM naming the directory block and its filesystem byte', async () => {
+    const fmt = format({ metadataCsum: true });
+    const d = htreeDir(fmt, 1024, 1);
+    Object.assign(d, { ctx: { file: 'disk.img', verifyChecksums: 'error', diagnostics: [] }, fsOffsetOf: (lblk: number) => (500 + lblk) * 1024 });
+    await addEntry(d, fmt, { name: Buffer.from('a'), ino: 12, fileType: 1 });
+    d.blocks.get(1)![8] = 0x62; // the name byte, under the leaf checksum
+    await expectImgError(() => lookupEntry(d, fmt, Buffer.from('a')), 'BAD_CHECKSUM', { file: 'disk.img', structure: `ext4.dir[${SELF}:1].det_checksum`, fsOffset: 501 * 1024 + 1024 - 4 });
+    await expectImgError(() => addEntry(d, fmt, { name: Buffer.from('b'), ino: 13, fileType: 1 }), 'BAD_CHECKSUM');
+  });
+
   it('refuses a siphash (casefolded) root with WRITE_REFUSED', async () => {
     const fmt = format();
     const d = htreeDir(fmt, 1024, 6);
     await expectImgError(() => addEntry(d, fmt, { name: Buffer.from('x'), ino: 12, fileType: 1 }), 'WRITE_REFUSED');
+  });
+});
+
+describe('directory link counts (dir_nlink)', () => {
+  const dx = { htree: true, dirNlink: true, ino: 2 };
+  it('count up to EXT4_LINK_MAX, then 1 in an indexed directory with dir_nlink; 1 stays 1', () => {
+    expect(linksAfterSubdirAdded(2, dx)).toBe(3);
+    expect(linksAfterSubdirAdded(64999, dx)).toBe(65000);
+    expect(linksAfterSubdirAdded(65000, dx)).toBe(1);
+    expect(linksAfterSubdirAdded(1, dx)).toBe(1);
+    expect(linksAfterSubdirRemoved(1)).toBe(1);
+    expect(linksAfterSubdirRemoved(3)).toBe(2);
+    expect(linksAfterSubdirRemoved(2)).toBe(2);
+  });
+  it('refuse a subdirectory past EXT4_LINK_MAX without dir_nlink or in a linear directory (EMLINK)', async () => {
+    await expectImgError(() => linksAfterSubdirAdded(65000, { ...dx, dirNlink: false }), 'BAD_UPDATE', { actual: 65000 });
+    await expectImgError(() => linksAfterSubdirAdded(65000, { ...dx, htree: false }), 'BAD_UPDATE');
+    expect(linksAfterSubdirAdded(64999, { ...dx, htree: false })).toBe(65000);
   });
 });
