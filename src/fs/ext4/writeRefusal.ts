@@ -6,9 +6,10 @@
  * writer does not maintain. Refusing costs the user a clear message; writing would cost
  * them a filesystem e2fsck has to repair.
  */
-import { RefusedError } from '../../errors.js';
+import { CorruptImageError, RefusedError } from '../../errors.js';
 import type { Ext4Fs } from './Ext4Fs.js';
 import {
+  EXT4_GOOD_OLD_INODE_SIZE,
   EXT4_FEATURE_COMPAT_EXCLUDE_BITMAP,
   EXT4_FEATURE_INCOMPAT_CASEFOLD,
   EXT4_FEATURE_INCOMPAT_COMPRESSION,
@@ -53,7 +54,8 @@ const EXT4_MMP_MAGIC = 0x004d4d50;
  * Throws why the writer must not write `fs`: DIRTY_FILESYSTEM (needs_recovery, errors,
  * not cleanly unmounted, orphans: "shut the VM down cleanly or fsck it"), WRITE_REFUSED
  * (a feature named in `data.feature`, an MMP block in use, an ext2/ext3 filesystem whose
- * files are mapped by blocks). Returns quietly when the writer may proceed.
+ * files are mapped by blocks), CORRUPT_IMAGE (extra inode sizes that do not fit the inode).
+ * Returns quietly when the writer may proceed.
  */
 export async function assertWritable(fs: Ext4Fs, file: string): Promise<void> {
   const dirty = await fs.writeRefusal();
@@ -79,6 +81,23 @@ export async function assertWritable(fs: Ext4Fs, file: string): Promise<void> {
       feature: '^extent',
       detail: 'refusing to write an ext2/ext3-style filesystem (no extent feature): files mapped by indirect blocks are not written yet',
     });
+  }
+  // New inodes get s_want_extra_isize (at least s_min_extra_isize) bytes of extra fields: a
+  // value that does not fit the inode (e2fsck: "Bad desired extra isize") would write bad inodes.
+  if (sb.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE) {
+    const max = sb.s_inode_size - EXT4_GOOD_OLD_INODE_SIZE;
+    for (const [field, v] of [['s_min_extra_isize', sb.s_min_extra_isize], ['s_want_extra_isize', sb.s_want_extra_isize]] as const) {
+      if (v !== 0 && (v < 4 || v > max || v % 4 !== 0)) {
+        throw new CorruptImageError('CORRUPT_IMAGE', {
+          file,
+          structure: `ext4.superblock.${field}`,
+          fsOffset: 1024 + (field === 's_min_extra_isize' ? 0x15c : 0x15e),
+          detail: 'extra inode size does not fit the inode (run e2fsck on the filesystem first)',
+          expected: `0, or a multiple of 4 from 4 to ${max}`,
+          actual: v,
+        });
+      }
+    }
   }
   if (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_MMP) {
     const raw = await fs.device.read(1024 + 0x168, 8);
