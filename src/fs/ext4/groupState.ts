@@ -8,7 +8,7 @@
  * counts; nothing is written before.
  */
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
-import { InternalError } from '../../errors.js';
+import { CorruptImageError, InternalError } from '../../errors.js';
 import { clearBits, freeRuns, noSpace, setBits, type AllocConstraints, type Run } from './allocator.js';
 import { blockBitmapChecksum, inodeBitmapChecksum, testBit } from './bitmaps.js';
 import {
@@ -76,6 +76,10 @@ export class GroupState {
     if (m === undefined) {
       const d = this.o.descriptor(g);
       m = { freeBlocks: d.bg_free_blocks_count, freeInodes: d.bg_free_inodes_count, usedDirs: d.bg_used_dirs_count, flags: d.bg_flags, itableUnused: d.bg_itable_unused };
+      // Counts are kept by adding and subtracting: one that cannot be right would end out of range.
+      if (m.freeBlocks > groupBlockCount(this.sb, g)) this.badCount(g, 'bg_free_blocks_count', m.freeBlocks, `<= ${groupBlockCount(this.sb, g)} (blocks in the group)`);
+      if (m.freeInodes > this.sb.s_inodes_per_group) this.badCount(g, 'bg_free_inodes_count', m.freeInodes, `<= ${this.sb.s_inodes_per_group} (inodes per group)`);
+      if (m.usedDirs > this.sb.s_inodes_per_group) this.badCount(g, 'bg_used_dirs_count', m.usedDirs, `<= ${this.sb.s_inodes_per_group} (inodes per group)`);
       this.groups.set(g, m);
     }
     return m;
@@ -173,9 +177,21 @@ export class GroupState {
     return mergeRuns(out);
   }
 
+  /** A descriptor count the writer cannot keep right (e2fsck fixes it; the writer must not write on it). */
+  private badCount(g: number, field: string, actual: number, expected: string): never {
+    throw new CorruptImageError('CORRUPT_IMAGE', {
+      file: this.o.file,
+      structure: `ext4.group_desc[${g}].${field}`,
+      detail: 'group descriptor count disagrees with the group (run e2fsck on the filesystem first)',
+      expected,
+      actual,
+    });
+  }
+
   private takeBlocks(g: number, bm: Uint8Array, bit: number, count: number): void {
-    setBits(bm, bit, count);
     const m = this.group(g);
+    if (m.freeBlocks < count) this.badCount(g, 'bg_free_blocks_count', m.freeBlocks, `>= ${count} (free blocks in the bitmap being allocated)`);
+    setBits(bm, bit, count);
     m.freeBlocks -= count;
     m.flags &= ~EXT4_BG_BLOCK_UNINIT;
     this.freeBlocksDelta -= count;
@@ -269,8 +285,9 @@ export class GroupState {
 
   private async takeInode(g: number, bm: Uint8Array, bit: number, isDir: boolean): Promise<void> {
     const sb = this.sb;
-    setBits(bm, bit, 1);
     const m = this.group(g);
+    if (m.freeInodes < 1) this.badCount(g, 'bg_free_inodes_count', m.freeInodes, '>= 1 (a free inode in the bitmap is being allocated)');
+    setBits(bm, bit, 1);
     m.freeInodes--;
     this.freeInodesDelta--;
     if (isDir) m.usedDirs++;
