@@ -767,6 +767,9 @@ export class Ext4Writer {
 
   /** Frees an inode that lost its last link: its blocks, its xattr block reference, its number. */
   private async release(inode: Inode, isDir: boolean): Promise<void> {
+    // An xattr value held in an EA inode would be left unreferenced: decoding the xattrs
+    // refuses one (CORRUPT_IMAGE without the ea_inode feature; the feature is refused at open).
+    await this.fs.xattrsOf(inode);
     const hasMap = !(inode.i_flags & EXT4_INLINE_DATA_FL) && (inode.i_flags & EXT4_EXTENTS_FL) !== 0;
     if (hasMap) {
       const { data, nodes } = await this.blocksOf(inode);
