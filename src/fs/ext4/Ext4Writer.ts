@@ -407,7 +407,9 @@ export class Ext4Writer {
     const bs = this.blockSize;
     const extents: FileExtent[] = [];
     let goal = this.groups.goalForInode(ino);
-    let buf = new Uint8Array(WRITE_CHUNK);
+    // No bigger than the file (rounded to blocks): a 1 MiB buffer per small file costs more in zeroing and GC than the writes.
+    const bufSize = Math.min(WRITE_CHUNK, Math.max(bs, Math.ceil(content.size / bs) * bs));
+    let buf = new Uint8Array(bufSize);
     let fill = 0;
     let lblk = 0;
     let total = 0;
@@ -432,12 +434,13 @@ export class Ext4Writer {
         i = j;
       }
       this.bytesWritten += Math.min(fill, n * bs);
+      lblk += n;
+      if (final) return;
       const rest = buf.subarray(n * bs, fill);
-      const next = new Uint8Array(WRITE_CHUNK);
+      const next = new Uint8Array(bufSize);
       next.set(rest);
       buf = next;
       fill = rest.length;
-      lblk += n;
     };
     for await (const chunk of content.data()) {
       total += chunk.length;
