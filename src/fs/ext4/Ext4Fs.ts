@@ -265,6 +265,15 @@ export class Ext4Fs {
     return this.device.read(blockNo * sb.blockSize, count * sb.blockSize);
   }
 
+  /**
+   * Block `blockNo` through the metadata cache (kept equal to the device by noteWrite): the
+   * writer's directory lookups read the same blocks again and again. The bytes are shared:
+   * a caller that edits them must copy first. Throws as readBlocks.
+   */
+  async readMetadataBlock(blockNo: number): Promise<Uint8Array> {
+    return this.cachedBlock(blockNo);
+  }
+
   private async cachedBlock(blockNo: number): Promise<Uint8Array> {
     const hit = this.cache.get(blockNo);
     if (hit !== undefined) return hit;

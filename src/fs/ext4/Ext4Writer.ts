@@ -283,7 +283,7 @@ export class Ext4Writer {
         return (inode.i_flags & EXT4_INDEX_FL) !== 0;
       },
       async read(lblk) {
-        return (await self.fs.readBlocks(pblkOf(lblk), 1)).slice();
+        return (await self.fs.readMetadataBlock(pblkOf(lblk))).slice();
       },
       async write(lblk, bytes) {
         await self.writeBlock(pblkOf(lblk), bytes);
@@ -427,6 +427,8 @@ export class Ext4Writer {
         let at = i;
         for (const r of await this.allocBlocks(j - i, goal)) {
           await this.device.write(r.start * bs, buf.subarray(at * bs, (at + r.count) * bs));
+          // The block may have held metadata the reader cached earlier in this session (freed, then reused).
+          this.fs.noteWrite(r.start, 0, buf.subarray(at * bs, (at + r.count) * bs));
           extents.push({ lblk: lblk + at, pblk: r.start, len: r.count, unwritten: false });
           at += r.count;
           goal = r.start + r.count;
@@ -697,6 +699,7 @@ export class Ext4Writer {
           const block = new Uint8Array(this.blockSize);
           block.set(target);
           await this.device.write(run!.start * this.blockSize, block);
+          this.fs.noteWrite(run!.start, 0, block);
           inode = await this.setMap(inode, [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], target.length);
         }
         break;
@@ -849,6 +852,7 @@ export class Ext4Writer {
           for (const r of await this.allocBlocks(n, this.groups.goalForInode(ino))) {
             const bytes = await this.fs.readBlocks(p + at, r.count);
             await this.device.write(r.start * this.blockSize, bytes);
+            this.fs.noteWrite(r.start, 0, bytes);
             next.push({ lblk: l + at, pblk: r.start, len: r.count, unwritten: e.unwritten });
             newRuns.push(r);
             at += r.count;
