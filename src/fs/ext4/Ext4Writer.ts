@@ -604,6 +604,14 @@ export class Ext4Writer {
     this.changes.push({ path, before: { ino, kind }, after: { ino, kind } });
   }
 
+  /** Sets only the modification and access times of `path` (not recorded as a change of its state). */
+  async setTimes(path: Uint8Array, mtime: Ext4Time, atime: Ext4Time): Promise<void> {
+    const ino = await this.lookup(path);
+    if (ino === undefined) throw this.badPath(path, 'no such file');
+    const inode = await this.fs.readInode(ino);
+    await this.writeInode({ ...inode, mtime, atime }, inode.raw);
+  }
+
   private async setAttrsOf(inode: Inode, attrs: NodeAttrs): Promise<void> {
     let cur = inode;
     if (attrs.xattrs !== undefined) cur = await this.replaceXattrs(cur, attrs.xattrs);
