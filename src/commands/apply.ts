@@ -183,7 +183,8 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
       writer = out.writer;
       format = out.format;
-      await cow.emitTo(writer);
+      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
+      await cow.emitTo(writer, { skipUnchanged: out.writer.hasBacking });
       options.onProgress?.('write', 1, 1);
       fileSize = (await writer.commit()).fileSize;
       writer = undefined;
