@@ -47,6 +47,12 @@ function flipByte(image: string, at: number): void {
   expect(r.status).toBe(0);
 }
 
+/** The first block of the last free run dumpe2fs lists. */
+function freeBlock(image: string): number {
+  const runs = [...sh('dumpe2fs', [image]).matchAll(/^ {2}Free blocks: (\d+)-\d+/gm)];
+  return Number(runs[runs.length - 1]![1]);
+}
+
 describe('a damaged bitmap', () => {
   test('in B, the inode bitmap: an inode record changed, the diff asks whether it is live', async () => {
     const b = join(tmp(), 'b-inode.img');
@@ -61,6 +67,23 @@ describe('a damaged bitmap', () => {
     flipByte(b, at + 100);
     const damaged = overlayOf(b);
     await expectImgError(() => diffPaths(base, damaged), 'BAD_CHECKSUM', { structure: 'ext4.inode_bitmap[0]', deviceOffset: at });
+  });
+
+  test('in B, the block bitmap: bytes written to a block free on both sides, the diff asks whether it is in use', async () => {
+    const b = join(tmp(), 'b-free.img');
+    copyFileSync(base, b);
+    const blk = freeBlock(b);
+    const bytes = readFileSync(b);
+    bytes.fill(0xee, blk * 1024, blk * 1024 + 512);
+    writeFileSync(b, bytes);
+    const clean = await diffPaths(base, overlayOf(b));
+    expect(clean.filesystems[0]!.stats.mode).toBe('incremental');
+    expect(clean.filesystems[0]!.freeBlocks).toEqual([[blk, 1]]);
+    expect(clean.filesystems[0]!.modified).toEqual([]);
+    const at = bitmapBlock(b, 'Block') * 1024;
+    flipByte(b, at + 3);
+    const damaged = overlayOf(b);
+    await expectImgError(() => diffPaths(base, damaged), 'BAD_CHECKSUM', { structure: 'ext4.block_bitmap[0]', deviceOffset: at });
   });
 
   test('in A, the block bitmap: a data block changed in place, the diff asks whether it is in use', async () => {
