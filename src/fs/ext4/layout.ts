@@ -63,10 +63,8 @@ export class Ext4Layout {
   readonly groupCount: number;
   readonly inodeTableBlocks: number;
   readonly inodesPerBlock: number;
-  /** Every group's metadata runs (and the boot block before s_first_data_block), ascending by block. */
-  readonly metaRuns: readonly GroupMetaRun[];
-  /** The same blocks as a set. */
-  readonly metaBlocks: BlockRuns;
+  private runs: readonly GroupMetaRun[] | undefined;
+  private runSet: BlockRuns | undefined;
   private readonly bitmaps: LruCache<number, Uint8Array>;
   /** Bitmap reads under way, by cache key. */
   private readonly loading = new Map<number, Promise<Uint8Array>>();
@@ -88,13 +86,27 @@ export class Ext4Layout {
     this.inodeTableBlocks = Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
     this.inodesPerBlock = sb.blockSize / sb.s_inode_size;
     this.bitmaps = new LruCache(Math.max(16, Math.floor(BITMAP_CACHE_BYTES / sb.blockSize)));
-    const runs: GroupMetaRun[] = [];
-    // With 1 KiB blocks block 0 lies before group 0: the boot block.
-    if (sb.s_first_data_block > 0) runs.push({ start: 0, count: sb.s_first_data_block, kind: 'boot block', group: 0 });
-    for (let g = 0; g < sb.groupCount; g++) runs.push(...this.metaRunsOf(g));
-    runs.sort((x, y) => x.start - y.start);
-    this.metaRuns = runs;
-    this.metaBlocks = new BlockRuns(runs.map((r) => [r.start, r.count] as const));
+  }
+
+  /**
+   * Every group's metadata runs (and the boot block before s_first_data_block), ascending
+   * by block. Computed when first asked (O(groups); opening a filesystem does not pay it).
+   */
+  get metaRuns(): readonly GroupMetaRun[] {
+    if (this.runs === undefined) {
+      const sb = this.superblock;
+      const runs: GroupMetaRun[] = [];
+      // With 1 KiB blocks block 0 lies before group 0: the boot block.
+      if (sb.s_first_data_block > 0) runs.push({ start: 0, count: sb.s_first_data_block, kind: 'boot block', group: 0 });
+      for (let g = 0; g < sb.groupCount; g++) runs.push(...this.metaRunsOf(g));
+      this.runs = runs.sort((x, y) => x.start - y.start);
+    }
+    return this.runs;
+  }
+
+  /** The blocks of metaRuns as a set. */
+  get metaBlocks(): BlockRuns {
+    return (this.runSet ??= new BlockRuns(this.metaRuns.map((r) => [r.start, r.count] as const)));
   }
 
   /** The geometry of group `g` (INTERNAL outside 0..groupCount-1). */
