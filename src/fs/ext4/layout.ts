@@ -343,6 +343,11 @@ export class Ext4Layout {
     return new BlockRuns(runs);
   }
 
+  /** Free inode numbers (the complement of usedInodes in 1..s_inodes_count). Throws as inodeBitmap. */
+  async freeInodes(): Promise<BlockRuns> {
+    return (await this.usedInodes()).gapsIn(1, this.superblock.s_inodes_count);
+  }
+
   /**
    * Per group that may hold inodes in use: its inode bitmap (checksum verified; not a copy,
    * do not change it) and how many of its inodes can be in use (the bg_itable_unused tail

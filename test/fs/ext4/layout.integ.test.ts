@@ -207,6 +207,7 @@ describe.each(VARIANTS)('$name', (v) => {
       expect(used.toArray()).toEqual(allFree.gapsIn(0, sb.s_blocks_count).toArray());
       const usedInodes = await layout.usedInodes();
       expect(usedInodes.toArray()).toEqual(allFreeInodes.gapsIn(1, sb.s_inodes_count).toArray());
+      expect((await layout.freeInodes()).toArray()).toEqual(allFreeInodes.toArray());
       expect(usedInodes.blockCount).toBe(sb.s_inodes_count - sb.s_free_inodes_count);
       expect(used.blockCount).toBe(sb.s_blocks_count - sb.s_free_blocks_count);
       for (let b = 0; b < sb.s_blocks_count; b++) if ((await layout.blockInUse(b)) !== used.has(b)) expect.fail(`blockInUse(${b})`);
