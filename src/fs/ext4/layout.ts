@@ -251,6 +251,11 @@ export class Ext4Layout {
     });
   }
 
+  /** Forgets the cached bitmaps (after the blocks under them were written). */
+  forgetBitmaps(): void {
+    this.bitmaps.clear();
+  }
+
   /** One load per key at a time; a failed load is not kept, so asking again meets the error again. */
   private async cached(key: number, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
     const hit = this.bitmaps.get(key);
