@@ -133,7 +133,7 @@ function updateTree(root: string): void {
 /** debugfs commands that remove `path` and everything below it in `image`. */
 function removeTree(image: string, path: string): string[] {
   const [st] = debugfsBatch(image, [`stat "${path}"`]);
-  if (/not found/.test(st!)) return [];
+  if (!/Inode: \d+/.test(st!)) return [];
   if (parseStat(st!).type !== 'directory') return [`rm "${path}"`];
   const [ls] = debugfsBatch(image, [`ls -p "${path}"`]);
   const children = parseLsP(ls!).filter((e) => e.ino !== 0 && e.name !== '.' && e.name !== '..');
@@ -150,7 +150,7 @@ function debugfsApply(image: string, hostRoot: string): void {
       debugfsWrite(image, kids.flatMap((k) => removeTree(image, `${op.path}/${k.name}`)));
     }
   }
-  const exists = (p: string): boolean => !/not found/.test(debugfsBatch(image, [`stat "${p}"`])[0]!);
+  const exists = (p: string): boolean => /Inode: \d+/.test(debugfsBatch(image, [`stat "${p}"`])[0]!);
   for (const op of UPDATE) {
     const cmds: string[] = [];
     const meta = (p: string, type: number, mt: Meta): void => {

@@ -881,6 +881,8 @@ export class Ext4Writer {
     if (this.committed) throw new InternalError('Ext4Writer.commit called twice');
     this.committed = true;
     await this.groups.flush();
+    // The reader's bitmap cache predates the flush.
+    this.fs.layout.forgetBitmaps();
     const allocated = new BlockRuns(this.allocated.map((r) => [r.start, r.count] as const));
     const freed = new BlockRuns(this.freed.map((r) => [r.start, r.count] as const));
     return {
