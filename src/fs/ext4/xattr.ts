@@ -121,11 +121,7 @@ export function decodeXattrBlock(bytes: Uint8Array, blockNo: number, ctx: Ext4Co
     h_checksum: r.u32le(16),
   };
   if (header.h_blocks !== 1) r.fail(8, 'h_blocks', 'xattr block must span one block', { expected: 1, actual: header.h_blocks });
-  if (opts.metadataCsum) {
-    const z = bytes.slice();
-    z.fill(0, 16, 20);
-    checkChecksum(ctx, `ext4.xattr_block[${blockNo}].h_checksum`, off + 16, header.h_checksum, ext4Crc32c(ext4Crc32cU64(opts.csumSeed, blockNo), z));
-  }
+  if (opts.metadataCsum) checkChecksum(ctx, `ext4.xattr_block[${blockNo}].h_checksum`, off + 16, header.h_checksum, xattrBlockChecksum(opts.csumSeed, blockNo, bytes));
   return { header, xattrs: decodeEntries(r, EXT4_XATTR_BLOCK_HEADER_SIZE, 0, bytes.length, 'block', opts.eaInode ?? false) };
 }
 
@@ -359,6 +355,17 @@ export function encodeXattrBlock(
   v.setUint32(4, opts.refcount, true);
   v.setUint32(8, 1, true);
   v.setUint32(12, opts.zeroBlockHash ? 0 : xattrBlockHash(hashes), true);
-  if (opts.metadataCsum) v.setUint32(16, ext4Crc32c(ext4Crc32cU64(opts.seed, opts.blockNo), out), true);
+  if (opts.metadataCsum) v.setUint32(16, xattrBlockChecksum(opts.seed, opts.blockNo, out), true);
   return out;
+}
+
+/**
+ * h_checksum of an xattr block (ext4 doc, attributes.rst): crc32c seeded with the
+ * filesystem seed, over the block number (64-bit) and the block with h_checksum zeroed.
+ * So a block moved elsewhere needs a new checksum.
+ */
+export function xattrBlockChecksum(csumSeed: number, blockNo: number, block: Uint8Array): number {
+  const z = block.slice();
+  z.fill(0, 16, 20);
+  return ext4Crc32c(ext4Crc32cU64(csumSeed, blockNo), z);
 }
