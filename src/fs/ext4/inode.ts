@@ -279,7 +279,9 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   checkRange(ino, 'i_mode', f.i_mode, 0xffff);
   checkRange(ino, 'i_uid', f.i_uid, 0xffffffff);
   checkRange(ino, 'i_gid', f.i_gid, 0xffffffff);
-  checkRange(ino, 'i_size', f.i_size, Number.MAX_SAFE_INTEGER);
+  // A 64-bit i_size above 2^53 (only in damaged or odd inodes) decodes inexactly: unchanged, its bytes are kept from raw.
+  const sizeFromRaw = opts.raw !== undefined && !Number.isSafeInteger(f.i_size) && v.getUint32(0x04, true) + v.getUint32(0x6c, true) * 2 ** 32 === f.i_size;
+  if (!sizeFromRaw) checkRange(ino, 'i_size', f.i_size, Number.MAX_SAFE_INTEGER);
   checkRange(ino, 'i_links_count', f.i_links_count, 0xffff);
   checkRange(ino, 'i_flags', f.i_flags, 0xffffffff);
   checkRange(ino, 'i_generation', f.i_generation, 0xffffffff);
@@ -297,8 +299,10 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   v.setUint16(0x78, f.i_uid >>> 16, true);
   v.setUint16(0x18, f.i_gid & 0xffff, true);
   v.setUint16(0x7a, f.i_gid >>> 16, true);
-  v.setUint32(0x04, f.i_size % 2 ** 32, true);
-  v.setUint32(0x6c, Math.floor(f.i_size / 2 ** 32), true);
+  if (!sizeFromRaw) {
+    v.setUint32(0x04, f.i_size % 2 ** 32, true);
+    v.setUint32(0x6c, Math.floor(f.i_size / 2 ** 32), true);
+  }
   v.setUint16(0x1a, f.i_links_count, true);
   v.setUint32(0x1c, blocks.raw % 2 ** 32, true);
   v.setUint16(0x74, Math.floor(blocks.raw / 2 ** 32), true);

@@ -307,7 +307,6 @@ function layOut(out: Uint8Array, p: readonly PreparedEntry[], start: number, end
     hashes.push(h);
     pos += EXT4_XATTR_ENTRY_HEADER_SIZE + pad4(e.suffix.length);
   }
-  if (pos + 4 > valueEnd) throw new InternalError('xattrs do not fit their area (check with xattrsFitInInode / xattrsFitInBlock first)', { structure: 'ext4.xattr', actual: end - start });
   return hashes;
 }
 
@@ -321,9 +320,10 @@ function layOut(out: Uint8Array, p: readonly PreparedEntry[], start: number, end
 export function encodeInodeXattrs(entries: readonly XattrEntry[], areaSize: number): Uint8Array {
   const out = new Uint8Array(areaSize);
   if (entries.length === 0) return out;
-  if (areaSize < 8) throw new InternalError('no room for xattrs in the inode', { structure: 'ext4.xattr', actual: areaSize });
+  const p = prepare(entries);
+  if (4 + spaceNeeded(p) > areaSize) throw new InternalError('xattrs do not fit the inode body (check with xattrsFitInInode first)', { structure: 'ext4.xattr', actual: 4 + spaceNeeded(p), expected: `<= ${areaSize}` });
   new DataView(out.buffer).setUint32(0, EXT4_XATTR_MAGIC, true);
-  layOut(out, prepare(entries), 4, areaSize, 4, true);
+  layOut(out, p, 4, areaSize, 4, true);
   return out;
 }
 
@@ -351,6 +351,9 @@ export function encodeXattrBlock(
   const out = new Uint8Array(opts.blockSize);
   const v = new DataView(out.buffer);
   const p = prepare(entries).sort(compareBlockEntries);
+  if (EXT4_XATTR_BLOCK_HEADER_SIZE + spaceNeeded(p) > opts.blockSize) {
+    throw new InternalError('xattrs do not fit one block (check with xattrsFitInBlock first)', { structure: `ext4.xattr_block[${opts.blockNo}]`, actual: EXT4_XATTR_BLOCK_HEADER_SIZE + spaceNeeded(p), expected: `<= ${opts.blockSize}` });
+  }
   for (let i = 1; i < p.length; i++) {
     if (compareBlockEntries(p[i - 1]!, p[i]!) === 0) throw new InternalError('duplicate xattr name', { structure: `ext4.xattr_block[${opts.blockNo}]` });
   }
