@@ -171,6 +171,32 @@ export function decodeAcl(value: Uint8Array, ctx: Ext4Context, structure: string
   return out;
 }
 
+/**
+ * The ACL in the ext4 on-disk format (version 1; 4-byte entries, 8 for `user` and `group`
+ * entries with their id), as decodeAcl reads it: what system.posix_acl_access/_default
+ * hold on disk. Entries are written in the order given (the kernel keeps them sorted by
+ * tag, then id, as posix_acl_valid requires).
+ */
+export function encodeAcl(entries: readonly AclEntry[]): Uint8Array {
+  const tagNo = Object.fromEntries(Object.entries(TAGS).map(([k, t]) => [t, Number(k)])) as Record<AclEntry['tag'], number>;
+  const size = entries.reduce((n, e) => n + (e.tag === 'user' || e.tag === 'group' ? 8 : 4), 4);
+  const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, EXT4_ACL_VERSION, true);
+  let pos = 4;
+  for (const e of entries) {
+    v.setUint16(pos, tagNo[e.tag], true);
+    v.setUint16(pos + 2, e.perm, true);
+    if (e.tag === 'user' || e.tag === 'group') {
+      v.setUint32(pos + 4, e.id ?? 0, true);
+      pos += 8;
+    } else {
+      pos += 4;
+    }
+  }
+  return out;
+}
+
 const permText = (p: number): string => `${p & 4 ? 'r' : '-'}${p & 2 ? 'w' : '-'}${p & 1 ? 'x' : '-'}`;
 
 /** The ACL as getfacl's short text: `user::rw-,user:1000:r--,group::r--,mask::rw-,other::r--`. */

@@ -14,7 +14,7 @@ import { decodeExtentNode, encodeExtentNode, extentNodeCapacity } from '../../..
 import { fsReader } from '../../../src/fs/ext4/context.js';
 import { decodeSuperblock, encodeBackupSuperblock, encodeSuperblock } from '../../../src/fs/ext4/superblock.js';
 import { encodeGroupDescriptor, groupFirstBlock, groupHasSuper, hasGroupChecksums } from '../../../src/fs/ext4/groupDescriptors.js';
-import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
+import { decodeAcl, decodeInodeXattrs, decodeXattrBlock, encodeAcl, encodeInodeXattrs, encodeXattrBlock, type Xattr } from '../../../src/fs/ext4/xattr.js';
 import { blockBitmapChecksum, inodeBitmapChecksum, setBit } from '../../../src/fs/ext4/bitmaps.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
@@ -33,6 +33,8 @@ beforeAll(() => {
     images[v.name] = image;
   });
 }, 120_000);
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /** Offsets of the bytes encodeInode models (all but osd1, obso_faddr, l_i_reserved, i_version_hi and the xattr area). */
 function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean): number[] {
@@ -129,8 +131,16 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
     const { sb } = img;
     let areas = 0;
     let blocks = 0;
+    let acls = 0;
+    const checkAcls = (xs: readonly Xattr[]): void => {
+      for (const x of xs.filter((x) => x.nameIndex === 2 || x.nameIndex === 3)) {
+        expect(hex(encodeAcl(decodeAcl(x.value, img.ctx, 'acl', 0)))).toBe(hex(x.value));
+        acls++;
+      }
+    };
     for (const { inode } of usedInodes(img)) {
       const xs = decodeInodeXattrs(inode.raw, inode.i_extra_isize, img.ctx, inode.ino, inode.deviceOffset);
+      checkAcls(xs);
       if (xs.length > 0) {
         const start = 128 + inode.i_extra_isize;
         expect(Buffer.from(encodeInodeXattrs(xs, sb.s_inode_size - start)).toString('hex'), `inode ${inode.ino}`).toBe(Buffer.from(inode.raw.subarray(start)).toString('hex'));
@@ -139,6 +149,7 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
       if (inode.i_file_acl !== 0) {
         const bytes = img.bytes.subarray(inode.i_file_acl * sb.blockSize, (inode.i_file_acl + 1) * sb.blockSize);
         const { header, xattrs } = decodeXattrBlock(bytes, inode.i_file_acl, img.ctx, { metadataCsum: img.metadataCsum, csumSeed: sb.csumSeed });
+        checkAcls(xattrs);
         const out = encodeXattrBlock(xattrs, { refcount: header.h_refcount, blockNo: inode.i_file_acl, seed: sb.csumSeed, metadataCsum: img.metadataCsum, blockSize: sb.blockSize, zeroBlockHash: header.h_hash === 0 });
         expect(Buffer.from(out).toString('hex'), `xattr block ${inode.i_file_acl}`).toBe(Buffer.from(bytes).toString('hex'));
         blocks++;
@@ -146,6 +157,7 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
     }
     expect(areas).toBeGreaterThan(sb.s_inode_size > 128 ? 2 : -1);
     expect(blocks).toBeGreaterThan(0);
+    expect(acls).toBe(1);
   });
 
   test('every extent node (root and block) re-encodes to its bytes', async () => {

@@ -15,6 +15,8 @@ import { decodeSuperblock, encodeBackupSuperblock, encodeSuperblock } from '../.
 import { decodeGroupDescriptor, encodeGroupDescriptor, type GroupDescriptor } from '../../../src/fs/ext4/groupDescriptors.js';
 import { clearBit, setBit, testBit } from '../../../src/fs/ext4/bitmaps.js';
 import {
+  decodeAcl,
+  encodeAcl,
   decodeInodeXattrs,
   decodeXattrBlock,
   encodeInodeXattrs,
@@ -393,6 +395,20 @@ describe('xattr encoders', () => {
         expect(hex(encodeXattrBlock(xattrs, opts))).toBe(hex(block));
       }),
       { seed: SEED, numRuns: 300 },
+    );
+  });
+
+  test('ACLs: decodeAcl(encodeAcl(entries)) gives the entries; encodeAcl(decodeAcl(bytes)) gives the bytes', () => {
+    const tags = ['user_obj', 'user', 'group_obj', 'group', 'mask', 'other'] as const;
+    fc.assert(
+      fc.property(fc.array(fc.record({ tag: fc.constantFrom(...tags), perm: fc.nat({ max: 7 }), id: fc.nat({ max: 0xffffffff }) }), { maxLength: 10 }), (xs) => {
+        const entries = xs.map((x) => (x.tag === 'user' || x.tag === 'group' ? x : { tag: x.tag, perm: x.perm }));
+        const bytes = encodeAcl(entries);
+        const back = decodeAcl(bytes, ctx(), 'acl', 0);
+        expect(back).toEqual(entries);
+        expect(hex(encodeAcl(back))).toBe(hex(bytes));
+      }),
+      { seed: SEED, numRuns: 200 },
     );
   });
 
