@@ -19,6 +19,7 @@ import { blockBitmapChecksum, inodeBitmapChecksum, setBit } from '../../../src/f
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
 import { run, sh } from '../../helpers/run.js';
+import { debugfsWrite } from '../../../fixtures/ext4/ext4Fixtures.js';
 import { debugfsBatch, parseDumpExtents, parseStat } from './debugfsOracle.js';
 import { buildCodecTree, CODEC_VARIANTS, eachInode, extentBlockNodes, loadImage, makeCodecImage, usedInodes } from './codecImages.js';
 
@@ -230,6 +231,27 @@ describe.each(CODEC_VARIANTS.map((v, i) => [v.name, i] as const))('writing with 
       // No extra time fields in a 128-byte inode: clamped to 2^31 - 1 as the kernel clamps, no nanoseconds.
       expect(st.mtime).toEqual({ sec: 2 ** 31 - 1, nsec: 0 });
     }
+  });
+
+  test('encodeInode: an i_blocks in filesystem blocks (huge_file + EXT4_HUGE_FILE_FL) round-trips, and re-encoded canonically in sectors', () => {
+    const image = copy('huge');
+    const before = loadImage(image);
+    if (!(before.sb.s_feature_ro_compat & 0x8)) return; // no huge_file: the flag means nothing
+    const ino = inodeOf(image, '/f70000');
+    const sectors = [...usedInodes(before)].find((u) => u.inode.ino === ino)!.inode.i_blocks;
+    const unit = before.sb.blockSize / 512;
+    // debugfs writes the kernel's other valid form: the flag and the count in filesystem blocks.
+    debugfsWrite(image, [`sif <${ino}> flags 0xc0000`, `sif <${ino}> blocks ${sectors / unit}`]);
+    expectStrictFsckClean(image);
+    const img = loadImage(image);
+    const x = [...usedInodes(img)].find((u) => u.inode.ino === ino)!;
+    expect([x.inode.i_blocks, x.inode.i_blocks_raw, x.inode.hugeFileUnits]).toEqual([sectors, sectors / unit, true]);
+    expect(hex(encodeInode(x.inode, img.sb, { raw: x.inode.raw }))).toBe(hex(x.bytes));
+    // Without the on-disk form, the encoder picks ext4_inode_blocks_set's: sectors, flag cleared.
+    writeAt(image, x.offset, encodeInode({ ...x.inode, i_blocks_raw: undefined, hugeFileUnits: undefined }, img.sb, { raw: x.inode.raw }));
+    expectStrictFsckClean(image);
+    const st = parseStat(debugfsBatch(image, [`stat <${ino}>`])[0]!);
+    expect([st.flags, st.blockcount]).toEqual([0x80000, sectors]);
   });
 
   test('encodeXattrBlock and encodeInodeXattrs: one more xattr in a block and in the inode body', () => {

@@ -399,6 +399,35 @@ describe('xattr encoders', () => {
     );
   });
 
+  test('a layout brought by the entries (values in any order, as the kernel places them) is kept; an invalid one is replaced by a valid one', () => {
+    fc.assert(
+      fc.property(xattrsArb, fc.func(fc.integer()), fc.boolean(), (entries, rank, overlap) => {
+        const areaSize = 480;
+        if (entries.length < 2 || !xattrsFitInInode(entries, areaSize)) return;
+        // Values placed from the end in a shuffled order; offsets count from the first entry (area byte 4).
+        const order = entries.map((_, i) => i).sort((a, b) => rank(a) - rank(b) || a - b);
+        const offs: number[] = new Array(entries.length).fill(0);
+        let end = areaSize;
+        for (const i of order) {
+          if (entries[i]!.value.length === 0) continue;
+          end -= (entries[i]!.value.length + 3) & ~3;
+          offs[i] = end - 4;
+        }
+        const nonEmpty = order.filter((i) => entries[i]!.value.length > 0);
+        if (overlap && nonEmpty.length >= 2) offs[nonEmpty[1]!] = offs[nonEmpty[0]!]!;
+        const given = entries.map((e, i) => ({ ...e, e_value_offs: offs[i]! }));
+        const area = encodeInodeXattrs(given, areaSize);
+        const raw = new Uint8Array(160 + areaSize);
+        raw.set(area, 160);
+        const back = decodeInodeXattrs(raw, 32, ctx(), 12, 0);
+        expect(back.map((x) => [hex(x.name), hex(x.value)])).toEqual(entries.map((e) => [hex(e.name), hex(e.value)]));
+        const collides = overlap && nonEmpty.length >= 2;
+        if (!collides) expect(back.map((x) => (x.value.length > 0 ? x.e_value_offs : 0))).toEqual(offs);
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
+  });
+
   test('ACLs: decodeAcl(encodeAcl(entries)) gives the entries; encodeAcl(decodeAcl(bytes)) gives the bytes', () => {
     const tags = ['user_obj', 'user', 'group_obj', 'group', 'mask', 'other'] as const;
     fc.assert(
