@@ -11,6 +11,7 @@ import {
   EXT4_HUGE_FILE_FL,
   EXT4_I_BLOCK_OFFSET,
   EXT4_I_BLOCK_SIZE,
+  EXT4_XATTR_MAGIC,
   S_IFMT,
 } from './constants.js';
 import { InternalError, RefusedError } from '../../errors.js';
@@ -316,6 +317,14 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   putTime(v, 0x0c, 0x84, extraEnd, f.ctime);
   putTime(v, 0x10, 0x88, extraEnd, f.mtime);
   if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
+    // A new i_extra_isize moves the xattr area: keeping raw's bytes would leave its entries
+    // where they are no longer read (xattrs lost without a word), so the caller must give them.
+    if (opts.raw !== undefined && f.xattrArea === undefined) {
+      const rawExtra = opts.raw[0x80]! | (opts.raw[0x81]! << 8);
+      const at = EXT4_GOOD_OLD_INODE_SIZE + rawExtra;
+      const hadXattrs = at + 4 <= inodeSize && new DataView(opts.raw.buffer, opts.raw.byteOffset + at, 4).getUint32(0, true) === EXT4_XATTR_MAGIC;
+      if (rawExtra !== f.i_extra_isize && hadXattrs) bad(ino, 'xattrArea', 'missing', 'the xattr area (encodeInodeXattrs) when i_extra_isize changes');
+    }
     v.setUint16(0x80, f.i_extra_isize, true);
     if (f.crtime !== undefined && extraEnd >= 0x90 + 4) putTime(v, 0x90, 0x94, extraEnd, f.crtime);
     if (extraEnd >= 0x9c + 4) v.setUint32(0x9c, f.i_projid, true);

@@ -157,6 +157,18 @@ describe('encodeInode', () => {
     expect(() => encodeInode({ ...base, i_uid: 2 ** 32 }, sb)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
   });
 
+  test('changing i_extra_isize of an inode with in-body xattrs needs the xattr area, rather than losing the xattrs', () => {
+    const { sb } = syntheticSuperblock({ blockSize: 4096, inodeSize: 256, metadataCsum: true, hugeFile: true, is64: true });
+    const fields = { ...decodeInode(new Uint8Array(256), 12, sb, ctx(), 0), i_mode: 0o100644, i_links_count: 1, i_extra_isize: 32 };
+    const area = encodeInodeXattrs([{ name: Buffer.from('user.a'), value: Buffer.from('b') }], 256 - 160);
+    const withXattr = encodeInode({ ...fields, xattrArea: area }, sb);
+    const inode = decodeInode(withXattr, 12, sb, ctx(), 0);
+    expect(() => encodeInode({ ...inode, i_extra_isize: 28 }, sb, { raw: inode.raw })).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    const moved = encodeInode({ ...inode, i_extra_isize: 28, xattrArea: encodeInodeXattrs(decodeInodeXattrs(inode.raw, 32, ctx(), 12, 0), 256 - 156) }, sb, { raw: inode.raw });
+    const back = decodeInode(moved, 12, sb, ctx(), 0);
+    expect(decodeInodeXattrs(back.raw, back.i_extra_isize, ctx(), 12, 0).map((x) => Buffer.from(x.value).toString())).toEqual(['b']);
+  });
+
   test('times outside the representable range are clamped as the kernel clamps them; 128-byte inodes keep no nanoseconds', () => {
     const small = syntheticSuperblock({ blockSize: 1024, inodeSize: 128, metadataCsum: false, hugeFile: false, is64: false }).sb;
     const base = decodeInode(new Uint8Array(128), 12, small, ctx(), 0);
