@@ -293,7 +293,9 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   if (f.i_block.length !== EXT4_I_BLOCK_SIZE) bad(ino, 'i_block', f.i_block.length, `${EXT4_I_BLOCK_SIZE} bytes`);
 
   const blocks = blocksEncoding(f, sb);
-  const flags = blocks.huge ? (f.i_flags | EXT4_HUGE_FILE_FL) >>> 0 : f.i_blocks_raw === blocks.raw && f.hugeFileUnits === blocks.huge ? f.i_flags : (f.i_flags & ~EXT4_HUGE_FILE_FL) >>> 0;
+  // Under huge_file, EXT4_HUGE_FILE_FL says which unit i_blocks is in, so it follows the encoding chosen; without it the flag means nothing and stays as given.
+  const hugeFeature = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0;
+  const flags = !hugeFeature ? f.i_flags : blocks.huge ? (f.i_flags | EXT4_HUGE_FILE_FL) >>> 0 : (f.i_flags & ~EXT4_HUGE_FILE_FL) >>> 0;
 
   v.setUint16(0x00, f.i_mode, true);
   v.setUint16(0x02, f.i_uid & 0xffff, true);

@@ -150,6 +150,15 @@ describe('encodeInode', () => {
     );
   });
 
+  test('EXT4_HUGE_FILE_FL in i_flags follows the unit i_blocks is stored in (huge_file), whatever the caller left there', () => {
+    const { sb } = syntheticSuperblock({ blockSize: 4096, inodeSize: 256, metadataCsum: true, hugeFile: true, is64: true });
+    const base = { ...decodeInode(new Uint8Array(256), 12, sb, ctx(), 0), i_extra_isize: 32, i_mode: 0o100644, i_links_count: 1 };
+    const stale = decodeInode(encodeInode({ ...base, i_blocks: 80, i_blocks_raw: 80, hugeFileUnits: false, i_flags: 0x80000 | 0x40000 }, sb), 12, sb, ctx(), 0);
+    expect([stale.i_blocks, stale.i_flags, stale.hugeFileUnits]).toEqual([80, 0x80000, false]);
+    const huge = decodeInode(encodeInode({ ...base, i_blocks: (2 ** 48 - 1) * 8, i_flags: 0x80000 }, sb), 12, sb, ctx(), 0);
+    expect([huge.i_blocks, huge.i_blocks_raw, huge.i_flags, huge.hugeFileUnits]).toEqual([(2 ** 48 - 1) * 8, 2 ** 48 - 1, 0xc0000, true]);
+  });
+
   test('an i_blocks the format cannot hold is refused, not truncated', () => {
     const { sb } = syntheticSuperblock({ blockSize: 4096, inodeSize: 256, metadataCsum: false, hugeFile: false, is64: false });
     const base = decodeInode(new Uint8Array(256), 12, sb, ctx(), 0);
