@@ -1,6 +1,6 @@
 /**
  * The encoders on the e2fsprogs test images (test/helpers/corpus.ts): every superblock,
- * group descriptor, inode, extent root and xattr area or block that decodes with its
+ * group descriptor, inode, extent node (root and block) and xattr area or block that decodes with its
  * checksum verified re-encodes to the bytes on disk, the modelled fields scrambled in the
  * starting bytes. These images come from two decades of e2fsprogs and kernels, many
  * damaged on purpose: odd extra_isize values, huge_file inodes, rev 0 filesystems.
@@ -17,7 +17,7 @@ import { fsReader } from '../../../src/fs/ext4/context.js';
 import { decodeSuperblock, encodeSuperblock, type Superblock } from '../../../src/fs/ext4/superblock.js';
 import { decodeGroupDescriptor, descriptorBlockLocation, encodeGroupDescriptor, type GroupDescriptor } from '../../../src/fs/ext4/groupDescriptors.js';
 import { decodeInode, encodeInode } from '../../../src/fs/ext4/inode.js';
-import { decodeExtentNode, encodeExtentNode } from '../../../src/fs/ext4/extents.js';
+import { decodeExtentNode, encodeExtentNode, extentNodeCapacity, walkExtentTree } from '../../../src/fs/ext4/extents.js';
 import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
 import { ImgdedupError } from '../../../src/errors.js';
 
@@ -73,13 +73,14 @@ interface Counts {
   descriptors: number;
   inodes: number;
   roots: number;
+  blockNodes: number;
   xattrAreas: number;
   xattrBlocks: number;
   otherLayouts: Set<string>;
 }
 
 /** Round-trips every structure of one image that decodes cleanly; returns what was checked. */
-function roundTripImage(name: string, bytes: Uint8Array, counts: Counts): void {
+async function roundTripImage(name: string, bytes: Uint8Array, counts: Counts): Promise<void> {
   const ctx: Ext4Context = { file: name, verifyChecksums: 'error', diagnostics: [] };
   const sbBytes = bytes.subarray(1024, 2048);
   const sb: Superblock | undefined = attempt(() => decodeSuperblock(sbBytes, ctx));
@@ -109,12 +110,23 @@ function roundTripImage(name: string, bytes: Uint8Array, counts: Counts): void {
     expect(hex(encodeGroupDescriptor({ ...gd, raw: scrambled }, g, sb)), `${name}: group ${g}`).toBe(hex(db));
     counts.descriptors++;
   }
-  groups.forEach((gd, g) => {
-    if (gd === undefined) return;
+  const env = {
+    ctx,
+    blockSize: sb.blockSize,
+    blocksCount: sb.s_blocks_count,
+    metadataCsum: csum,
+    readBlocks: async (b: number, n: number): Promise<Uint8Array> => {
+      const out = new Uint8Array(n * sb.blockSize);
+      out.set(bytes.subarray(b * sb.blockSize, Math.min(bytes.length, (b + n) * sb.blockSize)));
+      return out;
+    },
+  };
+  for (const [g, gd] of groups.entries()) {
+    if (gd === undefined) continue;
     for (let i = 0; i < sb.s_inodes_per_group; i++) {
       const ino = g * sb.s_inodes_per_group + i + 1;
       const off = gd.bg_inode_table * sb.blockSize + i * sb.s_inode_size;
-      if (ino > sb.s_inodes_count || off + sb.s_inode_size > bytes.length) return;
+      if (ino > sb.s_inodes_count || off + sb.s_inode_size > bytes.length) break;
       const ib = bytes.subarray(off, off + sb.s_inode_size);
       // Never-used inodes (all zeros) are most of the corpus: one per group is enough.
       if (i > 0 && ib.every((b) => b === 0)) continue;
@@ -133,6 +145,27 @@ function roundTripImage(name: string, bytes: Uint8Array, counts: Counts): void {
           for (let k = 0; k < root.header.eh_entries; k++) s.fill(0xa5, 12 + 12 * k, 12 + 12 * k + (root.header.eh_depth > 0 ? 10 : 12));
           expect(hex(encodeExtentNode(root, 4, { raw: s })), `${name}: extent root of ${ino}`).toBe(hex(inode.i_block));
           counts.roots++;
+          if (root.header.eh_depth > 0) {
+            // Every block node the walk reaches with its checksum verified (a damaged tree stops the walk).
+            const nodes: number[] = [];
+            try {
+              for await (const _ of walkExtentTree(env, ino, inode.i_block, off + 0x28, inode.csumSeed, (n) => nodes.push(n.pblk))) void _;
+            } catch (e) {
+              if (!(e instanceof ImgdedupError)) throw e;
+            }
+            for (const pblk of nodes) {
+              const nb = bytes.subarray(pblk * sb.blockSize, (pblk + 1) * sb.blockSize);
+              const cap = extentNodeCapacity(sb.blockSize);
+              const node = attempt(() => decodeExtentNode(fsReader(ctx, nb, 'node', pblk * sb.blockSize), cap));
+              if (node === undefined) continue;
+              const sc = nb.slice();
+              sc.fill(0xa5, 0, 12);
+              for (let k = 0; k < node.header.eh_entries; k++) sc.fill(0xa5, 12 + 12 * k, 12 + 12 * k + (node.header.eh_depth > 0 ? 10 : 12));
+              if (csum) sc.fill(0xa5, 12 + 12 * node.header.eh_max, 16 + 12 * node.header.eh_max);
+              expectSame(encodeExtentNode(node, cap, { raw: sc, ...(csum ? { tail: { seed: inode.csumSeed } } : {}) }), nb, `${name}: extent block ${pblk} of ${ino}`);
+              counts.blockNodes++;
+            }
+          }
         }
       }
       if (inode.i_links_count === 0) continue;
@@ -160,21 +193,22 @@ function roundTripImage(name: string, bytes: Uint8Array, counts: Counts): void {
         }
       }
     }
-  });
+  }
 }
 
 describe(`encoders on the e2fsprogs test images${noteMissingCorpus('e2fsprogs test images', corpus !== undefined, 'see test/helpers/corpus.ts', false)}`, () => {
-  test.skipIf(corpus === undefined)('every structure that decodes re-encodes to its bytes', () => {
-    const counts: Counts = { superblocks: 0, descriptors: 0, inodes: 0, roots: 0, xattrAreas: 0, xattrBlocks: 0, otherLayouts: new Set() };
+  test.skipIf(corpus === undefined)('every structure that decodes re-encodes to its bytes', async () => {
+    const counts: Counts = { superblocks: 0, descriptors: 0, inodes: 0, roots: 0, blockNodes: 0, xattrAreas: 0, xattrBlocks: 0, otherLayouts: new Set() };
     for (const name of corpus!.names) {
       const bytes = new Uint8Array(gunzipSync(readFileSync(join(corpus!.dir, `${name}.img.gz`))));
       if (bytes.length < 2048) continue;
-      roundTripImage(name, bytes, counts);
+      await roundTripImage(name, bytes, counts);
     }
     process.stderr.write(`[codecs corpus] ${JSON.stringify({ ...counts, otherLayouts: [...counts.otherLayouts] })}\n`);
     expect([...counts.otherLayouts].sort()).toEqual(Object.keys(XATTR_NOT_ROUND_TRIPPED).sort());
     expect(counts.superblocks).toBeGreaterThan(100);
     expect(counts.inodes).toBeGreaterThan(10_000);
+    expect(counts.blockNodes).toBeGreaterThan(10);
     expect(counts.xattrBlocks).toBeGreaterThan(20);
     expect(counts.xattrAreas).toBeGreaterThan(20);
   });
