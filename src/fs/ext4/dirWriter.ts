@@ -40,6 +40,9 @@ import {
   decodeDxNode,
   decodeDxRoot,
   dirRecLen,
+  dxLimit,
+  DX_NODE_ENTRIES_AT,
+  DX_ROOT_ENTRIES_AT,
   encodeDirBlock,
   encodeDxNode,
   encodeDxRoot,
@@ -430,7 +433,8 @@ interface Hashed {
 async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<void> {
   if ((await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
   // Each pass either inserts, or makes room in the index (split a node, grow the root) and
-  // probes again; the index gains at most one level per pass and is at most maxLevels deep.
+  // probes again; each pass frees a slot one level further down, so a few passes suffice.
+  // A NO_SPACE after some passes leaves the index reorganised but valid.
   for (let pass = 0; pass < 2 * EXT4_HTREE_LEVEL + 2; pass++) {
     const tree = await readTree(dir, fmt);
     const { hash } = dxHash(rec.name, tree.version, fmt.hashSeed);
@@ -447,8 +451,7 @@ async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): 
 }
 
 function limitOf(dir: DirectoryBlocks, fmt: DirFormat, f: Frame): number {
-  const at = f.lblk === 0 ? 0x20 : 8;
-  return Math.floor((dir.blockSize - at - (fmt.metadataCsum ? 8 : 0)) / 8);
+  return dxLimit(dir.blockSize, f.lblk === 0 ? DX_ROOT_ENTRIES_AT : DX_NODE_ENTRIES_AT, fmt.metadataCsum);
 }
 
 /**
