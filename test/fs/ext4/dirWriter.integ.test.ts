@@ -131,12 +131,15 @@ interface Variant {
   readonly seed: number;
   /** Whether `small` may become an htree when its one block fills (dir_index is on in both images). */
   readonly smallDirIndex: boolean;
+  /** s_flags says unsigned hashes (set before e2fsck -D builds the index): names' high bytes hash otherwise. */
+  readonly unsignedHash?: boolean;
 }
 
 describe.each<Variant>([
   { label: '1 KiB blocks, metadata_csum', blockSize: 1024, features: 'metadata_csum', seed: 11, smallDirIndex: true },
   { label: '4 KiB blocks, no metadata_csum', blockSize: 4096, features: '^metadata_csum', seed: 12, smallDirIndex: false },
-])('dirWriter on a real filesystem ($label)', ({ label, blockSize, features, seed, smallDirIndex }) => {
+  { label: '1 KiB blocks, unsigned hash', blockSize: 1024, features: 'metadata_csum', seed: 13, smallDirIndex: true, unsignedHash: true },
+])('dirWriter on a real filesystem ($label)', ({ label, blockSize, features, seed, smallDirIndex, unsignedHash }) => {
   it(`adds and removes entries in an htree and in a linear directory that ${smallDirIndex ? 'becomes an htree' : 'stays linear'}; e2fsck strict and debugfs ls agree with the model`, async () => {
     const dir = join(tmp(), label.replace(/\W+/g, '_'));
     const root = join(dir, 'root');
@@ -155,7 +158,10 @@ describe.each<Variant>([
     for (const n of bigNames.slice(0, 3000)) linkSync(join(root, 't'), Buffer.concat([Buffer.from(join(root, 'big') + '/'), Buffer.from(n, 'latin1')]));
     for (const n of smallNames.slice(0, 12)) linkSync(join(root, 't'), Buffer.concat([Buffer.from(join(root, 'small') + '/'), Buffer.from(n, 'latin1')]));
     const image = join(dir, 'fs.img');
-    sh('mkfs.ext4', ['-q', '-F', '-b', String(blockSize), '-O', features, '-d', root, image, blockSize === 1024 ? '16M' : '64M']);
+    // A fixed UUID and hash seed, so that the layout (and so the run) is the same every time.
+    const uuid = `${seed.toString(16).padStart(8, '0')}-1111-4222-8333-444455556666`;
+    sh('mkfs.ext4', ['-q', '-F', '-U', uuid, '-b', String(blockSize), '-O', features, '-d', root, image, blockSize === 1024 ? '16M' : '64M']);
+    debugfs(image, [`ssv hash_seed ${uuid.replace('1111', '7777')}`, ...(unsignedHash === true ? ['ssv flags 2'] : [])], true); // flags 2: EXT2_FLAGS_UNSIGNED_HASH only
     const fsck = spawnSync('e2fsck', ['-fyD', image], { env: { ...process.env, E2FSCK_CONFIG: '/dev/null' } });
     expect(fsck.status === 0 || fsck.status === 1, fsck.stdout.toString()).toBe(true);
     expectStrictFsckClean(image);
@@ -174,6 +180,7 @@ describe.each<Variant>([
       const htree = (inode.i_flags & EXT4_INDEX_FL) !== 0;
       const d = new ImageDir(ino, blockSize, htree, bytes, blocksOf(image, path));
       const fmt = { ...dirFormat(fs.superblock, inode), ...(path === '/small' ? { dirIndex: smallDirIndex } : {}) };
+      expect(fmt.unsignedHash).toBe(unsignedHash === true);
       const m = model[path === '/big' ? 'big' : 'small'];
       const ops = path === '/big' ? 4000 : 600;
       for (let i = 0; i < ops; i++) {
