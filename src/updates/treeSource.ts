@@ -165,6 +165,10 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
   return {
     name: root,
     async *entries() {
+      const st = await lstat(clean).catch((err: unknown) => {
+        throw wrapIoError(err, root, 'read the update directory');
+      });
+      if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');
       const x = await readHostXattrs(clean);
       if (!x.ok) warn(`${root}: ${x.reason}`);
       yield* walkTree(clean, x.ok ? x.map : undefined);
