@@ -52,6 +52,7 @@ class EntryReader {
   private discard = false;
   private wake: (() => void) | undefined;
   private opened = false;
+  private stale = false;
 
   constructor(private readonly src: EntrySource) {
     src.on('data', (chunk) => {
@@ -88,6 +89,7 @@ class EntryReader {
   /** The content, once; `fail` turns a stream failure into the error to throw. */
   async *chunks(fail: (err: unknown) => Error): AsyncGenerator<Uint8Array> {
     if (this.opened) throw new InternalError('an update entry was opened twice');
+    if (this.stale) throw new InternalError('a tar entry was opened after the next entry was taken');
     this.opened = true;
     for (;;) {
       const c = this.queue.shift();
@@ -106,6 +108,7 @@ class EntryReader {
 
   /** Discards what is left of the content; rejects with the stream's failure, if any. */
   async drain(): Promise<void> {
+    this.stale = true;
     this.discard = true;
     this.queue = [];
     this.queued = 0;
@@ -273,6 +276,9 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
   const ctxAt = (tarOffset: number | undefined): EntryContext => (tarOffset === undefined ? { file } : plain ? { file, offset: tarOffset } : { file, tarOffset });
   /** Turns what tar-stream (or the decompressor) threw into BAD_UPDATE with the offset reached. */
   let fed = 0;
+  /** End of the last non-zero byte of the stream, and of the last entry's data (its header, then its data in 512-byte blocks). */
+  let nonZeroEnd = 0;
+  let lastEnd = 0;
   const fail = (err: unknown): Error => {
     if (err instanceof ImgdedupError) return err;
     const internals = ex as unknown as ExtractInternals;
@@ -292,6 +298,9 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
     try {
       for await (const chunk of decompressLayer(fileChunks(file), compression, file)) {
         if (ex.destroyed) return;
+        let z = chunk.length;
+        while (z > 0 && chunk[z - 1] === 0) z--;
+        if (z > 0) nonZeroEnd = fed + z;
         fed += chunk.length;
         if (!ex.write(chunk)) await writable(ex);
       }
@@ -310,6 +319,7 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
       }
       if (r.done === true) break;
       const src = r.value as EntrySource;
+      lastEnd = src.offset + 512 + (src.header.type === 'directory' ? 0 : Math.ceil(src.header.size / 512) * 512);
       const reader = new EntryReader(src);
       const ctx = ctxAt(src.offset);
       yield toEntry(src.header, pax.take(), ctx, reader, fail);
@@ -318,6 +328,12 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
       } catch (err) {
         throw fail(err);
       }
+    }
+    // tar-stream takes an archive that stops at an entry's end as complete (so does GNU tar):
+    // a layer cut there would lose its later entries without a word. The end-of-archive
+    // marker (zero blocks, ustar) must be there, with nothing but zeros after the last entry.
+    if (fed - lastEnd < 512 || nonZeroEnd > lastEnd) {
+      throw new RefusedError('BAD_UPDATE', { ...ctxAt(Math.max(lastEnd, Math.min(nonZeroEnd, fed))), detail: 'the archive has no end-of-archive marker after its last entry (it is truncated, or has something else there)' });
     }
   } finally {
     ex.destroy();
