@@ -349,3 +349,40 @@ describe('corrupt and truncated layers end in BAD_UPDATE, never a crash or a wro
     await expectImgError(() => all(write('x.tar.bz2', Buffer.from('BZh91AY&SY'))), 'BAD_UPDATE');
   });
 });
+
+describe('memory stays bounded whatever the layer holds', () => {
+  it.each(['gzip', 'zstd'])('a 128 MiB file in a %s layer streams through without being held', async (kind) => {
+    const d = join(tmp(), `big-${kind}`);
+    mkdirSync(d);
+    // Zeros compress ~1000:1 (gzip) and far more (zstd, RLE blocks): the most output per input byte.
+    // Holding the file would take 128 MiB; what is seen is chunks in flight and garbage not yet collected.
+    sh('truncate', ['-s', '128M', join(d, 'zeros')]);
+    const out = join(tmp(), `big.tar.${kind}`);
+    sh('tar', ['--format=pax', '-cf', out, '-I', kind === 'gzip' ? 'gzip -1' : 'zstd -q', '-C', d, 'zeros']);
+    const base = process.memoryUsage();
+    let peak = 0;
+    const sample = (): void => {
+      const m = process.memoryUsage();
+      peak = Math.max(peak, m.arrayBuffers - base.arrayBuffers + (m.heapUsed - base.heapUsed));
+    };
+    const timer = setInterval(sample, 2);
+    let bytes = 0;
+    let nonZero = 0;
+    try {
+      for await (const e of tarLayer(out).entries()) {
+        if (e.kind !== 'file') continue;
+        expect(e.size).toBe(128 << 20);
+        for await (const c of e.open()) {
+          bytes += c.length;
+          if (c.some((b) => b !== 0)) nonZero++;
+          sample();
+        }
+      }
+    } finally {
+      clearInterval(timer);
+    }
+    expect({ bytes, nonZero }).toEqual({ bytes: 128 << 20, nonZero: 0 });
+    if (process.env.VERBOSE_MEM) console.log(kind, 'peak MiB', (peak / 2 ** 20).toFixed(1));
+    expect(peak, `peak growth ${(peak / 2 ** 20).toFixed(0)} MiB`).toBeLessThan(64 * 2 ** 20);
+  });
+});
