@@ -6,6 +6,7 @@
 import { createGunzip } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Decompress } from 'fzstd';
+import xxhash from 'xxhash-wasm';
 import { RefusedError } from '../errors.js';
 
 export type LayerCompression = 'none' | 'gzip' | 'zstd';
@@ -87,6 +88,8 @@ async function* gunzip(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
  * (refused over ZSTD_MAX_WINDOW_BYTES, before fzstd allocates it); skippable frames
  * (3.1.2) pass whole. Bytes that are not zstd go to fzstd as they are, which refuses them.
  */
+type ZstdPiece = { readonly kind: 'bytes'; readonly bytes: Uint8Array } | { readonly kind: 'frameEnd'; readonly checksum: number | undefined };
+
 class ZstdCutter {
   private state: 'magic' | 'frameHeader' | 'blockHeader' | 'block' | 'checksum' | 'skippableSize' | 'skip' | 'opaque' = 'magic';
   /** Bytes still to come in the current state. */
@@ -96,11 +99,16 @@ class ZstdCutter {
   private hasChecksum = false;
   private lastBlock = false;
   private offset = 0;
+  private checksum: number[] = [];
 
   constructor(private readonly file: string) {}
 
-  /** Splits `chunk` into pieces, each completing at most one block. */
-  *cut(chunk: Uint8Array): Generator<Uint8Array> {
+  /**
+   * Splits `chunk` into pieces, each completing at most one block, and marks where a
+   * frame ends (after its last block, or after its checksum: RFC 8878 3.1.1, the low 32
+   * bits of XXH64 of the frame's content, little-endian).
+   */
+  *cut(chunk: Uint8Array): Generator<ZstdPiece> {
     let from = 0;
     let i = 0;
     while (i < chunk.length) {
@@ -110,16 +118,25 @@ class ZstdCutter {
       }
       if (this.state === 'block' || this.state === 'skip' || this.state === 'checksum') {
         const n = Math.min(this.need, chunk.length - i);
+        if (this.state === 'checksum') this.checksum.push(...chunk.subarray(i, i + n));
         i += n;
         this.need -= n;
         if (this.need > 0) break;
         if (this.state === 'block') {
           // A block ends here: cut.
-          if (i > from) yield chunk.subarray(from, i);
+          if (i > from) yield { kind: 'bytes', bytes: chunk.subarray(from, i) };
           from = i;
+          if (this.lastBlock && !this.hasChecksum) yield { kind: 'frameEnd', checksum: undefined };
           if (this.lastBlock) this.enter(this.hasChecksum ? 'checksum' : 'magic', 4);
           else this.enter('blockHeader', 3);
-        } else this.enter('magic', 4);
+        } else {
+          if (this.state === 'checksum') {
+            const c = this.checksum;
+            yield { kind: 'frameEnd', checksum: (c[0]! | (c[1]! << 8) | (c[2]! << 16) | (c[3]! << 24)) >>> 0 };
+            this.checksum = [];
+          }
+          this.enter('magic', 4);
+        }
         continue;
       }
       this.held.push(chunk[i++]!);
@@ -127,7 +144,7 @@ class ZstdCutter {
       this.headerDone();
     }
     this.offset += chunk.length;
-    if (from < chunk.length) yield chunk.subarray(from);
+    if (from < chunk.length) yield { kind: 'bytes', bytes: chunk.subarray(from) };
   }
 
   private enter(state: ZstdCutter['state'], need: number): void {
@@ -185,6 +202,9 @@ async function* unzstd(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
     out.push(chunk);
   });
   const cutter = new ZstdCutter(file);
+  // fzstd does not check the content checksum; a flipped bit would pass as data.
+  const xx = await xxhash();
+  let hash = xx.create64(0n);
   let consumed = 0;
   const push = (bytes: Uint8Array, final: boolean): void => {
     try {
@@ -196,9 +216,18 @@ async function* unzstd(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
   };
   for await (const chunk of input) {
     for (const piece of cutter.cut(chunk)) {
-      push(piece, false);
+      if (piece.kind === 'frameEnd') {
+        const actual = Number(hash.digest() & 0xffffffffn);
+        if (piece.checksum !== undefined && piece.checksum !== actual) {
+          throw new RefusedError('BAD_UPDATE', { file, offset: consumed, detail: 'the zstd frame\'s content checksum does not match its data (corrupt)', expected: piece.checksum, actual });
+        }
+        hash = xx.create64(0n);
+        continue;
+      }
+      push(piece.bytes, false);
       const got = out;
       out = [];
+      for (const c of got) hash.update(c);
       yield* got;
     }
   }

@@ -69,3 +69,13 @@ describe('values', () => {
     expect(paxXattrs(r({ [`SCHILY.xattr.user.${'a'.repeat(250)}`]: 'v' }), ctx, entry)).toHaveLength(1);
   });
 });
+
+describe('what GNU tar refuses is refused (found by the differential fuzz check)', () => {
+  it('a NUL inside a keyword (it would silently drop an xattr)', async () => {
+    await expectImgError(() => decodePaxRecords(Buffer.from('27 SCHILY.xa\0tr.user.dir=d\n'), ctx), 'BAD_UPDATE');
+  });
+  it('records after NUL padding', async () => {
+    await expectImgError(() => decodePaxRecords(Buffer.concat([record('uid', '1'), Buffer.from([0]), record('gid', '2')]), ctx), 'BAD_UPDATE');
+    expect(decodePaxRecords(Buffer.concat([record('uid', '1'), Buffer.alloc(5)]), ctx).size).toBe(1);
+  });
+});

@@ -386,3 +386,30 @@ describe('memory stays bounded whatever the layer holds', () => {
     expect(peak, `peak growth ${(peak / 2 ** 20).toFixed(0)} MiB`).toBeLessThan(64 * 2 ** 20);
   });
 });
+
+describe('regressions found by fuzzing', () => {
+  it('a whiteout-named directory entry with data ends in BAD_UPDATE, not a hang', async () => {
+    const dir = await craft([{ name: 'etc/.wh.gone', data: 'x'.repeat(30) }, { name: 'after', data: 'y' }]);
+    retype(dir, 0, '5');
+    const e = await expectImgError(() => all(write('wh-dir-data.tar', dir)), 'BAD_UPDATE', { entry: '/etc/.wh.gone', offset: 0 });
+    expect(e.message).toContain('directory entry with data');
+  }, 5000);
+  it('a whiteout-named hard link with no target is refused as GNU tar refuses it', async () => {
+    const bytes = await craft([{ name: 'etc/.wh.x', type: 'link', linkname: '' }]);
+    await expectImgError(() => all(write('wh-link.tar', bytes)), 'BAD_UPDATE', { entry: '/etc/.wh.x' });
+  });
+  it('the obsolete GNU type N and out-of-range ids are refused', async () => {
+    const n = await craft([{ name: 'long', data: 'usr/x' }, { name: 'usr/y', data: 'z' }]);
+    retype(n, 0, 'N');
+    await expectImgError(() => all(write('type-n.tar', n)), 'BAD_UPDATE', { offset: 0 });
+    const big = await craft([{ rawPax: paxRecord('gid', '4294967296') }, { name: 'g', data: 'x' }]);
+    await expectImgError(() => all(write('gid.tar', big)), 'BAD_UPDATE', { entry: '/g' });
+  });
+  it('header numbers GNU tar would not read ("0zz", "0-1") are refused, not read as 0', async () => {
+    const bytes = await craft([{ name: 'a', data: 'x', uid: 5 }]);
+    bytes.write('0zz\0\0\0\0\0', 108, 'latin1');
+    retype(bytes, 0, '0');
+    const e = await expectImgError(() => all(write('uid-zz.tar', bytes)), 'BAD_UPDATE', { entry: '/a', offset: 0 });
+    expect(e.message).toContain('uid');
+  });
+});
