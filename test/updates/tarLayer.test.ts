@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
+import { seededBytes } from '../../fixtures/prng.mjs';
 import { useTempDir } from '../helpers/tmp.js';
 import { sh } from '../helpers/run.js';
 import { expectImgError } from '../helpers/expectImgError.js';
@@ -404,6 +405,15 @@ describe('regressions found by fuzzing', () => {
     await expectImgError(() => all(write('type-n.tar', n)), 'BAD_UPDATE', { offset: 0 });
     const big = await craft([{ rawPax: paxRecord('gid', '4294967296') }, { name: 'g', data: 'x' }]);
     await expectImgError(() => all(write('gid.tar', big)), 'BAD_UPDATE', { entry: '/g' });
+  });
+  it('a zstd layer whose data was altered fails its content checksum (fzstd does not check it)', async () => {
+    const raw = write('flip.tar', await craft([{ name: 'noise', data: seededBytes(20_000, 0xf11).toString('latin1') }]));
+    sh('zstd', ['-q', '-f', raw, '-o', `${raw}.zst`]);
+    const z = readFileSync(`${raw}.zst`);
+    // Noise does not compress: the middle of the frame is a raw block of the tar's bytes.
+    z[z.length >> 1]! ^= 0x01;
+    const e = await expectImgError(() => all(write('flip.tar.zst', z)), 'BAD_UPDATE');
+    expect(e.message).toContain('checksum');
   });
   it('header numbers GNU tar would not read ("0zz", "0-1") are refused, not read as 0', async () => {
     const bytes = await craft([{ name: 'a', data: 'x', uid: 5 }]);
