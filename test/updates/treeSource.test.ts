@@ -8,6 +8,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { useTempDir } from '../helpers/tmp.js';
 import { expectImgError } from '../helpers/expectImgError.js';
 import { treeLayer } from '../../src/updates/treeSource.js';
@@ -100,6 +101,23 @@ describe('a directory tree as an update', () => {
       ['/etc/cron.d', 'dir'],
       ['/etc/cron.d', 'opaque'],
       ['/etc/cron.d/new-job', 'file'],
+    ]);
+  });
+
+  it.runIf(IS_ROOT && XATTRS)('understands overlayfs whiteouts: a 0/0 character device, trusted.overlay.opaque=y (root only)', async () => {
+    const t = join(tmp(), 'overlay-upper');
+    mkdirSync(join(t, 'etc', 'cron.d'), { recursive: true });
+    execFileSync('mknod', [join(t, 'etc', 'gone'), 'c', '0', '0']);
+    execFileSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', join(t, 'etc', 'cron.d')]);
+    execFileSync('setfattr', ['-n', 'user.kept', '-v', 'k', join(t, 'etc', 'cron.d')]);
+    writeFileSync(join(t, 'etc', 'cron.d', 'job'), 'x');
+    const got = (await entryFacts(treeLayer(t, () => undefined))).map(([p, e]) => [p, e.kind, Object.keys(e.xattrs ?? {}).map((h) => Buffer.from(h, 'hex').toString())]);
+    expect(got).toEqual([
+      ['/etc', 'dir', []],
+      ['/etc/cron.d', 'dir', ['user.kept']],
+      ['/etc/cron.d', 'opaque', []],
+      ['/etc/cron.d/job', 'file', []],
+      ['/etc/gone', 'whiteout', []],
     ]);
   });
 
