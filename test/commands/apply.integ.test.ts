@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { chownSync, linkSync, lutimesSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { debugfsWrite, makeExt4Image, seeded } from '../../fixtures/ext4/ext4Fixtures.js';
+import { debugfsWrite, makeExt4Image, posixAclXattr, seeded } from '../../fixtures/ext4/ext4Fixtures.js';
 import { expectStrictFsckClean } from '../helpers/e2fsck.js';
 import { qemuCheck, qemuImg, qemuMap } from '../helpers/qemu.js';
 import { imgdedup, sh } from '../helpers/run.js';
@@ -58,7 +58,7 @@ interface Meta {
   mtime: number;
 }
 type Op =
-  | { kind: 'file'; path: string; data: Buffer; meta: Meta; xattr?: [string, string] }
+  | { kind: 'file'; path: string; data: Buffer; meta: Meta; xattr?: [string, string]; acl?: Buffer }
   | { kind: 'dir'; path: string; meta: Meta }
   | { kind: 'symlink'; path: string; target: string; meta: Meta }
   | { kind: 'hardlink'; path: string; to: string }
@@ -84,7 +84,14 @@ const UPDATE: Op[] = [
   { kind: 'symlink', path: '/usr/lib/long', target: 'd/'.repeat(60) + 'target', meta: m(0o777, 0, 0, 1_650_000_600) },
   { kind: 'dir', path: '/srv', meta: m(0o750, 1000, 1000, 1_650_000_700) },
   { kind: 'dir', path: '/srv/www', meta: m(0o755, 33, 33, 1_650_000_800) },
-  { kind: 'file', path: '/srv/www/index.html', data: Buffer.from('<h1>hi</h1>\n'), meta: m(0o644, 33, 33, 1_650_000_900) },
+  {
+    kind: 'file',
+    path: '/srv/www/index.html',
+    data: Buffer.from('<h1>hi</h1>\n'),
+    meta: m(0o644, 33, 33, 1_650_000_900),
+    // user_obj rw, user 1000 r, group_obj r, mask r, other r (Linux's xattr form, as setfacl writes it)
+    acl: posixAclXattr([[0x01, 6, 0xffffffff], [0x02, 4, 1000], [0x04, 4, 0xffffffff], [0x10, 4, 0xffffffff], [0x20, 4, 0xffffffff]]),
+  },
   { kind: 'dir', path: '/opt', meta: m(0o755) },
   { kind: 'dir', path: '/opt/app', meta: m(0o755, 0, 0, 1_650_001_000) },
   { kind: 'file', path: '/opt/app/conf', data: Buffer.from('a=2\n'), meta: m(0o644, 0, 0, 1_650_001_100) },
@@ -109,6 +116,7 @@ function updateTree(root: string): void {
       case 'file':
         writeFileSync(at(op.path), op.data);
         if (op.xattr) sh('setfattr', ['-n', op.xattr[0], '-v', op.xattr[1], at(op.path)]);
+        if (op.acl) sh('setfattr', ['-n', 'system.posix_acl_access', '-v', `0s${op.acl.toString('base64')}`, at(op.path)]);
         break;
       case 'symlink':
         symlinkSync(op.target, at(op.path));
@@ -166,6 +174,10 @@ function debugfsApply(image: string, hostRoot: string): void {
         cmds.push(`write "${join(hostRoot, op.path)}" "${op.path}"`);
         meta(op.path, 0o100000, op.meta);
         if (op.xattr) cmds.push(`ea_set "${op.path}" ${op.xattr[0]} ${op.xattr[1]}`);
+        if (op.acl) {
+          writeFileSync(`${image}.acl`, op.acl);
+          cmds.push(`ea_set -f "${image}.acl" "${op.path}" system.posix_acl_access`);
+        }
         break;
       case 'symlink':
         if (exists(op.path)) cmds.push(...removeTree(image, op.path));
@@ -305,4 +317,25 @@ describe.each(CASES)('apply on a partitioned $name image', ({ format, block }) =
     expect(stored).toBeLessThan(4 << 20);
     expect(sha(base)).toBe(baseHash);
   }, 120_000);
+});
+
+describe('apply through a symlinked parent (merged /usr)', () => {
+  test('a tar entry under /lib lands in /usr/lib; /lib stays a symlink', () => {
+    const dir = join(tmp(), 'merged-usr');
+    mkdirSync(join(dir, 'src/lib'), { recursive: true });
+    baseTree(join(dir, 'tree'));
+    const fs = join(dir, 'root.ext4');
+    makeExt4Image(fs, join(dir, 'tree'), { args: ['-b', '4096', '-N', '1024'], sizeMiB: 16 });
+    writeFileSync(join(dir, 'src/lib/libvia.so'), random(5000, 9));
+    // GNU tar with a file name only: no entry for its parent directory.
+    sh('tar', ['-cf', join(dir, 'layer.tar'), '-C', join(dir, 'src'), 'lib/libvia.so']);
+    const r = imgdedup(['apply', fs, join(dir, 'layer.tar'), '-o', join(dir, 'out.raw')]);
+    expect(r.status, r.stderr).toBe(0);
+    const out = join(dir, 'out.raw');
+    expectStrictFsckClean(out);
+    const [lib, via] = debugfsBatch(out, ['stat /lib', 'stat /usr/lib/libvia.so']).map(parseStat);
+    expect(lib!.type).toBe('symlink');
+    expect(via!.type).toBe('regular');
+    expect(dumpTree(out, join(dir, 'dump')).get('/usr/lib/libvia.so')!.content!.equals(random(5000, 9))).toBe(true);
+  });
 });

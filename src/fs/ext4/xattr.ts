@@ -211,6 +211,22 @@ export function formatAcl(entries: readonly AclEntry[]): string {
  * The ACL in the Linux xattr format (version 2, 8-byte entries, id 0 where there is none):
  * what getxattr(2) and `debugfs ea_get` return.
  */
+export function decodePosixAclXattr(value: Uint8Array): AclEntry[] | undefined {
+  // Linux's posix_acl_xattr (what getfattr, tar's PAX records and setxattr(2) carry): version 2, then 8-byte entries.
+  if (value.length < 4 || (value.length - 4) % 8 !== 0) return undefined;
+  const v = new DataView(value.buffer, value.byteOffset, value.length);
+  if (v.getUint32(0, true) !== 2) return undefined;
+  const out: AclEntry[] = [];
+  for (let pos = 4; pos < value.length; pos += 8) {
+    const tag = TAGS[v.getUint16(pos, true)];
+    if (tag === undefined) return undefined;
+    const perm = v.getUint16(pos + 2, true);
+    out.push(tag === 'user' || tag === 'group' ? { tag, perm, id: v.getUint32(pos + 4, true) } : { tag, perm });
+  }
+  return out;
+}
+
+/** The inverse of decodePosixAclXattr: the ACL as Linux passes it through setxattr(2). */
 export function encodePosixAclXattr(entries: readonly AclEntry[]): Uint8Array {
   const out = new Uint8Array(4 + entries.length * 8);
   const v = new DataView(out.buffer);

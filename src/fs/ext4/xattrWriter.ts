@@ -10,7 +10,7 @@ import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from '
 import type { Ext4Fs } from './Ext4Fs.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
-import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrBlockChecksum, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
+import { decodeInodeXattrs, decodePosixAclXattr, encodeAcl, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrBlockChecksum, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
 
 export interface XattrEnv {
   readonly sb: Superblock;
@@ -19,6 +19,19 @@ export interface XattrEnv {
   free(block: number): Promise<void>;
   writeBlock(block: number, bytes: Uint8Array): Promise<void>;
   readonly goal: number;
+}
+
+const ACL_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+
+/**
+ * POSIX ACLs come from update sources as Linux passes them to setxattr(2) (version 2);
+ * ext4 stores its own shorter form (version 1), as the kernel and e2fsprogs convert it.
+ * Values already in ext4's form, or not ACLs, pass unchanged.
+ */
+function toDiskAcl(name: Uint8Array, value: Uint8Array): Uint8Array {
+  if (!ACL_NAMES.has(new TextDecoder().decode(name))) return value;
+  const entries = decodePosixAclXattr(value);
+  return entries === undefined ? value : encodeAcl(entries);
 }
 
 /** Bytes of the in-inode xattr area. */
@@ -43,7 +56,7 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
   const { sb } = env;
   const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
   const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
-  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: s.value }));
+  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }));
   const size = areaSize(inode, sb);
   let blocksDelta = 0;
   let fileAcl = inode.i_file_acl;
