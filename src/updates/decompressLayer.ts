@@ -79,6 +79,9 @@ async function* gunzip(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
   }
 }
 
+/** A piece of a zstd stream to push, or the end of a frame (with the checksum it stores, if any). */
+type ZstdPiece = { readonly kind: 'bytes'; readonly bytes: Uint8Array } | { readonly kind: 'frameEnd'; readonly checksum: number | undefined };
+
 /**
  * Cuts a zstd stream so that each piece completes at most one block (RFC 8878 3.1.1.2:
  * a 3-byte block header, then Block_Size bytes, or 1 for an RLE block). fzstd decodes
@@ -88,8 +91,6 @@ async function* gunzip(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
  * (refused over ZSTD_MAX_WINDOW_BYTES, before fzstd allocates it); skippable frames
  * (3.1.2) pass whole. Bytes that are not zstd go to fzstd as they are, which refuses them.
  */
-type ZstdPiece = { readonly kind: 'bytes'; readonly bytes: Uint8Array } | { readonly kind: 'frameEnd'; readonly checksum: number | undefined };
-
 class ZstdCutter {
   private state: 'magic' | 'frameHeader' | 'blockHeader' | 'block' | 'checksum' | 'skippableSize' | 'skip' | 'opaque' = 'magic';
   /** Bytes still to come in the current state. */

@@ -243,6 +243,9 @@ function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undef
   const rawName = records.get('path') ?? latin1Bytes(h.name);
   const path = normaliseEntryPath(rawName, ctx);
   checkNumericFields(raw, records, ctx, path);
+  // tar-stream takes a PAX size with parseInt ("12abc" is 12 to it): it must be a number, and the one used.
+  const paxSize = paxInteger(records, 'size', ctx, path);
+  if (paxSize !== undefined && paxSize !== h.size) throw new InternalError(`tar-stream used size ${h.size} for PAX size ${paxSize}`, { file: ctx.file });
   // Times this reader does not keep are still checked: a corrupt record is a corrupt archive.
   paxTime(records, 'ctime', ctx, path);
   // Every member's numbers are checked, whiteouts' and links' too: a corrupt header is a corrupt archive.

@@ -427,3 +427,16 @@ describe('regressions found by fuzzing', () => {
     expect(e.message).toContain('uid');
   });
 });
+
+describe('PAX size', () => {
+  it('overrides the header size, and must be a decimal number', async () => {
+    const ok = await craft([{ rawPax: paxRecord('size', '3') }, { name: 'a', data: 'xyz' }]);
+    // The header says 0; the PAX record says 3, and tar-stream reads 3 bytes of data.
+    ok.write('00000000000\0', 512 + 512 + 124, 'latin1');
+    retype(ok, 1024, '0');
+    const [e] = await all(write('pax-size.tar', ok));
+    expect(e).toMatchObject({ kind: 'file', size: 3 });
+    const bad = await craft([{ rawPax: paxRecord('size', '3abc') }, { name: 'a', data: 'xyz' }]);
+    await expectImgError(() => all(write('pax-size-bad.tar', bad)), 'BAD_UPDATE', { entry: '/a' });
+  });
+});

@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { useTempDir } from '../helpers/tmp.js';
 import { expectImgError } from '../helpers/expectImgError.js';
 import { treeLayer } from '../../src/updates/treeSource.js';
+import { openUpdateSource } from '../../src/updates/openUpdateSource.js';
 import { HAS_GETFATTR, HAS_SETFATTR, IS_ROOT, NON_UTF8, entryFacts, hostFacts, makeHostTree, sha256, type EntryFact, type HostFact } from './hostTree.js';
 
 const tmp = useTempDir('imgdedup-tree-');
@@ -150,6 +151,20 @@ describe('a directory tree as an update', () => {
     expect((await expectImgError(() => read(entries[1]!.open), 'BAD_UPDATE', { entry: '/shrinks' })).message).toContain('shrank');
     rmSync(join(t, 'grows'));
     await expectImgError(() => read(entries[0]!.open), 'IO');
+  });
+
+  it('without getfattr, reads the tree without xattrs and says so once (a warning, not an error)', async () => {
+    const path = process.env.PATH;
+    process.env.PATH = join(tmp(), 'no-such-bin');
+    try {
+      const src = await openUpdateSource(root);
+      for (let pass = 0; pass < 2; pass++) {
+        for await (const layer of src.layers()) for await (const e of layer.entries()) if ('meta' in e) expect(e.meta.xattrs).toEqual([]);
+      }
+      expect(src.warnings).toEqual([`${root}: getfattr is not installed (Debian/Ubuntu package "attr"): the tree's extended attributes were not read`]);
+    } finally {
+      process.env.PATH = path;
+    }
   });
 
   it('reads an empty tree as no entries, and a missing one as an IO error', async () => {
