@@ -17,8 +17,6 @@ import type { AllocConstraints, Run } from './allocator.js';
 import { ext4Crc32cU32 } from './checksums.js';
 import {
   EXT4_EXTENTS_FL,
-  EXT4_FEATURE_INCOMPAT_FILETYPE,
-  EXT4_FEATURE_INCOMPAT_LARGEDIR,
   EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
   EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
   EXT4_FT_BLKDEV,
@@ -34,9 +32,9 @@ import {
   EXT4_I_BLOCK_SIZE,
   EXT4_NAME_LEN,
   EXT4_ROOT_INO,
+  EXT4_LINK_MAX,
   EXT4_VERITY_FL,
   EXT4_ENCRYPT_FL,
-  EXT4_CASEFOLD_FL,
   EXT4_EA_INODE_FL,
   S_IFBLK,
   S_IFCHR,
@@ -47,7 +45,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { addEntry, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
+import { addEntry, dirFormat, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
 import { Ext4Fs, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
@@ -126,13 +124,10 @@ const KIND_FT: Readonly<Record<NodeKind, number>> = {
   fifo: EXT4_FT_FIFO,
   socket: EXT4_FT_SOCK,
 };
-/** The kernel's EXT4_LINK_MAX: past it a directory's link count sticks at 1 (dir_nlink). */
-const EXT4_LINK_MAX = 65000;
 /** Symlinks followed while resolving one path, as the kernel's MAXSYMLINKS. */
 const MAX_SYMLINKS = 40;
 /** Bytes of file content gathered before allocating and writing. */
 const WRITE_CHUNK = 1 << 20;
-/** Files of a directory removed before the next status update of a recursive delete. */
 
 export function kindOfMode(mode: number): NodeKind | undefined {
   const t = mode & S_IFMT;
@@ -245,17 +240,7 @@ export class Ext4Writer {
   // ---------------------------------------------------------------- directories
 
   private dirFormat(dir: Inode): DirFormat {
-    const sb = this.fs.superblock;
-    return {
-      filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0,
-      metadataCsum: this.metadataCsum,
-      csumSeed: dir.csumSeed,
-      hashSeed: sb.s_hash_seed,
-      defaultHashVersion: sb.s_def_hash_version,
-      unsignedHash: (sb.s_flags & 0x2) !== 0,
-      largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
-      inodesCount: sb.s_inodes_count,
-    };
+    return dirFormat(this.fs.superblock, dir);
   }
 
   /** A DirectoryBlocks over directory `ino` whose appends grow its extent tree. */
@@ -263,9 +248,6 @@ export class Ext4Writer {
     let inode = await this.fs.readInode(ino);
     if (fileType(inode.i_mode) !== S_IFDIR) throw new InternalError(`inode ${ino} is not a directory`);
     if (inode.i_flags & EXT4_INLINE_DATA_FL) inode = await this.uninlineDirectory(inode);
-    if (inode.i_flags & (EXT4_ENCRYPT_FL | EXT4_CASEFOLD_FL)) {
-      throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${ino}]`, detail: 'refusing to change an encrypted or case-folded directory' });
-    }
     let extents = await collect(this.fs.extentsOf(inode));
     const bs = this.blockSize;
     const pblkOf = (lblk: number): number => {
@@ -652,9 +634,8 @@ export class Ext4Writer {
     const sb = this.fs.superblock;
     const isDir = content.kind === 'dir';
     const parent = await this.fs.readInode(dirIno);
-    if (isDir && parent.i_links_count >= EXT4_LINK_MAX - 1 && !(sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK)) {
-      throw this.badPath(path, 'too many subdirectories (the filesystem has no dir_nlink feature)');
-    }
+    // Refuse before allocating anything if the parent cannot count one more subdirectory.
+    if (isDir) linksAfterSubdirAdded(parent.i_links_count, { htree: (parent.i_flags & EXT4_INDEX_FL) !== 0, dirNlink: (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK) !== 0, ino: dirIno });
     const ino = await this.allocInode(this.groups.groupOfInode(dirIno), isDir, at);
     const generation = 0;
     const extraIsize = sb.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE ? Math.max(32, sb.s_want_extra_isize) : 0;
@@ -735,8 +716,8 @@ export class Ext4Writer {
     await this.link(dirIno, name, ino, content.kind);
     if (isDir) {
       const p = await this.fs.readInode(dirIno);
-      const links = p.i_links_count + 1 >= EXT4_LINK_MAX ? 1 : p.i_links_count === 1 ? 1 : p.i_links_count + 1;
-      await this.writeInode({ ...p, i_links_count: links }, p.raw);
+      const dirNlink = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK) !== 0;
+      await this.writeInode({ ...p, i_links_count: linksAfterSubdirAdded(p.i_links_count, { htree: (p.i_flags & EXT4_INDEX_FL) !== 0, dirNlink, ino: dirIno }) }, p.raw);
     }
     return ino;
   }
@@ -760,8 +741,8 @@ export class Ext4Writer {
     if (record) this.changes.push({ path, before: { ino: hit.ino, kind }, after: null });
     if (kind === 'dir') {
       const p = await this.fs.readInode(dirIno);
-      // A count stuck at 1 (dir_nlink) stays 1.
-      if (p.i_links_count > 2) await this.writeInode({ ...p, i_links_count: p.i_links_count - 1 }, p.raw);
+      const links = linksAfterSubdirRemoved(p.i_links_count);
+      if (links !== p.i_links_count) await this.writeInode({ ...p, i_links_count: links }, p.raw);
       await this.release(await this.fs.readInode(hit.ino), true);
       return;
     }
