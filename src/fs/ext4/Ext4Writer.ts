@@ -87,11 +87,26 @@ export interface NodeAttrs {
   readonly xattrs?: readonly XattrSpec[];
 }
 
-/** One path the writer changed: its state before and after (absent when missing). */
+/** An object's state as the writer reports it (its content and xattrs are read through `ino`). */
+export interface NodeState {
+  readonly ino: number;
+  readonly kind: NodeKind;
+  /** Permission bits (0o7777). */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+}
+
+/** One path the writer changed: its state before and after (null when absent). */
 export interface PathChange {
   readonly path: Uint8Array;
-  readonly before: { readonly ino: number; readonly kind: NodeKind } | null;
-  readonly after: { readonly ino: number; readonly kind: NodeKind } | null;
+  readonly before: NodeState | null;
+  readonly after: NodeState | null;
+}
+
+function stateOf(inode: Inode): NodeState {
+  return { ino: inode.ino, kind: kindOfMode(inode.i_mode) ?? 'file', mode: inode.i_mode & 0o7777, uid: inode.i_uid, gid: inode.i_gid, size: inode.i_size };
 }
 
 /** What the writer changed (the rebase uses it instead of diffing afterwards). */
@@ -521,17 +536,16 @@ export class Ext4Writer {
     let before: PathChange['before'] = null;
     if (existing !== undefined) {
       const old = await this.fs.readInode(existing.ino);
-      const oldKind = kindOfMode(old.i_mode) ?? 'file';
-      before = { ino: existing.ino, kind: oldKind };
-      if (oldKind === 'dir' && content.kind === 'dir' && options.at === undefined) {
+      before = stateOf(old);
+      if (before.kind === 'dir' && content.kind === 'dir' && options.at === undefined) {
         await this.setAttrsOf(old, attrs);
-        this.changes.push({ path, before, after: before });
+        this.changes.push({ path, before, after: stateOf(await this.fs.readInode(existing.ino)) });
         return existing.ino;
       }
       await this.removeEntryAt(dirIno, name, path, false);
     }
     const ino = await this.create(dirIno, name, content, attrs, options.at, path);
-    this.changes.push({ path, before, after: { ino, kind: content.kind } });
+    this.changes.push({ path, before, after: stateOf(await this.fs.readInode(ino)) });
     return ino;
   }
 
@@ -572,14 +586,14 @@ export class Ext4Writer {
     if (existing !== undefined) {
       if (existing.ino === tIno) return;
       const old = await this.fs.readInode(existing.ino);
-      before = { ino: existing.ino, kind: kindOfMode(old.i_mode) ?? 'file' };
+      before = stateOf(old);
       await this.removeEntryAt(dirIno, name, path, false);
     }
     if (t.i_links_count >= EXT4_LINK_MAX) throw this.badPath(path, 'too many links');
     await this.link(dirIno, name, tIno, kind);
     const fresh = await this.fs.readInode(tIno);
     await this.writeInode({ ...fresh, i_links_count: fresh.i_links_count + 1, ctime: this.now }, fresh.raw);
-    this.changes.push({ path, before, after: { ino: tIno, kind } });
+    this.changes.push({ path, before, after: stateOf(await this.fs.readInode(tIno)) });
   }
 
   /** Sets the attributes of the object at `path`. */
@@ -588,8 +602,7 @@ export class Ext4Writer {
     if (ino === undefined) throw this.badPath(path, 'no such file');
     const inode = await this.fs.readInode(ino);
     await this.setAttrsOf(inode, attrs);
-    const kind = kindOfMode(inode.i_mode) ?? 'file';
-    this.changes.push({ path, before: { ino, kind }, after: { ino, kind } });
+    this.changes.push({ path, before: stateOf(inode), after: stateOf(await this.fs.readInode(ino)) });
   }
 
   /** Sets only the modification and access times of `path` (not recorded as a change of its state). */
@@ -738,7 +751,7 @@ export class Ext4Writer {
       for (const child of await this.childrenOf(hit.ino)) await this.removeEntryAt(hit.ino, child, joinPath(path, child), record);
     }
     await this.unlinkEntry(dirIno, name);
-    if (record) this.changes.push({ path, before: { ino: hit.ino, kind }, after: null });
+    if (record) this.changes.push({ path, before: stateOf(inode), after: null });
     if (kind === 'dir') {
       const p = await this.fs.readInode(dirIno);
       const links = linksAfterSubdirRemoved(p.i_links_count);
