@@ -918,6 +918,21 @@ export class Ext4Writer {
     return { from: b, to };
   }
 
+  /**
+   * Whether inode number `ino` is free now, so that `put(..., { at: ino })` can create a
+   * file there. Avoided numbers count as free here: the caller chose this one on purpose
+   * (the rebase keeps a client's own inode numbers, which it avoids for everything else).
+   */
+  async inodeFree(ino: number): Promise<boolean> {
+    if (ino < this.fs.superblock.s_first_ino || ino > this.fs.superblock.s_inodes_count) return false;
+    return !(await this.groups.inodeInUse(ino));
+  }
+
+  /** Whether block `b` is in use now. */
+  async blockInUse(b: number): Promise<boolean> {
+    return this.groups.blockInUse(b);
+  }
+
   // ---------------------------------------------------------------- commit
 
   /** Free blocks the constraints allow, in bytes (for NO_SPACE checks before writing). */
