@@ -26,7 +26,7 @@ import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
-import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
 import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/mergeClient.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
@@ -229,6 +229,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         options.onProgress?.('new base', 1, 1);
       }
       const updateChanged = summary.added + summary.replaced + summary.deleted;
+      let tOwners: Promise<BlockOwnership> | undefined;
+      const updatedOwnership = (): Promise<BlockOwnership> => (tOwners ??= tFs.blockOwnership());
       // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
       const reports: ClientReport[] = [];
       let k = 0;
@@ -252,6 +254,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             mergedDevice: mRoot,
             clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
             conflict,
+            updatedOwnership,
             name: c.name,
           });
           await mWriter.commit();
@@ -272,7 +275,10 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           let output: string | null = null;
           const format = c.chain.layers[0] instanceof VmdkImage ? 'vmdk' : 'qcow2';
           if (options.dryRun) {
-            for await (const r of cowM.dirtyRanges()) after += r.length;
+            // What the overlay would hold: the changed units, without writing them anywhere.
+            const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
+            await cowM.emitTo(counter, { skipUnchanged: true });
+            after = counter.bytes;
           } else {
             const outPath = join(staging, basename(c.name));
             const w = await writerFor(format, outPath, c.chain.device.size, {
@@ -377,6 +383,29 @@ async function verifyOutputs(newBase: string, clients: readonly string[], target
       await chain.close();
     }
   }
+}
+
+/** An overlay writer that only counts what it is given (a dry run's predicted overlay bytes). */
+class CountingWriter implements ImageWriter {
+  readonly hasBacking = true;
+  bytes = 0;
+  constructor(
+    readonly size: number,
+    readonly unitSize: number,
+  ) {}
+  get clusterSize(): number {
+    return this.unitSize;
+  }
+  async write(_offset: number, data: Uint8Array): Promise<void> {
+    this.bytes += data.length;
+  }
+  async writeZeros(_offset: number, length: number): Promise<void> {
+    this.bytes += length;
+  }
+  async commit(): Promise<{ path: string; fileSize: number; bytesWritten: number; clustersWritten: number }> {
+    return { path: '', fileSize: this.bytes, bytesWritten: this.bytes, clustersWritten: this.bytes / this.unitSize };
+  }
+  async abort(): Promise<void> {}
 }
 
 /** The result as JSON (already plain data). */

@@ -12,7 +12,7 @@
 import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';
 import { ConflictError } from '../errors.js';
 import type { FsDiff } from '../blockdiff/diffDisk.js';
-import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { byteKey, compareBytes, splitPath } from '../fs/ext4/names.js';
@@ -50,6 +50,8 @@ export interface MergeInput {
   /** The client's filesystem bytes. */
   readonly clientDevice: BlockDevice;
   readonly conflict: ConflictPolicy;
+  /** Who owns T's blocks (computed once for the fleet, on first need): what relocation goes by. */
+  readonly updatedOwnership: () => Promise<BlockOwnership>;
   /** Name of the client, for messages. */
   readonly name: string;
 }
@@ -181,7 +183,7 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
   for (const e of extents) {
     for (let b = e.pblk; b < e.pblk + e.len; b++) {
       if (await m.blockInUse(b)) {
-        await m.relocate(b, 1);
+        await m.relocate(b, 1, await input.updatedOwnership());
         relocated++;
       }
     }

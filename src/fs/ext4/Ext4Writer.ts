@@ -46,7 +46,7 @@ import {
   S_IFSOCK,
 } from './constants.js';
 import { addEntry, dirFormat, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
-import { Ext4Fs, type FileExtent } from './Ext4Fs.js';
+import { Ext4Fs, type BlockOwnership, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
 import { encodeInode, fileType, type Ext4Time, type Inode, type InodeFields } from './inode.js';
@@ -800,7 +800,9 @@ export class Ext4Writer {
     }
     await this.groups.freeInode(inode.ino, isDir);
     this.inodesFreed.push(inode.ino);
-    const iBlock = new Uint8Array(EXT4_I_BLOCK_SIZE);
+    // As the kernel leaves a freed inode: an empty extent root (readers that scan the table
+    // still find a valid tree), or zeros for inodes without one.
+    const iBlock = inode.i_flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
     await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL) }, inode.raw);
   }
 
@@ -832,12 +834,16 @@ export class Ext4Writer {
    * (under the constraints) and updates its owners: file and directory data (the
    * extents), extent-tree nodes (the tree is rebuilt), xattr blocks (every inode that
    * refers to one). Free blocks in the range stay free. Returns the moves, block by
-   * block. Throws WRITE_REFUSED for blocks that cannot move (group metadata, the journal,
+   * block. `owners` is the block ownership to go by (default: a scan of the filesystem as
+   * it is now; a caller that has made changes in this session and knows the owners from
+   * before them passes those, since the on-disk bitmaps are written only at commit).
+   * Throws WRITE_REFUSED for blocks that cannot move (group metadata, the journal,
    * block-mapped files), NO_SPACE.
    */
-  async relocate(start: number, count: number): Promise<Array<{ from: number; to: number }>> {
+  async relocate(start: number, count: number, owners?: BlockOwnership): Promise<Array<{ from: number; to: number }>> {
     const range = new BlockRuns([[start, count]]);
-    const own = await this.fs.blockOwnership();
+    // The owners as of a consistent state: the caller's (the rebase knows them from T), else a scan now.
+    const own = owners ?? (await this.fs.blockOwnership());
     const inodes = new Set<number>();
     const xattrBlocks: number[] = [];
     for (let b = start; b < start + count; b++) {
