@@ -17,8 +17,6 @@ import type { AllocConstraints, Run } from './allocator.js';
 import { ext4Crc32cU32 } from './checksums.js';
 import {
   EXT4_EXTENTS_FL,
-  EXT4_FEATURE_INCOMPAT_FILETYPE,
-  EXT4_FEATURE_INCOMPAT_LARGEDIR,
   EXT4_FEATURE_RO_COMPAT_DIR_NLINK,
   EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
   EXT4_FT_BLKDEV,
@@ -34,9 +32,9 @@ import {
   EXT4_I_BLOCK_SIZE,
   EXT4_NAME_LEN,
   EXT4_ROOT_INO,
+  EXT4_LINK_MAX,
   EXT4_VERITY_FL,
   EXT4_ENCRYPT_FL,
-  EXT4_CASEFOLD_FL,
   EXT4_EA_INODE_FL,
   S_IFBLK,
   S_IFCHR,
@@ -47,14 +45,15 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { addEntry, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
-import { Ext4Fs, type FileExtent } from './Ext4Fs.js';
+import { addEntry, dirFormat, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
+import { Ext4Fs, type BlockOwnership, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
 import { encodeInode, fileType, type Ext4Time, type Inode, type InodeFields } from './inode.js';
 import { locateInode } from './inodeTable.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names.js';
 import { writeXattrs, releaseXattrBlock } from './xattrWriter.js';
+import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
 
 /** The kind of a filesystem object. */
@@ -88,11 +87,26 @@ export interface NodeAttrs {
   readonly xattrs?: readonly XattrSpec[];
 }
 
-/** One path the writer changed: its state before and after (absent when missing). */
+/** An object's state as the writer reports it (its content and xattrs are read through `ino`). */
+export interface NodeState {
+  readonly ino: number;
+  readonly kind: NodeKind;
+  /** Permission bits (0o7777). */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+}
+
+/** One path the writer changed: its state before and after (null when absent). */
 export interface PathChange {
   readonly path: Uint8Array;
-  readonly before: { readonly ino: number; readonly kind: NodeKind } | null;
-  readonly after: { readonly ino: number; readonly kind: NodeKind } | null;
+  readonly before: NodeState | null;
+  readonly after: NodeState | null;
+}
+
+function stateOf(inode: Inode): NodeState {
+  return { ino: inode.ino, kind: kindOfMode(inode.i_mode) ?? 'file', mode: inode.i_mode & 0o7777, uid: inode.i_uid, gid: inode.i_gid, size: inode.i_size };
 }
 
 /** What the writer changed (the rebase uses it instead of diffing afterwards). */
@@ -125,13 +139,10 @@ const KIND_FT: Readonly<Record<NodeKind, number>> = {
   fifo: EXT4_FT_FIFO,
   socket: EXT4_FT_SOCK,
 };
-/** The kernel's EXT4_LINK_MAX: past it a directory's link count sticks at 1 (dir_nlink). */
-const EXT4_LINK_MAX = 65000;
 /** Symlinks followed while resolving one path, as the kernel's MAXSYMLINKS. */
 const MAX_SYMLINKS = 40;
 /** Bytes of file content gathered before allocating and writing. */
 const WRITE_CHUNK = 1 << 20;
-/** Files of a directory removed before the next status update of a recursive delete. */
 
 export function kindOfMode(mode: number): NodeKind | undefined {
   const t = mode & S_IFMT;
@@ -244,17 +255,7 @@ export class Ext4Writer {
   // ---------------------------------------------------------------- directories
 
   private dirFormat(dir: Inode): DirFormat {
-    const sb = this.fs.superblock;
-    return {
-      filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0,
-      metadataCsum: this.metadataCsum,
-      csumSeed: dir.csumSeed,
-      hashSeed: sb.s_hash_seed,
-      defaultHashVersion: sb.s_def_hash_version,
-      unsignedHash: (sb.s_flags & 0x2) !== 0,
-      largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
-      inodesCount: sb.s_inodes_count,
-    };
+    return dirFormat(this.fs.superblock, dir);
   }
 
   /** A DirectoryBlocks over directory `ino` whose appends grow its extent tree. */
@@ -262,9 +263,6 @@ export class Ext4Writer {
     let inode = await this.fs.readInode(ino);
     if (fileType(inode.i_mode) !== S_IFDIR) throw new InternalError(`inode ${ino} is not a directory`);
     if (inode.i_flags & EXT4_INLINE_DATA_FL) inode = await this.uninlineDirectory(inode);
-    if (inode.i_flags & (EXT4_ENCRYPT_FL | EXT4_CASEFOLD_FL)) {
-      throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${ino}]`, detail: 'refusing to change an encrypted or case-folded directory' });
-    }
     let extents = await collect(this.fs.extentsOf(inode));
     const bs = this.blockSize;
     const pblkOf = (lblk: number): number => {
@@ -371,6 +369,11 @@ export class Ext4Writer {
    * are the caller's business (allocated or freed before). Returns the inode written.
    */
   private async setMap(inode: Inode, extents: readonly FileExtent[], size: number, extra: Partial<InodeFields> = {}): Promise<Inode> {
+    return (await this.setMapNodes(inode, extents, size, extra)).inode;
+  }
+
+  /** setMap, also saying which tree node blocks were freed and which now hold the tree. */
+  private async setMapNodes(inode: Inode, extents: readonly FileExtent[], size: number, extra: Partial<InodeFields> = {}): Promise<{ inode: Inode; oldNodes: number[]; newNodes: number[] }> {
     const oldNodes: number[] = [];
     if (inode.i_flags & EXT4_EXTENTS_FL && !(inode.i_flags & EXT4_INLINE_DATA_FL)) {
       for await (const _ of this.fs.extentsOf(inode, (p) => oldNodes.push(p))) void _;
@@ -388,7 +391,7 @@ export class Ext4Writer {
     const i_blocks = (dataBlocks + tree.nodes.length + xattrBlocks) * (this.blockSize / 512);
     const next: InodeFields = { ...inode, ...extra, i_size: size, i_blocks, i_blocks_raw: undefined, hugeFileUnits: undefined, i_block: tree.iBlock, i_flags: (extra.i_flags ?? inode.i_flags) | EXT4_EXTENTS_FL };
     await this.writeInode(next, inode.raw);
-    return this.fs.readInode(inode.ino);
+    return { inode: await this.fs.readInode(inode.ino), oldNodes, newNodes: tree.nodes.map((n) => n.blockNo) };
   }
 
   /** Data blocks and extent-tree node blocks of an inode, as runs. */
@@ -538,17 +541,16 @@ export class Ext4Writer {
     let before: PathChange['before'] = null;
     if (existing !== undefined) {
       const old = await this.fs.readInode(existing.ino);
-      const oldKind = kindOfMode(old.i_mode) ?? 'file';
-      before = { ino: existing.ino, kind: oldKind };
-      if (oldKind === 'dir' && content.kind === 'dir' && options.at === undefined) {
+      before = stateOf(old);
+      if (before.kind === 'dir' && content.kind === 'dir' && options.at === undefined) {
         await this.setAttrsOf(old, attrs);
-        this.changes.push({ path, before, after: before });
+        this.changes.push({ path, before, after: stateOf(await this.fs.readInode(existing.ino)) });
         return existing.ino;
       }
       await this.removeEntryAt(dirIno, name, path, false);
     }
     const ino = await this.create(dirIno, name, content, attrs, options.at, path);
-    this.changes.push({ path, before, after: { ino, kind: content.kind } });
+    this.changes.push({ path, before, after: stateOf(await this.fs.readInode(ino)) });
     return ino;
   }
 
@@ -589,14 +591,14 @@ export class Ext4Writer {
     if (existing !== undefined) {
       if (existing.ino === tIno) return;
       const old = await this.fs.readInode(existing.ino);
-      before = { ino: existing.ino, kind: kindOfMode(old.i_mode) ?? 'file' };
+      before = stateOf(old);
       await this.removeEntryAt(dirIno, name, path, false);
     }
     if (t.i_links_count >= EXT4_LINK_MAX) throw this.badPath(path, 'too many links');
     await this.link(dirIno, name, tIno, kind);
     const fresh = await this.fs.readInode(tIno);
     await this.writeInode({ ...fresh, i_links_count: fresh.i_links_count + 1, ctime: this.now }, fresh.raw);
-    this.changes.push({ path, before, after: { ino: tIno, kind } });
+    this.changes.push({ path, before, after: stateOf(await this.fs.readInode(tIno)) });
   }
 
   /** Sets the attributes of the object at `path`. */
@@ -605,8 +607,15 @@ export class Ext4Writer {
     if (ino === undefined) throw this.badPath(path, 'no such file');
     const inode = await this.fs.readInode(ino);
     await this.setAttrsOf(inode, attrs);
-    const kind = kindOfMode(inode.i_mode) ?? 'file';
-    this.changes.push({ path, before: { ino, kind }, after: { ino, kind } });
+    this.changes.push({ path, before: stateOf(inode), after: stateOf(await this.fs.readInode(ino)) });
+  }
+
+  /** Sets only the modification and access times of `path` (not recorded as a change of its state). */
+  async setTimes(path: Uint8Array, mtime: Ext4Time, atime: Ext4Time): Promise<void> {
+    const ino = await this.lookup(path);
+    if (ino === undefined) throw this.badPath(path, 'no such file');
+    const inode = await this.fs.readInode(ino);
+    await this.writeInode({ ...inode, mtime, atime }, inode.raw);
   }
 
   private async setAttrsOf(inode: Inode, attrs: NodeAttrs): Promise<void> {
@@ -643,9 +652,8 @@ export class Ext4Writer {
     const sb = this.fs.superblock;
     const isDir = content.kind === 'dir';
     const parent = await this.fs.readInode(dirIno);
-    if (isDir && parent.i_links_count >= EXT4_LINK_MAX - 1 && !(sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK)) {
-      throw this.badPath(path, 'too many subdirectories (the filesystem has no dir_nlink feature)');
-    }
+    // Refuse before allocating anything if the parent cannot count one more subdirectory.
+    if (isDir) linksAfterSubdirAdded(parent.i_links_count, { htree: (parent.i_flags & EXT4_INDEX_FL) !== 0, dirNlink: (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK) !== 0, ino: dirIno });
     const ino = await this.allocInode(this.groups.groupOfInode(dirIno), isDir, at);
     const generation = 0;
     const extraIsize = sb.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE ? Math.max(32, sb.s_want_extra_isize) : 0;
@@ -727,8 +735,8 @@ export class Ext4Writer {
     await this.link(dirIno, name, ino, content.kind);
     if (isDir) {
       const p = await this.fs.readInode(dirIno);
-      const links = p.i_links_count + 1 >= EXT4_LINK_MAX ? 1 : p.i_links_count === 1 ? 1 : p.i_links_count + 1;
-      await this.writeInode({ ...p, i_links_count: links }, p.raw);
+      const dirNlink = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_DIR_NLINK) !== 0;
+      await this.writeInode({ ...p, i_links_count: linksAfterSubdirAdded(p.i_links_count, { htree: (p.i_flags & EXT4_INDEX_FL) !== 0, dirNlink, ino: dirIno }) }, p.raw);
     }
     return ino;
   }
@@ -749,11 +757,11 @@ export class Ext4Writer {
       for (const child of await this.childrenOf(hit.ino)) await this.removeEntryAt(hit.ino, child, joinPath(path, child), record);
     }
     await this.unlinkEntry(dirIno, name);
-    if (record) this.changes.push({ path, before: { ino: hit.ino, kind }, after: null });
+    if (record) this.changes.push({ path, before: stateOf(inode), after: null });
     if (kind === 'dir') {
       const p = await this.fs.readInode(dirIno);
-      // A count stuck at 1 (dir_nlink) stays 1.
-      if (p.i_links_count > 2) await this.writeInode({ ...p, i_links_count: p.i_links_count - 1 }, p.raw);
+      const links = linksAfterSubdirRemoved(p.i_links_count);
+      if (links !== p.i_links_count) await this.writeInode({ ...p, i_links_count: links }, p.raw);
       await this.release(await this.fs.readInode(hit.ino), true);
       return;
     }
@@ -801,7 +809,9 @@ export class Ext4Writer {
     }
     await this.groups.freeInode(inode.ino, isDir);
     this.inodesFreed.push(inode.ino);
-    const iBlock = new Uint8Array(EXT4_I_BLOCK_SIZE);
+    // As the kernel leaves a freed inode: an empty extent root (readers that scan the table
+    // still find a valid tree), or zeros for inodes without one.
+    const iBlock = inode.i_flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
     await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL) }, inode.raw);
   }
 
@@ -829,32 +839,65 @@ export class Ext4Writer {
   }
 
   /**
-   * Moves the content of blocks [start, start+count) that `ino` maps (data blocks) to
-   * newly allocated blocks, and re-points the file. Returns the new runs.
+   * Moves whatever lives in blocks [start, start+count) to blocks outside that range
+   * (under the constraints) and updates its owners: file and directory data (the
+   * extents), extent-tree nodes (the tree is rebuilt), xattr blocks (every inode that
+   * refers to one). Free blocks in the range stay free. Returns the moves, block by
+   * block. `owners` is the block ownership to go by (default: a scan of the filesystem as
+   * it is now; a caller that has made changes in this session and knows the owners from
+   * before them passes those, since the on-disk bitmaps are written only at commit).
+   * Throws WRITE_REFUSED for blocks that cannot move (group metadata, the journal,
+   * block-mapped files), NO_SPACE.
    */
-  async relocate(ino: number, start: number, count: number): Promise<Run[]> {
+  async relocate(start: number, count: number, owners?: BlockOwnership): Promise<Array<{ from: number; to: number }>> {
+    const range = new BlockRuns([[start, count]]);
+    // The owners as of a consistent state: the caller's (the rebase knows them from T), else a scan now.
+    const own = owners ?? (await this.fs.blockOwnership());
+    const inodes = new Set<number>();
+    const xattrBlocks: number[] = [];
+    for (let b = start; b < start + count; b++) {
+      if (!(await this.groups.blockInUse(b))) continue;
+      const o = own.ownerOf(b);
+      if (o === 'free' || o === undefined) {
+        // In use now but not in the scan: the writer allocated it in this session (its owner is in `inodes` by then or it is a node of a tree being rebuilt).
+        throw new InternalError(`relocate: block ${b} has no known owner`);
+      }
+      if ((o.kind === 'data' || o.kind === 'directory' || o.kind === 'extent node') && o.ino !== undefined) inodes.add(o.ino);
+      else if (o.kind === 'xattr block') xattrBlocks.push(b);
+      else throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.block[${b}]`, detail: `cannot relocate a block of ${o.kind}${o.ino !== undefined ? ` (inode ${o.ino})` : ''}` });
+    }
+    const moves: Array<{ from: number; to: number }> = [];
+    await this.groups.avoiding(range, async () => {
+      for (const ino of inodes) moves.push(...(await this.relocateInodeBlocks(ino, range)));
+      for (const b of xattrBlocks) moves.push(await this.relocateXattrBlock(b));
+    });
+    return moves;
+  }
+
+  /** Moves the data blocks of `ino` that lie in `range` and rebuilds its tree (whose new nodes avoid the range). */
+  private async relocateInodeBlocks(ino: number, range: BlockRuns): Promise<Array<{ from: number; to: number }>> {
     const inode = await this.fs.readInode(ino);
+    if (!(inode.i_flags & EXT4_EXTENTS_FL)) throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${ino}]`, detail: 'cannot relocate the blocks of a block-mapped (ext3-style) file' });
     const { extents } = await this.blocksOf(inode);
-    const moving = new BlockRuns([[start, count]]);
     const next: FileExtent[] = [];
-    const newRuns: Run[] = [];
+    const moves: Array<{ from: number; to: number }> = [];
     for (const e of extents) {
       let l = e.lblk;
       let p = e.pblk;
       let left = e.len;
       while (left > 0) {
-        const inMove = moving.has(p);
+        const inRange = range.has(p);
         let n = 1;
-        while (n < left && moving.has(p + n) === inMove) n++;
-        if (!inMove) next.push({ lblk: l, pblk: p, len: n, unwritten: e.unwritten });
+        while (n < left && range.has(p + n) === inRange) n++;
+        if (!inRange) next.push({ lblk: l, pblk: p, len: n, unwritten: e.unwritten });
         else {
           let at = 0;
-          for (const r of await this.allocBlocks(n, this.groups.goalForInode(ino))) {
+          for (const r of await this.allocBlocks(n, p + n)) {
             const bytes = await this.fs.readBlocks(p + at, r.count);
             await this.device.write(r.start * this.blockSize, bytes);
             this.fs.noteWrite(r.start, 0, bytes);
             next.push({ lblk: l + at, pblk: r.start, len: r.count, unwritten: e.unwritten });
-            newRuns.push(r);
+            for (let k = 0; k < r.count; k++) moves.push({ from: p + at + k, to: r.start + k });
             at += r.count;
           }
           await this.freeRuns([{ start: p, count: n }]);
@@ -864,8 +907,47 @@ export class Ext4Writer {
         left -= n;
       }
     }
-    await this.setMap(await this.fs.readInode(ino), next, inode.i_size);
-    return newRuns;
+    // Rebuilt even when no data moved: its nodes may be the blocks in the range. Node moves
+    // are reported old to new in tree order (the tree is rebuilt whole, so the pairing is nominal).
+    const { oldNodes, newNodes } = await this.setMapNodes(await this.fs.readInode(ino), next, inode.i_size);
+    oldNodes.forEach((b, i) => {
+      if (range.has(b)) moves.push({ from: b, to: newNodes[Math.min(i, newNodes.length - 1)] ?? 0 });
+    });
+    return moves;
+  }
+
+  /** Copies xattr block `b` to a new block (its checksum covers its number) and points every inode that uses it there. */
+  private async relocateXattrBlock(b: number): Promise<{ from: number; to: number }> {
+    const [run] = await this.allocBlocks(1, b + 1);
+    const to = run!.start;
+    const bytes = (await this.fs.readBlocks(b, 1)).slice();
+    if (this.metadataCsum) new DataView(bytes.buffer).setUint32(0x10, xattrBlockChecksum(this.fs.superblock.csumSeed, to, bytes), true);
+    await this.writeBlock(to, bytes);
+    const users: number[] = [];
+    await this.fs.scanInodes((inode) => {
+      if (inode.i_links_count > 0 && inode.i_file_acl === b) users.push(inode.ino);
+    });
+    for (const ino of users) {
+      const inode = await this.fs.readInode(ino);
+      await this.writeInode({ ...inode, i_file_acl: to }, inode.raw);
+    }
+    await this.freeRuns([{ start: b, count: 1 }]);
+    return { from: b, to };
+  }
+
+  /**
+   * Whether inode number `ino` is free now, so that `put(..., { at: ino })` can create a
+   * file there. Avoided numbers count as free here: the caller chose this one on purpose
+   * (the rebase keeps a client's own inode numbers, which it avoids for everything else).
+   */
+  async inodeFree(ino: number): Promise<boolean> {
+    if (ino < this.fs.superblock.s_first_ino || ino > this.fs.superblock.s_inodes_count) return false;
+    return !(await this.groups.inodeInUse(ino));
+  }
+
+  /** Whether block `b` is in use now. */
+  async blockInUse(b: number): Promise<boolean> {
+    return this.groups.blockInUse(b);
   }
 
   // ---------------------------------------------------------------- commit
@@ -883,6 +965,8 @@ export class Ext4Writer {
     if (this.committed) throw new InternalError('Ext4Writer.commit called twice');
     this.committed = true;
     await this.groups.flush();
+    // The reader's bitmap cache predates the flush.
+    this.fs.layout.forgetBitmaps();
     const allocated = new BlockRuns(this.allocated.map((r) => [r.start, r.count] as const));
     const freed = new BlockRuns(this.freed.map((r) => [r.start, r.count] as const));
     return {

@@ -6,12 +6,11 @@
  */
 import { RefusedError } from '../../errors.js';
 import type { Run } from './allocator.js';
-import { ext4Crc32c } from './checksums.js';
 import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from './constants.js';
 import type { Ext4Fs } from './Ext4Fs.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
-import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
+import { decodeInodeXattrs, decodePosixAclXattr, encodeAcl, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrBlockChecksum, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
 
 export interface XattrEnv {
   readonly sb: Superblock;
@@ -20,6 +19,19 @@ export interface XattrEnv {
   free(block: number): Promise<void>;
   writeBlock(block: number, bytes: Uint8Array): Promise<void>;
   readonly goal: number;
+}
+
+const ACL_NAMES = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+
+/**
+ * POSIX ACLs come from update sources as Linux passes them to setxattr(2) (version 2);
+ * ext4 stores its own shorter form (version 1), as the kernel and e2fsprogs convert it.
+ * Values already in ext4's form, or not ACLs, pass unchanged.
+ */
+function toDiskAcl(name: Uint8Array, value: Uint8Array): Uint8Array {
+  if (!ACL_NAMES.has(new TextDecoder().decode(name))) return value;
+  const entries = decodePosixAclXattr(value);
+  return entries === undefined ? value : encodeAcl(entries);
 }
 
 /** Bytes of the in-inode xattr area. */
@@ -44,7 +56,7 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
   const { sb } = env;
   const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
   const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
-  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: s.value }));
+  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }));
   const size = areaSize(inode, sb);
   let blocksDelta = 0;
   let fileAcl = inode.i_file_acl;
@@ -67,15 +79,6 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
   return { raw: area !== undefined ? withArea(inode, sb, area) : inode.raw, fileAcl: blockNo, blocksDelta: blocksDelta + 1 };
 }
 
-/** The xattr block checksum (ext4 doc, attributes.rst): crc32c over the block number and the block, checksum zeroed. */
-function xattrBlockChecksum(sb: Superblock, blockNo: number, block: Uint8Array): number {
-  const num = new Uint8Array(8);
-  new DataView(num.buffer).setBigUint64(0, BigInt(blockNo), true);
-  const copy = block.slice();
-  copy.fill(0, 0x10, 0x14);
-  return ext4Crc32c(ext4Crc32c(sb.csumSeed, num), copy);
-}
-
 /** Drops one reference to xattr block `blockNo`: frees it at the last, else rewrites its h_refcount (and checksum). */
 export async function releaseXattrBlock(blockNo: number, env: Pick<XattrEnv, 'fs' | 'sb' | 'free' | 'writeBlock'>): Promise<void> {
   const { header } = await env.fs.readXattrBlock(blockNo);
@@ -86,7 +89,7 @@ export async function releaseXattrBlock(blockNo: number, env: Pick<XattrEnv, 'fs
   const bytes = (await env.fs.readBlocks(blockNo, 1)).slice();
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   v.setUint32(4, header.h_refcount - 1, true);
-  if (env.sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x10, xattrBlockChecksum(env.sb, blockNo, bytes), true);
+  if (env.sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x10, xattrBlockChecksum(env.sb.csumSeed, blockNo, bytes), true);
   await env.writeBlock(blockNo, bytes);
 }
 
