@@ -1,0 +1,156 @@
+/**
+ * `imgdedup rebase` on the realistic small fleet (fixtures/fleet: a GPT disk with an EFI
+ * FAT partition and an ext4 root of this machine's files, an update wave of several
+ * hundred files, four client kinds as qcow2 overlays and VMDK deltas), against the
+ * fleet's truths: each client's root written by debugfs with the update applied to the
+ * client directly (keep-client on conflicts). Per client: the rebased tree equals the
+ * truth file for file (content, type, symlink target, mode, owner, link count, xattrs),
+ * the strict e2fsck oracle holds, `qemu-img check` is clean, the EFI partition is the
+ * client's, the conflicts are the expected ones, and the overlay shrinks; the new base
+ * equals `apply`'s complete output; the inputs hash the same before and after.
+ */
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { cachedFleet } from '../../fixtures/fleet/makeFleet.mjs';
+import type { FleetManifest } from '../../fixtures/fleet/makeFleet.mjs';
+import { expectStrictFsckClean } from '../helpers/e2fsck.js';
+import { qemuCheck, qemuImg } from '../helpers/qemu.js';
+import { imgdedup } from '../helpers/run.js';
+import { useTempDir } from '../helpers/tmp.js';
+import { dumpTree } from '../blockdiff/treeOracle.js';
+import { debugfsBatch, parseStat } from '../fs/ext4/debugfsOracle.js';
+
+const tmp = useTempDir('imgdedup-rebase-');
+let fleet = '';
+let manifest: FleetManifest;
+const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+interface RebaseJson {
+  newBase: string;
+  clients: Array<{ client: string; output: string; conflicts: Array<{ path: string; kept: string }>; overlayBytesBefore: number; overlayBytesAfter: number }>;
+}
+
+beforeAll(() => {
+  const cached = cachedFleet('small');
+  manifest = cached.manifest;
+  // Used in place (a copy would lose the update tree's owners); rebase never writes its
+  // inputs, and the first suite checks that they hash the same afterwards.
+  fleet = cached.dir;
+}, 300_000);
+
+function part(n: number) {
+  return manifest.disk.partitions.find((p) => p.number === n)!;
+}
+
+/** A partition of an image (any format, read through its chain) as a raw file. */
+function extract(image: string, partition: number, out: string): string {
+  const disk = `${out}.disk`;
+  qemuImg('convert', '-O', 'raw', image, disk);
+  const p = part(partition);
+  execFileSync('dd', [`if=${disk}`, `of=${out}`, 'bs=1M', `skip=${p.offsetBytes / 1048576}`, `count=${p.lengthBytes / 1048576}`, 'status=none']);
+  return out;
+}
+
+function expectSameTree(ours: string, truth: string, work: string): void {
+  const a = dumpTree(ours, join(work, 'ours'));
+  const b = dumpTree(truth, join(work, 'truth'));
+  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+  for (const [p, n] of b) {
+    expect(a.get(p)!.type, p).toBe(n.type);
+    if (n.type === 'file') expect(Buffer.compare(a.get(p)!.content!, n.content!), p).toBe(0);
+    if (n.type === 'symlink') expect(a.get(p)!.target, p).toBe(n.target);
+  }
+  const paths = [...b.keys()];
+  const sa = debugfsBatch(ours, paths.map((p) => `stat "${p}"`)).map(parseStat);
+  const sb = debugfsBatch(truth, paths.map((p) => `stat "${p}"`)).map(parseStat);
+  paths.forEach((p, i) => {
+    const [x, y] = [sa[i]!, sb[i]!];
+    expect({ p, mode: x.mode, uid: x.uid, gid: x.gid, links: x.links, type: x.type }).toEqual({ p, mode: y.mode, uid: y.uid, gid: y.gid, links: y.links, type: y.type });
+    expect(x.xattrs.map((e) => [e.name, e.value]), p).toEqual(y.xattrs.map((e) => [e.name, e.value]));
+  });
+}
+
+describe.each(['qcow2', 'vmdk'] as const)('rebase of the small fleet (%s)', (format) => {
+  let out = '';
+  let result: RebaseJson;
+  const inputs = (): string[] => readdirSync(fleet).filter((f) => f.endsWith(`.${format}`)).map((f) => join(fleet, f));
+  let hashes: Map<string, string>;
+
+  beforeAll(() => {
+    hashes = new Map(inputs().map((f) => [f, sha(f)]));
+    out = join(tmp(), `out-${format}`);
+    const clients = manifest.clients.map((c) => join(fleet, format === 'qcow2' ? c.qcow2 : c.vmdk));
+    const r = imgdedup(['--json', 'rebase', '--verify', join(fleet, `base.${format}`), join(fleet, format === 'qcow2' ? 'updates' : 'updates.tar'), ...clients, '-o', out]);
+    expect(r.status, r.stderr).toBe(0);
+    result = JSON.parse(r.stdout) as RebaseJson;
+  }, 300_000);
+
+  test('inputs are unchanged and DIR holds exactly the new base and the clients', () => {
+    for (const [f, h] of hashes) expect(sha(f), f).toBe(h);
+    expect(readdirSync(out).sort()).toEqual([`base.${format}`, ...manifest.clients.map((c) => `${c.name}.${format}`)].sort());
+  });
+
+  test('the new base is complete, strictly clean, has the update, and equals the truth of the updated root', () => {
+    const info = qemuImg('info', '--output=json', join(out, `base.${format}`));
+    expect(info).not.toContain('backing-filename');
+    const root = extract(join(out, `base.${format}`), manifest.rootPartition, join(tmp(), `${format}-newbase.ext4`));
+    expectStrictFsckClean(root);
+    expectSameTree(root, join(fleet, manifest.update.truth), join(tmp(), `${format}-cmp-base`));
+  }, 120_000);
+
+  test.each([0, 1, 2, 3])('client %i: tree equals the truth, strictly clean, EFI kept, conflicts as expected, overlay smaller', (i) => {
+    const c = manifest.clients[i]!;
+    const file = join(out, `${c.name}.${format}`);
+    expect(existsSync(file)).toBe(true);
+    if (format === 'qcow2') expect(qemuCheck(file).clean).toBe(true);
+    expect(qemuImg('info', file)).toMatch(new RegExp(`backing file: base\\.${format}`));
+    const root = extract(file, manifest.rootPartition, join(tmp(), `${format}-${c.name}.ext4`));
+    expectStrictFsckClean(root);
+    expectSameTree(root, join(fleet, c.truth), join(tmp(), `${format}-cmp-${c.name}`));
+    // The EFI partition is the client's.
+    const efi = part(manifest.efiPartition);
+    const ours = readFileSync(`${root}.disk`).subarray(efi.offsetBytes, efi.offsetBytes + efi.lengthBytes);
+    const theirs = readFileSync(extract(join(fleet, format === 'qcow2' ? c.qcow2 : c.vmdk), manifest.rootPartition, join(tmp(), `${format}-${c.name}-in.ext4`)) + '.disk').subarray(efi.offsetBytes, efi.offsetBytes + efi.lengthBytes);
+    expect(Buffer.compare(ours, theirs)).toBe(0);
+    const report = result.clients.find((r) => r.output.endsWith(`${c.name}.${format}`))!;
+    expect(report.conflicts.map((x) => x.path).sort()).toEqual(c.conflicts.map((x) => x.path).sort());
+    expect(report.conflicts.every((x) => x.kept === 'client')).toBe(true);
+    expect(statSync(file).size).toBe(report.overlayBytesAfter);
+  }, 120_000);
+});
+
+describe('rebase refusals', () => {
+  test('--conflict fail exits 3 and writes nothing', () => {
+    const out = join(tmp(), 'out-fail');
+    const c4 = manifest.clients.find((c) => c.conflicts.length > 0)!;
+    const r = imgdedup(['rebase', '--conflict', 'fail', join(fleet, 'base.qcow2'), join(fleet, 'updates'), join(fleet, c4.qcow2), '-o', out]);
+    expect(r.status, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/MERGE_CONFLICT/);
+    expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  }, 120_000);
+
+  test('a client on another base, and a client whose filesystem is dirty, are refused (exit 2) with nothing written', () => {
+    const other = join(tmp(), 'other.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-b', join(fleet, 'client1.qcow2'), '-F', 'qcow2', other);
+    const notOnBase = join(tmp(), 'stranger.qcow2');
+    qemuImg('create', '-f', 'qcow2', notOnBase, String(manifest.disk.bytes));
+    const out = join(tmp(), 'out-bad');
+    let r = imgdedup(['rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates'), notOnBase, '-o', out]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/WRONG_BASE/);
+    // A dirty client: client 1 with its root marked "not cleanly unmounted" by debugfs, as an overlay on the base.
+    const raw = join(tmp(), 'dirty.raw');
+    qemuImg('convert', '-O', 'raw', join(fleet, 'client1.qcow2'), raw);
+    const root = part(manifest.rootPartition);
+    execFileSync('debugfs', ['-w', '-R', 'ssv state 0', `${raw}?offset=${root.offsetBytes}`], { stdio: 'ignore' });
+    const dirty = join(tmp(), 'dirty.qcow2');
+    qemuImg('convert', '-O', 'qcow2', '-B', join(fleet, 'base.qcow2'), '-F', 'qcow2', raw, dirty);
+    r = imgdedup(['rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates'), dirty, '-o', out]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/DIRTY_FILESYSTEM.*shut the VM down cleanly or fsck it/);
+    expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  }, 120_000);
+});
