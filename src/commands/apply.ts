@@ -6,6 +6,7 @@
  * layer over it, and OUT is emitted from that layer, atomically.
  */
 import { basename, dirname, relative, resolve } from 'node:path';
+import { realpath } from 'node:fs/promises';
 import { checkOutputPath } from '../diskimage/AtomicOutput.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
@@ -63,11 +64,12 @@ export interface ApplyResult {
   /** Blocks the update needs (estimate before writing) and blocks free before it. */
   readonly spaceNeededBytes: number;
   readonly spaceFreeBytes: number;
+  /** Blocks and inodes allocated and freed (each operation counted: a block freed and taken again counts in both). */
   readonly blocksAllocated: number;
   readonly blocksFreed: number;
   readonly inodesAllocated: number;
   readonly inodesFreed: number;
-  /** Guest bytes of the disk the filesystem changes touch (what an overlay holds). */
+  /** Guest bytes of the disk the writer wrote (an overlay holds those whose bytes changed). */
   readonly changedBytes: number;
   /** Size of OUT on the host (null with dryRun). */
   readonly fileSize: number | null;
@@ -159,6 +161,16 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
   }
   const source = await openUpdateSource(options.updates);
   const chain = await openChain(options.base);
+  if (!options.dryRun) {
+    // OUT must not be any file BASE reads: replacing a backing file would change BASE itself.
+    const out = await realpath(options.output!).catch(() => resolve(options.output!));
+    for (const l of chain.layers) {
+      if ((await realpath(l.path).catch(() => resolve(l.path))) === out) {
+        await chain.close();
+        throw new UsageError(`the output ${options.output} is ${l === chain.layers[0] ? 'BASE itself' : `in BASE's backing chain (${l.path})`}; BASE and its chain are never modified`, { file: options.output });
+      }
+    }
+  }
   let cow: CowDevice | undefined;
   let writer: ImageWriter | undefined;
   try {
@@ -205,10 +217,10 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       bytesWritten: summary.bytesWritten,
       spaceNeededBytes: space.neededBytes,
       spaceFreeBytes: space.freeBytes,
-      blocksAllocated: report.blocksAllocated.blockCount,
-      blocksFreed: report.blocksFreed.blockCount,
-      inodesAllocated: report.inodesAllocated.length,
-      inodesFreed: report.inodesFreed.length,
+      blocksAllocated: report.blockOperations.allocated,
+      blocksFreed: report.blockOperations.freed,
+      inodesAllocated: report.inodeOperations.allocated,
+      inodesFreed: report.inodeOperations.freed,
       changedBytes,
       fileSize,
       changes: report.changes,

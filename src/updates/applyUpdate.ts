@@ -65,10 +65,13 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
   let needed = 0;
   let credit = 0;
   let entries = 0;
+  let inodesNeeded = 0;
   for await (const layer of source.layers()) {
     for await (const e of layer.entries()) {
       entries++;
       needed += roughBlocksNeeded(e, bs);
+      // A new path takes an inode; a replaced one frees one first.
+      if (e.kind !== 'whiteout' && e.kind !== 'opaque' && e.kind !== 'hardlink' && (await writer.lookup(e.path).catch(() => undefined)) === undefined) inodesNeeded++;
       if (e.kind === 'file' || e.kind === 'whiteout') {
         const ino = await writer.lookup(e.path).catch(() => undefined);
         if (ino !== undefined) {
@@ -80,6 +83,10 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
   }
   const free = await writer.freeBytes();
   const neededBytes = needed * bs;
+  const freeInodes = writer.fs.superblock.s_free_inodes_count;
+  if (inodesNeeded > freeInodes) {
+    throw new RefusedError('NO_SPACE', { file, structure: 'ext4', detail: `the update creates ${inodesNeeded} files, the filesystem has ${freeInodes} free inodes`, inodesNeeded, inodesFree: freeInodes });
+  }
   if (neededBytes > free + credit * bs) {
     throw new RefusedError('NO_SPACE', {
       file,
@@ -105,9 +112,13 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     for await (const e of layer.entries()) if (e.kind !== 'whiteout' && e.kind !== 'opaque') own.add(byteKey(e.path));
     // Adding entries to a directory sets its mtime to now; its own entry's times are set again at the end.
     const dirs: Array<{ path: Uint8Array; meta: EntryMeta }> = [];
+    /** Paths this layer has put so far. */
+    const putHere = new Set<string>();
     for await (const e of layer.entries()) {
       switch (e.kind) {
         case 'whiteout':
+          // Whiteouts hide what the layers below have (OCI image-spec, layer.md): never what this layer itself put.
+          if (putHere.has(byteKey(e.path))) break;
           if (!(await writer.remove(e.path))) warnings.push(`${layer.name}: whiteout for ${show(e.path)}, which does not exist`);
           break;
         case 'opaque': {
@@ -133,6 +144,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           await writer.put(e.path, contentOf(e), attrsOf(e.meta));
           if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
       }
+      if (e.kind !== 'whiteout' && e.kind !== 'opaque') putHere.add(byteKey(e.path));
       options.onProgress?.(++done, layer.name);
     }
     if (!options.keepDirTimes) for (const d of dirs) if ((await writer.lookup(d.path)) !== undefined) await writer.setTimes(d.path, d.meta.mtime, d.meta.atime ?? d.meta.mtime);

@@ -27,7 +27,15 @@ async function layerFiles(dir: string): Promise<string[] | undefined> {
   } catch (err) {
     throw wrapIoError(err, dir, 'read the update directory');
   }
-  if (names.length === 0 || !names.every((n) => LAYER_FILE_NAME.test(n))) return undefined;
+  if (names.length === 0 || !names.some((n) => LAYER_FILE_NAME.test(n))) return undefined;
+  const others = names.filter((n) => !LAYER_FILE_NAME.test(n));
+  if (others.length > 0) {
+    // A tree holding a file named like a layer, or layers beside a stray README: either way a guess could write the wrong thing.
+    throw new RefusedError('BAD_UPDATE', {
+      file: dir,
+      detail: `the update directory holds tar layers (${names.find((n) => LAYER_FILE_NAME.test(n))}) and other entries (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''}): give a directory of layers only, or a tree without layer files at its top`,
+    });
+  }
   for (const n of names) {
     const st = await stat(join(dir, n)).catch((err: unknown) => {
       throw wrapIoError(err, join(dir, n), 'read the layer');

@@ -9,7 +9,7 @@
  * entry: its mode and owner are the temporary directory's, not the filesystem root's.
  */
 import { createReadStream, type BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { RefusedError, wrapIoError } from '../errors.js';
 import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
 import { readHostXattrs, type XattrMap } from './hostXattrs.js';
@@ -180,7 +180,8 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
   return {
     name: root,
     async *entries() {
-      const st = await lstat(clean).catch((err: unknown) => {
+      // The root itself may be a symlink to the tree (its entries below are taken as they are).
+      const st = await stat(clean).catch((err: unknown) => {
         throw wrapIoError(err, root, 'read the update directory');
       });
       if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');

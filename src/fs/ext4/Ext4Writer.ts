@@ -118,6 +118,10 @@ export interface WriteReport {
   readonly inodesFreed: readonly number[];
   /** File content bytes written. */
   readonly bytesWritten: number;
+  /** Blocks allocated and freed, every time (a block freed and allocated again counts in both). */
+  readonly blockOperations: { readonly allocated: number; readonly freed: number };
+  /** Inodes allocated and freed, every time. */
+  readonly inodeOperations: { readonly allocated: number; readonly freed: number };
 }
 
 export interface Ext4WriterOptions {
@@ -164,6 +168,8 @@ export class Ext4Writer {
   private readonly inodesFreed: number[] = [];
   private bytesWritten = 0;
   private committed = false;
+  /** Every allocation and free, counted (the report's sets are net: a block freed and taken again is in neither). */
+  private readonly grossBlocks = { allocated: 0, freed: 0 };
 
   private constructor(
     readonly fs: Ext4Fs,
@@ -221,12 +227,14 @@ export class Ext4Writer {
   private async allocBlocks(count: number, goal: number): Promise<Run[]> {
     const runs = await this.groups.allocBlocks(count, goal);
     this.allocated.push(...runs);
+    this.grossBlocks.allocated += count;
     return runs;
   }
 
   private async freeRuns(runs: readonly Run[]): Promise<void> {
     for (const r of runs) await this.groups.freeBlocks(r.start, r.count);
     this.freed.push(...runs);
+    for (const r of runs) this.grossBlocks.freed += r.count;
   }
 
   private async allocInode(goalGroup: number, isDir: boolean, at?: number): Promise<number> {
@@ -506,7 +514,8 @@ export class Ext4Writer {
   }
 
   private badPath(path: Uint8Array, detail: string): RefusedError {
-    return new RefusedError('BAD_UPDATE', { file: this.o.file, path: new TextDecoder().decode(path), detail });
+    const shown = new TextDecoder().decode(path);
+    return new RefusedError('BAD_UPDATE', { file: this.o.file, path: shown, detail: `${shown}: ${detail}` });
   }
 
   private splitParent(path: Uint8Array): { parts: Uint8Array[]; name: Uint8Array } {
@@ -754,7 +763,8 @@ export class Ext4Writer {
       throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${hit.ino}]`, path: new TextDecoder().decode(path), detail: 'refusing to remove a verity, encrypted or EA inode' });
     }
     if (kind === 'dir') {
-      for (const child of await this.childrenOf(hit.ino)) await this.removeEntryAt(hit.ino, child, joinPath(path, child), record);
+      // Everything below is gone, whatever replaces the directory: each path is recorded.
+      for (const child of await this.childrenOf(hit.ino)) await this.removeEntryAt(hit.ino, child, joinPath(path, child), true);
     }
     await this.unlinkEntry(dirIno, name);
     if (record) this.changes.push({ path, before: stateOf(inode), after: null });
@@ -977,6 +987,8 @@ export class Ext4Writer {
       inodesAllocated: this.inodesAllocated.filter((i) => !this.inodesFreed.includes(i)),
       inodesFreed: this.inodesFreed.filter((i) => !this.inodesAllocated.includes(i)),
       bytesWritten: this.bytesWritten,
+      blockOperations: { ...this.grossBlocks },
+      inodeOperations: { allocated: this.inodesAllocated.length, freed: this.inodesFreed.length },
     };
   }
 }

@@ -232,7 +232,17 @@ export class GroupState {
   async freeBlocks(start: number, count: number): Promise<void> {
     for (const [g, bit, n] of this.split(start, count)) {
       const bm = await this.requireBlockBitmap(g);
-      for (let i = bit; i < bit + n; i++) if (!testBit(bm, i)) throw new InternalError(`block ${groupFirstBlock(this.sb, g) + i} freed twice`);
+      for (let i = bit; i < bit + n; i++) {
+        if (!testBit(bm, i)) {
+          // The writer frees only blocks an inode maps: one the bitmap says is free means the bitmap and the inodes disagree.
+          throw new CorruptImageError('CORRUPT_IMAGE', {
+            file: this.o.file,
+            structure: `ext4.block_bitmap[${g}]`,
+            deviceOffset: this.o.descriptor(g).bg_block_bitmap * this.sb.blockSize,
+            detail: `block ${groupFirstBlock(this.sb, g) + i} is in use by a file but free in the block bitmap (run e2fsck)`,
+          });
+        }
+      }
       clearBits(bm, bit, n);
       const m = this.group(g);
       m.freeBlocks += n;
@@ -337,7 +347,9 @@ export class GroupState {
     const g = this.groupOfInode(ino);
     const bm = await this.inodeBitmap(g);
     const bit = (ino - 1) % this.sb.s_inodes_per_group;
-    if (bm === null || !testBit(bm, bit)) throw new InternalError(`inode ${ino} freed twice`);
+    if (bm === null || !testBit(bm, bit)) {
+      throw new CorruptImageError('CORRUPT_IMAGE', { file: this.o.file, structure: `ext4.inode_bitmap[${g}]`, detail: `inode ${ino} is linked but free in the inode bitmap (run e2fsck)` });
+    }
     clearBits(bm, bit, 1);
     const m = this.group(g);
     m.freeInodes++;

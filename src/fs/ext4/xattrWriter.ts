@@ -6,7 +6,7 @@
  */
 import { RefusedError } from '../../errors.js';
 import type { Run } from './allocator.js';
-import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from './constants.js';
+import { EXT4_FEATURE_COMPAT_EXT_ATTR, EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from './constants.js';
 import type { Ext4Fs } from './Ext4Fs.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
@@ -57,6 +57,9 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
   const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
   const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
   const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }));
+  if (wanted.length > 0 && !(sb.s_feature_compat & EXT4_FEATURE_COMPAT_EXT_ATTR)) {
+    throw new RefusedError('BAD_UPDATE', { structure: `ext4.inode[${inode.ino}].xattrs`, detail: 'the filesystem has no ext_attr feature, so it cannot hold the xattrs the update gives this file' });
+  }
   const size = areaSize(inode, sb);
   let blocksDelta = 0;
   let fileAcl = inode.i_file_acl;

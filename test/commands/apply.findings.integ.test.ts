@@ -1,0 +1,155 @@
+/**
+ * Regressions from testing `apply` as a new user would (each case is one finding): freed
+ * inodes that e2fsck took for garbage, an output naming a file of BASE's backing chain, xattrs
+ * on a filesystem without ext_attr, a whiteout after its own entry in a tar, a layer
+ * directory with a stray file, a replaced directory's children listed as added, a
+ * corrupt block bitmap reported as an internal error, an update given through a symlink,
+ * and running out of inodes found only half-way.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pack } from 'tar-stream';
+import { describe, expect, test } from 'vitest';
+import { makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
+import { expectStrictFsckClean } from '../helpers/e2fsck.js';
+import { qemuImg } from '../helpers/qemu.js';
+import { imgdedup, sh } from '../helpers/run.js';
+import { useTempDir } from '../helpers/tmp.js';
+import { debugfsBatch } from '../fs/ext4/debugfsOracle.js';
+
+const tmp = useTempDir('imgdedup-apply-findings-');
+
+function dir(name: string, files: Record<string, string>): string {
+  const root = join(tmp(), name);
+  for (const [p, c] of Object.entries(files)) {
+    mkdirSync(join(root, p, '..'), { recursive: true });
+    writeFileSync(join(root, p), c);
+  }
+  mkdirSync(root, { recursive: true });
+  return root;
+}
+
+async function tar(name: string, entries: Array<{ name: string; body?: string; type?: 'directory' }>): Promise<string> {
+  const file = join(tmp(), name);
+  const p = pack();
+  for (const e of entries) p.entry({ name: e.name, mode: e.type ? 0o755 : 0o644, ...(e.type ? { type: e.type } : {}) }, e.body ?? '');
+  p.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of p) chunks.push(c as Buffer);
+  writeFileSync(file, Buffer.concat(chunks));
+  return file;
+}
+
+describe('apply, after a new user tried it', () => {
+  test('deleting most files of an inode-table block leaves no "garbage" inode (freed inodes keep an empty extent root)', () => {
+    const files: Record<string, string> = {};
+    const wh: Record<string, string> = {};
+    for (let i = 1; i <= 40; i++) files[`d/f${i}`] = `${i}\n`;
+    for (let i = 1; i <= 39; i++) wh[`d/.wh.f${i}`] = '';
+    const img = join(tmp(), 'garbage.raw');
+    makeExt4Image(img, dir('garbage-base', files), { args: ['-b', '4096'], sizeMiB: 64 });
+    const r = imgdedup(['apply', img, dir('garbage-upd', wh), '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(`${img}.out`);
+  });
+
+  test("an output that is a file of BASE's backing chain is refused, even with --force", () => {
+    const img = join(tmp(), 'chain.raw');
+    makeExt4Image(img, dir('chain-base', { 'etc/x': 'x' }), { args: [], sizeMiB: 32 });
+    const lower = join(tmp(), 'lower.qcow2');
+    const top = join(tmp(), 'top.qcow2');
+    qemuImg('convert', '-O', 'qcow2', img, lower);
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', lower, '-F', 'qcow2', top);
+    const before = readFileSync(lower);
+    const r = imgdedup(['apply', '--overlay', top, dir('chain-upd', { 'srv/f': 'x' }), '-o', lower, '--force']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/backing chain/);
+    expect(readFileSync(lower).equals(before)).toBe(true);
+  });
+
+  test('xattrs on a filesystem without ext_attr are BAD_UPDATE, not a damaged output', () => {
+    const img = join(tmp(), 'noxattr.raw');
+    makeExt4Image(img, dir('noxattr-base', { 'etc/x': 'x' }), { args: ['-O', '^ext_attr'], sizeMiB: 32 });
+    const upd = dir('noxattr-upd', { f: 'x\n' });
+    sh('setfattr', ['-n', 'user.a', '-v', 'q'.repeat(500), join(upd, 'f')]);
+    const r = imgdedup(['--json', 'apply', img, upd, '-o', `${img}.out`]);
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stderr).code).toBe('BAD_UPDATE');
+  });
+
+  test('a whiteout after its own entry in the same tar layer does not delete it', async () => {
+    const img = join(tmp(), 'wh-order.raw');
+    makeExt4Image(img, dir('wh-base', { 'srv/old': 'o' }), { args: [], sizeMiB: 32 });
+    const layer = await tar('wh-order.tar', [{ name: 'srv/a', body: 'new' }, { name: 'srv/.wh.a' }, { name: 'srv/.wh.old' }]);
+    const r = imgdedup(['apply', img, layer, '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    const [ls] = debugfsBatch(`${img}.out`, ['ls /srv']);
+    expect(ls).toMatch(/\ba\b/);
+    expect(ls).not.toMatch(/\bold\b/);
+  });
+
+  test('a directory holding layers and a stray file is refused, not applied as a tree', async () => {
+    const img = join(tmp(), 'stray.raw');
+    makeExt4Image(img, undefined, { args: [], sizeMiB: 32 });
+    const layers = join(tmp(), 'layers');
+    mkdirSync(layers);
+    execFileSync('cp', [await tar('01.tar', [{ name: 'x', body: 'x' }]), join(layers, '01.tar')]);
+    writeFileSync(join(layers, 'README.md'), 'notes');
+    const r = imgdedup(['--json', 'apply', '--dry-run', img, layers]);
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stderr).code).toBe('BAD_UPDATE');
+  });
+
+  test("a directory a later layer replaces by a file: its children are reported deleted, not added", async () => {
+    const img = join(tmp(), 'phantom.raw');
+    makeExt4Image(img, undefined, { args: [], sizeMiB: 32 });
+    const layers = join(tmp(), 'phantom-layers');
+    mkdirSync(layers);
+    execFileSync('cp', [await tar('l1.tar', [{ name: 'd', type: 'directory' }, { name: 'd/z', body: 'z' }]), join(layers, '01.tar')]);
+    execFileSync('cp', [await tar('l2.tar', [{ name: 'd', body: 'now a file' }]), join(layers, '02.tar')]);
+    const r = imgdedup(['apply', '--dry-run', img, layers]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^A \/d$/m);
+    expect(r.stdout).not.toMatch(/\/d\/z/);
+  });
+
+  test('a block bitmap that disagrees with the inodes is CORRUPT_IMAGE (exit 2), not an internal error', () => {
+    const img = join(tmp(), 'badbitmap.raw');
+    makeExt4Image(img, dir('bb-base', { 'd/big': 'x'.repeat(200_000) }), { args: ['-b', '4096', '-O', '^metadata_csum'], sizeMiB: 64 });
+    const [blocks] = debugfsBatch(img, ['blocks /d/big']);
+    const first = Number(blocks!.trim().split(/\s+/)[0]);
+    const bitmapBlock = Number(/Block bitmap at (\d+)/.exec(execFileSync('dumpe2fs', [img], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))![1]);
+    const bytes = readFileSync(img);
+    for (let b = first; b < first + 10; b++) bytes[bitmapBlock * 4096 + (b >> 3)]! &= ~(1 << (b & 7));
+    writeFileSync(img, bytes);
+    const upd = join(tmp(), 'bb-upd');
+    mkdirSync(join(upd, 'd'), { recursive: true });
+    writeFileSync(join(upd, 'd/.wh.big'), '');
+    const r = imgdedup(['--json', 'apply', img, upd, '-o', `${img}.out`]);
+    expect(r.status).toBe(2);
+    expect(JSON.parse(r.stderr).code).toBe('CORRUPT_IMAGE');
+  });
+
+  test('an update given as a symlink to a tree is read as the tree', () => {
+    const img = join(tmp(), 'symlinked.raw');
+    makeExt4Image(img, undefined, { args: [], sizeMiB: 32 });
+    const link = join(tmp(), 'upd-link');
+    symlinkSync(dir('real-upd', { 'etc/motd': 'hi\n' }), link);
+    const r = imgdedup(['apply', img, link, '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(`${img}.out`);
+  });
+
+  test('an update with more new files than free inodes is NO_SPACE before anything is written', () => {
+    const img = join(tmp(), 'inodes.raw');
+    makeExt4Image(img, undefined, { args: ['-N', '64'], sizeMiB: 32 });
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 100; i++) files[`f${i}`] = 'x';
+    const r = imgdedup(['--json', 'apply', img, dir('many', files), '-o', `${img}.out`]);
+    expect(r.status).toBe(2);
+    const e = JSON.parse(r.stderr) as { code: string; message: string };
+    expect(e.code).toBe('NO_SPACE');
+    expect(e.message).toMatch(/free inodes/);
+  });
+});
