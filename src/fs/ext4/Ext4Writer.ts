@@ -792,8 +792,11 @@ export class Ext4Writer {
     }
     await this.groups.freeInode(inode.ino, isDir);
     this.inodesFreed.push(inode.ino);
-    const iBlock = new Uint8Array(EXT4_I_BLOCK_SIZE);
-    await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL) }, inode.raw);
+    // An extent-mapped inode keeps a valid empty extent root, as the kernel leaves it: e2fsck
+    // counts an extent flag over a zeroed i_block as garbage, and a block of such inodes as insane.
+    const flags = inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL);
+    const iBlock = flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
+    await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: flags }, inode.raw);
   }
 
   // ---------------------------------------------------------------- point and relocate
