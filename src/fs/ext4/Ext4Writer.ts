@@ -807,9 +807,16 @@ export class Ext4Writer {
    * blocks it used that the map leaves out are freed. `size` sets i_size.
    */
   async point(ino: number, extents: readonly FileExtent[], size: number): Promise<void> {
-    const inode = await this.fs.readInode(ino);
+    let inode = await this.fs.readInode(ino);
     const t = fileType(inode.i_mode);
     if (t !== S_IFREG && t !== S_IFDIR && t !== S_IFLNK) throw new InternalError(`point: inode ${ino} has no block map`);
+    if (inode.i_flags & EXT4_INLINE_DATA_FL) {
+      // The map replaces the inline content: the inode leaves inline data (system.data
+      // dropped, an empty extent root in i_block) before setMap gives it the map.
+      const { dropInlineData } = await import('./xattrWriter.js');
+      const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
+      inode = { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
+    }
     const { data } = await this.blocksOf(inode);
     const oldSet = new BlockRuns(data.map((r) => [r.start, r.count] as const));
     const newSet = new BlockRuns(extents.map((e) => [e.pblk, e.len] as const));
