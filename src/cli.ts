@@ -223,9 +223,9 @@ export function buildProgram(): Command {
         'name and renamed when complete. The filesystem must be clean (no journal to replay, no errors, no orphans).\n' +
         'Lines with --dry-run: "A path" added, "M path" replaced or changed, "D path" deleted.\n' +
         examples(
-          'imgdedup apply base.qcow2 updates/ -o updated.qcow2',
-          'imgdedup apply --overlay base.qcow2 layer.tar.gz -o update-overlay.qcow2',
-          'imgdedup apply --dry-run base.qcow2 updates/',
+          'imgdedup apply base.qcow2 updates/ -o patched.qcow2',
+          'imgdedup apply --overlay base.vmdk layer.tar.gz -o patch-delta.vmdk',
+          'imgdedup apply --dry-run --json base.raw updates/ > plan.json',
         ),
     )
     .action(async (base, updates, opts) => {
@@ -233,6 +233,7 @@ export function buildProgram(): Command {
       const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
       if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
       const progress = createProgress('apply', output, !asJson, 'items');
+      const writing = createProgress('writing', output, !asJson, 'items');
       const r = await apply({
         base: parseWholeImageArgs([base], 'apply', [updates])[0]!,
         updates,
@@ -241,9 +242,10 @@ export function buildProgram(): Command {
         ...(partition !== undefined ? { partition } : {}),
         ...(opts.dryRun ? { dryRun: true } : {}),
         ...(opts.force ? { force: true } : {}),
-        onProgress: (_stage, done) => progress.update(done, done),
+        onProgress: (stage, done, total) => (stage === 'apply' ? progress.update(done, total) : writing.update(done, total)),
       });
       progress.done();
+      writing.done();
       if (asJson) printJson(applyJson(r));
       else output.out(formatApply(r));
       for (const w of r.warnings) output.err(`warning: ${w}`);

@@ -278,7 +278,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       journalNeedsRecovery: { a: jA?.needsRecovery === true, b: jB?.needsRecovery === true },
       warnings: fsWarnings,
       ...d,
-      ...(await accountFs(fsA, fsB, counted, d)),
+      ...(await accountFs(fsA.blocks, fsB.blocks, counted, d)),
     });
     // Changes past the end of both filesystems (a partition larger than its filesystem) belong to no file.
     const beyond = rangesWithin(inFs, fsEnd, r.length - fsEnd);

@@ -24,17 +24,6 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
-/**
- * The blocks an inode uses: its extents, extent nodes or indirect blocks, and its xattr
- * block. Throws CORRUPT_IMAGE, BAD_CHECKSUM.
- */
-export async function inodeBlocks(fs: Ext4Fs, inode: Inode): Promise<BlockRuns> {
-  const runs: BlockRun[] = [];
-  for await (const e of fs.extentsOf(inode, (pblk) => runs.push([pblk, 1]))) runs.push([e.pblk, e.len]);
-  if (inode.i_file_acl !== 0) runs.push([inode.i_file_acl, 1]);
-  return new BlockRuns(runs);
-}
-
 /** One piece of a file's logical map: `pblk` -1 for a hole. */
 interface MapPiece {
   readonly lblk: number;

@@ -173,16 +173,19 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       ...(options.now ? { now: options.now } : {}),
     });
     const space = await checkSpace(fsWriter, source, fileName);
-    const { summary, report } = await applyUpdate(fsWriter, source, { onProgress: (n) => options.onProgress?.('apply', n, 0) });
+    const { summary, report } = await applyUpdate(fsWriter, source, { onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
     let fileSize: number | null = null;
     let format: ApplyResult['format'] = chain.layers[0]! instanceof VmdkImage ? 'vmdk' : chain.layers[0]!.format === 'raw' && !options.overlay ? 'raw' : 'qcow2';
     if (!options.dryRun) {
+      options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
       writer = out.writer;
       format = out.format;
-      await cow.emitTo(writer);
+      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
+      await cow.emitTo(writer, { skipUnchanged: out.writer.hasBacking });
+      options.onProgress?.('write', 1, 1);
       fileSize = (await writer.commit()).fileSize;
       writer = undefined;
     }

@@ -32,9 +32,10 @@ export interface EntryMeta {
  * most 255 bytes (sources refuse longer ones with BAD_UPDATE).
  *
  * `whiteout` and `opaque` name what a layer removes from the layers below it (OCI image
- * spec, "Whiteouts"): a tree source yields them before the other entries of their
- * directory; a tar layer yields them where the archive has them, possibly after entries
- * the same layer adds, which they must not remove.
+ * spec, "Whiteouts"), never what the same layer adds: a tar layer yields them where the
+ * archive has them, possibly after entries of the same layer; a tree yields OCI ones
+ * before the other entries of their directory, overlayfs ones in name order (an opaque
+ * right after its directory's `dir`).
  */
 export type UpdateEntry =
   | {

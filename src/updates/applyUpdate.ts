@@ -28,6 +28,8 @@ export interface ApplySummary {
 export interface ApplyOptions {
   /** Called with the entries done so far and the layer's name. */
   readonly onProgress?: (entriesDone: number, layer: string) => void;
+  /** Leave directory times as the writer's changes left them (default: the update's times are set again after each layer, as container runtimes do). */
+  readonly keepDirTimes?: boolean;
 }
 
 function attrsOf(meta: EntryMeta): NodeAttrs {
@@ -58,12 +60,14 @@ const show = (p: Uint8Array): string => new TextDecoder().decode(p);
  * against the blocks free (under the writer's constraints) plus those the files it
  * replaces or deletes hold now. Throws NO_SPACE with both figures.
  */
-export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number }> {
+export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; entries: number }> {
   const bs = writer.blockSize;
   let needed = 0;
   let credit = 0;
+  let entries = 0;
   for await (const layer of source.layers()) {
     for await (const e of layer.entries()) {
+      entries++;
       needed += roughBlocksNeeded(e, bs);
       if (e.kind === 'file' || e.kind === 'whiteout') {
         const ino = await writer.lookup(e.path).catch(() => undefined);
@@ -85,7 +89,7 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
       bytesFree: free,
     });
   }
-  return { neededBytes, freeBytes: free };
+  return { neededBytes, freeBytes: free, entries };
 }
 
 /**
@@ -99,6 +103,8 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     // The paths this layer itself puts, so an opaque marker met after them keeps them.
     const own = new Set<string>();
     for await (const e of layer.entries()) if (e.kind !== 'whiteout' && e.kind !== 'opaque') own.add(byteKey(e.path));
+    // Adding entries to a directory sets its mtime to now; its own entry's times are set again at the end.
+    const dirs: Array<{ path: Uint8Array; meta: EntryMeta }> = [];
     for await (const e of layer.entries()) {
       switch (e.kind) {
         case 'whiteout':
@@ -116,11 +122,20 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           await writer.hardlink(e.path, e.target);
           break;
         default:
+          if (splitPath(e.path).length === 0) {
+            // The root itself (a tar's "./"): only a directory can stand there; it takes the attributes.
+            if (e.kind !== 'dir') throw new RefusedError('BAD_UPDATE', { file: layer.name, path: '/', detail: `the root cannot become a ${e.kind}` });
+            await writer.setAttrs(e.path, attrsOf(e.meta));
+            dirs.push({ path: e.path, meta: e.meta });
+            break;
+          }
           await ensureParents(writer, e.path);
           await writer.put(e.path, contentOf(e), attrsOf(e.meta));
+          if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
       }
       options.onProgress?.(++done, layer.name);
     }
+    if (!options.keepDirTimes) for (const d of dirs) if ((await writer.lookup(d.path)) !== undefined) await writer.setTimes(d.path, d.meta.mtime, d.meta.atime ?? d.meta.mtime);
   }
   const report = await writer.commit();
   // Count each path once by its first state and its last.

@@ -6,6 +6,7 @@
 import { createGunzip } from 'node:zlib';
 import { Readable } from 'node:stream';
 import { Decompress } from 'fzstd';
+import xxhash from 'xxhash-wasm';
 import { RefusedError } from '../errors.js';
 
 export type LayerCompression = 'none' | 'gzip' | 'zstd';
@@ -79,19 +80,132 @@ async function* gunzip(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
 }
 
 /**
- * fzstd decodes every complete block of a push and hands them over at once, however much
- * they inflate (a 4-byte RLE block is up to 128 KiB): so the input goes in in small slices,
- * which bounds one push's output (2 KiB in, at most 64 MiB out) whatever the data.
+ * Cuts a zstd stream so that each piece completes at most one block (RFC 8878 3.1.1.2:
+ * a 3-byte block header, then Block_Size bytes, or 1 for an RLE block). fzstd decodes
+ * every complete block of a push and hands them all over at once, however much they
+ * inflate (a 4-byte RLE block is 128 KiB): one block per push bounds its output to one
+ * block's 128 KiB, whatever the data. Frame headers are read for their length and window
+ * (refused over ZSTD_MAX_WINDOW_BYTES, before fzstd allocates it); skippable frames
+ * (3.1.2) pass whole. Bytes that are not zstd go to fzstd as they are, which refuses them.
  */
-const ZSTD_SLICE_BYTES = 2048;
+type ZstdPiece = { readonly kind: 'bytes'; readonly bytes: Uint8Array } | { readonly kind: 'frameEnd'; readonly checksum: number | undefined };
+
+class ZstdCutter {
+  private state: 'magic' | 'frameHeader' | 'blockHeader' | 'block' | 'checksum' | 'skippableSize' | 'skip' | 'opaque' = 'magic';
+  /** Bytes still to come in the current state. */
+  private need = 4;
+  /** Header bytes gathered (magic, frame header, block header, skippable size). */
+  private held: number[] = [];
+  private hasChecksum = false;
+  private lastBlock = false;
+  private offset = 0;
+  private checksum: number[] = [];
+
+  constructor(private readonly file: string) {}
+
+  /**
+   * Splits `chunk` into pieces, each completing at most one block, and marks where a
+   * frame ends (after its last block, or after its checksum: RFC 8878 3.1.1, the low 32
+   * bits of XXH64 of the frame's content, little-endian).
+   */
+  *cut(chunk: Uint8Array): Generator<ZstdPiece> {
+    let from = 0;
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.state === 'opaque') {
+        i = chunk.length;
+        break;
+      }
+      if (this.state === 'block' || this.state === 'skip' || this.state === 'checksum') {
+        const n = Math.min(this.need, chunk.length - i);
+        if (this.state === 'checksum') this.checksum.push(...chunk.subarray(i, i + n));
+        i += n;
+        this.need -= n;
+        if (this.need > 0) break;
+        if (this.state === 'block') {
+          // A block ends here: cut.
+          if (i > from) yield { kind: 'bytes', bytes: chunk.subarray(from, i) };
+          from = i;
+          if (this.lastBlock && !this.hasChecksum) yield { kind: 'frameEnd', checksum: undefined };
+          if (this.lastBlock) this.enter(this.hasChecksum ? 'checksum' : 'magic', 4);
+          else this.enter('blockHeader', 3);
+        } else {
+          if (this.state === 'checksum') {
+            const c = this.checksum;
+            yield { kind: 'frameEnd', checksum: (c[0]! | (c[1]! << 8) | (c[2]! << 16) | (c[3]! << 24)) >>> 0 };
+            this.checksum = [];
+          }
+          this.enter('magic', 4);
+        }
+        continue;
+      }
+      this.held.push(chunk[i++]!);
+      if (--this.need > 0) continue;
+      this.headerDone();
+    }
+    this.offset += chunk.length;
+    if (from < chunk.length) yield { kind: 'bytes', bytes: chunk.subarray(from) };
+  }
+
+  private enter(state: ZstdCutter['state'], need: number): void {
+    this.state = state;
+    this.need = need;
+    this.held = [];
+  }
+
+  private headerDone(): void {
+    const h = this.held;
+    if (this.state === 'magic') {
+      if (h[0] === 0x28 && h[1] === 0xb5 && h[2] === 0x2f && h[3] === 0xfd) {
+        this.state = 'frameHeader';
+        this.need = 1; // the descriptor, which tells the header's length
+      } else if ((h[0]! & 0xf0) === 0x50 && h[1] === 0x2a && h[2] === 0x4d && h[3] === 0x18) this.enter('skippableSize', 4);
+      else this.state = 'opaque';
+      return;
+    }
+    if (this.state === 'frameHeader') {
+      const fhd = h[4]!;
+      const singleSegment = (fhd >> 5) & 1;
+      const length = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + [singleSegment, 2, 4, 8][fhd >> 6]!;
+      if (h.length < length) {
+        this.need = length - h.length;
+        return;
+      }
+      const window = zstdWindowBytes(Uint8Array.from(h));
+      if (window !== undefined && window > ZSTD_MAX_WINDOW_BYTES) {
+        throw new RefusedError('BAD_UPDATE', { file: this.file, offset: this.offset, detail: `the zstd frame asks for a ${window}-byte window; the limit is ${ZSTD_MAX_WINDOW_BYTES} (zstd's default)` });
+      }
+      this.hasChecksum = ((fhd >> 2) & 1) === 1;
+      this.enter('blockHeader', 3);
+      return;
+    }
+    if (this.state === 'blockHeader') {
+      const v = h[0]! | (h[1]! << 8) | (h[2]! << 16);
+      this.lastBlock = (v & 1) === 1;
+      const type = (v >> 1) & 3;
+      const size = v >>> 3;
+      // RLE: one byte on the wire; reserved type 3: fzstd refuses it.
+      if (type === 3) this.state = 'opaque';
+      else this.enter('block', type === 1 ? 1 : size);
+      return;
+    }
+    if (this.state === 'skippableSize') {
+      this.enter('skip', (h[0]! | (h[1]! << 8) | (h[2]! << 16)) + h[3]! * 2 ** 24);
+      if (this.need === 0) this.enter('magic', 4);
+    }
+  }
+}
 
 async function* unzstd(input: AsyncIterable<Uint8Array>, file: string): AsyncGenerator<Uint8Array> {
   let out: Uint8Array[] = [];
   const d = new Decompress((chunk) => {
     out.push(chunk);
   });
+  const cutter = new ZstdCutter(file);
+  // fzstd does not check the content checksum; a flipped bit would pass as data.
+  const xx = await xxhash();
+  let hash = xx.create64(0n);
   let consumed = 0;
-  let head: Uint8Array | undefined = new Uint8Array(0);
   const push = (bytes: Uint8Array, final: boolean): void => {
     try {
       d.push(bytes, final);
@@ -101,38 +215,24 @@ async function* unzstd(input: AsyncIterable<Uint8Array>, file: string): AsyncGen
     consumed += bytes.length;
   };
   for await (const chunk of input) {
-    if (head !== undefined) {
-      // The first frame's window, before fzstd allocates it (up to 2 GiB it would).
-      head = Buffer.concat([head, chunk]);
-      const window = zstdWindowBytes(head);
-      if (window === undefined && head.length < 32) continue;
-      if (window !== undefined && window > ZSTD_MAX_WINDOW_BYTES) {
-        throw new RefusedError('BAD_UPDATE', { file, offset: 0, detail: `the zstd frame asks for a ${window}-byte window; the limit is ${ZSTD_MAX_WINDOW_BYTES} (zstd's default)` });
+    for (const piece of cutter.cut(chunk)) {
+      if (piece.kind === 'frameEnd') {
+        const actual = Number(hash.digest() & 0xffffffffn);
+        if (piece.checksum !== undefined && piece.checksum !== actual) {
+          throw new RefusedError('BAD_UPDATE', { file, offset: consumed, detail: 'the zstd frame\'s content checksum does not match its data (corrupt)', expected: piece.checksum, actual });
+        }
+        hash = xx.create64(0n);
+        continue;
       }
-      const all: Uint8Array = head;
-      head = undefined;
-      yield* feed(all);
-      continue;
+      push(piece.bytes, false);
+      const got = out;
+      out = [];
+      for (const c of got) hash.update(c);
+      yield* got;
     }
-    yield* feed(chunk);
   }
-  if (head !== undefined && head.length > 0) yield* feed(head);
   push(new Uint8Array(0), true);
-  yield* take();
-
-  function* take(): Generator<Uint8Array> {
-    const got = out;
-    out = [];
-    yield* got;
-  }
-  function* feed(chunk: Uint8Array): Generator<Uint8Array> {
-    for (let at = 0; at < chunk.length; ) {
-      const part = chunk.subarray(at, at + ZSTD_SLICE_BYTES);
-      at += part.length;
-      push(part, false);
-      yield* take();
-    }
-  }
+  yield* out;
 }
 
 /** The tar bytes of a layer whose compressed bytes are `input`. */

@@ -16,8 +16,11 @@ export function decodePaxRecords(buf: Uint8Array, ctx: EntryContext): PaxRecords
   const records: PaxRecords = new Map();
   let p = 0;
   while (p < buf.length) {
-    // Some writers pad the data with NULs.
-    if (buf[p] === 0) break;
+    // Some writers pad the data with NULs; anything after them is no record.
+    if (buf[p] === 0) {
+      if (buf.subarray(p).some((b) => b !== 0)) throw badEntry(ctx, 'PAX header', `a NUL byte where a PAX record should start, at byte ${p} of the extended header`);
+      break;
+    }
     let sp = p;
     while (sp < buf.length && sp - p < 20 && buf[sp]! >= 0x30 && buf[sp]! <= 0x39) sp++;
     const len = Number(Buffer.from(buf.subarray(p, sp)).toString('latin1'));
@@ -27,6 +30,7 @@ export function decodePaxRecords(buf: Uint8Array, ctx: EntryContext): PaxRecords
     const kv = buf.subarray(sp + 1, p + len - 1);
     const eq = kv.indexOf(0x3d);
     if (eq <= 0) throw badEntry(ctx, 'PAX header', `PAX record without a keyword at byte ${p} of the extended header`);
+    if (kv.subarray(0, eq).includes(0)) throw badEntry(ctx, 'PAX header', `a PAX keyword with a NUL byte at byte ${p} of the extended header`);
     records.set(Buffer.from(kv.subarray(0, eq)).toString('latin1'), kv.subarray(eq + 1));
     p += len;
   }

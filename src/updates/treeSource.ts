@@ -4,7 +4,8 @@
  * filesystem, ".wh..wh..opq" empties its directory of what the filesystem had. Modes,
  * owners, times (nanoseconds), symlinks, device nodes, fifos, sockets, hard links (same
  * device and inode, more than one link: the first path is the file, later ones link to it)
- * and xattrs (getfattr, see hostXattrs.ts) are carried over. The tree's own root is not an
+ * and xattrs (getfattr, see hostXattrs.ts) are carried over. overlayfs's whiteouts are
+ * understood too (an overlay upper directory as the tree). The tree's own root is not an
  * entry: its mode and owner are the temporary directory's, not the filesystem root's.
  */
 import { createReadStream, type BigIntStats } from 'node:fs';
@@ -15,6 +16,10 @@ import { readHostXattrs, type XattrMap } from './hostXattrs.js';
 import type { EntryMeta, EntryTime, EntryXattr, UpdateEntry, UpdateLayer } from './UpdateEntry.js';
 
 const S_IFMT = 0o170000n;
+/** overlayfs (Documentation/filesystems/overlayfs.rst, "whiteouts and opaque directories"). */
+const OVERLAY_PREFIX = Buffer.from('trusted.overlay.');
+const OVERLAY_OPAQUE = Buffer.from('trusted.overlay.opaque');
+const OVERLAY_YES = Buffer.from('y');
 const NS_PER_SEC = 1_000_000_000n;
 
 function timeOf(ns: bigint): EntryTime {
@@ -115,11 +120,21 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
         links.set(key, child);
       }
       const meta = metaOf(st, childHost);
+      // overlayfs's own whiteouts (an overlay upper directory used as the tree): a 0/0
+      // character device deletes its name, trusted.overlay.opaque=y makes a directory opaque.
+      if (type === 0o020000n && st.rdev === 0n) {
+        yield { kind: 'whiteout', path: child };
+        continue;
+      }
       switch (type) {
-        case 0o040000n:
-          yield { kind: 'dir', path: child, meta };
+        case 0o040000n: {
+          const opaque = meta.xattrs.some((x) => Buffer.from(x.name).equals(OVERLAY_OPAQUE) && Buffer.from(x.value).equals(OVERLAY_YES));
+          const xattrs = meta.xattrs.filter((x) => !Buffer.from(x.name).subarray(0, OVERLAY_PREFIX.length).equals(OVERLAY_PREFIX));
+          yield { kind: 'dir', path: child, meta: { ...meta, xattrs } };
+          if (opaque) yield { kind: 'opaque', path: child };
           yield* dir(child);
           break;
+        }
         case 0o100000n: {
           const size = Number(st.size);
           yield { kind: 'file', path: child, meta, size, open: () => readExactly(childHost, size, ctx, child) };
@@ -165,6 +180,10 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
   return {
     name: root,
     async *entries() {
+      const st = await lstat(clean).catch((err: unknown) => {
+        throw wrapIoError(err, root, 'read the update directory');
+      });
+      if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');
       const x = await readHostXattrs(clean);
       if (!x.ok) warn(`${root}: ${x.reason}`);
       yield* walkTree(clean, x.ok ? x.map : undefined);

@@ -55,6 +55,8 @@ import {
 import { decodeInode, fileType, type Inode } from './inode.js';
 import { InodeTableCache, locateInode } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
+import { Ext4Blocks } from './Ext4Blocks.js';
+import type { FsBlocks } from '../FsBlocks.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -158,6 +160,7 @@ const READ_CHUNK = 1 << 20;
 export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
+  private blockView: Ext4Blocks | undefined;
   private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
@@ -231,6 +234,11 @@ export class Ext4Fs {
       }
     }
     return new Ext4Fs(device, sb, groups, ctx);
+  }
+
+  /** The filesystem-neutral view of blocks and files that blockdiff uses (fs/FsBlocks.ts). */
+  get blocks(): FsBlocks {
+    return (this.blockView ??= new Ext4Blocks(this));
   }
 
   /** Problems that verifyChecksums 'warn' let pass, in the order met. */

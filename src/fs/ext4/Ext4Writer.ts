@@ -55,6 +55,7 @@ import { encodeInode, fileType, type Ext4Time, type Inode, type InodeFields } fr
 import { locateInode } from './inodeTable.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names.js';
 import { writeXattrs, releaseXattrBlock } from './xattrWriter.js';
+import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
 
 /** The kind of a filesystem object. */
@@ -371,6 +372,11 @@ export class Ext4Writer {
    * are the caller's business (allocated or freed before). Returns the inode written.
    */
   private async setMap(inode: Inode, extents: readonly FileExtent[], size: number, extra: Partial<InodeFields> = {}): Promise<Inode> {
+    return (await this.setMapNodes(inode, extents, size, extra)).inode;
+  }
+
+  /** setMap, also saying which tree node blocks were freed and which now hold the tree. */
+  private async setMapNodes(inode: Inode, extents: readonly FileExtent[], size: number, extra: Partial<InodeFields> = {}): Promise<{ inode: Inode; oldNodes: number[]; newNodes: number[] }> {
     const oldNodes: number[] = [];
     if (inode.i_flags & EXT4_EXTENTS_FL && !(inode.i_flags & EXT4_INLINE_DATA_FL)) {
       for await (const _ of this.fs.extentsOf(inode, (p) => oldNodes.push(p))) void _;
@@ -388,7 +394,7 @@ export class Ext4Writer {
     const i_blocks = (dataBlocks + tree.nodes.length + xattrBlocks) * (this.blockSize / 512);
     const next: InodeFields = { ...inode, ...extra, i_size: size, i_blocks, i_blocks_raw: undefined, hugeFileUnits: undefined, i_block: tree.iBlock, i_flags: (extra.i_flags ?? inode.i_flags) | EXT4_EXTENTS_FL };
     await this.writeInode(next, inode.raw);
-    return this.fs.readInode(inode.ino);
+    return { inode: await this.fs.readInode(inode.ino), oldNodes, newNodes: tree.nodes.map((n) => n.blockNo) };
   }
 
   /** Data blocks and extent-tree node blocks of an inode, as runs. */
@@ -602,6 +608,14 @@ export class Ext4Writer {
     await this.setAttrsOf(inode, attrs);
     const kind = kindOfMode(inode.i_mode) ?? 'file';
     this.changes.push({ path, before: { ino, kind }, after: { ino, kind } });
+  }
+
+  /** Sets only the modification and access times of `path` (not recorded as a change of its state). */
+  async setTimes(path: Uint8Array, mtime: Ext4Time, atime: Ext4Time): Promise<void> {
+    const ino = await this.lookup(path);
+    if (ino === undefined) throw this.badPath(path, 'no such file');
+    const inode = await this.fs.readInode(ino);
+    await this.writeInode({ ...inode, mtime, atime }, inode.raw);
   }
 
   private async setAttrsOf(inode: Inode, attrs: NodeAttrs): Promise<void> {
@@ -830,31 +844,59 @@ export class Ext4Writer {
   }
 
   /**
-   * Moves the content of blocks [start, start+count) that `ino` maps (data blocks) to
-   * newly allocated blocks, and re-points the file. Returns the new runs.
+   * Moves whatever lives in blocks [start, start+count) to blocks outside that range
+   * (under the constraints) and updates its owners: file and directory data (the
+   * extents), extent-tree nodes (the tree is rebuilt), xattr blocks (every inode that
+   * refers to one). Free blocks in the range stay free. Returns the moves, block by
+   * block. Throws WRITE_REFUSED for blocks that cannot move (group metadata, the journal,
+   * block-mapped files), NO_SPACE.
    */
-  async relocate(ino: number, start: number, count: number): Promise<Run[]> {
+  async relocate(start: number, count: number): Promise<Array<{ from: number; to: number }>> {
+    const range = new BlockRuns([[start, count]]);
+    const own = await this.fs.blockOwnership();
+    const inodes = new Set<number>();
+    const xattrBlocks: number[] = [];
+    for (let b = start; b < start + count; b++) {
+      if (!(await this.groups.blockInUse(b))) continue;
+      const o = own.ownerOf(b);
+      if (o === 'free' || o === undefined) {
+        // In use now but not in the scan: the writer allocated it in this session (its owner is in `inodes` by then or it is a node of a tree being rebuilt).
+        throw new InternalError(`relocate: block ${b} has no known owner`);
+      }
+      if ((o.kind === 'data' || o.kind === 'directory' || o.kind === 'extent node') && o.ino !== undefined) inodes.add(o.ino);
+      else if (o.kind === 'xattr block') xattrBlocks.push(b);
+      else throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.block[${b}]`, detail: `cannot relocate a block of ${o.kind}${o.ino !== undefined ? ` (inode ${o.ino})` : ''}` });
+    }
+    const moves: Array<{ from: number; to: number }> = [];
+    await this.groups.avoiding(range, async () => {
+      for (const ino of inodes) moves.push(...(await this.relocateInodeBlocks(ino, range)));
+      for (const b of xattrBlocks) moves.push(await this.relocateXattrBlock(b));
+    });
+    return moves;
+  }
+
+  /** Moves the data blocks of `ino` that lie in `range` and rebuilds its tree (whose new nodes avoid the range). */
+  private async relocateInodeBlocks(ino: number, range: BlockRuns): Promise<Array<{ from: number; to: number }>> {
     const inode = await this.fs.readInode(ino);
+    if (!(inode.i_flags & EXT4_EXTENTS_FL)) throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${ino}]`, detail: 'cannot relocate the blocks of a block-mapped (ext3-style) file' });
     const { extents } = await this.blocksOf(inode);
-    const moving = new BlockRuns([[start, count]]);
     const next: FileExtent[] = [];
-    const newRuns: Run[] = [];
+    const moves: Array<{ from: number; to: number }> = [];
     for (const e of extents) {
       let l = e.lblk;
       let p = e.pblk;
       let left = e.len;
       while (left > 0) {
-        const inMove = moving.has(p);
+        const inRange = range.has(p);
         let n = 1;
-        while (n < left && moving.has(p + n) === inMove) n++;
-        if (!inMove) next.push({ lblk: l, pblk: p, len: n, unwritten: e.unwritten });
+        while (n < left && range.has(p + n) === inRange) n++;
+        if (!inRange) next.push({ lblk: l, pblk: p, len: n, unwritten: e.unwritten });
         else {
           let at = 0;
-          for (const r of await this.allocBlocks(n, this.groups.goalForInode(ino))) {
-            const bytes = await this.fs.readBlocks(p + at, r.count);
-            await this.device.write(r.start * this.blockSize, bytes);
+          for (const r of await this.allocBlocks(n, p + n)) {
+            await this.device.write(r.start * this.blockSize, await this.fs.readBlocks(p + at, r.count));
             next.push({ lblk: l + at, pblk: r.start, len: r.count, unwritten: e.unwritten });
-            newRuns.push(r);
+            for (let k = 0; k < r.count; k++) moves.push({ from: p + at + k, to: r.start + k });
             at += r.count;
           }
           await this.freeRuns([{ start: p, count: n }]);
@@ -864,8 +906,32 @@ export class Ext4Writer {
         left -= n;
       }
     }
-    await this.setMap(await this.fs.readInode(ino), next, inode.i_size);
-    return newRuns;
+    // Rebuilt even when no data moved: its nodes may be the blocks in the range. Node moves
+    // are reported old to new in tree order (the tree is rebuilt whole, so the pairing is nominal).
+    const { oldNodes, newNodes } = await this.setMapNodes(await this.fs.readInode(ino), next, inode.i_size);
+    oldNodes.forEach((b, i) => {
+      if (range.has(b)) moves.push({ from: b, to: newNodes[Math.min(i, newNodes.length - 1)] ?? 0 });
+    });
+    return moves;
+  }
+
+  /** Copies xattr block `b` to a new block (its checksum covers its number) and points every inode that uses it there. */
+  private async relocateXattrBlock(b: number): Promise<{ from: number; to: number }> {
+    const [run] = await this.allocBlocks(1, b + 1);
+    const to = run!.start;
+    const bytes = (await this.fs.readBlocks(b, 1)).slice();
+    if (this.metadataCsum) new DataView(bytes.buffer).setUint32(0x10, xattrBlockChecksum(this.fs.superblock.csumSeed, to, bytes), true);
+    await this.writeBlock(to, bytes);
+    const users: number[] = [];
+    await this.fs.scanInodes((inode) => {
+      if (inode.i_links_count > 0 && inode.i_file_acl === b) users.push(inode.ino);
+    });
+    for (const ino of users) {
+      const inode = await this.fs.readInode(ino);
+      await this.writeInode({ ...inode, i_file_acl: to }, inode.raw);
+    }
+    await this.freeRuns([{ start: b, count: 1 }]);
+    return { from: b, to };
   }
 
   // ---------------------------------------------------------------- commit
@@ -883,6 +949,8 @@ export class Ext4Writer {
     if (this.committed) throw new InternalError('Ext4Writer.commit called twice');
     this.committed = true;
     await this.groups.flush();
+    // The reader's bitmap cache predates the flush.
+    this.fs.layout.forgetBitmaps();
     const allocated = new BlockRuns(this.allocated.map((r) => [r.start, r.count] as const));
     const freed = new BlockRuns(this.freed.map((r) => [r.start, r.count] as const));
     return {

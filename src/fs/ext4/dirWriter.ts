@@ -9,8 +9,9 @@
  * htree: the name's hash leads through the index to one leaf; a full leaf is split in the
  * middle by size (upper hashes to a new block, with the collision bit on the new index
  * entry when equal hashes straddle the split); a full index node is split, or the root
- * grows one level (up to 2 index levels, 3 with largedir). Leaves are never freed. A
- * linear directory is never turned into an htree (e2fsck accepts big linear directories).
+ * grows one level (up to 2 index levels, 3 with largedir). Leaves are never freed. With
+ * DirFormat.dirIndex, a one-block linear directory that fills becomes an htree, as the
+ * kernel does; larger linear directories stay linear (e2fsck accepts them).
  * Casefolded directories (and their siphash) are not handled: dxHash refuses them.
  *
  * Link counts and i_size are the caller's: this module touches blocks only, and gives the
@@ -18,8 +19,10 @@
  */
 import { InternalError, RefusedError } from '../../errors.js';
 import {
+  DX_HASH_TEA,
   EXT2_FLAGS_UNSIGNED_HASH,
   EXT4_CASEFOLD_FL,
+  EXT4_FEATURE_COMPAT_DIR_INDEX,
   EXT4_ENCRYPT_FL,
   EXT4_FEATURE_INCOMPAT_DIRDATA,
   EXT4_FEATURE_INCOMPAT_FILETYPE,
@@ -37,6 +40,9 @@ import {
   decodeDxNode,
   decodeDxRoot,
   dirRecLen,
+  dxLimit,
+  DX_NODE_ENTRIES_AT,
+  DX_ROOT_ENTRIES_AT,
   encodeDirBlock,
   encodeDxNode,
   encodeDxRoot,
@@ -95,6 +101,7 @@ export function dirFormat(sb: Superblock, dir: Inode): DirFormat {
     unsignedHash: (sb.s_flags & EXT2_FLAGS_UNSIGNED_HASH) !== 0,
     largedir: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_LARGEDIR) !== 0,
     inodesCount: sb.s_inodes_count,
+    dirIndex: (sb.s_feature_compat & EXT4_FEATURE_COMPAT_DIR_INDEX) !== 0,
   };
 }
 
@@ -262,8 +269,38 @@ async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): P
     }
   }
   if (target !== undefined) return dir.write(target.lblk, encodeDirBlock(target.records, fmt, dir.blockSize));
+  if (fmt.dirIndex === true && dir.blockCount === 1 && (await makeIndexed(dir, fmt, await readRecords(dir, fmt, 0), rec))) return;
   const lblk = await dir.append();
   await dir.write(lblk, encodeDirBlock([rec], fmt, dir.blockSize));
+}
+
+/**
+ * Turns a full one-block linear directory into an htree, as the kernel's make_indexed_dir
+ * (which runs exactly then, with dir_index): block 0 becomes the root ('.', '..', hash
+ * version s_def_hash_version), its other entries move to block 1, which is split at once
+ * into blocks 1 and 2, and `rec` goes into its half. Returns false (the caller appends a
+ * linear block instead) when block 0 does not start with '.' and '..', holds fewer than two
+ * other entries, or the default hash is one dxHash does not compute.
+ */
+async function makeIndexed(dir: DirectoryBlocks, fmt: DirFormat, records: readonly DirRecord[], rec: DirEntry): Promise<boolean> {
+  const [dot, dotdot] = records;
+  if (dot === undefined || dotdot === undefined || dot.ino === 0 || dotdot.ino === 0 || !sameName(dot.name, DOT) || !sameName(dotdot.name, DOTDOT)) return false;
+  const entries = records.slice(2).filter((r) => r.ino !== 0);
+  if (entries.length < 2 || fmt.defaultHashVersion > DX_HASH_TEA) return false;
+  const info = { hash_version: fmt.defaultHashVersion, info_length: 8, indirect_levels: 0 };
+  const tree: Tree = {
+    root: { info, node: { limit: 0, count: 1, hashes: [0], blocks: [1] }, dot, dotdot },
+    version: effectiveHashVersion(fmt.defaultHashVersion, fmt.unsignedHash),
+    maxLevels: fmt.largedir ? EXT4_HTREE_LEVEL : EXT4_HTREE_LEVEL_COMPAT,
+  };
+  const leaf = await dir.append();
+  if (leaf !== 1) throw new InternalError(`directory ${dir.ino}: the block after block 0 is ${leaf}`);
+  const moved: DirRecord[] = entries.map((e) => ({ ino: e.ino, name: e.name, fileType: e.fileType, recLen: dirRecLen(e.name.length) }));
+  await dir.write(leaf, encodeDirBlock(moved, fmt, dir.blockSize));
+  const frames: Frame[] = [{ lblk: 0, hashes: [0], blocks: [leaf], at: 0 }];
+  await splitLeaf(dir, fmt, tree, frames, moved, rec, dxHash(rec.name, tree.version, fmt.hashSeed).hash);
+  dir.setHtree(true);
+  return true;
 }
 
 function exists(dir: DirectoryBlocks, lblk: number, name: Uint8Array): RefusedError {
@@ -396,7 +433,8 @@ interface Hashed {
 async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<void> {
   if ((await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
   // Each pass either inserts, or makes room in the index (split a node, grow the root) and
-  // probes again; the index gains at most one level per pass and is at most maxLevels deep.
+  // probes again; each pass frees a slot one level further down, so a few passes suffice.
+  // A NO_SPACE after some passes leaves the index reorganised but valid.
   for (let pass = 0; pass < 2 * EXT4_HTREE_LEVEL + 2; pass++) {
     const tree = await readTree(dir, fmt);
     const { hash } = dxHash(rec.name, tree.version, fmt.hashSeed);
@@ -413,8 +451,7 @@ async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): 
 }
 
 function limitOf(dir: DirectoryBlocks, fmt: DirFormat, f: Frame): number {
-  const at = f.lblk === 0 ? 0x20 : 8;
-  return Math.floor((dir.blockSize - at - (fmt.metadataCsum ? 8 : 0)) / 8);
+  return dxLimit(dir.blockSize, f.lblk === 0 ? DX_ROOT_ENTRIES_AT : DX_NODE_ENTRIES_AT, fmt.metadataCsum);
 }
 
 /**

@@ -143,6 +143,8 @@ export interface DirFormat {
   /** INCOMPAT_LARGEDIR: three index levels instead of two. */
   readonly largedir: boolean;
   readonly inodesCount: number;
+  /** COMPAT_DIR_INDEX: a one-block linear directory that fills is made an htree (absent: never). */
+  readonly dirIndex?: boolean;
 }
 
 /** A record to encode: rec_len as given (a writer keeping records in place) or, if absent, the smallest. */

@@ -9,7 +9,7 @@
  */
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
 import { InternalError } from '../../errors.js';
-import { clearBits, freeRuns, noSpace, setBits, type AllocConstraints, type Run } from './allocator.js';
+import { clearBits, freeRuns, noSpace, setBits, type AllocConstraints, type NumberSet, type Run } from './allocator.js';
 import { blockBitmapChecksum, inodeBitmapChecksum, testBit } from './bitmaps.js';
 import {
   EXT4_BG_BLOCK_UNINIT,
@@ -67,8 +67,26 @@ export class GroupState {
     this.sb = o.sb;
   }
 
+  /** Blocks avoided for a while besides the constraints (a range being relocated). */
+  private extraAvoid: NumberSet | undefined;
+
   get constraints(): AllocConstraints {
-    return this.o.constraints ?? {};
+    const c = this.o.constraints ?? {};
+    const extra = this.extraAvoid;
+    if (extra === undefined) return c;
+    const base = c.avoidBlocks;
+    return { ...c, avoidBlocks: base === undefined ? extra : { has: (n) => base.has(n) || extra.has(n) } };
+  }
+
+  /** Runs `fn` with `blocks` avoided as well (nothing is allocated there meanwhile). */
+  async avoiding<T>(blocks: NumberSet, fn: () => Promise<T>): Promise<T> {
+    const before = this.extraAvoid;
+    this.extraAvoid = before === undefined ? blocks : { has: (n) => before.has(n) || blocks.has(n) };
+    try {
+      return await fn();
+    } finally {
+      this.extraAvoid = before;
+    }
   }
 
   private group(g: number): MutableGroup {

@@ -11,6 +11,7 @@ import {
   EXT4_HUGE_FILE_FL,
   EXT4_I_BLOCK_OFFSET,
   EXT4_I_BLOCK_SIZE,
+  EXT4_XATTR_MAGIC,
   S_IFMT,
 } from './constants.js';
 import { InternalError, RefusedError } from '../../errors.js';
@@ -279,7 +280,9 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   checkRange(ino, 'i_mode', f.i_mode, 0xffff);
   checkRange(ino, 'i_uid', f.i_uid, 0xffffffff);
   checkRange(ino, 'i_gid', f.i_gid, 0xffffffff);
-  checkRange(ino, 'i_size', f.i_size, Number.MAX_SAFE_INTEGER);
+  // A 64-bit i_size above 2^53 (only in damaged or odd inodes) decodes inexactly: unchanged, its bytes are kept from raw.
+  const sizeFromRaw = opts.raw !== undefined && !Number.isSafeInteger(f.i_size) && v.getUint32(0x04, true) + v.getUint32(0x6c, true) * 2 ** 32 === f.i_size;
+  if (!sizeFromRaw) checkRange(ino, 'i_size', f.i_size, Number.MAX_SAFE_INTEGER);
   checkRange(ino, 'i_links_count', f.i_links_count, 0xffff);
   checkRange(ino, 'i_flags', f.i_flags, 0xffffffff);
   checkRange(ino, 'i_generation', f.i_generation, 0xffffffff);
@@ -290,15 +293,19 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   if (f.i_block.length !== EXT4_I_BLOCK_SIZE) bad(ino, 'i_block', f.i_block.length, `${EXT4_I_BLOCK_SIZE} bytes`);
 
   const blocks = blocksEncoding(f, sb);
-  const flags = blocks.huge ? (f.i_flags | EXT4_HUGE_FILE_FL) >>> 0 : f.i_blocks_raw === blocks.raw && f.hugeFileUnits === blocks.huge ? f.i_flags : (f.i_flags & ~EXT4_HUGE_FILE_FL) >>> 0;
+  // Under huge_file, EXT4_HUGE_FILE_FL says which unit i_blocks is in, so it follows the encoding chosen; without it the flag means nothing and stays as given.
+  const hugeFeature = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0;
+  const flags = !hugeFeature ? f.i_flags : blocks.huge ? (f.i_flags | EXT4_HUGE_FILE_FL) >>> 0 : (f.i_flags & ~EXT4_HUGE_FILE_FL) >>> 0;
 
   v.setUint16(0x00, f.i_mode, true);
   v.setUint16(0x02, f.i_uid & 0xffff, true);
   v.setUint16(0x78, f.i_uid >>> 16, true);
   v.setUint16(0x18, f.i_gid & 0xffff, true);
   v.setUint16(0x7a, f.i_gid >>> 16, true);
-  v.setUint32(0x04, f.i_size % 2 ** 32, true);
-  v.setUint32(0x6c, Math.floor(f.i_size / 2 ** 32), true);
+  if (!sizeFromRaw) {
+    v.setUint32(0x04, f.i_size % 2 ** 32, true);
+    v.setUint32(0x6c, Math.floor(f.i_size / 2 ** 32), true);
+  }
   v.setUint16(0x1a, f.i_links_count, true);
   v.setUint32(0x1c, blocks.raw % 2 ** 32, true);
   v.setUint16(0x74, Math.floor(blocks.raw / 2 ** 32), true);
@@ -312,6 +319,14 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   putTime(v, 0x0c, 0x84, extraEnd, f.ctime);
   putTime(v, 0x10, 0x88, extraEnd, f.mtime);
   if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
+    // A new i_extra_isize moves the xattr area: keeping raw's bytes would leave its entries
+    // where they are no longer read (xattrs lost without a word), so the caller must give them.
+    if (opts.raw !== undefined && f.xattrArea === undefined) {
+      const rawExtra = opts.raw[0x80]! | (opts.raw[0x81]! << 8);
+      const at = EXT4_GOOD_OLD_INODE_SIZE + rawExtra;
+      const hadXattrs = at + 4 <= inodeSize && new DataView(opts.raw.buffer, opts.raw.byteOffset + at, 4).getUint32(0, true) === EXT4_XATTR_MAGIC;
+      if (rawExtra !== f.i_extra_isize && hadXattrs) bad(ino, 'xattrArea', 'missing', 'the xattr area (encodeInodeXattrs) when i_extra_isize changes');
+    }
     v.setUint16(0x80, f.i_extra_isize, true);
     if (f.crtime !== undefined && extraEnd >= 0x90 + 4) putTime(v, 0x90, 0x94, extraEnd, f.crtime);
     if (extraEnd >= 0x9c + 4) v.setUint32(0x9c, f.i_projid, true);

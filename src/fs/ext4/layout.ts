@@ -63,10 +63,8 @@ export class Ext4Layout {
   readonly groupCount: number;
   readonly inodeTableBlocks: number;
   readonly inodesPerBlock: number;
-  /** Every group's metadata runs (and the boot block before s_first_data_block), ascending by block. */
-  readonly metaRuns: readonly GroupMetaRun[];
-  /** The same blocks as a set. */
-  readonly metaBlocks: BlockRuns;
+  private runs: readonly GroupMetaRun[] | undefined;
+  private runSet: BlockRuns | undefined;
   private readonly bitmaps: LruCache<number, Uint8Array>;
   /** Bitmap reads under way, by cache key. */
   private readonly loading = new Map<number, Promise<Uint8Array>>();
@@ -88,13 +86,27 @@ export class Ext4Layout {
     this.inodeTableBlocks = Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
     this.inodesPerBlock = sb.blockSize / sb.s_inode_size;
     this.bitmaps = new LruCache(Math.max(16, Math.floor(BITMAP_CACHE_BYTES / sb.blockSize)));
-    const runs: GroupMetaRun[] = [];
-    // With 1 KiB blocks block 0 lies before group 0: the boot block.
-    if (sb.s_first_data_block > 0) runs.push({ start: 0, count: sb.s_first_data_block, kind: 'boot block', group: 0 });
-    for (let g = 0; g < sb.groupCount; g++) runs.push(...this.metaRunsOf(g));
-    runs.sort((x, y) => x.start - y.start);
-    this.metaRuns = runs;
-    this.metaBlocks = new BlockRuns(runs.map((r) => [r.start, r.count] as const));
+  }
+
+  /**
+   * Every group's metadata runs (and the boot block before s_first_data_block), ascending
+   * by block. Computed when first asked (O(groups); opening a filesystem does not pay it).
+   */
+  get metaRuns(): readonly GroupMetaRun[] {
+    if (this.runs === undefined) {
+      const sb = this.superblock;
+      const runs: GroupMetaRun[] = [];
+      // With 1 KiB blocks block 0 lies before group 0: the boot block.
+      if (sb.s_first_data_block > 0) runs.push({ start: 0, count: sb.s_first_data_block, kind: 'boot block', group: 0 });
+      for (let g = 0; g < sb.groupCount; g++) runs.push(...this.metaRunsOf(g));
+      this.runs = runs.sort((x, y) => x.start - y.start);
+    }
+    return this.runs;
+  }
+
+  /** The blocks of metaRuns as a set. */
+  get metaBlocks(): BlockRuns {
+    return (this.runSet ??= new BlockRuns(this.metaRuns.map((r) => [r.start, r.count] as const)));
   }
 
   /** The geometry of group `g` (INTERNAL outside 0..groupCount-1). */
@@ -239,6 +251,11 @@ export class Ext4Layout {
     });
   }
 
+  /** Forgets the cached bitmaps (after the blocks under them were written). */
+  forgetBitmaps(): void {
+    this.bitmaps.clear();
+  }
+
   /** One load per key at a time; a failed load is not kept, so asking again meets the error again. */
   private async cached(key: number, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
     const hit = this.bitmaps.get(key);
@@ -329,6 +346,11 @@ export class Ext4Layout {
       for (const [s, l] of free.gapsIn(0, g.count).runs()) runs.push([g.firstIno + s, l]);
     }
     return new BlockRuns(runs);
+  }
+
+  /** Free inode numbers (the complement of usedInodes in 1..s_inodes_count). Throws as inodeBitmap. */
+  async freeInodes(): Promise<BlockRuns> {
+    return (await this.usedInodes()).gapsIn(1, this.superblock.s_inodes_count);
   }
 
   /**

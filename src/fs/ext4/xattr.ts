@@ -36,6 +36,8 @@ export interface Xattr {
   readonly valueSize: number;
   /** e_hash as stored (0 is allowed in the inode body: older kernels and e2fsprogs write it so). */
   readonly e_hash?: number;
+  /** e_value_offs as stored: the encoders keep the decoded layout when it is still valid. */
+  readonly e_value_offs?: number;
 }
 
 /** XATTR_SIZE_MAX of Linux: the largest xattr value (ext4 doc, attributes.rst, ea_inode). */
@@ -84,8 +86,8 @@ function decodeEntries(r: FsByteReader, entriesStart: number, valuesBase: number
     const name = new Uint8Array(prefix.length + nameLen);
     name.set(prefix, 0);
     name.set(r.slice(pos + EXT4_XATTR_ENTRY_HEADER_SIZE, nameLen), prefix.length);
-    if (valueInum !== 0) out.push({ name, nameIndex, value: new Uint8Array(0), where, valueInum, valueSize, e_hash });
-    else out.push({ name, nameIndex, value: r.slice(vStart, valueSize).slice(), where, valueSize, e_hash });
+    if (valueInum !== 0) out.push({ name, nameIndex, value: new Uint8Array(0), where, valueInum, valueSize, e_hash, e_value_offs: valueOffs });
+    else out.push({ name, nameIndex, value: r.slice(vStart, valueSize).slice(), where, valueSize, e_hash, e_value_offs: valueOffs });
     pos = next;
   }
   return out;
@@ -121,11 +123,7 @@ export function decodeXattrBlock(bytes: Uint8Array, blockNo: number, ctx: Ext4Co
     h_checksum: r.u32le(16),
   };
   if (header.h_blocks !== 1) r.fail(8, 'h_blocks', 'xattr block must span one block', { expected: 1, actual: header.h_blocks });
-  if (opts.metadataCsum) {
-    const z = bytes.slice();
-    z.fill(0, 16, 20);
-    checkChecksum(ctx, `ext4.xattr_block[${blockNo}].h_checksum`, off + 16, header.h_checksum, ext4Crc32c(ext4Crc32cU64(opts.csumSeed, blockNo), z));
-  }
+  if (opts.metadataCsum) checkChecksum(ctx, `ext4.xattr_block[${blockNo}].h_checksum`, off + 16, header.h_checksum, xattrBlockChecksum(opts.csumSeed, blockNo, bytes));
   return { header, xattrs: decodeEntries(r, EXT4_XATTR_BLOCK_HEADER_SIZE, 0, bytes.length, 'block', opts.eaInode ?? false) };
 }
 
@@ -171,6 +169,32 @@ export function decodeAcl(value: Uint8Array, ctx: Ext4Context, structure: string
   return out;
 }
 
+/**
+ * The ACL in the ext4 on-disk format (version 1; 4-byte entries, 8 for `user` and `group`
+ * entries with their id), as decodeAcl reads it: what system.posix_acl_access/_default
+ * hold on disk. Entries are written in the order given (the kernel keeps them sorted by
+ * tag, then id, as posix_acl_valid requires).
+ */
+export function encodeAcl(entries: readonly AclEntry[]): Uint8Array {
+  const tagNo = Object.fromEntries(Object.entries(TAGS).map(([k, t]) => [t, Number(k)])) as Record<AclEntry['tag'], number>;
+  const size = entries.reduce((n, e) => n + (e.tag === 'user' || e.tag === 'group' ? 8 : 4), 4);
+  const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, EXT4_ACL_VERSION, true);
+  let pos = 4;
+  for (const e of entries) {
+    v.setUint16(pos, tagNo[e.tag], true);
+    v.setUint16(pos + 2, e.perm, true);
+    if (e.tag === 'user' || e.tag === 'group') {
+      v.setUint32(pos + 4, e.id ?? 0, true);
+      pos += 8;
+    } else {
+      pos += 4;
+    }
+  }
+  return out;
+}
+
 const permText = (p: number): string => `${p & 4 ? 'r' : '-'}${p & 2 ? 'w' : '-'}${p & 1 ? 'x' : '-'}`;
 
 /** The ACL as getfacl's short text: `user::rw-,user:1000:r--,group::r--,mask::rw-,other::r--`. */
@@ -206,6 +230,10 @@ export interface XattrEntry {
   readonly value: Uint8Array;
   /** As decoded. In the inode body a stored 0 stays 0 (e2fsck accepts it there); otherwise the hash is computed. */
   readonly e_hash?: number;
+  /** e_name_index as decoded: kept (with its prefix taken off the name) even for an index without a known prefix. Default: from the name. */
+  readonly nameIndex?: number;
+  /** e_value_offs as decoded: kept when every entry has one and they still form a valid layout (see layOut). */
+  readonly e_value_offs?: number;
 }
 
 /**
@@ -255,14 +283,24 @@ interface PreparedEntry {
   readonly suffix: Uint8Array;
   readonly value: Uint8Array;
   readonly keepZeroHash: boolean;
+  readonly offs: number | undefined;
+}
+
+/** The index and suffix of an entry: its own nameIndex when it has one whose prefix the name carries. */
+function indexAndSuffix(e: XattrEntry): { index: number; suffix: Uint8Array } {
+  if (e.nameIndex !== undefined && e.nameIndex >= 0 && e.nameIndex <= 255) {
+    const p = PREFIX_BYTES[e.nameIndex] ?? new Uint8Array(0);
+    if (e.name.length >= p.length && bytesEqual(e.name.subarray(0, p.length), p)) return { index: e.nameIndex, suffix: e.name.subarray(p.length) };
+  }
+  return splitXattrName(e.name);
 }
 
 function prepare(entries: readonly XattrEntry[]): PreparedEntry[] {
   return entries.map((e) => {
-    const { index, suffix } = splitXattrName(e.name);
+    const { index, suffix } = indexAndSuffix(e);
     if (suffix.length > 255) throw new RefusedError('BAD_UPDATE', { structure: 'ext4.xattr', detail: 'xattr name longer than 255 bytes after its prefix', actual: suffix.length });
     if (e.value.length > XATTR_SIZE_MAX) throw new RefusedError('BAD_UPDATE', { structure: 'ext4.xattr', detail: 'xattr value larger than 64 KiB', actual: e.value.length });
-    return { index, suffix, value: e.value, keepZeroHash: e.e_hash === 0 };
+    return { index, suffix, value: e.value, keepZeroHash: e.e_hash === 0, offs: e.e_value_offs };
   });
 }
 
@@ -284,21 +322,53 @@ export function xattrsFitInBlock(entries: readonly XattrEntry[], blockSize: numb
 }
 
 /**
+ * The value offsets given with the entries (as decoded), if they still form a valid
+ * layout: every value 4-byte aligned, after the entries and their terminator, inside the
+ * area, none overlapping. Layouts differ by writer (the kernel places each new value
+ * below the lowest one, e2fsprogs in entry order), so keeping them makes decode-encode
+ * lossless for both.
+ */
+function givenOffsets(p: readonly PreparedEntry[], start: number, end: number, valuesBase: number): number[] | undefined {
+  if (p.length === 0 || p.some((e) => e.offs === undefined)) return undefined;
+  let entriesEnd = start;
+  for (const e of p) entriesEnd += EXT4_XATTR_ENTRY_HEADER_SIZE + pad4(e.suffix.length);
+  const spans: Array<[number, number]> = [];
+  for (const e of p) {
+    if (e.value.length === 0) continue;
+    const at = valuesBase + e.offs!;
+    if (at % 4 !== (valuesBase % 4) || at < entriesEnd + 4 || at + pad4(e.value.length) > end) return undefined;
+    spans.push([at, at + pad4(e.value.length)]);
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < spans.length; i++) if (spans[i]![0] < spans[i - 1]![1]) return undefined;
+  return p.map((e) => (e.value.length === 0 ? (e.offs! <= end - valuesBase ? e.offs! : 0) : e.offs!));
+}
+
+/**
  * Lays out entries from `start` and values down from `end` of `out`, each value 4-byte
- * aligned and zero-padded, in entry order (as e2fsprogs lays them out); value offsets
- * count from `valuesBase`. Returns the entry hashes written.
+ * aligned and zero-padded, in entry order (as e2fsprogs lays them out), unless the
+ * entries bring a valid layout of their own (givenOffsets); value offsets count from
+ * `valuesBase`, an empty value's is 0. Returns the entry hashes written.
  */
 function layOut(out: Uint8Array, p: readonly PreparedEntry[], start: number, end: number, valuesBase: number, hashZeroAllowed: boolean): number[] {
   const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const kept = givenOffsets(p, start, end, valuesBase);
   let pos = start;
   let valueEnd = end;
   const hashes: number[] = [];
-  for (const e of p) {
-    valueEnd -= pad4(e.value.length);
-    out.set(e.value, valueEnd);
+  p.forEach((e, i) => {
+    let offs: number;
+    if (kept !== undefined) {
+      offs = kept[i]!;
+      if (e.value.length > 0) out.set(e.value, valuesBase + offs);
+    } else {
+      valueEnd -= pad4(e.value.length);
+      out.set(e.value, valueEnd);
+      offs = e.value.length === 0 ? 0 : valueEnd - valuesBase;
+    }
     out[pos] = e.suffix.length;
     out[pos + 1] = e.index;
-    v.setUint16(pos + 2, valueEnd - valuesBase, true);
+    v.setUint16(pos + 2, offs, true);
     v.setUint32(pos + 4, 0, true);
     v.setUint32(pos + 8, e.value.length, true);
     const h = hashZeroAllowed && e.keepZeroHash ? 0 : xattrEntryHash(e.suffix, e.value);
@@ -306,8 +376,7 @@ function layOut(out: Uint8Array, p: readonly PreparedEntry[], start: number, end
     out.set(e.suffix, pos + EXT4_XATTR_ENTRY_HEADER_SIZE);
     hashes.push(h);
     pos += EXT4_XATTR_ENTRY_HEADER_SIZE + pad4(e.suffix.length);
-  }
-  if (pos + 4 > valueEnd) throw new InternalError('xattrs do not fit their area (check with xattrsFitInInode / xattrsFitInBlock first)', { structure: 'ext4.xattr', actual: end - start });
+  });
   return hashes;
 }
 
@@ -321,9 +390,10 @@ function layOut(out: Uint8Array, p: readonly PreparedEntry[], start: number, end
 export function encodeInodeXattrs(entries: readonly XattrEntry[], areaSize: number): Uint8Array {
   const out = new Uint8Array(areaSize);
   if (entries.length === 0) return out;
-  if (areaSize < 8) throw new InternalError('no room for xattrs in the inode', { structure: 'ext4.xattr', actual: areaSize });
+  const p = prepare(entries);
+  if (4 + spaceNeeded(p) > areaSize) throw new InternalError('xattrs do not fit the inode body (check with xattrsFitInInode first)', { structure: 'ext4.xattr', actual: 4 + spaceNeeded(p), expected: `<= ${areaSize}` });
   new DataView(out.buffer).setUint32(0, EXT4_XATTR_MAGIC, true);
-  layOut(out, prepare(entries), 4, areaSize, 4, true);
+  layOut(out, p, 4, areaSize, 4, true);
   return out;
 }
 
@@ -351,6 +421,9 @@ export function encodeXattrBlock(
   const out = new Uint8Array(opts.blockSize);
   const v = new DataView(out.buffer);
   const p = prepare(entries).sort(compareBlockEntries);
+  if (EXT4_XATTR_BLOCK_HEADER_SIZE + spaceNeeded(p) > opts.blockSize) {
+    throw new InternalError('xattrs do not fit one block (check with xattrsFitInBlock first)', { structure: `ext4.xattr_block[${opts.blockNo}]`, actual: EXT4_XATTR_BLOCK_HEADER_SIZE + spaceNeeded(p), expected: `<= ${opts.blockSize}` });
+  }
   for (let i = 1; i < p.length; i++) {
     if (compareBlockEntries(p[i - 1]!, p[i]!) === 0) throw new InternalError('duplicate xattr name', { structure: `ext4.xattr_block[${opts.blockNo}]` });
   }
@@ -359,6 +432,17 @@ export function encodeXattrBlock(
   v.setUint32(4, opts.refcount, true);
   v.setUint32(8, 1, true);
   v.setUint32(12, opts.zeroBlockHash ? 0 : xattrBlockHash(hashes), true);
-  if (opts.metadataCsum) v.setUint32(16, ext4Crc32c(ext4Crc32cU64(opts.seed, opts.blockNo), out), true);
+  if (opts.metadataCsum) v.setUint32(16, xattrBlockChecksum(opts.seed, opts.blockNo, out), true);
   return out;
+}
+
+/**
+ * h_checksum of an xattr block (ext4 doc, attributes.rst): crc32c seeded with the
+ * filesystem seed, over the block number (64-bit) and the block with h_checksum zeroed.
+ * So a block moved elsewhere needs a new checksum.
+ */
+export function xattrBlockChecksum(csumSeed: number, blockNo: number, block: Uint8Array): number {
+  const z = block.slice();
+  z.fill(0, 16, 20);
+  return ext4Crc32c(ext4Crc32cU64(csumSeed, blockNo), z);
 }

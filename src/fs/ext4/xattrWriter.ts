@@ -6,12 +6,11 @@
  */
 import { RefusedError } from '../../errors.js';
 import type { Run } from './allocator.js';
-import { ext4Crc32c } from './checksums.js';
 import { EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_GOOD_OLD_INODE_SIZE } from './constants.js';
 import type { Ext4Fs } from './Ext4Fs.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
-import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
+import { decodeInodeXattrs, encodeInodeXattrs, encodeXattrBlock, isInlineDataXattr, xattrBlockChecksum, xattrsFitInBlock, xattrsFitInInode, type XattrEntry } from './xattr.js';
 
 export interface XattrEnv {
   readonly sb: Superblock;
@@ -67,15 +66,6 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
   return { raw: area !== undefined ? withArea(inode, sb, area) : inode.raw, fileAcl: blockNo, blocksDelta: blocksDelta + 1 };
 }
 
-/** The xattr block checksum (ext4 doc, attributes.rst): crc32c over the block number and the block, checksum zeroed. */
-function xattrBlockChecksum(sb: Superblock, blockNo: number, block: Uint8Array): number {
-  const num = new Uint8Array(8);
-  new DataView(num.buffer).setBigUint64(0, BigInt(blockNo), true);
-  const copy = block.slice();
-  copy.fill(0, 0x10, 0x14);
-  return ext4Crc32c(ext4Crc32c(sb.csumSeed, num), copy);
-}
-
 /** Drops one reference to xattr block `blockNo`: frees it at the last, else rewrites its h_refcount (and checksum). */
 export async function releaseXattrBlock(blockNo: number, env: Pick<XattrEnv, 'fs' | 'sb' | 'free' | 'writeBlock'>): Promise<void> {
   const { header } = await env.fs.readXattrBlock(blockNo);
@@ -86,7 +76,7 @@ export async function releaseXattrBlock(blockNo: number, env: Pick<XattrEnv, 'fs
   const bytes = (await env.fs.readBlocks(blockNo, 1)).slice();
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   v.setUint32(4, header.h_refcount - 1, true);
-  if (env.sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x10, xattrBlockChecksum(env.sb, blockNo, bytes), true);
+  if (env.sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x10, xattrBlockChecksum(env.sb.csumSeed, blockNo, bytes), true);
   await env.writeBlock(blockNo, bytes);
 }
 

@@ -1,7 +1,7 @@
 /**
  * Real ext4 images for the codec round trips: a small tree made by `mkfs.ext4 -d` (files,
  * fast and slow symlinks, devices, a fifo, a fragmented sparse file whose extent tree has
- * depth 1 with 1 KiB blocks), xattrs set by `debugfs ea_set` (in the inode and in blocks),
+ * depth 1 with 1 KiB blocks), xattrs and an ACL set by `debugfs ea_set` (in the inode and in blocks),
  * and walkers over the raw image bytes that hand every inode, group descriptor and extent
  * node to a test with the device offset it was read from.
  */
@@ -14,7 +14,7 @@ import { decodeSuperblock, type Superblock } from '../../../src/fs/ext4/superblo
 import type { Ext4Context } from '../../../src/fs/ext4/context.js';
 import { walkExtentTree } from '../../../src/fs/ext4/extents.js';
 import { EXT4_EXTENTS_FL, EXT4_FEATURE_RO_COMPAT_METADATA_CSUM, EXT4_SUPERBLOCK_OFFSET, EXT4_SUPERBLOCK_SIZE } from '../../../src/fs/ext4/constants.js';
-import { debugfsWrite, makeExt4Image, seeded } from '../../../fixtures/ext4/ext4Fixtures.js';
+import { debugfsWrite, makeExt4Image, posixAclXattr, seeded } from '../../../fixtures/ext4/ext4Fixtures.js';
 
 /** Builds the small source tree under `dir`; returns its root. */
 export function buildCodecTree(dir: string): string {
@@ -41,6 +41,7 @@ export function buildCodecTree(dir: string): string {
 export function makeCodecImage(image: string, tree: string, args: readonly string[], workDir: string): void {
   makeExt4Image(image, tree, { args, sizeMiB: 8 });
   writeFileSync(join(workDir, 'big.bin'), 'v'.repeat(600));
+  writeFileSync(join(workDir, 'acl.bin'), posixAclXattr([[1, 6, 0xffffffff], [2, 4, 1000], [4, 4, 0xffffffff], [8, 5, 50], [0x10, 6, 0xffffffff], [0x20, 4, 0xffffffff]]));
   debugfsWrite(
     image,
     [
@@ -52,6 +53,7 @@ export function makeCodecImage(image: string, tree: string, args: readonly strin
       'ea_set /f100 user.a x',
       'ea_set /sub user.dir yes',
       'ea_set /slow_link user.on_symlink yes',
+      `ea_set -f ${join(workDir, 'acl.bin')} /f0 system.posix_acl_access`,
     ],
     workDir,
   );

@@ -6,19 +6,21 @@
  * writer-facing encoder changes a structure in an image and the strict e2fsck oracle
  * holds, with debugfs showing the change.
  */
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { encodeInode } from '../../../src/fs/ext4/inode.js';
 import { decodeExtentNode, encodeExtentNode, extentNodeCapacity } from '../../../src/fs/ext4/extents.js';
 import { fsReader } from '../../../src/fs/ext4/context.js';
 import { decodeSuperblock, encodeBackupSuperblock, encodeSuperblock } from '../../../src/fs/ext4/superblock.js';
-import { encodeGroupDescriptor, groupFirstBlock, groupHasSuper } from '../../../src/fs/ext4/groupDescriptors.js';
-import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
-import { blockBitmapChecksum, inodeBitmapChecksum } from '../../../src/fs/ext4/bitmaps.js';
+import { encodeGroupDescriptor, groupFirstBlock, groupHasSuper, hasGroupChecksums } from '../../../src/fs/ext4/groupDescriptors.js';
+import { decodeAcl, decodeInodeXattrs, decodeXattrBlock, encodeAcl, encodeInodeXattrs, encodeXattrBlock, type Xattr } from '../../../src/fs/ext4/xattr.js';
+import { blockBitmapChecksum, inodeBitmapChecksum, setBit } from '../../../src/fs/ext4/bitmaps.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
-import { debugfsBatch, parseStat } from './debugfsOracle.js';
+import { run, sh } from '../../helpers/run.js';
+import { debugfsWrite } from '../../../fixtures/ext4/ext4Fixtures.js';
+import { debugfsBatch, parseDumpExtents, parseStat } from './debugfsOracle.js';
 import { buildCodecTree, CODEC_VARIANTS, eachInode, extentBlockNodes, loadImage, makeCodecImage, usedInodes } from './codecImages.js';
 
 const tmp = useTempDir('imgdedup-codecs-');
@@ -32,6 +34,8 @@ beforeAll(() => {
     images[v.name] = image;
   });
 }, 120_000);
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /** Offsets of the bytes encodeInode models (all but osd1, obso_faddr, l_i_reserved, i_version_hi and the xattr area). */
 function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean): number[] {
@@ -128,8 +132,16 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
     const { sb } = img;
     let areas = 0;
     let blocks = 0;
+    let acls = 0;
+    const checkAcls = (xs: readonly Xattr[]): void => {
+      for (const x of xs.filter((x) => x.nameIndex === 2 || x.nameIndex === 3)) {
+        expect(hex(encodeAcl(decodeAcl(x.value, img.ctx, 'acl', 0)))).toBe(hex(x.value));
+        acls++;
+      }
+    };
     for (const { inode } of usedInodes(img)) {
       const xs = decodeInodeXattrs(inode.raw, inode.i_extra_isize, img.ctx, inode.ino, inode.deviceOffset);
+      checkAcls(xs);
       if (xs.length > 0) {
         const start = 128 + inode.i_extra_isize;
         expect(Buffer.from(encodeInodeXattrs(xs, sb.s_inode_size - start)).toString('hex'), `inode ${inode.ino}`).toBe(Buffer.from(inode.raw.subarray(start)).toString('hex'));
@@ -138,6 +150,7 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
       if (inode.i_file_acl !== 0) {
         const bytes = img.bytes.subarray(inode.i_file_acl * sb.blockSize, (inode.i_file_acl + 1) * sb.blockSize);
         const { header, xattrs } = decodeXattrBlock(bytes, inode.i_file_acl, img.ctx, { metadataCsum: img.metadataCsum, csumSeed: sb.csumSeed });
+        checkAcls(xattrs);
         const out = encodeXattrBlock(xattrs, { refcount: header.h_refcount, blockNo: inode.i_file_acl, seed: sb.csumSeed, metadataCsum: img.metadataCsum, blockSize: sb.blockSize, zeroBlockHash: header.h_hash === 0 });
         expect(Buffer.from(out).toString('hex'), `xattr block ${inode.i_file_acl}`).toBe(Buffer.from(bytes).toString('hex'));
         blocks++;
@@ -145,6 +158,7 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
     }
     expect(areas).toBeGreaterThan(sb.s_inode_size > 128 ? 2 : -1);
     expect(blocks).toBeGreaterThan(0);
+    expect(acls).toBe(1);
   });
 
   test('every extent node (root and block) re-encodes to its bytes', async () => {
@@ -173,5 +187,168 @@ describe.each(CODEC_VARIANTS.map((v) => v.name))('%s', (name) => {
       expect(Buffer.from(out).equals(Buffer.from(bytes)), `extent block ${pblk}`).toBe(true);
     }
     if (bs === 1024) expect(nodes.length).toBeGreaterThan(5);
+  });
+});
+
+/** Writes `data` into the image file at byte `offset`. */
+function writeAt(image: string, offset: number, data: Uint8Array): void {
+  const fd = openSync(image, 'r+');
+  try {
+    writeSync(fd, data, 0, data.length, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The inode number of `path`, by debugfs. */
+function inodeOf(image: string, path: string): number {
+  return parseStat(debugfsBatch(image, [`stat ${path}`])[0]!).ino;
+}
+
+describe.each(CODEC_VARIANTS.map((v, i) => [v.name, i] as const))('writing with the encoders keeps e2fsck strictly clean: %s', (name, i) => {
+  const copy = (tag: string): string => {
+    const out = join(tmp(), `v${i}-${tag}.img`);
+    copyFileSync(images[name]!, out);
+    return out;
+  };
+
+  test('encodeInode: new mode, 32-bit uid and gid, times past 2038 with nanoseconds', () => {
+    const image = copy('inode');
+    const ino = inodeOf(image, '/f5000');
+    const img = loadImage(image);
+    const x = [...usedInodes(img)].find((u) => u.inode.ino === ino)!;
+    const mtime = { sec: 2 ** 32 + 5, nsec: 123_456_789 };
+    const out = encodeInode({ ...x.inode, i_mode: 0o100640, i_uid: 1_234_567, i_gid: 7_654_321, mtime, atime: { sec: 1_700_000_000, nsec: 5 } }, img.sb, { raw: x.inode.raw });
+    writeAt(image, x.offset, out);
+    expectStrictFsckClean(image);
+    const st = parseStat(debugfsBatch(image, ['stat /f5000'])[0]!);
+    expect(st.mode & 0o7777).toBe(0o640);
+    expect([st.uid, st.gid]).toEqual([1_234_567, 7_654_321]);
+    if (img.sb.s_inode_size > 128) {
+      expect(st.mtime).toEqual(mtime);
+      expect(st.atime).toEqual({ sec: 1_700_000_000, nsec: 5 });
+    } else {
+      // No extra time fields in a 128-byte inode: clamped to 2^31 - 1 as the kernel clamps, no nanoseconds.
+      expect(st.mtime).toEqual({ sec: 2 ** 31 - 1, nsec: 0 });
+    }
+  });
+
+  test('encodeInode: an i_blocks in filesystem blocks (huge_file + EXT4_HUGE_FILE_FL) round-trips, and re-encoded canonically in sectors', () => {
+    const image = copy('huge');
+    const before = loadImage(image);
+    if (!(before.sb.s_feature_ro_compat & 0x8)) return; // no huge_file: the flag means nothing
+    const ino = inodeOf(image, '/f70000');
+    const sectors = [...usedInodes(before)].find((u) => u.inode.ino === ino)!.inode.i_blocks;
+    const unit = before.sb.blockSize / 512;
+    // debugfs writes the kernel's other valid form: the flag and the count in filesystem blocks.
+    debugfsWrite(image, [`sif <${ino}> flags 0xc0000`, `sif <${ino}> blocks ${sectors / unit}`]);
+    expectStrictFsckClean(image);
+    const img = loadImage(image);
+    const x = [...usedInodes(img)].find((u) => u.inode.ino === ino)!;
+    expect([x.inode.i_blocks, x.inode.i_blocks_raw, x.inode.hugeFileUnits]).toEqual([sectors, sectors / unit, true]);
+    expect(hex(encodeInode(x.inode, img.sb, { raw: x.inode.raw }))).toBe(hex(x.bytes));
+    // Without the on-disk form, the encoder picks ext4_inode_blocks_set's: sectors, flag cleared.
+    writeAt(image, x.offset, encodeInode({ ...x.inode, i_blocks_raw: undefined, hugeFileUnits: undefined }, img.sb, { raw: x.inode.raw }));
+    expectStrictFsckClean(image);
+    const st = parseStat(debugfsBatch(image, [`stat <${ino}>`])[0]!);
+    expect([st.flags, st.blockcount]).toEqual([0x80000, sectors]);
+  });
+
+  test('encodeXattrBlock and encodeInodeXattrs: one more xattr in a block and in the inode body', () => {
+    const image = copy('xattr');
+    const img = loadImage(image);
+    const { sb } = img;
+    const f100 = [...usedInodes(img)].find((u) => u.inode.ino === inodeOf(image, '/f100'))!.inode;
+    const blockNo = f100.i_file_acl;
+    const bytes = img.bytes.subarray(blockNo * sb.blockSize, (blockNo + 1) * sb.blockSize);
+    const { header, xattrs } = decodeXattrBlock(bytes, blockNo, img.ctx, { metadataCsum: img.metadataCsum, csumSeed: sb.csumSeed });
+    // A non-ASCII name: its hash must be the kernel's (unsigned bytes).
+    const added = { name: Buffer.from('user.ädded'), value: Buffer.from('a value of 21 bytes.!') };
+    writeAt(image, blockNo * sb.blockSize, encodeXattrBlock([added, ...xattrs], { refcount: header.h_refcount, blockNo, seed: sb.csumSeed, metadataCsum: img.metadataCsum, blockSize: sb.blockSize }));
+    const f1 = [...usedInodes(img)].find((u) => u.inode.ino === inodeOf(image, '/sub'))!;
+    if (sb.s_inode_size > 128) {
+      const inBody = decodeInodeXattrs(f1.inode.raw, f1.inode.i_extra_isize, img.ctx, f1.inode.ino, f1.offset);
+      expect(inBody.length).toBe(1);
+      const area = encodeInodeXattrs([...inBody, { name: Buffer.from('security.test'), value: Buffer.from('xyz') }], sb.s_inode_size - 128 - f1.inode.i_extra_isize);
+      writeAt(image, f1.offset, encodeInode({ ...f1.inode, xattrArea: area }, sb, { raw: f1.inode.raw }));
+    }
+    expectStrictFsckClean(image);
+    const [got, list] = debugfsBatch(image, ['ea_get /f100 user.ädded', 'ea_list /sub']);
+    expect(got).toContain('(21) = "a value of 21 bytes.!"');
+    if (sb.s_inode_size > 128) expect(list).toContain('security.test (3) = "xyz"');
+  });
+
+  test('encodeExtentNode: every node re-encoded from its fields, one extent made unwritten', async () => {
+    const image = copy('extents');
+    const img = loadImage(image);
+    const { sb } = img;
+    const fragIno = inodeOf(image, '/fragmented');
+    const before = parseDumpExtents(debugfsBatch(image, ['dump_extents /fragmented'])[0]!);
+    const nodes = await extentBlockNodes(img);
+    const cap = extentNodeCapacity(sb.blockSize);
+    let flipped = false;
+    for (const { inode, pblk } of nodes) {
+      const node = decodeExtentNode(fsReader(img.ctx, img.bytes.subarray(pblk * sb.blockSize, (pblk + 1) * sb.blockSize), 'node', 0), cap);
+      let extents = node.extents;
+      if (inode.ino === fragIno && !flipped && extents.length > 0) {
+        extents = [{ ...extents[0]!, unwritten: true }, ...extents.slice(1)];
+        flipped = true;
+      }
+      const out = encodeExtentNode({ ...node, extents, raw: undefined }, cap, { size: sb.blockSize, ...(img.metadataCsum ? { tail: { seed: inode.csumSeed } } : {}) });
+      writeAt(image, pblk * sb.blockSize, out);
+    }
+    for (const { inode, offset } of usedInodes(img)) {
+      if (!(inode.i_flags & 0x80000)) continue;
+      const root = decodeExtentNode(fsReader(img.ctx, inode.i_block, 'root', 0), 4);
+      let extents = root.extents;
+      if (inode.ino === fragIno && !flipped) {
+        extents = [{ ...extents[0]!, unwritten: true }, ...extents.slice(1)];
+        flipped = true;
+      }
+      const i_block = encodeExtentNode({ ...root, extents, raw: undefined }, 4);
+      writeAt(image, offset, encodeInode({ ...inode, i_block }, sb, { raw: inode.raw }));
+    }
+    expect(flipped).toBe(true);
+    expectStrictFsckClean(image);
+    const after = parseDumpExtents(debugfsBatch(image, ['dump_extents /fragmented'])[0]!);
+    expect(after.nodes).toEqual(before.nodes);
+    expect(after.leaves).toEqual(before.leaves.map((l, k) => (k === 0 ? { ...l, unwritten: true } : l)));
+  });
+
+  test('encodeSuperblock, encodeBackupSuperblock, encodeGroupDescriptor, inodeBitmapChecksum: new times, backups rewritten, an INODE_UNINIT group initialised', () => {
+    const image = copy('super');
+    const img = loadImage(image);
+    const { sb } = img;
+    const sb2 = { ...sb, s_wtime: 1_650_000_000, s_mtime: 1_640_000_000, s_kbytes_written: 123_456 };
+    writeAt(image, 1024, encodeSuperblock(sb2));
+    const backups: number[] = [];
+    for (let g = 1; g < sb.groupCount; g++) {
+      if (!groupHasSuper(sb, g)) continue;
+      writeAt(image, groupFirstBlock(sb, g) * sb.blockSize, encodeBackupSuperblock(sb2, g));
+      backups.push(groupFirstBlock(sb, g));
+    }
+    // A group whose inode bitmap was never written: write it (all free, padding bits set) and clear INODE_UNINIT.
+    const g = img.groups.findIndex(({ gd }) => (gd.bg_flags & 1) !== 0);
+    if (g >= 0) {
+      const { gd, offset } = img.groups[g]!;
+      const bitmap = new Uint8Array(sb.blockSize);
+      for (let b = sb.s_inodes_per_group; b < sb.blockSize * 8; b++) setBit(bitmap, b);
+      writeAt(image, gd.bg_inode_bitmap * sb.blockSize, bitmap);
+      const gd2 = { ...gd, bg_flags: gd.bg_flags & ~1, bg_inode_bitmap_csum: img.metadataCsum ? inodeBitmapChecksum(sb, bitmap) : gd.bg_inode_bitmap_csum };
+      writeAt(image, offset, encodeGroupDescriptor(gd2, g, sb));
+    }
+    expect(g >= 0).toBe(hasGroupChecksums(sb));
+    expectStrictFsckClean(image);
+    const header = sh('dumpe2fs', ['-h', image], { env: { TZ: 'UTC' } });
+    expect(header).toMatch(/Last write time:\s+Fri Apr 15 05:20:00 2022/);
+    expect(header).toMatch(/Lifetime writes:\s+121 MB/);
+    // Each backup, read by dumpe2fs as the superblock (its checksum verified), says what the primary says.
+    expect(backups.length).toBeGreaterThan(0);
+    const withoutChecksum = (t: string): string => t.split('\n').filter((l) => !/^Checksum:/.test(l)).join('\n');
+    for (const b of backups) {
+      const r = run('dumpe2fs', ['-o', `superblock=${b}`, '-o', `blocksize=${sb.blockSize}`, '-h', image], { env: { TZ: 'UTC' } });
+      expect(r.stderr, `backup at ${b}`).not.toMatch(/does not match|bad|invalid/i);
+      expect(withoutChecksum(r.stdout), `backup at ${b}`).toBe(withoutChecksum(header));
+    }
   });
 });

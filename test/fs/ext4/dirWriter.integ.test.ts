@@ -74,7 +74,7 @@ class ImageDir implements DirectoryBlocks {
   constructor(
     readonly ino: number,
     readonly blockSize: number,
-    readonly htree: boolean,
+    public htree: boolean,
     image: Buffer,
     readonly pblks: readonly number[],
   ) {
@@ -94,8 +94,8 @@ class ImageDir implements DirectoryBlocks {
     this.blocks.push(new Uint8Array(this.blockSize));
     return this.blocks.length - 1;
   }
-  setHtree(): void {
-    throw new Error('dirWriter must not change the htree flag here');
+  setHtree(on: boolean): void {
+    this.htree = on;
   }
 }
 
@@ -129,13 +129,18 @@ interface Variant {
   readonly blockSize: number;
   readonly features: string;
   readonly seed: number;
+  /** Whether `small` may become an htree when its one block fills (dir_index is on in both images). */
+  readonly smallDirIndex: boolean;
+  /** s_flags says unsigned hashes (set before e2fsck -D builds the index): names' high bytes hash otherwise. */
+  readonly unsignedHash?: boolean;
 }
 
 describe.each<Variant>([
-  { label: '1 KiB blocks, metadata_csum', blockSize: 1024, features: 'metadata_csum', seed: 11 },
-  { label: '4 KiB blocks, no metadata_csum', blockSize: 4096, features: '^metadata_csum', seed: 12 },
-])('dirWriter on a real filesystem ($label)', ({ label, blockSize, features, seed }) => {
-  it('adds and removes entries in an htree and a linear directory; e2fsck strict and debugfs ls agree with the model', async () => {
+  { label: '1 KiB blocks, metadata_csum', blockSize: 1024, features: 'metadata_csum', seed: 11, smallDirIndex: true },
+  { label: '4 KiB blocks, no metadata_csum', blockSize: 4096, features: '^metadata_csum', seed: 12, smallDirIndex: false },
+  { label: '1 KiB blocks, unsigned hash', blockSize: 1024, features: 'metadata_csum', seed: 13, smallDirIndex: true, unsignedHash: true },
+])('dirWriter on a real filesystem ($label)', ({ label, blockSize, features, seed, smallDirIndex, unsignedHash }) => {
+  it(`adds and removes entries in an htree and in a linear directory that ${smallDirIndex ? 'becomes an htree' : 'stays linear'}; e2fsck strict and debugfs ls agree with the model`, async () => {
     const dir = join(tmp(), label.replace(/\W+/g, '_'));
     const root = join(dir, 'root');
     mkdirSync(join(root, 'big'), { recursive: true });
@@ -153,7 +158,10 @@ describe.each<Variant>([
     for (const n of bigNames.slice(0, 3000)) linkSync(join(root, 't'), Buffer.concat([Buffer.from(join(root, 'big') + '/'), Buffer.from(n, 'latin1')]));
     for (const n of smallNames.slice(0, 12)) linkSync(join(root, 't'), Buffer.concat([Buffer.from(join(root, 'small') + '/'), Buffer.from(n, 'latin1')]));
     const image = join(dir, 'fs.img');
-    sh('mkfs.ext4', ['-q', '-F', '-b', String(blockSize), '-O', features, '-d', root, image, blockSize === 1024 ? '16M' : '64M']);
+    // A fixed UUID and hash seed, so that the layout (and so the run) is the same every time.
+    const uuid = `${seed.toString(16).padStart(8, '0')}-1111-4222-8333-444455556666`;
+    sh('mkfs.ext4', ['-q', '-F', '-U', uuid, '-b', String(blockSize), '-O', features, '-d', root, image, blockSize === 1024 ? '16M' : '64M']);
+    debugfs(image, [`ssv hash_seed ${uuid.replace('1111', '7777')}`, ...(unsignedHash === true ? ['ssv flags 2'] : [])], true); // flags 2: EXT2_FLAGS_UNSIGNED_HASH only
     const fsck = spawnSync('e2fsck', ['-fyD', image], { env: { ...process.env, E2FSCK_CONFIG: '/dev/null' } });
     expect(fsck.status === 0 || fsck.status === 1, fsck.stdout.toString()).toBe(true);
     expectStrictFsckClean(image);
@@ -171,7 +179,8 @@ describe.each<Variant>([
       const inode = await fs.readInode(ino);
       const htree = (inode.i_flags & EXT4_INDEX_FL) !== 0;
       const d = new ImageDir(ino, blockSize, htree, bytes, blocksOf(image, path));
-      const fmt = dirFormat(fs.superblock, inode);
+      const fmt = { ...dirFormat(fs.superblock, inode), ...(path === '/small' ? { dirIndex: smallDirIndex } : {}) };
+      expect(fmt.unsignedHash).toBe(unsignedHash === true);
       const m = model[path === '/big' ? 'big' : 'small'];
       const ops = path === '/big' ? 4000 : 600;
       for (let i = 0; i < ops; i++) {
@@ -188,7 +197,8 @@ describe.each<Variant>([
       dirs.push({ path, names, d, htree });
     }
     expect(dirs[0]!.htree, 'e2fsck -D indexed big').toBe(true);
-    expect(dirs[1]!.htree, 'small stays linear').toBe(false);
+    expect(dirs[1]!.htree, 'small starts linear').toBe(false);
+    expect(dirs[1]!.d.htree, 'small made an htree').toBe(smallDirIndex);
 
     // Give each directory its new blocks, then write every block where it lives.
     const fd = openSync(image, 'r+');
@@ -198,6 +208,10 @@ describe.each<Variant>([
         expect(pblks.slice(0, d.pblks.length)).toEqual(d.pblks);
         expect(pblks.length).toBe(d.blockCount);
         d.blocks.forEach((b, lblk) => writeSync(fd, b, 0, blockSize, pblks[lblk]! * blockSize));
+      }
+      if (dirs[1]!.d.htree) {
+        const flags = Number(/Flags: (0x[0-9a-f]+)/.exec(debugfs(image, ['stat /small']))![1]);
+        debugfs(image, [`sif /small flags ${flags | EXT4_INDEX_FL}`], true);
       }
     } finally {
       closeSync(fd);

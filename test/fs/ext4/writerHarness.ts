@@ -18,12 +18,12 @@ export const WRITER_NOW = { sec: 1_700_000_000, nsec: 0 };
  * Opens `image` for writing in a copy-on-write layer, runs `ops`, commits, and writes the
  * result to `out` (a raw image). Returns the writer's report.
  */
-export async function writeImage(image: string, out: string, ops: (w: Ext4Writer) => Promise<void>, options: Partial<Ext4WriterOptions> = {}): Promise<WriteReport> {
+export async function writeImage(image: string, out: string, ops: (w: Ext4Writer, device: CowDevice) => Promise<void>, options: Partial<Ext4WriterOptions> = {}): Promise<WriteReport> {
   const chain = await openChain(image);
   const cow = new CowDevice(chain.device);
   try {
     const w = await Ext4Writer.open(cow, { file: image, now: WRITER_NOW, ...options });
-    await ops(w);
+    await ops(w, cow);
     const report = await w.commit();
     const writer = await RawWriter.create(out, { size: cow.size, unitSize: 4096 });
     await cow.emitTo(writer);
