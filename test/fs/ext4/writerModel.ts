@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { seededBytes } from '../../../fixtures/prng.mjs';
 import type { Ext4Writer, NodeAttrs, NodeContent, NodeKind } from '../../../src/fs/ext4/Ext4Writer.js';
 import type { FileExtent } from '../../../src/fs/ext4/Ext4Fs.js';
+import { ImgdedupError } from '../../../src/errors.js';
 import { sh } from '../../helpers/run.js';
 import { debugfsBatch, parseLsP, parseStat, type DebugfsStat } from './debugfsOracle.js';
 
@@ -356,15 +357,29 @@ export async function runOp(w: Ext4Writer, op: Op, blockSize: number): Promise<v
       return;
     }
     case 'relocate': {
+      // A range over the object's blocks (data, directory or symlink blocks, its xattr block):
+      // whatever lives there moves out, whoever owns it.
       const ino = (await w.lookup(enc(op.path)))!;
-      const ext = await physicalExtents(w, ino);
-      if (ext.length === 0) return;
-      const lo = Math.min(...ext.map((e) => e.pblk));
-      const hi = Math.max(...ext.map((e) => e.pblk + e.len));
+      const inode = await w.fs.readInode(ino);
+      const blocks = (await physicalExtents(w, ino)).flatMap((e) => [e.pblk, e.pblk + e.len]);
+      if (inode.i_file_acl !== 0) blocks.push(inode.i_file_acl, inode.i_file_acl + 1);
+      if (blocks.length === 0) return;
+      const lo = Math.min(...blocks);
+      const hi = Math.max(...blocks);
       const start = lo + Math.floor(((hi - lo) * op.lo) / 1000);
       const end = Math.max(start + 1, lo + Math.ceil(((hi - lo) * op.hi) / 1000));
-      const moved = await w.relocate(ino, start, end - start);
-      for (const r of moved) if (r.start < end && r.start + r.count > start) throw new Error(`relocate put blocks back into the range it moved: ${JSON.stringify(r)}`);
+      let moves: Array<{ from: number; to: number }>;
+      try {
+        moves = await w.relocate(start, end - start);
+      } catch (e) {
+        // Group metadata inside the range (a big file spanning groups) cannot move: refused before anything moved.
+        if (e instanceof ImgdedupError && e.code === 'WRITE_REFUSED') return;
+        throw e;
+      }
+      for (const m of moves) if (m.to >= start && m.to < end) throw new Error(`relocate moved block ${m.from} to ${m.to}, inside [${start}, ${end})`);
+      const after = await w.fs.readInode(ino);
+      for (const e of await physicalExtents(w, ino)) if (e.pblk < end && e.pblk + e.len > start) throw new Error(`after relocate ${op.path} still maps ${e.pblk}+${e.len} inside [${start}, ${end})`);
+      if (after.i_file_acl >= start && after.i_file_acl < end) throw new Error(`after relocate ${op.path} still has its xattr block ${after.i_file_acl} inside [${start}, ${end})`);
       return;
     }
     case 'point': {
