@@ -965,6 +965,33 @@ export class Ext4Writer {
   }
 }
 
+/**
+ * A writer whose operation failed part-way (NO_SPACE in the middle of a file, after the
+ * old one was removed and the new inode taken) holds a half-made change: bitmaps and
+ * inodes that no directory reaches. It is spent: every later change and the commit throw,
+ * so no caller can write out a filesystem e2fsck would have to repair. Wrapped here, once,
+ * rather than in each method's body.
+ */
+const CHANGING = ['put', 'remove', 'hardlink', 'setAttrs', 'setTimes', 'point', 'relocate', 'commit'] as const;
+const spent = new WeakMap<Ext4Writer, Error>();
+for (const name of CHANGING) {
+  const op = Ext4Writer.prototype[name] as (this: Ext4Writer, ...args: unknown[]) => Promise<unknown>;
+  Object.defineProperty(Ext4Writer.prototype, name, {
+    configurable: true,
+    writable: true,
+    value: async function (this: Ext4Writer, ...args: unknown[]): Promise<unknown> {
+      const cause = spent.get(this);
+      if (cause !== undefined) throw new InternalError(`Ext4Writer.${name} after an earlier operation failed part-way (${cause.message}): its changes are incomplete and must be dropped, not committed`);
+      try {
+        return await op.apply(this, args);
+      } catch (e) {
+        spent.set(this, e instanceof Error ? e : new Error(String(e)));
+        throw e;
+      }
+    },
+  });
+}
+
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
