@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, linkSync, writeFileSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeExt4Image } from '../../../fixtures/ext4/ext4Fixtures.js';
 import { seededBytes } from '../../../fixtures/prng.mjs';
 import { ImgdedupError } from '../../../src/errors.js';
@@ -121,8 +121,11 @@ const attrsArb: fc.Arbitrary<OpAttrs> = fc
   .map((a) => Object.fromEntries(Object.entries(a).filter(([, x]) => x !== undefined)) as unknown as OpAttrs);
 
 type SizeClass = 'empty' | 'small' | 'blocks' | 'sparse' | 'mib';
-const fileArb = fc.record({
-  cls: fc.oneof({ arbitrary: fc.constantFrom<SizeClass>('empty', 'small', 'blocks', 'sparse'), weight: 12 }, { arbitrary: fc.constant<SizeClass>('mib'), weight: 1 }),
+/** File sizes; `mibWeight` (against 12) makes files of a few MiB more or less common. */
+const fileArb = (mibWeight: number) => fc.record({
+  // Unbiased: fast-check's bias in early runs (oneof favours its first arbitrary) would
+  // leave out the rare class in a short CI run.
+  cls: fc.noBias(fc.oneof({ arbitrary: fc.constantFrom<SizeClass>('empty', 'small', 'blocks', 'sparse'), weight: 12 }, { arbitrary: fc.constant<SizeClass>('mib'), weight: mibWeight })),
   n: fc.nat(),
   seed: fc.nat(),
   holes: fc.integer({ min: 1, max: 7 }),
@@ -144,8 +147,8 @@ type Abstract =
   | { t: 'point'; path: number; from: number };
 
 const pick = fc.nat();
-const abstractArb: fc.Arbitrary<Abstract> = fc.oneof(
-  { arbitrary: fc.record({ t: fc.constant('file' as const), dir: pick, name: pick, file: fileArb, attrs: attrsArb }), weight: 6 },
+const abstractArb = (mibWeight: number): fc.Arbitrary<Abstract> => fc.oneof(
+  { arbitrary: fc.record({ t: fc.constant('file' as const), dir: pick, name: pick, file: fileArb(mibWeight), attrs: attrsArb }), weight: 6 },
   { arbitrary: fc.record({ t: fc.constant('dir' as const), dir: pick, name: pick, attrs: attrsArb }), weight: 3 },
   { arbitrary: fc.record({ t: fc.constant('symlink' as const), dir: pick, name: pick, len: fc.integer({ min: 1, max: 300 }), seed: fc.nat(), attrs: attrsArb }), weight: 2 },
   {
@@ -280,6 +283,12 @@ interface Base {
 }
 
 let runNo = 0;
+/** Outcome counts, printed with PROP_STATS=1 (to see what a seed covers). */
+const stats = new Map<string, number>();
+const count = (k: string): void => void stats.set(k, (stats.get(k) ?? 0) + 1);
+afterAll(() => {
+  if (process.env.PROP_STATS) console.log([...stats].sort().map(([k, n]) => `${k}: ${n}`).join('\n'));
+});
 
 /** Blocks an operation needs at least (to tell a legitimate NO_SPACE from a wrong one). */
 function blocksNeeded(op: Op, bs: number): number {
@@ -317,6 +326,10 @@ async function runSequence(base: Base, steps: ReadonlyArray<(m: TreeModel) => Op
         } catch (e) {
           if (base.v.nearlyFull !== undefined && e instanceof ImgdedupError && e.code === 'NO_SPACE') {
             noSpace = { op, error: e };
+            // The writer holds a half-made change now: it must refuse to go on or to commit.
+            await expect(w.put(new TextEncoder().encode('/after-no-space'), { kind: 'fifo' }, { mode: 0o644, uid: 0, gid: 0 })).rejects.toMatchObject({ code: 'INTERNAL' });
+            await expect(w.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+            count(`${base.v.name} NO_SPACE ${op.op}`);
             throw e;
           }
           ops.push(op);
@@ -324,6 +337,7 @@ async function runSequence(base: Base, steps: ReadonlyArray<(m: TreeModel) => Op
         }
         model.apply(op);
         ops.push(op);
+        count(`${base.v.name} ${op.op}${op.op === "file" && op.file.size > 100_000 ? " big" : ""}`);
       }
     });
   } catch (e) {
@@ -390,7 +404,7 @@ describe.each(VARIANTS)('Ext4Writer random operation sequences on $name', (v) =>
     `${RUNS} seeded sequences keep the strict oracle and equal the model`,
     async () => {
       await fc.assert(
-        fc.asyncProperty(fc.array(abstractArb, { minLength: 1, maxLength: HEAVY ? 40 : 14 }), async (seq) => {
+        fc.asyncProperty(fc.array(abstractArb(v.nearlyFull !== undefined ? 6 : 1), { minLength: 4, maxLength: HEAVY ? 40 : 14 }), async (seq) => {
           await runSequence(
             base,
             seq.map((a) => (m: TreeModel) => concretize(a, m)),
@@ -428,6 +442,24 @@ const REGRESSIONS: ReadonlyArray<{ name: string; variant: string; ops: Op[] }> =
     ],
   },
 ];
+
+test('after NO_SPACE part-way through a replacement, the writer refuses further changes and the commit', async () => {
+  const image = join(tmp(), 'full.raw');
+  makeExt4Image(image, undefined, { args: ['-b', '1024', '-N', '256'], sizeMiB: 4 });
+  const file = (b: Uint8Array) => ({ kind: 'file' as const, size: b.length, async *data() { yield b; } });
+  const enc = (x: string): Uint8Array => new TextEncoder().encode(x);
+  const attrs = { mode: 0o644, uid: 0, gid: 0 };
+  // writeImage's own commit at the end meets the same refusal.
+  const run = writeImage(image, `${image}.out`, async (w) => {
+    await w.put(enc('/f'), file(seededBytes(5000, 1)), attrs);
+    // The old /f is gone and a new inode taken when the data runs out of blocks.
+    await expect(w.put(enc('/f'), file(seededBytes(8 << 20, 2)), attrs)).rejects.toMatchObject({ code: 'NO_SPACE' });
+    await expect(w.put(enc('/g'), file(seededBytes(100, 3)), attrs)).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(w.remove(enc('/lost+found'))).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(w.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+  await expect(run).rejects.toMatchObject({ code: 'INTERNAL', data: { detail: expect.stringContaining('failed part-way') } });
+});
 
 describe('regressions found by the property tests', () => {
   test.each(REGRESSIONS)('$variant: $name', async (r) => {
