@@ -592,6 +592,9 @@ export class Ext4Writer {
       const old = await this.fs.readInode(existing.ino);
       before = { ino: existing.ino, kind: kindOfMode(old.i_mode) ?? 'file' };
       await this.removeEntryAt(dirIno, name, path, false);
+      // The target's last name lay inside the directory this link replaces and went with it
+      // (tar finds it gone too); linking the freed inode would corrupt the filesystem.
+      if ((await this.fs.readInode(tIno)).i_links_count === 0) throw this.badPath(path, `hard link target ${new TextDecoder().decode(target)} was inside the directory the link replaces`);
     }
     if (t.i_links_count >= EXT4_LINK_MAX) throw this.badPath(path, 'too many links');
     await this.link(dirIno, name, tIno, kind);
