@@ -461,6 +461,17 @@ test('after NO_SPACE part-way through a replacement, the writer refuses further 
   await expect(run).rejects.toMatchObject({ code: 'INTERNAL', data: { detail: expect.stringContaining('failed part-way') } });
 });
 
+test('a hard link replacing the directory that holds its target\'s only name is BAD_UPDATE, and the writer is spent', async () => {
+  const base = await baseOf(VARIANTS[0]!);
+  const enc = (x: string): Uint8Array => new TextEncoder().encode(x);
+  const out = join(tmp(), 'link-over-ancestor.raw');
+  const run = writeImage(base.image, out, async (w) => {
+    await expect(w.hardlink(enc('/d1'), enc('/d1/d2/d3/leaf'))).rejects.toMatchObject({ code: 'BAD_UPDATE' });
+    await expect(w.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+  await expect(run).rejects.toMatchObject({ code: 'INTERNAL' });
+});
+
 describe('regressions found by the property tests', () => {
   test.each(REGRESSIONS)('$variant: $name', async (r) => {
     const v = VARIANTS.find((x) => x.name === r.variant)!;
