@@ -857,10 +857,17 @@ export class Ext4Writer {
   async relocate(start: number, count: number): Promise<Array<{ from: number; to: number }>> {
     const range = new BlockRuns([[start, count]]);
     const own = await this.fs.blockOwnership();
+    const late = await this.sessionBlockOwners();
     const inodes = new Set<number>();
     const xattrBlocks: number[] = [];
     for (let b = start; b < start + count; b++) {
       if (!(await this.groups.blockInUse(b))) continue;
+      const lateOwner = late.get(b);
+      if (lateOwner !== undefined) {
+        if (lateOwner.xattr) xattrBlocks.push(b);
+        else inodes.add(lateOwner.ino);
+        continue;
+      }
       const o = own.ownerOf(b);
       if (o === 'free' || o === undefined) {
         // In use now but not in the scan: the writer allocated it in this session (its owner is in `inodes` by then or it is a node of a tree being rebuilt).
@@ -918,6 +925,29 @@ export class Ext4Writer {
     return moves;
   }
 
+  /**
+   * Inodes this session made that are still in use. The reader's scans (blockOwnership,
+   * scanInodes) go by the inode bitmaps on disk, which show them only after commit.
+   */
+  private async sessionInodes(): Promise<number[]> {
+    const out: number[] = [];
+    for (const ino of new Set(this.inodesAllocated)) if (await this.groups.inodeInUse(ino)) out.push(ino);
+    return out;
+  }
+
+  /** The blocks of the inodes this session made (data, extent nodes, xattr block), by block. */
+  private async sessionBlockOwners(): Promise<Map<number, { ino: number; xattr: boolean }>> {
+    const out = new Map<number, { ino: number; xattr: boolean }>();
+    for (const ino of await this.sessionInodes()) {
+      const inode = await this.fs.readInode(ino);
+      if (inode.i_file_acl !== 0) out.set(inode.i_file_acl, { ino, xattr: true });
+      if (inode.i_flags & EXT4_INLINE_DATA_FL) continue;
+      const { data, nodes } = await this.blocksOf(inode);
+      for (const r of [...data, ...nodes]) for (let b = r.start; b < r.start + r.count; b++) out.set(b, { ino, xattr: false });
+    }
+    return out;
+  }
+
   /** Copies xattr block `b` to a new block (its checksum covers its number) and points every inode that uses it there. */
   private async relocateXattrBlock(b: number): Promise<{ from: number; to: number }> {
     const [run] = await this.allocBlocks(1, b + 1);
@@ -929,6 +959,7 @@ export class Ext4Writer {
     await this.fs.scanInodes((inode) => {
       if (inode.i_links_count > 0 && inode.i_file_acl === b) users.push(inode.ino);
     });
+    for (const ino of await this.sessionInodes()) if (!users.includes(ino) && (await this.fs.readInode(ino)).i_file_acl === b) users.push(ino);
     for (const ino of users) {
       const inode = await this.fs.readInode(ino);
       await this.writeInode({ ...inode, i_file_acl: to }, inode.raw);
