@@ -254,6 +254,17 @@ export class TreeModel {
     this.touch(parentOf(path));
   }
 
+  /**
+   * The error `op` must end in, if any: a hard link (or a rename's new name) replacing a
+   * directory that holds every name of its target removes the target with it (BAD_UPDATE).
+   */
+  expectedError(op: Op): 'BAD_UPDATE' | undefined {
+    const [to, from] = op.op === 'link' ? [op.path, op.target] : op.op === 'rename' ? [op.to, op.from] : [];
+    if (to === undefined || from === undefined || this.paths.get(to) === this.paths.get(from) || this.kindOf(to) !== 'dir') return undefined;
+    const id = this.paths.get(from);
+    return [...this.paths].every(([p, x]) => x !== id || under(p, to)) ? 'BAD_UPDATE' : undefined;
+  }
+
   /** Applies `op` to the model (the writer side is `runOp`). */
   apply(op: Op): void {
     switch (op.op) {
