@@ -602,6 +602,9 @@ export class Ext4Writer {
       const old = await this.fs.readInode(existing.ino);
       before = stateOf(old);
       await this.removeEntryAt(dirIno, name, path, false);
+      // The target's last name lay inside the directory this link replaces and went with it
+      // (tar finds it gone too); linking the freed inode would corrupt the filesystem.
+      if ((await this.fs.readInode(tIno)).i_links_count === 0) throw this.badPath(path, `hard link target ${new TextDecoder().decode(target)} was inside the directory the link replaces`);
     }
     if (t.i_links_count >= EXT4_LINK_MAX) throw this.badPath(path, 'too many links');
     await this.link(dirIno, name, tIno, kind);
@@ -819,10 +822,11 @@ export class Ext4Writer {
     }
     await this.groups.freeInode(inode.ino, isDir);
     this.inodesFreed.push(inode.ino);
-    // As the kernel leaves a freed inode: an empty extent root (readers that scan the table
-    // still find a valid tree), or zeros for inodes without one.
-    const iBlock = inode.i_flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
-    await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL) }, inode.raw);
+    // An extent-mapped inode keeps a valid empty extent root, as the kernel leaves it: e2fsck
+    // counts an extent flag over a zeroed i_block as garbage, and a block of such inodes as insane.
+    const flags = inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL);
+    const iBlock = flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
+    await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: flags }, inode.raw);
   }
 
   // ---------------------------------------------------------------- point and relocate
@@ -833,9 +837,16 @@ export class Ext4Writer {
    * blocks it used that the map leaves out are freed. `size` sets i_size.
    */
   async point(ino: number, extents: readonly FileExtent[], size: number): Promise<void> {
-    const inode = await this.fs.readInode(ino);
+    let inode = await this.fs.readInode(ino);
     const t = fileType(inode.i_mode);
     if (t !== S_IFREG && t !== S_IFDIR && t !== S_IFLNK) throw new InternalError(`point: inode ${ino} has no block map`);
+    if (inode.i_flags & EXT4_INLINE_DATA_FL) {
+      // The map replaces the inline content: the inode leaves inline data (system.data
+      // dropped, an empty extent root in i_block) before setMap gives it the map.
+      const { dropInlineData } = await import('./xattrWriter.js');
+      const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
+      inode = { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
+    }
     const { data } = await this.blocksOf(inode);
     const oldSet = new BlockRuns(data.map((r) => [r.start, r.count] as const));
     const newSet = new BlockRuns(extents.map((e) => [e.pblk, e.len] as const));
@@ -861,12 +872,20 @@ export class Ext4Writer {
    */
   async relocate(start: number, count: number, owners?: BlockOwnership): Promise<Array<{ from: number; to: number }>> {
     const range = new BlockRuns([[start, count]]);
-    // The owners as of a consistent state: the caller's (the rebase knows them from T), else a scan now.
+    // The owners as of a consistent state: the caller's (the rebase knows them from T), else a scan now;
+    // blocks of inodes made in this session are not in a scan (the on-disk bitmaps lag until commit).
     const own = owners ?? (await this.fs.blockOwnership());
+    const late = await this.sessionBlockOwners();
     const inodes = new Set<number>();
     const xattrBlocks: number[] = [];
     for (let b = start; b < start + count; b++) {
       if (!(await this.groups.blockInUse(b))) continue;
+      const lateOwner = late.get(b);
+      if (lateOwner !== undefined) {
+        if (lateOwner.xattr) xattrBlocks.push(b);
+        else inodes.add(lateOwner.ino);
+        continue;
+      }
       const o = own.ownerOf(b);
       if (o === 'free' || o === undefined) {
         // In use now but not in the scan: the writer allocated it in this session (its owner is in `inodes` by then or it is a node of a tree being rebuilt).
@@ -926,6 +945,29 @@ export class Ext4Writer {
     return moves;
   }
 
+  /**
+   * Inodes this session made that are still in use. The reader's scans (blockOwnership,
+   * scanInodes) go by the inode bitmaps on disk, which show them only after commit.
+   */
+  private async sessionInodes(): Promise<number[]> {
+    const out: number[] = [];
+    for (const ino of new Set(this.inodesAllocated)) if (await this.groups.inodeInUse(ino)) out.push(ino);
+    return out;
+  }
+
+  /** The blocks of the inodes this session made (data, extent nodes, xattr block), by block. */
+  private async sessionBlockOwners(): Promise<Map<number, { ino: number; xattr: boolean }>> {
+    const out = new Map<number, { ino: number; xattr: boolean }>();
+    for (const ino of await this.sessionInodes()) {
+      const inode = await this.fs.readInode(ino);
+      if (inode.i_file_acl !== 0) out.set(inode.i_file_acl, { ino, xattr: true });
+      if (inode.i_flags & EXT4_INLINE_DATA_FL) continue;
+      const { data, nodes } = await this.blocksOf(inode);
+      for (const r of [...data, ...nodes]) for (let b = r.start; b < r.start + r.count; b++) out.set(b, { ino, xattr: false });
+    }
+    return out;
+  }
+
   /** Copies xattr block `b` to a new block (its checksum covers its number) and points every inode that uses it there. */
   private async relocateXattrBlock(b: number): Promise<{ from: number; to: number }> {
     const [run] = await this.allocBlocks(1, b + 1);
@@ -937,6 +979,7 @@ export class Ext4Writer {
     await this.fs.scanInodes((inode) => {
       if (inode.i_links_count > 0 && inode.i_file_acl === b) users.push(inode.ino);
     });
+    for (const ino of await this.sessionInodes()) if (!users.includes(ino) && (await this.fs.readInode(ino)).i_file_acl === b) users.push(ino);
     for (const ino of users) {
       const inode = await this.fs.readInode(ino);
       await this.writeInode({ ...inode, i_file_acl: to }, inode.raw);
@@ -991,6 +1034,33 @@ export class Ext4Writer {
       inodeOperations: { allocated: this.inodesAllocated.length, freed: this.inodesFreed.length },
     };
   }
+}
+
+/**
+ * A writer whose operation failed part-way (NO_SPACE in the middle of a file, after the
+ * old one was removed and the new inode taken) holds a half-made change: bitmaps and
+ * inodes that no directory reaches. It is spent: every later change and the commit throw,
+ * so no caller can write out a filesystem e2fsck would have to repair. Wrapped here, once,
+ * rather than in each method's body.
+ */
+const CHANGING = ['put', 'remove', 'hardlink', 'setAttrs', 'setTimes', 'point', 'relocate', 'commit'] as const;
+const spent = new WeakMap<Ext4Writer, Error>();
+for (const name of CHANGING) {
+  const op = Ext4Writer.prototype[name] as (this: Ext4Writer, ...args: unknown[]) => Promise<unknown>;
+  Object.defineProperty(Ext4Writer.prototype, name, {
+    configurable: true,
+    writable: true,
+    value: async function (this: Ext4Writer, ...args: unknown[]): Promise<unknown> {
+      const cause = spent.get(this);
+      if (cause !== undefined) throw new InternalError(`Ext4Writer.${name} after an earlier operation failed part-way (${cause.message}): its changes are incomplete and must be dropped, not committed`);
+      try {
+        return await op.apply(this, args);
+      } catch (e) {
+        spent.set(this, e instanceof Error ? e : new Error(String(e)));
+        throw e;
+      }
+    },
+  });
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {

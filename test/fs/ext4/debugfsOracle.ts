@@ -71,8 +71,9 @@ export function parseStat(text: string): DebugfsStat {
     type: /Type: (\S+)/.exec(text)![1]!,
     mode: parseInt(mode![1]!, 8),
     flags: parseInt(/Flags: 0x([0-9a-f]+)/.exec(text)![1]!, 16),
-    uid: num(/User: +(\d+)/),
-    gid: num(/Group: +(\d+)/),
+    // Printed as signed 32-bit numbers: ids of 2^31 and more come out negative.
+    uid: num(/User: +(-?\d+)/) >>> 0,
+    gid: num(/Group: +(-?\d+)/) >>> 0,
     size: num(/Size: (\d+)\n/),
     links: num(/Links: (\d+)/),
     blockcount: num(/Blockcount: (\d+)/),
@@ -101,10 +102,11 @@ export function parseLsP(text: string): LsEntry[] {
   const out: LsEntry[] = [];
   for (const line of text.split('\n')) {
     if (!line.startsWith('/')) continue;
-    const m = /^\/(\d+)\/(\d+)\/(\d+)\/(\d+)\/(.*)\/(\d*)\/$/.exec(line);
+    // debugfs prints owners as signed 32-bit numbers: ids of 2^31 and more come out negative.
+    const m = /^\/(\d+)\/(\d+)\/(-?\d+)\/(-?\d+)\/(.*)\/(\d*)\/$/.exec(line);
     if (!m) throw new Error(`debugfs ls -p: cannot parse ${line}`);
     if (Number(m[1]) === 0) continue; // debugfs lists unused records too
-    out.push({ ino: Number(m[1]), mode: parseInt(m[2]!, 8), uid: Number(m[3]), gid: Number(m[4]), name: m[5]!, size: m[6]! });
+    out.push({ ino: Number(m[1]), mode: parseInt(m[2]!, 8), uid: Number(m[3]) >>> 0, gid: Number(m[4]) >>> 0, name: m[5]!, size: m[6]! });
   }
   return out;
 }
