@@ -126,3 +126,21 @@ export const CODEC_VARIANTS: ReadonlyArray<{ name: string; args: string[] }> = [
   { name: '1k ^metadata_csum uninit_bg ^64bit 128-byte inodes', args: ['-b', '1024', '-g', '2048', '-I', '128', '-O', '^metadata_csum,uninit_bg,^64bit', '-N', '256'] },
   { name: '2k ^metadata_csum ^uninit_bg ^huge_file', args: ['-b', '2048', '-g', '1024', '-O', '^metadata_csum,^64bit,^huge_file', '-N', '256'] },
 ];
+
+export function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean): number[] {
+  const out: number[] = [];
+  const add = (from: number, to: number): void => {
+    for (let i = from; i < to; i++) out.push(i);
+  };
+  add(0x00, 0x24);
+  add(0x28, 0x70);
+  add(0x74, csum ? 0x7e : 0x7c);
+  if (inodeSize > 128) {
+    const end = 128 + extraIsize;
+    add(0x80, 0x82);
+    if (csum) add(0x82, Math.min(end, 0x84));
+    add(0x84, Math.min(end, 0x98));
+    if (end >= 0xa0) add(0x9c, 0xa0);
+  }
+  return out;
+}

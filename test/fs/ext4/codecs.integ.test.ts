@@ -21,7 +21,7 @@ import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
 import { run, sh } from '../../helpers/run.js';
 import { debugfsWrite } from '../../../fixtures/ext4/ext4Fixtures.js';
 import { debugfsBatch, parseDumpExtents, parseStat } from './debugfsOracle.js';
-import { buildCodecTree, CODEC_VARIANTS, eachInode, extentBlockNodes, loadImage, makeCodecImage, usedInodes } from './codecImages.js';
+import { buildCodecTree, CODEC_VARIANTS, eachInode, extentBlockNodes, loadImage, makeCodecImage, usedInodes, modelledInodeBytes } from './codecImages.js';
 
 const tmp = useTempDir('imgdedup-codecs-');
 const images: Record<string, string> = {};
@@ -38,23 +38,6 @@ beforeAll(() => {
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /** Offsets of the bytes encodeInode models (all but osd1, obso_faddr, l_i_reserved, i_version_hi and the xattr area). */
-function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean): number[] {
-  const out: number[] = [];
-  const add = (from: number, to: number): void => {
-    for (let i = from; i < to; i++) out.push(i);
-  };
-  add(0x00, 0x24);
-  add(0x28, 0x70);
-  add(0x74, csum ? 0x7e : 0x7c);
-  if (inodeSize > 128) {
-    const end = 128 + extraIsize;
-    add(0x80, 0x82);
-    if (csum) add(0x82, Math.min(end, 0x84));
-    add(0x84, Math.min(end, 0x98));
-    if (end >= 0xa0) add(0x9c, 0xa0);
-  }
-  return out;
-}
 
 /** Overwrites the header and the modelled bytes of each entry (all but an index's ei_unused). */
 function scrambleEntries(b: Uint8Array, entries: number, depth: number): void {

@@ -28,6 +28,7 @@ import {
   type XattrEntry,
 } from '../../../src/fs/ext4/xattr.js';
 import { syntheticSuperblock, type SyntheticOptions } from './syntheticSuperblock.js';
+import { modelledInodeBytes } from './codecImages.js';
 
 const SEED = 20261126;
 const ctx = (): Ext4Context => ({ file: 'fs.img', verifyChecksums: 'error', diagnostics: [] });
@@ -44,23 +45,6 @@ const fsOptions = fc.record({
 });
 
 /** The inode bytes encodeInode writes from its fields (as in codecs.integ.test.ts). */
-function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean): number[] {
-  const out: number[] = [];
-  const add = (from: number, to: number): void => {
-    for (let i = from; i < to; i++) out.push(i);
-  };
-  add(0x00, 0x24);
-  add(0x28, 0x70);
-  add(0x74, csum ? 0x7e : 0x7c);
-  if (inodeSize > 128) {
-    const end = 128 + extraIsize;
-    add(0x80, 0x82);
-    if (csum) add(0x82, Math.min(end, 0x84));
-    add(0x84, Math.min(end, 0x98));
-    if (end >= 0xa0) add(0x9c, 0xa0);
-  }
-  return out;
-}
 
 describe('encodeInode', () => {
   test('random inode bytes: encode(decode(bytes)) gives the bytes (checksum set where metadata_csum)', () => {

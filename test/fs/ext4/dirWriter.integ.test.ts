@@ -22,19 +22,12 @@ import { BytesDevice } from '../../helpers/BytesDevice.js';
 import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
 import { sh } from '../../helpers/run.js';
 import { useTempDir } from '../../helpers/tmp.js';
+import { mulberry32 } from '../../../fixtures/prng.mjs';
 
 const tmp = useTempDir('imgdedup-dirwriter-');
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared seeded PRNG (fixtures/prng.mjs). */
+const rng = mulberry32;
 
 /** Names of printable and high bytes (non-UTF-8 included), no '/', of 1..maxLen bytes. */
 function randomName(next: () => number, maxLen: number): Buffer {

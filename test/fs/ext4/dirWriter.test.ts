@@ -13,18 +13,11 @@ import { decodeDirBlock, decodeDxNode, decodeDxRoot, encodeDirBlock, encodeDxRoo
 import { addEntry, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirectoryBlocks } from '../../../src/fs/ext4/dirWriter.js';
 import { dxHash, effectiveHashVersion } from '../../../src/fs/ext4/dxHash.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
+import { mulberry32 } from '../../../fixtures/prng.mjs';
 
 /** mulberry32: a small seeded generator. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared seeded PRNG (fixtures/prng.mjs). */
+const rng = mulberry32;
 
 /** HEAVY=1 runs many more seeded sequences (the CI share is small). */
 const HEAVY = process.env.HEAVY === '1';
