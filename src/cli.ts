@@ -279,7 +279,15 @@ export function buildProgram(): Command {
       const asJson = json(opts);
       const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
       if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
-      const progress = createProgress('rebase', output, !asJson, 'items');
+      // One progress line per stage (applying the update, writing the new base, the clients).
+      let stage: { name: string; p: ReturnType<typeof createProgress> } | undefined;
+      const onProgress = (name: string, done: number, total: number): void => {
+        if (stage?.name !== name) {
+          stage?.p.done();
+          stage = { name, p: createProgress(`rebase: ${name}`, output, !asJson, 'items') };
+        }
+        stage.p.update(done, total);
+      };
       const r = await rebase({
         base: parseWholeImageArgs([base], 'rebase', [updates])[0]!,
         updates,
@@ -289,9 +297,9 @@ export function buildProgram(): Command {
         ...(partition !== undefined ? { partition } : {}),
         ...(opts.dryRun ? { dryRun: true } : {}),
         ...(opts.verify ? { verify: true } : {}),
-        onProgress: (_stage, done, total) => progress.update(done, total),
+        onProgress,
       });
-      progress.done();
+      stage?.p.done();
       if (asJson) printJson(r);
       else output.out(formatRebase(r));
       for (const w of r.warnings) output.err(`warning: ${w}`);
