@@ -152,28 +152,36 @@ export async function selectFilesystemDevice(
 }
 
 /**
- * The LsEntry of `inode`. `pathText` is the path's display form when it is known to be
- * plain (printable ASCII), so that the usual entry is one object literal, with no name
- * scan of the whole path and no spreads (listings hold 100,000s of entries).
+ * The LsEntry of `inode` when it needs no I/O and no quoting: `pathText` is the path's
+ * display form when it is known to be plain (printable ASCII), and the name is plain, and
+ * the inode is no symlink (whose target is read) and no device. Then the entry is one
+ * object literal, with no name scan of the whole path and no spreads (listings hold
+ * 100,000s of entries). Undefined otherwise (entryOf).
  */
-async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8Array), pathText: string | undefined, name: Uint8Array): Promise<LsEntry> {
+function plainEntryOf(fs: Ext4Fs, inode: Inode, pathText: string | undefined, nameText: string | undefined): LsEntry | undefined {
+  if (pathText === undefined || nameText === undefined) return undefined;
   const st = fs.statOf(inode);
-  const nameText = plainAsciiText(name);
-  if (pathText !== undefined && nameText !== undefined && st.type !== 'symlink' && st.rdev === undefined) {
-    return {
-      path: pathText,
-      name: nameText,
-      ino: inode.ino,
-      type: st.type,
-      mode: st.mode,
-      links: st.links,
-      uid: st.uid,
-      gid: st.gid,
-      size: st.size,
-      mtime: st.mtime.sec,
-      mtimeNsec: st.mtime.nsec,
-    };
-  }
+  if (st.type === 'symlink' || st.rdev !== undefined) return undefined;
+  return {
+    path: pathText,
+    name: nameText,
+    ino: inode.ino,
+    type: st.type,
+    mode: st.mode,
+    links: st.links,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    mtime: st.mtime.sec,
+    mtimeNsec: st.mtime.nsec,
+  };
+}
+
+/** The LsEntry of `inode` (see plainEntryOf for the usual case). */
+async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8Array), pathText: string | undefined, name: Uint8Array): Promise<LsEntry> {
+  const plain = plainEntryOf(fs, inode, pathText, plainAsciiText(name));
+  if (plain !== undefined) return plain;
+  const st = fs.statOf(inode);
   return {
     ...nameFields('path', typeof path === 'function' ? path() : path),
     ...nameFields('name', name),
@@ -296,9 +304,10 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     // dirText: dirPath's display form when it is plain ASCII, so that children's paths are
     // its text + '/' + their name, without joining and scanning the bytes again.
     const listDir = async (dirIno: number, dirPath: Uint8Array, dirText: string | undefined): Promise<void> => {
-      const children: Array<{ name: Uint8Array; ino: number }> = [];
-      for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
+      const children = (await fs.listDirectory(dirIno)).filter((e) => !isDotOrDotDot(e.name));
       children.sort((a, b) => compareBytes(a.name, b.name));
+      // Their inodes in a few concurrent reads of the inode tables, then decoded without waiting.
+      await fs.prefetchInodes(children.map((c) => c.ino));
       const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
       const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
       // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
@@ -309,8 +318,9 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         const pathOf = (): Uint8Array => (childPath ??= joinPath(parent, c.name));
         const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
         const pathText = nameText === undefined ? undefined : prefix + nameText;
-        const inode = await fs.readInode(c.ino);
-        entries.push({ e: await entryOf(fs, inode, pathOf, pathText, c.name), ino: c.ino, pathOf, text: pathText });
+        const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
+        const e = plainEntryOf(fs, inode, pathText, nameText) ?? (await entryOf(fs, inode, pathOf, pathText, c.name));
+        entries.push({ e, ino: c.ino, pathOf, text: pathText });
       }
       if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));
       for (const { e, ino: childIno, pathOf, text } of entries) {

@@ -59,7 +59,7 @@ import {
   type GroupDescriptor,
 } from './groupDescriptors.js';
 import { decodeInode, fileType, type Inode } from './inode.js';
-import { InodeTableCache, locateInode, usedInodeCount } from './inodeTable.js';
+import { InodeTableCache, locateInode, usedInodeCount, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -277,13 +277,44 @@ export class Ext4Fs {
 
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
+    const loc = this.locate(ino);
+    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
+    at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
+    return this.decodeAt(at, loc, ino);
+  }
+
+  /**
+   * Inode `ino` if its inode-table block is cached (no I/O, no waiting), else undefined:
+   * the fast path of a listing that called prefetchInodes. Throws as readInode.
+   */
+  cachedInode(ino: number): Inode | undefined {
+    const loc = this.locate(ino);
+    const at = this.itable.peek(loc);
+    return at === undefined ? undefined : this.decodeAt(at, loc, ino);
+  }
+
+  /**
+   * Reads the inode-table chunks that hold these inodes, concurrently (as many as the
+   * cache holds), so that cachedInode finds them. Best effort: never rejects; what could
+   * not be read is met by readInode.
+   */
+  async prefetchInodes(inos: Iterable<number>): Promise<void> {
+    const sb = this.superblock;
+    const locs: InodeLocation[] = [];
+    for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= sb.s_inodes_count) locs.push(locateInode(sb, this.gdOf, ino));
+    await this.itable.prefetch(locs).catch(() => undefined);
+  }
+
+  private locate(ino: number): InodeLocation {
     const sb = this.superblock;
     if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {
       throw new CorruptImageError('CORRUPT_IMAGE', { file: this.ctx.file, structure: 'ext4.inode', detail: `inode number ${ino} out of range 1..${sb.s_inodes_count}` });
     }
-    const loc = locateInode(sb, this.gdOf, ino);
-    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
-    at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
+    return locateInode(sb, this.gdOf, ino);
+  }
+
+  private decodeAt(at: TableBlock, loc: InodeLocation, ino: number): Inode {
+    const sb = this.superblock;
     const off = at.offset + loc.within;
     return decodeInode(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
   }
@@ -497,6 +528,22 @@ export class Ext4Fs {
   }
 
   async *readdirOf(inode: Inode): AsyncGenerator<DirEntry> {
+    for await (const batch of this.dirBatches(inode)) yield* batch;
+  }
+
+  /** All entries of directory `ino` (as readdir yields them), in one array. Throws as readdir. */
+  async listDirectory(ino: number): Promise<DirEntry[]> {
+    return this.listDirectoryOf(await this.readInode(ino));
+  }
+
+  async listDirectoryOf(inode: Inode): Promise<DirEntry[]> {
+    const out: DirEntry[] = [];
+    for await (const batch of this.dirBatches(inode)) for (const e of batch) out.push(e);
+    return out;
+  }
+
+  /** readdirOf's entries, an array per directory block (not one await per entry). */
+  private async *dirBatches(inode: Inode): AsyncGenerator<DirEntry[]> {
     const sb = this.superblock;
     const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
@@ -507,12 +554,14 @@ export class Ext4Fs {
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield { ino, name: new Uint8Array([0x2e]), fileType: 2 };
-      yield { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
-      yield* decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      yield [
+        { ino, name: new Uint8Array([0x2e]), fileType: 2 },
+        { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
+      ];
+      yield decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
-        yield* decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+        yield decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
       }
       return;
     }
@@ -554,17 +603,18 @@ export class Ext4Fs {
       for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
         const cnt = Math.min(DIR_READ_BLOCKS, n - k);
         const bytes = await this.readDirBlocks(e.pblk + k, cnt);
+        // A batch per block: a consumer that stops early (lookupIn) never meets a later block's error.
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
           const block = bytes.subarray(j * bs, (j + 1) * bs);
           if (isHtree && lblk === 0) {
             // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
-            yield* decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            yield decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
             continue;
           }
           if (indexBlocks.has(lblk)) continue;
-          yield* decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+          yield decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
         }
       }
     }
@@ -684,9 +734,11 @@ export class Ext4Fs {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
-      for await (const e of this.readdirOf(inode)) {
-        if (isDotOrDotDot(e.name)) continue;
-        children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+      for await (const batch of this.dirBatches(inode)) {
+        for (const e of batch) {
+          if (isDotOrDotDot(e.name)) continue;
+          children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        }
       }
       const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {

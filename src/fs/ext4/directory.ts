@@ -60,13 +60,18 @@ export function decodeDirBlock(
 /** Decodes the records of [0, end) of a directory area. See decodeDirBlock for throws. */
 export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number): DirEntry[] {
   const out: DirEntry[] = [];
+  const bytes = r.bytes;
+  // Hot path (every entry of a walk): reads straight from the bytes, the checks below
+  // keeping every read inside [0, end); r only builds the errors.
+  if (end > bytes.length) r.fail(bytes.length, 'rec_len', 'directory area beyond its bytes', { expected: `<= ${bytes.length}`, actual: end });
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let pos = 0;
   while (pos < end) {
     if (end - pos < 8) r.fail(pos, 'rec_len', 'directory record header crosses the block end', { actual: end - pos });
-    const ino = r.u32le(pos, 'inode');
-    const recLen = recLenFromDisk(r.u16le(pos + 4, 'rec_len'), blockSize);
-    const nameLen = opts.filetype ? r.u8(pos + 6) : r.u16le(pos + 6);
-    const fileType = opts.filetype ? r.u8(pos + 7) : 0;
+    const ino = v.getUint32(pos, true);
+    const recLen = recLenFromDisk(v.getUint16(pos + 4, true), blockSize);
+    const nameLen = opts.filetype ? bytes[pos + 6]! : v.getUint16(pos + 6, true);
+    const fileType = opts.filetype ? bytes[pos + 7]! : 0;
     if (recLen < 8 || recLen % 4 !== 0 || pos + recLen > end) {
       r.fail(pos + 4, 'rec_len', 'directory record length invalid or past the block end', { expected: `8..${end - pos}, multiple of 4`, actual: recLen });
     }
@@ -76,7 +81,8 @@ export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlo
     if (ino !== 0) {
       if (ino > opts.inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${opts.inodesCount}`, actual: ino });
       if (nameLen === 0) r.fail(pos + 6, 'name_len', 'empty name in a used directory record');
-      out.push({ ino, name: r.slice(pos + 8, nameLen).slice(), fileType });
+      // A copy: names outlive the (possibly large, prefetched) buffer they were read from.
+      out.push({ ino, name: bytes.slice(pos + 8, pos + 8 + nameLen), fileType });
     }
     pos += recLen;
   }

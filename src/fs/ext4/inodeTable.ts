@@ -71,6 +71,8 @@ export class InodeTableCache {
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
+  /** Key of the chunk the last peek or load used (for readahead). */
+  private lastUsed = -2;
 
   constructor(
     private readonly sb: Superblock,
@@ -93,10 +95,24 @@ export class InodeTableCache {
     return offset < c.bytes.length ? { bytes: c.bytes, offset } : undefined;
   }
 
-  /** The cached block, without I/O, or undefined. */
+  /** The cached block, without waiting, or undefined. */
   peek(loc: InodeLocation): TableBlock | undefined {
-    const c = this.chunks.get(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
-    return c === undefined ? undefined : this.blockIn(c, loc);
+    const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
+    const k = this.key(loc.group, ci);
+    const c = this.chunks.get(k);
+    if (c === undefined) return undefined;
+    if (k !== this.lastUsed) this.used(loc.group, ci, k);
+    return this.blockIn(c, loc);
+  }
+
+  /**
+   * Notes that a reader moved on to chunk `k`; when it is the successor of the chunk it
+   * used before (a walk or scan in table order), starts reading the next one (readahead),
+   * so that it is there when the reader gets to it.
+   */
+  private used(g: number, ci: number, k: number): void {
+    if (k === this.lastUsed + 1) void this.loadChunk(g, ci + 1);
+    this.lastUsed = k;
   }
 
   /**
@@ -107,17 +123,37 @@ export class InodeTableCache {
   async load(loc: InodeLocation): Promise<TableBlock | undefined> {
     const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
     const k = this.key(loc.group, ci);
+    if (k !== this.lastUsed) this.used(loc.group, ci, k);
+    const c = await this.loadChunk(loc.group, ci);
+    return c === undefined ? undefined : this.blockIn(c, loc);
+  }
+
+  /** Starts reading the chunks that hold these inodes (at most what the cache holds); resolves when they are read. Never rejects. */
+  async prefetch(locs: Iterable<InodeLocation>): Promise<void> {
+    const wanted = new Map<number, [number, number]>();
+    for (const loc of locs) {
+      const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
+      const k = this.key(loc.group, ci);
+      if (!wanted.has(k) && this.chunks.get(k) === undefined) wanted.set(k, [loc.group, ci]);
+      if (wanted.size >= this.chunks.capacity / 2) break;
+    }
+    await Promise.all([...wanted.values()].map(([g, ci]) => this.loadChunk(g, ci)));
+  }
+
+  /** Chunk `ci` of group `g`'s table, read once however many ask; undefined if it is outside the used part or its read failed. */
+  private loadChunk(g: number, ci: number): Promise<Chunk | undefined> {
+    const k = this.key(g, ci);
     const hit = this.chunks.get(k);
-    if (hit !== undefined) return this.blockIn(hit, loc);
-    if (this.failed.has(k)) return undefined;
-    const gd = this.gd(loc.group);
-    const used = usedTableBlocks(this.sb, gd);
-    if (loc.tableBlock >= used) return undefined;
+    if (hit !== undefined) return Promise.resolve(hit);
+    if (this.failed.has(k)) return Promise.resolve(undefined);
+    const used = usedTableBlocks(this.sb, this.gd(g));
+    const first = ci * this.chunkBlocks;
+    // Past the used part (or past the table: a readahead at its end) nothing is read.
+    if (ci >= this.chunksPerGroup || first >= used) return Promise.resolve(undefined);
     let p = this.pending.get(k);
     if (p === undefined) {
-      const first = ci * this.chunkBlocks;
       const count = Math.min(this.chunkBlocks, used - first);
-      p = this.readBlocks(gd.bg_inode_table + first, count).then(
+      p = this.readBlocks(this.gd(g).bg_inode_table + first, count).then(
         (bytes) => {
           const c = { first, bytes };
           this.chunks.set(k, c);
@@ -131,7 +167,6 @@ export class InodeTableCache {
       this.pending.set(k, p);
       void p.finally(() => this.pending.delete(k));
     }
-    const c = await p;
-    return c === undefined ? undefined : this.blockIn(c, loc);
+    return p;
   }
 }
