@@ -156,6 +156,43 @@ describe('inode tables', () => {
     }
   });
 
+  test('prefetchInodes reads the chunks holding the given inodes concurrently, each once; cachedInode then decodes them without I/O, as debugfs stat shows them', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const used = usedInodesOracle(image).filter((i) => i >= sb.s_first_ino);
+      // Inodes of several groups, so of several chunks.
+      const picked = used.filter((_, k) => k % 151 === 0);
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const chunks = new Set(picked.map((ino) => {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        return `${loc.group}:${Math.floor(loc.tableBlock / chunkBlocks)}`;
+      }));
+      expect(chunks.size).toBeGreaterThan(2);
+      expect(fs.cachedInode(picked[0]!)).toBeUndefined();
+      dev.reads = [];
+      await fs.prefetchInodes(picked);
+      expect(dev.reads.length).toBe(chunks.size);
+      dev.reads = [];
+      const got = picked.map((ino) => fs.cachedInode(ino)!);
+      expect(dev.reads.length).toBe(0);
+      const stats = debugfsBatch(image, picked.map((i) => `stat <${i}>`)).map(parseStat);
+      expect(got.map((i) => ({ mode: i.i_mode & 0o7777, size: i.i_size, links: i.i_links_count }))).toEqual(stats.map((s) => ({ mode: s.mode, size: s.size, links: s.links })));
+      // An unreadable chunk: prefetchInodes does not fail, cachedInode has nothing, readInode meets the error.
+      const fresh = await Ext4Fs.open(dev, { file: image });
+      const victim = picked[picked.length - 1]!;
+      const loc = locateInode(sb, (g) => fs.groupDescriptor(g), victim);
+      dev.bad = [loc.blockNo * sb.blockSize, (loc.blockNo + 1) * sb.blockSize];
+      await fresh.prefetchInodes([victim]);
+      expect(fresh.cachedInode(victim)).toBeUndefined();
+      await expectImgError(() => fresh.readInode(victim), 'IO');
+    } finally {
+      await img.close();
+    }
+  });
+
   test('an inode past the used part of its table (bg_itable_unused), in a chunk already read, is read from its own block', async () => {
     const img = await RawImage.open(image);
     try {
