@@ -102,7 +102,7 @@ const STAT_TYPES: Readonly<Record<number, FileKind>> = {
 /** Reads one directory's entries: name (byteKey) -> [ino, dirent file_type]. */
 async function readListing(fs: Ext4Fs, dirIno: number): Promise<Map<string, readonly [number, number]>> {
   const m = new Map<string, readonly [number, number]>();
-  for await (const e of fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
+  for (const e of await fs.listDirectory(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
   return m;
 }
 
@@ -129,6 +129,8 @@ class Ext4Differ {
   private readonly modified = new Map<string, ModifiedEntry>();
   private readonly settled = new Set<string>();
   private unattributed = new BlockRuns();
+  /** Directory inode -> whether it lists the same entries in A and B (sameDirectory). */
+  private readonly sameDirs = new Map<number, boolean>();
   /** `${inoA}:${inoB}` -> compareInodes of those inodes, started ahead of settle (which awaits it, and so meets its error). */
   private readonly compared = new Map<string, Promise<ChangeKind[]>>();
 
@@ -166,6 +168,12 @@ class Ext4Differ {
   private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
     let m = side.listings.get(dirIno);
     if (m === undefined) {
+      // The other side's listing, when the directory is the same on both.
+      const theirs = (side === this.a ? this.b : this.a).listings.get(dirIno);
+      if (theirs !== undefined && (await this.sameDirectory(dirIno))) {
+        side.listings.set(dirIno, theirs);
+        return theirs;
+      }
       this.dirsRead++;
       const early = side.prefetched.get(dirIno);
       side.prefetched.delete(dirIno);
@@ -174,6 +182,30 @@ class Ext4Differ {
       side.listings.set(dirIno, m);
     }
     return m;
+  }
+
+  /**
+   * Whether directory `ino` lists the same entries in A and B, known without reading them:
+   * its inode records are byte-identical (so its mapping, inline entries and checksum seed
+   * are), and none of the blocks it maps (directory blocks, extent tree or indirect blocks)
+   * is among the blocks that may differ. False when either record cannot be read.
+   */
+  private async sameDirectory(ino: number): Promise<boolean> {
+    let same = this.sameDirs.get(ino);
+    if (same === undefined) {
+      same = false;
+      try {
+        const [iA, iB] = await Promise.all([this.a.fs.readInode(ino), this.b.fs.readInode(ino)]);
+        if (isDir(iA) && Buffer.compare(iA.raw, iB.raw) === 0) {
+          same = true;
+          for (const [s, c] of (await inodeBlocks(this.a.fs, iA)).runs()) if (this.changed.overlaps(s, c)) same = false;
+        }
+      } catch {
+        // Either side's error is met when that side's listing is read.
+      }
+      this.sameDirs.set(ino, same);
+    }
+    return same;
   }
 
   /**
@@ -233,23 +265,40 @@ class Ext4Differ {
 
   /**
    * Paths of the wanted inodes, by one walk that stops as soon as each has as many paths
-   * as links (or at the end of the tree).
+   * as links (or at the end of the tree). The walk goes through listing(), as Ext4Fs.walk
+   * goes (depth-first, children in directory order, a directory reached twice not
+   * descended again), so that the lookups of step 4 find its listings read (on the other
+   * side too, where a directory is the same: sameDirectory).
    */
   private async walkFor(side: Side, wanted: Map<number, number>, parents?: Set<number>): Promise<Map<number, string[]>> {
     const found = new Map<number, string[]>();
     let open = wanted.size;
     if (open === 0) return found;
-    this.dirsRead++;
-    for await (const e of side.fs.walk()) {
-      if (e.fileType === 2) this.dirsRead++;
-      const need = wanted.get(e.ino);
-      if (need === undefined) continue;
-      const list = found.get(e.ino) ?? [];
-      list.push(byteKey(e.path));
-      found.set(e.ino, list);
-      parents?.add(e.parentIno);
-      if (list.length === need) open--;
-      if (open === 0) break;
+    const seen = new Set<number>([EXT4_ROOT_INO]);
+    const stack: Array<readonly [number, string]> = [[EXT4_ROOT_INO, '/']];
+    while (stack.length > 0) {
+      const [dirIno, dirPath] = stack.pop()!;
+      const subdirs: Array<readonly [number, string]> = [];
+      for (const [name, [ino, ft]] of await this.listing(side, dirIno)) {
+        if (name === '.' || name === '..') continue;
+        const need = wanted.get(ino);
+        if (need !== undefined) {
+          const list = found.get(ino) ?? [];
+          list.push(join(dirPath, name));
+          found.set(ino, list);
+          parents?.add(dirIno);
+          if (list.length === need) open--;
+          if (open === 0) return found;
+        }
+        const isDirEntry = ft === 2 || (ft === 0 && isDir(await side.fs.readInode(ino)));
+        if (isDirEntry && !seen.has(ino)) {
+          seen.add(ino);
+          subdirs.push([ino, join(dirPath, name)]);
+        }
+      }
+      // Their blocks are read while this listing's siblings are worked through.
+      side.fs.prefetchDirectories(subdirs.filter(([ino]) => !side.listings.has(ino)).map(([ino]) => ino));
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }
     return found;
   }

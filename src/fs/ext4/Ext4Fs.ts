@@ -837,7 +837,7 @@ export class Ext4Fs {
     const bs = sb.blockSize;
     const isz = sb.s_inode_size;
     const chunkBlocks = Math.max(1, Math.floor(SCAN_CHUNK_BYTES / bs));
-    type Piece = { table: number; firstBlock: number; blocks: number; firstIno: number; from: number; to: number; bitmap: Uint8Array };
+    type Piece = { group: number; table: number; firstBlock: number; blocks: number; firstIno: number; from: number; to: number; bitmap: Uint8Array };
     // The pieces to read: per group, the table blocks up to its last inode in use.
     const pieces = async function* (groups: AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }>, fs: Ext4Fs): AsyncGenerator<Piece> {
       for await (const g of groups) {
@@ -850,7 +850,7 @@ export class Ext4Fs {
           const n = Math.min(chunkBlocks, blocks - b);
           const from = Math.ceil((b * bs) / isz);
           const to = Math.min(last + 1, Math.floor(((b + n) * bs) / isz));
-          yield { table, firstBlock: b, blocks: n, firstIno: g.firstIno, from, to, bitmap: g.bitmap };
+          yield { group: g.group, table, firstBlock: b, blocks: n, firstIno: g.firstIno, from, to, bitmap: g.bitmap };
         }
       }
     };
@@ -865,6 +865,8 @@ export class Ext4Fs {
       next = await it.next();
       nextBytes = next.done ? undefined : read(next.value);
       const bytes = await pending;
+      // Inodes read after the scan (a diff's candidates) then come from these bytes.
+      if (bytes !== undefined) this.itable.adopt(p.group, p.firstBlock, bytes);
       const base = (p.table + p.firstBlock) * bs;
       for (let i = p.from; i < p.to; i++) {
         if (!testBit(p.bitmap, i)) continue;

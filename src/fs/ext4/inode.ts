@@ -70,7 +70,7 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
     slabUsed = 0;
   }
   const at = slabUsed;
-  slab.set(bytes.subarray(0, n), at);
+  slab.set(bytes.length === n ? bytes : bytes.subarray(0, n), at);
   slabUsed += n;
   return at;
 }
@@ -142,27 +142,68 @@ export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx:
   } else {
     i_blocks = blocksLo;
   }
-  return {
-    ino,
-    i_mode: v.getUint16(o + 0x00, true),
-    i_uid: v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536,
-    i_gid: v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536,
-    i_size: v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32,
-    i_links_count: v.getUint16(o + 0x1a, true),
-    i_blocks,
-    i_flags,
-    i_generation,
-    i_file_acl: v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32,
-    i_dtime: v.getUint32(o + 0x14, true),
-    i_extra_isize,
-    i_projid: extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0,
-    atime: timeAt(v, o, 0x08, 0x8c, extraEnd),
-    ctime: timeAt(v, o, 0x0c, 0x84, extraEnd),
-    mtime: timeAt(v, o, 0x10, 0x88, extraEnd),
-    crtime: extraEnd >= 0x90 + 4 ? timeAt(v, o, 0x90, 0x94, extraEnd) : undefined,
-    i_block: raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE),
-    raw,
-    deviceOffset,
-    csumSeed: seed,
-  };
+  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+}
+
+/**
+ * An Inode over its copy in a slab. The numeric fields are decoded at once; the times and
+ * i_block view are made on first use (a scan or a walk decodes every inode, and most
+ * callers look at a few fields), then kept.
+ */
+class DecodedInode implements Inode {
+  readonly i_mode: number;
+  readonly i_uid: number;
+  readonly i_gid: number;
+  readonly i_size: number;
+  readonly i_links_count: number;
+  readonly i_file_acl: number;
+  readonly i_dtime: number;
+  readonly i_projid: number;
+  private atimeV: Ext4Time | undefined;
+  private ctimeV: Ext4Time | undefined;
+  private mtimeV: Ext4Time | undefined;
+  private crtimeV: Ext4Time | undefined | null;
+  private iBlockV: Uint8Array | undefined;
+
+  constructor(
+    /** The inode's bytes: a view of its copy at `o` in the slab that `view` covers. */
+    readonly raw: Uint8Array,
+    private readonly view: DataView,
+    private readonly o: number,
+    private readonly extraEnd: number,
+    readonly ino: number,
+    readonly i_blocks: number,
+    readonly i_flags: number,
+    readonly i_generation: number,
+    readonly i_extra_isize: number,
+    readonly deviceOffset: number,
+    readonly csumSeed: number,
+  ) {
+    const v = view;
+    this.i_mode = v.getUint16(o + 0x00, true);
+    this.i_uid = v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536;
+    this.i_gid = v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536;
+    this.i_size = v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32;
+    this.i_links_count = v.getUint16(o + 0x1a, true);
+    this.i_file_acl = v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32;
+    this.i_dtime = v.getUint32(o + 0x14, true);
+    this.i_projid = extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0;
+  }
+
+  get atime(): Ext4Time {
+    return (this.atimeV ??= timeAt(this.view, this.o, 0x08, 0x8c, this.extraEnd));
+  }
+  get ctime(): Ext4Time {
+    return (this.ctimeV ??= timeAt(this.view, this.o, 0x0c, 0x84, this.extraEnd));
+  }
+  get mtime(): Ext4Time {
+    return (this.mtimeV ??= timeAt(this.view, this.o, 0x10, 0x88, this.extraEnd));
+  }
+  get crtime(): Ext4Time | undefined {
+    if (this.crtimeV === undefined) this.crtimeV = this.extraEnd >= 0x90 + 4 ? timeAt(this.view, this.o, 0x90, 0x94, this.extraEnd) : null;
+    return this.crtimeV ?? undefined;
+  }
+  get i_block(): Uint8Array {
+    return (this.iBlockV ??= this.raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE));
+  }
 }

@@ -140,6 +140,26 @@ export class InodeTableCache {
     await Promise.all([...wanted.values()].map(([g, ci]) => this.loadChunk(g, ci)));
   }
 
+  /**
+   * Takes blocks [firstBlock, firstBlock + n) of group `g`'s table that a caller read
+   * itself (a scan of all inodes), so that inodes read afterwards need no second read:
+   * the chunks they cover whole are cached, as views of `bytes` (consecutive ones, so
+   * they leave the cache together and keep no more of `bytes` alive than the budget).
+   */
+  adopt(g: number, firstBlock: number, bytes: Uint8Array): void {
+    const bs = this.sb.blockSize;
+    const used = usedTableBlocks(this.sb, this.gd(g));
+    const endBlock = firstBlock + Math.floor(bytes.length / bs);
+    for (let ci = Math.ceil(firstBlock / this.chunkBlocks); ci * this.chunkBlocks < used; ci++) {
+      const first = ci * this.chunkBlocks;
+      const end = Math.min(first + this.chunkBlocks, used);
+      if (end > endBlock) break;
+      const k = this.key(g, ci);
+      if (this.pending.has(k) || this.chunks.get(k) !== undefined) continue;
+      this.chunks.set(k, { first, bytes: bytes.subarray((first - firstBlock) * bs, (end - firstBlock) * bs) });
+    }
+  }
+
   /** Chunk `ci` of group `g`'s table, read once however many ask; undefined if it is outside the used part or its read failed. */
   private loadChunk(g: number, ci: number): Promise<Chunk | undefined> {
     const k = this.key(g, ci);

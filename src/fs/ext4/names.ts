@@ -40,6 +40,8 @@ export function isDotOrDotDot(name: Uint8Array): boolean {
  * paths. For Map keys and sorting only, never for display.
  */
 export function byteKey(bytes: Uint8Array): string {
+  // Names (the usual key) are short: char codes straight from the bytes, no Buffer object.
+  if (bytes.length <= 64) return String.fromCharCode.apply(null, bytes as unknown as number[]);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
