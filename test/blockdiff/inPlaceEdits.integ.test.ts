@@ -113,6 +113,22 @@ describe('files edited in place', () => {
     expect(fs.modified.map((m) => Buffer.from(m.path).toString())).toEqual([...edited].sort());
   });
 
+  it('a directory block rewritten with its inode record untouched (debugfs unlink) is read on both sides: the entry it lost is reported removed', async () => {
+    // The differ shares a directory's listing between the sides only when neither its
+    // record nor any of its blocks changed; here the record is identical, the block is not.
+    const copy = join(tmp(), 'unlinked.raw');
+    copyFileSync(base, copy);
+    const before = sh('debugfs', ['-R', 'stat /d3', copy]);
+    sh('debugfs', ['-w', '-R', 'unlink /d3/f7', copy]);
+    expect(sh('debugfs', ['-R', 'stat /d3', copy])).toBe(before);
+    expect(sh('debugfs', ['-R', 'ls /d3', copy])).not.toMatch(/\bf7\b/);
+    const overlay = join(tmp(), 'unlinked.qcow2');
+    sh('qemu-img', ['convert', '-q', '-O', 'qcow2', '-B', base, '-F', 'raw', copy, overlay]);
+    const fs = await diffFs(base, overlay);
+    expect(fs.removed.map((e) => Buffer.from(e.path).toString())).toEqual(['/d3/f7']);
+    expect(fs.added).toEqual([]);
+  });
+
   it('a leaked block among the changed blocks whose bytes did not change is not unattributed', async () => {
     const leak = leakedBase();
     const edited = editOrder().slice(0, 300);

@@ -193,6 +193,44 @@ describe('inode tables', () => {
     }
   });
 
+  test('after a scan, reading the inodes again reads only the chunks the scan did not read whole', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const used = usedInodesOracle(image);
+      await fs.scanInodes(() => undefined);
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const chunkOf = (ino: number): string => {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        return `${loc.group}:${Math.floor(loc.tableBlock / chunkBlocks)}`;
+      };
+      // The scan reads each group's table up to its last inode in use: a chunk past that
+      // inode's block is only partly read, every earlier one whole.
+      const lastBlock = new Map<number, number>();
+      for (const ino of used) {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        lastBlock.set(loc.group, loc.tableBlock);
+      }
+      const partial = new Set<string>();
+      for (const [g, last] of lastBlock) {
+        const ci = Math.floor(last / chunkBlocks);
+        const end = Math.min((ci + 1) * chunkBlocks, usedTableBlocks(sb, fs.groupDescriptor(g)));
+        if (last + 1 < end) partial.add(`${g}:${ci}`);
+      }
+      dev.reads = [];
+      const got = [];
+      for (const ino of used) got.push((await fs.readInode(ino)).i_links_count);
+      expect(new Set(used.map(chunkOf)).size).toBeGreaterThan(partial.size);
+      expect(dev.reads.length).toBe(partial.size);
+      const stats = debugfsBatch(image, used.filter((_, k) => k % 211 === 0).map((i) => `stat <${i}>`)).map(parseStat);
+      expect(got.filter((_, k) => k % 211 === 0)).toEqual(stats.map((s) => s.links));
+    } finally {
+      await img.close();
+    }
+  });
+
   test('an inode past the used part of its table (bg_itable_unused), in a chunk already read, is read from its own block', async () => {
     const img = await RawImage.open(image);
     try {
