@@ -9,7 +9,7 @@ import { openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Fs, statTypeOf, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
@@ -158,28 +158,30 @@ export async function selectFilesystemDevice(
  * object literal, with no name scan of the whole path and no spreads (listings hold
  * 100,000s of entries). Undefined otherwise (entryOf).
  */
-function plainEntryOf(fs: Ext4Fs, inode: Inode, pathText: string | undefined, nameText: string | undefined): LsEntry | undefined {
+function plainEntryOf(inode: Inode, pathText: string | undefined, nameText: string | undefined): LsEntry | undefined {
   if (pathText === undefined || nameText === undefined) return undefined;
-  const st = fs.statOf(inode);
-  if (st.type === 'symlink' || st.rdev !== undefined) return undefined;
+  // The fields statOf gives, read from the inode directly (no Ext4Stat per entry).
+  const type = statTypeOf(inode.i_mode);
+  if (type === 'symlink' || type === 'chardev' || type === 'blockdev') return undefined;
+  const mtime = inode.mtime;
   return {
     path: pathText,
     name: nameText,
     ino: inode.ino,
-    type: st.type,
-    mode: st.mode,
-    links: st.links,
-    uid: st.uid,
-    gid: st.gid,
-    size: st.size,
-    mtime: st.mtime.sec,
-    mtimeNsec: st.mtime.nsec,
+    type,
+    mode: inode.i_mode,
+    links: inode.i_links_count,
+    uid: inode.i_uid,
+    gid: inode.i_gid,
+    size: inode.i_size,
+    mtime: mtime.sec,
+    mtimeNsec: mtime.nsec,
   };
 }
 
 /** The LsEntry of `inode` (see plainEntryOf for the usual case). */
 async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8Array), pathText: string | undefined, name: Uint8Array): Promise<LsEntry> {
-  const plain = plainEntryOf(fs, inode, pathText, plainAsciiText(name));
+  const plain = plainEntryOf(inode, pathText, plainAsciiText(name));
   if (plain !== undefined) return plain;
   const st = fs.statOf(inode);
   return {
@@ -319,7 +321,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
         const pathText = nameText === undefined ? undefined : prefix + nameText;
         const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
-        const e = plainEntryOf(fs, inode, pathText, nameText) ?? (await entryOf(fs, inode, pathOf, pathText, c.name));
+        const e = plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, pathOf, pathText, c.name));
         entries.push({ e, ino: c.ino, pathOf, text: pathText });
       }
       if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));

@@ -25,6 +25,11 @@ export class LruCache<K, V> {
     return v;
   }
 
+  /** Whether `key` is cached (its place in the order unchanged). */
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+
   /** Stores `value`, dropping the least recently used entries beyond the capacity. */
   set(key: K, value: V): void {
     this.map.delete(key);

@@ -143,6 +143,11 @@ const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
   [S_IFSOCK]: 'socket',
 };
 
+/** The Ext4Stat type of an i_mode. */
+export function statTypeOf(mode: number): Ext4Stat['type'] {
+  return STAT_TYPES[fileType(mode)] ?? 'unknown';
+}
+
 /** Most cached metadata blocks (inode table blocks, directory index blocks). */
 const CACHE_BLOCKS = 256;
 /** Most bytes one readOf call returns (callers stream larger ranges). */
@@ -299,10 +304,11 @@ export class Ext4Fs {
    * not be read is met by readInode.
    */
   async prefetchInodes(inos: Iterable<number>): Promise<void> {
-    const sb = this.superblock;
-    const locs: InodeLocation[] = [];
-    for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= sb.s_inodes_count) locs.push(locateInode(sb, this.gdOf, ino));
-    await this.itable.prefetch(locs).catch(() => undefined);
+    const n = this.superblock.s_inodes_count;
+    const valid = (function* (): Generator<number> {
+      for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= n) yield ino;
+    })();
+    await this.itable.prefetch(valid).catch(() => undefined);
   }
 
   private locate(ino: number): InodeLocation {

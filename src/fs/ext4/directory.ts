@@ -65,6 +65,7 @@ export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlo
   // keeping every read inside [0, end); r only builds the errors.
   if (end > bytes.length) r.fail(bytes.length, 'rec_len', 'directory area beyond its bytes', { expected: `<= ${bytes.length}`, actual: end });
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let copy: Uint8Array | undefined;
   let pos = 0;
   while (pos < end) {
     if (end - pos < 8) r.fail(pos, 'rec_len', 'directory record header crosses the block end', { actual: end - pos });
@@ -81,8 +82,10 @@ export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlo
     if (ino !== 0) {
       if (ino > opts.inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${opts.inodesCount}`, actual: ino });
       if (nameLen === 0) r.fail(pos + 6, 'name_len', 'empty name in a used directory record');
-      // A copy: names outlive the (possibly large, prefetched) buffer they were read from.
-      out.push({ ino, name: bytes.slice(pos + 8, pos + 8 + nameLen), fileType });
+      // Views of one copy of the area: names outlive the (possibly large, prefetched)
+      // buffer they were read from, and one copy costs less than one per name.
+      copy ??= bytes.slice(0, end);
+      out.push({ ino, name: copy.subarray(pos + 8, pos + 8 + nameLen), fileType });
     }
     pos += recLen;
   }

@@ -128,16 +128,28 @@ export class InodeTableCache {
     return c === undefined ? undefined : this.blockIn(c, loc);
   }
 
-  /** Starts reading the chunks that hold these inodes (at most what the cache holds); resolves when they are read. Never rejects. */
-  async prefetch(locs: Iterable<InodeLocation>): Promise<void> {
+  /**
+   * Reads the chunks that hold these inodes (valid numbers), concurrently, at most half
+   * of what the cache holds; resolves when they are read. Never rejects.
+   */
+  async prefetch(inos: Iterable<number>): Promise<void> {
+    const sb = this.sb;
+    const inodesPerChunk = Math.max(1, Math.floor((this.chunkBlocks * sb.blockSize) / sb.s_inode_size));
     const wanted = new Map<number, [number, number]>();
-    for (const loc of locs) {
-      const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
-      const k = this.key(loc.group, ci);
-      if (!wanted.has(k) && this.chunks.get(k) === undefined) wanted.set(k, [loc.group, ci]);
+    let lastKey = -1;
+    for (const ino of inos) {
+      // locateInode's arithmetic, without an object per inode (a listing's children are many).
+      const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
+      const ci = Math.floor(((ino - 1) % sb.s_inodes_per_group) / inodesPerChunk);
+      const k = this.key(group, ci);
+      if (k === lastKey) continue;
+      lastKey = k;
+      if (!wanted.has(k) && !this.chunks.has(k)) wanted.set(k, [group, ci]);
       if (wanted.size >= this.chunks.capacity / 2) break;
     }
-    await Promise.all([...wanted.values()].map(([g, ci]) => this.loadChunk(g, ci)));
+    const reads: Array<Promise<Chunk | undefined>> = [];
+    for (const [g, ci] of wanted.values()) reads.push(this.loadChunk(g, ci));
+    await Promise.all(reads);
   }
 
   /**
