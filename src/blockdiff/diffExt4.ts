@@ -22,6 +22,7 @@
  * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
  * carry the bytes.
  */
+import type { ByteRange } from '../diskimage/BlockDevice.js';
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
@@ -29,6 +30,7 @@ import { byteKey, keyBytes } from '../fs/ext4/names.js';
 import type { BlockOwnership } from '../fs/ext4/ownership.js';
 import { BlockRuns, type BlockRun } from './BlockRuns.js';
 import { Ext4Layout } from './ext4Layout.js';
+import { DifferingBytes } from './differingBytes.js';
 import { compareInodes, inodeBlocks, type ChangeKind } from './fileChanges.js';
 import { mapAhead } from './mapAhead.js';
 
@@ -75,6 +77,11 @@ export interface Ext4Diff {
 export interface DiffExt4Options {
   /** Force full mode even when the geometry allows incremental. */
   readonly full?: boolean;
+  /**
+   * Filesystem byte ranges known to differ (exact, ascending, disjoint: changedRanges'
+   * result), so that content found there is not read again to be compared.
+   */
+  readonly differingBytes?: readonly ByteRange[];
 }
 
 interface Side {
@@ -138,6 +145,7 @@ class Ext4Differ {
     fsA: Ext4Fs,
     fsB: Ext4Fs,
     private readonly changed: BlockRuns,
+    private readonly differing: DifferingBytes | undefined,
   ) {
     this.a = { fs: fsA, layout: new Ext4Layout(fsA), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
     this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
@@ -346,7 +354,7 @@ class Ext4Differ {
     }
     this.inodesCompared++;
     const early = this.compared.get(`${inoA}:${inoB}`);
-    const changes = await (early ?? compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed));
+    const changes = await (early ?? compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed, this.differing));
     if (changes.length > 0) {
       this.modified.set(path, {
         path: keyBytes(path),
@@ -559,7 +567,7 @@ class Ext4Differ {
     const compares = mapAhead(
       inPlace,
       async ({ ino, iA, iB }) => {
-        const p = compareInodes(this.a.fs, iA!, this.b.fs, iB!, this.changed);
+        const p = compareInodes(this.a.fs, iA!, this.b.fs, iB!, this.changed, this.differing);
         p.catch(() => undefined);
         this.compared.set(`${ino}:${ino}`, p);
         await p.catch(() => undefined);
@@ -642,7 +650,7 @@ class Ext4Differ {
  */
 export async function diffExt4(fsA: Ext4Fs, fsB: Ext4Fs, changed: BlockRuns, options: DiffExt4Options = {}): Promise<Ext4Diff> {
   const t0 = performance.now();
-  const d = new Ext4Differ(fsA, fsB, changed);
+  const d = new Ext4Differ(fsA, fsB, changed, options.differingBytes !== undefined ? new DifferingBytes(options.differingBytes) : undefined);
   const incremental = !options.full && d.canIncremental;
   if (incremental) await d.runIncremental();
   else await d.runFull();

@@ -113,6 +113,16 @@ describe('files edited in place', () => {
     expect(fs.modified.map((m) => Buffer.from(m.path).toString())).toEqual([...edited].sort());
   });
 
+  it('bytes changed past i_size in a file\'s last block leave it unmodified; bytes changed inside it make it modified', async () => {
+    // Files here are 1000..1044 bytes in one 4 KiB block: bytes 2048..2559 are not content.
+    const [tailOnly, inside] = [paths[3]!, paths[50]!];
+    const overlay = join(tmp(), 'tail.qcow2');
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', overlay]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x55 ${blocks.get(tailOnly)![0]! * 4096 + 2048} 512`, '-c', `write -P 0x55 ${blocks.get(inside)![0]! * 4096 + 512} 512`, overlay]);
+    const fs = await diffFs(base, overlay);
+    expect(fs.modified.map((m) => ({ path: Buffer.from(m.path).toString(), changes: m.changes }))).toEqual([{ path: inside, changes: ['content'] }]);
+  });
+
   it('a directory block rewritten with its inode record untouched (debugfs unlink) is read on both sides: the entry it lost is reported removed', async () => {
     // The differ shares a directory's listing between the sides only when neither its
     // record nor any of its blocks changed; here the record is identical, the block is not.
