@@ -314,27 +314,28 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
       // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
       // Only the entries of the directories on the current path are held, never the tree.
-      const entries: Array<{ e: LsEntry; ino: number; pathOf: () => Uint8Array; text: string | undefined }> = [];
+      // (The child's path bytes are joined only where needed: directories, names to quote.)
+      const entries: Array<{ e: LsEntry; name: Uint8Array; text: string | undefined }> = [];
       for (const c of children) {
-        let childPath: Uint8Array | undefined;
-        const pathOf = (): Uint8Array => (childPath ??= joinPath(parent, c.name));
         const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
         const pathText = nameText === undefined ? undefined : prefix + nameText;
         const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
-        const e = plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, pathOf, pathText, c.name));
-        entries.push({ e, ino: c.ino, pathOf, text: pathText });
+        const e = plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, () => joinPath(parent, c.name), pathText, c.name));
+        entries.push({ e, name: c.name, text: pathText });
       }
-      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));
-      for (const { e, ino: childIno, pathOf, text } of entries) {
+      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.e.ino)).map((x) => x.e.ino));
+      for (const { e, name, text } of entries) {
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
+        const childIno = e.ino;
+        const childPath = joinPath(parent, name);
         const first = listed.get(childIno);
         if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(pathOf())} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
-        listed.set(childIno, pathOf());
-        await listDir(childIno, pathOf(), text);
+        listed.set(childIno, childPath);
+        await listDir(childIno, childPath, text);
       }
     };
     const top = await fs.readInode(ino);
@@ -401,5 +402,16 @@ export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?:
   if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
   const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
   const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
-  return `${mode} ${String(e.links).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+  return `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+}
+
+/** Padded forms of small numbers (link counts, uids, gids: few distinct values per listing), by width. */
+const paddedSmall = new Map<number, string[]>();
+
+/** `n` right-aligned in `width` columns. */
+function padded(n: number, width: number): string {
+  if (n >= 1024 || !Number.isInteger(n) || n < 0) return String(n).padStart(width);
+  let forWidth = paddedSmall.get(width);
+  if (forWidth === undefined) paddedSmall.set(width, (forWidth = []));
+  return (forWidth[n] ??= String(n).padStart(width));
 }
