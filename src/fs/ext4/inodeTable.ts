@@ -71,8 +71,9 @@ export class InodeTableCache {
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
-  /** Key of the chunk the last peek or load used (for readahead). */
+  /** Key of the chunk the last peek or load used, and of the one after it (for readahead). */
   private lastUsed = -2;
+  private expected = -1;
 
   constructor(
     private readonly sb: Superblock,
@@ -107,12 +108,21 @@ export class InodeTableCache {
 
   /**
    * Notes that a reader moved on to chunk `k`; when it is the successor of the chunk it
-   * used before (a walk or scan in table order), starts reading the next one (readahead),
-   * so that it is there when the reader gets to it.
+   * used before (a walk in table order, across groups too), starts reading the next one
+   * (readahead), so that it is there when the reader gets to it.
    */
   private used(g: number, ci: number, k: number): void {
-    if (k === this.lastUsed + 1) void this.loadChunk(g, ci + 1);
+    const next = this.nextChunk(g, ci);
+    if (k === this.expected && next !== undefined) void this.loadChunk(next[0], next[1]);
+    this.expected = next === undefined ? -1 : this.key(next[0], next[1]);
     this.lastUsed = k;
+  }
+
+  /** The chunk after chunk `ci` of group `g` in table order: the group's next, or the next group's first; undefined past the used parts. */
+  private nextChunk(g: number, ci: number): [number, number] | undefined {
+    if ((ci + 1) * this.chunkBlocks < usedTableBlocks(this.sb, this.gd(g))) return [g, ci + 1];
+    if (g + 1 < this.sb.groupCount && usedTableBlocks(this.sb, this.gd(g + 1)) > 0) return [g + 1, 0];
+    return undefined;
   }
 
   /**

@@ -231,6 +231,39 @@ describe('inode tables', () => {
     }
   });
 
+  test('reading a table in order reads the next chunk ahead: it is asked for before any of its inodes is', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const inodesPerChunk = INODE_CHUNK_BYTES / sb.s_inode_size;
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const usedChunks = (g: number): number => Math.ceil(usedTableBlocks(sb, fs.groupDescriptor(g)) / chunkBlocks);
+      // A group whose used table spans two chunks or more, followed by one in use.
+      let g = 0;
+      while (g + 1 < sb.groupCount && !(usedChunks(g) >= 2 && usedChunks(g + 1) >= 1)) g++;
+      expect(g + 1).toBeLessThan(sb.groupCount);
+      const chunkAt = (h: number, k: number): number => (fs.groupDescriptor(h).bg_inode_table + k * chunkBlocks) * sb.blockSize;
+      // After chunk 1 comes the group's chunk 2, or the next group's chunk 0.
+      const ahead = usedChunks(g) > 2 ? chunkAt(g, 2) : chunkAt(g + 1, 0);
+      const first = g * sb.s_inodes_per_group + 1;
+      dev.reads = [];
+      await fs.readInode(first); // chunk 0: no predecessor read, nothing ahead
+      expect(dev.reads.map(([off]) => off)).toEqual([chunkAt(g, 0)]);
+      await fs.readInode(first + inodesPerChunk); // its successor: the one after is read ahead
+      expect(dev.reads.map(([off]) => off).sort((x, y) => x - y)).toEqual([chunkAt(g, 0), chunkAt(g, 1), ahead].sort((x, y) => x - y));
+      await fs.readInode(usedChunks(g) > 2 ? first + 2 * inodesPerChunk : first + sb.s_inodes_per_group);
+      expect(dev.reads.filter(([off]) => off === ahead)).toHaveLength(1);
+      // Out of order: nothing is read ahead.
+      dev.reads = [];
+      await fs.readInode(first + sb.s_inodes_per_group + inodesPerChunk);
+      expect(dev.reads).toHaveLength(1);
+    } finally {
+      await img.close();
+    }
+  });
+
   test('an inode past the used part of its table (bg_itable_unused), in a chunk already read, is read from its own block', async () => {
     const img = await RawImage.open(image);
     try {
