@@ -221,7 +221,10 @@ class Ext4Differ {
    * listing() to find; counted in dirsRead only when listing() takes them. Best effort.
    */
   private prefetchListings(side: Side, dirInos: Iterable<number>): void {
-    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino));
+    // Not those the other side has listed: listing() takes them from there where the
+    // directory is the same (the usual case), and reads only the others.
+    const other = side === this.a ? this.b : this.a;
+    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino) && !other.listings.has(ino));
     // Their blocks in few large reads (nearby directories together), then decoded.
     side.fs.prefetchDirectories(todo);
     void (async () => {
