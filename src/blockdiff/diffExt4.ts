@@ -400,6 +400,8 @@ class Ext4Differ {
 
   /** Incremental mode (see the module comment). */
   async runIncremental(): Promise<void> {
+    // B's inode-table blocks outside the changed blocks are A's: B takes those A has read.
+    this.b.fs.borrowInodeTables(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
     const sbB = this.b.fs.superblock;
     const changed = new BlockRuns(this.changed.intersect(0, sbB.s_blocks_count));
     const candidates = new Set<number>();

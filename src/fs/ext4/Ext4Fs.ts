@@ -311,6 +311,23 @@ export class Ext4Fs {
     await this.itable.prefetch(valid).catch(() => undefined);
   }
 
+  /**
+   * Lets inode-table reads of this filesystem take bytes `other` has cached instead of
+   * reading them, where `unchanged(blockNo, count)` says both devices hold the same bytes
+   * there (a diff's two sides, away from the blocks that may differ) and both place that
+   * group's table at the same block. Decoding and checking are this filesystem's own.
+   */
+  borrowInodeTables(other: Ext4Fs, unchanged: (blockNo: number, count: number) => boolean): void {
+    const sb = this.superblock;
+    const osb = other.superblock;
+    if (osb.blockSize !== sb.blockSize || osb.s_inode_size !== sb.s_inode_size || osb.s_inodes_per_group !== sb.s_inodes_per_group) return;
+    this.itable.lender = (g, blockNo, count) => {
+      if (g >= osb.groupCount || other.groupDescriptor(g).bg_inode_table !== this.groupDescriptor(g).bg_inode_table) return undefined;
+      if (!unchanged(blockNo, count)) return undefined;
+      return other.itable.cachedBlocks(g, blockNo, count);
+    };
+  }
+
   private locate(ino: number): InodeLocation {
     const sb = this.superblock;
     if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {

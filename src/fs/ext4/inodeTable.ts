@@ -71,6 +71,11 @@ export class InodeTableCache {
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
+  /**
+   * Where table blocks may come from without a read: `count` blocks of group `g`'s table
+   * from block `blockNo`, or undefined (see Ext4Fs.borrowInodeTables).
+   */
+  lender: ((g: number, blockNo: number, count: number) => Uint8Array | undefined) | undefined;
   /** Key of the chunk the last peek or load used, and of the one after it (for readahead). */
   private lastUsed = -2;
   private expected = -1;
@@ -162,6 +167,18 @@ export class InodeTableCache {
     await Promise.all(reads);
   }
 
+  /** The cached bytes of `count` table blocks from absolute block `blockNo` of group `g`, if one cached chunk holds them all; no I/O. */
+  cachedBlocks(g: number, blockNo: number, count: number): Uint8Array | undefined {
+    const rel = blockNo - this.gd(g).bg_inode_table;
+    const ci = Math.floor(rel / this.chunkBlocks);
+    if (rel < 0 || Math.floor((rel + count - 1) / this.chunkBlocks) !== ci) return undefined;
+    const c = this.chunks.get(this.key(g, ci));
+    if (c === undefined) return undefined;
+    const from = (rel - c.first) * this.sb.blockSize;
+    const to = from + count * this.sb.blockSize;
+    return to <= c.bytes.length ? c.bytes.subarray(from, to) : undefined;
+  }
+
   /**
    * Takes blocks [firstBlock, firstBlock + n) of group `g`'s table that a caller read
    * itself (a scan of all inodes), so that inodes read afterwards need no second read:
@@ -195,6 +212,12 @@ export class InodeTableCache {
     let p = this.pending.get(k);
     if (p === undefined) {
       const count = Math.min(this.chunkBlocks, used - first);
+      const lent = this.lender?.(g, this.gd(g).bg_inode_table + first, count);
+      if (lent !== undefined) {
+        const c = { first, bytes: lent };
+        this.chunks.set(k, c);
+        return Promise.resolve(c);
+      }
       p = this.readBlocks(this.gd(g).bg_inode_table + first, count).then(
         (bytes) => {
           const c = { first, bytes };
