@@ -21,7 +21,7 @@ Exit codes:
   0   success
   1   usage error (bad arguments or options, unknown command)
   2   invalid, corrupt or unsupported input, or refused (dirty filesystem, output exists)
-  3   merge conflict refused (reserved for rebase, which is not built yet)
+  3   merge conflict refused (rebase --conflict fail)
   4   an output failed its verification
   5   I/O error (missing file, permission denied, disk full)
   70  internal error (a bug: please report it with the output of --debug)
@@ -202,6 +202,98 @@ export function buildProgram(): Command {
       else output.out(formatCheck(r));
       // Findings are a result, not an error: print them, then exit 2 (README, "Exit codes").
       if (!r.clean) process.exitCode = EXIT.INVALID_INPUT;
+    });
+
+  program
+    .command('apply')
+    .description('apply an update (a directory tree with OCI whiteouts, or tar layers) to the root ext4 filesystem of an image, writing a new image')
+    .argument('<base>', 'image to update (qcow2, vmdk or raw); never modified')
+    .argument('<updates>', 'a directory tree mirroring the root filesystem (.wh.NAME deletes NAME), a .tar/.tar.gz/.tar.zst layer, or a directory of layers applied in name order')
+    .option('-o, --output <file>', 'the updated image: complete, in BASE\'s format, or with --overlay an overlay on BASE (required unless --dry-run)')
+    .option('--overlay', 'write OUT as an overlay on BASE holding only the changed blocks (qcow2 with 1-block clusters, or a VMDK delta for a VMDK BASE)')
+    .option('--partition <n>', 'the partition holding the filesystem to update (default: the only ext4 one, else the one with /etc/os-release)')
+    .option('--dry-run', 'apply in memory and print what would change and the space it needs; write nothing')
+    .option('--force', 'replace OUT if it is an existing regular file')
+    .option('--json', 'print the result as JSON (no progress)')
+    .addHelpText(
+      'after',
+      '\nBASE is never written: the update is applied in a copy-on-write layer and OUT is written under a temporary\n' +
+        'name and renamed when complete. The filesystem must be clean (no journal to replay, no errors, no orphans).\n' +
+        'Lines with --dry-run: "A path" added, "M path" replaced or changed, "D path" deleted.\n' +
+        examples(
+          'imgdedup apply base.qcow2 updates/ -o patched.qcow2',
+          'imgdedup apply --overlay base.vmdk layer.tar.gz -o patch-delta.vmdk',
+          'imgdedup apply --dry-run --json base.raw updates/ > plan.json',
+        ),
+    )
+    .action(async (base, updates, opts) => {
+      const asJson = json(opts);
+      const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
+      if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
+      const { apply, applyJson, formatApply } = await import('./commands/apply.js');
+      const progress = createProgress('apply', output, !asJson, 'items');
+      const writing = createProgress('writing', output, !asJson, 'items');
+      const r = await apply({
+        base: parseWholeImageArgs([base], 'apply', [updates])[0]!,
+        updates,
+        ...(opts.output !== undefined ? { output: opts.output } : {}),
+        ...(opts.overlay ? { overlay: true } : {}),
+        ...(partition !== undefined ? { partition } : {}),
+        ...(opts.dryRun ? { dryRun: true } : {}),
+        ...(opts.force ? { force: true } : {}),
+        onProgress: (stage, done, total) => (stage === 'apply' ? progress.update(done, total) : writing.update(done, total)),
+      });
+      progress.done();
+      writing.done();
+      if (asJson) printJson(applyJson(r));
+      else output.out(formatApply(r));
+      for (const w of r.warnings) output.err(`warning: ${w}`);
+    });
+
+  program
+    .command('rebase')
+    .description('apply an update once to a golden image and rebase its client overlays onto the result: each keeps its own changes, gets the update, and stores only what is its own')
+    .argument('<base>', 'the golden image (qcow2, vmdk or raw); never modified')
+    .argument('<updates>', 'the update: a directory tree with OCI whiteouts, a .tar/.tar.gz/.tar.zst layer, or a directory of layers')
+    .argument('[clients...]', "client overlays on BASE (qcow2 or VMDK delta); default: every qcow2/VMDK in BASE's directory whose backing file is BASE")
+    .option('-o, --output-dir <dir>', 'where the new base and the rebased clients are written, under their own file names (default ./rebased; created)')
+    .addOption(new Option('--conflict <policy>', 'when a client changed a path the update also changes, differently').choices(['keep-client', 'take-update', 'fail'] as const).default('keep-client' as const))
+    .option('--partition <n>', 'the partition holding the root filesystem (default: the only ext4 one, else the one with /etc/os-release)')
+    .option('--dry-run', 'plan in memory and print, per client, files updated and kept, conflicts and overlay sizes; write nothing')
+    .option('--verify', 'read every output back through its new chain and check it (exit 4 if it fails)')
+    .option('--json', 'print the report as JSON (no progress)')
+    .addHelpText(
+      'after',
+      '\nThe new base is a complete image in BASE\'s format; each client is written in its own format as an overlay on\n' +
+        'it (relative backing name; VMDK parentCID = the new base\'s CID). Inputs are never modified; outputs appear in\n' +
+        'DIR only when all are complete. Exit 3 with --conflict fail if any client conflicts (nothing written).\n' +
+        examples(
+          'imgdedup rebase base.qcow2 updates/ client.qcow2 -o rebased',
+          'imgdedup rebase --dry-run base.qcow2 layer.tar.gz',
+          'imgdedup rebase --json --verify base.qcow2 updates/ -o rebased-2 > rebase.json',
+        ),
+    )
+    .action(async (base, updates, clients, opts) => {
+      const asJson = json(opts);
+      const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
+      if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
+      const { rebase, formatRebase } = await import('./commands/rebase.js');
+      const progress = createProgress('rebase', output, !asJson, 'items');
+      const r = await rebase({
+        base: parseWholeImageArgs([base], 'rebase', [updates])[0]!,
+        updates,
+        clients: parseWholeImageArgs(clients, 'rebase'),
+        ...(opts.outputDir !== undefined ? { outDir: opts.outputDir } : {}),
+        conflict: opts.conflict,
+        ...(partition !== undefined ? { partition } : {}),
+        ...(opts.dryRun ? { dryRun: true } : {}),
+        ...(opts.verify ? { verify: true } : {}),
+        onProgress: (_stage, done, total) => progress.update(done, total),
+      });
+      progress.done();
+      if (asJson) printJson(r);
+      else output.out(formatRebase(r));
+      for (const w of r.warnings) output.err(`warning: ${w}`);
     });
 
   program

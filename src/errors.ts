@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   NO_SPACE: 'RefusedError',
   BAD_UPDATE: 'RefusedError',
   WRITE_REFUSED: 'RefusedError',
+  WRONG_BASE: 'RefusedError',
   MERGE_CONFLICT: 'ConflictError',
   VERIFY_FAILED: 'VerificationError',
   IO: 'IoError',
@@ -152,7 +153,7 @@ export class UnsupportedError extends ImgdedupError {
  */
 export class RefusedError extends ImgdedupError {
   readonly exitCode = EXIT.INVALID_INPUT;
-  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH' | 'UNCLEAN_SHUTDOWN' | 'NO_SPACE' | 'BAD_UPDATE' | 'WRITE_REFUSED', data: ErrorData) {
+  constructor(code: 'DIRTY_FILESYSTEM' | 'OUTPUT_EXISTS' | 'SIZE_MISMATCH' | 'UNCLEAN_SHUTDOWN' | 'NO_SPACE' | 'BAD_UPDATE' | 'WRITE_REFUSED' | 'WRONG_BASE', data: ErrorData) {
     super(code, data);
   }
 }

@@ -61,7 +61,8 @@ function runSide(side) {
  * per-round ratios is the number to read (the medians of each side are printed too).
  * A side is { name, cmd, args, env?, before?, after? }; before/after run untimed
  * around every run (e.g. to remove an output file). Prints the command lines used.
- * Returns { ours, peers: [{ name, median, ratio }] } with times in seconds.
+ * Returns { ours, oursRssKiB, peers: [{ name, median, ratio, rssKiB }] } with times in seconds
+ * and the peak RSS of any run of that side.
  */
 export function comparePaired(ours, peers, { pairs = PAIRS, goal } = {}) {
   for (const side of [ours, ...peers]) console.log(`  $ ${cmdLine(side)}`);
@@ -79,11 +80,11 @@ export function comparePaired(ours, peers, { pairs = PAIRS, goal } = {}) {
   [ours, ...peers].forEach((side, k) => {
     console.log(`  ${side.name.padEnd(width)}  median ${median(times[k]).toFixed(2)} s  [${times[k].map((t) => t.toFixed(2)).join(' ')}]  peak RSS ${(rss[k] / 1024).toFixed(0)} MiB`);
   });
-  const result = { ours: median(times[0]), peers: [] };
+  const result = { ours: median(times[0]), oursRssKiB: rss[0], peers: [] };
   peers.forEach((peer, j) => {
     const ratios = times[0].map((t, i) => t / times[j + 1][i]);
     const ratio = median(ratios);
-    result.peers.push({ name: peer.name, median: median(times[j + 1]), ratio });
+    result.peers.push({ name: peer.name, median: median(times[j + 1]), ratio, rssKiB: rss[j + 1] });
     const spread = `${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)}`;
     console.log(`  ratio ${ours.name} / ${peer.name}: ${ratio.toFixed(2)}x (median of ${pairs} paired ratios, range ${spread})${goal && j === 0 ? ` (goal ${goal})` : ''}`);
   });

@@ -13,7 +13,7 @@ import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import type { Partition } from '../diskimage/partition/PartitionTable.js';
 import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
-import { BlockRuns } from './BlockRuns.js';
+import { BlockRuns } from '../fs/BlockRuns.js';
 import { changedRanges, rangesWithin, type DiffSide } from './changedRanges.js';
 import { diffExt4, type Ext4Diff } from './diffExt4.js';
 import { accountFs } from './fsAccounting.js';
@@ -278,7 +278,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       journalNeedsRecovery: { a: jA?.needsRecovery === true, b: jB?.needsRecovery === true },
       warnings: fsWarnings,
       ...d,
-      ...(await accountFs(fsA, fsB, counted, d)),
+      ...(await accountFs(fsA.blocks, fsB.blocks, counted, d)),
     });
     // Changes past the end of both filesystems (a partition larger than its filesystem) belong to no file.
     const beyond = rangesWithin(inFs, fsEnd, r.length - fsEnd);

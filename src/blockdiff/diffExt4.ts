@@ -4,12 +4,12 @@
  *
  * Incremental mode (same geometry, or B is A grown in place by resize2fs; cost grows with
  * the change, and blocks and inodes past A's end count as B's own):
- * 1. Changed inode-table blocks are found arithmetically (Ext4Layout) and their inode
+ * 1. Changed inode-table blocks are found arithmetically (FsBlocks.recordBlocksIn) and their inode
  *    records compared between A and B: the changed inodes.
  * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
  *    inode, by group metadata, or by the journal. The rest are checked: blocks free on both
  *    sides or byte-identical are dropped; a directory's first block names its directory
- *    ('.'); what remains is attributed by a full ownership scan (Ext4Fs.blockOwnership),
+ *    ('.'); what remains is attributed by a full ownership scan (FsBlocks.owners),
  *    and reported in `unattributedBlocks` when no inode owns it.
  * 3. Changed directories are diffed by entry; changed inodes are located by climbing '..'
  *    (directories) or by one tree walk that stops once all are found (files, every link).
@@ -24,14 +24,13 @@
  */
 import type { ByteRange } from '../diskimage/BlockDevice.js';
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
-import { EXT4_FEATURE_COMPAT_HAS_JOURNAL, EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
+import { EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
 import { byteKey, keyBytes } from '../fs/ext4/names.js';
-import type { BlockOwnership } from '../fs/ext4/ownership.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
-import { Ext4Layout } from './ext4Layout.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
+import type { BlockHolders, FsBlocks } from '../fs/FsBlocks.js';
 import { DifferingBytes } from './differingBytes.js';
-import { compareInodes, inodeBlocks, type ChangeKind } from './fileChanges.js';
+import { compareInodes, type ChangeKind } from './fileChanges.js';
 import { mapAhead } from './mapAhead.js';
 
 export type { ChangeKind } from './fileChanges.js';
@@ -86,14 +85,15 @@ export interface DiffExt4Options {
 
 interface Side {
   readonly fs: Ext4Fs;
-  readonly layout: Ext4Layout;
+  /** Block questions, through the filesystem-neutral surface. */
+  readonly blocks: FsBlocks;
   /** dir ino -> name (byteKey) -> [ino, dirent file_type]. Only directories that were needed. */
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
   /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
   /** dir ino -> listing being read ahead (prefetchListings); undefined if that read failed. */
   readonly prefetched: Map<number, Promise<Map<string, readonly [number, number]> | undefined>>;
-  ownership?: BlockOwnership;
+  ownership?: BlockHolders;
 }
 
 const STAT_TYPES: Readonly<Record<number, FileKind>> = {
@@ -147,18 +147,18 @@ class Ext4Differ {
     private readonly changed: BlockRuns,
     private readonly differing: DifferingBytes | undefined,
   ) {
-    this.a = { fs: fsA, layout: new Ext4Layout(fsA), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
-    this.b = { fs: fsB, layout: new Ext4Layout(fsB), listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
+    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
+    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
   get canIncremental(): boolean {
-    return this.b.layout.grownFrom(this.a.layout);
+    return this.b.blocks.grownFrom(this.a.blocks);
   }
 
   /** Whether block `blockNo` exists in A (B may have grown past A's end). */
   private inA(blockNo: number): boolean {
-    return blockNo < this.a.fs.superblock.s_blocks_count;
+    return blockNo < this.a.blocks.blockCount;
   }
 
   /** Inodes a file diff never reports: reserved ones below s_first_ino, except the root. */
@@ -168,7 +168,7 @@ class Ext4Differ {
 
   /** The inode if it is live on this side (bitmap says in use, and it has a mode and links). */
   private async live(side: Side, ino: number): Promise<Inode | undefined> {
-    if (!(await side.layout.inodeInUse(ino))) return undefined;
+    if (!(await side.blocks.fileInUse(ino))) return undefined;
     const inode = await side.fs.readInode(ino);
     return inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
   }
@@ -206,7 +206,7 @@ class Ext4Differ {
         const [iA, iB] = await Promise.all([this.a.fs.readInode(ino), this.b.fs.readInode(ino)]);
         if (isDir(iA) && Buffer.compare(iA.raw, iB.raw) === 0) {
           same = true;
-          for (const [s, c] of (await inodeBlocks(this.a.fs, iA)).runs()) if (this.changed.overlaps(s, c)) same = false;
+          for (const [s, c] of (await this.a.blocks.fileBlocks(ino)).runs()) if (this.changed.overlaps(s, c)) same = false;
         }
       } catch {
         // Either side's error is met when that side's listing is read.
@@ -315,7 +315,7 @@ class Ext4Differ {
   }
 
   private async blocksOf(side: Side, inode: Inode, onlyChanged: boolean): Promise<Array<[number, number]>> {
-    const all = await inodeBlocks(side.fs, inode);
+    const all = await side.blocks.fileBlocks(inode.ino);
     if (!onlyChanged) return all.toArray();
     const out: Array<[number, number]> = [];
     for (const [s, c] of all.runs()) for (const [x, n] of this.changed.intersect(s, c)) out.push([x, n]);
@@ -402,36 +402,32 @@ class Ext4Differ {
   async runIncremental(): Promise<void> {
     // B's inode-table blocks outside the changed blocks are A's: B takes those A has read.
     this.b.fs.borrowInodeTables(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
-    const sbB = this.b.fs.superblock;
-    const changed = new BlockRuns(this.changed.intersect(0, sbB.s_blocks_count));
+    const changed = new BlockRuns(this.changed.intersect(0, this.b.blocks.blockCount));
     const candidates = new Set<number>();
     // 1. Inode records that differ in changed inode-table blocks.
-    const ipb = this.b.layout.inodesPerBlock;
-    const isz = sbB.s_inode_size;
-    const bs = sbB.blockSize;
+    const ipb = this.b.blocks.recordsPerBlock;
+    const isz = this.b.blocks.recordSize;
+    const bs = this.b.blocks.blockSize;
     for (const [s, c] of changed.runs()) {
-      for (const t of this.b.layout.inodeTableBlocksIn(s, c)) {
-        // A group B added (resize2fs) has no inode table in A: its inodes are B's own.
-        const inAGroups = t.group < this.a.fs.superblock.groupCount && this.inA(t.block);
+      for (const t of this.b.blocks.recordBlocksIn(s, c)) {
+        // Inodes B added (resize2fs: a new group's table) have no record in A: they are B's own.
+        const inAGroups = t.firstIno <= this.a.blocks.fileCount && this.inA(t.block);
         const [ba, bb] = await Promise.all([inAGroups ? this.a.fs.readBlocks(t.block, 1) : new Uint8Array(bs), this.b.fs.readBlocks(t.block, 1)]);
         for (let k = 0; k < ipb; k++) {
           const ino = t.firstIno + k;
-          if (ino > sbB.s_inodes_count || this.internal(ino)) continue;
+          if (ino > this.b.blocks.fileCount || this.internal(ino)) continue;
           if (Buffer.compare(ba.subarray(k * isz, (k + 1) * isz), bb.subarray(k * isz, (k + 1) * isz)) !== 0) candidates.add(ino);
         }
       }
     }
     // 2. Explain the other changed blocks.
     const explainedRuns: BlockRun[] = [];
-    for (const [s, c] of this.b.layout.metaBlocks.runs()) explainedRuns.push([s, c]);
+    for (const [s, c] of this.b.blocks.metaBlocks.runs()) explainedRuns.push([s, c]);
     for (const side of [this.a, this.b]) {
-      const sb = side.fs.superblock;
-      if (sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL && sb.s_journal_inum !== 0) {
-        for (const r of (await inodeBlocks(side.fs, await side.fs.readInode(sb.s_journal_inum))).runs()) explainedRuns.push(r);
-      }
+      for (const r of (await side.blocks.journalBlocks()).runs()) explainedRuns.push(r);
       for (const ino of candidates) {
         const inode = await this.live(side, ino);
-        if (inode !== undefined) for (const r of (await inodeBlocks(side.fs, inode)).runs()) explainedRuns.push(r);
+        if (inode !== undefined) for (const r of (await side.blocks.fileBlocks(ino)).runs()) explainedRuns.push(r);
       }
     }
     const unexplained = changed.minus(new BlockRuns(explainedRuns));
@@ -449,10 +445,10 @@ class Ext4Differ {
       for (let k = 0; k < n; k++) {
         const blk = start + k;
         // Past A's end (B grew) a block exists in B only: free in A, and never equal.
-        used.push((this.inA(blk) && (await this.a.layout.blockInUse(blk))) || (await this.b.layout.blockInUse(blk)));
+        used.push((this.inA(blk) && (await this.a.blocks.blockInUse(blk))) || (await this.b.blocks.blockInUse(blk)));
       }
       if (byOwnership || !used.includes(true)) return { start, used };
-      const nA = Math.max(0, Math.min(n, this.a.fs.superblock.s_blocks_count - start));
+      const nA = Math.max(0, Math.min(n, this.a.blocks.blockCount - start));
       const [da, db] = await Promise.all([nA > 0 ? this.a.fs.readBlocks(start, nA) : new Uint8Array(0), this.b.fs.readBlocks(start, n)]);
       return { start, used, da, db };
     };
@@ -481,13 +477,13 @@ class Ext4Differ {
       // did not reaches the block through the same tree as in A, or through a tree block
       // that changed, sits where it sat in A, and so is a pending block owned by it in A.
       this.ownershipScan = true;
-      const ownA = await this.a.fs.blockOwnership();
+      const ownA = await this.a.blocks.owners();
       this.a.ownership = ownA;
       const inodeOwnedInA = (blk: number): boolean => {
         const o = ownA.ownerOf(blk);
         return o !== undefined && o !== 'free' && o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino);
       };
-      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.fs.blockOwnership();
+      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.blocks.owners();
       const owners = this.b.ownership !== undefined ? [ownA, this.b.ownership] : [ownA];
       const left: BlockRun[] = [];
       for (const blk of pending) {

@@ -9,7 +9,7 @@ import type { Ext4Fs, FileExtent, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_MIN_INLINE_DATA_SIZE, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
 import type { DifferingBytes } from './differingBytes.js';
 import { hashBytes } from './hashBlocks.js';
 
@@ -23,17 +23,6 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
   return out;
-}
-
-/**
- * The blocks an inode uses: its extents, extent nodes or indirect blocks, and its xattr
- * block. Throws CORRUPT_IMAGE, BAD_CHECKSUM.
- */
-export async function inodeBlocks(fs: Ext4Fs, inode: Inode): Promise<BlockRuns> {
-  const runs: BlockRun[] = [];
-  for await (const e of fs.extentsOf(inode, (pblk) => runs.push([pblk, 1]))) runs.push([e.pblk, e.len]);
-  if (inode.i_file_acl !== 0) runs.push([inode.i_file_acl, 1]);
-  return new BlockRuns(runs);
 }
 
 /** One piece of a file's logical map: `pblk` -1 for a hole. */

@@ -6,12 +6,9 @@
  * block no inode owns).
  */
 import type { ByteRange } from '../diskimage/BlockDevice.js';
-import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
-import { EXT4_FEATURE_COMPAT_HAS_JOURNAL } from '../fs/ext4/constants.js';
-import { BlockRuns, type BlockRun } from './BlockRuns.js';
+import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
+import type { FsBlocks } from '../fs/FsBlocks.js';
 import type { Ext4Diff } from './diffExt4.js';
-import { Ext4Layout } from './ext4Layout.js';
-import { inodeBlocks } from './fileChanges.js';
 
 export interface FsAccounting {
   /** Changed bytes inside the filesystem, at the granularity of the ranges given (sectors). */
@@ -38,36 +35,29 @@ export function bytesInRuns(ranges: readonly ByteRange[], runs: BlockRuns, block
   return n;
 }
 
-async function journalBlocks(fs: Ext4Fs): Promise<BlockRun[]> {
-  const sb = fs.superblock;
-  if ((sb.s_feature_compat & EXT4_FEATURE_COMPAT_HAS_JOURNAL) === 0 || sb.s_journal_inum === 0) return [];
-  return (await inodeBlocks(fs, await fs.readInode(sb.s_journal_inum))).toArray();
-}
-
 /**
  * Splits `ranges` (changed bytes relative to the filesystem's start, ascending, disjoint)
  * by the blocks they fall in (see the module comment). Block numbers are B's block size.
  * Throws what the ext4 reader throws (CORRUPT_IMAGE, BAD_CHECKSUM, IO).
  */
-export async function accountFs(fsA: Ext4Fs, fsB: Ext4Fs, ranges: readonly ByteRange[], d: Ext4Diff): Promise<FsAccounting> {
+export async function accountFs(fsA: FsBlocks, fsB: FsBlocks, ranges: readonly ByteRange[], d: Ext4Diff): Promise<FsAccounting> {
   const bs = fsB.blockSize;
   const changed = BlockRuns.fromByteRanges(ranges, bs);
   const listed: BlockRun[] = [];
   for (const e of [...d.added, ...d.removed, ...d.modified]) for (const r of e.changedBlocks) listed.push(r);
-  const files = changed.minus(changed.minus(new BlockRuns(listed)));
+  const files = changed.intersection(new BlockRuns(listed));
   let rest = changed.minus(files);
   let metadata = new BlockRuns();
   const free: BlockRun[] = [];
   const other: BlockRun[] = [];
   if (!rest.isEmpty) {
-    const [layoutA, layoutB] = [new Ext4Layout(fsA), new Ext4Layout(fsB)];
-    const meta = layoutA.metaBlocks.union(layoutB.metaBlocks).union(new BlockRuns([...(await journalBlocks(fsA)), ...(await journalBlocks(fsB))]));
-    metadata = rest.minus(rest.minus(meta));
+    const meta = fsA.metaBlocks.union(fsB.metaBlocks).union(await fsA.journalBlocks()).union(await fsB.journalBlocks());
+    metadata = rest.intersection(meta);
     rest = rest.minus(metadata);
-    const [countA, countB] = [fsA.superblock.s_blocks_count, fsB.superblock.s_blocks_count];
+    const [countA, countB] = [fsA.blockCount, fsB.blockCount];
     for (const [s, c] of rest.runs()) {
       for (let blk = s; blk < s + c; blk++) {
-        const used = (blk < countA && (await layoutA.blockInUse(blk))) || (blk < countB && (await layoutB.blockInUse(blk)));
+        const used = (blk < countA && (await fsA.blockInUse(blk))) || (blk < countB && (await fsB.blockInUse(blk)));
         (used ? other : free).push([blk, 1]);
       }
     }

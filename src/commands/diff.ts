@@ -21,7 +21,8 @@ export interface DiffOptions {
 
 export type DiffResult = DiskDiff;
 
-async function sideOf(name: string, chain: ImageChain): Promise<DiffSide> {
+/** A chain as one side of a diff (its layers identified by their real paths). */
+export async function sideOf(name: string, chain: ImageChain): Promise<DiffSide> {
   const layers = await Promise.all(
     chain.layers.map(async (l) => ({ id: await realpath(l.path).catch((err: unknown) => Promise.reject(wrapIoError(err, l.path, 'open'))), device: l })),
   );

@@ -38,6 +38,16 @@ export class LruCache<K, V> {
     while (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
   }
 
+  /** The value without marking it used; undefined if absent. */
+  peek(key: K): V | undefined {
+    return this.map.get(key);
+  }
+
+  delete(key: K): void {
+    if (key === this.newest) this.newest = undefined;
+    this.map.delete(key);
+  }
+
   get size(): number {
     return this.map.size;
   }

@@ -1,8 +1,8 @@
 /** A window onto another device (a partition): bounds-checked, offsets shifted. */
-import type { BlockDevice, ByteRange, Extent } from './BlockDevice.js';
+import type { BlockDevice, ByteRange, Extent, WritableDevice } from './BlockDevice.js';
 import { clipExtent, normalizeRange } from './extents.js';
 import { readInto } from './readInto.js';
-import { CorruptImageError } from '../errors.js';
+import { CorruptImageError, InternalError } from '../errors.js';
 
 export class SliceDevice implements BlockDevice {
   /**
@@ -49,5 +49,23 @@ export class SliceDevice implements BlockDevice {
       const c = clipExtent(e, { offset: this.start + r.offset, length: r.length });
       if (c !== undefined) yield { ...c, offset: c.offset - this.start };
     }
+  }
+}
+
+/** A SliceDevice of a WritableDevice that passes writes through (the writer's partition). */
+export class WritableSliceDevice extends SliceDevice implements WritableDevice {
+  constructor(
+    override readonly parent: WritableDevice,
+    start: number,
+    size: number,
+    context: { file?: string; structure?: string } = {},
+  ) {
+    super(parent, start, size, context);
+  }
+
+  /** Writes within the slice. Throws INTERNAL for a write that leaves it (a caller's bug). */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (offset < 0 || offset + data.length > this.size) throw new InternalError(`write of ${data.length} bytes at ${offset} leaves the slice of ${this.size} bytes`);
+    await this.parent.write(this.start + offset, data);
   }
 }

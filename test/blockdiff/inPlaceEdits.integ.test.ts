@@ -14,7 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync } from 'node:fs';
 import { openChain, type ImageChain } from '../../src/diskimage/openChain.js';
 import { Ext4Fs } from '../../src/fs/ext4/Ext4Fs.js';
-import { BlockRuns } from '../../src/blockdiff/BlockRuns.js';
+import { BlockRuns } from '../../src/fs/BlockRuns.js';
 import { diffExt4 } from '../../src/blockdiff/diffExt4.js';
 import { diffDisks, type FsDiff } from '../../src/blockdiff/diffDisk.js';
 import type { DiffSide } from '../../src/blockdiff/changedRanges.js';

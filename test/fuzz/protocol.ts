@@ -10,6 +10,8 @@ export interface TargetInputs {
   image: { readonly open: string; readonly checkFiles: readonly string[]; readonly seed: number };
   /** Open `bytes` as an ext4 filesystem under `policy` and run every read-only operation. */
   ext4: { readonly bytes: Uint8Array; readonly policy: 'error' | 'warn'; readonly seed: number };
+  /** Open `file` as an update source (a tar layer) and read every entry and every file's content. */
+  tar: { readonly file: string };
   /** Test-only targets that prove the pool's bounds (targets/selfTest.ts). */
   'self:ok': { readonly entries: number };
   'self:throw': { readonly typed: boolean };

@@ -44,8 +44,9 @@ const BASE_FILES = {
 /**
  * Writes into `dir`: base.raw, disk.raw (the same disk), base.qcow2, base.vmdk,
  * updated.qcow2 (an overlay on base.qcow2 adding /etc/new.conf and changing /etc/motd),
- * other.raw (the updated disk, flat) and client.qcow2 (an overlay on base.qcow2 with
- * the client's own /home/user/notes).
+ * other.raw (the updated disk, flat), client.qcow2 (an overlay on base.qcow2 with
+ * the client's own /home/user/notes), and an update for `apply`: updates/ (a tree with a
+ * whiteout) and layer.tar.gz (the same as a tar layer).
  */
 export function makeExampleDisks(dir: string): void {
   const work = join(dir, '.work');
@@ -60,5 +61,9 @@ export function makeExampleDisks(dir: string): void {
   const client = join(work, 'client.raw');
   makeDisk(work, 'client', client, { ...BASE_FILES, 'home/user/notes': 'my own data\n'.repeat(50) });
   qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', client, 'client.qcow2');
+  // An update for `apply`: a tree (a changed file, a new one, a whiteout) and the same as a tar layer.
+  tree(join(dir, 'updates'), { 'etc/motd': 'welcome, patched\n', 'usr/share/doc/pkg/NEWS': 'version 2\n' });
+  writeFileSync(join(dir, 'updates/usr/share/doc/pkg/.wh.copyright'), '');
+  sh('tar', ['-czf', 'layer.tar.gz', '-C', 'updates', '.'], { cwd: dir });
   rmSync(work, { recursive: true, force: true });
 }

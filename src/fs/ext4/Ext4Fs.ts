@@ -8,11 +8,9 @@
 import { LruCache } from '../../diskimage/LruCache.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
-import { clearRuns, testBit, verifyBlockBitmap, verifyInodeBitmap } from './bitmaps.js';
+import { testBit } from './bitmaps.js';
 import { fsAt, fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
 import {
-  EXT4_BG_BLOCK_UNINIT,
-  EXT4_BG_INODE_UNINIT,
   EXT4_ERROR_FS,
   EXT4_EA_INODE_FL,
   EXT4_EXTENTS_FL,
@@ -52,14 +50,13 @@ import {
   descriptorBlockCount,
   descriptorBlockLocation,
   descriptorsPerBlock,
-  groupBlockCount,
-  groupFirstBlock,
-  groupSuperAndDescriptors,
-  hasGroupChecksums,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { decodeInode, fileType, type Inode } from './inode.js';
-import { InodeTableCache, locateInode, usedInodeCount, type InodeLocation, type TableBlock } from './inodeTable.js';
+import { decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
+import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
+import { Ext4Layout } from './layout.js';
+import { Ext4Blocks } from './Ext4Blocks.js';
+import type { FsBlocks } from '../FsBlocks.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -166,6 +163,9 @@ const SCAN_CHUNK_BYTES = 1 << 20;
 const READ_CHUNK = 1 << 20;
 
 export class Ext4Fs {
+  /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
+  readonly layout: Ext4Layout;
+  private blockView: Ext4Blocks | undefined;
   private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
@@ -185,6 +185,7 @@ export class Ext4Fs {
     private readonly groups: readonly GroupDescriptor[],
     private readonly ctx: Ext4Context,
   ) {
+    this.layout = new Ext4Layout(superblock, groups, (b, n) => this.readBlocks(b, n), ctx);
     this.itable = new InodeTableCache(superblock, this.gdOf, (b, n) => this.readBlocks(b, n));
     this.env = {
       ctx,
@@ -240,6 +241,11 @@ export class Ext4Fs {
     return new Ext4Fs(device, sb, groups, ctx);
   }
 
+  /** The filesystem-neutral view of blocks and files that blockdiff uses (fs/FsBlocks.ts). */
+  get blocks(): FsBlocks {
+    return (this.blockView ??= new Ext4Blocks(this));
+  }
+
   /** Problems that verifyChecksums 'warn' let pass, in the order met. */
   get diagnostics(): readonly Ext4Diagnostic[] {
     return this.ctx.diagnostics;
@@ -272,6 +278,15 @@ export class Ext4Fs {
     return this.device.read(blockNo * sb.blockSize, count * sb.blockSize);
   }
 
+  /**
+   * Block `blockNo` through the metadata cache (kept equal to the device by noteWrite): the
+   * writer's directory lookups read the same blocks again and again. The bytes are shared:
+   * a caller that edits them must copy first. Throws as readBlocks.
+   */
+  async readMetadataBlock(blockNo: number): Promise<Uint8Array> {
+    return this.cachedBlock(blockNo);
+  }
+
   private async cachedBlock(blockNo: number): Promise<Uint8Array> {
     const hit = this.cache.get(blockNo);
     if (hit !== undefined) return hit;
@@ -280,22 +295,49 @@ export class Ext4Fs {
     return b;
   }
 
+  /**
+   * Keeps this reader's caches equal to the device after the writer wrote `bytes` at byte
+   * `within` of block `blockNo` (a directory, extent, xattr or bitmap block). Prefetched
+   * directory reads are dropped. The writer calls it for every metadata write.
+   */
+  noteWrite(blockNo: number, within: number, bytes: Uint8Array): void {
+    const bs = this.blockSize;
+    for (let b = blockNo; b * bs < blockNo * bs + within + bytes.length; b++) {
+      const hit = this.cache.peek(b);
+      if (hit === undefined) continue;
+      const from = Math.max(blockNo * bs + within, b * bs);
+      const to = Math.min(blockNo * bs + within + bytes.length, (b + 1) * bs);
+      hit.set(bytes.subarray(from - blockNo * bs - within, to - blockNo * bs - within), from - b * bs);
+    }
+    this.prefetched.clear();
+    this.prefetchedBytes = 0;
+  }
+
+  /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
+  noteInodeWrite(ino: number, bytes: Uint8Array): void {
+    const loc = locateInode(this.superblock, this.gdOf, ino);
+    this.itable.noteInodeWrite(loc, bytes);
+    this.noteWrite(loc.blockNo, loc.within, bytes);
+  }
+
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
     const loc = this.locate(ino);
     let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
     at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
-    return this.decodeAt(at, loc, ino);
+    // A plain object: callers (the writer) spread it before encodeInode.
+    return this.decodeAt(at, loc, ino, false);
   }
 
   /**
    * Inode `ino` if its inode-table block is cached (no I/O, no waiting), else undefined:
-   * the fast path of a listing that called prefetchInodes. Throws as readInode.
+   * the fast path of a listing that called prefetchInodes. Its times and i_block are made
+   * on first use (decodeInodeLazy): plainInode it before spreading it. Throws as readInode.
    */
   cachedInode(ino: number): Inode | undefined {
     const loc = this.locate(ino);
     const at = this.itable.peek(loc);
-    return at === undefined ? undefined : this.decodeAt(at, loc, ino);
+    return at === undefined ? undefined : this.decodeAt(at, loc, ino, true);
   }
 
   /**
@@ -336,10 +378,12 @@ export class Ext4Fs {
     return locateInode(sb, this.gdOf, ino);
   }
 
-  private decodeAt(at: TableBlock, loc: InodeLocation, ino: number): Inode {
+  /** The inode at `loc` of `at`'s bytes: lazy (see decodeInodeLazy) for the hot paths, else a plain object. */
+  private decodeAt(at: TableBlock, loc: InodeLocation, ino: number, lazy: boolean): Inode {
     const sb = this.superblock;
     const off = at.offset + loc.within;
-    return decodeInode(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
+    const inode = decodeInodeLazy(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
+    return lazy ? inode : plainInode(inode);
   }
 
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
@@ -778,47 +822,12 @@ export class Ext4Fs {
     }
   }
 
-  /** Whether the block bitmap of group `g` was never initialised (uninit_bg / metadata_csum). */
-  private blockUninit(g: number): boolean {
-    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_BLOCK_UNINIT) !== 0;
-  }
-
-  private inodeUninit(g: number): boolean {
-    return hasGroupChecksums(this.superblock) && (this.groupDescriptor(g).bg_flags & EXT4_BG_INODE_UNINIT) !== 0;
-  }
-
   /**
    * Free block runs [start, length] of the whole filesystem, ascending, from the block
-   * bitmaps (uninitialised groups: everything but their superblock/GDT copies and own
-   * bitmaps and inode table). Throws BAD_CHECKSUM (bitmap checksums), IO.
+   * bitmaps (see Ext4Layout.freeBlocks). Throws BAD_CHECKSUM (bitmap checksums), IO.
    */
   async *freeBlockRuns(): AsyncGenerator<[number, number]> {
-    const sb = this.superblock;
-    for (let g = 0; g < sb.groupCount; g++) {
-      const first = groupFirstBlock(sb, g);
-      const n = groupBlockCount(sb, g);
-      const gd = this.groupDescriptor(g);
-      let bitmap: Uint8Array;
-      if (this.blockUninit(g)) {
-        bitmap = new Uint8Array(Math.ceil(sb.s_blocks_per_group / 8));
-        const mark = (b: number, c: number): void => {
-          for (let i = b; i < b + c; i++) if (i >= first && i < first + n) bitmap[(i - first) >>> 3]! |= 1 << ((i - first) & 7);
-        };
-        for (const run of groupSuperAndDescriptors(sb, g)) mark(run.block, run.count);
-        mark(gd.bg_block_bitmap, 1);
-        mark(gd.bg_inode_bitmap, 1);
-        mark(gd.bg_inode_table, this.inodeTableBlocks);
-      } else {
-        bitmap = await this.readBlocks(gd.bg_block_bitmap, 1);
-        if (this.metadataCsum) verifyBlockBitmap(sb, this.ctx, g, gd, bitmap);
-      }
-      for (const [s, l] of clearRuns(bitmap, n)) yield [first + s, l];
-    }
-  }
-
-  private get inodeTableBlocks(): number {
-    const sb = this.superblock;
-    return Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
+    for (const [s, l] of (await this.layout.freeBlocks()).runs()) yield [s, l];
   }
 
   /**
@@ -826,26 +835,7 @@ export class Ext4Fs {
    * count as free), ascending. Throws BAD_CHECKSUM (bitmap checksums), IO.
    */
   async *usedInodes(): AsyncGenerator<number> {
-    for await (const g of this.usedInodeGroups()) {
-      for (let i = 0; i < g.count; i++) if (testBit(g.bitmap, i)) yield g.firstIno + i;
-    }
-  }
-
-  /**
-   * Per group that may hold inodes in use: its inode bitmap (checksum verified) and how many
-   * of its inodes can be in use (itable_unused tail and s_inodes_count excluded).
-   */
-  private async *usedInodeGroups(): AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }> {
-    const sb = this.superblock;
-    for (let g = 0; g < sb.groupCount; g++) {
-      const gd = this.groupDescriptor(g);
-      const firstIno = g * sb.s_inodes_per_group + 1;
-      if (this.inodeUninit(g)) continue;
-      const count = Math.max(0, Math.min(usedInodeCount(sb, gd), sb.s_inodes_count - firstIno + 1));
-      const bitmap = await this.readBlocks(gd.bg_inode_bitmap, 1);
-      if (this.metadataCsum) verifyInodeBitmap(sb, this.ctx, g, gd, bitmap);
-      yield { group: g, firstIno, count, bitmap };
-    }
+    for (const [s, l] of (await this.layout.usedInodes()).runs()) for (let i = s; i < s + l; i++) yield i;
   }
 
   /**
@@ -853,7 +843,8 @@ export class Ext4Fs {
    * inode tables in large sequential chunks, the next one read while this one is decoded.
    * `visit` may return a promise (awaited before the next inode). A chunk that cannot be
    * read is retried inode by inode (readInode), so errors name the inode's own block.
-   * Throws what readInode and usedInodes throw.
+   * The inodes' times and i_block are made on first use (decodeInodeLazy): plainInode one
+   * before spreading it. Throws what readInode and usedInodes throw.
    */
   async scanInodes(visit: (inode: Inode) => void | Promise<void>): Promise<void> {
     const sb = this.superblock;
@@ -878,8 +869,15 @@ export class Ext4Fs {
       }
     };
     // A chunk that cannot be read is retried inode by inode below.
-    const read = (p: Piece): Promise<Uint8Array | undefined> => this.readBlocks(p.table + p.firstBlock, p.blocks).catch(() => undefined);
-    const it = pieces(this.usedInodeGroups(), this);
+    // Each read notes the cache's write generation when it starts (see adopt).
+    const read = (p: Piece): Promise<{ bytes: Uint8Array; gen: number } | undefined> => {
+      const gen = this.itable.generation;
+      return this.readBlocks(p.table + p.firstBlock, p.blocks).then(
+        (bytes) => ({ bytes, gen }),
+        () => undefined,
+      );
+    };
+    const it = pieces(this.layout.inodeGroups(), this);
     let next = await it.next();
     let nextBytes = next.done ? undefined : read(next.value);
     while (!next.done) {
@@ -887,9 +885,10 @@ export class Ext4Fs {
       const pending = nextBytes!;
       next = await it.next();
       nextBytes = next.done ? undefined : read(next.value);
-      const bytes = await pending;
+      const got = await pending;
+      const bytes = got?.bytes;
       // Inodes read after the scan (a diff's candidates) then come from these bytes.
-      if (bytes !== undefined) this.itable.adopt(p.group, p.firstBlock, bytes);
+      if (got !== undefined) this.itable.adopt(p.group, p.firstBlock, got.bytes, got.gen);
       const base = (p.table + p.firstBlock) * bs;
       for (let i = p.from; i < p.to; i++) {
         if (!testBit(p.bitmap, i)) continue;
@@ -898,7 +897,7 @@ export class Ext4Fs {
         if (bytes === undefined) inode = await this.readInode(ino);
         else {
           const off = i * isz - p.firstBlock * bs;
-          inode = decodeInode(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
+          inode = decodeInodeLazy(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
         }
         const r = visit(inode);
         if (r !== undefined) await r;
@@ -925,14 +924,7 @@ export class Ext4Fs {
   async blockOwnership(): Promise<BlockOwnership> {
     const sb = this.superblock;
     const b = new OwnershipBuilder();
-    if (sb.s_first_data_block > 0) b.add(0, sb.s_first_data_block, { kind: 'boot block' });
-    for (let g = 0; g < sb.groupCount; g++) {
-      for (const run of groupSuperAndDescriptors(sb, g)) b.add(run.block, run.count, { kind: run.role, group: g });
-      const gd = this.groupDescriptor(g);
-      b.add(gd.bg_block_bitmap, 1, { kind: 'block bitmap', group: g });
-      b.add(gd.bg_inode_bitmap, 1, { kind: 'inode bitmap', group: g });
-      b.add(gd.bg_inode_table, this.inodeTableBlocks, { kind: 'inode table', group: g });
-    }
+    for (const r of this.layout.metaRuns) b.add(r.start, r.count, r.kind === 'boot block' ? { kind: r.kind } : { kind: r.kind, group: r.group });
     const xattrBlocks = new Set<number>();
     await this.scanInodes((inode) => {
       const ino = inode.ino;
@@ -960,13 +952,7 @@ export class Ext4Fs {
         }
       })();
     });
-    const free: Array<[number, number]> = [];
-    for await (const r of this.freeBlockRuns()) {
-      const last = free[free.length - 1];
-      if (last !== undefined && last[0] + last[1] === r[0]) last[1] += r[1];
-      else free.push(r);
-    }
-    return b.build(free, sb.s_blocks_count);
+    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count);
   }
 
   /** Entries in the orphan file (orphan_file feature): non-zero inode slots of its blocks. */

@@ -7,18 +7,41 @@ import { checkChecksum, type Ext4Context } from './context.js';
 import type { GroupDescriptor } from './groupDescriptors.js';
 import type { Superblock } from './superblock.js';
 
+/**
+ * The value of bg_block_bitmap_csum for a group's block bitmap (ext4 doc, checksums.rst):
+ * crc32c over the group's clusters_per_group bits, seeded with the filesystem seed, cut
+ * to the 16 bits a 32-byte descriptor holds (lo and hi halves in 64-byte ones; see
+ * encodeGroupDescriptor).
+ */
+export function blockBitmapChecksum(sb: Superblock, bitmap: Uint8Array): number {
+  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_clusters_per_group / 8));
+  return sb.descSize >= 64 ? c : c & 0xffff;
+}
+
+/** The value of bg_inode_bitmap_csum for a group's inode bitmap: as blockBitmapChecksum, over inodes_per_group bits. */
+export function inodeBitmapChecksum(sb: Superblock, bitmap: Uint8Array): number {
+  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_inodes_per_group / 8));
+  return sb.descSize >= 64 ? c : c & 0xffff;
+}
+
 /** Verifies a group's block bitmap checksum (metadata_csum). Throws BAD_CHECKSUM (or warns). */
 export function verifyBlockBitmap(sb: Superblock, ctx: Ext4Context, group: number, gd: GroupDescriptor, bitmap: Uint8Array): void {
-  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_clusters_per_group / 8));
-  const mask = sb.descSize >= 64 ? 0xffffffff : 0xffff;
-  checkChecksum(ctx, `ext4.block_bitmap[${group}]`, gd.bg_block_bitmap * sb.blockSize, gd.bg_block_bitmap_csum, (c & mask) >>> 0);
+  checkChecksum(ctx, `ext4.block_bitmap[${group}]`, gd.bg_block_bitmap * sb.blockSize, gd.bg_block_bitmap_csum, blockBitmapChecksum(sb, bitmap));
 }
 
 /** Verifies a group's inode bitmap checksum (metadata_csum). Throws BAD_CHECKSUM (or warns). */
 export function verifyInodeBitmap(sb: Superblock, ctx: Ext4Context, group: number, gd: GroupDescriptor, bitmap: Uint8Array): void {
-  const c = ext4Crc32c(sb.csumSeed, bitmap.subarray(0, sb.s_inodes_per_group / 8));
-  const mask = sb.descSize >= 64 ? 0xffffffff : 0xffff;
-  checkChecksum(ctx, `ext4.inode_bitmap[${group}]`, gd.bg_inode_bitmap * sb.blockSize, gd.bg_inode_bitmap_csum, (c & mask) >>> 0);
+  checkChecksum(ctx, `ext4.inode_bitmap[${group}]`, gd.bg_inode_bitmap * sb.blockSize, gd.bg_inode_bitmap_csum, inodeBitmapChecksum(sb, bitmap));
+}
+
+/** Sets bit `i` (marks block or inode `i` of the group used). */
+export function setBit(bitmap: Uint8Array, i: number): void {
+  bitmap[i >>> 3] = bitmap[i >>> 3]! | (1 << (i & 7));
+}
+
+/** Clears bit `i` (marks block or inode `i` of the group free). */
+export function clearBit(bitmap: Uint8Array, i: number): void {
+  bitmap[i >>> 3] = bitmap[i >>> 3]! & ~(1 << (i & 7));
 }
 
 /** Whether bit `i` is set. */

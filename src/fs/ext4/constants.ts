@@ -194,6 +194,11 @@ export const DX_HASH_SIPHASH = 6;
 /** ext4 doc, directory.rst: indirect_levels may be 0..1 (2 with largedir: 3 levels in total). */
 export const EXT4_HTREE_LEVEL_COMPAT = 2;
 export const EXT4_HTREE_LEVEL = 3;
+/** The kernel's EXT4_LINK_MAX: past it a directory's link count (dir_nlink) is no longer kept, but set to 1. */
+export const EXT4_LINK_MAX = 65000;
+/** ext4 doc, super.rst (s_flags): whether htree hashes read name bytes as signed or unsigned chars. */
+export const EXT2_FLAGS_SIGNED_HASH = 0x0001;
+export const EXT2_FLAGS_UNSIGNED_HASH = 0x0002;
 
 /** ext4 doc, attributes.rst. */
 export const EXT4_XATTR_MAGIC = 0xea020000;

@@ -4,6 +4,7 @@
  * with a crc32c tail under metadata_csum. Walks are bounded: depth <= 5, each child one
  * level shallower than its parent, every node block visited once, entries <= eh_max.
  */
+import { InternalError } from '../../errors.js';
 import { ext4Crc32c } from './checksums.js';
 import { checkChecksum, fsCorrupt, fsReader, type Ext4Context, type FsByteReader } from './context.js';
 import {
@@ -41,6 +42,8 @@ export interface ExtentNode {
   readonly header: ExtentHeader;
   readonly indexes: readonly ExtentIndex[];
   readonly extents: readonly FileExtent[];
+  /** The node's bytes as decoded (not a copy): what encodeExtentNode keeps of unused slots and ei_unused. */
+  readonly raw?: Uint8Array;
 }
 
 /**
@@ -82,7 +85,75 @@ export function decodeExtentNode(r: FsByteReader, capacity: number): ExtentNode 
       prevEnd = lblk + len;
     }
   }
-  return { header: { eh_magic, eh_entries, eh_max, eh_depth, eh_generation }, indexes, extents };
+  return { header: { eh_magic, eh_entries, eh_max, eh_depth, eh_generation }, indexes, extents, raw: r.bytes };
+}
+
+/**
+ * Encodes an extent node (ext4 doc, extents.rst): the header with eh_entries counted from
+ * the entries given, index entries (depth > 0) or leaf extents (ee_len above 32768 marks
+ * an unwritten extent, so an unwritten extent holds at most 32767 blocks and a written one
+ * 32768), then, with `tail`, the crc32c after eh_max entries as the kernel's
+ * ext4_extent_block_csum computes it (seed: the inode's Inode.csumSeed). `capacity` is how
+ * many entries fit (4 in i_block, (blockSize - 12) / 12 in a block). The result has
+ * `opts.size` bytes (default: raw's length, else the header, `capacity` entries and the
+ * tail: 60 bytes for the root); pass the block size for a block node. Bytes past the
+ * entries and ei_unused come from `opts.raw` (default: node.raw), else zeros. Throws
+ * InternalError for a node the format cannot hold (a caller's bug).
+ */
+export function encodeExtentNode(node: ExtentNode, capacity: number, opts: { tail?: { seed: number }; raw?: Uint8Array; size?: number } = {}): Uint8Array {
+  const h = node.header;
+  const raw = opts.raw ?? node.raw;
+  const size = opts.size ?? raw?.length ?? EXT4_EXT_HEADER_SIZE + capacity * EXT4_EXT_ENTRY_SIZE + (opts.tail ? EXT4_EXT_TAIL_SIZE : 0);
+  const fail = (field: string, actual: number | string, expected: string): never => {
+    throw new InternalError('extent node cannot be encoded', { structure: 'ext4.extent_node', field, actual, expected });
+  };
+  const depth = h.eh_depth;
+  const entries = depth > 0 ? node.indexes.length : node.extents.length;
+  if (depth > 0 && node.extents.length > 0) fail('extents', node.extents.length, '0 in an index node');
+  if (depth === 0 && node.indexes.length > 0) fail('indexes', node.indexes.length, '0 in a leaf node');
+  if (!Number.isInteger(depth) || depth < 0 || depth > EXT4_EXT_MAX_DEPTH) fail('eh_depth', depth, `0..${EXT4_EXT_MAX_DEPTH}`);
+  const maxFit = Math.floor((size - EXT4_EXT_HEADER_SIZE - (opts.tail ? EXT4_EXT_TAIL_SIZE : 0)) / EXT4_EXT_ENTRY_SIZE);
+  if (!Number.isInteger(h.eh_max) || h.eh_max < 1 || h.eh_max > capacity || h.eh_max > maxFit) fail('eh_max', h.eh_max, `1..${Math.min(capacity, maxFit)}`);
+  if (entries > h.eh_max) fail('eh_entries', entries, `<= ${h.eh_max}`);
+  const out = new Uint8Array(size);
+  if (raw !== undefined) out.set(raw.subarray(0, size));
+  const v = new DataView(out.buffer);
+  v.setUint16(0, EXT4_EXT_MAGIC, true);
+  v.setUint16(2, entries, true);
+  v.setUint16(4, h.eh_max, true);
+  v.setUint16(6, depth, true);
+  v.setUint32(8, h.eh_generation >>> 0, true);
+  const u32 = (x: number, field: string): number => (Number.isInteger(x) && x >= 0 && x < 2 ** 32 ? x : fail(field, x, `0..${2 ** 32 - 1}`));
+  const u48 = (x: number, field: string): number => (Number.isInteger(x) && x >= 0 && x < 2 ** 48 ? x : fail(field, x, `0..${2 ** 48 - 1}`));
+  for (let i = 0; i < entries; i++) {
+    const o = EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+    if (depth > 0) {
+      const idx = node.indexes[i]!;
+      const leaf = u48(idx.ei_leaf, `indexes[${i}].ei_leaf`);
+      v.setUint32(o, u32(idx.ei_block, `indexes[${i}].ei_block`), true);
+      v.setUint32(o + 4, leaf % 2 ** 32, true);
+      v.setUint16(o + 8, Math.floor(leaf / 2 ** 32), true);
+    } else {
+      const e = node.extents[i]!;
+      const maxLen = e.unwritten ? EXT_INIT_MAX_LEN - 1 : EXT_INIT_MAX_LEN;
+      if (!Number.isInteger(e.len) || e.len < 1 || e.len > maxLen) fail(`extents[${i}].len`, e.len, `1..${maxLen}`);
+      const pblk = u48(e.pblk, `extents[${i}].pblk`);
+      v.setUint32(o, u32(e.lblk, `extents[${i}].lblk`), true);
+      v.setUint16(o + 4, e.unwritten ? e.len + EXT_INIT_MAX_LEN : e.len, true);
+      v.setUint16(o + 6, Math.floor(pblk / 2 ** 32), true);
+      v.setUint32(o + 8, pblk % 2 ** 32, true);
+    }
+  }
+  if (opts.tail) {
+    const tailOff = EXT4_EXT_HEADER_SIZE + h.eh_max * EXT4_EXT_ENTRY_SIZE;
+    v.setUint32(tailOff, ext4Crc32c(opts.tail.seed, out.subarray(0, tailOff)), true);
+  }
+  return out;
+}
+
+/** Entries that fit in an extent node of `bytes` bytes (4 for the 60-byte root); a block node keeps 4 bytes for its tail. */
+export function extentNodeCapacity(bytes: number): number {
+  return Math.floor((bytes - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
 }
 
 /** Reads whole blocks from the device. */

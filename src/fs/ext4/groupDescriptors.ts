@@ -3,6 +3,7 @@
  * the superblock and descriptor table sit (ext4 doc, blockgroup.rst: sparse_super,
  * sparse_super2, meta_bg, resize_inode's reserved GDT blocks).
  */
+import { InternalError } from '../../errors.js';
 import { crc16, ext4Crc32c, ext4Crc32cU32 } from './checksums.js';
 import { checkChecksum, fsReader, type Ext4Context } from './context.js';
 import {
@@ -29,6 +30,8 @@ export interface GroupDescriptor {
   readonly bg_inode_bitmap_csum: number;
   readonly bg_itable_unused: number;
   readonly bg_checksum: number;
+  /** The descriptor's bytes as read (a copy): what encodeGroupDescriptor keeps of the fields not modelled here. */
+  readonly raw?: Uint8Array;
 }
 
 /** Whether group checksums of either kind (gdt_csum or metadata_csum) are in use. */
@@ -77,12 +80,13 @@ export function decodeGroupDescriptor(bytes: Uint8Array, group: number, sb: Supe
     bg_inode_bitmap_csum: r.u16le(0x1a) + hi16(0x3a),
     bg_itable_unused: r.u16le(0x1c) + hi16(0x32),
     bg_checksum: r.u16le(0x1e),
+    raw: bytes.slice(0, sb.descSize),
   };
   if (hasGroupChecksums(sb)) {
     checkChecksum(ctx, `ext4.group_desc[${group}].bg_checksum`, deviceOffset + 0x1e, d.bg_checksum, groupDescriptorChecksum(sb, group, bytes));
   }
   const itableBlocks = Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
-  const check = (field: keyof GroupDescriptor, off: number, len: number): void => {
+  const check = (field: 'bg_block_bitmap' | 'bg_inode_bitmap' | 'bg_inode_table', off: number, len: number): void => {
     const v = d[field];
     if (v < sb.s_first_data_block || v + len > sb.s_blocks_count) {
       r.fail(off, field, 'block outside the filesystem', { expected: `${sb.s_first_data_block}..${sb.s_blocks_count - len}`, actual: v });
@@ -92,6 +96,51 @@ export function decodeGroupDescriptor(bytes: Uint8Array, group: number, sb: Supe
   check('bg_inode_bitmap', 0x04, 1);
   check('bg_inode_table', 0x08, itableBlocks);
   return d;
+}
+
+/**
+ * The `sb.descSize` bytes of group `group`'s descriptor (ext4 doc, group_descr.rst): lo
+ * halves at 0x00..0x1f, hi halves at 0x20..0x3f in 64-byte descriptors, starting from
+ * `gd.raw` so bytes not modelled here (bg_exclude_bitmap_hi's neighbours, reserved words)
+ * are kept, and bg_checksum set (crc16 under gdt_csum, crc32c under metadata_csum; as
+ * given without either). Throws InternalError for a value the descriptor cannot hold
+ * (e.g. a block number above 2^32 in a 32-byte descriptor).
+ */
+export function encodeGroupDescriptor(gd: GroupDescriptor, group: number, sb: Superblock): Uint8Array {
+  const size = sb.descSize;
+  const big = size >= 64;
+  const out = new Uint8Array(size);
+  if (gd.raw !== undefined) out.set(gd.raw.subarray(0, size));
+  const v = new DataView(out.buffer);
+  const split = (field: keyof GroupDescriptor, loOff: number, hiOff: number, loBits: 16 | 32): void => {
+    const x = gd[field] as number;
+    const max = big ? 2 ** (loBits * 2) - 1 : 2 ** loBits - 1;
+    if (!Number.isSafeInteger(x) || x < 0 || x > max) {
+      throw new InternalError('group descriptor field out of range for encoding', { structure: `ext4.group_desc[${group}]`, field, actual: x, expected: `0..${max}` });
+    }
+    const lo = x % 2 ** loBits;
+    const hi = Math.floor(x / 2 ** loBits);
+    if (loBits === 32) {
+      v.setUint32(loOff, lo, true);
+      if (big) v.setUint32(hiOff, hi, true);
+    } else {
+      v.setUint16(loOff, lo, true);
+      if (big) v.setUint16(hiOff, hi, true);
+    }
+  };
+  split('bg_block_bitmap', 0x00, 0x20, 32);
+  split('bg_inode_bitmap', 0x04, 0x24, 32);
+  split('bg_inode_table', 0x08, 0x28, 32);
+  split('bg_free_blocks_count', 0x0c, 0x2c, 16);
+  split('bg_free_inodes_count', 0x0e, 0x2e, 16);
+  split('bg_used_dirs_count', 0x10, 0x30, 16);
+  v.setUint16(0x12, gd.bg_flags & 0xffff, true);
+  split('bg_exclude_bitmap', 0x14, 0x34, 32);
+  split('bg_block_bitmap_csum', 0x18, 0x38, 16);
+  split('bg_inode_bitmap_csum', 0x1a, 0x3a, 16);
+  split('bg_itable_unused', 0x1c, 0x32, 16);
+  v.setUint16(0x1e, hasGroupChecksums(sb) ? groupDescriptorChecksum(sb, group, out) : gd.bg_checksum & 0xffff, true);
+  return out;
 }
 
 /** ext4 doc, blockgroup.rst: does group `g` hold a superblock copy (and, without meta_bg, a GDT copy)? */

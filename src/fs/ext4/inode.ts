@@ -11,8 +11,10 @@ import {
   EXT4_HUGE_FILE_FL,
   EXT4_I_BLOCK_OFFSET,
   EXT4_I_BLOCK_SIZE,
+  EXT4_XATTR_MAGIC,
   S_IFMT,
 } from './constants.js';
+import { InternalError, RefusedError } from '../../errors.js';
 import type { Superblock } from './superblock.js';
 
 /** A timestamp: seconds since the epoch (with the 2 epoch bits applied) and nanoseconds. */
@@ -29,8 +31,15 @@ export interface Inode {
   readonly i_gid: number;
   readonly i_size: number;
   readonly i_links_count: number;
-  /** i_blocks in 512-byte units (or in filesystem blocks with huge_file + EXT4_HUGE_FILE_FL, already converted). */
+  /** Derived: blocks used in 512-byte units, whatever the on-disk unit (see i_blocks_raw). */
   readonly i_blocks: number;
+  /**
+   * The on-disk i_blocks_lo + l_i_blocks_high * 2^32, as stored: in filesystem blocks when
+   * hugeFileUnits, else in 512-byte units (only its low 32 bits count without huge_file).
+   */
+  readonly i_blocks_raw: number;
+  /** huge_file is on and the inode has EXT4_HUGE_FILE_FL: i_blocks_raw counts filesystem blocks. */
+  readonly hugeFileUnits: boolean;
   readonly i_flags: number;
   readonly i_generation: number;
   readonly i_file_acl: number;
@@ -87,11 +96,55 @@ function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd:
 /**
  * Decodes an inode from its `sb.s_inode_size` bytes at device byte `deviceOffset`,
  * verifying its metadata_csum checksum. The bytes are copied (into a small slab shared
- * with neighbouring inodes), so the inode does not keep an inode-table chunk alive.
+ * with neighbouring inodes), so the inode does not keep an inode-table chunk alive. The
+ * result is a plain object: every field is an own property, so `{ ...inode, i_mode }`
+ * keeps them all (what the writer does before encodeInode).
  * Throws BAD_CHECKSUM, CORRUPT_IMAGE (i_extra_isize beyond the inode or not a multiple of
  * 4), TRUNCATED (fewer bytes than an inode).
  */
 export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
+  return plainInode(decodeInodeLazy(bytes, ino, sb, ctx, deviceOffset));
+}
+
+/**
+ * An inode as a plain object with every field its own (the lazy fields of a
+ * decodeInodeLazy inode made): safe to spread and to pass to encodeInode.
+ */
+export function plainInode(i: Inode): Inode {
+  return {
+    ino: i.ino,
+    i_mode: i.i_mode,
+    i_uid: i.i_uid,
+    i_gid: i.i_gid,
+    i_size: i.i_size,
+    i_links_count: i.i_links_count,
+    i_blocks: i.i_blocks,
+    i_blocks_raw: i.i_blocks_raw,
+    hugeFileUnits: i.hugeFileUnits,
+    i_flags: i.i_flags,
+    i_generation: i.i_generation,
+    i_file_acl: i.i_file_acl,
+    i_dtime: i.i_dtime,
+    i_extra_isize: i.i_extra_isize,
+    i_projid: i.i_projid,
+    atime: i.atime,
+    ctime: i.ctime,
+    mtime: i.mtime,
+    crtime: i.crtime,
+    i_block: i.i_block,
+    raw: i.raw,
+    deviceOffset: i.deviceOffset,
+    csumSeed: i.csumSeed,
+  };
+}
+
+/**
+ * As decodeInode, but the times and the i_block view are made on first use: for the
+ * reader's hot paths (a scan or a listing decodes every inode; most callers look at a few
+ * fields). Those fields are prototype getters, so spreading the result drops them: pass
+ * it through plainInode before `{ ...inode }` or encodeInode. Throws as decodeInode.
+ */
+export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
   const inodeSize = sb.s_inode_size;
   if (bytes.length < inodeSize) {
     // Callers pass whole inodes; a short buffer is reported as the reader would.
@@ -136,19 +189,24 @@ export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx:
   const blocksLo = v.getUint32(o + 0x1c, true);
   const blocksHi = v.getUint16(o + 0x74, true);
   const i_flags = v.getUint32(o + 0x20, true);
-  let i_blocks = blocksLo + blocksHi * 2 ** 32;
+  const i_blocks_raw = blocksLo + blocksHi * 2 ** 32;
+  let i_blocks = i_blocks_raw;
+  let hugeFileUnits = false;
   if ((sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0) {
-    if (i_flags & EXT4_HUGE_FILE_FL) i_blocks *= sb.blockSize / 512;
+    hugeFileUnits = (i_flags & EXT4_HUGE_FILE_FL) !== 0;
+    if (hugeFileUnits) i_blocks *= sb.blockSize / 512;
   } else {
     i_blocks = blocksLo;
   }
-  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
 }
 
 /**
  * An Inode over its copy in a slab. The numeric fields are decoded at once; the times and
- * i_block view are made on first use (a scan or a walk decodes every inode, and most
- * callers look at a few fields), then kept.
+ * i_block view are made on first use (a scan or a listing decodes every inode, and most
+ * callers look at a few fields), then kept. They are getters on the prototype, so that
+ * `{ ...inode }` would drop them: decodeInode hands out plainInode copies, and only the
+ * reader's hot paths (decodeInodeLazy) see these.
  */
 class DecodedInode implements Inode {
   readonly i_mode: number;
@@ -173,6 +231,8 @@ class DecodedInode implements Inode {
     private readonly extraEnd: number,
     readonly ino: number,
     readonly i_blocks: number,
+    readonly i_blocks_raw: number,
+    readonly hugeFileUnits: boolean,
     readonly i_flags: number,
     readonly i_generation: number,
     readonly i_extra_isize: number,
@@ -206,4 +266,203 @@ class DecodedInode implements Inode {
   get i_block(): Uint8Array {
     return (this.iBlockV ??= this.raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE));
   }
+}
+
+/**
+ * What encodeInode writes: the decoded Inode's fields (an Inode is one). `i_blocks` is the
+ * 512-byte count; `i_blocks_raw`/`hugeFileUnits` are kept as given when they still
+ * describe `i_blocks`, else the encoding is chosen as the kernel's ext4_inode_blocks_set
+ * chooses it.
+ */
+export interface InodeFields {
+  readonly ino: number;
+  readonly i_mode: number;
+  readonly i_uid: number;
+  readonly i_gid: number;
+  readonly i_size: number;
+  readonly i_links_count: number;
+  readonly i_blocks: number;
+  readonly i_blocks_raw?: number;
+  readonly hugeFileUnits?: boolean;
+  readonly i_flags: number;
+  readonly i_generation: number;
+  readonly i_file_acl: number;
+  readonly i_dtime: number;
+  readonly i_extra_isize: number;
+  readonly i_projid: number;
+  readonly atime: Ext4Time;
+  readonly ctime: Ext4Time;
+  readonly mtime: Ext4Time;
+  /** Stored only where i_extra_isize covers i_crtime (dropped otherwise, as the kernel does). */
+  readonly crtime?: Ext4Time | undefined;
+  /** The 60 bytes of i_block. */
+  readonly i_block: Uint8Array;
+  /** The in-inode xattr area (inode_size - 128 - i_extra_isize bytes, see encodeInodeXattrs); default: raw's bytes there. */
+  readonly xattrArea?: Uint8Array;
+}
+
+const bad = (ino: number, field: string, actual: number | string, expected: string): never => {
+  throw new InternalError(`inode field out of range for encoding`, { structure: `ext4.inode[${ino}]`, field, actual, expected });
+};
+
+function checkRange(ino: number, field: string, v: number, max: number): void {
+  if (!Number.isSafeInteger(v) || v < 0 || v > max) bad(ino, field, v, `0..${max}`);
+}
+
+/**
+ * Where the kernel stores a time (ext4 doc, inodes.rst, "Inode Timestamps"): the low 32
+ * bits signed, and with an extra word the 2 epoch bits and nanoseconds. Seconds outside
+ * the representable range are clamped, as the kernel clamps them to s_time_min/max.
+ */
+function putTime(v: DataView, off: number, extraOff: number, extraEnd: number, t: Ext4Time): void {
+  const hasExtra = extraEnd >= extraOff + 4;
+  const min = -(2 ** 31);
+  const max = hasExtra ? 2 ** 31 - 1 + 3 * 2 ** 32 : 2 ** 31 - 1;
+  const sec = Math.min(max, Math.max(min, Math.floor(t.sec)));
+  const lo = ((sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const signed = lo >= 2 ** 31 ? lo - 2 ** 32 : lo;
+  v.setInt32(off, signed, true);
+  if (hasExtra) {
+    const nsec = Math.min(2 ** 30 - 1, Math.max(0, Math.floor(t.nsec)));
+    v.setUint32(extraOff, ((nsec << 2) >>> 0) + (sec - signed) / 2 ** 32, true);
+  }
+}
+
+/** The on-disk i_blocks form for `fields`: the given one if it still says i_blocks, else the kernel's choice. */
+function blocksEncoding(f: InodeFields, sb: Superblock): { raw: number; huge: boolean } {
+  const hugeFeature = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0;
+  const unit = sb.blockSize / 512;
+  if (f.i_blocks_raw !== undefined && f.hugeFileUnits !== undefined && Number.isSafeInteger(f.i_blocks_raw) && f.i_blocks_raw >= 0 && f.i_blocks_raw < 2 ** 48) {
+    const derived = !hugeFeature ? f.i_blocks_raw % 2 ** 32 : f.hugeFileUnits ? f.i_blocks_raw * unit : f.i_blocks_raw;
+    if (derived === f.i_blocks && (hugeFeature || !f.hugeFileUnits)) return { raw: f.i_blocks_raw, huge: f.hugeFileUnits };
+  }
+  const n = f.i_blocks;
+  checkRange(f.ino, 'i_blocks', n, Number.MAX_SAFE_INTEGER);
+  if (n < 2 ** 32) return { raw: n, huge: false };
+  if (!hugeFeature) {
+    throw new RefusedError('WRITE_REFUSED', { structure: `ext4.inode[${f.ino}].i_blocks`, detail: 'file too large for a filesystem without huge_file', actual: n, expected: `< ${2 ** 32}` });
+  }
+  if (n < 2 ** 48) return { raw: n, huge: false };
+  if (n % unit !== 0 || n / unit >= 2 ** 48) bad(f.ino, 'i_blocks', n, `a multiple of ${unit} below ${unit * 2 ** 48}`);
+  return { raw: n / unit, huge: true };
+}
+
+/**
+ * The inode's `sb.s_inode_size` bytes (ext4 doc, inodes.rst), starting from a copy of
+ * `opts.raw` when given so that fields not modelled here (i_version, osd fields, the
+ * reserved words) are kept, with the metadata_csum checksum set as decodeInode verifies
+ * it. The extra fields are written only where i_extra_isize covers them, as decodeInode
+ * reads them. Throws InternalError for a field the format cannot hold (a caller's bug),
+ * WRITE_REFUSED for an i_blocks above 2^32 - 1 without huge_file.
+ */
+export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8Array } = {}): Uint8Array {
+  const inodeSize = sb.s_inode_size;
+  const out = new Uint8Array(inodeSize);
+  if (opts.raw !== undefined) out.set(opts.raw.subarray(0, inodeSize));
+  const v = new DataView(out.buffer);
+  const ino = f.ino;
+  // A spread decodeInodeLazy inode lacks its lazy fields (prototype getters): refuse it
+  // rather than write zeros or the raw bytes' old values where the caller meant the fields.
+  for (const k of ['atime', 'ctime', 'mtime', 'i_block'] as const) if ((f[k] as unknown) === undefined) bad(ino, k, 'missing', 'a value (pass a decodeInodeLazy inode through plainInode before spreading it)');
+  const maxExtra = inodeSize - EXT4_GOOD_OLD_INODE_SIZE;
+  if (f.i_extra_isize % 4 !== 0 || f.i_extra_isize < 0 || f.i_extra_isize > maxExtra) bad(ino, 'i_extra_isize', f.i_extra_isize, `multiple of 4, <= ${maxExtra}`);
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + f.i_extra_isize;
+  checkRange(ino, 'i_mode', f.i_mode, 0xffff);
+  checkRange(ino, 'i_uid', f.i_uid, 0xffffffff);
+  checkRange(ino, 'i_gid', f.i_gid, 0xffffffff);
+  // A 64-bit i_size above 2^53 (only in damaged or odd inodes) decodes inexactly: unchanged, its bytes are kept from raw.
+  const sizeFromRaw = opts.raw !== undefined && !Number.isSafeInteger(f.i_size) && v.getUint32(0x04, true) + v.getUint32(0x6c, true) * 2 ** 32 === f.i_size;
+  if (!sizeFromRaw) checkRange(ino, 'i_size', f.i_size, Number.MAX_SAFE_INTEGER);
+  checkRange(ino, 'i_links_count', f.i_links_count, 0xffff);
+  checkRange(ino, 'i_flags', f.i_flags, 0xffffffff);
+  checkRange(ino, 'i_generation', f.i_generation, 0xffffffff);
+  checkRange(ino, 'i_file_acl', f.i_file_acl, 2 ** 48 - 1);
+  checkRange(ino, 'i_dtime', f.i_dtime, 0xffffffff);
+  checkRange(ino, 'i_projid', f.i_projid, 0xffffffff);
+  if (f.i_projid !== 0 && extraEnd < 0x9c + 4) bad(ino, 'i_projid', f.i_projid, '0 (i_extra_isize does not cover i_projid)');
+  if (f.i_block.length !== EXT4_I_BLOCK_SIZE) bad(ino, 'i_block', f.i_block.length, `${EXT4_I_BLOCK_SIZE} bytes`);
+
+  const blocks = blocksEncoding(f, sb);
+  // Under huge_file, EXT4_HUGE_FILE_FL says which unit i_blocks is in, so it follows the encoding chosen; without it the flag means nothing and stays as given.
+  const hugeFeature = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_HUGE_FILE) !== 0;
+  const flags = !hugeFeature ? f.i_flags : blocks.huge ? (f.i_flags | EXT4_HUGE_FILE_FL) >>> 0 : (f.i_flags & ~EXT4_HUGE_FILE_FL) >>> 0;
+
+  v.setUint16(0x00, f.i_mode, true);
+  v.setUint16(0x02, f.i_uid & 0xffff, true);
+  v.setUint16(0x78, f.i_uid >>> 16, true);
+  v.setUint16(0x18, f.i_gid & 0xffff, true);
+  v.setUint16(0x7a, f.i_gid >>> 16, true);
+  if (!sizeFromRaw) {
+    v.setUint32(0x04, f.i_size % 2 ** 32, true);
+    v.setUint32(0x6c, Math.floor(f.i_size / 2 ** 32), true);
+  }
+  v.setUint16(0x1a, f.i_links_count, true);
+  v.setUint32(0x1c, blocks.raw % 2 ** 32, true);
+  v.setUint16(0x74, Math.floor(blocks.raw / 2 ** 32), true);
+  v.setUint32(0x20, flags, true);
+  v.setUint32(0x64, f.i_generation, true);
+  v.setUint32(0x68, f.i_file_acl % 2 ** 32, true);
+  v.setUint16(0x76, Math.floor(f.i_file_acl / 2 ** 32), true);
+  v.setUint32(0x14, f.i_dtime, true);
+  out.set(f.i_block, EXT4_I_BLOCK_OFFSET);
+  putTime(v, 0x08, 0x8c, extraEnd, f.atime);
+  putTime(v, 0x0c, 0x84, extraEnd, f.ctime);
+  putTime(v, 0x10, 0x88, extraEnd, f.mtime);
+  if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
+    // A new i_extra_isize moves the xattr area: keeping raw's bytes would leave its entries
+    // where they are no longer read (xattrs lost without a word), so the caller must give them.
+    if (opts.raw !== undefined && f.xattrArea === undefined) {
+      const rawExtra = opts.raw[0x80]! | (opts.raw[0x81]! << 8);
+      const at = EXT4_GOOD_OLD_INODE_SIZE + rawExtra;
+      const hadXattrs = at + 4 <= inodeSize && new DataView(opts.raw.buffer, opts.raw.byteOffset + at, 4).getUint32(0, true) === EXT4_XATTR_MAGIC;
+      if (rawExtra !== f.i_extra_isize && hadXattrs) bad(ino, 'xattrArea', 'missing', 'the xattr area (encodeInodeXattrs) when i_extra_isize changes');
+    }
+    v.setUint16(0x80, f.i_extra_isize, true);
+    if (f.crtime !== undefined && extraEnd >= 0x90 + 4) putTime(v, 0x90, 0x94, extraEnd, f.crtime);
+    if (extraEnd >= 0x9c + 4) v.setUint32(0x9c, f.i_projid, true);
+    if (f.xattrArea !== undefined) {
+      if (f.xattrArea.length !== inodeSize - extraEnd) bad(ino, 'xattrArea', f.xattrArea.length, `${inodeSize - extraEnd} bytes`);
+      out.set(f.xattrArea, extraEnd);
+    }
+  } else if (f.i_extra_isize !== 0) {
+    bad(ino, 'i_extra_isize', f.i_extra_isize, '0 in a 128-byte inode');
+  }
+  if ((sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0) {
+    const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
+    // An all-zero inode may carry no checksum (never written: decodeInode accepts it, mke2fs
+    // leaves unused inodes so) or a real one (mke2fs writes the reserved inodes): keep
+    // which of the two the starting bytes had.
+    const unwritten = isZeroInode(out, hasHi) && v.getUint16(0x7c, true) === 0 && (!hasHi || v.getUint16(0x82, true) === 0);
+    const c = unwritten ? 0 : inodeChecksum(out, ino, f.i_generation, sb, extraEnd);
+    v.setUint16(0x7c, c & 0xffff, true);
+    if (hasHi) v.setUint16(0x82, c >>> 16, true);
+  }
+  return out;
+}
+
+/** Whether the inode is all zeros but for its checksum fields. */
+function isZeroInode(b: Uint8Array, hasHi: boolean): boolean {
+  for (let i = 0; i < b.length; i++) {
+    if (i === 0x7c || i === 0x7d || (hasHi && (i === 0x82 || i === 0x83))) continue;
+    if (b[i] !== 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The metadata_csum checksum of inode bytes (ext4 doc, checksums.rst): crc32c seeded
+ * with the filesystem seed, inode number and generation, over the inode with its checksum
+ * fields zeroed; 16 bits when i_checksum_hi is outside the extra area.
+ */
+function inodeChecksum(bytes: Uint8Array, ino: number, generation: number, sb: Superblock, extraEnd: number): number {
+  const z = bytes.slice();
+  const hasHi = z.length > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
+  z[0x7c] = 0;
+  z[0x7d] = 0;
+  if (hasHi) {
+    z[0x82] = 0;
+    z[0x83] = 0;
+  }
+  const c = ext4Crc32c(ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), generation), z);
+  return hasHi ? c : c & 0xffff;
 }

@@ -58,7 +58,8 @@ export interface TableBlock {
   readonly offset: number;
 }
 
-type Chunk = { readonly first: number; readonly bytes: Uint8Array };
+/** `shared`: the bytes are also another's (lent to or by another cache, or a scan's buffer), so a write copies them first. */
+type Chunk = { readonly first: number; readonly bytes: Uint8Array; shared: boolean };
 
 /**
  * An LRU cache of inode-table chunks within a byte budget. Chunks are aligned to
@@ -79,6 +80,8 @@ export class InodeTableCache {
   /** Key of the chunk the last peek or load used, and of the one after it (for readahead). */
   private lastUsed = -2;
   private expected = -1;
+  /** Bumped by every write: a read that started before it must not fill the cache. */
+  private gen = 0;
 
   constructor(
     private readonly sb: Superblock,
@@ -176,7 +179,10 @@ export class InodeTableCache {
     if (c === undefined) return undefined;
     const from = (rel - c.first) * this.sb.blockSize;
     const to = from + count * this.sb.blockSize;
-    return to <= c.bytes.length ? c.bytes.subarray(from, to) : undefined;
+    if (to > c.bytes.length) return undefined;
+    // The borrower holds a view: a later write here patches a copy, not the borrower's bytes.
+    c.shared = true;
+    return c.bytes.subarray(from, to);
   }
 
   /**
@@ -185,7 +191,9 @@ export class InodeTableCache {
    * the chunks they cover whole are cached, as views of `bytes` (consecutive ones, so
    * they leave the cache together and keep no more of `bytes` alive than the budget).
    */
-  adopt(g: number, firstBlock: number, bytes: Uint8Array): void {
+  adopt(g: number, firstBlock: number, bytes: Uint8Array, readAt: number): void {
+    // A write since the read began (readAt: `generation` then) may have made them stale.
+    if (readAt !== this.gen) return;
     const bs = this.sb.blockSize;
     const used = usedTableBlocks(this.sb, this.gd(g));
     const endBlock = firstBlock + Math.floor(bytes.length / bs);
@@ -195,7 +203,7 @@ export class InodeTableCache {
       if (end > endBlock) break;
       const k = this.key(g, ci);
       if (this.pending.has(k) || this.chunks.get(k) !== undefined) continue;
-      this.chunks.set(k, { first, bytes: bytes.subarray((first - firstBlock) * bs, (end - firstBlock) * bs) });
+      this.chunks.set(k, { first, bytes: bytes.subarray((first - firstBlock) * bs, (end - firstBlock) * bs), shared: true });
     }
   }
 
@@ -214,14 +222,15 @@ export class InodeTableCache {
       const count = Math.min(this.chunkBlocks, used - first);
       const lent = this.lender?.(g, this.gd(g).bg_inode_table + first, count);
       if (lent !== undefined) {
-        const c = { first, bytes: lent };
+        const c: Chunk = { first, bytes: lent, shared: true };
         this.chunks.set(k, c);
         return Promise.resolve(c);
       }
+      const gen = this.gen;
       p = this.readBlocks(this.gd(g).bg_inode_table + first, count).then(
         (bytes) => {
-          const c = { first, bytes };
-          this.chunks.set(k, c);
+          const c: Chunk = { first, bytes, shared: false };
+          if (gen === this.gen) this.chunks.set(k, c);
           return c;
         },
         () => {
@@ -230,8 +239,40 @@ export class InodeTableCache {
         },
       );
       this.pending.set(k, p);
-      void p.finally(() => this.pending.delete(k));
+      const mine = p;
+      // A write clears pending; a newer read of the same chunk then owns the slot.
+      void p.finally(() => {
+        if (this.pending.get(k) === mine) this.pending.delete(k);
+      });
     }
     return p;
+  }
+
+  /**
+   * Keeps the cache equal to the device after the writer wrote the inode at `loc`: a
+   * cached chunk holding it is patched in place; reads still in flight are forgotten, so
+   * later reads start afresh.
+   */
+  noteInodeWrite(loc: InodeLocation, bytes: Uint8Array): void {
+    this.gen++;
+    this.pending.clear();
+    // This device no longer holds what a lender's "unchanged" promised.
+    this.lender = undefined;
+    const k = this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks));
+    let c = this.chunks.peek(k);
+    if (c === undefined) return;
+    const at = this.blockIn(c, loc);
+    if (at === undefined) return;
+    if (c.shared) {
+      // Patching shared bytes would change another cache (or a scan's buffer): patch a copy.
+      c = { first: c.first, bytes: c.bytes.slice(), shared: false };
+      this.chunks.set(k, c);
+    }
+    c.bytes.set(bytes, at.offset + loc.within);
+  }
+
+  /** Counts writes (noteInodeWrite): bytes read before a change of it may be stale and must not be adopted. */
+  get generation(): number {
+    return this.gen;
   }
 }

@@ -3,6 +3,7 @@
  * sorted [start, length, owner] runs in typed arrays (about 30 bytes per run), queried
  * by binary search, so a filesystem's map costs O(extents), not O(blocks).
  */
+import { BlockRuns } from '../BlockRuns.js';
 
 /** What a block is used for. */
 export type OwnerKind =
@@ -138,6 +139,7 @@ export class OwnershipBuilder {
 export class BlockOwnership {
   /** Blocks claimed by more than one run (non-zero only on a corrupt filesystem). */
   readonly overlappingBlocks: number;
+  private readonly free: BlockRuns;
 
   constructor(
     private readonly starts: Float64Array,
@@ -149,6 +151,7 @@ export class BlockOwnership {
     readonly freeRuns: ReadonlyArray<readonly [number, number]>,
     readonly blocksCount: number,
   ) {
+    this.free = new BlockRuns(freeRuns);
     let overlap = 0;
     let maxEnd = 0;
     for (let i = 0; i < starts.length; i++) {
@@ -207,15 +210,6 @@ export class BlockOwnership {
 
   /** Whether the block bitmaps mark `blockNo` free. */
   isFree(blockNo: number): boolean {
-    let lo = 0;
-    let hi = this.freeRuns.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const [s, l] = this.freeRuns[mid]!;
-      if (blockNo < s) hi = mid - 1;
-      else if (blockNo >= s + l) lo = mid + 1;
-      else return true;
-    }
-    return false;
+    return this.free.has(blockNo);
   }
 }

@@ -2,7 +2,7 @@
  * The ext4 superblock (ext4 doc, super.rst): decoded at the spec's offsets, validated
  * before any field is used (magic, sizes, counts, feature bits, checksum).
  */
-import { UnsupportedError } from '../../errors.js';
+import { InternalError, UnsupportedError } from '../../errors.js';
 import { ext4Crc32c } from './checksums.js';
 import { checkChecksum, fsReader, type Ext4Context } from './context.js';
 import {
@@ -74,6 +74,10 @@ export interface Superblock {
   readonly s_encoding: number;
   readonly s_orphan_file_inum: number;
   readonly s_checksum: number;
+  /** s_kbytes_written: KiB written over the filesystem's lifetime. */
+  readonly s_kbytes_written: number;
+  /** The 1024 bytes as read (a copy): what encodeSuperblock keeps of the fields not modelled here. */
+  readonly raw: Uint8Array;
   /** Derived: bytes per block. */
   readonly blockSize: number;
   /** Derived: number of block groups. */
@@ -241,8 +245,9 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
     s_blocks_per_group,
     s_clusters_per_group: r.u32le(0x24),
     s_inodes_per_group,
-    s_mtime: r.u32le(0x2c),
-    s_wtime: r.u32le(0x30),
+    // super.rst: s_mtime_hi/s_wtime_hi/s_mkfs_time_hi extend the times past 2038.
+    s_mtime: r.u32le(0x2c) + r.u8(0x275) * 2 ** 32,
+    s_wtime: r.u32le(0x30) + r.u8(0x274) * 2 ** 32,
     s_magic,
     s_state: r.u16le(0x3a),
     s_errors: r.u16le(0x3c),
@@ -265,7 +270,7 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
     s_def_hash_version: r.u8(0xfc),
     s_desc_size,
     s_first_meta_bg,
-    s_mkfs_time: r.u32le(0x108),
+    s_mkfs_time: r.u32le(0x108) + r.u8(0x276) * 2 ** 32,
     s_min_extra_isize: r.u16le(0x15c),
     s_want_extra_isize: r.u16le(0x15e),
     s_flags: r.u32le(0x160),
@@ -276,6 +281,8 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
     s_encoding: r.u16le(0x27c),
     s_orphan_file_inum: r.u32le(0x280),
     s_checksum,
+    s_kbytes_written: r.u32le(0x178) + r.u32le(0x17c) * 2 ** 32,
+    raw: bytes.slice(0, EXT4_SUPERBLOCK_SIZE),
     blockSize,
     groupCount,
     descSize,
@@ -286,4 +293,75 @@ export function decodeSuperblock(bytes: Uint8Array, ctx: Ext4Context): Superbloc
 /** Computes the metadata_csum superblock checksum of 1024 superblock bytes (for writers and tests). */
 export function superblockChecksum(bytes: Uint8Array): number {
   return ext4Crc32c(0xffffffff, bytes.subarray(0, 0x3fc));
+}
+
+/** The superblock fields a writer changes; encodeSuperblock writes these and keeps every other byte of `raw`. */
+export type WritableSuperblockFields = Pick<
+  Superblock,
+  | 's_free_blocks_count'
+  | 's_free_inodes_count'
+  | 's_mtime'
+  | 's_wtime'
+  | 's_state'
+  | 's_errors'
+  | 's_block_group_nr'
+  | 's_feature_compat'
+  | 's_feature_incompat'
+  | 's_feature_ro_compat'
+  | 's_last_orphan'
+  | 's_flags'
+  | 's_kbytes_written'
+>;
+
+/**
+ * The 1024 superblock bytes (ext4 doc, super.rst): `sb.raw` with the fields a writer
+ * changes (WritableSuperblockFields: free counts, times, state, errors, group number,
+ * feature flags, orphan list head, flags, KiB written) written from `sb`, and the crc32c
+ * s_checksum set when metadata_csum is on. Every other byte is kept. Throws InternalError
+ * for a value the field cannot hold (a caller's bug).
+ */
+export function encodeSuperblock(sb: Superblock): Uint8Array {
+  const out = sb.raw.slice(0, EXT4_SUPERBLOCK_SIZE);
+  const v = new DataView(out.buffer);
+  const is64 = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_64BIT) !== 0;
+  const check = (field: string, x: number, max: number): number => {
+    if (!Number.isSafeInteger(x) || x < 0 || x > max) throw new InternalError('superblock field out of range for encoding', { structure: 'ext4.superblock', field, actual: x, expected: `0..${max}` });
+    return x;
+  };
+  const free = check('s_free_blocks_count', sb.s_free_blocks_count, is64 ? 2 ** 53 - 1 : 2 ** 32 - 1);
+  v.setUint32(0x0c, free % 2 ** 32, true);
+  if (is64) v.setUint32(0x158, Math.floor(free / 2 ** 32), true);
+  v.setUint32(0x10, check('s_free_inodes_count', sb.s_free_inodes_count, 2 ** 32 - 1), true);
+  const time = (field: string, t: number, lo: number, hi: number): void => {
+    check(field, t, 2 ** 40 - 1);
+    v.setUint32(lo, t % 2 ** 32, true);
+    out[hi] = Math.floor(t / 2 ** 32);
+  };
+  time('s_mtime', sb.s_mtime, 0x2c, 0x275);
+  time('s_wtime', sb.s_wtime, 0x30, 0x274);
+  v.setUint16(0x3a, check('s_state', sb.s_state, 0xffff), true);
+  v.setUint16(0x3c, check('s_errors', sb.s_errors, 0xffff), true);
+  v.setUint16(0x5a, check('s_block_group_nr', sb.s_block_group_nr, 0xffff), true);
+  v.setUint32(0x5c, check('s_feature_compat', sb.s_feature_compat, 2 ** 32 - 1), true);
+  v.setUint32(0x60, check('s_feature_incompat', sb.s_feature_incompat, 2 ** 32 - 1), true);
+  v.setUint32(0x64, check('s_feature_ro_compat', sb.s_feature_ro_compat, 2 ** 32 - 1), true);
+  v.setUint32(0xe8, check('s_last_orphan', sb.s_last_orphan, 2 ** 32 - 1), true);
+  v.setUint32(0x160, check('s_flags', sb.s_flags, 2 ** 32 - 1), true);
+  const kib = check('s_kbytes_written', sb.s_kbytes_written, 2 ** 53 - 1);
+  v.setUint32(0x178, kib % 2 ** 32, true);
+  v.setUint32(0x17c, Math.floor(kib / 2 ** 32), true);
+  if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) v.setUint32(0x3fc, superblockChecksum(out), true);
+  return out;
+}
+
+/**
+ * The backup copy of the superblock that group `group` holds (groupHasSuper): the
+ * primary's bytes with s_block_group_nr = group and its own checksum, as e2fsprogs'
+ * ext2fs_flush writes the copies. e2fsck never checks backups under -n, and otherwise
+ * compares only the first one's feature flags, block and inode counts and UUID with the
+ * primary (check_backup_super_block), so stale free counts in backups are normal; a
+ * writer must rewrite the backups when it changes features or geometry.
+ */
+export function encodeBackupSuperblock(sb: Superblock, group: number): Uint8Array {
+  return encodeSuperblock({ ...sb, s_block_group_nr: group });
 }

@@ -1,7 +1,8 @@
 /**
- * A set of block numbers kept as sorted, disjoint [start, count] runs: what changed,
- * what is explained, what is left. Memory is O(runs), never O(blocks), so a set
- * covering a whole disk costs one entry.
+ * A set of block (or inode) numbers kept as sorted, disjoint [start, count] runs: what
+ * changed, what is explained, what is in use, what is free. Memory is O(runs), never
+ * O(blocks), so a set covering a whole disk costs one entry. Immutable: the set
+ * operations return new sets.
  */
 
 /** A run of `count` blocks from block `start`. */
@@ -36,6 +37,11 @@ export class BlockRuns {
       runs.push([first, end - first]);
     }
     return new BlockRuns(runs);
+  }
+
+  /** The run [start, start+count) alone. */
+  static range(start: number, count: number): BlockRuns {
+    return new BlockRuns([[start, count]]);
   }
 
   get runCount(): number {
@@ -93,6 +99,13 @@ export class BlockRuns {
     }
   }
 
+  /** How many blocks of [start, start+count) are in the set. */
+  countIn(start: number, count: number): number {
+    let n = 0;
+    for (const [, c] of this.intersect(start, count)) n += c;
+    return n;
+  }
+
   /** Whether any block of [start, start+count) is in the set. */
   overlaps(start: number, count: number): boolean {
     return !this.intersect(start, count).next().done;
@@ -115,5 +128,49 @@ export class BlockRuns {
   /** This set and `other` together. */
   union(other: BlockRuns): BlockRuns {
     return new BlockRuns([...this.runs(), ...other.runs()]);
+  }
+
+  /** The blocks in both this set and `other`. */
+  intersection(other: BlockRuns): BlockRuns {
+    const out: BlockRun[] = [];
+    // Walk the set with fewer runs, searching the other.
+    const [small, big] = this.runCount <= other.runCount ? [this, other] : [other, this];
+    for (const [s, c] of small.runs()) for (const r of big.intersect(s, c)) out.push(r);
+    return new BlockRuns(out);
+  }
+
+  /** The blocks of [start, start+count) that are not in the set (the free runs of a used-set). */
+  gapsIn(start: number, count: number): BlockRuns {
+    return BlockRuns.range(start, count).minus(this);
+  }
+
+  /**
+   * The first block b >= `goal` such that all of [b, b+length) is in the set, or undefined
+   * (an allocator's search of a free-set: the first fitting run at or after the goal).
+   */
+  firstRunAt(goal: number, length: number): number | undefined {
+    if (length <= 0) return goal;
+    for (let i = Math.max(0, this.floor(goal)); i < this.starts.length; i++) {
+      const b = Math.max(goal, this.starts[i]!);
+      if (this.ends[i]! - b >= length) return b;
+    }
+    return undefined;
+  }
+
+  /**
+   * The first block b >= `goal` such that none of [b, b+length) is in the set and
+   * b+length <= `end`, or undefined (the same search over a used-set).
+   */
+  firstGapAt(goal: number, length: number, end: number): number | undefined {
+    if (length <= 0) return goal <= end ? goal : undefined;
+    let b = goal;
+    let i = this.floor(goal);
+    if (i >= 0 && b < this.ends[i]!) b = this.ends[i]!;
+    for (i++; ; i++) {
+      const next = i < this.starts.length ? this.starts[i]! : Infinity;
+      if (Math.min(next, end) - b >= length) return b;
+      if (next >= end) return undefined;
+      b = Math.max(b, this.ends[i]!);
+    }
   }
 }

@@ -1,0 +1,262 @@
+/**
+ * `imgdedup apply BASE UPDATES -o OUT`: applies an update (a directory tree with OCI
+ * whiteouts, or tar layers) to the root ext4 filesystem of BASE and writes OUT, a
+ * complete image in BASE's format or, with `overlay`, an overlay on BASE holding only
+ * the blocks that changed. BASE is never written: the writer works in a copy-on-write
+ * layer over it, and OUT is emitted from that layer, atomically.
+ */
+import { basename, dirname, relative, resolve } from 'node:path';
+import { checkOutputPath } from '../diskimage/AtomicOutput.js';
+import type { BlockDevice } from '../diskimage/BlockDevice.js';
+import { CowDevice } from '../diskimage/cow/CowDevice.js';
+import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
+import type { ImageWriter } from '../diskimage/ImageWriter.js';
+import { openChain, type ImageChain } from '../diskimage/openChain.js';
+import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
+import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
+import { RawWriter } from '../diskimage/raw/RawWriter.js';
+import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
+import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
+import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
+import { UnsupportedError, UsageError } from '../errors.js';
+import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
+import type { AllocConstraints } from '../fs/ext4/allocator.js';
+import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { compareBytes } from '../fs/ext4/names.js';
+import { nameFields, quoteName } from '../ui/quoteName.js';
+import { openUpdateSource } from '../updates/openUpdateSource.js';
+
+export interface ApplyOptions {
+  readonly base: string;
+  readonly updates: string;
+  /** OUT (may be omitted with dryRun). */
+  readonly output?: string;
+  /** Write OUT as an overlay on BASE (relative backing name) instead of a complete image. */
+  readonly overlay?: boolean;
+  /** The partition (Linux numbering) holding the filesystem to update. */
+  readonly partition?: number;
+  /** Do everything but write OUT. */
+  readonly dryRun?: boolean;
+  readonly force?: boolean;
+  /** Blocks and inode numbers the writer must not allocate (the rebase's fleet-aware allocation). */
+  readonly constraints?: AllocConstraints;
+  /** Time given to changed objects that the update gives none (default now). */
+  readonly now?: { sec: number; nsec: number };
+  readonly onProgress?: (stage: 'apply' | 'write', done: number, total: number) => void;
+}
+
+export interface ApplyResult {
+  readonly base: string;
+  readonly updates: string;
+  readonly updateKind: 'tree' | 'tar-layers';
+  readonly output: string | null;
+  readonly format: 'qcow2' | 'vmdk' | 'raw';
+  readonly overlay: boolean;
+  readonly dryRun: boolean;
+  readonly partition: number | null;
+  readonly blockSize: number;
+  readonly added: number;
+  readonly replaced: number;
+  readonly deleted: number;
+  readonly bytesWritten: number;
+  /** Blocks the update needs (estimate before writing) and blocks free before it. */
+  readonly spaceNeededBytes: number;
+  readonly spaceFreeBytes: number;
+  readonly blocksAllocated: number;
+  readonly blocksFreed: number;
+  readonly inodesAllocated: number;
+  readonly inodesFreed: number;
+  /** Guest bytes of the disk the filesystem changes touch (what an overlay holds). */
+  readonly changedBytes: number;
+  /** Size of OUT on the host (null with dryRun). */
+  readonly fileSize: number | null;
+  readonly changes: readonly PathChange[];
+  readonly warnings: readonly string[];
+  readonly seconds: number;
+}
+
+/** The filesystem to update: where it lies on the disk. */
+interface Target {
+  readonly partition: number | null;
+  readonly start: number;
+  readonly length: number;
+}
+
+const OS_RELEASE = new TextEncoder().encode('/etc/os-release');
+
+/**
+ * The root ext4 filesystem of `disk`: the partition asked for, the only ext filesystem,
+ * or the one holding /etc/os-release. Throws USAGE (no such partition, several
+ * candidates and none or many hold /etc/os-release), UNSUPPORTED_FORMAT (no ext4).
+ */
+export async function selectRootFilesystem(disk: BlockDevice, file: string, partition: number | undefined): Promise<Target> {
+  const table = await readPartitionTable(disk, { file });
+  if (partition !== undefined) {
+    const p = table.partitions.find((x) => x.index === partition);
+    if (p === undefined) throw new UsageError(`no partition ${partition} (partitions: ${table.partitions.map((x) => x.index).join(', ') || 'none'})`, { file });
+    const fs = await detectFilesystem(p.device());
+    if (!isExtFilesystem(fs)) throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, deviceOffset: p.startBytes, detail: `partition ${p.index} holds ${fs ?? 'no recognised filesystem'}; apply writes ext4 filesystems only` });
+    return { partition: p.index, start: p.startBytes, length: p.lengthBytes };
+  }
+  if (table.scheme === 'none' || table.partitions.length === 0) {
+    const fs = await detectFilesystem(disk);
+    if (!isExtFilesystem(fs)) throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, detail: `the disk holds ${fs ?? 'no recognised filesystem'}; apply writes ext4 filesystems only` });
+    return { partition: null, start: 0, length: disk.size };
+  }
+  const candidates: Target[] = [];
+  for (const p of table.partitions) {
+    if (p.kind === 'extended') continue;
+    if (isExtFilesystem(await detectFilesystem(p.device()))) candidates.push({ partition: p.index, start: p.startBytes, length: p.lengthBytes });
+  }
+  if (candidates.length === 1) return candidates[0]!;
+  if (candidates.length === 0) throw new UnsupportedError('UNSUPPORTED_FORMAT', { file, detail: 'no partition holds an ext4 filesystem, which is what apply writes' });
+  const roots: Target[] = [];
+  for (const c of candidates) {
+    const fs = await Ext4Fs.open(new SliceDevice(disk, c.start, c.length, { file }), { file: `${file}:${c.partition}` });
+    if ((await fs.lookup(OS_RELEASE)) !== undefined) roots.push(c);
+  }
+  if (roots.length === 1) return roots[0]!;
+  throw new UsageError(
+    `several partitions hold ext filesystems (${candidates.map((c) => c.partition).join(', ')}) and ${roots.length === 0 ? 'none' : 'more than one'} holds /etc/os-release; name one with --partition N`,
+    { file },
+  );
+}
+
+/** The writer for OUT: BASE's format, complete, or an overlay on BASE at filesystem-block granularity. */
+async function outputWriter(chain: ImageChain, base: string, output: string, overlay: boolean, blockSize: number, force: boolean): Promise<{ writer: ImageWriter; format: ApplyResult['format'] }> {
+  const top = chain.layers[0]!;
+  const size = chain.device.size;
+  const over = force ? { overwrite: true } : {};
+  const backingName = relative(dirname(resolve(output)), resolve(base)) || basename(base);
+  if (top instanceof VmdkImage) {
+    const writer = await VmdkImageWriter.create(output, size, { grainSizeSectors: 8, ...(overlay ? { parent: { fileNameHint: backingName, cid: top.cid } } : {}), ...over });
+    return { writer, format: 'vmdk' };
+  }
+  if (top.format === 'raw' && !overlay) return { writer: await RawWriter.create(output, { size, unitSize: 65536, ...over }), format: 'raw' };
+  // qcow2: a complete image with 64 KiB clusters; an overlay (also on a raw BASE) with clusters of one filesystem block.
+  const writer = await Qcow2Writer.create(output, {
+    size,
+    clusterSize: overlay ? Math.max(512, blockSize) : 65536,
+    extendedL2: false,
+    ...(overlay ? { backing: { name: backingName, format: top.format } } : {}),
+    ...over,
+  });
+  return { writer, format: 'qcow2' };
+}
+
+/**
+ * Applies UPDATES to BASE and writes OUT. Throws USAGE, UNSUPPORTED_FORMAT, OUTPUT_EXISTS,
+ * DIRTY_FILESYSTEM / WRITE_REFUSED (a filesystem the writer must not touch), NO_SPACE,
+ * BAD_UPDATE, and what reading the images throws. On failure nothing is left behind.
+ */
+export async function apply(options: ApplyOptions): Promise<ApplyResult> {
+  const started = performance.now();
+  if (!options.dryRun) {
+    if (options.output === undefined) throw new UsageError('give the output with -o OUT (or use --dry-run)');
+    if (resolve(options.output) === resolve(options.base)) throw new UsageError('the output cannot be BASE itself (BASE is never modified)', { file: options.output });
+    await checkOutputPath(options.output, options.force ? { overwrite: true } : {});
+  }
+  const source = await openUpdateSource(options.updates);
+  const chain = await openChain(options.base);
+  let cow: CowDevice | undefined;
+  let writer: ImageWriter | undefined;
+  try {
+    const target = await selectRootFilesystem(chain.device, options.base, options.partition);
+    cow = new CowDevice(chain.device);
+    const slice = new WritableSliceDevice(cow, target.start, target.length, { file: options.base });
+    const fileName = target.partition === null ? options.base : `${options.base}:${target.partition}`;
+    const fsWriter = await Ext4Writer.open(slice, {
+      file: fileName,
+      location: { diskStart: target.start, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' },
+      ...(options.constraints ? { constraints: options.constraints } : {}),
+      ...(options.now ? { now: options.now } : {}),
+    });
+    const space = await checkSpace(fsWriter, source, fileName);
+    const { summary, report } = await applyUpdate(fsWriter, source, { onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
+    let changedBytes = 0;
+    for await (const r of cow.dirtyRanges()) changedBytes += r.length;
+    let fileSize: number | null = null;
+    let format: ApplyResult['format'] = chain.layers[0]! instanceof VmdkImage ? 'vmdk' : chain.layers[0]!.format === 'raw' && !options.overlay ? 'raw' : 'qcow2';
+    if (!options.dryRun) {
+      options.onProgress?.('write', 0, 1);
+      const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
+      writer = out.writer;
+      format = out.format;
+      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
+      await cow.emitTo(writer, { skipUnchanged: out.writer.hasBacking });
+      options.onProgress?.('write', 1, 1);
+      fileSize = (await writer.commit()).fileSize;
+      writer = undefined;
+    }
+    return {
+      base: options.base,
+      updates: options.updates,
+      updateKind: source.kind,
+      output: options.dryRun ? null : options.output!,
+      format,
+      overlay: options.overlay ?? false,
+      dryRun: options.dryRun ?? false,
+      partition: target.partition,
+      blockSize: fsWriter.blockSize,
+      added: summary.added,
+      replaced: summary.replaced,
+      deleted: summary.deleted,
+      bytesWritten: summary.bytesWritten,
+      spaceNeededBytes: space.neededBytes,
+      spaceFreeBytes: space.freeBytes,
+      blocksAllocated: report.blocksAllocated.blockCount,
+      blocksFreed: report.blocksFreed.blockCount,
+      inodesAllocated: report.inodesAllocated.length,
+      inodesFreed: report.inodesFreed.length,
+      changedBytes,
+      fileSize,
+      changes: report.changes,
+      warnings: summary.warnings,
+      seconds: Math.round(performance.now() - started) / 1000,
+    };
+  } catch (err) {
+    await writer?.abort();
+    throw err;
+  } finally {
+    await cow?.close();
+    await chain.close();
+  }
+}
+
+/** One line per path changed: its first state against its last ("A", "M", "D"), in path byte order. */
+function netChanges(changes: readonly PathChange[]): Array<{ path: Uint8Array; status: 'A' | 'M' | 'D'; kind: string }> {
+  const first = new Map<string, PathChange>();
+  const last = new Map<string, PathChange>();
+  for (const c of changes) {
+    const k = Buffer.from(c.path).toString('latin1');
+    if (!first.has(k)) first.set(k, c);
+    last.set(k, c);
+  }
+  const out: Array<{ path: Uint8Array; status: 'A' | 'M' | 'D'; kind: string }> = [];
+  for (const [k, f] of first) {
+    const l = last.get(k)!;
+    if (f.before === null && l.after === null) continue;
+    const status = f.before === null ? 'A' : l.after === null ? 'D' : 'M';
+    out.push({ path: f.path, status, kind: (l.after ?? f.before)!.kind });
+  }
+  return out.sort((a, b) => compareBytes(a.path, b.path));
+}
+
+/** The result as JSON: paths in display form (with base64 bytes where quoting was needed). */
+export function applyJson(r: ApplyResult): unknown {
+  const { changes, ...rest } = r;
+  return { ...rest, changes: netChanges(changes).map((c) => ({ status: c.status, kind: c.kind, ...nameFields('path', c.path) })) };
+}
+
+/** Human summary: with dryRun the changed paths first, then totals and the output. */
+export function formatApply(r: ApplyResult): string {
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  const lines: string[] = [];
+  if (r.dryRun) for (const c of netChanges(r.changes)) lines.push(`${c.status} ${quoteName(c.path)}`);
+  const where = r.partition !== null ? ` (partition ${r.partition})` : '';
+  lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted; ${mib(r.bytesWritten)} of file content`);
+  lines.push(`space: ${mib(r.spaceNeededBytes)} needed, ${mib(r.spaceFreeBytes)} free before; ${r.blocksAllocated} blocks allocated, ${r.blocksFreed} freed`);
+  if (r.output !== null) lines.push(`output: ${r.output} (${r.overlay ? `${r.format} overlay on ${r.base}` : `complete ${r.format} image`}, ${mib(r.fileSize ?? 0)}; ${mib(r.changedBytes)} of the disk changed) in ${r.seconds.toFixed(2)} s`);
+  return lines.join('\n');
+}

@@ -1,0 +1,430 @@
+/**
+ * `imgdedup rebase BASE UPDATES [CLIENT...] -o DIR`: applies the update once (T, with the
+ * fleet-aware allocator: blocks and inode numbers free in BASE and in every client),
+ * flattens T into the new base, and rebases every client onto it (DESIGN.md): per client
+ * the three-way merge of its root filesystem (dedup/mergeClient.ts), every other region
+ * taken from the client (the update changes only the root filesystem, so the per-block
+ * rule gives the client's blocks there), and an overlay on the new base holding only
+ * what differs from it. Inputs are never modified; outputs are written into a staging
+ * directory inside DIR and renamed into DIR only when all of them are complete.
+ */
+import { mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { BlockDevice } from '../diskimage/BlockDevice.js';
+import { CowDevice } from '../diskimage/cow/CowDevice.js';
+import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
+import type { ImageWriter } from '../diskimage/ImageWriter.js';
+import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
+import { openImage } from '../diskimage/openImage.js';
+import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
+import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
+import { RawWriter } from '../diskimage/raw/RawWriter.js';
+import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
+import { registerTempFile, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
+import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
+import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
+import { diffDisks } from '../blockdiff/diffDisk.js';
+import { BlockRuns } from '../fs/BlockRuns.js';
+import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
+import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/mergeClient.js';
+import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { openUpdateSource } from '../updates/openUpdateSource.js';
+import { selectRootFilesystem } from './apply.js';
+import { sideOf } from './diff.js';
+
+export interface RebaseOptions {
+  readonly base: string;
+  readonly updates: string;
+  /** Clients to rebase; default: every qcow2/VMDK in BASE's directory whose backing file is BASE. */
+  readonly clients?: readonly string[];
+  /** Output directory (default ./rebased). */
+  readonly outDir?: string;
+  readonly conflict?: ConflictPolicy;
+  readonly partition?: number;
+  readonly dryRun?: boolean;
+  readonly verify?: boolean;
+  readonly onProgress?: (stage: string, done: number, total: number) => void;
+}
+
+export interface ClientReport {
+  readonly client: string;
+  readonly output: string | null;
+  readonly format: 'qcow2' | 'vmdk';
+  /** Paths the update changed that this client now has as the update has them. */
+  readonly filesUpdated: number;
+  /** Paths the client changed that keep the client's version. */
+  readonly filesKept: number;
+  readonly conflicts: ReadonlyArray<{ readonly path: string; readonly kept: 'client' | 'update' }>;
+  readonly blocksRelocated: number;
+  /** Bytes the client's own layers stored before (file sizes), and its new overlay's file size (dry run: the bytes it will hold). */
+  readonly overlayBytesBefore: number;
+  readonly overlayBytesAfter: number;
+}
+
+export interface RebaseResult {
+  readonly base: string;
+  readonly updates: string;
+  readonly outDir: string;
+  readonly newBase: string | null;
+  readonly newBaseBytes: number;
+  readonly dryRun: boolean;
+  readonly partition: number | null;
+  readonly update: { readonly added: number; readonly replaced: number; readonly deleted: number; readonly bytesWritten: number };
+  readonly clients: readonly ClientReport[];
+  readonly totals: { readonly overlayBytesBefore: number; readonly overlayBytesAfter: number; readonly conflicts: number; readonly blocksRelocated: number };
+  readonly verified: boolean;
+  readonly warnings: readonly string[];
+  readonly seconds: number;
+}
+
+const IMAGE_NAME = /\.(qcow2|vmdk)$/i;
+
+/** Every qcow2/VMDK file in BASE's directory whose backing file is BASE itself. */
+async function discoverClients(base: string): Promise<string[]> {
+  const dir = dirname(resolve(base));
+  const real = await realpath(base);
+  const out: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const p = join(dir, name);
+    if (!IMAGE_NAME.test(name) || p === resolve(base)) continue;
+    const img = await openImage(p).catch(() => undefined);
+    if (img === undefined) continue;
+    try {
+      if (img.backing !== undefined && (await realpath(resolveBackingPath(p, img.backing.name)).catch(() => '')) === real) out.push(p);
+    } finally {
+      await img.close();
+    }
+  }
+  return out;
+}
+
+function sameTable(a: PartitionTable, b: PartitionTable): boolean {
+  const key = (t: PartitionTable) => JSON.stringify([t.scheme, t.partitions.map((p) => [p.index, p.startBytes, p.lengthBytes])]);
+  return key(a) === key(b);
+}
+
+/** Clean-state check of every ext filesystem of a client: DIRTY_FILESYSTEM naming the client. */
+async function requireClean(name: string, disk: BlockDevice, table: PartitionTable): Promise<void> {
+  const places = table.scheme === 'none' || table.partitions.length === 0 ? [{ label: 'the disk', start: 0, length: disk.size }] : table.partitions.filter((p) => p.kind !== 'extended').map((p) => ({ label: `partition ${p.index}`, start: p.startBytes, length: p.lengthBytes }));
+  for (const pl of places) {
+    const dev = new SliceDevice(disk, pl.start, pl.length, { file: name });
+    if (!isExtFilesystem(await detectFilesystem(dev))) continue;
+    const fs = await Ext4Fs.open(dev, { file: name });
+    const dirty = await fs.writeRefusal();
+    if (dirty !== undefined) {
+      throw new RefusedError('DIRTY_FILESYSTEM', { file: name, structure: `ext4 (${pl.label})`, state: dirty.state, detail: `client ${name}: ${dirty.reason}: shut the VM down cleanly or fsck it` });
+    }
+  }
+}
+
+/** The layers of a client's chain above BASE; throws if the chain does not reach BASE. */
+async function ownLayers(client: ImageChain, name: string, baseReal: string): Promise<ImageChain['layers']> {
+  const reals = await Promise.all(client.layers.map((l) => realpath(l.path).catch(() => l.path)));
+  const at = reals.indexOf(baseReal);
+  if (at <= 0) throw new RefusedError('WRONG_BASE', { file: name, detail: `client ${name} is not an overlay on the base (its chain: ${client.layers.map((l) => l.path).join(' -> ')})` });
+  return client.layers.slice(0, at);
+}
+
+async function writerFor(format: 'qcow2' | 'vmdk' | 'raw', path: string, size: number, opts: { backing?: { name: string; format: string; cid?: number }; clusterSize?: number }): Promise<ImageWriter> {
+  if (format === 'vmdk') {
+    return VmdkImageWriter.create(path, size, { grainSizeSectors: 8, ...(opts.backing ? { parent: { fileNameHint: opts.backing.name, cid: opts.backing.cid ?? 0 } } : {}) });
+  }
+  if (format === 'raw') return RawWriter.create(path, { size, unitSize: 65536 });
+  return Qcow2Writer.create(path, { size, clusterSize: opts.clusterSize ?? 65536, extendedL2: false, ...(opts.backing ? { backing: { name: opts.backing.name, format: opts.backing.format } } : {}) });
+}
+
+/**
+ * Rebases the clients. Throws USAGE, OUTPUT_EXISTS, DIRTY_FILESYSTEM (a client's or the
+ * base's filesystem is not clean), SIZE_MISMATCH (a client not on BASE, a partition table
+ * that differs), MERGE_CONFLICT (`fail`), NO_SPACE, BAD_UPDATE, VERIFY_FAILED (outputs left,
+ * named), and what reading the images throws. Before anything is written every input is
+ * validated; on failure DIR holds no new file.
+ */
+export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
+  const started = performance.now();
+  const conflict = options.conflict ?? 'keep-client';
+  const outDir = options.outDir ?? 'rebased';
+  const warnings: string[] = [];
+  const baseReal = await realpath(options.base).catch((err: unknown) => Promise.reject(wrapIoError(err, options.base, 'open')));
+  const clientNames = options.clients && options.clients.length > 0 ? [...options.clients] : await discoverClients(options.base);
+  if (clientNames.length === 0) warnings.push(`no client found (no qcow2/VMDK in ${dirname(resolve(options.base))} has ${basename(options.base)} as its backing file): only the new base is written`);
+  const outputs = [basename(options.base), ...clientNames.map((c) => basename(c))];
+  const dupes = outputs.filter((n, i) => outputs.indexOf(n) !== i);
+  if (dupes.length > 0) throw new UsageError(`two inputs have the same file name (${dupes[0]}): their outputs would collide in ${outDir}`);
+  if (!options.dryRun) {
+    for (const n of outputs) {
+      const st = await stat(join(outDir, n)).catch(() => undefined);
+      if (st !== undefined) throw new RefusedError('OUTPUT_EXISTS', { file: join(outDir, n), detail: 'output exists; rebase never replaces files (choose another -o DIR)' });
+    }
+  }
+  const source = await openUpdateSource(options.updates);
+  const base = await openChain(options.base);
+  const clients: Array<{ name: string; chain: ImageChain; own: ImageChain['layers'] }> = [];
+  const staging = join(outDir, `.imgdedup-rebase-${process.pid}`);
+  const staged: string[] = [];
+  try {
+    // 1. Validate every input before writing anything.
+    const baseTable = await readPartitionTable(base.device, { file: options.base });
+    const target = await selectRootFilesystem(base.device, options.base, options.partition);
+    const rootName = (n: string) => (target.partition === null ? n : `${n}:${target.partition}`);
+    const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
+    await requireClean(options.base, base.device, baseTable);
+    for (const name of clientNames) {
+      const chain = await openChain(name);
+      clients.push({ name, chain, own: [] });
+      const own = await ownLayers(chain, name, baseReal);
+      clients[clients.length - 1] = { name, chain, own };
+      if (chain.device.size !== base.device.size) throw new RefusedError('SIZE_MISMATCH', { file: name, detail: `client ${name} is ${chain.device.size} bytes, the base ${base.device.size}` });
+      const table = await readPartitionTable(chain.device, { file: name });
+      if (!sameTable(table, baseTable)) throw new RefusedError('SIZE_MISMATCH', { file: name, detail: `the partition table of client ${name} differs from the base's` });
+      await requireClean(name, chain.device, table);
+    }
+    // 2. T: the update applied once, avoiding every block and inode any client uses.
+    options.onProgress?.('apply', 0, 1);
+    let avoidBlocks = new BlockRuns();
+    let avoidInodes = new BlockRuns();
+    const clientRoots = new Map<string, Ext4Fs>();
+    for (const c of clients) {
+      const fs = await Ext4Fs.open(new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }), { file: rootName(c.name) });
+      clientRoots.set(c.name, fs);
+      avoidBlocks = avoidBlocks.union(await fs.layout.usedBlocks());
+      avoidInodes = avoidInodes.union(await fs.layout.usedInodes());
+    }
+    const cowT = new CowDevice(base.device);
+    try {
+      const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
+      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
+      await checkSpace(tWriter, source, rootName(options.base));
+      const { summary } = await applyUpdate(tWriter, source);
+      warnings.push(...summary.warnings);
+      const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
+      const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)` });
+      options.onProgress?.('apply', 1, 1);
+      // 3. The new base: T, complete, in BASE's format.
+      const baseTop = base.layers[0]!;
+      const baseFormat = baseTop instanceof VmdkImage ? 'vmdk' : (baseTop.format as 'qcow2' | 'raw');
+      let newBaseBytes = 0;
+      let newBaseCid: number | undefined;
+      const newBasePath = join(staging, basename(options.base));
+      if (!options.dryRun) {
+        await mkdir(staging, { recursive: true });
+        options.onProgress?.('new base', 0, 1);
+        const w = await writerFor(baseFormat, newBasePath, base.device.size, {});
+        try {
+          await cowT.emitTo(w);
+          newBaseBytes = (await w.commit()).fileSize;
+        } catch (err) {
+          await w.abort();
+          throw err;
+        }
+        staged.push(newBasePath);
+        registerTempFile(newBasePath);
+        if (baseFormat === 'vmdk') {
+          const img = await openImage(newBasePath);
+          newBaseCid = (img as VmdkImage).cid;
+          await img.close();
+        }
+        options.onProgress?.('new base', 1, 1);
+      }
+      const updateChanged = summary.added + summary.replaced + summary.deleted;
+      let tOwners: Promise<BlockOwnership> | undefined;
+      const updatedOwnership = (): Promise<BlockOwnership> => (tOwners ??= tFs.blockOwnership());
+      // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
+      const reports: ClientReport[] = [];
+      let k = 0;
+      for (const c of clients) {
+        options.onProgress?.('clients', k++, clients.length);
+        const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
+        const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
+        const cFs = clientRoots.get(c.name)!;
+        const cowM = new CowDevice(cowT);
+        try {
+          const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
+          const clientUsedBlocks = await cFs.layout.usedBlocks();
+          const clientUsedInodes = await cFs.layout.usedInodes();
+          const mWriter = await Ext4Writer.open(mRoot, { file: rootName(c.name), constraints: { avoidBlocks: clientUsedBlocks, avoidInodes: clientUsedInodes } });
+          const merge = await mergeClient({
+            base: baseFs,
+            updated: tFs,
+            client: cFs,
+            clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
+            merged: mWriter,
+            mergedDevice: mRoot,
+            clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
+            conflict,
+            updatedOwnership,
+            name: c.name,
+          });
+          await mWriter.commit();
+          // Every other region: the client's own blocks (the update changed only the root filesystem).
+          for (const layer of c.own) {
+            for await (const e of layer.allocation()) {
+              const s = e.offset;
+              const end = e.offset + e.length;
+              const pieces: Array<[number, number]> = [];
+              if (s < target.start) pieces.push([s, Math.min(end, target.start)]);
+              if (end > target.start + target.length) pieces.push([Math.max(s, target.start + target.length), end]);
+              for (const [a, b] of pieces) for (let off = a; off < b; off += 1 << 20) await cowM.write(off, await c.chain.device.read(off, Math.min(1 << 20, b - off)));
+            }
+          }
+          const conflicts = merge.decisions.filter((d) => d.conflict).map((d: MergeDecision) => ({ path: new TextDecoder().decode(d.path), kept: d.result }));
+          const before = c.own.reduce((n, l) => n + l.fileSize, 0);
+          let after = 0;
+          let output: string | null = null;
+          const format = c.chain.layers[0] instanceof VmdkImage ? 'vmdk' : 'qcow2';
+          if (options.dryRun) {
+            // What the overlay would hold: the changed units, without writing them anywhere.
+            const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
+            await cowM.emitTo(counter, { skipUnchanged: true });
+            after = counter.bytes;
+          } else {
+            const outPath = join(staging, basename(c.name));
+            const w = await writerFor(format, outPath, c.chain.device.size, {
+              backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
+              clusterSize: Math.max(4096, cFs.blockSize),
+            });
+            try {
+              await cowM.emitTo(w, { skipUnchanged: true });
+              after = (await w.commit()).fileSize;
+            } catch (err) {
+              await w.abort();
+              throw err;
+            }
+            staged.push(outPath);
+            registerTempFile(outPath);
+            output = join(outDir, basename(c.name));
+          }
+          reports.push({
+            client: c.name,
+            output,
+            format,
+            filesUpdated: Math.max(0, updateChanged - conflicts.filter((x) => x.kept === 'client').length),
+            filesKept: merge.decisions.filter((d) => d.result === 'client').length,
+            conflicts,
+            blocksRelocated: merge.relocatedBlocks,
+            overlayBytesBefore: before,
+            overlayBytesAfter: after,
+          });
+        } finally {
+          await cowM.close();
+        }
+      }
+      options.onProgress?.('clients', clients.length, clients.length);
+      // 5. All complete: into DIR.
+      if (!options.dryRun) {
+        for (const p of staged) {
+          await rename(p, join(outDir, basename(p)));
+          unregisterTempFile(p);
+        }
+        await rm(staging, { recursive: true, force: true });
+      }
+      let verified = false;
+      if (options.verify && !options.dryRun) {
+        await verifyOutputs(join(outDir, basename(options.base)), reports.map((r) => r.output!), target);
+        verified = true;
+      }
+      return {
+        base: options.base,
+        updates: options.updates,
+        outDir,
+        newBase: options.dryRun ? null : join(outDir, basename(options.base)),
+        newBaseBytes,
+        dryRun: options.dryRun ?? false,
+        partition: target.partition,
+        update: { added: summary.added, replaced: summary.replaced, deleted: summary.deleted, bytesWritten: summary.bytesWritten },
+        clients: reports,
+        totals: {
+          overlayBytesBefore: reports.reduce((n, r) => n + r.overlayBytesBefore, 0),
+          overlayBytesAfter: reports.reduce((n, r) => n + r.overlayBytesAfter, 0),
+          conflicts: reports.reduce((n, r) => n + r.conflicts.length, 0),
+          blocksRelocated: reports.reduce((n, r) => n + r.blocksRelocated, 0),
+        },
+        verified,
+        warnings: [...base.warnings, ...warnings],
+        seconds: Math.round(performance.now() - started) / 1000,
+      };
+    } finally {
+      await cowT.close();
+    }
+  } catch (err) {
+    for (const p of staged) unregisterTempFile(p);
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  } finally {
+    for (const c of clients) await c.chain.close();
+    await base.close();
+  }
+}
+
+/**
+ * Reads every output back through its new chain: each root filesystem opens with every
+ * checksum verified, every directory and inode of it reads, and its bitmaps agree with
+ * the ownership the reader computes from the inodes. Throws VERIFY_FAILED naming the output.
+ */
+async function verifyOutputs(newBase: string, clients: readonly string[], target: { start: number; length: number; partition: number | null }): Promise<void> {
+  for (const out of [newBase, ...clients]) {
+    const chain = await openChain(out);
+    try {
+      const fs = await Ext4Fs.open(new SliceDevice(chain.device, target.start, target.length, { file: out }), { file: out });
+      for await (const e of fs.walk()) await fs.readInode(e.ino);
+      const own = await fs.blockOwnership();
+      const used = await fs.layout.usedBlocks();
+      for (const [s, n] of used.runs()) {
+        for (let b = s; b < s + n; b++) {
+          if (own.isFree(b)) throw new VerificationError({ file: out, structure: `ext4.block_bitmap`, detail: `block ${b} is marked in use but nothing owns it (outputs left in place for inspection)` });
+        }
+      }
+    } catch (err) {
+      if (err instanceof VerificationError) throw err;
+      throw new VerificationError({ file: out, detail: `reading the output back failed: ${err instanceof Error ? err.message : String(err)} (outputs left in place for inspection)` });
+    } finally {
+      await chain.close();
+    }
+  }
+}
+
+/** An overlay writer that only counts what it is given (a dry run's predicted overlay bytes). */
+class CountingWriter implements ImageWriter {
+  readonly hasBacking = true;
+  bytes = 0;
+  constructor(
+    readonly size: number,
+    readonly unitSize: number,
+  ) {}
+  get clusterSize(): number {
+    return this.unitSize;
+  }
+  async write(_offset: number, data: Uint8Array): Promise<void> {
+    this.bytes += data.length;
+  }
+  async writeZeros(_offset: number, length: number): Promise<void> {
+    this.bytes += length;
+  }
+  async commit(): Promise<{ path: string; fileSize: number; bytesWritten: number; clustersWritten: number }> {
+    return { path: '', fileSize: this.bytes, bytesWritten: this.bytes, clustersWritten: this.bytes / this.unitSize };
+  }
+  async abort(): Promise<void> {}
+}
+
+/** The result as JSON (already plain data). */
+export function rebaseJson(r: RebaseResult): unknown {
+  return r;
+}
+
+/** Human summary, like a deduplicating backup tool's statistics. */
+export function formatRebase(r: RebaseResult): string {
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  const lines: string[] = [];
+  lines.push(`${r.dryRun ? 'plan' : 'rebased'}: update ${r.updates} (${r.update.added} added, ${r.update.replaced} replaced, ${r.update.deleted} deleted)`);
+  if (r.newBase !== null) lines.push(`new base: ${r.newBase} (${mib(r.newBaseBytes)})`);
+  for (const c of r.clients) {
+    lines.push(
+      `  ${c.client}: ${c.filesUpdated} updated, ${c.filesKept} kept as the client's, ${c.conflicts.length} conflict(s), ${c.blocksRelocated} block(s) relocated; overlay ${mib(c.overlayBytesBefore)} -> ${mib(c.overlayBytesAfter)}${r.dryRun ? ' (predicted)' : ''}`,
+    );
+    for (const x of c.conflicts) lines.push(`    conflict ${x.path}: kept the ${x.kept}'s version`);
+  }
+  lines.push(`total stored in overlays: ${mib(r.totals.overlayBytesBefore)} -> ${mib(r.totals.overlayBytesAfter)}${r.verified ? '; outputs verified' : ''} (${r.seconds.toFixed(1)} s)`);
+  return lines.join('\n');
+}

@@ -1,0 +1,200 @@
+/**
+ * The rebase of one client's root filesystem, as a replay (DESIGN.md, "Constructing a
+ * rebased client"): the merged client M starts as a copy-on-write layer on T (the base
+ * with the update applied), and each path the client changed is decided by the
+ * three-way rule over B (base), T and C (client). Where the result is the client's, it
+ * is written into M keeping the client's inode number and physical blocks (`point`:
+ * the client's data is already in those blocks, so M's overlay on T stores the client's
+ * own blocks at the same offsets); where it is the update's, M already has it. A client
+ * block that T uses after all (the fleet-aware allocation ran short, or the client was
+ * not known when T was built) is moved out of the way first (`relocate`).
+ */
+import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';
+import { ConflictError } from '../errors.js';
+import type { FsDiff } from '../blockdiff/diffDisk.js';
+import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.js';
+import type { Inode } from '../fs/ext4/inode.js';
+import { byteKey, compareBytes, splitPath } from '../fs/ext4/names.js';
+import { isInlineDataXattr } from '../fs/ext4/xattr.js';
+import { sameState, stateAt, type PathState } from './nodeState.js';
+
+export type ConflictPolicy = 'keep-client' | 'take-update' | 'fail';
+
+/** How one path the client changed was resolved. */
+export interface MergeDecision {
+  readonly path: Uint8Array;
+  /** client: C's version kept; update: T's version taken (the client had it already, or a conflict resolved so); */
+  readonly result: 'client' | 'update';
+  readonly conflict: boolean;
+}
+
+export interface MergeResult {
+  readonly decisions: readonly MergeDecision[];
+  /** Client blocks moved because T uses them. */
+  readonly relocatedBlocks: number;
+  /** File bytes of the client's own data carried into M. */
+  readonly carriedBytes: number;
+}
+
+export interface MergeInput {
+  readonly base: Ext4Fs;
+  readonly updated: Ext4Fs;
+  readonly client: Ext4Fs;
+  /** What the client changed against the base, in this filesystem (diffDisks). */
+  readonly clientDiff: Pick<FsDiff, 'added' | 'removed' | 'modified'>;
+  /** The writer over M's filesystem (a copy-on-write layer on T). */
+  readonly merged: Ext4Writer;
+  /** M's filesystem bytes (the same layer), to put the client's data blocks in place. */
+  readonly mergedDevice: WritableDevice;
+  /** The client's filesystem bytes. */
+  readonly clientDevice: BlockDevice;
+  readonly conflict: ConflictPolicy;
+  /** Who owns T's blocks (computed once for the fleet, on first need): what relocation goes by. */
+  readonly updatedOwnership: () => Promise<BlockOwnership>;
+  /** Name of the client, for messages. */
+  readonly name: string;
+}
+
+const depth = (p: Uint8Array): number => splitPath(p).length;
+
+/** The attributes of a client's inode, as the writer takes them. */
+async function attrsOf(fs: Ext4Fs, inode: Inode): Promise<NodeAttrs> {
+  const xattrs = (await fs.xattrsOf(inode)).filter((x) => !isInlineDataXattr(x)).map((x) => ({ name: x.name, value: x.value }));
+  return {
+    mode: inode.i_mode & 0o7777,
+    uid: inode.i_uid,
+    gid: inode.i_gid,
+    atime: inode.atime,
+    mtime: inode.mtime,
+    ctime: inode.ctime,
+    ...(inode.crtime ? { crtime: inode.crtime } : {}),
+    xattrs,
+  };
+}
+
+/**
+ * Decides every path the client changed, then (unless the policy is `fail` and there is a
+ * conflict: MERGE_CONFLICT, nothing written) writes the client's results into M.
+ */
+export async function mergeClient(input: MergeInput): Promise<MergeResult> {
+  const { base, updated, client, clientDiff } = input;
+  const paths = [...clientDiff.added, ...clientDiff.removed, ...clientDiff.modified].map((e) => e.path);
+  const unique = [...new Map(paths.map((p) => [byteKey(p), p])).values()];
+  const decisions: MergeDecision[] = [];
+  for (const p of unique) {
+    const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
+    if (await sameState(t, b)) {
+      decisions.push({ path: p, result: 'client', conflict: false });
+      continue;
+    }
+    if ((await sameState(c, b)) || (await sameState(c, t))) {
+      decisions.push({ path: p, result: 'update', conflict: false });
+      continue;
+    }
+    decisions.push({ path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true });
+  }
+  const conflicts = decisions.filter((d) => d.conflict);
+  if (input.conflict === 'fail' && conflicts.length > 0) {
+    throw new ConflictError({
+      file: input.name,
+      detail: `${conflicts.length} path(s) changed by both the client and the update, differently (first: ${new TextDecoder().decode(conflicts[0]!.path)}); nothing was written`,
+      paths: conflicts.map((d) => new TextDecoder().decode(d.path)),
+    });
+  }
+  const carry = decisions.filter((d) => d.result === 'client');
+  // Deletions deepest first, then creations and changes parents first.
+  const present: PathState[] = [];
+  const gone: Uint8Array[] = [];
+  const states = new Map<string, PathState>();
+  for (const d of carry) {
+    const c = await stateAt(client, d.path);
+    if (c === null) gone.push(d.path);
+    else {
+      present.push(c);
+      states.set(byteKey(d.path), c);
+    }
+  }
+  gone.sort((x, y) => depth(y) - depth(x) || compareBytes(x, y));
+  for (const p of gone) await input.merged.remove(p);
+  const ordered = carry.filter((d) => states.has(byteKey(d.path))).sort((x, y) => depth(x.path) - depth(y.path) || compareBytes(x.path, y.path));
+  let relocatedBlocks = 0;
+  let carriedBytes = 0;
+  /** Client inode -> the first path carried for it (later names become hard links). */
+  const carried = new Map<number, Uint8Array>();
+  for (const d of ordered) {
+    const c = states.get(byteKey(d.path))!;
+    const r = await carryPath(input, d.path, c, carried);
+    relocatedBlocks += r.relocated;
+    carriedBytes += r.bytes;
+  }
+  return { decisions, relocatedBlocks, carriedBytes };
+}
+
+/** Writes the client's state of `path` into M, keeping its inode number and data blocks where it can. */
+async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>): Promise<{ relocated: number; bytes: number }> {
+  const m = input.merged;
+  const attrs = await attrsOf(input.client, c.inode);
+  const existing = await m.lookup(path);
+  if (c.kind === 'dir') {
+    if (existing !== undefined && (await m.fs.stat(existing)).type === 'dir') await m.setAttrs(path, attrs);
+    else await m.put(path, { kind: 'dir' }, attrs, (await m.inodeFree(c.inode.ino)) ? { at: c.inode.ino } : {});
+    return { relocated: 0, bytes: 0 };
+  }
+  const first = carried.get(c.inode.ino);
+  if (first !== undefined) {
+    await m.hardlink(path, first);
+    return { relocated: 0, bytes: 0 };
+  }
+  if (existing !== undefined) await m.remove(path);
+  const at = (await m.inodeFree(c.inode.ino)) ? { at: c.inode.ino } : {};
+  let content: NodeContent;
+  switch (c.kind) {
+    case 'file':
+      content = { kind: 'file', size: 0, data: async function* () {} };
+      break;
+    case 'symlink':
+      content = { kind: 'symlink', target: await input.client.readlinkOf(c.inode) };
+      break;
+    case 'chardev':
+    case 'blockdev': {
+      const rdev = input.client.statOf(c.inode).rdev ?? { major: 0, minor: 0 };
+      content = { kind: c.kind, major: rdev.major, minor: rdev.minor };
+      break;
+    }
+    default:
+      content = { kind: c.kind as 'fifo' | 'socket' };
+  }
+  const ino = await m.put(path, content, attrs, at);
+  carried.set(c.inode.ino, path);
+  if (c.kind !== 'file') return { relocated: 0, bytes: 0 };
+  // The client's data: its blocks, in place. Blocks M uses for something else are freed first.
+  const extents: Array<{ lblk: number; pblk: number; len: number; unwritten: boolean }> = [];
+  for await (const e of input.client.extentsOf(c.inode)) extents.push({ lblk: e.lblk, pblk: e.pblk, len: e.len, unwritten: e.unwritten });
+  const inlineOrNoMap = extents.length === 0 && c.inode.i_size > 0;
+  const bs = input.client.blockSize;
+  if (inlineOrNoMap) {
+    // Inline data (or a map the reader cannot give): written as ordinary content instead.
+    await m.put(path, { kind: 'file', size: c.inode.i_size, data: () => input.client.readFile(c.inode.ino) }, attrs, {});
+    return { relocated: 0, bytes: c.inode.i_size };
+  }
+  let relocated = 0;
+  let bytes = 0;
+  for (const e of extents) {
+    for (let b = e.pblk; b < e.pblk + e.len; b++) {
+      if (await m.blockInUse(b)) {
+        await m.relocate(b, 1, await input.updatedOwnership());
+        relocated++;
+      }
+    }
+    // Copy in pieces of at most 1 MiB.
+    for (let off = 0; off < e.len; off += 256) {
+      const n = Math.min(256, e.len - off);
+      const data = await input.clientDevice.read((e.pblk + off) * bs, n * bs);
+      await input.mergedDevice.write((e.pblk + off) * bs, data);
+      bytes += n * bs;
+    }
+  }
+  await m.point(ino, extents, c.inode.i_size);
+  return { relocated, bytes };
+}

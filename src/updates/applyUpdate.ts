@@ -1,0 +1,169 @@
+/**
+ * Applies an update source to an ext4 filesystem through the writer, with OCI layer
+ * semantics (image-spec, layer.md): entries replace what is at their path (a directory
+ * over a directory keeps its children), whiteouts delete, an opaque directory loses the
+ * children the layers below gave it. Parents that do not exist are created (0755,
+ * root), as container runtimes do. Before anything is written, the space the update
+ * needs is checked against the space free (NO_SPACE).
+ */
+import { RefusedError } from '../errors.js';
+import type { Ext4Writer, NodeAttrs, NodeContent, WriteReport } from '../fs/ext4/Ext4Writer.js';
+import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
+import { roughBlocksNeeded } from './summarizeUpdate.js';
+import type { EntryMeta, UpdateEntry, UpdateSource } from './UpdateEntry.js';
+
+export interface ApplySummary {
+  /** Paths that did not exist before and do now (any type). */
+  readonly added: number;
+  /** Paths that existed and were replaced or changed. */
+  readonly replaced: number;
+  /** Paths removed (whiteouts, opaque directories, replaced subtrees), each path once. */
+  readonly deleted: number;
+  /** File content bytes written. */
+  readonly bytesWritten: number;
+  /** Things the user should know (a whiteout for a path that does not exist). */
+  readonly warnings: readonly string[];
+}
+
+export interface ApplyOptions {
+  /** Called with the entries done so far and the layer's name. */
+  readonly onProgress?: (entriesDone: number, layer: string) => void;
+  /** Leave directory times as the writer's changes left them (default: the update's times are set again after each layer, as container runtimes do). */
+  readonly keepDirTimes?: boolean;
+}
+
+function attrsOf(meta: EntryMeta): NodeAttrs {
+  return { mode: meta.mode, uid: meta.uid, gid: meta.gid, mtime: meta.mtime, ...(meta.atime ? { atime: meta.atime } : {}), xattrs: meta.xattrs };
+}
+
+function contentOf(e: Exclude<UpdateEntry, { kind: 'whiteout' | 'opaque' | 'hardlink' }>): NodeContent {
+  switch (e.kind) {
+    case 'file':
+      return { kind: 'file', size: e.size, data: () => e.open() };
+    case 'dir':
+      return { kind: 'dir' };
+    case 'symlink':
+      return { kind: 'symlink', target: e.target };
+    case 'chardev':
+    case 'blockdev':
+      return { kind: e.kind, major: e.major, minor: e.minor };
+    case 'fifo':
+    case 'socket':
+      return { kind: e.kind };
+  }
+}
+
+const show = (p: Uint8Array): string => new TextDecoder().decode(p);
+
+/**
+ * Checks that the update fits: the blocks its files, directories and symlinks need
+ * against the blocks free (under the writer's constraints) plus those the files it
+ * replaces or deletes hold now. Throws NO_SPACE with both figures.
+ */
+export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; entries: number }> {
+  const bs = writer.blockSize;
+  let needed = 0;
+  let credit = 0;
+  let entries = 0;
+  for await (const layer of source.layers()) {
+    for await (const e of layer.entries()) {
+      entries++;
+      needed += roughBlocksNeeded(e, bs);
+      if (e.kind === 'file' || e.kind === 'whiteout') {
+        const ino = await writer.lookup(e.path).catch(() => undefined);
+        if (ino !== undefined) {
+          const st = await writer.fs.stat(ino);
+          if (st.type === 'file' && st.links === 1) credit += Math.floor((st.blocks512 * 512) / bs);
+        }
+      }
+    }
+  }
+  const free = await writer.freeBytes();
+  const neededBytes = needed * bs;
+  if (neededBytes > free + credit * bs) {
+    throw new RefusedError('NO_SPACE', {
+      file,
+      structure: 'ext4',
+      detail: `the update needs ${neededBytes} bytes, the filesystem has ${free} free (and ${credit * bs} in files the update replaces)`,
+      bytesNeeded: neededBytes,
+      bytesFree: free,
+    });
+  }
+  return { neededBytes, freeBytes: free, entries };
+}
+
+/**
+ * Applies every layer of `source` in order. Throws BAD_UPDATE (a hard link to a path that
+ * does not exist, a path through a non-directory), NO_SPACE, and what the writer throws.
+ */
+export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, options: ApplyOptions = {}): Promise<{ summary: ApplySummary; report: WriteReport }> {
+  const warnings: string[] = [];
+  let done = 0;
+  for await (const layer of source.layers()) {
+    // The paths this layer itself puts, so an opaque marker met after them keeps them.
+    const own = new Set<string>();
+    for await (const e of layer.entries()) if (e.kind !== 'whiteout' && e.kind !== 'opaque') own.add(byteKey(e.path));
+    // Adding entries to a directory sets its mtime to now; its own entry's times are set again at the end.
+    const dirs: Array<{ path: Uint8Array; meta: EntryMeta }> = [];
+    for await (const e of layer.entries()) {
+      switch (e.kind) {
+        case 'whiteout':
+          if (!(await writer.remove(e.path))) warnings.push(`${layer.name}: whiteout for ${show(e.path)}, which does not exist`);
+          break;
+        case 'opaque': {
+          for (const name of await writer.children(e.path)) {
+            const p = joinPath(e.path, name);
+            if (!own.has(byteKey(p))) await writer.remove(p);
+          }
+          break;
+        }
+        case 'hardlink':
+          await ensureParents(writer, e.path);
+          await writer.hardlink(e.path, e.target);
+          break;
+        default:
+          if (splitPath(e.path).length === 0) {
+            // The root itself (a tar's "./"): only a directory can stand there; it takes the attributes.
+            if (e.kind !== 'dir') throw new RefusedError('BAD_UPDATE', { file: layer.name, path: '/', detail: `the root cannot become a ${e.kind}` });
+            await writer.setAttrs(e.path, attrsOf(e.meta));
+            dirs.push({ path: e.path, meta: e.meta });
+            break;
+          }
+          await ensureParents(writer, e.path);
+          await writer.put(e.path, contentOf(e), attrsOf(e.meta));
+          if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
+      }
+      options.onProgress?.(++done, layer.name);
+    }
+    if (!options.keepDirTimes) for (const d of dirs) if ((await writer.lookup(d.path)) !== undefined) await writer.setTimes(d.path, d.meta.mtime, d.meta.atime ?? d.meta.mtime);
+  }
+  const report = await writer.commit();
+  // Count each path once by its first state and its last.
+  const first = new Map<string, boolean>();
+  const last = new Map<string, boolean>();
+  for (const c of report.changes) {
+    const k = byteKey(c.path);
+    if (!first.has(k)) first.set(k, c.before !== null);
+    last.set(k, c.after !== null);
+  }
+  let added = 0;
+  let replaced = 0;
+  let deleted = 0;
+  for (const [k, existed] of first) {
+    const exists = last.get(k)!;
+    if (!existed && exists) added++;
+    else if (existed && exists) replaced++;
+    else if (existed && !exists) deleted++;
+  }
+  return { summary: { added, replaced, deleted, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings] }, report };
+}
+
+/** Creates missing parent directories of `path` (0755, root, the writer's time). */
+async function ensureParents(writer: Ext4Writer, path: Uint8Array): Promise<void> {
+  const parts = splitPath(path);
+  let cur: Uint8Array = new Uint8Array(0);
+  for (let i = 0; i < parts.length - 1; i++) {
+    cur = joinPath(cur, parts[i]!);
+    if ((await writer.lookup(cur)) === undefined) await writer.put(cur, { kind: 'dir' }, { mode: 0o755, uid: 0, gid: 0 });
+  }
+}
