@@ -7,6 +7,7 @@ export default defineConfig({
   platform: 'node',
   sourcemap: true,
   clean: true,
-  splitting: false,
+  // Chunks shared by the entries and the commands cli.ts imports when run (startup loads only what a command uses).
+  splitting: true,
   banner: ({ format }) => (format === 'esm' ? { js: '' } : {}),
 });

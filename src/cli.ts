@@ -2,20 +2,13 @@
 /**
  * The imgdedup command-line program: parses arguments, calls one command, renders
  * its result (text or --json) and maps errors to exit codes (README, "Exit codes").
- * The only module that touches argv, stdout/stderr or the exit code.
+ * The only module that touches argv, stdout/stderr or the exit code. Commands are imported
+ * when run, so that a command (or --help) does not load the code of the others.
  */
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor, wrapIoError } from './errors.js';
 import { processOutput as output } from './ui/output.js';
-import { info, formatInfo } from './commands/info.js';
-import { convert, formatConvert, parseClusterSize } from './commands/convert.js';
 import { createProgress } from './ui/progress.js';
-import { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } from './commands/map.js';
-import { check, formatCheck } from './commands/check.js';
-import { diff, diffJson, formatDiff } from './commands/diff.js';
-import { ls, formatLsEntry } from './commands/ls.js';
-import { apply, applyJson, formatApply } from './commands/apply.js';
-import { rebase, formatRebase } from './commands/rebase.js';
 import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
 import { removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
@@ -104,6 +97,7 @@ export function buildProgram(): Command {
     .option('--json', 'print the result as JSON')
     .addHelpText('after', examples('imgdedup info client.qcow2', 'imgdedup info --json base.vmdk'))
     .action(async (image, opts) => {
+      const { info, formatInfo } = await import('./commands/info.js');
       const r = await info({ image: parseWholeImageArg(image, 'info'), ...(opts.format ? { format: opts.format } : {}) });
       if (json(opts)) printJson(r);
       else output.out(formatInfo(r));
@@ -117,6 +111,7 @@ export function buildProgram(): Command {
     .option('--json', 'print entries as a JSON array, with qemu-img map --output=json field names')
     .addHelpText('after', examples('imgdedup map client.qcow2', 'imgdedup map --json client.qcow2 > map.json'))
     .action(async (image, opts) => {
+      const { map, formatMapEntry, formatMapEntryJson, MAP_HEADER } = await import('./commands/map.js');
       const asJson = json(opts);
       // Held until the map is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();
@@ -168,6 +163,7 @@ export function buildProgram(): Command {
         ),
     )
     .action(async (src, dst, opts) => {
+      const { convert, formatConvert, parseClusterSize } = await import('./commands/convert.js');
       const asJson = json(opts);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
@@ -200,6 +196,7 @@ export function buildProgram(): Command {
         examples('imgdedup check client.qcow2', 'imgdedup check --json base.qcow2'),
     )
     .action(async (image, opts) => {
+      const { check, formatCheck } = await import('./commands/check.js');
       const r = await check({ image: parseWholeImageArg(image, 'check'), ...(opts.format ? { format: opts.format } : {}) });
       if (json(opts)) printJson(r);
       else output.out(formatCheck(r));
@@ -233,6 +230,7 @@ export function buildProgram(): Command {
       const asJson = json(opts);
       const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
       if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
+      const { apply, applyJson, formatApply } = await import('./commands/apply.js');
       const progress = createProgress('apply', output, !asJson, 'items');
       const writing = createProgress('writing', output, !asJson, 'items');
       const r = await apply({
@@ -279,6 +277,7 @@ export function buildProgram(): Command {
       const asJson = json(opts);
       const partition = opts.partition !== undefined ? Number(opts.partition) : undefined;
       if (partition !== undefined && (!Number.isSafeInteger(partition) || partition < 1)) throw new UsageError(`--partition must be a partition number from 1 (got "${opts.partition}")`);
+      const { rebase, formatRebase } = await import('./commands/rebase.js');
       // One progress line per stage (applying the update, writing the new base, the clients).
       let stage: { name: string; p: ReturnType<typeof createProgress> } | undefined;
       const onProgress = (name: string, done: number, total: number): void => {
@@ -323,6 +322,7 @@ export function buildProgram(): Command {
     )
     .action(async (a, b, opts) => {
       const [imageA, imageB] = parseWholeImageArgs([a, b], 'diff');
+      const { diff, diffJson, formatDiff } = await import('./commands/diff.js');
       const r = await diff({ a: imageA!, b: imageB!, ...(opts.fullTree ? { fullTree: true } : {}) });
       if (json(opts)) printJson(diffJson(r));
       else output.out(formatDiff(r));
@@ -352,6 +352,7 @@ export function buildProgram(): Command {
         if (!/^\d+$/.test(opts.offset)) throw new UsageError(`--offset must be a byte count, got "${opts.offset}"`);
         offsetBytes = Number(opts.offset);
       }
+      const { ls, formatLsEntry } = await import('./commands/ls.js');
       const asJson = json(opts);
       // Held until the listing is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();

@@ -268,7 +268,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
     const fsEnd = Math.min(r.length, Math.max(fsA.superblock.s_blocks_count * fsA.blockSize, fsB.superblock.s_blocks_count * fsB.blockSize));
     const counted = rangesWithin(inFs, 0, fsEnd);
     const changed = BlockRuns.fromByteRanges(inFs, fsB.blockSize);
-    const d = changed.isEmpty ? emptyDiff() : await diffExt4(fsA, fsB, changed, { full: options.fullTree === true || changes.mode === 'hash' || moved });
+    const d = changed.isEmpty ? emptyDiff() : await diffExt4(fsA, fsB, changed, { full: options.fullTree === true || changes.mode === 'hash' || moved, differingBytes: inFs });
     filesystems.push({
       partition: r.partition,
       fsType: fb as FsDiff['fsType'],

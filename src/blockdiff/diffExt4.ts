@@ -22,12 +22,14 @@
  * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
  * carry the bytes.
  */
+import type { ByteRange } from '../diskimage/BlockDevice.js';
 import type { Ext4Fs, Inode } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
 import { byteKey, keyBytes } from '../fs/ext4/names.js';
 import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
 import type { BlockHolders, FsBlocks } from '../fs/FsBlocks.js';
+import { DifferingBytes } from './differingBytes.js';
 import { compareInodes, type ChangeKind } from './fileChanges.js';
 import { mapAhead } from './mapAhead.js';
 
@@ -74,6 +76,11 @@ export interface Ext4Diff {
 export interface DiffExt4Options {
   /** Force full mode even when the geometry allows incremental. */
   readonly full?: boolean;
+  /**
+   * Filesystem byte ranges known to differ (exact, ascending, disjoint: changedRanges'
+   * result), so that content found there is not read again to be compared.
+   */
+  readonly differingBytes?: readonly ByteRange[];
 }
 
 interface Side {
@@ -102,7 +109,7 @@ const STAT_TYPES: Readonly<Record<number, FileKind>> = {
 /** Reads one directory's entries: name (byteKey) -> [ino, dirent file_type]. */
 async function readListing(fs: Ext4Fs, dirIno: number): Promise<Map<string, readonly [number, number]>> {
   const m = new Map<string, readonly [number, number]>();
-  for await (const e of fs.readdir(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
+  for (const e of await fs.listDirectory(dirIno)) m.set(byteKey(e.name), [e.ino, e.fileType]);
   return m;
 }
 
@@ -129,6 +136,8 @@ class Ext4Differ {
   private readonly modified = new Map<string, ModifiedEntry>();
   private readonly settled = new Set<string>();
   private unattributed = new BlockRuns();
+  /** Directory inode -> whether it lists the same entries in A and B (sameDirectory). */
+  private readonly sameDirs = new Map<number, boolean>();
   /** `${inoA}:${inoB}` -> compareInodes of those inodes, started ahead of settle (which awaits it, and so meets its error). */
   private readonly compared = new Map<string, Promise<ChangeKind[]>>();
 
@@ -136,6 +145,7 @@ class Ext4Differ {
     fsA: Ext4Fs,
     fsB: Ext4Fs,
     private readonly changed: BlockRuns,
+    private readonly differing: DifferingBytes | undefined,
   ) {
     this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
     this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
@@ -166,6 +176,12 @@ class Ext4Differ {
   private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
     let m = side.listings.get(dirIno);
     if (m === undefined) {
+      // The other side's listing, when the directory is the same on both.
+      const theirs = (side === this.a ? this.b : this.a).listings.get(dirIno);
+      if (theirs !== undefined && (await this.sameDirectory(dirIno))) {
+        side.listings.set(dirIno, theirs);
+        return theirs;
+      }
       this.dirsRead++;
       const early = side.prefetched.get(dirIno);
       side.prefetched.delete(dirIno);
@@ -177,11 +193,38 @@ class Ext4Differ {
   }
 
   /**
+   * Whether directory `ino` lists the same entries in A and B, known without reading them:
+   * its inode records are byte-identical (so its mapping, inline entries and checksum seed
+   * are), and none of the blocks it maps (directory blocks, extent tree or indirect blocks)
+   * is among the blocks that may differ. False when either record cannot be read.
+   */
+  private async sameDirectory(ino: number): Promise<boolean> {
+    let same = this.sameDirs.get(ino);
+    if (same === undefined) {
+      same = false;
+      try {
+        const [iA, iB] = await Promise.all([this.a.fs.readInode(ino), this.b.fs.readInode(ino)]);
+        if (isDir(iA) && Buffer.compare(iA.raw, iB.raw) === 0) {
+          same = true;
+          for (const [s, c] of (await this.a.blocks.fileBlocks(ino)).runs()) if (this.changed.overlaps(s, c)) same = false;
+        }
+      } catch {
+        // Either side's error is met when that side's listing is read.
+      }
+      this.sameDirs.set(ino, same);
+    }
+    return same;
+  }
+
+  /**
    * Starts reading these directories' listings (at most PREFETCH_AHEAD at once), for
    * listing() to find; counted in dirsRead only when listing() takes them. Best effort.
    */
   private prefetchListings(side: Side, dirInos: Iterable<number>): void {
-    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino));
+    // Not those the other side has listed: listing() takes them from there where the
+    // directory is the same (the usual case), and reads only the others.
+    const other = side === this.a ? this.b : this.a;
+    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino) && !other.listings.has(ino));
     // Their blocks in few large reads (nearby directories together), then decoded.
     side.fs.prefetchDirectories(todo);
     void (async () => {
@@ -233,23 +276,40 @@ class Ext4Differ {
 
   /**
    * Paths of the wanted inodes, by one walk that stops as soon as each has as many paths
-   * as links (or at the end of the tree).
+   * as links (or at the end of the tree). The walk goes through listing(), as Ext4Fs.walk
+   * goes (depth-first, children in directory order, a directory reached twice not
+   * descended again), so that the lookups of step 4 find its listings read (on the other
+   * side too, where a directory is the same: sameDirectory).
    */
   private async walkFor(side: Side, wanted: Map<number, number>, parents?: Set<number>): Promise<Map<number, string[]>> {
     const found = new Map<number, string[]>();
     let open = wanted.size;
     if (open === 0) return found;
-    this.dirsRead++;
-    for await (const e of side.fs.walk()) {
-      if (e.fileType === 2) this.dirsRead++;
-      const need = wanted.get(e.ino);
-      if (need === undefined) continue;
-      const list = found.get(e.ino) ?? [];
-      list.push(byteKey(e.path));
-      found.set(e.ino, list);
-      parents?.add(e.parentIno);
-      if (list.length === need) open--;
-      if (open === 0) break;
+    const seen = new Set<number>([EXT4_ROOT_INO]);
+    const stack: Array<readonly [number, string]> = [[EXT4_ROOT_INO, '/']];
+    while (stack.length > 0) {
+      const [dirIno, dirPath] = stack.pop()!;
+      const subdirs: Array<readonly [number, string]> = [];
+      for (const [name, [ino, ft]] of await this.listing(side, dirIno)) {
+        if (name === '.' || name === '..') continue;
+        const need = wanted.get(ino);
+        if (need !== undefined) {
+          const list = found.get(ino) ?? [];
+          list.push(join(dirPath, name));
+          found.set(ino, list);
+          parents?.add(dirIno);
+          if (list.length === need) open--;
+          if (open === 0) return found;
+        }
+        const isDirEntry = ft === 2 || (ft === 0 && isDir(await side.fs.readInode(ino)));
+        if (isDirEntry && !seen.has(ino)) {
+          seen.add(ino);
+          subdirs.push([ino, join(dirPath, name)]);
+        }
+      }
+      // Their blocks are read while this listing's siblings are worked through.
+      side.fs.prefetchDirectories(subdirs.filter(([ino]) => !side.listings.has(ino)).map(([ino]) => ino));
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }
     return found;
   }
@@ -297,7 +357,7 @@ class Ext4Differ {
     }
     this.inodesCompared++;
     const early = this.compared.get(`${inoA}:${inoB}`);
-    const changes = await (early ?? compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed));
+    const changes = await (early ?? compareInodes(this.a.fs, iA, this.b.fs, iB, this.changed, this.differing));
     if (changes.length > 0) {
       this.modified.set(path, {
         path: keyBytes(path),
@@ -340,6 +400,8 @@ class Ext4Differ {
 
   /** Incremental mode (see the module comment). */
   async runIncremental(): Promise<void> {
+    // B's inode-table blocks outside the changed blocks are A's: B takes those A has read.
+    this.b.fs.borrowInodeTables(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
     const changed = new BlockRuns(this.changed.intersect(0, this.b.blocks.blockCount));
     const candidates = new Set<number>();
     // 1. Inode records that differ in changed inode-table blocks.
@@ -506,7 +568,7 @@ class Ext4Differ {
     const compares = mapAhead(
       inPlace,
       async ({ ino, iA, iB }) => {
-        const p = compareInodes(this.a.fs, iA!, this.b.fs, iB!, this.changed);
+        const p = compareInodes(this.a.fs, iA!, this.b.fs, iB!, this.changed, this.differing);
         p.catch(() => undefined);
         this.compared.set(`${ino}:${ino}`, p);
         await p.catch(() => undefined);
@@ -589,7 +651,7 @@ class Ext4Differ {
  */
 export async function diffExt4(fsA: Ext4Fs, fsB: Ext4Fs, changed: BlockRuns, options: DiffExt4Options = {}): Promise<Ext4Diff> {
   const t0 = performance.now();
-  const d = new Ext4Differ(fsA, fsB, changed);
+  const d = new Ext4Differ(fsA, fsB, changed, options.differingBytes !== undefined ? new DifferingBytes(options.differingBytes) : undefined);
   const incremental = !options.full && d.canIncremental;
   if (incremental) await d.runIncremental();
   else await d.runFull();

@@ -10,6 +10,7 @@ import { EXT4_MIN_INLINE_DATA_SIZE, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4
 import { fileType } from '../fs/ext4/inode.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
 import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
+import type { DifferingBytes } from './differingBytes.js';
 import { hashBytes } from './hashBlocks.js';
 
 /** The change kinds a modified file can have. */
@@ -52,8 +53,15 @@ function logicalMap(extents: readonly FileExtent[], nblocks: number): MapPiece[]
  * Logical block ranges [lblk, count] where the two maps may hold different bytes: not
  * both holes, and not the same written block left unchanged.
  */
-function rangesToCompare(a: readonly MapPiece[], b: readonly MapPiece[], changed: BlockRuns): Array<[number, number]> {
+function rangesToCompare(
+  a: readonly MapPiece[],
+  b: readonly MapPiece[],
+  changed: BlockRuns,
+  known?: { readonly differing: DifferingBytes; readonly bs: number; readonly size: number; readonly blocks: number },
+): { ranges: Array<[number, number]>; differs: boolean } {
   const out: Array<[number, number]> = [];
+  // Set when a block both sides map at the same place holds file bytes known to differ.
+  let differs = false;
   const push = (l: number, n: number): void => {
     const last = out[out.length - 1];
     if (last !== undefined && last[0] + last[1] === l) last[1] += n;
@@ -74,13 +82,22 @@ function rangesToCompare(a: readonly MapPiece[], b: readonly MapPiece[], changed
     } else if (!holeA && !holeB && pa.pblk + (pos - pa.lblk) === pb.pblk + (pos - pb.lblk)) {
       // Same physical blocks: only the changed ones can differ.
       const p0 = pa.pblk + (pos - pa.lblk);
-      for (const [s, c] of changed.intersect(p0, n)) push(pos + (s - p0), c);
+      for (const [s, c] of changed.intersect(p0, n)) {
+        push(pos + (s - p0), c);
+        // Blocks inside both filesystems only: a block past either end is read (and meets its error).
+        if (known !== undefined && !differs && s + c <= known.blocks) {
+          // The file's bytes in these blocks: up to i_size (the last block's tail is not content).
+          const fileFrom = (pos + (s - p0)) * known.bs;
+          const len = Math.min(c * known.bs, known.size - fileFrom);
+          if (len > 0 && known.differing.overlaps(s * known.bs, s * known.bs + len)) differs = true;
+        }
+      }
     } else push(pos, n);
     pos = end;
     if (pa.lblk + pa.len === end) i++;
     if (pb.lblk + pb.len === end) j++;
   }
-  return out;
+  return { ranges: out, differs };
 }
 
 async function bytesDiffer(fsA: Ext4Fs, iA: Inode, exA: readonly FileExtent[] | undefined, fsB: Ext4Fs, iB: Inode, exB: readonly FileExtent[] | undefined, offset: number, length: number): Promise<boolean> {
@@ -109,7 +126,7 @@ function writtenUnion(exA: readonly FileExtent[], bsA: number, exB: readonly Fil
  * may, between the two devices); with two, the ranges either side has written. Holes are
  * never read, so the work follows the allocated data, not i_size.
  */
-async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<boolean> {
+async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns, differing?: DifferingBytes): Promise<boolean> {
   if (iA.i_size !== iB.i_size) return true;
   const size = iA.i_size;
   if (size === 0) return false;
@@ -125,10 +142,14 @@ async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, ch
     head = Math.min(size, Math.ceil(inlineMax / g) * g);
     if (await bytesDiffer(fsA, iA, exA, fsB, iB, exB, 0, head)) return true;
   }
-  const ranges: Array<[number, number]> =
-    bsA === bs
-      ? rangesToCompare(logicalMap(exA, Math.ceil(size / bs)), logicalMap(exB, Math.ceil(size / bs)), changed).map(([l, n]) => [l * bs, n * bs])
-      : writtenUnion(exA, bsA, exB, bs);
+  let ranges: Array<[number, number]>;
+  if (bsA === bs) {
+    const blocks = Math.min(fsA.superblock.s_blocks_count, fsB.superblock.s_blocks_count);
+    const known = differing !== undefined ? { differing, bs, size, blocks } : undefined;
+    const r = rangesToCompare(logicalMap(exA, Math.ceil(size / bs)), logicalMap(exB, Math.ceil(size / bs)), changed, known);
+    if (r.differs) return true;
+    ranges = r.ranges.map(([l, n]) => [l * bs, n * bs]);
+  } else ranges = writtenUnion(exA, bsA, exB, bs);
   for (const [offset, length] of ranges) {
     const from = Math.max(offset, head);
     const to = Math.min(offset + length, size);
@@ -157,13 +178,15 @@ function rdev(inode: Inode): string {
 }
 
 /**
- * The change kinds between inode `iA` of fsA and `iB` of fsB, in a fixed order. `links`
+ * The change kinds between inode `iA` of fsA and `iB` of fsB, in a fixed order. With
+ * `differing` (filesystem bytes known to differ), content mapped at the same block on
+ * both sides over such bytes differs without being read. `links`
  * and `size` are reported for non-directories only (a directory's size and link count
  * follow from its entries, which are reported as paths of their own); `content` covers
  * regular files' bytes and device numbers; `target` symlinks.
  * Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
  */
-export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns): Promise<ChangeKind[]> {
+export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, changed: BlockRuns, differing?: DifferingBytes): Promise<ChangeKind[]> {
   const out: ChangeKind[] = [];
   const tA = fileType(iA.i_mode);
   const tB = fileType(iB.i_mode);
@@ -181,7 +204,7 @@ export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Ino
     const [a, b] = await Promise.all([fsA.readlinkOf(iA), fsB.readlinkOf(iB)]);
     if (Buffer.compare(a, b) !== 0) out.push('target');
   }
-  if (sameType && tA === S_IFREG && (await contentDiffers(fsA, iA, fsB, iB, changed))) out.push('content');
+  if (sameType && tA === S_IFREG && (await contentDiffers(fsA, iA, fsB, iB, changed, differing))) out.push('content');
   if (sameType && tA !== S_IFREG && tA !== S_IFDIR && tA !== S_IFLNK && rdev(iA) !== rdev(iB)) out.push('content');
   return out;
 }

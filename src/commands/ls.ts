@@ -9,7 +9,7 @@ import { openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Ext4Fs, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Fs, statTypeOf, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
@@ -152,28 +152,38 @@ export async function selectFilesystemDevice(
 }
 
 /**
- * The LsEntry of `inode`. `pathText` is the path's display form when it is known to be
- * plain (printable ASCII), so that the usual entry is one object literal, with no name
- * scan of the whole path and no spreads (listings hold 100,000s of entries).
+ * The LsEntry of `inode` when it needs no I/O and no quoting: `pathText` is the path's
+ * display form when it is known to be plain (printable ASCII), and the name is plain, and
+ * the inode is no symlink (whose target is read) and no device. Then the entry is one
+ * object literal, with no name scan of the whole path and no spreads (listings hold
+ * 100,000s of entries). Undefined otherwise (entryOf).
  */
+function plainEntryOf(inode: Inode, pathText: string | undefined, nameText: string | undefined): LsEntry | undefined {
+  if (pathText === undefined || nameText === undefined) return undefined;
+  // The fields statOf gives, read from the inode directly (no Ext4Stat per entry).
+  const type = statTypeOf(inode.i_mode);
+  if (type === 'symlink' || type === 'chardev' || type === 'blockdev') return undefined;
+  const mtime = inode.mtime;
+  return {
+    path: pathText,
+    name: nameText,
+    ino: inode.ino,
+    type,
+    mode: inode.i_mode,
+    links: inode.i_links_count,
+    uid: inode.i_uid,
+    gid: inode.i_gid,
+    size: inode.i_size,
+    mtime: mtime.sec,
+    mtimeNsec: mtime.nsec,
+  };
+}
+
+/** The LsEntry of `inode` (see plainEntryOf for the usual case). */
 async function entryOf(fs: Ext4Fs, inode: Inode, path: Uint8Array | (() => Uint8Array), pathText: string | undefined, name: Uint8Array): Promise<LsEntry> {
+  const plain = plainEntryOf(inode, pathText, plainAsciiText(name));
+  if (plain !== undefined) return plain;
   const st = fs.statOf(inode);
-  const nameText = plainAsciiText(name);
-  if (pathText !== undefined && nameText !== undefined && st.type !== 'symlink' && st.rdev === undefined) {
-    return {
-      path: pathText,
-      name: nameText,
-      ino: inode.ino,
-      type: st.type,
-      mode: st.mode,
-      links: st.links,
-      uid: st.uid,
-      gid: st.gid,
-      size: st.size,
-      mtime: st.mtime.sec,
-      mtimeNsec: st.mtime.nsec,
-    };
-  }
   return {
     ...nameFields('path', typeof path === 'function' ? path() : path),
     ...nameFields('name', name),
@@ -296,33 +306,36 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     // dirText: dirPath's display form when it is plain ASCII, so that children's paths are
     // its text + '/' + their name, without joining and scanning the bytes again.
     const listDir = async (dirIno: number, dirPath: Uint8Array, dirText: string | undefined): Promise<void> => {
-      const children: Array<{ name: Uint8Array; ino: number }> = [];
-      for await (const e of fs.readdir(dirIno)) if (!isDotOrDotDot(e.name)) children.push({ name: e.name, ino: e.ino });
+      const children = (await fs.listDirectory(dirIno)).filter((e) => !isDotOrDotDot(e.name));
       children.sort((a, b) => compareBytes(a.name, b.name));
+      // Their inodes in a few concurrent reads of the inode tables, then decoded without waiting.
+      await fs.prefetchInodes(children.map((c) => c.ino));
       const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
       const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
       // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
       // Only the entries of the directories on the current path are held, never the tree.
-      const entries: Array<{ e: LsEntry; ino: number; pathOf: () => Uint8Array; text: string | undefined }> = [];
+      // (The child's path bytes are joined only where needed: directories, names to quote.)
+      const entries: Array<{ e: LsEntry; name: Uint8Array; text: string | undefined }> = [];
       for (const c of children) {
-        let childPath: Uint8Array | undefined;
-        const pathOf = (): Uint8Array => (childPath ??= joinPath(parent, c.name));
         const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
         const pathText = nameText === undefined ? undefined : prefix + nameText;
-        const inode = await fs.readInode(c.ino);
-        entries.push({ e: await entryOf(fs, inode, pathOf, pathText, c.name), ino: c.ino, pathOf, text: pathText });
+        const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
+        const e = plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, () => joinPath(parent, c.name), pathText, c.name));
+        entries.push({ e, name: c.name, text: pathText });
       }
-      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.ino)).map((x) => x.ino));
-      for (const { e, ino: childIno, pathOf, text } of entries) {
+      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.e.ino)).map((x) => x.e.ino));
+      for (const { e, name, text } of entries) {
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
+        const childIno = e.ino;
+        const childPath = joinPath(parent, name);
         const first = listed.get(childIno);
         if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(pathOf())} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
+          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
-        listed.set(childIno, pathOf());
-        await listDir(childIno, pathOf(), text);
+        listed.set(childIno, childPath);
+        await listDir(childIno, childPath, text);
       }
     };
     const top = await fs.readInode(ino);
@@ -389,5 +402,16 @@ export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?:
   if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
   const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
   const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
-  return `${mode} ${String(e.links).padStart(3)} ${String(e.uid).padStart(5)} ${String(e.gid).padStart(5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+  return `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+}
+
+/** Padded forms of small numbers (link counts, uids, gids: few distinct values per listing), by width. */
+const paddedSmall = new Map<number, string[]>();
+
+/** `n` right-aligned in `width` columns. */
+function padded(n: number, width: number): string {
+  if (n >= 1024 || !Number.isInteger(n) || n < 0) return String(n).padStart(width);
+  let forWidth = paddedSmall.get(width);
+  if (forWidth === undefined) paddedSmall.set(width, (forWidth = []));
+  return (forWidth[n] ??= String(n).padStart(width));
 }

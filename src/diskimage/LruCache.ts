@@ -5,6 +5,8 @@
  */
 export class LruCache<K, V> {
   private readonly map = new Map<K, V>();
+  /** The most recently used key: a hit on it needs no reordering (runs of hits on one entry are the usual case). */
+  private newest: K | undefined;
   readonly capacity: number;
 
   constructor(capacity: number) {
@@ -14,7 +16,8 @@ export class LruCache<K, V> {
   /** The value, marked as most recently used; undefined if absent. */
   get(key: K): V | undefined {
     const v = this.map.get(key);
-    if (v !== undefined) {
+    if (v !== undefined && key !== this.newest) {
+      this.newest = key;
       // A Map iterates in insertion order: re-inserting moves the key to the young end.
       this.map.delete(key);
       this.map.set(key, v);
@@ -22,10 +25,16 @@ export class LruCache<K, V> {
     return v;
   }
 
+  /** Whether `key` is cached (its place in the order unchanged). */
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+
   /** Stores `value`, dropping the least recently used entries beyond the capacity. */
   set(key: K, value: V): void {
     this.map.delete(key);
     this.map.set(key, value);
+    this.newest = key;
     while (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
   }
 
@@ -35,6 +44,7 @@ export class LruCache<K, V> {
   }
 
   delete(key: K): void {
+    if (key === this.newest) this.newest = undefined;
     this.map.delete(key);
   }
 
@@ -44,5 +54,6 @@ export class LruCache<K, V> {
 
   clear(): void {
     this.map.clear();
+    this.newest = undefined;
   }
 }

@@ -113,6 +113,56 @@ describe('files edited in place', () => {
     expect(fs.modified.map((m) => Buffer.from(m.path).toString())).toEqual([...edited].sort());
   });
 
+  it('bytes changed past i_size in a file\'s last block leave it unmodified; bytes changed inside it make it modified', async () => {
+    // Files here are 1000..1044 bytes in one 4 KiB block: bytes 2048..2559 are not content.
+    const [tailOnly, inside] = [paths[3]!, paths[50]!];
+    const overlay = join(tmp(), 'tail.qcow2');
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', overlay]);
+    sh('qemu-io', ['-f', 'qcow2', '-c', `write -P 0x55 ${blocks.get(tailOnly)![0]! * 4096 + 2048} 512`, '-c', `write -P 0x55 ${blocks.get(inside)![0]! * 4096 + 512} 512`, overlay]);
+    const fs = await diffFs(base, overlay);
+    expect(fs.modified.map((m) => ({ path: Buffer.from(m.path).toString(), changes: m.changes }))).toEqual([{ path: inside, changes: ['content'] }]);
+  });
+
+  it('an inode record changed in place (debugfs set_inode_field) is read from B, not taken from A: its file is modified', async () => {
+    // B reuses inode-table chunks A has read only where no block changed. The file's
+    // inode lies past the first 256 KiB chunk of the table (which both sides read early,
+    // for the journal inode), so A reads its chunk first and B must not take it.
+    const tree = join(tmp(), 'many');
+    mkdirSync(join(tree, 'm'), { recursive: true });
+    for (let i = 0; i < 1200; i++) writeFileSync(join(tree, 'm', `e${i}`), '');
+    const a = join(tmp(), 'many.raw');
+    makeExt4Image(a, tree, { sizeMiB: 32, args: ['-b', '4096', '-I', '256'] });
+    // debugfs ls -p: /ino/mode/uid/gid/name/size/ per entry; a file whose inode is past 1024.
+    const entries = sh('debugfs', ['-R', 'ls -p /m', a]).split('\n').map((l) => l.split('/')).filter((f) => f.length > 5 && f[5]!.startsWith('e'));
+    const pick = entries.find((f) => Number(f[1]) > 1024);
+    expect(pick).toBeDefined();
+    const path = `/m/${pick![5]}`;
+    const copy = join(tmp(), 'many-chmod.raw');
+    copyFileSync(a, copy);
+    sh('debugfs', ['-w', '-R', `set_inode_field ${path} mode 0100600`, copy]);
+    expect(sh('debugfs', ['-R', `stat ${path}`, copy])).toMatch(/Mode:\s+0600/);
+    const overlay = join(tmp(), 'many-chmod.qcow2');
+    sh('qemu-img', ['convert', '-q', '-O', 'qcow2', '-B', a, '-F', 'raw', copy, overlay]);
+    const fs = await diffFs(a, overlay);
+    expect(fs.modified.map((m) => ({ path: Buffer.from(m.path).toString(), changes: m.changes }))).toEqual([{ path, changes: ['mode'] }]);
+  });
+
+  it('a directory block rewritten with its inode record untouched (debugfs unlink) is read on both sides: the entry it lost is reported removed', async () => {
+    // The differ shares a directory's listing between the sides only when neither its
+    // record nor any of its blocks changed; here the record is identical, the block is not.
+    const copy = join(tmp(), 'unlinked.raw');
+    copyFileSync(base, copy);
+    const before = sh('debugfs', ['-R', 'stat /d3', copy]);
+    sh('debugfs', ['-w', '-R', 'unlink /d3/f7', copy]);
+    expect(sh('debugfs', ['-R', 'stat /d3', copy])).toBe(before);
+    expect(sh('debugfs', ['-R', 'ls /d3', copy])).not.toMatch(/\bf7\b/);
+    const overlay = join(tmp(), 'unlinked.qcow2');
+    sh('qemu-img', ['convert', '-q', '-O', 'qcow2', '-B', base, '-F', 'raw', copy, overlay]);
+    const fs = await diffFs(base, overlay);
+    expect(fs.removed.map((e) => Buffer.from(e.path).toString())).toEqual(['/d3/f7']);
+    expect(fs.added).toEqual([]);
+  });
+
   it('a leaked block among the changed blocks whose bytes did not change is not unattributed', async () => {
     const leak = leakedBase();
     const edited = editOrder().slice(0, 300);

@@ -13,6 +13,19 @@ describe('LruCache', () => {
     expect([c.get(1), c.get(3)]).toEqual(['a', 'c']);
   });
 
+  test('repeated hits on the most recent entry keep the order of the others', () => {
+    const c = new LruCache<number, string>(3);
+    c.set(1, 'a');
+    c.set(2, 'b');
+    c.set(3, 'c');
+    expect([c.get(1), c.get(1), c.get(2), c.get(2)]).toEqual(['a', 'a', 'b', 'b']); // order now 3, 1, 2
+    c.set(4, 'd');
+    expect(c.get(3)).toBeUndefined();
+    c.set(5, 'e');
+    expect(c.get(1)).toBeUndefined();
+    expect([c.get(2), c.get(4), c.get(5)]).toEqual(['b', 'd', 'e']);
+  });
+
   test('setting a key again replaces its value without growing', () => {
     const c = new LruCache<string, number>(2);
     c.set('x', 1);

@@ -52,8 +52,8 @@ import {
   descriptorsPerBlock,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { decodeInode, fileType, type Inode } from './inode.js';
-import { InodeTableCache, locateInode } from './inodeTable.js';
+import { decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
+import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
@@ -139,6 +139,11 @@ const STAT_TYPES: Readonly<Record<number, Ext4Stat['type']>> = {
   [S_IFIFO]: 'fifo',
   [S_IFSOCK]: 'socket',
 };
+
+/** The Ext4Stat type of an i_mode. */
+export function statTypeOf(mode: number): Ext4Stat['type'] {
+  return STAT_TYPES[fileType(mode)] ?? 'unknown';
+}
 
 /** Most cached metadata blocks (inode table blocks, directory index blocks). */
 const CACHE_BLOCKS = 256;
@@ -317,15 +322,68 @@ export class Ext4Fs {
 
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
+    const loc = this.locate(ino);
+    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
+    at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
+    // A plain object: callers (the writer) spread it before encodeInode.
+    return this.decodeAt(at, loc, ino, false);
+  }
+
+  /**
+   * Inode `ino` if its inode-table block is cached (no I/O, no waiting), else undefined:
+   * the fast path of a listing that called prefetchInodes. Its times and i_block are made
+   * on first use (decodeInodeLazy): plainInode it before spreading it. Throws as readInode.
+   */
+  cachedInode(ino: number): Inode | undefined {
+    const loc = this.locate(ino);
+    const at = this.itable.peek(loc);
+    return at === undefined ? undefined : this.decodeAt(at, loc, ino, true);
+  }
+
+  /**
+   * Reads the inode-table chunks that hold these inodes, concurrently (as many as the
+   * cache holds), so that cachedInode finds them. Best effort: never rejects; what could
+   * not be read is met by readInode.
+   */
+  async prefetchInodes(inos: Iterable<number>): Promise<void> {
+    const n = this.superblock.s_inodes_count;
+    const valid = (function* (): Generator<number> {
+      for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= n) yield ino;
+    })();
+    await this.itable.prefetch(valid).catch(() => undefined);
+  }
+
+  /**
+   * Lets inode-table reads of this filesystem take bytes `other` has cached instead of
+   * reading them, where `unchanged(blockNo, count)` says both devices hold the same bytes
+   * there (a diff's two sides, away from the blocks that may differ) and both place that
+   * group's table at the same block. Decoding and checking are this filesystem's own.
+   */
+  borrowInodeTables(other: Ext4Fs, unchanged: (blockNo: number, count: number) => boolean): void {
+    const sb = this.superblock;
+    const osb = other.superblock;
+    if (osb.blockSize !== sb.blockSize || osb.s_inode_size !== sb.s_inode_size || osb.s_inodes_per_group !== sb.s_inodes_per_group) return;
+    this.itable.lender = (g, blockNo, count) => {
+      if (g >= osb.groupCount || other.groupDescriptor(g).bg_inode_table !== this.groupDescriptor(g).bg_inode_table) return undefined;
+      if (!unchanged(blockNo, count)) return undefined;
+      return other.itable.cachedBlocks(g, blockNo, count);
+    };
+  }
+
+  private locate(ino: number): InodeLocation {
     const sb = this.superblock;
     if (!Number.isInteger(ino) || ino < 1 || ino > sb.s_inodes_count) {
       throw new CorruptImageError('CORRUPT_IMAGE', { file: this.ctx.file, structure: 'ext4.inode', detail: `inode number ${ino} out of range 1..${sb.s_inodes_count}` });
     }
-    const loc = locateInode(sb, this.gdOf, ino);
-    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
-    at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
+    return locateInode(sb, this.gdOf, ino);
+  }
+
+  /** The inode at `loc` of `at`'s bytes: lazy (see decodeInodeLazy) for the hot paths, else a plain object. */
+  private decodeAt(at: TableBlock, loc: InodeLocation, ino: number, lazy: boolean): Inode {
+    const sb = this.superblock;
     const off = at.offset + loc.within;
-    return decodeInode(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
+    const inode = decodeInodeLazy(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
+    return lazy ? inode : plainInode(inode);
   }
 
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
@@ -537,6 +595,22 @@ export class Ext4Fs {
   }
 
   async *readdirOf(inode: Inode): AsyncGenerator<DirEntry> {
+    for await (const batch of this.dirBatches(inode)) yield* batch;
+  }
+
+  /** All entries of directory `ino` (as readdir yields them), in one array. Throws as readdir. */
+  async listDirectory(ino: number): Promise<DirEntry[]> {
+    return this.listDirectoryOf(await this.readInode(ino));
+  }
+
+  async listDirectoryOf(inode: Inode): Promise<DirEntry[]> {
+    const out: DirEntry[] = [];
+    for await (const batch of this.dirBatches(inode)) for (const e of batch) out.push(e);
+    return out;
+  }
+
+  /** readdirOf's entries, an array per directory block (not one await per entry). */
+  private async *dirBatches(inode: Inode): AsyncGenerator<DirEntry[]> {
     const sb = this.superblock;
     const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
@@ -547,12 +621,14 @@ export class Ext4Fs {
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield { ino, name: new Uint8Array([0x2e]), fileType: 2 };
-      yield { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 };
-      yield* decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      yield [
+        { ino, name: new Uint8Array([0x2e]), fileType: 2 },
+        { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
+      ];
+      yield decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
-        yield* decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+        yield decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
       }
       return;
     }
@@ -594,17 +670,18 @@ export class Ext4Fs {
       for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
         const cnt = Math.min(DIR_READ_BLOCKS, n - k);
         const bytes = await this.readDirBlocks(e.pblk + k, cnt);
+        // A batch per block: a consumer that stops early (lookupIn) never meets a later block's error.
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
           const block = bytes.subarray(j * bs, (j + 1) * bs);
           if (isHtree && lblk === 0) {
             // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
-            yield* decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            yield decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
             continue;
           }
           if (indexBlocks.has(lblk)) continue;
-          yield* decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+          yield decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
         }
       }
     }
@@ -724,9 +801,11 @@ export class Ext4Fs {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
-      for await (const e of this.readdirOf(inode)) {
-        if (isDotOrDotDot(e.name)) continue;
-        children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+      for await (const batch of this.dirBatches(inode)) {
+        for (const e of batch) {
+          if (isDotOrDotDot(e.name)) continue;
+          children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        }
       }
       const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
@@ -764,14 +843,15 @@ export class Ext4Fs {
    * inode tables in large sequential chunks, the next one read while this one is decoded.
    * `visit` may return a promise (awaited before the next inode). A chunk that cannot be
    * read is retried inode by inode (readInode), so errors name the inode's own block.
-   * Throws what readInode and usedInodes throw.
+   * The inodes' times and i_block are made on first use (decodeInodeLazy): plainInode one
+   * before spreading it. Throws what readInode and usedInodes throw.
    */
   async scanInodes(visit: (inode: Inode) => void | Promise<void>): Promise<void> {
     const sb = this.superblock;
     const bs = sb.blockSize;
     const isz = sb.s_inode_size;
     const chunkBlocks = Math.max(1, Math.floor(SCAN_CHUNK_BYTES / bs));
-    type Piece = { table: number; firstBlock: number; blocks: number; firstIno: number; from: number; to: number; bitmap: Uint8Array };
+    type Piece = { group: number; table: number; firstBlock: number; blocks: number; firstIno: number; from: number; to: number; bitmap: Uint8Array };
     // The pieces to read: per group, the table blocks up to its last inode in use.
     const pieces = async function* (groups: AsyncGenerator<{ group: number; firstIno: number; count: number; bitmap: Uint8Array }>, fs: Ext4Fs): AsyncGenerator<Piece> {
       for await (const g of groups) {
@@ -784,12 +864,19 @@ export class Ext4Fs {
           const n = Math.min(chunkBlocks, blocks - b);
           const from = Math.ceil((b * bs) / isz);
           const to = Math.min(last + 1, Math.floor(((b + n) * bs) / isz));
-          yield { table, firstBlock: b, blocks: n, firstIno: g.firstIno, from, to, bitmap: g.bitmap };
+          yield { group: g.group, table, firstBlock: b, blocks: n, firstIno: g.firstIno, from, to, bitmap: g.bitmap };
         }
       }
     };
     // A chunk that cannot be read is retried inode by inode below.
-    const read = (p: Piece): Promise<Uint8Array | undefined> => this.readBlocks(p.table + p.firstBlock, p.blocks).catch(() => undefined);
+    // Each read notes the cache's write generation when it starts (see adopt).
+    const read = (p: Piece): Promise<{ bytes: Uint8Array; gen: number } | undefined> => {
+      const gen = this.itable.generation;
+      return this.readBlocks(p.table + p.firstBlock, p.blocks).then(
+        (bytes) => ({ bytes, gen }),
+        () => undefined,
+      );
+    };
     const it = pieces(this.layout.inodeGroups(), this);
     let next = await it.next();
     let nextBytes = next.done ? undefined : read(next.value);
@@ -798,7 +885,10 @@ export class Ext4Fs {
       const pending = nextBytes!;
       next = await it.next();
       nextBytes = next.done ? undefined : read(next.value);
-      const bytes = await pending;
+      const got = await pending;
+      const bytes = got?.bytes;
+      // Inodes read after the scan (a diff's candidates) then come from these bytes.
+      if (got !== undefined) this.itable.adopt(p.group, p.firstBlock, got.bytes, got.gen);
       const base = (p.table + p.firstBlock) * bs;
       for (let i = p.from; i < p.to; i++) {
         if (!testBit(p.bitmap, i)) continue;
@@ -807,7 +897,7 @@ export class Ext4Fs {
         if (bytes === undefined) inode = await this.readInode(ino);
         else {
           const off = i * isz - p.firstBlock * bs;
-          inode = decodeInode(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
+          inode = decodeInodeLazy(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
         }
         const r = visit(inode);
         if (r !== undefined) await r;

@@ -63,9 +63,8 @@ export function decodeDirBlock(
   opts: DirBlockOptions,
   blockSize: number,
 ): DirEntry[] {
-  return decodeDirBlockRecords(bytes, ctx, structure, deviceOffset, opts, blockSize)
-    .filter((rec) => rec.ino !== 0)
-    .map(({ ino, name, fileType }) => ({ ino, name, fileType }));
+  const r = fsReader(ctx, bytes, structure, deviceOffset);
+  return decodeDirEntries(r, checkedDirBlockEnd(r, bytes, ctx, structure, deviceOffset, opts), opts, blockSize);
 }
 
 /**
@@ -82,34 +81,47 @@ export function decodeDirBlockRecords(
   blockSize: number,
 ): DirRecord[] {
   const r = fsReader(ctx, bytes, structure, deviceOffset);
-  let end = bytes.length;
-  if (opts.metadataCsum) {
-    const t = end - EXT4_DIR_TAIL_SIZE;
-    const hasTail = t >= 0 && r.u32le(t) === 0 && r.u16le(t + 4) === EXT4_DIR_TAIL_SIZE && r.u8(t + 6) === 0 && r.u8(t + 7) === EXT4_FT_DIR_CSUM;
-    if (!hasTail) r.fail(Math.max(0, t), 'dirent_tail', 'directory block has no checksum tail');
-    checkChecksum(ctx, `${structure}.det_checksum`, deviceOffset + t + 8, r.u32le(t + 8), ext4Crc32c(opts.inodeCsumSeed, bytes.subarray(0, t)));
-    end = t;
-  }
-  return decodeDirRecords(r, end, opts, blockSize);
+  return decodeDirRecords(r, checkedDirBlockEnd(r, bytes, ctx, structure, deviceOffset, opts), opts, blockSize);
+}
+
+/** Where a directory block's records end: before its checksum tail (verified) with metadata_csum, else at its end. */
+function checkedDirBlockEnd(r: FsByteReader, bytes: Uint8Array, ctx: Ext4Context, structure: string, deviceOffset: number, opts: DirBlockOptions): number {
+  if (!opts.metadataCsum) return bytes.length;
+  const t = bytes.length - EXT4_DIR_TAIL_SIZE;
+  const hasTail = t >= 0 && r.u32le(t) === 0 && r.u16le(t + 4) === EXT4_DIR_TAIL_SIZE && r.u8(t + 6) === 0 && r.u8(t + 7) === EXT4_FT_DIR_CSUM;
+  if (!hasTail) r.fail(Math.max(0, t), 'dirent_tail', 'directory block has no checksum tail');
+  checkChecksum(ctx, `${structure}.det_checksum`, deviceOffset + t + 8, r.u32le(t + 8), ext4Crc32c(opts.inodeCsumSeed, bytes.subarray(0, t)));
+  return t;
 }
 
 /** Decodes the used entries of [0, end) of a directory area. See decodeDirBlock for throws. */
 export function decodeDirEntries(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number): DirEntry[] {
-  const out: DirEntry[] = [];
-  for (const rec of decodeDirRecords(r, end, opts, blockSize)) if (rec.ino !== 0) out.push({ ino: rec.ino, name: rec.name, fileType: rec.fileType });
-  return out;
+  return decodeDirArea(r, end, opts, blockSize, false);
 }
 
 /** Decodes every record of [0, end) of a directory area, deleted ones included. See decodeDirBlock for throws. */
 export function decodeDirRecords(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number): DirRecord[] {
-  const out: DirRecord[] = [];
+  return decodeDirArea(r, end, opts, blockSize, true) as DirRecord[];
+}
+
+/** The one decoding loop of decodeDirEntries (used entries) and decodeDirRecords (every record, with rec_len). */
+function decodeDirArea(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number, records: boolean): DirEntry[] {
+  const out: DirEntry[] = [];
+  const bytes = r.bytes;
+  // Hot path (every entry of a walk): reads straight from the bytes, the checks below
+  // keeping every read inside [0, end); r only builds the errors.
+  if (end > bytes.length) r.fail(bytes.length, 'rec_len', 'directory area beyond its bytes', { expected: `<= ${bytes.length}`, actual: end });
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // Names are views of one copy of the area: they outlive the (possibly large, prefetched)
+  // buffer they were read from, and one copy costs less than one per name.
+  let copy: Uint8Array | undefined;
   let pos = 0;
   while (pos < end) {
     if (end - pos < 8) r.fail(pos, 'rec_len', 'directory record header crosses the block end', { actual: end - pos });
-    const ino = r.u32le(pos, 'inode');
-    const recLen = recLenFromDisk(r.u16le(pos + 4, 'rec_len'), blockSize);
-    const nameLen = opts.filetype ? r.u8(pos + 6) : r.u16le(pos + 6);
-    const fileType = opts.filetype ? r.u8(pos + 7) : 0;
+    const ino = v.getUint32(pos, true);
+    const recLen = recLenFromDisk(v.getUint16(pos + 4, true), blockSize);
+    const nameLen = opts.filetype ? bytes[pos + 6]! : v.getUint16(pos + 6, true);
+    const fileType = opts.filetype ? bytes[pos + 7]! : 0;
     if (recLen < 8 || recLen % 4 !== 0 || pos + recLen > end) {
       r.fail(pos + 4, 'rec_len', 'directory record length invalid or past the block end', { expected: `8..${end - pos}, multiple of 4`, actual: recLen });
     }
@@ -120,7 +132,12 @@ export function decodeDirRecords(r: FsByteReader, end: number, opts: Pick<DirBlo
       if (ino > opts.inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${opts.inodesCount}`, actual: ino });
       if (nameLen === 0) r.fail(pos + 6, 'name_len', 'empty name in a used directory record');
     }
-    out.push({ ino, name: r.slice(pos + 8, nameLen).slice(), fileType, recLen });
+    if (ino !== 0 || records) {
+      copy ??= bytes.slice(0, end);
+      const name = copy.subarray(pos + 8, pos + 8 + nameLen);
+      const rec: DirRecord | DirEntry = records ? { ino, name, fileType, recLen } : { ino, name, fileType };
+      out.push(rec);
+    }
     pos += recLen;
   }
   return out;

@@ -79,7 +79,7 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
     slabUsed = 0;
   }
   const at = slabUsed;
-  slab.set(bytes.subarray(0, n), at);
+  slab.set(bytes.length === n ? bytes : bytes.subarray(0, n), at);
   slabUsed += n;
   return at;
 }
@@ -96,11 +96,55 @@ function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd:
 /**
  * Decodes an inode from its `sb.s_inode_size` bytes at device byte `deviceOffset`,
  * verifying its metadata_csum checksum. The bytes are copied (into a small slab shared
- * with neighbouring inodes), so the inode does not keep an inode-table chunk alive.
+ * with neighbouring inodes), so the inode does not keep an inode-table chunk alive. The
+ * result is a plain object: every field is an own property, so `{ ...inode, i_mode }`
+ * keeps them all (what the writer does before encodeInode).
  * Throws BAD_CHECKSUM, CORRUPT_IMAGE (i_extra_isize beyond the inode or not a multiple of
  * 4), TRUNCATED (fewer bytes than an inode).
  */
 export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
+  return plainInode(decodeInodeLazy(bytes, ino, sb, ctx, deviceOffset));
+}
+
+/**
+ * An inode as a plain object with every field its own (the lazy fields of a
+ * decodeInodeLazy inode made): safe to spread and to pass to encodeInode.
+ */
+export function plainInode(i: Inode): Inode {
+  return {
+    ino: i.ino,
+    i_mode: i.i_mode,
+    i_uid: i.i_uid,
+    i_gid: i.i_gid,
+    i_size: i.i_size,
+    i_links_count: i.i_links_count,
+    i_blocks: i.i_blocks,
+    i_blocks_raw: i.i_blocks_raw,
+    hugeFileUnits: i.hugeFileUnits,
+    i_flags: i.i_flags,
+    i_generation: i.i_generation,
+    i_file_acl: i.i_file_acl,
+    i_dtime: i.i_dtime,
+    i_extra_isize: i.i_extra_isize,
+    i_projid: i.i_projid,
+    atime: i.atime,
+    ctime: i.ctime,
+    mtime: i.mtime,
+    crtime: i.crtime,
+    i_block: i.i_block,
+    raw: i.raw,
+    deviceOffset: i.deviceOffset,
+    csumSeed: i.csumSeed,
+  };
+}
+
+/**
+ * As decodeInode, but the times and the i_block view are made on first use: for the
+ * reader's hot paths (a scan or a listing decodes every inode; most callers look at a few
+ * fields). Those fields are prototype getters, so spreading the result drops them: pass
+ * it through plainInode before `{ ...inode }` or encodeInode. Throws as decodeInode.
+ */
+export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
   const inodeSize = sb.s_inode_size;
   if (bytes.length < inodeSize) {
     // Callers pass whole inodes; a short buffer is reported as the reader would.
@@ -154,31 +198,74 @@ export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx:
   } else {
     i_blocks = blocksLo;
   }
-  return {
-    ino,
-    i_mode: v.getUint16(o + 0x00, true),
-    i_uid: v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536,
-    i_gid: v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536,
-    i_size: v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32,
-    i_links_count: v.getUint16(o + 0x1a, true),
-    i_blocks,
-    i_blocks_raw,
-    hugeFileUnits,
-    i_flags,
-    i_generation,
-    i_file_acl: v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32,
-    i_dtime: v.getUint32(o + 0x14, true),
-    i_extra_isize,
-    i_projid: extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0,
-    atime: timeAt(v, o, 0x08, 0x8c, extraEnd),
-    ctime: timeAt(v, o, 0x0c, 0x84, extraEnd),
-    mtime: timeAt(v, o, 0x10, 0x88, extraEnd),
-    crtime: extraEnd >= 0x90 + 4 ? timeAt(v, o, 0x90, 0x94, extraEnd) : undefined,
-    i_block: raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE),
-    raw,
-    deviceOffset,
-    csumSeed: seed,
-  };
+  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+}
+
+/**
+ * An Inode over its copy in a slab. The numeric fields are decoded at once; the times and
+ * i_block view are made on first use (a scan or a listing decodes every inode, and most
+ * callers look at a few fields), then kept. They are getters on the prototype, so that
+ * `{ ...inode }` would drop them: decodeInode hands out plainInode copies, and only the
+ * reader's hot paths (decodeInodeLazy) see these.
+ */
+class DecodedInode implements Inode {
+  readonly i_mode: number;
+  readonly i_uid: number;
+  readonly i_gid: number;
+  readonly i_size: number;
+  readonly i_links_count: number;
+  readonly i_file_acl: number;
+  readonly i_dtime: number;
+  readonly i_projid: number;
+  private atimeV: Ext4Time | undefined;
+  private ctimeV: Ext4Time | undefined;
+  private mtimeV: Ext4Time | undefined;
+  private crtimeV: Ext4Time | undefined | null;
+  private iBlockV: Uint8Array | undefined;
+
+  constructor(
+    /** The inode's bytes: a view of its copy at `o` in the slab that `view` covers. */
+    readonly raw: Uint8Array,
+    private readonly view: DataView,
+    private readonly o: number,
+    private readonly extraEnd: number,
+    readonly ino: number,
+    readonly i_blocks: number,
+    readonly i_blocks_raw: number,
+    readonly hugeFileUnits: boolean,
+    readonly i_flags: number,
+    readonly i_generation: number,
+    readonly i_extra_isize: number,
+    readonly deviceOffset: number,
+    readonly csumSeed: number,
+  ) {
+    const v = view;
+    this.i_mode = v.getUint16(o + 0x00, true);
+    this.i_uid = v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536;
+    this.i_gid = v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536;
+    this.i_size = v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32;
+    this.i_links_count = v.getUint16(o + 0x1a, true);
+    this.i_file_acl = v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32;
+    this.i_dtime = v.getUint32(o + 0x14, true);
+    this.i_projid = extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0;
+  }
+
+  get atime(): Ext4Time {
+    return (this.atimeV ??= timeAt(this.view, this.o, 0x08, 0x8c, this.extraEnd));
+  }
+  get ctime(): Ext4Time {
+    return (this.ctimeV ??= timeAt(this.view, this.o, 0x0c, 0x84, this.extraEnd));
+  }
+  get mtime(): Ext4Time {
+    return (this.mtimeV ??= timeAt(this.view, this.o, 0x10, 0x88, this.extraEnd));
+  }
+  get crtime(): Ext4Time | undefined {
+    if (this.crtimeV === undefined) this.crtimeV = this.extraEnd >= 0x90 + 4 ? timeAt(this.view, this.o, 0x90, 0x94, this.extraEnd) : null;
+    return this.crtimeV ?? undefined;
+  }
+  get i_block(): Uint8Array {
+    return (this.iBlockV ??= this.raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE));
+  }
 }
 
 /**
@@ -274,6 +361,9 @@ export function encodeInode(f: InodeFields, sb: Superblock, opts: { raw?: Uint8A
   if (opts.raw !== undefined) out.set(opts.raw.subarray(0, inodeSize));
   const v = new DataView(out.buffer);
   const ino = f.ino;
+  // A spread decodeInodeLazy inode lacks its lazy fields (prototype getters): refuse it
+  // rather than write zeros or the raw bytes' old values where the caller meant the fields.
+  for (const k of ['atime', 'ctime', 'mtime', 'i_block'] as const) if ((f[k] as unknown) === undefined) bad(ino, k, 'missing', 'a value (pass a decodeInodeLazy inode through plainInode before spreading it)');
   const maxExtra = inodeSize - EXT4_GOOD_OLD_INODE_SIZE;
   if (f.i_extra_isize % 4 !== 0 || f.i_extra_isize < 0 || f.i_extra_isize > maxExtra) bad(ino, 'i_extra_isize', f.i_extra_isize, `multiple of 4, <= ${maxExtra}`);
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + f.i_extra_isize;

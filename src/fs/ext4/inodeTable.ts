@@ -58,7 +58,8 @@ export interface TableBlock {
   readonly offset: number;
 }
 
-type Chunk = { readonly first: number; readonly bytes: Uint8Array };
+/** `shared`: the bytes are also another's (lent to or by another cache, or a scan's buffer), so a write copies them first. */
+type Chunk = { readonly first: number; readonly bytes: Uint8Array; shared: boolean };
 
 /**
  * An LRU cache of inode-table chunks within a byte budget. Chunks are aligned to
@@ -71,8 +72,16 @@ export class InodeTableCache {
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
+  /**
+   * Where table blocks may come from without a read: `count` blocks of group `g`'s table
+   * from block `blockNo`, or undefined (see Ext4Fs.borrowInodeTables).
+   */
+  lender: ((g: number, blockNo: number, count: number) => Uint8Array | undefined) | undefined;
+  /** Key of the chunk the last peek or load used, and of the one after it (for readahead). */
+  private lastUsed = -2;
+  private expected = -1;
   /** Bumped by every write: a read that started before it must not fill the cache. */
-  private generation = 0;
+  private gen = 0;
 
   constructor(
     private readonly sb: Superblock,
@@ -95,10 +104,33 @@ export class InodeTableCache {
     return offset < c.bytes.length ? { bytes: c.bytes, offset } : undefined;
   }
 
-  /** The cached block, without I/O, or undefined. */
+  /** The cached block, without waiting, or undefined. */
   peek(loc: InodeLocation): TableBlock | undefined {
-    const c = this.chunks.get(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
-    return c === undefined ? undefined : this.blockIn(c, loc);
+    const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
+    const k = this.key(loc.group, ci);
+    const c = this.chunks.get(k);
+    if (c === undefined) return undefined;
+    if (k !== this.lastUsed) this.used(loc.group, ci, k);
+    return this.blockIn(c, loc);
+  }
+
+  /**
+   * Notes that a reader moved on to chunk `k`; when it is the successor of the chunk it
+   * used before (a walk in table order, across groups too), starts reading the next one
+   * (readahead), so that it is there when the reader gets to it.
+   */
+  private used(g: number, ci: number, k: number): void {
+    const next = this.nextChunk(g, ci);
+    if (k === this.expected && next !== undefined) void this.loadChunk(next[0], next[1]);
+    this.expected = next === undefined ? -1 : this.key(next[0], next[1]);
+    this.lastUsed = k;
+  }
+
+  /** The chunk after chunk `ci` of group `g` in table order: the group's next, or the next group's first; undefined past the used parts. */
+  private nextChunk(g: number, ci: number): [number, number] | undefined {
+    if ((ci + 1) * this.chunkBlocks < usedTableBlocks(this.sb, this.gd(g))) return [g, ci + 1];
+    if (g + 1 < this.sb.groupCount && usedTableBlocks(this.sb, this.gd(g + 1)) > 0) return [g + 1, 0];
+    return undefined;
   }
 
   /**
@@ -109,21 +141,96 @@ export class InodeTableCache {
   async load(loc: InodeLocation): Promise<TableBlock | undefined> {
     const ci = Math.floor(loc.tableBlock / this.chunkBlocks);
     const k = this.key(loc.group, ci);
+    if (k !== this.lastUsed) this.used(loc.group, ci, k);
+    const c = await this.loadChunk(loc.group, ci);
+    return c === undefined ? undefined : this.blockIn(c, loc);
+  }
+
+  /**
+   * Reads the chunks that hold these inodes (valid numbers), concurrently, at most half
+   * of what the cache holds; resolves when they are read. Never rejects.
+   */
+  async prefetch(inos: Iterable<number>): Promise<void> {
+    const sb = this.sb;
+    const inodesPerChunk = Math.max(1, Math.floor((this.chunkBlocks * sb.blockSize) / sb.s_inode_size));
+    const wanted = new Map<number, [number, number]>();
+    let lastKey = -1;
+    for (const ino of inos) {
+      // locateInode's arithmetic, without an object per inode (a listing's children are many).
+      const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
+      const ci = Math.floor(((ino - 1) % sb.s_inodes_per_group) / inodesPerChunk);
+      const k = this.key(group, ci);
+      if (k === lastKey) continue;
+      lastKey = k;
+      if (!wanted.has(k) && !this.chunks.has(k)) wanted.set(k, [group, ci]);
+      if (wanted.size >= this.chunks.capacity / 2) break;
+    }
+    const reads: Array<Promise<Chunk | undefined>> = [];
+    for (const [g, ci] of wanted.values()) reads.push(this.loadChunk(g, ci));
+    await Promise.all(reads);
+  }
+
+  /** The cached bytes of `count` table blocks from absolute block `blockNo` of group `g`, if one cached chunk holds them all; no I/O. */
+  cachedBlocks(g: number, blockNo: number, count: number): Uint8Array | undefined {
+    const rel = blockNo - this.gd(g).bg_inode_table;
+    const ci = Math.floor(rel / this.chunkBlocks);
+    if (rel < 0 || Math.floor((rel + count - 1) / this.chunkBlocks) !== ci) return undefined;
+    const c = this.chunks.get(this.key(g, ci));
+    if (c === undefined) return undefined;
+    const from = (rel - c.first) * this.sb.blockSize;
+    const to = from + count * this.sb.blockSize;
+    if (to > c.bytes.length) return undefined;
+    // The borrower holds a view: a later write here patches a copy, not the borrower's bytes.
+    c.shared = true;
+    return c.bytes.subarray(from, to);
+  }
+
+  /**
+   * Takes blocks [firstBlock, firstBlock + n) of group `g`'s table that a caller read
+   * itself (a scan of all inodes), so that inodes read afterwards need no second read:
+   * the chunks they cover whole are cached, as views of `bytes` (consecutive ones, so
+   * they leave the cache together and keep no more of `bytes` alive than the budget).
+   */
+  adopt(g: number, firstBlock: number, bytes: Uint8Array, readAt: number): void {
+    // A write since the read began (readAt: `generation` then) may have made them stale.
+    if (readAt !== this.gen) return;
+    const bs = this.sb.blockSize;
+    const used = usedTableBlocks(this.sb, this.gd(g));
+    const endBlock = firstBlock + Math.floor(bytes.length / bs);
+    for (let ci = Math.ceil(firstBlock / this.chunkBlocks); ci * this.chunkBlocks < used; ci++) {
+      const first = ci * this.chunkBlocks;
+      const end = Math.min(first + this.chunkBlocks, used);
+      if (end > endBlock) break;
+      const k = this.key(g, ci);
+      if (this.pending.has(k) || this.chunks.get(k) !== undefined) continue;
+      this.chunks.set(k, { first, bytes: bytes.subarray((first - firstBlock) * bs, (end - firstBlock) * bs), shared: true });
+    }
+  }
+
+  /** Chunk `ci` of group `g`'s table, read once however many ask; undefined if it is outside the used part or its read failed. */
+  private loadChunk(g: number, ci: number): Promise<Chunk | undefined> {
+    const k = this.key(g, ci);
     const hit = this.chunks.get(k);
-    if (hit !== undefined) return this.blockIn(hit, loc);
-    if (this.failed.has(k)) return undefined;
-    const gd = this.gd(loc.group);
-    const used = usedTableBlocks(this.sb, gd);
-    if (loc.tableBlock >= used) return undefined;
+    if (hit !== undefined) return Promise.resolve(hit);
+    if (this.failed.has(k)) return Promise.resolve(undefined);
+    const used = usedTableBlocks(this.sb, this.gd(g));
+    const first = ci * this.chunkBlocks;
+    // Past the used part (or past the table: a readahead at its end) nothing is read.
+    if (ci >= this.chunksPerGroup || first >= used) return Promise.resolve(undefined);
     let p = this.pending.get(k);
     if (p === undefined) {
-      const first = ci * this.chunkBlocks;
       const count = Math.min(this.chunkBlocks, used - first);
-      const gen = this.generation;
-      p = this.readBlocks(gd.bg_inode_table + first, count).then(
+      const lent = this.lender?.(g, this.gd(g).bg_inode_table + first, count);
+      if (lent !== undefined) {
+        const c: Chunk = { first, bytes: lent, shared: true };
+        this.chunks.set(k, c);
+        return Promise.resolve(c);
+      }
+      const gen = this.gen;
+      p = this.readBlocks(this.gd(g).bg_inode_table + first, count).then(
         (bytes) => {
-          const c = { first, bytes };
-          if (gen === this.generation) this.chunks.set(k, c);
+          const c: Chunk = { first, bytes, shared: false };
+          if (gen === this.gen) this.chunks.set(k, c);
           return c;
         },
         () => {
@@ -132,10 +239,13 @@ export class InodeTableCache {
         },
       );
       this.pending.set(k, p);
-      void p.finally(() => this.pending.delete(k));
+      const mine = p;
+      // A write clears pending; a newer read of the same chunk then owns the slot.
+      void p.finally(() => {
+        if (this.pending.get(k) === mine) this.pending.delete(k);
+      });
     }
-    const c = await p;
-    return c === undefined ? undefined : this.blockIn(c, loc);
+    return p;
   }
 
   /**
@@ -144,11 +254,25 @@ export class InodeTableCache {
    * later reads start afresh.
    */
   noteInodeWrite(loc: InodeLocation, bytes: Uint8Array): void {
-    this.generation++;
+    this.gen++;
     this.pending.clear();
-    const c = this.chunks.peek(this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks)));
+    // This device no longer holds what a lender's "unchanged" promised.
+    this.lender = undefined;
+    const k = this.key(loc.group, Math.floor(loc.tableBlock / this.chunkBlocks));
+    let c = this.chunks.peek(k);
     if (c === undefined) return;
     const at = this.blockIn(c, loc);
-    if (at !== undefined) c.bytes.set(bytes, at.offset + loc.within);
+    if (at === undefined) return;
+    if (c.shared) {
+      // Patching shared bytes would change another cache (or a scan's buffer): patch a copy.
+      c = { first: c.first, bytes: c.bytes.slice(), shared: false };
+      this.chunks.set(k, c);
+    }
+    c.bytes.set(bytes, at.offset + loc.within);
+  }
+
+  /** Counts writes (noteInodeWrite): bytes read before a change of it may be stale and must not be adopted. */
+  get generation(): number {
+    return this.gen;
   }
 }

@@ -37,6 +37,9 @@ export const OWNER_KINDS: readonly OwnerKind[] = [
   'xattr block',
 ];
 
+/** OWNER_KINDS index of each kind (add() runs once per extent of every inode). */
+const KIND_INDEX: Readonly<Record<OwnerKind, number>> = Object.fromEntries(OWNER_KINDS.map((k, i) => [k, i])) as Record<OwnerKind, number>;
+
 /** The owner of a block. `ino` for inode-owned blocks, `lblk` for file/directory/journal blocks, `group` for group metadata. */
 export interface BlockOwner {
   readonly kind: OwnerKind;
@@ -63,7 +66,7 @@ export class OwnershipBuilder {
 
   add(start: number, length: number, owner: BlockOwner): void {
     if (length <= 0) return;
-    const k = OWNER_KINDS.indexOf(owner.kind);
+    const k = KIND_INDEX[owner.kind];
     const id = owner.ino ?? owner.group ?? 0;
     const l = owner.lblk ?? -1;
     // Extend the previous run when this one continues it (consecutive extents of one file).
@@ -97,10 +100,24 @@ export class OwnershipBuilder {
 
   /** Sorts the runs and returns the table. */
   build(free: ReadonlyArray<readonly [number, number]>, blocksCount: number): BlockOwnership {
-    const order = new Uint32Array(this.n);
-    for (let i = 0; i < this.n; i++) order[i] = i;
+    const n = this.n;
     const s = this.start;
-    order.sort((a, b) => s[a]! - s[b]!);
+    let maxStart = 0;
+    for (let i = 0; i < n; i++) maxStart = Math.max(maxStart, s[i]!);
+    let order: Uint32Array;
+    if ((maxStart + 1) * n <= Number.MAX_SAFE_INTEGER) {
+      // start * n + index is exact here: a numeric sort of those keys (no comparator
+      // call per comparison) orders by start, ties by insertion, as the comparator would.
+      const keys = new Float64Array(n);
+      for (let i = 0; i < n; i++) keys[i] = s[i]! * n + i;
+      keys.sort();
+      order = new Uint32Array(n);
+      for (let i = 0; i < n; i++) order[i] = keys[i]! % n;
+    } else {
+      order = new Uint32Array(n);
+      for (let i = 0; i < n; i++) order[i] = i;
+      order.sort((a, b) => s[a]! - s[b]! || a - b);
+    }
     const pick = <T extends Float64Array | Uint32Array | Uint8Array>(a: T, C: new (n: number) => T): T => {
       const b = new C(this.n);
       for (let i = 0; i < this.n; i++) b[i] = a[order[i]!]!;

@@ -156,6 +156,114 @@ describe('inode tables', () => {
     }
   });
 
+  test('prefetchInodes reads the chunks holding the given inodes concurrently, each once; cachedInode then decodes them without I/O, as debugfs stat shows them', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const used = usedInodesOracle(image).filter((i) => i >= sb.s_first_ino);
+      // Inodes of several groups, so of several chunks.
+      const picked = used.filter((_, k) => k % 151 === 0);
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const chunks = new Set(picked.map((ino) => {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        return `${loc.group}:${Math.floor(loc.tableBlock / chunkBlocks)}`;
+      }));
+      expect(chunks.size).toBeGreaterThan(2);
+      expect(fs.cachedInode(picked[0]!)).toBeUndefined();
+      dev.reads = [];
+      await fs.prefetchInodes(picked);
+      expect(dev.reads.length).toBe(chunks.size);
+      dev.reads = [];
+      const got = picked.map((ino) => fs.cachedInode(ino)!);
+      expect(dev.reads.length).toBe(0);
+      const stats = debugfsBatch(image, picked.map((i) => `stat <${i}>`)).map(parseStat);
+      expect(got.map((i) => ({ mode: i.i_mode & 0o7777, size: i.i_size, links: i.i_links_count }))).toEqual(stats.map((s) => ({ mode: s.mode, size: s.size, links: s.links })));
+      // An unreadable chunk: prefetchInodes does not fail, cachedInode has nothing, readInode meets the error.
+      const fresh = await Ext4Fs.open(dev, { file: image });
+      const victim = picked[picked.length - 1]!;
+      const loc = locateInode(sb, (g) => fs.groupDescriptor(g), victim);
+      dev.bad = [loc.blockNo * sb.blockSize, (loc.blockNo + 1) * sb.blockSize];
+      await fresh.prefetchInodes([victim]);
+      expect(fresh.cachedInode(victim)).toBeUndefined();
+      await expectImgError(() => fresh.readInode(victim), 'IO');
+    } finally {
+      await img.close();
+    }
+  });
+
+  test('after a scan, reading the inodes again reads only the chunks the scan did not read whole', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const used = usedInodesOracle(image);
+      await fs.scanInodes(() => undefined);
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const chunkOf = (ino: number): string => {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        return `${loc.group}:${Math.floor(loc.tableBlock / chunkBlocks)}`;
+      };
+      // The scan reads each group's table up to its last inode in use: a chunk past that
+      // inode's block is only partly read, every earlier one whole.
+      const lastBlock = new Map<number, number>();
+      for (const ino of used) {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        lastBlock.set(loc.group, loc.tableBlock);
+      }
+      const partial = new Set<string>();
+      for (const [g, last] of lastBlock) {
+        const ci = Math.floor(last / chunkBlocks);
+        const end = Math.min((ci + 1) * chunkBlocks, usedTableBlocks(sb, fs.groupDescriptor(g)));
+        if (last + 1 < end) partial.add(`${g}:${ci}`);
+      }
+      dev.reads = [];
+      const got = [];
+      for (const ino of used) got.push((await fs.readInode(ino)).i_links_count);
+      expect(new Set(used.map(chunkOf)).size).toBeGreaterThan(partial.size);
+      expect(dev.reads.length).toBe(partial.size);
+      const stats = debugfsBatch(image, used.filter((_, k) => k % 211 === 0).map((i) => `stat <${i}>`)).map(parseStat);
+      expect(got.filter((_, k) => k % 211 === 0)).toEqual(stats.map((s) => s.links));
+    } finally {
+      await img.close();
+    }
+  });
+
+  test('reading a table in order reads the next chunk ahead: it is asked for before any of its inodes is', async () => {
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const inodesPerChunk = INODE_CHUNK_BYTES / sb.s_inode_size;
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const usedChunks = (g: number): number => Math.ceil(usedTableBlocks(sb, fs.groupDescriptor(g)) / chunkBlocks);
+      // A group whose used table spans two chunks or more, followed by one in use.
+      let g = 0;
+      while (g + 1 < sb.groupCount && !(usedChunks(g) >= 2 && usedChunks(g + 1) >= 1)) g++;
+      expect(g + 1).toBeLessThan(sb.groupCount);
+      const chunkAt = (h: number, k: number): number => (fs.groupDescriptor(h).bg_inode_table + k * chunkBlocks) * sb.blockSize;
+      // After chunk 1 comes the group's chunk 2, or the next group's chunk 0.
+      const ahead = usedChunks(g) > 2 ? chunkAt(g, 2) : chunkAt(g + 1, 0);
+      const first = g * sb.s_inodes_per_group + 1;
+      dev.reads = [];
+      await fs.readInode(first); // chunk 0: no predecessor read, nothing ahead
+      expect(dev.reads.map(([off]) => off)).toEqual([chunkAt(g, 0)]);
+      await fs.readInode(first + inodesPerChunk); // its successor: the one after is read ahead
+      expect(dev.reads.map(([off]) => off).sort((x, y) => x - y)).toEqual([chunkAt(g, 0), chunkAt(g, 1), ahead].sort((x, y) => x - y));
+      await fs.readInode(usedChunks(g) > 2 ? first + 2 * inodesPerChunk : first + sb.s_inodes_per_group);
+      expect(dev.reads.filter(([off]) => off === ahead)).toHaveLength(1);
+      // Out of order: nothing is read ahead.
+      dev.reads = [];
+      await fs.readInode(first + sb.s_inodes_per_group + inodesPerChunk);
+      expect(dev.reads).toHaveLength(1);
+    } finally {
+      await img.close();
+    }
+  });
+
   test('an inode past the used part of its table (bg_itable_unused), in a chunk already read, is read from its own block', async () => {
     const img = await RawImage.open(image);
     try {

@@ -33,3 +33,22 @@ test('stays compact: a million runs cost about 30 bytes each', () => {
   expect(own.runCount).toBe(1_000_000);
   expect(own.ownerOf(3 * 777_777 + 1)).toEqual({ kind: 'data', ino: 12 + (777_777 % 7), lblk: 777_777 * 2 + 1 });
 });
+
+test.each([
+  ['small block numbers (packed numeric sort)', 0],
+  ['block numbers near 2^52 (comparator sort)', 2 ** 52],
+])('runs come out by start, claims of one start in the order they were added: %s', (_label, base) => {
+  const b = new OwnershipBuilder();
+  b.add(base + 50, 1, { kind: 'data', ino: 20, lblk: 0 });
+  b.add(base + 10, 1, { kind: 'data', ino: 21, lblk: 0 });
+  b.add(base + 50, 1, { kind: 'directory', ino: 22, lblk: 0 });
+  b.add(base + 30, 2, { kind: 'extent node', ino: 23 });
+  const own = b.build([], base + 100);
+  expect([...own.runs()].map((r) => [r.start - base, r.ino])).toEqual([
+    [10, 21],
+    [30, 23],
+    [50, 20],
+    [50, 22],
+  ]);
+  expect(own.overlappingBlocks).toBe(1);
+});
