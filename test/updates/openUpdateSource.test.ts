@@ -1,8 +1,8 @@
 /**
  * Telling the kind of update from the argument (src/updates/openUpdateSource.ts) and
  * counting what it holds (summarizeUpdate.ts): a file is one tar layer whatever its name,
- * a directory of only tar files is layers in byte order of their names, any other
- * directory is a tree; a missing path is IO, a device or fifo BAD_UPDATE. Counts are
+ * a directory of only tar files is layers in byte order of their names, one mixing
+ * layers with other entries is refused, any other directory is a tree; a missing path is IO, a device or fifo BAD_UPDATE. Counts are
  * checked against `tar -tvf` (GNU tar's own reading) of the same layers.
  */
 import { describe, expect, it } from 'vitest';
@@ -81,9 +81,9 @@ describe('openUpdateSource tells the kind of update from the argument', () => {
     expect(src.describe).toBe(`4 tar layers in ${d}`);
     expect(await layerNames(src)).toEqual(['B.tgz', 'a.tar', 'b.tar.zst', 'c.tar.gz'].map((n) => join(d, n)));
     expect((await summarizeUpdate(src)).entries).toBe(4 * 9);
-    // One file of another kind makes it a tree.
+    // Layers beside another entry are ambiguous (a stray README, or a tree holding a layer file): refused, never guessed.
     writeFileSync(join(d, 'README'), 'x');
-    expect((await openUpdateSource(d)).kind).toBe('tree');
+    await expectImgError(() => openUpdateSource(d), 'BAD_UPDATE', { file: d, detail: expect.stringContaining('other entries (README)') });
   });
 
   it('a missing path is IO, a fifo BAD_UPDATE, an empty or xz file BAD_UPDATE, a bad layer in a directory fails at open', async () => {
