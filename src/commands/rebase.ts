@@ -80,6 +80,8 @@ export interface RebaseResult {
 }
 
 const IMAGE_NAME = /\.(qcow2|vmdk)$/i;
+/** Bytes of written data each copy-on-write layer keeps in memory before spilling. */
+const LAYER_BUDGET_BYTES = 24 << 20;
 
 /** Every qcow2/VMDK file in BASE's directory whose backing file is BASE itself. */
 async function discoverClients(base: string): Promise<string[]> {
@@ -185,14 +187,15 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     options.onProgress?.('apply', 0, 1);
     let avoidBlocks = new BlockRuns();
     let avoidInodes = new BlockRuns();
-    const clientRoots = new Map<string, Ext4Fs>();
+    // Each client's filesystem is opened for this and let go: memory follows one client at a time.
+    const openClientRoot = (c: (typeof clients)[number]): Promise<Ext4Fs> => Ext4Fs.open(new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }), { file: rootName(c.name) });
     for (const c of clients) {
-      const fs = await Ext4Fs.open(new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }), { file: rootName(c.name) });
-      clientRoots.set(c.name, fs);
+      const fs = await openClientRoot(c);
       avoidBlocks = avoidBlocks.union(await fs.layout.usedBlocks());
       avoidInodes = avoidInodes.union(await fs.layout.usedInodes());
     }
-    const cowT = new CowDevice(base.device);
+    // One memory budget for the two layers alive at a time (T and one client's M); past it they spill to temp files.
+    const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
       const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
@@ -238,8 +241,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         options.onProgress?.('clients', k++, clients.length);
         const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
-        const cFs = clientRoots.get(c.name)!;
-        const cowM = new CowDevice(cowT);
+        const cFs = await openClientRoot(c);
+        const cowM = new CowDevice(cowT, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
         try {
           const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
           const clientUsedBlocks = await cFs.layout.usedBlocks();
