@@ -8,7 +8,9 @@
  * what differs from it. Inputs are never modified; outputs are written into a staging
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
-import { mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
@@ -87,16 +89,30 @@ const LAYER_BUDGET_BYTES = 24 << 20;
 async function discoverClients(base: string): Promise<string[]> {
   const dir = dirname(resolve(base));
   const real = await realpath(base);
-  const out: string[] = [];
+  /** Each image of the directory with the real path of its backing file. */
+  const parents = new Map<string, string>();
   for (const name of (await readdir(dir)).sort()) {
     const p = join(dir, name);
     if (!IMAGE_NAME.test(name) || p === resolve(base)) continue;
     const img = await openImage(p).catch(() => undefined);
     if (img === undefined) continue;
     try {
-      if (img.backing !== undefined && (await realpath(resolveBackingPath(p, img.backing.name)).catch(() => '')) === real) out.push(p);
+      if (img.backing !== undefined) parents.set(p, await realpath(resolveBackingPath(p, img.backing.name)).catch(() => ''));
     } finally {
       await img.close();
+    }
+  }
+  const out = [...parents].filter(([, parent]) => parent === real).map(([p]) => p);
+  // A client with images of its own on top would be left pointing at the old client: only a
+  // user who names the clients explicitly has decided what to do with those.
+  for (const c of out) {
+    const rc = await realpath(c);
+    const child = [...parents].find(([, parent]) => parent === rc)?.[0];
+    if (child !== undefined) {
+      throw new RefusedError('WRONG_BASE', {
+        file: c,
+        detail: `client ${c} has an image of its own on top of it (${child}), which rebasing it would leave on the old client; name the clients to rebase explicitly`,
+      });
     }
   }
   return out;
@@ -379,12 +395,50 @@ async function verifyOutputs(newBase: string, clients: readonly string[], target
           if (own.isFree(b)) throw new VerificationError({ file: out, structure: `ext4.block_bitmap`, detail: `block ${b} is marked in use but nothing owns it (outputs left in place for inspection)` });
         }
       }
+      await strictFsck(out, new SliceDevice(chain.device, target.start, target.length, { file: out }));
     } catch (err) {
       if (err instanceof VerificationError) throw err;
       throw new VerificationError({ file: out, detail: `reading the output back failed: ${err instanceof Error ? err.message : String(err)} (outputs left in place for inspection)` });
     } finally {
       await chain.close();
     }
+  }
+}
+
+/** Lines `e2fsck -fn` prints on a filesystem with nothing to say: the version, the five passes, the summary. */
+const FSCK_QUIET = [/^e2fsck \d/, /^Pass [1-5]: /, /^\S+: \d+\/\d+ files \([\d.]+% non-contiguous\), \d+\/\d+ blocks$/];
+
+/**
+ * The strict oracle, where e2fsck is installed: the filesystem copied to a temporary raw
+ * file (e2fsck reads no qcow2 or VMDK), `e2fsck -fn` on it must exit 0 and print nothing
+ * beyond FSCK_QUIET. Throws VERIFY_FAILED with e2fsck's findings. Without e2fsck, nothing.
+ */
+async function strictFsck(name: string, fs: BlockDevice): Promise<void> {
+  const probe = spawnSync('e2fsck', ['-V'], { stdio: 'ignore' });
+  if (probe.error !== undefined) return;
+  const dir = await mkdtemp(join(tmpdir(), 'imgdedup-verify-'));
+  const raw = join(dir, 'fs.raw');
+  try {
+    const fh = await open(raw, 'w');
+    try {
+      await fh.truncate(fs.size);
+      for await (const e of fs.allocation()) {
+        if (e.kind !== 'data') continue;
+        for (let off = e.offset; off < e.offset + e.length; off += 4 << 20) {
+          const n = Math.min(4 << 20, e.offset + e.length - off);
+          await fh.write(await fs.read(off, n), 0, n, off);
+        }
+      }
+    } finally {
+      await fh.close();
+    }
+    const r = spawnSync('e2fsck', ['-fn', raw], { encoding: 'utf8', env: { ...process.env, E2FSCK_CONFIG: '/dev/null' } });
+    const extra = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.trim() !== '' && !FSCK_QUIET.some((re) => re.test(l)));
+    if (r.status !== 0 || extra.length > 0) {
+      throw new VerificationError({ file: name, structure: 'ext4', detail: `e2fsck -fn found problems (exit ${r.status}): ${extra.slice(0, 5).join(' | ')} (outputs left in place for inspection)` });
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

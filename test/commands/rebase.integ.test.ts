@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { cachedFleet } from '../../fixtures/fleet/makeFleet.mjs';
@@ -152,5 +152,30 @@ describe('rebase refusals', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/DIRTY_FILESYSTEM.*shut the VM down cleanly or fsck it/);
     expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  }, 120_000);
+
+  test('a discovered client that has an image of its own on top is refused; named explicitly, it is rebased', () => {
+    const d = join(tmp(), 'discover');
+    mkdirSync(d);
+    copyFileSync(join(fleet, 'base.qcow2'), join(d, 'base.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'vm.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'vm.qcow2', '-F', 'qcow2', join(d, 'vm-snapshot.qcow2'));
+    const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(fleet, 'updates.tar'), '-o', join(d, 'out')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/vm-snapshot\.qcow2.*name the clients to rebase explicitly/);
+    const named = imgdedup(['rebase', join(d, 'base.qcow2'), join(fleet, 'updates.tar'), join(d, 'vm.qcow2'), '-o', join(d, 'out')]);
+    expect(named.status, named.stderr).toBe(0);
+  }, 120_000);
+
+  test('--verify runs the strict e2fsck oracle: a finding is VERIFY_FAILED (exit 4), outputs left for inspection', () => {
+    // An e2fsck that passes but has something to say: the strict oracle must reject that.
+    const bin = join(tmp(), 'fake-bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'e2fsck'), '#!/bin/sh\n[ "$1" = "-V" ] && exit 0\necho "e2fsck 1.47.0 (5-Feb-2023)"\necho "Inode 12 has a funny smell.  Clear? no"\nexit 0\n', { mode: 0o755 });
+    const out = join(tmp(), 'out-verify');
+    const r = imgdedup(['rebase', '--verify', join(fleet, 'base.qcow2'), join(fleet, 'updates.tar'), join(fleet, 'client4.qcow2'), '-o', out], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+    expect(r.status, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/VERIFY_FAILED.*funny smell/);
+    expect(readdirSync(out).sort()).toEqual(['base.qcow2', 'client4.qcow2']);
   }, 120_000);
 });
