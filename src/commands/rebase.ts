@@ -9,7 +9,7 @@
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
@@ -22,7 +22,7 @@ import { readPartitionTable, type PartitionTable } from '../diskimage/partition/
 import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
 import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
-import { registerTempFile, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
@@ -123,6 +123,46 @@ function sameTable(a: PartitionTable, b: PartitionTable): boolean {
   return key(a) === key(b);
 }
 
+/**
+ * Makes sure DIR is a directory, creating it and any missing parents one level at a time
+ * (Node's recursive mkdir loops forever under /proc). Returns the directories it created,
+ * outermost first, registered for removal if the process is interrupted. Throws USAGE (DIR
+ * exists and is not a directory), IO.
+ */
+async function makeOutputDir(dir: string): Promise<string[]> {
+  const st = await stat(dir).catch(() => undefined);
+  if (st !== undefined) {
+    if (!st.isDirectory()) throw new UsageError(`-o ${dir} exists and is not a directory`, { file: dir });
+    return [];
+  }
+  const missing: string[] = [];
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if ((await stat(d).catch(() => undefined)) !== undefined) break;
+    missing.unshift(d);
+    if (dirname(d) === d) break;
+  }
+  const created: string[] = [];
+  try {
+    for (const d of missing) {
+      await mkdir(d).catch((err: unknown) => Promise.reject(wrapIoError(err, dir, 'create the output directory')));
+      created.push(d);
+      registerTempDir(d);
+    }
+  } catch (err) {
+    await removeEmptyDirs(created);
+    throw err;
+  }
+  return created;
+}
+
+/** Removes the directories (innermost first) that are still empty, and forgets them. */
+async function removeEmptyDirs(dirs: readonly string[]): Promise<void> {
+  for (const d of [...dirs].reverse()) {
+    unregisterTempDir(d);
+    await rmdir(d).catch(() => undefined);
+  }
+}
+
 /** Clean-state check of every ext filesystem of a client: DIRTY_FILESYSTEM naming the client. */
 async function requireClean(name: string, disk: BlockDevice, table: PartitionTable): Promise<void> {
   const places = table.scheme === 'none' || table.partitions.length === 0 ? [{ label: 'the disk', start: 0, length: disk.size }] : table.partitions.filter((p) => p.kind !== 'extended').map((p) => ({ label: `partition ${p.index}`, start: p.startBytes, length: p.lengthBytes }));
@@ -177,8 +217,16 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       if (st !== undefined) throw new RefusedError('OUTPUT_EXISTS', { file: join(outDir, n), detail: 'output exists; rebase never replaces files (choose another -o DIR)' });
     }
   }
-  const source = await openUpdateSource(options.updates);
-  const base = await openChain(options.base);
+  // DIR is checked, and created, before any work: a bad DIR must not cost an update's application.
+  const createdDirs = options.dryRun ? [] : await makeOutputDir(outDir);
+  const source = await openUpdateSource(options.updates).catch(async (err: unknown) => {
+    await removeEmptyDirs(createdDirs);
+    throw err;
+  });
+  const base = await openChain(options.base).catch(async (err: unknown) => {
+    await removeEmptyDirs(createdDirs);
+    throw err;
+  });
   const clients: Array<{ name: string; chain: ImageChain; own: ImageChain['layers'] }> = [];
   const staging = join(outDir, `.imgdedup-rebase-${process.pid}`);
   const staged: string[] = [];
@@ -216,7 +264,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
       const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
       await checkSpace(tWriter, source, rootName(options.base));
-      const { summary } = await applyUpdate(tWriter, source);
+      const { summary, report: tReport } = await applyUpdate(tWriter, source);
+      const updateChanged = tReport.changes.map((c) => c.path);
       warnings.push(...summary.warnings);
       const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
       const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)` });
@@ -228,7 +277,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let newBaseCid: number | undefined;
       const newBasePath = join(staging, basename(options.base));
       if (!options.dryRun) {
-        await mkdir(staging, { recursive: true });
+        await mkdir(staging);
+        registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
         const w = await writerFor(baseFormat, newBasePath, base.device.size, {});
         try {
@@ -247,7 +297,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         }
         options.onProgress?.('new base', 1, 1);
       }
-      const updateChanged = summary.added + summary.replaced + summary.deleted;
+      const updateChangedCount = summary.added + summary.replaced + summary.deleted;
       let tOwners: Promise<BlockOwnership> | undefined;
       const updatedOwnership = (): Promise<BlockOwnership> => (tOwners ??= tFs.blockOwnership());
       // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
@@ -274,6 +324,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
             conflict,
             updatedOwnership,
+            updateChanged,
             name: c.name,
           });
           await mWriter.commit();
@@ -319,7 +370,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             client: c.name,
             output,
             format,
-            filesUpdated: Math.max(0, updateChanged - conflicts.filter((x) => x.kept === 'client').length),
+            filesUpdated: Math.max(0, updateChangedCount - conflicts.filter((x) => x.kept === 'client').length),
             filesKept: merge.decisions.filter((d) => d.result === 'client').length,
             conflicts,
             blocksRelocated: merge.relocatedBlocks,
@@ -338,6 +389,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           unregisterTempFile(p);
         }
         await rm(staging, { recursive: true, force: true });
+        unregisterTempDir(staging);
+        for (const d of createdDirs) unregisterTempDir(d);
       }
       let verified = false;
       if (options.verify && !options.dryRun) {
@@ -370,6 +423,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
   } catch (err) {
     for (const p of staged) unregisterTempFile(p);
     await rm(staging, { recursive: true, force: true });
+    unregisterTempDir(staging);
+    await removeEmptyDirs(createdDirs);
     throw err;
   } finally {
     for (const c of clients) await c.chain.close();

@@ -54,6 +54,8 @@ export interface MergeInput {
   readonly updatedOwnership: () => Promise<BlockOwnership>;
   /** Name of the client, for messages. */
   readonly name: string;
+  /** The paths the update changed (its writer's report): a directory it added to is changed too. */
+  readonly updateChanged: readonly Uint8Array[];
 }
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
@@ -82,9 +84,16 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   const paths = [...clientDiff.added, ...clientDiff.removed, ...clientDiff.modified].map((e) => e.path);
   const unique = [...new Map(paths.map((p) => [byteKey(p), p])).values()];
   const decisions: MergeDecision[] = [];
+  const changedKeys = input.updateChanged.map(byteKey);
+  /** Whether the update changed anything below directory `p` (a directory's own state leaves out its entries). */
+  const changedBelow = (p: Uint8Array): boolean => {
+    const prefix = `${byteKey(p)}/`;
+    return changedKeys.some((k) => k.startsWith(prefix));
+  };
   for (const p of unique) {
     const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
-    if (await sameState(t, b)) {
+    // A directory the client deleted, to which the update added or changed something, is a conflict.
+    if ((await sameState(t, b)) && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
       decisions.push({ path: p, result: 'client', conflict: false });
       continue;
     }

@@ -5,9 +5,22 @@
  * SIGTERM) and no `finally` block gets to run. Library code never exits the
  * process; cli.ts installs the signal handlers and calls removeTempFilesSync.
  */
-import { unlinkSync } from 'node:fs';
+import { rmdirSync, unlinkSync } from 'node:fs';
 
 const pending = new Set<string>();
+/** Temporary directories, removed (when empty) after the files, innermost first. */
+const pendingDirs: string[] = [];
+
+/** Records directory `path` to remove if it is empty when the process is interrupted. */
+export function registerTempDir(path: string): void {
+  pendingDirs.push(path);
+}
+
+/** Forgets directory `path`. */
+export function unregisterTempDir(path: string): void {
+  const i = pendingDirs.lastIndexOf(path);
+  if (i >= 0) pendingDirs.splice(i, 1);
+}
 
 /** Records `path` as a temporary file to remove if the process is interrupted. */
 export function registerTempFile(path: string): void {
@@ -36,5 +49,12 @@ export function removeTempFilesSync(): void {
       // Already removed, or never created: nothing left behind either way.
     }
     pending.delete(path);
+  }
+  for (const dir of pendingDirs.splice(0).reverse()) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // Not empty, or gone: left as it is.
+    }
   }
 }

@@ -178,4 +178,41 @@ describe('rebase refusals', () => {
     expect(r.stderr).toMatch(/VERIFY_FAILED.*funny smell/);
     expect(readdirSync(out).sort()).toEqual(['base.qcow2', 'client4.qcow2']);
   }, 120_000);
+
+  test('a directory the client deleted and the update adds to is a conflict, resolved as asked (found by a new user)', () => {
+    const d = join(tmp(), 'deldir');
+    mkdirSync(join(d, 'tree/data/deldir'), { recursive: true });
+    writeFileSync(join(d, 'tree/data/deldir/a'), 'a\n');
+    writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
+    mkdirSync(join(d, 'upd/data/deldir'), { recursive: true });
+    writeFileSync(join(d, 'upd/data/deldir/newfile'), 'new\n');
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
+    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: 'rm /data/deldir/a\nrmdir /data/deldir\n', stdio: ['pipe', 'ignore', 'ignore'] });
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    const fail = imgdedup(['rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'o-fail')]);
+    expect(fail.status, fail.stderr).toBe(3);
+    expect(existsSync(join(d, 'o-fail'))).toBe(false);
+    const take = imgdedup(['--json', 'rebase', '--conflict', 'take-update', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'o-take')]);
+    expect(take.status, take.stderr).toBe(0);
+    expect((JSON.parse(take.stdout) as RebaseJson).clients[0]!.conflicts).toEqual([{ path: '/data/deldir', kept: 'update' }]);
+    qemuImg('convert', '-O', 'raw', join(d, 'o-take/c1.qcow2'), join(d, 'take.raw'));
+    expectStrictFsckClean(join(d, 'take.raw'));
+    const [ls] = debugfsBatch(join(d, 'take.raw'), ['ls /data/deldir']);
+    expect(ls).toMatch(/newfile/);
+    expect(ls).not.toMatch(/\ba\b/);
+  }, 120_000);
+
+  test('-o naming a file, or a place that cannot be made, fails before any work and leaves nothing', () => {
+    const file = join(tmp(), 'not-a-dir');
+    writeFileSync(file, 'x');
+    const r1 = imgdedup(['rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates.tar'), join(fleet, 'client4.qcow2'), '-o', file]);
+    expect(r1.status).toBe(1);
+    expect(r1.stderr).toMatch(/exists and is not a directory/);
+    const r2 = imgdedup(['rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates.tar'), join(fleet, 'client4.qcow2'), '-o', '/proc/imgdedup-nothere/out']);
+    expect(r2.status).toBe(5);
+    expect(r2.stderr).not.toMatch(/apply/);
+  }, 60_000);
 });
