@@ -527,6 +527,14 @@ export class Ext4Writer {
     return { parts, name };
   }
 
+  /** The directory `path` lies in (symlinks followed) and its last name; BAD_UPDATE if that directory does not exist. */
+  private async existingParent(path: Uint8Array): Promise<{ dirIno: number; name: Uint8Array }> {
+    const { parts, name } = this.splitParent(path);
+    const dirIno = await this.resolveDir(parts, path);
+    if (dirIno === undefined) throw this.badPath(path, 'parent directory does not exist');
+    return { dirIno, name };
+  }
+
   /** The inode `path` names (its last component not followed), or undefined. */
   async lookup(path: Uint8Array): Promise<number | undefined> {
     const parts = splitPath(path);
@@ -543,9 +551,7 @@ export class Ext4Writer {
    * at that inode number (it must be free). Returns the inode number.
    */
   async put(path: Uint8Array, content: NodeContent, attrs: NodeAttrs, options: { at?: number } = {}): Promise<number> {
-    const { parts, name } = this.splitParent(path);
-    const dirIno = await this.resolveDir(parts, path);
-    if (dirIno === undefined) throw this.badPath(path, 'parent directory does not exist');
+    const { dirIno, name } = await this.existingParent(path);
     const existing = await this.lookupIn(dirIno, name);
     let before: PathChange['before'] = null;
     if (existing !== undefined) {
@@ -578,11 +584,8 @@ export class Ext4Writer {
   async children(path: Uint8Array): Promise<Uint8Array[]> {
     const ino = await this.lookup(path);
     if (ino === undefined) return [];
-    const inode = await this.fs.readInode(ino);
-    if (fileType(inode.i_mode) !== S_IFDIR) return [];
-    const out: Uint8Array[] = [];
-    for await (const e of this.fs.readdirOf(inode)) if (!isDotOrDotDot(e.name)) out.push(e.name);
-    return out;
+    if (fileType((await this.fs.readInode(ino)).i_mode) !== S_IFDIR) return [];
+    return this.childrenOf(ino);
   }
 
   /** Makes `path` another name of the object `target` names (not a directory). */
@@ -592,9 +595,7 @@ export class Ext4Writer {
     const t = await this.fs.readInode(tIno);
     const kind = kindOfMode(t.i_mode) ?? 'file';
     if (kind === 'dir') throw this.badPath(path, 'hard link to a directory');
-    const { parts, name } = this.splitParent(path);
-    const dirIno = await this.resolveDir(parts, path);
-    if (dirIno === undefined) throw this.badPath(path, 'parent directory does not exist');
+    const { dirIno, name } = await this.existingParent(path);
     const existing = await this.lookupIn(dirIno, name);
     let before: PathChange['before'] = null;
     if (existing !== undefined) {
