@@ -14,16 +14,14 @@ import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { openChain, type ImageChain } from '../diskimage/openChain.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
-import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
-import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { createOutputWriter, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
@@ -125,26 +123,20 @@ export async function selectRootFilesystem(disk: BlockDevice, file: string, part
   );
 }
 
-/** The writer for OUT: BASE's format, complete, or an overlay on BASE at filesystem-block granularity. */
-async function outputWriter(chain: ImageChain, base: string, output: string, overlay: boolean, blockSize: number, force: boolean): Promise<{ writer: ImageWriter; format: ApplyResult['format'] }> {
+/** OUT's format: BASE's, except that an overlay on a raw BASE is a qcow2 (raw has no backing file). */
+function outputFormat(chain: ImageChain, overlay: boolean): OutputFormat {
   const top = chain.layers[0]!;
-  const size = chain.device.size;
-  const over = force ? { overwrite: true } : {};
+  return top instanceof VmdkImage ? 'vmdk' : top.format === 'raw' && !overlay ? 'raw' : 'qcow2';
+}
+
+/** The writer for OUT: complete, or an overlay on BASE at filesystem-block granularity (qcow2 clusters of one block, 4 KiB VMDK grains). */
+async function outputWriter(chain: ImageChain, base: string, output: string, overlay: boolean, blockSize: number, force: boolean): Promise<ImageWriter> {
+  const top = chain.layers[0]!;
   const backingName = relative(dirname(resolve(output)), resolve(base)) || basename(base);
-  if (top instanceof VmdkImage) {
-    const writer = await VmdkImageWriter.create(output, size, { grainSizeSectors: 8, ...(overlay ? { parent: { fileNameHint: backingName, cid: top.cid } } : {}), ...over });
-    return { writer, format: 'vmdk' };
-  }
-  if (top.format === 'raw' && !overlay) return { writer: await RawWriter.create(output, { size, unitSize: 65536, ...over }), format: 'raw' };
-  // qcow2: a complete image with 64 KiB clusters; an overlay (also on a raw BASE) with clusters of one filesystem block.
-  const writer = await Qcow2Writer.create(output, {
-    size,
-    clusterSize: overlay ? Math.max(512, blockSize) : 65536,
-    extendedL2: false,
-    ...(overlay ? { backing: { name: backingName, format: top.format } } : {}),
-    ...over,
+  return createOutputWriter(outputFormat(chain, overlay), output, chain.device.size, {
+    ...(overlay ? { backing: { name: backingName, format: top.format, ...(top instanceof VmdkImage ? { cid: top.cid } : {}) }, clusterSize: Math.max(512, blockSize) } : {}),
+    ...(force ? { overwrite: true } : {}),
   });
-  return { writer, format: 'qcow2' };
 }
 
 /**
@@ -189,14 +181,13 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
     let fileSize: number | null = null;
-    let format: ApplyResult['format'] = chain.layers[0]! instanceof VmdkImage ? 'vmdk' : chain.layers[0]!.format === 'raw' && !options.overlay ? 'raw' : 'qcow2';
+    const format = outputFormat(chain, options.overlay ?? false);
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      writer = out.writer;
-      format = out.format;
+      writer = out;
       // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
-      await cow.emitTo(writer, { skipUnchanged: out.writer.hasBacking });
+      await cow.emitTo(writer, { skipUnchanged: out.hasBacking });
       options.onProgress?.('write', 1, 1);
       fileSize = (await writer.commit()).fileSize;
       writer = undefined;

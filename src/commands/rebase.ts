@@ -19,12 +19,9 @@ import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
-import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
-import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
@@ -34,6 +31,7 @@ import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/m
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
+import { createOutputWriter } from './outputImage.js';
 import { sideOf } from './diff.js';
 
 export interface RebaseOptions {
@@ -185,14 +183,6 @@ async function ownLayers(client: ImageChain, name: string, baseReal: string): Pr
   return client.layers.slice(0, at);
 }
 
-async function writerFor(format: 'qcow2' | 'vmdk' | 'raw', path: string, size: number, opts: { backing?: { name: string; format: string; cid?: number }; clusterSize?: number }): Promise<ImageWriter> {
-  if (format === 'vmdk') {
-    return VmdkImageWriter.create(path, size, { grainSizeSectors: 8, ...(opts.backing ? { parent: { fileNameHint: opts.backing.name, cid: opts.backing.cid ?? 0 } } : {}) });
-  }
-  if (format === 'raw') return RawWriter.create(path, { size, unitSize: 65536 });
-  return Qcow2Writer.create(path, { size, clusterSize: opts.clusterSize ?? 65536, extendedL2: false, ...(opts.backing ? { backing: { name: opts.backing.name, format: opts.backing.format } } : {}) });
-}
-
 /**
  * Rebases the clients. Throws USAGE, OUTPUT_EXISTS, DIRTY_FILESYSTEM (a client's or the
  * base's filesystem is not clean), SIZE_MISMATCH (a client not on BASE, a partition table
@@ -280,7 +270,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         await mkdir(staging);
         registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
-        const w = await writerFor(baseFormat, newBasePath, base.device.size, {});
+        const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});
         try {
           await cowT.emitTo(w);
           newBaseBytes = (await w.commit()).fileSize;
@@ -351,7 +341,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             after = counter.bytes;
           } else {
             const outPath = join(staging, basename(c.name));
-            const w = await writerFor(format, outPath, c.chain.device.size, {
+            const w = await createOutputWriter(format, outPath, c.chain.device.size, {
               backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
               clusterSize: Math.max(4096, cFs.blockSize),
             });

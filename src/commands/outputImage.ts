@@ -1,0 +1,36 @@
+/**
+ * The image writers `apply` and `rebase` write their outputs with: a complete image or
+ * an overlay, in qcow2, VMDK (monolithicSparse, or a delta with its parent's CID) or
+ * sparse raw.
+ */
+import type { ImageWriter } from '../diskimage/ImageWriter.js';
+import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
+import { RawWriter } from '../diskimage/raw/RawWriter.js';
+import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
+
+export type OutputFormat = 'qcow2' | 'vmdk' | 'raw';
+
+export interface OutputWriterOptions {
+  /** Write an overlay on this image: its name as recorded (relative to the output's directory), its format, and for VMDK its CID. */
+  readonly backing?: { readonly name: string; readonly format: string; readonly cid?: number };
+  /** qcow2 cluster size (default 64 KiB); VMDK grains are 4 KiB, raw units 64 KiB. */
+  readonly clusterSize?: number;
+  /** Replace an existing regular file. */
+  readonly overwrite?: boolean;
+}
+
+/** A writer of a new `format` image of `size` bytes at `path` (atomic: see AtomicOutput). */
+export async function createOutputWriter(format: OutputFormat, path: string, size: number, opts: OutputWriterOptions = {}): Promise<ImageWriter> {
+  const over = opts.overwrite ? { overwrite: true } : {};
+  if (format === 'vmdk') {
+    return VmdkImageWriter.create(path, size, { grainSizeSectors: 8, ...(opts.backing ? { parent: { fileNameHint: opts.backing.name, cid: opts.backing.cid ?? 0 } } : {}), ...over });
+  }
+  if (format === 'raw') return RawWriter.create(path, { size, unitSize: 65536, ...over });
+  return Qcow2Writer.create(path, {
+    size,
+    clusterSize: opts.clusterSize ?? 65536,
+    extendedL2: false,
+    ...(opts.backing ? { backing: { name: opts.backing.name, format: opts.backing.format } } : {}),
+    ...over,
+  });
+}
