@@ -2,11 +2,18 @@
  * A read-only open file with positioned, bounds-checked reads. OS errors become
  * IoError naming the file; reads past the end become TRUNCATED naming the structure.
  */
+import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { CorruptImageError, wrapIoError } from '../errors.js';
 
 /** Size of the concurrent pieces of a large read. */
 const PARALLEL_READ_PIECE = 1024 * 1024;
+/**
+ * Reads up to this size are done with a synchronous pread: metadata walks issue
+ * thousands of small dependent reads, and a thread-pool round trip each (tens of
+ * microseconds, event-loop wake-ups, a promise) costs far more than the read itself.
+ */
+const SYNC_READ_MAX = 256 * 1024;
 
 export class ImageFile {
   private constructor(
@@ -90,10 +97,18 @@ export class ImageFile {
   private async readPiece(buf: Uint8Array, offset: number): Promise<void> {
     let done = 0;
     try {
-      while (done < buf.byteLength) {
-        const { bytesRead } = await this.handle.read(buf, done, buf.byteLength - done, offset + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
+      if (buf.byteLength <= SYNC_READ_MAX) {
+        while (done < buf.byteLength) {
+          const bytesRead = readSync(this.handle.fd, buf, done, buf.byteLength - done, offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+      } else {
+        while (done < buf.byteLength) {
+          const { bytesRead } = await this.handle.read(buf, done, buf.byteLength - done, offset + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
       }
     } catch (err) {
       throw wrapIoError(err, this.path, 'read');

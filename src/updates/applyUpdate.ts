@@ -71,9 +71,10 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
       entries++;
       needed += roughBlocksNeeded(e, bs);
       // A new path takes an inode; a replaced one frees one first.
-      if (e.kind !== 'whiteout' && e.kind !== 'opaque' && e.kind !== 'hardlink' && (await writer.lookup(e.path).catch(() => undefined)) === undefined) inodesNeeded++;
+      if (e.kind === 'opaque' || e.kind === 'hardlink') continue;
+      const ino = await writer.lookup(e.path).catch(() => undefined);
+      if (e.kind !== 'whiteout' && ino === undefined) inodesNeeded++;
       if (e.kind === 'file' || e.kind === 'whiteout') {
-        const ino = await writer.lookup(e.path).catch(() => undefined);
         if (ino !== undefined) {
           const st = await writer.fs.stat(ino);
           if (st.type === 'file' && st.links === 1) credit += Math.floor((st.blocks512 * 512) / bs);
@@ -173,6 +174,9 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
 /** Creates missing parent directories of `path` (0755, root, the writer's time). */
 async function ensureParents(writer: Ext4Writer, path: Uint8Array): Promise<void> {
   const parts = splitPath(path);
+  if (parts.length <= 1) return;
+  // The usual case, the parent exists: one resolution, not one per ancestor.
+  if ((await writer.lookup(parts.slice(0, -1).reduce(joinPath, new Uint8Array(0)))) !== undefined) return;
   let cur: Uint8Array = new Uint8Array(0);
   for (let i = 0; i < parts.length - 1; i++) {
     cur = joinPath(cur, parts[i]!);

@@ -8,8 +8,8 @@
  * understood too (an overlay upper directory as the tree). The tree's own root is not an
  * entry: its mode and owner are the temporary directory's, not the filesystem root's.
  */
-import { createReadStream, type BigIntStats } from 'node:fs';
-import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { RefusedError, wrapIoError } from '../errors.js';
 import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
 import { readHostXattrs, type XattrMap } from './hostXattrs.js';
@@ -44,25 +44,45 @@ function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
   return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
 }
 
+/** Largest piece of a file's content handed to the writer at once. */
+const READ_CHUNK = 1 << 20;
+
 /**
  * A file's content, exactly `size` bytes (the size taken from lstat when the entry was
  * made): a file that grew or shrank since is refused, not written half old, half new.
+ * The tree is read with synchronous calls, here and in the walk: an update is thousands
+ * of small files, and a thread-pool round trip per open, read and close costs more than
+ * the reads themselves (the writer waits for each file anyway).
  */
 async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, path: Uint8Array): AsyncGenerator<Uint8Array> {
-  let seen = 0;
-  const stream = createReadStream(hostPath, { highWaterMark: 1 << 20 });
+  const where = (): string => `${ctx.file}${Buffer.from(path).toString('latin1')}`;
+  let fd: number;
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      seen += chunk.length;
-      if (seen > size) throw badEntry(ctx, path, `the file grew while the update was read (expected ${size} bytes)`);
-      yield chunk;
-    }
+    fd = openSync(hostPath, 'r');
   } catch (err) {
-    throw err instanceof RefusedError ? err : wrapIoError(err, `${ctx.file}${Buffer.from(path).toString('latin1')}`, 'read the file');
-  } finally {
-    stream.destroy();
+    throw wrapIoError(err, where(), 'read the file');
   }
-  if (seen !== size) throw badEntry(ctx, path, `the file shrank while the update was read (expected ${size} bytes, read ${seen})`);
+  try {
+    let seen = 0;
+    for (;;) {
+      // At the stated end, a one-byte probe: a file that grew is refused.
+      const want = Math.max(1, Math.min(READ_CHUNK, size - seen));
+      const buf = Buffer.allocUnsafe(want);
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, want, seen);
+      } catch (err) {
+        throw wrapIoError(err, where(), 'read the file');
+      }
+      if (n === 0) break;
+      seen += n;
+      if (seen > size) throw badEntry(ctx, path, `the file grew while the update was read (expected ${size} bytes)`);
+      yield buf.subarray(0, n);
+    }
+    if (seen !== size) throw badEntry(ctx, path, `the file shrank while the update was read (expected ${size} bytes, read ${seen})`);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** One walk of the tree: entries in preorder, each directory's whiteouts first, names in byte order. */
@@ -86,7 +106,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
     const host = hostOf(path.length === 1 ? new Uint8Array(0) : path);
     let names: Buffer[];
     try {
-      names = await readdir(host, { encoding: 'buffer' });
+      names = readdirSync(host, { encoding: 'buffer' });
     } catch (err) {
       throw wrapIoError(err, host.toString(), 'read the directory');
     }
@@ -105,7 +125,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
       const childHost = hostOf(child);
       let st: BigIntStats;
       try {
-        st = await lstat(childHost, { bigint: true });
+        st = lstatSync(childHost, { bigint: true });
       } catch (err) {
         throw wrapIoError(err, childHost.toString(), 'read the file status');
       }
@@ -143,7 +163,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
         case 0o120000n: {
           let target: Buffer;
           try {
-            target = await readlink(childHost, { encoding: 'buffer' });
+            target = readlinkSync(childHost, { encoding: 'buffer' });
           } catch (err) {
             throw wrapIoError(err, childHost.toString(), 'read the symlink');
           }

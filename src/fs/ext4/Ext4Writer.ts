@@ -11,6 +11,7 @@
  * numbers in use in any client, so the update lands where no client has data.
  */
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
+import { isZero } from '../../diskimage/isZero.js';
 import { InternalError, RefusedError } from '../../errors.js';
 import type { FsLocation } from './context.js';
 import type { AllocConstraints, Run } from './allocator.js';
@@ -51,7 +52,7 @@ import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
 import { encodeInode, fileType, type Ext4Time, type Inode, type InodeFields } from './inode.js';
 import { locateInode } from './inodeTable.js';
-import { bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names.js';
+import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names.js';
 import { writeXattrs, releaseXattrBlock } from './xattrWriter.js';
 import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
@@ -147,15 +148,12 @@ const KIND_FT: Readonly<Record<NodeKind, number>> = {
 const MAX_SYMLINKS = 40;
 /** Bytes of file content gathered before allocating and writing. */
 const WRITE_CHUNK = 1 << 20;
+/** Directory entries kept by the name cache before it starts over (bounds its memory). */
+const NAME_CACHE_ENTRIES = 200_000;
 
 export function kindOfMode(mode: number): NodeKind | undefined {
   const t = mode & S_IFMT;
   return (Object.keys(KIND_TYPE) as NodeKind[]).find((k) => KIND_TYPE[k] === t);
-}
-
-function isZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 export class Ext4Writer {
@@ -170,6 +168,14 @@ export class Ext4Writer {
   private committed = false;
   /** Every allocation and free, counted (the report's sets are net: a block freed and taken again is in neither). */
   private readonly grossBlocks = { allocated: 0, freed: 0 };
+  /**
+   * The entries of directories looked up in this session (directory inode -> name key ->
+   * entry), kept in step by link and unlink, dropped when a directory is freed or its map
+   * is replaced. An update resolves the same few directories thousands of times, and a
+   * name that is not there costs a scan of the whole directory each time.
+   */
+  private readonly names = new Map<number, Map<string, { ino: number; fileType: number }>>();
+  private namesHeld = 0;
 
   private constructor(
     readonly fs: Ext4Fs,
@@ -315,7 +321,13 @@ export class Ext4Writer {
   /** Adds entry `name` -> `ino` to directory `dirIno`. */
   private async link(dirIno: number, name: Uint8Array, ino: number, kind: NodeKind): Promise<void> {
     const d = await this.directory(dirIno);
-    await addEntry(d.blocks, d.fmt, { name, ino, fileType: d.fmt.filetype ? KIND_FT[kind] : 0 });
+    const fileType = d.fmt.filetype ? KIND_FT[kind] : 0;
+    await addEntry(d.blocks, d.fmt, { name, ino, fileType });
+    const cached = this.names.get(dirIno);
+    if (cached !== undefined && !cached.has(byteKey(name))) {
+      cached.set(byteKey(name), { ino, fileType });
+      this.namesHeld++;
+    }
     await this.touchDir(d.inode());
   }
 
@@ -323,6 +335,8 @@ export class Ext4Writer {
   private async unlinkEntry(dirIno: number, name: Uint8Array): Promise<number | undefined> {
     const d = await this.directory(dirIno);
     const gone = await removeEntry(d.blocks, d.fmt, name);
+    // A duplicate of the name (a corrupt directory) may remain: the cache lists the directory again.
+    this.forgetNames(dirIno);
     await this.touchDir(d.inode());
     return gone?.ino;
   }
@@ -333,14 +347,36 @@ export class Ext4Writer {
   }
 
   private async lookupIn(dirIno: number, name: Uint8Array): Promise<{ ino: number; fileType: number } | undefined> {
+    return (await this.namesOf(dirIno))?.get(byteKey(name));
+  }
+
+  /** The entries of directory `dirIno` ('.' and '..' included), or undefined when it is not a directory. */
+  private async namesOf(dirIno: number): Promise<Map<string, { ino: number; fileType: number }> | undefined> {
+    const known = this.names.get(dirIno);
+    if (known !== undefined) return known;
     const inode = await this.fs.readInode(dirIno);
     if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
-    if (inode.i_flags & EXT4_INLINE_DATA_FL) {
-      for await (const e of this.fs.readdirOf(inode)) if (bytesEqual(e.name, name)) return { ino: e.ino, fileType: e.fileType };
-      return undefined;
+    const map = new Map<string, { ino: number; fileType: number }>();
+    for await (const e of this.fs.readdirOf(inode)) {
+      const k = byteKey(e.name);
+      // The first of duplicate names is the one a lookup finds.
+      if (!map.has(k)) map.set(k, { ino: e.ino, fileType: e.fileType });
     }
-    const d = await this.directory(dirIno);
-    return lookupEntry(d.blocks, d.fmt, name);
+    if (this.namesHeld + map.size > NAME_CACHE_ENTRIES) {
+      this.names.clear();
+      this.namesHeld = 0;
+    }
+    this.names.set(dirIno, map);
+    this.namesHeld += map.size;
+    return map;
+  }
+
+  /** Forgets the cached entries of directory `ino` (freed, or its blocks replaced). */
+  private forgetNames(ino: number): void {
+    const map = this.names.get(ino);
+    if (map === undefined) return;
+    this.namesHeld -= map.size;
+    this.names.delete(ino);
   }
 
   /**
@@ -822,6 +858,7 @@ export class Ext4Writer {
       });
     }
     await this.groups.freeInode(inode.ino, isDir);
+    this.forgetNames(inode.ino);
     this.inodesFreed.push(inode.ino);
     // An extent-mapped inode keeps a valid empty extent root, as the kernel leaves it: e2fsck
     // counts an extent flag over a zeroed i_block as garbage, and a block of such inodes as insane.
@@ -848,6 +885,7 @@ export class Ext4Writer {
       const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
       inode = { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
     }
+    this.forgetNames(ino);
     const { data } = await this.blocksOf(inode);
     const oldSet = new BlockRuns(data.map((r) => [r.start, r.count] as const));
     const newSet = new BlockRuns(extents.map((e) => [e.pblk, e.len] as const));
