@@ -21,6 +21,8 @@
 import type { BlockDevice, ByteRange } from '../diskimage/BlockDevice.js';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
 import { mergeExtents } from '../diskimage/extents.js';
+import { readInto } from '../diskimage/readInto.js';
+import { FifoArena } from './FifoArena.js';
 import { hashBlocks } from './hashBlocks.js';
 import { mapAhead } from './mapAhead.js';
 
@@ -52,7 +54,7 @@ export const SECTOR_BYTES = 512;
 export interface ChangedRangesOptions {
   /** Granularity of hash comparison, bytes (default 4096). */
   readonly hashBlockSize?: number;
-  /** Bytes read per side per step of hash comparison (default 4 MiB). */
+  /** Bytes read per side per step of comparison (default 1 MiB). */
   readonly chunkBytes?: number;
 }
 
@@ -144,21 +146,36 @@ function* chunked(ranges: Iterable<[start: number, end: number]>, chunk: number)
   for (const [start, end] of ranges) for (let off = start; off < end; off += chunk) yield [off, Math.min(chunk, end - off)];
 }
 
-/** Bytes read at a time: `options.chunkBytes` (default 4 MiB) in whole `unit`s, at least one. */
+/** Bytes read at a time: `options.chunkBytes` (default 1 MiB: AHEAD keeps several in flight) in whole `unit`s, at least one. */
 function chunkBytes(options: ChangedRangesOptions, unit: number): number {
-  return Math.max(unit, Math.floor((options.chunkBytes ?? 4 << 20) / unit) * unit);
+  return Math.max(unit, Math.floor((options.chunkBytes ?? 1 << 20) / unit) * unit);
 }
 
-/** Reads a piece from both sides at once. */
-const readBoth =
-  (a: DiffSide, b: DiffSide) =>
-  async ([off, len]: [number, number]): Promise<{ off: number; da: Uint8Array; db: Uint8Array }> => {
-    const [da, db] = await Promise.all([a.device.read(off, len), b.device.read(off, len)]);
-    return { off, da, db };
-  };
+/** Pieces read ahead of the one being compared: many small ranges (an overlay's clusters) keep the thread pool busy; at most 8 MiB per side held. */
+const AHEAD = { ahead: 16, cost: ([, len]: [number, number]) => len, maxCost: 8 << 20 } as const;
 
-/** Pieces read ahead of the one being compared: many small ranges (an overlay's clusters) keep the thread pool busy; at most 32 MiB per side held. */
-const AHEAD = { ahead: 16, cost: ([, len]: [number, number]) => len, maxCost: 32 << 20 } as const;
+/**
+ * Reads pieces from both sides at once into buffers of two arenas (one per side) that
+ * hold what mapAhead keeps in flight, plus the piece being compared: `done` gives a
+ * piece's buffers back once it is compared.
+ */
+function bothReader(a: DiffSide, b: DiffSide, chunk: number) {
+  // mapAhead keeps at most maxCost in flight (pieces are smaller) while the consumer holds
+  // one piece; a piece that does not fit before the ring's end wastes less than one more.
+  const size = AHEAD.maxCost + 2 * chunk;
+  const [arenaA, arenaB] = [new FifoArena(size), new FifoArena(size)];
+  return {
+    read: async ([off, len]: [number, number]): Promise<{ off: number; da: Uint8Array; db: Uint8Array }> => {
+      const [da, db] = [arenaA.take(len), arenaB.take(len)];
+      await Promise.all([readInto(a.device, da, off), readInto(b.device, db, off)]);
+      return { off, da, db };
+    },
+    done: (p: { da: Uint8Array; db: Uint8Array }): void => {
+      arenaA.release(p.da);
+      arenaB.release(p.db);
+    },
+  };
+}
 
 /**
  * The guest byte ranges where A and B differ (see the module comment).
@@ -188,9 +205,11 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
     // Read only what B's own layers store, from both sides.
     const chunk = chunkBytes(options, SECTOR_BYTES);
     const pieces = chunked(aligned(unionRanges(lists), SECTOR_BYTES, common), chunk);
-    for await (const { off, da, db } of mapAhead(pieces, readBoth(a, b), AHEAD)) {
-      compared += da.length;
-      pushDifferingSectors(out, off, da, db);
+    const reader = bothReader(a, b, chunk);
+    for await (const piece of mapAhead(pieces, reader.read, AHEAD)) {
+      compared += piece.da.length;
+      pushDifferingSectors(out, piece.off, piece.da, piece.db);
+      reader.done(piece);
     }
     for (const t of tail) pushRange(out, t.offset, t.length);
     return { mode: 'overlay', ranges: out, changedBytes: total(out), bytesCompared: compared };
@@ -199,7 +218,9 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   const bs = options.hashBlockSize ?? 4096;
   const chunk = chunkBytes(options, bs);
   // Align to hash blocks so each block is compared whole.
-  for await (const { off, da, db } of mapAhead(chunked(aligned(stored, bs, common), chunk), readBoth(a, b), AHEAD)) {
+  const reader = bothReader(a, b, chunk);
+  for await (const piece of mapAhead(chunked(aligned(stored, bs, common), chunk), reader.read, AHEAD)) {
+    const { off, da, db } = piece;
     const len = da.length;
     compared += len;
     const [ha, hb] = await Promise.all([hashBlocks(da, bs), hashBlocks(db, bs)]);
@@ -209,6 +230,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
       const n = Math.min(bs, len - o);
       pushDifferingSectors(out, off + o, da.subarray(o, o + n), db.subarray(o, o + n));
     }
+    reader.done(piece);
   }
   for (const t of tail) pushRange(out, t.offset, t.length);
   return { mode: 'hash', ranges: out, changedBytes: total(out), bytesCompared: compared };

@@ -7,7 +7,11 @@
 export interface AheadOptions<T> {
   /** Most items started and not yet consumed (at least 1). */
   readonly ahead: number;
-  /** An item's weight (e.g. the bytes it reads) and the most weight in flight; one item is always allowed. */
+  /**
+   * An item's weight (e.g. the bytes it reads) and the most weight in flight: an item is
+   * started only if it fits, except when nothing else is in flight (one item is always
+   * allowed, whatever its weight).
+   */
   readonly cost?: (item: T) => number;
   readonly maxCost?: number;
 }
@@ -22,20 +26,30 @@ export async function* mapAhead<T, R>(items: Iterable<T>, fn: (item: T) => Promi
   let inFlight = 0;
   const it = items[Symbol.iterator]();
   let done = false;
+  /** The next item, taken from the iterator but not started: it did not fit. */
+  let waiting: { value: T; cost: number } | undefined;
   const fill = (): void => {
     while (!done && queue.length < Math.max(1, options.ahead)) {
-      const next = it.next();
-      if (next.done === true) {
-        done = true;
+      let next = waiting;
+      waiting = undefined;
+      if (next === undefined) {
+        const r = it.next();
+        if (r.done === true) {
+          done = true;
+          return;
+        }
+        next = { value: r.value, cost: options.cost?.(r.value) ?? 0 };
+      }
+      // Checked before starting it: a bound checked after would let each small item consumed start another large one.
+      if (queue.length > 0 && options.maxCost !== undefined && inFlight + next.cost > options.maxCost) {
+        waiting = next;
         return;
       }
-      const cost = options.cost?.(next.value) ?? 0;
       const promise = fn(next.value);
       // Awaited (and its failure thrown) when its turn comes; until then, and if the consumer stops early, not unhandled.
       promise.catch(() => undefined);
-      queue.push({ promise, cost });
-      inFlight += cost;
-      if (options.maxCost !== undefined && inFlight >= options.maxCost) return;
+      queue.push({ promise, cost: next.cost });
+      inFlight += next.cost;
     }
   };
   fill();

@@ -81,7 +81,9 @@ export interface RebaseResult {
 
 const IMAGE_NAME = /\.(qcow2|vmdk)$/i;
 /** Bytes of written data each copy-on-write layer keeps in memory before spilling. */
-const LAYER_BUDGET_BYTES = 24 << 20;
+const LAYER_BUDGET_BYTES = 8 << 20;
+/** A client's overlay is emitted in 1 MiB chunks: it holds scattered blocks, and eight chunk buffers (the layer's and T's) are then 8 MiB, not 32. */
+const OVERLAY_EMIT = { skipUnchanged: true, chunkBytes: 1 << 20 } as const;
 
 /** Every qcow2/VMDK file in BASE's directory whose backing file is BASE itself. */
 async function discoverClients(base: string): Promise<string[]> {
@@ -337,7 +339,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           if (options.dryRun) {
             // What the overlay would hold: the changed units, without writing them anywhere.
             const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
-            await cowM.emitTo(counter, { skipUnchanged: true });
+            await cowM.emitTo(counter, OVERLAY_EMIT);
             after = counter.bytes;
           } else {
             const outPath = join(staging, basename(c.name));
@@ -346,7 +348,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
               clusterSize: Math.max(4096, cFs.blockSize),
             });
             try {
-              await cowM.emitTo(w, { skipUnchanged: true });
+              await cowM.emitTo(w, OVERLAY_EMIT);
               after = (await w.commit()).fileSize;
             } catch (err) {
               await w.abort();

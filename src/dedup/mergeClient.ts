@@ -10,6 +10,7 @@
  * not known when T was built) is moved out of the way first (`relocate`).
  */
 import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';
+import { readInto } from '../diskimage/readInto.js';
 import { ConflictError } from '../errors.js';
 import type { FsDiff } from '../blockdiff/diffDisk.js';
 import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
@@ -17,6 +18,7 @@ import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.j
 import type { Inode } from '../fs/ext4/inode.js';
 import { byteKey, compareBytes, splitPath } from '../fs/ext4/names.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
+import { DirectoryIndex } from './DirectoryIndex.js';
 import { sameState, stateAt, type PathState } from './nodeState.js';
 
 export type ConflictPolicy = 'keep-client' | 'take-update' | 'fail';
@@ -60,6 +62,9 @@ export interface MergeInput {
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
 
+/** Bytes of client data copied at a time. */
+const COPY_BYTES = 1 << 20;
+
 /** The attributes of a client's inode, as the writer takes them. */
 async function attrsOf(fs: Ext4Fs, inode: Inode): Promise<NodeAttrs> {
   const xattrs = (await fs.xattrsOf(inode)).filter((x) => !isInlineDataXattr(x)).map((x) => ({ name: x.name, value: x.value }));
@@ -90,8 +95,10 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     const prefix = `${byteKey(p)}/`;
     return changedKeys.some((k) => k.startsWith(prefix));
   };
+  // None of the three changes during the merge (M is a layer of its own on T): their directory listings are kept.
+  const [inBase, inUpdated, inClient] = [new DirectoryIndex(base), new DirectoryIndex(updated), new DirectoryIndex(client)];
   for (const p of unique) {
-    const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
+    const [b, t, c] = await Promise.all([stateAt(base, p, inBase), stateAt(updated, p, inUpdated), stateAt(client, p, inClient)]);
     // A directory the client deleted, to which the update added or changed something, is a conflict.
     if ((await sameState(t, b)) && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
       decisions.push({ path: p, result: 'client', conflict: false });
@@ -117,7 +124,7 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   const gone: Uint8Array[] = [];
   const states = new Map<string, PathState>();
   for (const d of carry) {
-    const c = await stateAt(client, d.path);
+    const c = await stateAt(client, d.path, inClient);
     if (c === null) gone.push(d.path);
     else {
       present.push(c);
@@ -131,9 +138,11 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   let carriedBytes = 0;
   /** Client inode -> the first path carried for it (later names become hard links). */
   const carried = new Map<number, Uint8Array>();
+  /** The buffer client data is copied through, at least one block. */
+  const copy = new Uint8Array(Math.max(COPY_BYTES, client.blockSize));
   for (const d of ordered) {
     const c = states.get(byteKey(d.path))!;
-    const r = await carryPath(input, d.path, c, carried);
+    const r = await carryPath(input, d.path, c, carried, copy);
     relocatedBlocks += r.relocated;
     carriedBytes += r.bytes;
   }
@@ -141,7 +150,7 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
 }
 
 /** Writes the client's state of `path` into M, keeping its inode number and data blocks where it can. */
-async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>): Promise<{ relocated: number; bytes: number }> {
+async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>, copy: Uint8Array): Promise<{ relocated: number; bytes: number }> {
   const m = input.merged;
   const attrs = await attrsOf(input.client, c.inode);
   const existing = await m.lookup(path);
@@ -196,11 +205,13 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
         relocated++;
       }
     }
-    // Copy in pieces of at most 1 MiB.
-    for (let off = 0; off < e.len; off += 256) {
-      const n = Math.min(256, e.len - off);
-      const data = await input.clientDevice.read((e.pblk + off) * bs, n * bs);
-      await input.mergedDevice.write((e.pblk + off) * bs, data);
+    // Copied in pieces through one buffer (M's layer copies what it is given).
+    const per = Math.max(1, Math.floor(copy.length / bs));
+    for (let off = 0; off < e.len; off += per) {
+      const n = Math.min(per, e.len - off);
+      const piece = copy.subarray(0, n * bs);
+      await readInto(input.clientDevice, piece, (e.pblk + off) * bs);
+      await input.mergedDevice.write((e.pblk + off) * bs, piece);
       bytes += n * bs;
     }
   }

@@ -5,6 +5,7 @@
  * byte by byte (streamed), never by a hash that could collide.
  */
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
+import type { DirectoryIndex } from './DirectoryIndex.js';
 import { kindOfMode, type NodeKind } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
@@ -16,9 +17,9 @@ export interface PathState {
   readonly kind: NodeKind;
 }
 
-/** The state of `path` in `fs` (its last component not followed), or null. */
-export async function stateAt(fs: Ext4Fs, path: Uint8Array): Promise<PathState | null> {
-  const ino = await fs.lookup(path);
+/** The state of `path` in `fs` (its last component not followed), or null; `index`, when given, resolves the path (it is over `fs`). */
+export async function stateAt(fs: Ext4Fs, path: Uint8Array, index?: DirectoryIndex): Promise<PathState | null> {
+  const ino = await (index !== undefined ? index.lookup(path) : fs.lookup(path));
   if (ino === undefined) return null;
   const inode = await fs.readInode(ino);
   return { fs, inode, kind: kindOfMode(inode.i_mode) ?? 'file' };
@@ -26,13 +27,25 @@ export async function stateAt(fs: Ext4Fs, path: Uint8Array): Promise<PathState |
 
 const COMPARE_CHUNK = 1 << 20;
 
+/** Compare buffers not in use (a merge compares thousands of files: they are reused, not reallocated). */
+const spareBuffers: Uint8Array[] = [];
+
+/** Compares two files of the same size, a chunk at a time through two buffers. */
 async function sameContent(a: PathState, b: PathState): Promise<boolean> {
   const size = a.inode.i_size;
-  for (let off = 0; off < size; off += COMPARE_CHUNK) {
-    const [x, y] = await Promise.all([a.fs.readOf(a.inode, off, COMPARE_CHUNK), b.fs.readOf(b.inode, off, COMPARE_CHUNK)]);
-    if (!bytesEqual(x, y)) return false;
+  const x = spareBuffers.pop() ?? new Uint8Array(COMPARE_CHUNK);
+  const y = spareBuffers.pop() ?? new Uint8Array(COMPARE_CHUNK);
+  try {
+    for (let off = 0; off < size; off += COMPARE_CHUNK) {
+      const [n, m] = await Promise.all([a.fs.readOfInto(a.inode, off, x), b.fs.readOfInto(b.inode, off, y)]);
+      // Buffer#equals: one memcmp per chunk.
+      if (n !== m || !Buffer.from(x.buffer, x.byteOffset, n).equals(y.subarray(0, m))) return false;
+    }
+    return true;
+  } finally {
+    // Two pairs at most are kept (comparisons of one merge run one after another).
+    if (spareBuffers.length < 4) spareBuffers.push(x, y);
   }
-  return true;
 }
 
 async function sameXattrs(a: PathState, b: PathState): Promise<boolean> {

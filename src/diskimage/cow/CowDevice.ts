@@ -15,6 +15,7 @@
 import type { BlockDevice, ByteRange, ClosableDevice, Extent, WritableDevice } from '../BlockDevice.js';
 import type { ImageWriter } from '../ImageWriter.js';
 import { copyDevice, type CopyDeviceStats } from '../convertImage.js';
+import { readInto } from '../readInto.js';
 import { clipExtent, mergeExtents, normalizeRange } from '../extents.js';
 import { ImgdedupError, InternalError, IoError } from '../../errors.js';
 import { LayerStore, type LayerStoreOptions } from './LayerStore.js';
@@ -104,32 +105,42 @@ export class CowDevice implements ClosableDevice, WritableDevice {
   }
 
   private async readNow(offset: number, length: number): Promise<Uint8Array> {
-    const end = offset + length;
-    const pieces = this.layer.overlapping(offset, end);
-    if (pieces.length === 0) return this.readLower(offset, length);
     const out = new Uint8Array(length);
+    await this.fillNow(out, offset);
+    return out;
+  }
+
+  /**
+   * Fills `target` from guest `offset` like read, into the caller's buffer (a copy of a
+   * whole disk then allocates nothing per chunk). Throws as read.
+   */
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    this.checkOpen('read');
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new InternalError('CowDevice.readInto: offset must be a non-negative integer', { guestOffset: offset, length: target.length });
+    return this.queue.read(() => this.fillNow(target, offset));
+  }
+
+  private async fillNow(target: Uint8Array, offset: number): Promise<void> {
+    const end = offset + target.length;
     const work: Promise<void>[] = [];
     let pos = offset;
     const gap = (to: number) => {
-      const at = pos;
-      if (to > at) work.push(this.readLower(at, to - at).then((d) => out.set(d, at - offset)));
+      if (to > pos) work.push(this.lowerInto(target.subarray(pos - offset, to - offset), pos));
     };
-    for (const p of pieces) {
+    for (const p of this.layer.overlapping(offset, end)) {
       gap(Math.max(offset, p.start));
-      work.push(this.layer.readPiece(p, out, offset));
+      work.push(this.layer.readPiece(p, target, offset));
       pos = Math.min(end, p.end);
     }
     gap(end);
     await Promise.all(work);
-    return out;
   }
 
-  private async readLower(offset: number, length: number): Promise<Uint8Array> {
-    const avail = Math.max(0, Math.min(length, this.size - offset));
-    if (avail === length) return this.lower.read(offset, length);
-    const out = new Uint8Array(length);
-    if (avail > 0) out.set(await this.lower.read(offset, avail), 0);
-    return out;
+  /** The lower device's bytes at `offset` into `dst`; past its end, zeros. */
+  private async lowerInto(dst: Uint8Array, offset: number): Promise<void> {
+    const avail = Math.max(0, Math.min(dst.length, this.size - offset));
+    if (avail > 0) await readInto(this.lower, dst.subarray(0, avail), offset);
+    dst.fill(0, avail);
   }
 
   /** Writes `data` at guest byte `offset` (any alignment). Throws INTERNAL out of range, IO (spill file). */

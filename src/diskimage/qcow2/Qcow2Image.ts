@@ -28,8 +28,6 @@ import { zstdFrameLength } from './zstdFrame.js';
 import { decodeQcow2Extensions, decodeQcow2Header, describeFeatures, type Qcow2Extensions, type Qcow2Header } from './header.js';
 
 const TWO_32 = 0x1_0000_0000;
-/** Upper bound on cached L2 tables, in bytes. */
-const L2_CACHE_BYTES = 32 * 1024 * 1024;
 /** Clusters decoded per batch of extents (bounds the batch's memory). */
 const EXTENT_BATCH_CLUSTERS = 2048;
 /** Most compressed bytes fetched by one file read. */
@@ -61,6 +59,7 @@ export class Qcow2Image implements DiskImage {
   readonly subclusterSize: number;
   readonly backing: BackingRef | undefined;
   readonly warnings: string[] = [];
+  /** L2 tables read, charged to the budget all caches share. */
   private readonly l2Cache: LruCache<number, Uint8Array>;
   private compressedCache: { guestCluster: number; data: Uint8Array } | undefined;
 
@@ -77,7 +76,7 @@ export class Qcow2Image implements DiskImage {
     this.l2EntryBytes = this.extendedL2 ? 16 : 8;
     this.l2Entries = this.clusterSize / this.l2EntryBytes;
     this.subclusterSize = this.extendedL2 ? this.clusterSize / QCOW2_SUBCLUSTERS_PER_CLUSTER : this.clusterSize;
-    this.l2Cache = new LruCache(L2_CACHE_BYTES / this.clusterSize);
+    this.l2Cache = new LruCache();
     this.backing =
       backingName === undefined
         ? undefined

@@ -25,8 +25,6 @@ import {
   VMDK_SECTOR_SIZE,
 } from './constants.js';
 
-/** Upper bound on cached grain tables per extent, in bytes. */
-const GT_CACHE_BYTES = 16 * 1024 * 1024;
 /** Refuse grain directories larger than this (bounds an allocation a header drives). */
 const MAX_GD_BYTES = 64 * 1024 * 1024;
 
@@ -87,6 +85,7 @@ export class SparseExtent {
   readonly gtSpanBytes: number;
   readonly hasMarkers: boolean;
   readonly compressed: boolean;
+  /** Grain tables read, charged to the budget all caches share. */
   private readonly gtCache: LruCache<number, Uint32Array>;
   private compressedCache: { grain: number; data: Uint8Array } | undefined;
 
@@ -103,7 +102,7 @@ export class SparseExtent {
   ) {
     this.grainBytes = header.grainSize * VMDK_SECTOR_SIZE;
     this.gtSpanBytes = this.grainBytes * header.numGTEsPerGT;
-    this.gtCache = new LruCache(GT_CACHE_BYTES / (header.numGTEsPerGT * 4));
+    this.gtCache = new LruCache();
     this.hasMarkers = (header.flags & VMDK4_FLAG_MARKER) !== 0;
     this.compressed = (header.flags & VMDK4_FLAG_COMPRESS) !== 0;
   }

@@ -6,6 +6,7 @@
  * Everything that iterates streams (async iterables); every on-disk link is bounded.
  */
 import { LruCache } from '../../diskimage/LruCache.js';
+import { readInto } from '../../diskimage/readInto.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { testBit } from './bitmaps.js';
@@ -145,8 +146,6 @@ export function statTypeOf(mode: number): Ext4Stat['type'] {
   return STAT_TYPES[fileType(mode)] ?? 'unknown';
 }
 
-/** Most cached metadata blocks (inode table blocks, directory index blocks). */
-const CACHE_BLOCKS = 256;
 /** Most bytes one readOf call returns (callers stream larger ranges). */
 const MAX_READ_BYTES = 256 << 20;
 /** Most blocks per directory read. */
@@ -166,7 +165,8 @@ export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
   private blockView: Ext4Blocks | undefined;
-  private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
+  /** Metadata blocks (inode table blocks, directory index blocks), charged to the budget all caches share. */
+  private readonly cache = new LruCache<number, Uint8Array>();
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
@@ -271,11 +271,16 @@ export class Ext4Fs {
    * outside the filesystem, and what the device throws.
    */
   async readBlocks(blockNo: number, count: number): Promise<Uint8Array> {
+    this.checkBlocks(blockNo, count);
+    return this.device.read(blockNo * this.blockSize, count * this.blockSize);
+  }
+
+  /** Throws CORRUPT_IMAGE unless blocks [blockNo, blockNo + count) lie inside the filesystem. */
+  private checkBlocks(blockNo: number, count: number): void {
     const sb = this.superblock;
     if (!Number.isSafeInteger(blockNo) || blockNo < 0 || count < 0 || blockNo + count > sb.s_blocks_count) {
       fsCorrupt(this.ctx, 'ext4.block', blockNo * sb.blockSize, 'block outside the filesystem', { expected: `< ${sb.s_blocks_count}`, actual: blockNo + count - 1 });
     }
-    return this.device.read(blockNo * sb.blockSize, count * sb.blockSize);
   }
 
   /**
@@ -515,13 +520,34 @@ export class Ext4Fs {
     if (end <= offset) return new Uint8Array(0);
     if (end - offset > MAX_READ_BYTES) throw new InternalError(`read of ${end - offset} bytes exceeds the ${MAX_READ_BYTES}-byte limit of one call`);
     const out = new Uint8Array(end - offset);
+    await this.fillOf(inode, offset, out, extents);
+    return out;
+  }
+
+  /**
+   * Like readOf, into a caller's (reused) buffer: the first n bytes of `target` get the
+   * file's bytes from `offset`, where n is what the file has there (at most
+   * target.length); returns n. Throws as readOf.
+   */
+  async readOfInto(inode: Inode, offset: number, target: Uint8Array, extents?: readonly FileExtent[]): Promise<number> {
+    const n = Math.max(0, Math.min(inode.i_size - offset, target.length));
+    if (n === 0) return 0;
+    const out = target.subarray(0, n);
+    out.fill(0);
+    await this.fillOf(inode, offset, out, extents);
+    return n;
+  }
+
+  /** Puts the file's bytes from `offset` into `out` (zeroed, within the file), each extent's read straight into place. */
+  private async fillOf(inode: Inode, offset: number, out: Uint8Array, extents: readonly FileExtent[] | undefined): Promise<void> {
+    const end = offset + out.length;
     if (this.isInline(inode) || this.isFastSymlink(inode)) {
       const src = this.isInline(inode) ? await this.inlineBytes(inode) : inode.i_block;
       // Bytes past the inline data read as zeros, as the kernel and e2fsprogs read them.
       if (offset < src.length) out.set(src.subarray(offset, Math.min(end, src.length)), 0);
-      return out;
+      return;
     }
-    if (!this.hasBlockMapping(inode)) return out;
+    if (!this.hasBlockMapping(inode)) return;
     const bs = this.blockSize;
     const list = extents ?? (await collect(this.extentsOf(inode)));
     const firstL = Math.floor(offset / bs);
@@ -539,13 +565,13 @@ export class Ext4Fs {
       if (e.unwritten) continue;
       const s = Math.max(e.lblk, firstL);
       const t = Math.min(e.lblk + e.len - 1, lastL);
-      const bytes = await this.readBlocks(e.pblk + (s - e.lblk), t - s + 1);
+      const first = e.pblk + (s - e.lblk);
+      this.checkBlocks(first, t - s + 1);
       const fileStart = s * bs;
       const from = Math.max(offset, fileStart);
       const to = Math.min(end, (t + 1) * bs);
-      out.set(bytes.subarray(from - fileStart, to - fileStart), from - offset);
+      await readInto(this.device, out.subarray(from - offset, to - offset), first * bs + (from - fileStart));
     }
-    return out;
   }
 
   /** Reads a byte range of inode `ino` (see readOf). */

@@ -7,15 +7,13 @@
  * to the caller's single-block reads, as is a chunk whose read fails, so the errors a
  * caller sees are those of the blocks it asked for.
  */
-import { LruCache } from '../../diskimage/LruCache.js';
+import { CacheBudget, LruCache, sharedCacheBudget } from '../../diskimage/LruCache.js';
 import { EXT4_BG_INODE_UNINIT } from './constants.js';
 import { hasGroupChecksums, type GroupDescriptor } from './groupDescriptors.js';
 import type { Superblock } from './superblock.js';
 
 /** Bytes of inode table per chunk read. */
 export const INODE_CHUNK_BYTES = 256 << 10;
-/** Most bytes of inode-table chunks kept cached. */
-export const INODE_CACHE_BYTES = 32 << 20;
 
 /** Where inode `ino` lives: its group, its index in the group, and its table block. */
 export interface InodeLocation {
@@ -62,13 +60,16 @@ export interface TableBlock {
 type Chunk = { readonly first: number; readonly bytes: Uint8Array; shared: boolean };
 
 /**
- * An LRU cache of inode-table chunks within a byte budget. Chunks are aligned to
- * INODE_CHUNK_BYTES within each group's table and clipped to its used part.
+ * An LRU cache of inode-table chunks within a byte budget (by default the one all caches
+ * share). Chunks are aligned to INODE_CHUNK_BYTES within each group's table and clipped to
+ * its used part.
  */
 export class InodeTableCache {
   private readonly chunkBlocks: number;
   private readonly chunksPerGroup: number;
   private readonly chunks: LruCache<number, Chunk>;
+  /** Most chunks the budget holds: a prefetch asks for at most half as many. */
+  private readonly maxChunks: number;
   private readonly pending = new Map<number, Promise<Chunk | undefined>>();
   /** Chunks whose read failed: their blocks go through the caller's single-block path. */
   private readonly failed = new Set<number>();
@@ -87,11 +88,14 @@ export class InodeTableCache {
     private readonly sb: Superblock,
     private readonly gd: (g: number) => GroupDescriptor,
     private readonly readBlocks: (blockNo: number, count: number) => Promise<Uint8Array>,
-    budgetBytes = INODE_CACHE_BYTES,
+    /** The budget, or a budget of its own of this many bytes. */
+    budget: CacheBudget | number = sharedCacheBudget,
   ) {
     this.chunkBlocks = Math.max(1, Math.floor(INODE_CHUNK_BYTES / sb.blockSize));
     this.chunksPerGroup = Math.ceil(Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize) / this.chunkBlocks);
-    this.chunks = new LruCache(budgetBytes / (this.chunkBlocks * sb.blockSize));
+    const b = typeof budget === 'number' ? new CacheBudget(budget) : budget;
+    this.chunks = new LruCache({ budget: b });
+    this.maxChunks = Math.max(1, Math.floor(b.limit / (this.chunkBlocks * sb.blockSize)));
   }
 
   private key(group: number, chunk: number): number {
@@ -163,7 +167,7 @@ export class InodeTableCache {
       if (k === lastKey) continue;
       lastKey = k;
       if (!wanted.has(k) && !this.chunks.has(k)) wanted.set(k, [group, ci]);
-      if (wanted.size >= this.chunks.capacity / 2) break;
+      if (wanted.size >= this.maxChunks / 2) break;
     }
     const reads: Array<Promise<Chunk | undefined>> = [];
     for (const [g, ci] of wanted.values()) reads.push(this.loadChunk(g, ci));

@@ -55,9 +55,6 @@ export interface GroupGeometry {
   readonly itableUnused: number;
 }
 
-/** Most bitmap bytes kept cached (block and inode bitmaps together). */
-const BITMAP_CACHE_BYTES = 16 << 20;
-
 export class Ext4Layout {
   readonly blockSize: number;
   readonly groupCount: number;
@@ -65,6 +62,7 @@ export class Ext4Layout {
   readonly inodesPerBlock: number;
   private runs: readonly GroupMetaRun[] | undefined;
   private runSet: BlockRuns | undefined;
+  /** Bitmaps read, charged to the budget all caches share. */
   private readonly bitmaps: LruCache<number, Uint8Array>;
   /** Bitmap reads under way, by cache key. */
   private readonly loading = new Map<number, Promise<Uint8Array>>();
@@ -85,7 +83,7 @@ export class Ext4Layout {
     this.groupCount = sb.groupCount;
     this.inodeTableBlocks = Math.ceil((sb.s_inodes_per_group * sb.s_inode_size) / sb.blockSize);
     this.inodesPerBlock = sb.blockSize / sb.s_inode_size;
-    this.bitmaps = new LruCache(Math.max(16, Math.floor(BITMAP_CACHE_BYTES / sb.blockSize)));
+    this.bitmaps = new LruCache();
   }
 
   /**
