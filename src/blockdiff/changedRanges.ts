@@ -151,8 +151,23 @@ function chunkBytes(options: ChangedRangesOptions, unit: number): number {
   return Math.max(unit, Math.floor((options.chunkBytes ?? 1 << 20) / unit) * unit);
 }
 
-/** Pieces read ahead of the one being compared: many small ranges (an overlay's clusters) keep the thread pool busy; at most 8 MiB per side held. */
-const AHEAD = { ahead: 16, cost: ([, len]: [number, number]) => len, maxCost: 8 << 20 } as const;
+/** Pieces read ahead of the one being compared: many small ranges (an overlay's clusters) keep the thread pool busy; at most 4 MiB per side held. */
+const AHEAD = { ahead: 16, cost: ([, len]: [number, number]) => len, maxCost: 4 << 20 } as const;
+
+/**
+ * Arenas of finished diffs, not yet collected: a rebase diffs one client after another,
+ * and a pair of fresh arenas per client is garbage the collector frees late.
+ */
+const idleArenas: Array<WeakRef<FifoArena>> = [];
+
+/** An idle arena of `size` bytes if one is still alive, else a new one. */
+function idleArena(size: number): FifoArena {
+  while (idleArenas.length > 0) {
+    const arena = idleArenas.pop()!.deref();
+    if (arena !== undefined && arena.capacity === size) return arena;
+  }
+  return new FifoArena(size);
+}
 
 /**
  * Reads pieces from both sides at once into buffers of two arenas (one per side) that
@@ -163,8 +178,12 @@ function bothReader(a: DiffSide, b: DiffSide, chunk: number) {
   // mapAhead keeps at most maxCost in flight (pieces are smaller) while the consumer holds
   // one piece; a piece that does not fit before the ring's end wastes less than one more.
   const size = AHEAD.maxCost + 2 * chunk;
-  const [arenaA, arenaB] = [new FifoArena(size), new FifoArena(size)];
+  const [arenaA, arenaB] = [idleArena(size), idleArena(size)];
   return {
+    /** After the last piece is compared (nothing in flight): the arenas may serve the next diff. */
+    finish: (): void => {
+      idleArenas.push(new WeakRef(arenaA), new WeakRef(arenaB));
+    },
     read: async ([off, len]: [number, number]): Promise<{ off: number; da: Uint8Array; db: Uint8Array }> => {
       const [da, db] = [arenaA.take(len), arenaB.take(len)];
       await Promise.all([readInto(a.device, da, off), readInto(b.device, db, off)]);
@@ -211,6 +230,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
       pushDifferingSectors(out, piece.off, piece.da, piece.db);
       reader.done(piece);
     }
+    reader.finish();
     for (const t of tail) pushRange(out, t.offset, t.length);
     return { mode: 'overlay', ranges: out, changedBytes: total(out), bytesCompared: compared };
   }
@@ -232,6 +252,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
     }
     reader.done(piece);
   }
+  reader.finish();
   for (const t of tail) pushRange(out, t.offset, t.length);
   return { mode: 'hash', ranges: out, changedBytes: total(out), bytesCompared: compared };
 }

@@ -58,7 +58,7 @@ export class CacheBudget {
 }
 
 /** Bytes the caches of a process hold together unless given another budget. */
-export const SHARED_CACHE_BYTES = 32 << 20;
+export const SHARED_CACHE_BYTES = 16 << 20;
 
 /** The budget of every cache not given its own: one per process. */
 export const sharedCacheBudget = new CacheBudget(SHARED_CACHE_BYTES);

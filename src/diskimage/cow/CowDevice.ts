@@ -38,6 +38,10 @@ export interface CowEmitStats extends CopyDeviceStats {
   readonly mode: 'overlay' | 'complete';
 }
 
+/** Spilled copies kept for reuse, and the smallest kept (small writes cost little to allocate). */
+const SPARES = 4;
+const SPARE_MIN_BYTES = 64 << 10;
+
 // The public methods are async but queue their work before their first await, so
 // operations take effect in the order they were called.
 export class CowDevice implements ClosableDevice, WritableDevice {
@@ -45,6 +49,8 @@ export class CowDevice implements ClosableDevice, WritableDevice {
   private readonly layer: LayerStore;
   private readonly queue = new ReadWriteQueue();
   private closed = false;
+  /** Copies the layer spilled, reused by later writes of the same length (spareCopy). */
+  private readonly spares: Uint8Array[] = [];
   /** The error of a write that failed: the spill file may then hold half of it, so the device refuses further use. */
   private failure: ImgdedupError | undefined;
 
@@ -147,8 +153,35 @@ export class CowDevice implements ClosableDevice, WritableDevice {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.checkRange('write', offset, data.length);
     // Copied now (the queue may run the write later), so the caller may reuse its buffer.
-    const copy = data.slice();
-    return this.mutate(() => this.layer.write(offset, copy));
+    const copy = this.spareCopy(data);
+    return this.mutate(async () => {
+      if (!(await this.layer.write(offset, copy))) this.keepSpare(copy);
+    });
+  }
+
+  /**
+   * A copy of `data`. Once the layer is past its memory budget every write is copied and
+   * spilled, and a fresh copy per write would pile up as garbage faster than it is
+   * collected; so a large copy goes into a buffer of the next power of two in size (at
+   * most twice its length), which the layer gives back when it spills it, for later writes
+   * of about the same size.
+   */
+  private spareCopy(data: Uint8Array): Uint8Array {
+    // new Uint8Array(view) copies (a Buffer's slice would not).
+    if (data.length < SPARE_MIN_BYTES) return new Uint8Array(data);
+    const size = 2 ** Math.ceil(Math.log2(data.length));
+    const i = this.spares.findIndex((b) => b.length === size);
+    const buf = i < 0 ? new Uint8Array(size) : this.spares.splice(i, 1)[0]!;
+    const copy = buf.subarray(0, data.length);
+    copy.set(data);
+    return copy;
+  }
+
+  /** Keeps the buffer of a copy the layer spilled, for a later write (large ones only, a few). */
+  private keepSpare(copy: Uint8Array): void {
+    if (copy.length < SPARE_MIN_BYTES) return;
+    if (this.spares.length >= SPARES) this.spares.shift();
+    this.spares.push(new Uint8Array(copy.buffer));
   }
 
   /** Makes `[offset, offset + length)` read as zeros, storing no data. Throws INTERNAL out of range. */
