@@ -31,6 +31,7 @@ import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/m
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
+import { collectGarbage } from './collectGarbage.js';
 import { createOutputWriter } from './outputImage.js';
 import { sideOf } from './diff.js';
 
@@ -297,6 +298,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let k = 0;
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
+        // What the previous client (or the new base) left behind, freed before this one's work.
+        collectGarbage();
         const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
         const cFs = await openClientRoot(c);
