@@ -162,8 +162,8 @@ export class CowDevice implements ClosableDevice, WritableDevice {
   /**
    * A copy of `data`. Once the layer is past its memory budget every write is copied and
    * spilled, and a fresh copy per write would pile up as garbage faster than it is
-   * collected; so a large copy goes into a buffer of the next power of two in size (at
-   * most twice its length), which the layer gives back when it spills it, for later writes
+   * collected; so a large copy goes into a buffer of the next power of two in size, which
+   * the layer gives back when it spills it (or keeps a copy of its own), for later writes
    * of about the same size.
    */
   private spareCopy(data: Uint8Array): Uint8Array {

@@ -17,8 +17,6 @@ import { SpillFile } from './SpillFile.js';
 
 interface Chunk {
   readonly bytes: Uint8Array;
-  /** What it keeps alive: the whole memory `bytes` is a view of. */
-  readonly cost: number;
   /** Pieces that reference this chunk. */
   refs: number;
 }
@@ -90,20 +88,19 @@ export class LayerStore {
 
   /**
    * Stores `data` at guest byte `offset`. Returns true if the layer kept `data` itself (in
-   * memory, no copy: the caller must not touch it again; the whole buffer it is a view of
-   * counts against the budget), false if it went to the spill file (the caller may reuse
-   * it). Throws IO (spill file).
+   * memory, no copy: the caller must not touch it again), false if the caller may reuse
+   * it (spilled, or a view of a larger buffer, which is kept as a copy). Throws IO (spill file).
    */
   async write(offset: number, data: Uint8Array): Promise<boolean> {
     if (data.length === 0) return false;
     const end = offset + data.length;
-    // A view keeps its whole buffer alive: that is what counts against the budget.
-    const cost = data.buffer.byteLength;
-    if (this.memBytes + cost <= this.memoryBudgetBytes) {
-      const chunk: Chunk = { bytes: data, cost, refs: 0 };
-      this.memBytes += cost;
+    if (this.memBytes + data.length <= this.memoryBudgetBytes) {
+      // A view of a larger buffer would keep all of it alive: kept as a copy of its own, so the budget counts what is held.
+      const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength;
+      const chunk: Chunk = { bytes: whole ? data : new Uint8Array(data), refs: 0 };
+      this.memBytes += data.length;
       await this.replace(this.memoryPiece(offset, end, chunk, 0));
-      return true;
+      return whole;
     }
     await this.replace({ start: offset, end, kind: 'spilled' }, () => this.spill.write(offset, data));
     this.spilledTotal += data.length;
@@ -121,7 +118,7 @@ export class LayerStore {
   }
 
   private release(p: Piece): void {
-    if (p.kind === 'memory' && --p.chunk.refs === 0) this.memBytes -= p.chunk.cost;
+    if (p.kind === 'memory' && --p.chunk.refs === 0) this.memBytes -= p.chunk.bytes.length;
   }
 
   /** The part `[start, end)` of `p` as a piece of its own (a new reference for memory). */
@@ -133,7 +130,7 @@ export class LayerStore {
     // A small survivor of a large chunk: copy it out so the rest can be freed.
     const bytes = p.chunk.bytes.subarray(from, from + length);
     if (this.memBytes + length <= this.memoryBudgetBytes) {
-      const chunk: Chunk = { bytes: bytes.slice(), cost: length, refs: 0 };
+      const chunk: Chunk = { bytes: bytes.slice(), refs: 0 };
       this.memBytes += length;
       return this.memoryPiece(start, end, chunk, 0);
     }
