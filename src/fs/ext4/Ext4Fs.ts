@@ -57,7 +57,7 @@ import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } fro
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
-import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
+import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
 import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
@@ -161,6 +161,8 @@ const PREFETCH_SPAN_BLOCKS = 256;
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
 const READ_CHUNK = 1 << 20;
+/** Directory entries the lookup name index holds before it starts over (bounds its memory). */
+const NAME_INDEX_ENTRIES = 100_000;
 
 export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
@@ -172,6 +174,9 @@ export class Ext4Fs {
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
   private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
   private prefetchedBytes = 0;
+  /** Names of multi-block directories looked up (directory inode -> name key -> inode); dropped on any write. */
+  private readonly nameIndex = new Map<number, Map<string, number>>();
+  private nameIndexEntries = 0;
   /** prefetchDirectories calls whose reads are not registered in `prefetched` yet. */
   private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
@@ -311,6 +316,8 @@ export class Ext4Fs {
     }
     this.prefetched.clear();
     this.prefetchedBytes = 0;
+    this.nameIndex.clear();
+    this.nameIndexEntries = 0;
   }
 
   /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
@@ -595,7 +602,15 @@ export class Ext4Fs {
   }
 
   async *readdirOf(inode: Inode): AsyncGenerator<DirEntry> {
-    for await (const batch of this.dirBatches(inode)) yield* batch;
+    for await (const batch of this.dirBatches(inode)) yield* batch.entries;
+  }
+
+  /**
+   * readdirOf's entries a directory block at a time, each with its logical block (undefined
+   * for inline entries): the writer keeps where each name lives. Throws as readdir.
+   */
+  dirBlocksOf(inode: Inode): AsyncGenerator<{ readonly lblk: number | undefined; readonly entries: DirEntry[] }> {
+    return this.dirBatches(inode);
   }
 
   /** All entries of directory `ino` (as readdir yields them), in one array. Throws as readdir. */
@@ -605,12 +620,12 @@ export class Ext4Fs {
 
   async listDirectoryOf(inode: Inode): Promise<DirEntry[]> {
     const out: DirEntry[] = [];
-    for await (const batch of this.dirBatches(inode)) for (const e of batch) out.push(e);
+    for await (const batch of this.dirBatches(inode)) for (const e of batch.entries) out.push(e);
     return out;
   }
 
   /** readdirOf's entries, an array per directory block (not one await per entry). */
-  private async *dirBatches(inode: Inode): AsyncGenerator<DirEntry[]> {
+  private async *dirBatches(inode: Inode): AsyncGenerator<{ lblk: number | undefined; entries: DirEntry[] }> {
     const sb = this.superblock;
     const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
@@ -621,14 +636,17 @@ export class Ext4Fs {
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield [
-        { ino, name: new Uint8Array([0x2e]), fileType: 2 },
-        { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
-      ];
-      yield decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      yield {
+        lblk: undefined,
+        entries: [
+          { ino, name: new Uint8Array([0x2e]), fileType: 2 },
+          { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
+        ],
+      };
+      yield { lblk: undefined, entries: decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize) };
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
-        yield decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+        yield { lblk: undefined, entries: decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize) };
       }
       return;
     }
@@ -677,11 +695,11 @@ export class Ext4Fs {
           const block = bytes.subarray(j * bs, (j + 1) * bs);
           if (isHtree && lblk === 0) {
             // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
-            yield decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            yield { lblk, entries: decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs) };
             continue;
           }
           if (indexBlocks.has(lblk)) continue;
-          yield decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+          yield { lblk, entries: decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs) };
         }
       }
     }
@@ -782,10 +800,37 @@ export class Ext4Fs {
    * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
    */
   async lookupIn(dirIno: number, name: Uint8Array): Promise<number | undefined> {
+    const known = this.nameIndex.get(dirIno);
+    if (known !== undefined) return known.get(byteKey(name));
     const inode = await this.readInode(dirIno);
     if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+    if (inode.i_size > this.blockSize) {
+      // A directory of several blocks: listed once, then looked up by name (a rebase asks three
+      // filesystems about each changed path; a name that is not there costs a whole scan).
+      const index = await this.indexNames(inode).catch(() => undefined);
+      // Unreadable further on: the scan below finds what lies before the damage, as without the index.
+      if (index !== undefined) return index.get(byteKey(name));
+    }
     for await (const e of this.readdirOf(inode)) if (bytesEqual(e.name, name)) return e.ino;
     return undefined;
+  }
+
+  private async indexNames(inode: Inode): Promise<Map<string, number>> {
+    const index = new Map<string, number>();
+    for await (const batch of this.dirBatches(inode)) {
+      for (const e of batch.entries) {
+        const k = byteKey(e.name);
+        // The first of duplicate names is the one a scan finds.
+        if (!index.has(k)) index.set(k, e.ino);
+      }
+    }
+    if (this.nameIndexEntries + index.size > NAME_INDEX_ENTRIES) {
+      this.nameIndex.clear();
+      this.nameIndexEntries = 0;
+    }
+    this.nameIndex.set(inode.ino, index);
+    this.nameIndexEntries += index.size;
+    return index;
   }
 
   /**
@@ -802,7 +847,7 @@ export class Ext4Fs {
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
       for await (const batch of this.dirBatches(inode)) {
-        for (const e of batch) {
+        for (const e of batch.entries) {
           if (isDotOrDotDot(e.name)) continue;
           children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
         }
