@@ -56,6 +56,11 @@ export interface MergeInput {
   readonly name: string;
   /** The paths the update changed (its writer's report): a directory it added to is changed too. */
   readonly updateChanged: readonly Uint8Array[];
+  /**
+   * Whether T's state of a path equals B's, by path key: shared by the clients of one
+   * rebase (B and T are the same for all), so each path's content is compared once.
+   */
+  readonly updateSame?: Map<string, boolean>;
 }
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
@@ -92,8 +97,14 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   };
   for (const p of unique) {
     const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
+    const key = byteKey(p);
+    let same = input.updateSame?.get(key);
+    if (same === undefined) {
+      same = await sameState(t, b);
+      input.updateSame?.set(key, same);
+    }
     // A directory the client deleted, to which the update added or changed something, is a conflict.
-    if ((await sameState(t, b)) && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
+    if (same && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
       decisions.push({ path: p, result: 'client', conflict: false });
       continue;
     }

@@ -88,6 +88,19 @@ export class BlockRuns {
     return i >= 0 && block < this.ends[i]!;
   }
 
+  /** The first member >= `block`, or undefined (lets a scan skip what is not in the set at once). */
+  nextMember(block: number): number | undefined {
+    const i = this.floor(block);
+    if (i >= 0 && block < this.ends[i]!) return block;
+    return i + 1 < this.starts.length ? this.starts[i + 1]! : undefined;
+  }
+
+  /** When `block` is a member, the first number after it that is not; else undefined (a scan skips a whole run). */
+  endOfRunAt(block: number): number | undefined {
+    const i = this.floor(block);
+    return i >= 0 && block < this.ends[i]! ? this.ends[i]! : undefined;
+  }
+
   /** The parts of [start, start+count) that are in the set, ascending. */
   *intersect(start: number, count: number): Generator<BlockRun> {
     const end = start + count;

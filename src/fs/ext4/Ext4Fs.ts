@@ -174,7 +174,7 @@ export class Ext4Fs {
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
   private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
   private prefetchedBytes = 0;
-  /** Names of multi-block directories looked up (directory inode -> name key -> inode); dropped on any write. */
+  /** Names of directories looked up (directory inode -> name key -> inode); dropped on any write. */
   private readonly nameIndex = new Map<number, Map<string, number>>();
   private nameIndexEntries = 0;
   /** prefetchDirectories calls whose reads are not registered in `prefetched` yet. */
@@ -804,13 +804,11 @@ export class Ext4Fs {
     if (known !== undefined) return known.get(byteKey(name));
     const inode = await this.readInode(dirIno);
     if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
-    if (inode.i_size > this.blockSize) {
-      // A directory of several blocks: listed once, then looked up by name (a rebase asks three
-      // filesystems about each changed path; a name that is not there costs a whole scan).
-      const index = await this.indexNames(inode).catch(() => undefined);
-      // Unreadable further on: the scan below finds what lies before the damage, as without the index.
-      if (index !== undefined) return index.get(byteKey(name));
-    }
+    // Listed once, then looked up by name: a rebase asks three filesystems about each
+    // changed path and its parents, and a name that is not there costs a whole scan.
+    const index = await this.indexNames(inode).catch(() => undefined);
+    // Unreadable further on: the scan below finds what lies before the damage, as without the index.
+    if (index !== undefined) return index.get(byteKey(name));
     for await (const e of this.readdirOf(inode)) if (bytesEqual(e.name, name)) return e.ino;
     return undefined;
   }
