@@ -49,6 +49,7 @@ export type UpdateEntry =
        * Throws BAD_UPDATE if the bytes are not there (a truncated tar, a file that
        * changed size while the tree was read) and IO if the host refuses a read.
        */
+      /** Each chunk may be reused for the next one: use it (copy it) before asking for more. */
       open(): AsyncIterable<Uint8Array>;
     }
   | { readonly kind: 'dir'; readonly path: Uint8Array; readonly meta: EntryMeta }

@@ -64,10 +64,11 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
   }
   try {
     let seen = 0;
+    // One buffer for the file, reused chunk after chunk (the consumer copies each before asking for the next).
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size + 1)));
     for (;;) {
       // At the stated end, a one-byte probe: a file that grew is refused.
-      const want = Math.max(1, Math.min(READ_CHUNK, size - seen));
-      const buf = Buffer.allocUnsafe(want);
+      const want = Math.max(1, Math.min(buf.length, size - seen));
       let n: number;
       try {
         n = readSync(fd, buf, 0, want, seen);

@@ -62,6 +62,7 @@ export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fi
 
 /** What a created object holds. */
 export type NodeContent =
+  /** `data` yields the content in chunks; a chunk is copied before the next is asked for, so a source may reuse its buffer. */
   | { readonly kind: 'file'; readonly size: number; data(): AsyncIterable<Uint8Array> }
   | { readonly kind: 'dir' }
   | { readonly kind: 'symlink'; readonly target: Uint8Array }
@@ -186,6 +187,8 @@ export class Ext4Writer {
   private readonly addAt = new Map<number, number>();
   /** Directories found holding a name twice. */
   private readonly duplicateNames = new Set<number>();
+  /** writeData's buffer, reused from file to file. */
+  private dataBuffer: Uint8Array | undefined;
   private namesHeld = 0;
 
   private constructor(
@@ -481,9 +484,10 @@ export class Ext4Writer {
     const bs = this.blockSize;
     const extents: FileExtent[] = [];
     let goal = this.groups.goalForInode(ino);
-    // No bigger than the file (rounded to blocks): a 1 MiB buffer per small file costs more in zeroing and GC than the writes.
-    const bufSize = Math.min(WRITE_CHUNK, Math.max(bs, Math.ceil(content.size / bs) * bs));
-    let buf = new Uint8Array(bufSize);
+    // One buffer for every file of the session (the device copies what it is given): a
+    // buffer per file or per chunk churns the allocator and leaves the RSS high.
+    this.dataBuffer ??= new Uint8Array(WRITE_CHUNK);
+    const buf = this.dataBuffer;
     let fill = 0;
     let lblk = 0;
     let total = 0;
@@ -512,11 +516,9 @@ export class Ext4Writer {
       this.bytesWritten += Math.min(fill, n * bs);
       lblk += n;
       if (final) return;
-      const rest = buf.subarray(n * bs, fill);
-      const next = new Uint8Array(bufSize);
-      next.set(rest);
-      buf = next;
-      fill = rest.length;
+      // Only a partial block remains (fill was a whole buffer, a multiple of the block size): none.
+      buf.copyWithin(0, n * bs, fill);
+      fill -= n * bs;
     };
     for await (const chunk of content.data()) {
       total += chunk.length;
