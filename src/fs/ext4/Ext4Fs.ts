@@ -393,6 +393,12 @@ export class Ext4Fs {
     return lazy ? inode : plainInode(inode);
   }
 
+  /** Inode `ino` decoded from `bytes` (the writer's encoding of one it has yet to write), as readInode would return it once written. */
+  inodeFromBytes(ino: number, bytes: Uint8Array): Inode {
+    const loc = this.locate(ino);
+    return plainInode(decodeInodeLazy(bytes, ino, this.superblock, this.ctx, loc.blockNo * this.superblock.blockSize + loc.within));
+  }
+
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
   async stat(ino: number): Promise<Ext4Stat> {
     return this.statOf(await this.readInode(ino));

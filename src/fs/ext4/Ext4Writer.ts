@@ -560,6 +560,12 @@ export class Ext4Writer {
       }
       const hit = await this.lookupIn(cur, name);
       if (hit === undefined) return undefined;
+      // The entry's file type says "directory" without reading the inode (namesOf checks it
+      // when the directory is listed); without the filetype feature, the inode says.
+      if (hit.fileType === EXT4_FT_DIR) {
+        stack.push(hit.ino);
+        continue;
+      }
       const inode = await this.fs.readInode(hit.ino);
       const t = fileType(inode.i_mode);
       if (t === S_IFDIR) {
@@ -756,9 +762,8 @@ export class Ext4Writer {
       crtime: attrs.crtime ?? this.now,
       i_block: new Uint8Array(EXT4_I_BLOCK_SIZE),
     };
-    // Write the blank inode first: the steps below read it back.
-    await this.writeInode(blank, new Uint8Array(sb.s_inode_size));
-    let inode = await this.fs.readInode(ino);
+    // The blank inode as it would read back; every kind below writes it (once, with its content).
+    let inode = this.fs.inodeFromBytes(ino, encodeInode(blank, sb, { raw: new Uint8Array(sb.s_inode_size) }));
     const csumSeed = this.csumSeedOf(ino, generation);
     switch (content.kind) {
       case 'file': {
@@ -803,6 +808,7 @@ export class Ext4Writer {
       }
       case 'fifo':
       case 'socket':
+        await this.writeInode(inode, inode.raw);
         break;
     }
     if (attrs.xattrs !== undefined && attrs.xattrs.length > 0) {
