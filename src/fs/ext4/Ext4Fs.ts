@@ -9,7 +9,7 @@ import { LruCache } from '../../diskimage/LruCache.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { testBit } from './bitmaps.js';
-import { fsAt, fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
+import { fsAt, fsCorrupt, fsReader, type FsByteReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
 import {
   EXT4_ERROR_FS,
   EXT4_EA_INODE_FL,
@@ -42,7 +42,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { decodeDirBlock, decodeDirEntries, decodeDxNode, decodeDxRoot, type DirEntry, type DxOptions } from './directory.js';
+import { checkedDirBlockEnd, decodeDirEntries, decodeDxNode, decodeDxRoot, forEachDirRecord, type DirBlockOptions, type DirEntry, type DxOptions } from './directory.js';
 import { rootLeafExtents, walkExtentTree, type ExtentWalkEnv, type FileExtent } from './extents.js';
 import { walkBlockMap } from './blockMap.js';
 import {
@@ -611,11 +611,40 @@ export class Ext4Fs {
 
   /** readdirOf's entries, an array per directory block (not one await per entry). */
   private async *dirBatches(inode: Inode): AsyncGenerator<DirEntry[]> {
+    const opts = this.dirOptions(inode);
+    for await (const area of this.dirAreas(inode)) yield Array.isArray(area) ? area : decodeDirEntries(area.r, area.end, opts, this.blockSize);
+  }
+
+  /**
+   * Calls `visit` with every entry of directory `inode` as readdirOf yields them ('.' and
+   * '..' included), without an object per entry: the name is bytes [nameAt, nameAt +
+   * nameLen) of `bytes`, valid during the call only. Reads and checks every block of the
+   * directory (a visitor cannot stop it). Throws as readdir.
+   */
+  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Uint8Array, nameAt: number, nameLen: number) => void): Promise<void> {
+    const opts = this.dirOptions(inode);
+    for await (const area of this.dirAreas(inode)) {
+      if (Array.isArray(area)) for (const e of area) visit(e.ino, e.fileType, e.name, 0, e.name.length);
+      else forEachDirRecord(area.r, area.end, opts, this.blockSize, false, visit);
+    }
+  }
+
+  private dirOptions(inode: Inode): DirBlockOptions {
+    const sb = this.superblock;
+    return { filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0, metadataCsum: this.metadataCsum, inodeCsumSeed: inode.csumSeed, inodesCount: sb.s_inodes_count };
+  }
+
+  /**
+   * The areas of a directory that hold entries, in order: a checked reader and the end of
+   * its records (a leaf block's checksum verified), or entries already made (an inline
+   * directory's '.' and '..'). One per block: a consumer that stops early (lookupIn) never
+   * meets a later block's error.
+   */
+  private async *dirAreas(inode: Inode): AsyncGenerator<DirEntry[] | { r: FsByteReader; end: number }> {
     const sb = this.superblock;
     const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
-    const filetype = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0;
-    const opts = { filetype, metadataCsum: this.metadataCsum, inodeCsumSeed: inode.csumSeed, inodesCount: sb.s_inodes_count };
+    const opts = this.dirOptions(inode);
     if (this.isInline(inode)) {
       // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
       const data = await this.inlineBytes(inode);
@@ -625,10 +654,10 @@ export class Ext4Fs {
         { ino, name: new Uint8Array([0x2e]), fileType: 2 },
         { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
       ];
-      yield decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      yield { r: r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), end: EXT4_MIN_INLINE_DATA_SIZE - 4 };
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
-        yield decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+        yield { r: rx, end: data.length - EXT4_MIN_INLINE_DATA_SIZE };
       }
       return;
     }
@@ -670,18 +699,19 @@ export class Ext4Fs {
       for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
         const cnt = Math.min(DIR_READ_BLOCKS, n - k);
         const bytes = await this.readDirBlocks(e.pblk + k, cnt);
-        // A batch per block: a consumer that stops early (lookupIn) never meets a later block's error.
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
           const block = bytes.subarray(j * bs, (j + 1) * bs);
           if (isHtree && lblk === 0) {
             // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
-            yield decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            yield { r: fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), end: bs };
             continue;
           }
           if (indexBlocks.has(lblk)) continue;
-          yield decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+          const structure = `ext4.dir[${ino}:${lblk}]`;
+          const r = fsReader(this.ctx, block, structure, pblk * bs);
+          yield { r, end: checkedDirBlockEnd(r, block, this.ctx, structure, pblk * bs, opts) };
         }
       }
     }
