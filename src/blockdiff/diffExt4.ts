@@ -91,6 +91,8 @@ interface Side {
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
   /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
+  /** Inodes read by the incremental steps (each is asked about again and again: liveness, sameness, lookups). */
+  readonly inodes: Map<number, Inode>;
   ownership?: BlockHolders;
 }
 
@@ -152,8 +154,8 @@ class Ext4Differ {
     private readonly changed: BlockRuns,
     private readonly differing: DifferingBytes | undefined,
   ) {
-    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map() };
-    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map() };
+    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map() };
+    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
@@ -174,8 +176,18 @@ class Ext4Differ {
   /** The inode if it is live on this side (bitmap says in use, and it has a mode and links). */
   private async live(side: Side, ino: number): Promise<Inode | undefined> {
     if (!(await side.blocks.fileInUse(ino))) return undefined;
-    const inode = await side.fs.readInode(ino);
+    const inode = await this.inode(side, ino);
     return inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+  }
+
+  /** Inode `ino` of this side, read once. Throws as readInode. */
+  private async inode(side: Side, ino: number): Promise<Inode> {
+    let inode = side.inodes.get(ino);
+    if (inode === undefined) {
+      inode = await side.fs.readInode(ino);
+      side.inodes.set(ino, inode);
+    }
+    return inode;
   }
 
   private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
@@ -205,7 +217,7 @@ class Ext4Differ {
     if (same === undefined) {
       same = false;
       try {
-        const [iA, iB] = await Promise.all([this.a.fs.readInode(ino), this.b.fs.readInode(ino)]);
+        const [iA, iB] = await Promise.all([this.inode(this.a, ino), this.inode(this.b, ino)]);
         if (isDir(iA) && Buffer.compare(iA.raw, iB.raw) === 0) {
           same = true;
           for (const [s, c] of (await this.a.blocks.fileBlocks(ino)).runs()) if (this.changed.overlaps(s, c)) same = false;
@@ -269,7 +281,7 @@ class Ext4Differ {
       // Entries that may be subdirectories (file_type directory, or unknown: its inode says), in order.
       const maybeDirs: Array<{ ino: number; name: string; known: boolean }> = [];
       let done = false;
-      const inode = await side.fs.readInode(dir.ino);
+      const inode = await this.inode(side, dir.ino);
       this.dirsRead++;
       await side.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
         if (done) return;
@@ -347,8 +359,9 @@ class Ext4Differ {
   private async settle(path: string, inoA: number | undefined, inoB: number | undefined, descend: boolean): Promise<void> {
     if (this.settled.has(path)) return;
     this.settled.add(path);
-    const iA = inoA !== undefined ? await this.a.fs.readInode(inoA) : undefined;
-    const iB = inoB !== undefined ? await this.b.fs.readInode(inoB) : undefined;
+    // Those the incremental steps read are taken as read; others are not kept (full mode settles every path).
+    const iA = inoA !== undefined ? (this.a.inodes.get(inoA) ?? (await this.a.fs.readInode(inoA))) : undefined;
+    const iB = inoB !== undefined ? (this.b.inodes.get(inoB) ?? (await this.b.fs.readInode(inoB))) : undefined;
     if (iA === undefined && iB === undefined) return;
     if (iA === undefined) {
       this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
@@ -482,13 +495,15 @@ class Ext4Differ {
       // did not reaches the block through the same tree as in A, or through a tree block
       // that changed, sits where it sat in A, and so is a pending block owned by it in A.
       this.ownershipScan = true;
-      const ownA = await this.a.blocks.owners();
+      // Owners of the pending blocks only: the scan reads every inode, but keeps no table of the rest.
+      const scope = new BlockRuns(pending.map((blk) => [blk, 1] as const));
+      const ownA = await this.a.blocks.owners(scope);
       this.a.ownership = ownA;
       const inodeOwnedInA = (blk: number): boolean => {
         const o = ownA.ownerOf(blk);
         return o !== undefined && o !== 'free' && o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino);
       };
-      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.blocks.owners();
+      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.blocks.owners(scope);
       const owners = this.b.ownership !== undefined ? [ownA, this.b.ownership] : [ownA];
       const left: BlockRun[] = [];
       for (const blk of pending) {

@@ -80,7 +80,7 @@ export class Ext4Blocks implements FsBlocks {
     return new BlockRuns(runs);
   }
 
-  owners(): Promise<BlockHolders> {
-    return this.fs.blockOwnership();
+  owners(only?: BlockRuns): Promise<BlockHolders> {
+    return this.fs.blockOwnership(only);
   }
 }

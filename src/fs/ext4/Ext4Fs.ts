@@ -57,6 +57,7 @@ import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } fro
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
+import type { BlockRuns } from '../BlockRuns.js';
 import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
@@ -948,41 +949,50 @@ export class Ext4Fs {
   /**
    * Builds the block -> owner table: group metadata of every group, then every in-use
    * inode's data, directory, journal, extent-node, indirect and xattr blocks, in one scan
-   * of the inode tables (scanInodes). Memory is O(runs). Throws CORRUPT_IMAGE,
-   * BAD_CHECKSUM, IO.
+   * of the inode tables (scanInodes). Memory is O(runs). With `only`, the table holds the
+   * owners of those blocks alone (a diff attributing a few changed blocks: no table of the
+   * whole filesystem to build and sort), and asking it about another block is INTERNAL.
+   * Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
    */
-  async blockOwnership(): Promise<BlockOwnership> {
+  async blockOwnership(only?: BlockRuns): Promise<BlockOwnership> {
     const sb = this.superblock;
     const b = new OwnershipBuilder();
-    for (const r of this.layout.metaRuns) b.add(r.start, r.count, r.kind === 'boot block' ? { kind: r.kind } : { kind: r.kind, group: r.group });
+    // Runs outside `only` are dropped before an owner object is made for them.
+    const add = (start: number, length: number, kind: OwnerKind, id: { ino?: number; group?: number }, lblk?: number): void => {
+      if (only === undefined) {
+        b.add(start, length, lblk === undefined ? { kind, ...id } : { kind, ...id, lblk });
+        return;
+      }
+      if (!only.overlaps(start, length)) return;
+      for (const [s, n] of only.intersect(start, length)) b.add(s, n, lblk === undefined ? { kind, ...id } : { kind, ...id, lblk: lblk + (s - start) });
+    };
+    for (const r of this.layout.metaRuns) add(r.start, r.count, r.kind, r.kind === 'boot block' ? {} : { group: r.group });
     const xattrBlocks = new Set<number>();
     await this.scanInodes((inode) => {
       const ino = inode.ino;
       if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) return;
       if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
         xattrBlocks.add(inode.i_file_acl);
-        b.add(inode.i_file_acl, 1, { kind: 'xattr block', ino });
+        add(inode.i_file_acl, 1, 'xattr block', { ino });
       }
       if (ino === EXT4_RESIZE_INO) {
         // The resize inode's double-indirect block lists the reserved GDT blocks, which the
         // group layout above already owns; only the DIND block itself is the inode's.
         const dind = new DataView(inode.i_block.buffer, inode.i_block.byteOffset).getUint32(EXT4_DIND_BLOCK * 4, true);
-        if (dind !== 0) b.add(dind, 1, { kind: 'indirect block', ino });
+        if (dind !== 0) add(dind, 1, 'indirect block', { ino });
         return;
       }
       const kind: OwnerKind = ino === EXT4_JOURNAL_INO || ino === sb.s_journal_inum ? 'journal' : fileType(inode.i_mode) === S_IFDIR ? 'directory' : 'data';
       const inline = this.inlineExtentsOf(inode);
       if (inline !== undefined) {
-        for (const e of inline) b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+        for (const e of inline) add(e.pblk, e.len, kind, { ino }, e.lblk);
         return;
       }
       return (async () => {
-        for await (const e of this.extentsOf(inode, (pblk, k) => b.add(pblk, 1, { kind: k, ino }))) {
-          b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
-        }
+        for await (const e of this.extentsOf(inode, (pblk, k) => add(pblk, 1, k, { ino }))) add(e.pblk, e.len, kind, { ino }, e.lblk);
       })();
     });
-    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count);
+    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count, only);
   }
 
   /** Entries in the orphan file (orphan_file feature): non-zero inode slots of its blocks. */
