@@ -52,7 +52,7 @@ import {
   descriptorsPerBlock,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
+import { checkInodeRecord, decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
 import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
@@ -879,6 +879,24 @@ export class Ext4Fs {
    */
   async scanInodes(visit: (inode: Inode) => void | Promise<void>): Promise<void> {
     const sb = this.superblock;
+    const isz = sb.s_inode_size;
+    await this.scanInodeRecords(
+      (bytes, at, ino, deviceOffset) => visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset)),
+      async (ino) => visit(await this.readInode(ino)),
+    );
+  }
+
+  /**
+   * scanInodes' loop over the inode records in use: `record` gets each one's bytes (at
+   * `at` of `bytes`, s_inode_size of them, not yet checked; valid during the call only),
+   * `unread` the inodes of a chunk that could not be read. Either may return a promise
+   * (awaited before the next inode). Throws what usedInodes throws and what they throw.
+   */
+  private async scanInodeRecords(
+    record: (bytes: Uint8Array, at: number, ino: number, deviceOffset: number) => void | Promise<void>,
+    unread: (ino: number) => Promise<void>,
+  ): Promise<void> {
+    const sb = this.superblock;
     const bs = sb.blockSize;
     const isz = sb.s_inode_size;
     const chunkBlocks = Math.max(1, Math.floor(SCAN_CHUNK_BYTES / bs));
@@ -924,13 +942,12 @@ export class Ext4Fs {
       for (let i = p.from; i < p.to; i++) {
         if (!testBit(p.bitmap, i)) continue;
         const ino = p.firstIno + i;
-        let inode: Inode;
-        if (bytes === undefined) inode = await this.readInode(ino);
+        let r: void | Promise<void>;
+        if (bytes === undefined) r = unread(ino);
         else {
           const off = i * isz - p.firstBlock * bs;
-          inode = decodeInodeLazy(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
+          r = record(bytes, off, ino, base + off);
         }
-        const r = visit(inode);
         if (r !== undefined) await r;
       }
     }
@@ -968,7 +985,7 @@ export class Ext4Fs {
     };
     for (const r of this.layout.metaRuns) add(r.start, r.count, r.kind, r.kind === 'boot block' ? {} : { group: r.group });
     const xattrBlocks = new Set<number>();
-    await this.scanInodes((inode) => {
+    const visit = (inode: Inode): void | Promise<void> => {
       const ino = inode.ino;
       if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) return;
       if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
@@ -991,7 +1008,35 @@ export class Ext4Fs {
       return (async () => {
         for await (const e of this.extentsOf(inode, (pblk, k) => add(pblk, 1, k, { ino }))) add(e.pblk, e.len, kind, { ino }, e.lblk);
       })();
-    });
+    };
+    const isz = sb.s_inode_size;
+    await this.scanInodeRecords(
+      (bytes, at, ino, deviceOffset) => {
+        // Fast path (most inodes: a regular file or directory, its extents in i_block, no
+        // xattr block): the record is checked in place and read without an Inode object;
+        // any other inode goes through decodeInodeLazy and visit.
+        const mode = bytes[at]! | (bytes[at + 1]! << 8);
+        const t = fileType(mode);
+        const flags = (bytes[at + 0x20]! | (bytes[at + 0x21]! << 8) | (bytes[at + 0x22]! << 16) | (bytes[at + 0x23]! << 24)) >>> 0;
+        const simple =
+          (t === S_IFREG || t === S_IFDIR) &&
+          (flags & (EXT4_EXTENTS_FL | EXT4_INLINE_DATA_FL)) === EXT4_EXTENTS_FL &&
+          ino !== EXT4_RESIZE_INO &&
+          ino !== EXT4_JOURNAL_INO &&
+          ino !== sb.s_journal_inum &&
+          (bytes[at + 0x68]! | bytes[at + 0x69]! | bytes[at + 0x6a]! | bytes[at + 0x6b]! | bytes[at + 0x76]! | bytes[at + 0x77]!) === 0;
+        if (!simple) return visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset));
+        checkInodeRecord(bytes, at, ino, sb, this.ctx, deviceOffset);
+        const links = bytes[at + 0x1a]! | (bytes[at + 0x1b]! << 8);
+        if (mode === 0 && links === 0) return;
+        const extents = rootLeafExtents(this.env, ino, bytes.subarray(at + 0x28, at + 0x28 + EXT4_I_BLOCK_SIZE), deviceOffset + 0x28);
+        // An extent tree deeper than i_block: the whole inode, already checked.
+        if (extents === undefined) return visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset, { verified: true }));
+        const kind: OwnerKind = t === S_IFDIR ? 'directory' : 'data';
+        for (const e of extents) add(e.pblk, e.len, kind, { ino }, e.lblk);
+      },
+      async (ino) => visit(await this.readInode(ino)),
+    );
     return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count, only);
   }
 

@@ -104,7 +104,16 @@ export class OwnershipBuilder {
     const n = this.n;
     const s = this.start;
     let maxStart = 0;
-    for (let i = 0; i < n; i++) maxStart = Math.max(maxStart, s[i]!);
+    let sorted = true;
+    for (let i = 0; i < n; i++) {
+      if (s[i]! < maxStart) sorted = false;
+      maxStart = Math.max(maxStart, s[i]!);
+    }
+    if (sorted) {
+      // Already in block order (a filesystem whose files were written one after another):
+      // a stable sort would keep this order, so the arrays are the table as they are.
+      return new BlockOwnership(this.start.slice(0, n), this.len.slice(0, n), this.lblk.slice(0, n), this.id.slice(0, n), this.kind.slice(0, n), free, blocksCount, scope);
+    }
     let order: Uint32Array;
     if ((maxStart + 1) * n <= Number.MAX_SAFE_INTEGER) {
       // start * n + index is exact here: a numeric sort of those keys (no comparator
