@@ -84,6 +84,8 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
   return at;
 }
 
+const le16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+
 /** A timestamp at `o + off`, with its extra word at `o + extraOff` when the extra area (ending at `extraEnd`) holds it. */
 function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd: number): Ext4Time {
   const signed = v.getInt32(o + off, true);
@@ -157,8 +159,10 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
   const i_generation = v.getUint32(o + 0x64, true);
-  const { extraEnd, seed } = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true);
-  const i_extra_isize = extraEnd - EXT4_GOOD_OLD_INODE_SIZE;
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true);
+  // Checked above: within the inode and a multiple of 4.
+  const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
   const blocksLo = v.getUint32(o + 0x1c, true);
   const blocksHi = v.getUint16(o + 0x74, true);
   const i_flags = v.getUint32(o + 0x20, true);
@@ -179,13 +183,13 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
  * made sure are there) as decodeInodeLazy does: i_extra_isize within the inode and a
  * multiple of 4, and the metadata_csum checksum (unless `verified`: the caller did it).
  * The checksum fields are zeroed for the crc and put back before it returns (no await in
- * between). Returns where the extra fields end and the inode's checksum seed.
+ * between). Returns the inode's checksum seed (0 without metadata_csum).
  * Throws CORRUPT_IMAGE, BAD_CHECKSUM.
  */
-export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false): { extraEnd: number; seed: number } {
+export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false): number {
   const inodeSize = sb.s_inode_size;
   const b = bytes;
-  const u16 = (x: number): number => b[at + x]! | (b[at + x + 1]! << 8);
+  const u16 = (x: number): number => le16(b, at + x);
   let i_extra_isize = 0;
   if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
     i_extra_isize = u16(0x80);
@@ -198,10 +202,10 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   }
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
   const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
-  if (!csum) return { extraEnd, seed: 0 };
+  if (!csum) return 0;
   const i_generation = (u16(0x64) | (u16(0x66) << 16)) >>> 0;
   const seed = ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), i_generation);
-  if (verified) return { extraEnd, seed };
+  if (verified) return seed;
   const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
   const lo = u16(0x7c);
   const hi = hasHi ? u16(0x82) : 0;
@@ -224,7 +228,7 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   if (!hasHi) c &= 0xffff;
   // An all-zero inode (never used) has no checksum to check.
   if (stored !== 0 || raw.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
-  return { extraEnd, seed };
+  return seed;
 }
 
 /**
