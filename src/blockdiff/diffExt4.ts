@@ -93,6 +93,8 @@ interface Side {
   readonly dirPaths: Map<number, string | null>;
   /** Inodes read by the incremental steps (each is asked about again and again: liveness, sameness, lookups). */
   readonly inodes: Map<number, Inode>;
+  /** live()'s answers. */
+  readonly live: Map<number, Inode | undefined>;
   ownership?: BlockHolders;
 }
 
@@ -154,8 +156,8 @@ class Ext4Differ {
     private readonly changed: BlockRuns,
     private readonly differing: DifferingBytes | undefined,
   ) {
-    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map() };
-    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map() };
+    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
+    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
@@ -175,9 +177,11 @@ class Ext4Differ {
 
   /** The inode if it is live on this side (bitmap says in use, and it has a mode and links). */
   private async live(side: Side, ino: number): Promise<Inode | undefined> {
-    if (!(await side.blocks.fileInUse(ino))) return undefined;
-    const inode = await this.inode(side, ino);
-    return inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+    if (side.live.has(ino)) return side.live.get(ino);
+    const inode = (await side.blocks.fileInUse(ino)) ? await this.inode(side, ino) : undefined;
+    const result = inode !== undefined && inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+    side.live.set(ino, result);
+    return result;
   }
 
   /** Inode `ino` of this side, read once. Throws as readInode. */
@@ -308,8 +312,6 @@ class Ext4Differ {
         }
       }
       if (done) return found;
-      // Their blocks are read while this listing's siblings are worked through.
-      side.fs.prefetchDirectories(subdirs.map((d) => d.ino));
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }
     return found;
