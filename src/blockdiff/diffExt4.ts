@@ -285,9 +285,12 @@ class Ext4Differ {
       // Entries that may be subdirectories (file_type directory, or unknown: its inode says), in order.
       const maybeDirs: Array<{ ino: number; name: string; known: boolean }> = [];
       let done = false;
-      const inode = await this.inode(side, dir.ino);
+      // A directory the same on both sides is read from A: B is usually an overlay, whose
+      // every read asks its layers which one holds the bytes.
+      const src = side === this.b && (await this.sameDirectory(dir.ino)) ? this.a : side;
+      const inode = await this.inode(src, dir.ino);
       this.dirsRead++;
-      await side.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
+      await src.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
         if (done) return;
         if ((len === 1 && bytes[at] === DOT) || (len === 2 && bytes[at] === DOT && bytes[at + 1] === DOT)) return;
         const need = wanted.get(ino);
