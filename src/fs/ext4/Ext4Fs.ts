@@ -832,17 +832,12 @@ export class Ext4Fs {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
-      const prefix = dir.path;
-      const plen = prefix.length;
-      await this.forEachEntry(inode, (ino, ft, bytes, at, len) => {
-        if (bytes[at] === 0x2e && (len === 1 || (len === 2 && bytes[at + 1] === 0x2e))) return;
-        // The path holds the name's only copy; `name` is a view of its end.
-        const path = new Uint8Array(plen + 1 + len);
-        path.set(prefix, 0);
-        path[plen] = 0x2f;
-        for (let k = 0; k < len; k++) path[plen + 1 + k] = bytes[at + k]!;
-        children.push({ path, ino, parentIno: dir.ino, name: path.subarray(plen + 1), fileType: ft });
-      });
+      for await (const batch of this.dirBatches(inode)) {
+        for (const e of batch) {
+          if (isDotOrDotDot(e.name)) continue;
+          children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        }
+      }
       const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
         yield c;

@@ -159,7 +159,7 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
   const i_generation = v.getUint32(o + 0x64, true);
-  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true);
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true, raw);
   // Checked above: within the inode and a multiple of 4.
   const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
@@ -183,16 +183,15 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
  * made sure are there) as decodeInodeLazy does: i_extra_isize within the inode and a
  * multiple of 4, and the metadata_csum checksum (unless `verified`: the caller did it).
  * The checksum fields are zeroed for the crc and put back before it returns (no await in
- * between). Returns the inode's checksum seed (0 without metadata_csum).
+ * between). `raw`: those bytes as a view, when the caller has one. Returns the inode's checksum seed (0 without metadata_csum).
  * Throws CORRUPT_IMAGE, BAD_CHECKSUM.
  */
-export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false): number {
+export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false, raw?: Uint8Array): number {
   const inodeSize = sb.s_inode_size;
   const b = bytes;
-  const u16 = (x: number): number => le16(b, at + x);
   let i_extra_isize = 0;
   if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
-    i_extra_isize = u16(0x80);
+    i_extra_isize = le16(b, at + 0x80);
     if (i_extra_isize > inodeSize - EXT4_GOOD_OLD_INODE_SIZE || i_extra_isize % 4 !== 0) {
       fsReader(ctx, b.subarray(at, at + inodeSize), `ext4.inode[${ino}]`, deviceOffset).fail(0x80, 'i_extra_isize', 'extra inode size beyond the inode or misaligned', {
         expected: `multiple of 4, <= ${inodeSize - EXT4_GOOD_OLD_INODE_SIZE}`,
@@ -203,12 +202,12 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
   const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
   if (!csum) return 0;
-  const i_generation = (u16(0x64) | (u16(0x66) << 16)) >>> 0;
+  const i_generation = (le16(b, at + 0x64) | (le16(b, at + 0x66) << 16)) >>> 0;
   const seed = ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), i_generation);
   if (verified) return seed;
   const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
-  const lo = u16(0x7c);
-  const hi = hasHi ? u16(0x82) : 0;
+  const lo = le16(b, at + 0x7c);
+  const hi = hasHi ? le16(b, at + 0x82) : 0;
   const stored = lo + hi * 65536;
   // The checksum covers the inode with its checksum fields zeroed: zero them, then put them back.
   b[at + 0x7c] = 0;
@@ -217,8 +216,8 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
     b[at + 0x82] = 0;
     b[at + 0x83] = 0;
   }
-  const raw = b.subarray(at, at + inodeSize);
-  let c = ext4Crc32c(seed, raw);
+  const rec = raw ?? b.subarray(at, at + inodeSize);
+  let c = ext4Crc32c(seed, rec);
   b[at + 0x7c] = lo & 0xff;
   b[at + 0x7d] = lo >>> 8;
   if (hasHi) {
@@ -227,7 +226,7 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   }
   if (!hasHi) c &= 0xffff;
   // An all-zero inode (never used) has no checksum to check.
-  if (stored !== 0 || raw.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
+  if (stored !== 0 || rec.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   return seed;
 }
 
