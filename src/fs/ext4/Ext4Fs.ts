@@ -954,10 +954,11 @@ export class Ext4Fs {
   }
 
   /**
-   * The extents of an inode without I/O when they all sit in i_block (no mapping, or an
-   * extent root that is a leaf); undefined when a tree or block map must be read.
+   * The extents of an inode (as extentsOf yields them) without I/O or a promise when they
+   * all sit in i_block (no mapping, or an extent root that is a leaf); undefined when a
+   * tree or block map must be read. Throws CORRUPT_IMAGE.
    */
-  private inlineExtentsOf(inode: Inode): FileExtent[] | undefined {
+  inlineExtentsOf(inode: Inode): FileExtent[] | undefined {
     if (!this.hasBlockMapping(inode)) return [];
     if (!(inode.i_flags & EXT4_EXTENTS_FL)) return undefined;
     return rootLeafExtents(this.env, inode.ino, inode.i_block, inode.deviceOffset + 0x28);
