@@ -285,12 +285,9 @@ class Ext4Differ {
       // Entries that may be subdirectories (file_type directory, or unknown: its inode says), in order.
       const maybeDirs: Array<{ ino: number; name: string; known: boolean }> = [];
       let done = false;
-      // A directory the same on both sides is read from A: B is usually an overlay, whose
-      // every read asks its layers which one holds the bytes.
-      const src = side === this.b && (await this.sameDirectory(dir.ino)) ? this.a : side;
-      const inode = await this.inode(src, dir.ino);
+      const inode = await this.inode(side, dir.ino);
       this.dirsRead++;
-      await src.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
+      await side.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
         if (done) return;
         if ((len === 1 && bytes[at] === DOT) || (len === 2 && bytes[at] === DOT && bytes[at + 1] === DOT)) return;
         const need = wanted.get(ino);
@@ -425,6 +422,8 @@ class Ext4Differ {
   async runIncremental(): Promise<void> {
     // B's inode-table blocks outside the changed blocks are A's: B takes those A has read.
     this.b.fs.borrowInodeTables(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
+    // And its other blocks outside the changed ones from A's device (B is usually an overlay).
+    this.b.fs.borrowBlocks(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
     const changed = new BlockRuns(this.changed.intersect(0, this.b.blocks.blockCount));
     const candidates = new Set<number>();
     // 1. Inode records that differ in changed inode-table blocks.

@@ -167,6 +167,8 @@ export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
   private blockView: Ext4Blocks | undefined;
+  /** Where unchanged blocks may be read instead (borrowBlocks). */
+  private blockLender: { readonly fs: Ext4Fs; readonly unchanged: (blockNo: number, count: number) => boolean } | undefined;
   private readonly cache = new LruCache<number, Uint8Array>(CACHE_BLOCKS);
   private readonly itable: InodeTableCache;
   private readonly gdOf = (g: number): GroupDescriptor => this.groupDescriptor(g);
@@ -276,7 +278,21 @@ export class Ext4Fs {
     if (!Number.isSafeInteger(blockNo) || blockNo < 0 || count < 0 || blockNo + count > sb.s_blocks_count) {
       fsCorrupt(this.ctx, 'ext4.block', blockNo * sb.blockSize, 'block outside the filesystem', { expected: `< ${sb.s_blocks_count}`, actual: blockNo + count - 1 });
     }
+    const l = this.blockLender;
+    if (l !== undefined && blockNo + count <= l.fs.superblock.s_blocks_count && l.unchanged(blockNo, count)) return l.fs.device.read(blockNo * sb.blockSize, count * sb.blockSize);
     return this.device.read(blockNo * sb.blockSize, count * sb.blockSize);
+  }
+
+  /**
+   * Lets this filesystem read its blocks from `other`'s device where `unchanged(blockNo,
+   * count)` says both devices hold the same bytes there (a diff's two sides: B is usually
+   * an overlay, every read of which asks its layers which one holds the bytes; A's device
+   * answers the same bytes at less cost). Same block size only; blocks past `other`'s end
+   * are read here. A failed read there names `other`'s file.
+   */
+  borrowBlocks(other: Ext4Fs, unchanged: (blockNo: number, count: number) => boolean): void {
+    if (other.blockSize !== this.blockSize || other === this) return;
+    this.blockLender = { fs: other, unchanged };
   }
 
   /**
