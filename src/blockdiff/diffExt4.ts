@@ -9,10 +9,15 @@
  * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
  *    inode, by group metadata, or by the journal. The rest are checked: blocks free on both
  *    sides or byte-identical are dropped; a directory's first block names its directory
- *    ('.'); what remains is attributed by a full ownership scan (FsBlocks.owners),
- *    and reported in `unattributedBlocks` when no inode owns it.
+ *    ('.'); what remains is attributed by an ownership scan (FsBlocks.owners, which
+ *    reads every inode but keeps the owners of those blocks only), and reported in
+ *    `unattributedBlocks` when no inode owns it. B reads the blocks outside the changed
+ *    ones from A's device (Ext4Fs.borrowBlocks): the same bytes, without an overlay's
+ *    per-read lookups.
  * 3. Changed directories are diffed by entry; changed inodes are located by climbing '..'
- *    (directories) or by one tree walk that stops once all are found (files, every link).
+ *    (directories) or by one tree walk that stops once all are found (files, every link),
+ *    which reads entries without an object per entry; step 4 resolves the paths it found
+ *    through the directories it walked (listing them only where in doubt).
  * 4. Each affected path is compared between A and B (compareInodes): added, removed
  *    (whole subtrees for directories), or modified with its change kinds.
  * Full mode (other geometry, or unrelated images): both trees are walked and every
