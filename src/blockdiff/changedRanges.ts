@@ -149,13 +149,31 @@ function chunkBytes(options: ChangedRangesOptions, unit: number): number {
   return Math.max(unit, Math.floor((options.chunkBytes ?? 4 << 20) / unit) * unit);
 }
 
-/** Reads a piece from both sides at once. */
+/**
+ * Reads a piece from both sides at once; B's from `top.device` (B's top layer) when the
+ * piece lies within the ranges that layer stores (`top.stored`, ascending, merged).
+ */
 const readBoth =
-  (a: DiffSide, b: DiffSide) =>
+  (a: DiffSide, b: DiffSide, top?: { readonly device: BlockDevice; readonly stored: readonly ByteRange[] }) =>
   async ([off, len]: [number, number]): Promise<{ off: number; da: Uint8Array; db: Uint8Array }> => {
-    const [da, db] = await Promise.all([a.device.read(off, len), b.device.read(off, len)]);
+    const bDevice = top !== undefined && within(top.stored, off, len) ? top.device : b.device;
+    const [da, db] = await Promise.all([a.device.read(off, len), bDevice.read(off, len)]);
     return { off, da, db };
   };
+
+/** Whether [off, off+len) lies inside one range of the ascending, merged `ranges`. */
+function within(ranges: readonly ByteRange[], off: number, len: number): boolean {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = ranges[mid]!;
+    if (r.offset + r.length <= off) lo = mid + 1;
+    else if (r.offset > off) hi = mid - 1;
+    else return off + len <= r.offset + r.length;
+  }
+  return false;
+}
 
 /** Pieces read ahead of the one being compared: many small ranges (an overlay's clusters) keep the thread pool busy; at most 32 MiB per side held. */
 const AHEAD = { ahead: 16, cost: ([, len]: [number, number]) => len, maxCost: 32 << 20 } as const;
@@ -185,10 +203,13 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   if (depth !== undefined) {
     const lists: ByteRange[][] = [];
     for (let i = 0; i < depth; i++) lists.push(await layerChanges(b, i, common));
-    // Read only what B's own layers store, from both sides.
+    // Read only what B's own layers store, from both sides. With one layer of its own, B's
+    // bytes there are that layer's: read from it, not through the chain (which would ask
+    // each layer's allocation for every piece).
     const chunk = chunkBytes(options, SECTOR_BYTES);
     const pieces = chunked(aligned(unionRanges(lists), SECTOR_BYTES, common), chunk);
-    for await (const { off, da, db } of mapAhead(pieces, readBoth(a, b), AHEAD)) {
+    const top = depth === 1 ? { device: b.layers[0]!.device, stored: lists[0]! } : undefined;
+    for await (const { off, da, db } of mapAhead(pieces, readBoth(a, b, top), AHEAD)) {
       compared += da.length;
       pushDifferingSectors(out, off, da, db);
     }

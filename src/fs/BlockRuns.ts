@@ -121,7 +121,11 @@ export class BlockRuns {
 
   /** Whether any block of [start, start+count) is in the set. */
   overlaps(start: number, count: number): boolean {
-    return !this.intersect(start, count).next().done;
+    if (!(count > 0)) return false;
+    // The last run starting at or before the range's last block overlaps it if any does
+    // (the runs are sorted and disjoint, so earlier ones end earlier).
+    const i = this.floor(start + count - 1);
+    return i >= 0 && this.ends[i]! > start;
   }
 
   /** The blocks of this set that are not in `other`. */
