@@ -169,12 +169,27 @@ function idleArena(size: number): FifoArena {
   return new FifoArena(size);
 }
 
+/** Whether [off, off+len) lies inside one range of the ascending, merged `ranges`. */
+function within(ranges: readonly ByteRange[], off: number, len: number): boolean {
+  let lo = 0;
+  let hi = ranges.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const r = ranges[mid]!;
+    if (r.offset + r.length <= off) lo = mid + 1;
+    else if (r.offset > off) hi = mid - 1;
+    else return off + len <= r.offset + r.length;
+  }
+  return false;
+}
+
 /**
  * Reads pieces from both sides at once into buffers of two arenas (one per side) that
  * hold what mapAhead keeps in flight, plus the piece being compared: `done` gives a
- * piece's buffers back once it is compared.
+ * piece's buffers back once it is compared. B's piece comes from `top.device` (B's top
+ * layer) when it lies within the ranges that layer stores (`top.stored`, ascending, merged).
  */
-function bothReader(a: DiffSide, b: DiffSide, chunk: number) {
+function bothReader(a: DiffSide, b: DiffSide, chunk: number, top?: { readonly device: BlockDevice; readonly stored: readonly ByteRange[] }) {
   // mapAhead keeps at most maxCost in flight (pieces are smaller) while the consumer holds
   // one piece; a piece that does not fit before the ring's end wastes less than one more.
   const size = AHEAD.maxCost + 2 * chunk;
@@ -186,7 +201,8 @@ function bothReader(a: DiffSide, b: DiffSide, chunk: number) {
     },
     read: async ([off, len]: [number, number]): Promise<{ off: number; da: Uint8Array; db: Uint8Array }> => {
       const [da, db] = [arenaA.take(len), arenaB.take(len)];
-      await Promise.all([readInto(a.device, da, off), readInto(b.device, db, off)]);
+      const bDevice = top !== undefined && within(top.stored, off, len) ? top.device : b.device;
+      await Promise.all([readInto(a.device, da, off), readInto(bDevice, db, off)]);
       return { off, da, db };
     },
     done: (p: { da: Uint8Array; db: Uint8Array }): void => {
@@ -221,10 +237,13 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
   if (depth !== undefined) {
     const lists: ByteRange[][] = [];
     for (let i = 0; i < depth; i++) lists.push(await layerChanges(b, i, common));
-    // Read only what B's own layers store, from both sides.
+    // Read only what B's own layers store, from both sides. With one layer of its own, B's
+    // bytes there are that layer's: read from it, not through the chain (which would ask
+    // each layer's allocation for every piece).
     const chunk = chunkBytes(options, SECTOR_BYTES);
     const pieces = chunked(aligned(unionRanges(lists), SECTOR_BYTES, common), chunk);
-    const reader = bothReader(a, b, chunk);
+    const top = depth === 1 ? { device: b.layers[0]!.device, stored: lists[0]! } : undefined;
+    const reader = bothReader(a, b, chunk, top);
     for await (const piece of mapAhead(pieces, reader.read, AHEAD)) {
       compared += piece.da.length;
       pushDifferingSectors(out, piece.off, piece.da, piece.db);

@@ -9,10 +9,15 @@
  * 2. Every other changed block must be explained by the blocks (in A or B) of a changed
  *    inode, by group metadata, or by the journal. The rest are checked: blocks free on both
  *    sides or byte-identical are dropped; a directory's first block names its directory
- *    ('.'); what remains is attributed by a full ownership scan (FsBlocks.owners),
- *    and reported in `unattributedBlocks` when no inode owns it.
+ *    ('.'); what remains is attributed by an ownership scan (FsBlocks.owners, which
+ *    reads every inode but keeps the owners of those blocks only), and reported in
+ *    `unattributedBlocks` when no inode owns it. B reads the blocks outside the changed
+ *    ones from A's device (Ext4Fs.borrowBlocks): the same bytes, without an overlay's
+ *    per-read lookups.
  * 3. Changed directories are diffed by entry; changed inodes are located by climbing '..'
- *    (directories) or by one tree walk that stops once all are found (files, every link).
+ *    (directories) or by one tree walk that stops once all are found (files, every link),
+ *    which reads entries without an object per entry; step 4 resolves the paths it found
+ *    through the directories it walked (listing them only where in doubt).
  * 4. Each affected path is compared between A and B (compareInodes): added, removed
  *    (whole subtrees for directories), or modified with its change kinds.
  * Full mode (other geometry, or unrelated images): both trees are walked and every
@@ -91,8 +96,10 @@ interface Side {
   readonly listings: Map<number, Map<string, readonly [number, number]>>;
   /** dir ino -> path (byteKey), from climbing. */
   readonly dirPaths: Map<number, string | null>;
-  /** dir ino -> listing being read ahead (prefetchListings); undefined if that read failed. */
-  readonly prefetched: Map<number, Promise<Map<string, readonly [number, number]> | undefined>>;
+  /** Inodes read by the incremental steps (each is asked about again and again: liveness, sameness, lookups). */
+  readonly inodes: Map<number, Inode>;
+  /** live()'s answers. */
+  readonly live: Map<number, Inode | undefined>;
   ownership?: BlockHolders;
 }
 
@@ -120,6 +127,13 @@ const PREFETCH_AHEAD = 16;
 
 const kindOf = (inode: Inode): FileKind => STAT_TYPES[fileType(inode.i_mode)] ?? 'unknown';
 const isDir = (inode: Inode): boolean => fileType(inode.i_mode) === S_IFDIR;
+/** '.' as a byte. */
+const DOT = 0x2e;
+/** A path the walk found (a byteKey), and the directories it goes through, root first. */
+interface Found {
+  readonly path: string;
+  readonly dirs: readonly number[];
+}
 const join = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
 /** Most '..' steps when climbing (deeper means a loop on a corrupt filesystem). */
 const MAX_DEPTH = 4096;
@@ -147,8 +161,8 @@ class Ext4Differ {
     private readonly changed: BlockRuns,
     private readonly differing: DifferingBytes | undefined,
   ) {
-    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
-    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), prefetched: new Map() };
+    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
+    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
@@ -168,9 +182,21 @@ class Ext4Differ {
 
   /** The inode if it is live on this side (bitmap says in use, and it has a mode and links). */
   private async live(side: Side, ino: number): Promise<Inode | undefined> {
-    if (!(await side.blocks.fileInUse(ino))) return undefined;
-    const inode = await side.fs.readInode(ino);
-    return inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+    if (side.live.has(ino)) return side.live.get(ino);
+    const inode = (await side.blocks.fileInUse(ino)) ? await this.inode(side, ino) : undefined;
+    const result = inode !== undefined && inode.i_mode !== 0 && inode.i_links_count > 0 ? inode : undefined;
+    side.live.set(ino, result);
+    return result;
+  }
+
+  /** Inode `ino` of this side, read once. Throws as readInode. */
+  private async inode(side: Side, ino: number): Promise<Inode> {
+    let inode = side.inodes.get(ino);
+    if (inode === undefined) {
+      inode = await side.fs.readInode(ino);
+      side.inodes.set(ino, inode);
+    }
+    return inode;
   }
 
   private async listing(side: Side, dirIno: number): Promise<Map<string, readonly [number, number]>> {
@@ -183,10 +209,7 @@ class Ext4Differ {
         return theirs;
       }
       this.dirsRead++;
-      const early = side.prefetched.get(dirIno);
-      side.prefetched.delete(dirIno);
-      // A prefetch that failed is read again here, where its error is thrown.
-      m = (early !== undefined ? await early : undefined) ?? (await readListing(side.fs, dirIno));
+      m = await readListing(side.fs, dirIno);
       side.listings.set(dirIno, m);
     }
     return m;
@@ -203,7 +226,7 @@ class Ext4Differ {
     if (same === undefined) {
       same = false;
       try {
-        const [iA, iB] = await Promise.all([this.a.fs.readInode(ino), this.b.fs.readInode(ino)]);
+        const [iA, iB] = await Promise.all([this.inode(this.a, ino), this.inode(this.b, ino)]);
         if (isDir(iA) && Buffer.compare(iA.raw, iB.raw) === 0) {
           same = true;
           for (const [s, c] of (await this.a.blocks.fileBlocks(ino)).runs()) if (this.changed.overlaps(s, c)) same = false;
@@ -214,32 +237,6 @@ class Ext4Differ {
       this.sameDirs.set(ino, same);
     }
     return same;
-  }
-
-  /**
-   * Starts reading these directories' listings (at most PREFETCH_AHEAD at once), for
-   * listing() to find; counted in dirsRead only when listing() takes them. Best effort.
-   */
-  private prefetchListings(side: Side, dirInos: Iterable<number>): void {
-    // Not those the other side has listed: listing() takes them from there where the
-    // directory is the same (the usual case), and reads only the others.
-    const other = side === this.a ? this.b : this.a;
-    const todo = [...new Set(dirInos)].filter((ino) => !side.listings.has(ino) && !side.prefetched.has(ino) && !other.listings.has(ino));
-    // Their blocks in few large reads (nearby directories together), then decoded.
-    side.fs.prefetchDirectories(todo);
-    void (async () => {
-      for await (const _ of mapAhead(
-        todo,
-        async (ino) => {
-          // listing() may have read it meanwhile.
-          if (side.listings.has(ino)) return;
-          const p = readListing(side.fs, ino).catch(() => undefined);
-          side.prefetched.set(ino, p);
-          await p;
-        },
-        { ahead: PREFETCH_AHEAD },
-      ));
-    })();
   }
 
   /** The inode a path names on this side, or undefined. */
@@ -276,42 +273,69 @@ class Ext4Differ {
 
   /**
    * Paths of the wanted inodes, by one walk that stops as soon as each has as many paths
-   * as links (or at the end of the tree). The walk goes through listing(), as Ext4Fs.walk
-   * goes (depth-first, children in directory order, a directory reached twice not
-   * descended again), so that the lookups of step 4 find its listings read (on the other
-   * side too, where a directory is the same: sameDirectory).
+   * as links (or at the end of the tree). The walk goes as Ext4Fs.walk goes (depth-first,
+   * children in directory order, a directory reached twice not descended again) and reads
+   * each directory's entries without making an object or a key per entry: only the
+   * wanted ones and subdirectories get names. Each path comes with the directories it
+   * passes through (root first), so that step 4 can resolve it without listing them.
    */
-  private async walkFor(side: Side, wanted: Map<number, number>, parents?: Set<number>): Promise<Map<number, string[]>> {
-    const found = new Map<number, string[]>();
+  private async walkFor(side: Side, wanted: Map<number, number>): Promise<Map<number, Found[]>> {
+    const found = new Map<number, Found[]>();
     let open = wanted.size;
     if (open === 0) return found;
     const seen = new Set<number>([EXT4_ROOT_INO]);
-    const stack: Array<readonly [number, string]> = [[EXT4_ROOT_INO, '/']];
+    const stack: Array<{ ino: number; path: string; dirs: readonly number[] }> = [{ ino: EXT4_ROOT_INO, path: '/', dirs: [EXT4_ROOT_INO] }];
     while (stack.length > 0) {
-      const [dirIno, dirPath] = stack.pop()!;
-      const subdirs: Array<readonly [number, string]> = [];
-      for (const [name, [ino, ft]] of await this.listing(side, dirIno)) {
-        if (name === '.' || name === '..') continue;
+      const dir = stack.pop()!;
+      // Entries that may be subdirectories (file_type directory, or unknown: its inode says), in order.
+      const maybeDirs: Array<{ ino: number; name: string; known: boolean }> = [];
+      let done = false;
+      const inode = await this.inode(side, dir.ino);
+      this.dirsRead++;
+      await side.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
+        if (done) return;
+        if ((len === 1 && bytes[at] === DOT) || (len === 2 && bytes[at] === DOT && bytes[at + 1] === DOT)) return;
         const need = wanted.get(ino);
         if (need !== undefined) {
           const list = found.get(ino) ?? [];
-          list.push(join(dirPath, name));
+          list.push({ path: join(dir.path, byteKey(bytes.subarray(at, at + len))), dirs: dir.dirs });
           found.set(ino, list);
-          parents?.add(dirIno);
           if (list.length === need) open--;
-          if (open === 0) return found;
+          if (open === 0) {
+            done = true;
+            return;
+          }
         }
-        const isDirEntry = ft === 2 || (ft === 0 && isDir(await side.fs.readInode(ino)));
-        if (isDirEntry && !seen.has(ino)) {
-          seen.add(ino);
-          subdirs.push([ino, join(dirPath, name)]);
+        if (ft === 2 || ft === 0) maybeDirs.push({ ino, name: byteKey(bytes.subarray(at, at + len)), known: ft === 2 });
+      });
+      const subdirs: Array<{ ino: number; path: string; dirs: readonly number[] }> = [];
+      for (const c of maybeDirs) {
+        const isDirEntry = c.known || isDir(await side.fs.readInode(c.ino));
+        if (isDirEntry && !seen.has(c.ino)) {
+          seen.add(c.ino);
+          subdirs.push({ ino: c.ino, path: join(dir.path, c.name), dirs: [...dir.dirs, c.ino] });
         }
       }
-      // Their blocks are read while this listing's siblings are worked through.
-      side.fs.prefetchDirectories(subdirs.filter(([ino]) => !side.listings.has(ino)).map(([ino]) => ino));
+      if (done) return found;
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
     }
     return found;
+  }
+
+  /**
+   * The inode `path` names on `side`, knowing that the walk of `from` found it there as
+   * `ino` through directories `dirs` (root first): what lookup() would answer, without
+   * listing those directories where that is known. On `from` the walk read the entries
+   * lookup() reads; on the other side they are the same where every directory on the way
+   * is the same on both (sameDirectory). Liveness is checked as lookup() checks it; any
+   * doubt is settled by lookup() itself.
+   */
+  private async resolve(side: Side, path: string, from: Side, ino: number, dirs: readonly number[]): Promise<number | undefined> {
+    for (const d of dirs) {
+      const inode = await this.live(side, d);
+      if (inode === undefined || !isDir(inode) || (side !== from && !(await this.sameDirectory(d)))) return this.lookup(side, path);
+    }
+    return (await this.live(side, ino)) !== undefined ? ino : this.lookup(side, path);
   }
 
   private async blocksOf(side: Side, inode: Inode, onlyChanged: boolean): Promise<Array<[number, number]>> {
@@ -342,8 +366,9 @@ class Ext4Differ {
   private async settle(path: string, inoA: number | undefined, inoB: number | undefined, descend: boolean): Promise<void> {
     if (this.settled.has(path)) return;
     this.settled.add(path);
-    const iA = inoA !== undefined ? await this.a.fs.readInode(inoA) : undefined;
-    const iB = inoB !== undefined ? await this.b.fs.readInode(inoB) : undefined;
+    // Those the incremental steps read are taken as read; others are not kept (full mode settles every path).
+    const iA = inoA !== undefined ? (this.a.inodes.get(inoA) ?? (await this.a.fs.readInode(inoA))) : undefined;
+    const iB = inoB !== undefined ? (this.b.inodes.get(inoB) ?? (await this.b.fs.readInode(inoB))) : undefined;
     if (iA === undefined && iB === undefined) return;
     if (iA === undefined) {
       this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
@@ -402,6 +427,8 @@ class Ext4Differ {
   async runIncremental(): Promise<void> {
     // B's inode-table blocks outside the changed blocks are A's: B takes those A has read.
     this.b.fs.borrowInodeTables(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
+    // And its other blocks outside the changed ones from A's device (B is usually an overlay).
+    this.b.fs.borrowBlocks(this.a.fs, (s, c) => !this.changed.overlaps(s, c));
     const changed = new BlockRuns(this.changed.intersect(0, this.b.blocks.blockCount));
     const candidates = new Set<number>();
     // 1. Inode records that differ in changed inode-table blocks.
@@ -477,13 +504,15 @@ class Ext4Differ {
       // did not reaches the block through the same tree as in A, or through a tree block
       // that changed, sits where it sat in A, and so is a pending block owned by it in A.
       this.ownershipScan = true;
-      const ownA = await this.a.blocks.owners();
+      // Owners of the pending blocks only: the scan reads every inode, but keeps no table of the rest.
+      const scope = new BlockRuns(pending.map((blk) => [blk, 1] as const));
+      const ownA = await this.a.blocks.owners(scope);
       this.a.ownership = ownA;
       const inodeOwnedInA = (blk: number): boolean => {
         const o = ownA.ownerOf(blk);
         return o !== undefined && o !== 'free' && o.ino !== undefined && o.kind !== 'journal' && !this.internal(o.ino);
       };
-      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.blocks.owners();
+      if (!pending.every(inodeOwnedInA)) this.b.ownership = await this.b.blocks.owners(scope);
       const owners = this.b.ownership !== undefined ? [ownA, this.b.ownership] : [ownA];
       const left: BlockRun[] = [];
       for (const blk of pending) {
@@ -578,21 +607,28 @@ class Ext4Differ {
     void (async () => {
       for await (const _ of compares);
     })();
+    // Where the walks found each path: resolved in step 4 without listing its directories.
+    const foundAt = new Map<string, { side: Side; ino: number; dirs: readonly number[] }>();
     for (const [side, walk] of [
       [this.a, walkA],
       [this.b, walkB],
     ] as const) {
-      const parents = new Set<number>();
-      for (const paths of (await this.walkFor(side, walk, parents)).values()) for (const p of paths) affected.add(p);
-      // Step 4 lists these directories on both sides (same inode numbers where they are unchanged).
-      this.prefetchListings(this.a, parents);
-      this.prefetchListings(this.b, parents);
+      for (const [ino, paths] of await this.walkFor(side, walk)) {
+        for (const f of paths) {
+          affected.add(f.path);
+          if (!foundAt.has(f.path)) foundAt.set(f.path, { side, ino, dirs: f.dirs });
+        }
+      }
     }
     // 4. Compare each affected path, parents first.
     for (const path of [...affected].sort()) {
       if (this.settled.has(path)) continue;
       // A path below an added or removed directory was settled with its subtree.
-      const [inoA, inoB] = await Promise.all([this.lookup(this.a, path), this.lookup(this.b, path)]);
+      const at = foundAt.get(path);
+      const [inoA, inoB] =
+        at === undefined
+          ? await Promise.all([this.lookup(this.a, path), this.lookup(this.b, path)])
+          : await Promise.all([this.resolve(this.a, path, at.side, at.ino, at.dirs), this.resolve(this.b, path, at.side, at.ino, at.dirs)]);
       await this.settle(path, inoA, inoB, true);
     }
   }

@@ -130,7 +130,7 @@ async function contentDiffers(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Inode, ch
   if (iA.i_size !== iB.i_size) return true;
   const size = iA.i_size;
   if (size === 0) return false;
-  const [exA, exB] = await Promise.all([collect(fsA.extentsOf(iA)), collect(fsB.extentsOf(iB))]);
+  const [exA, exB] = await Promise.all([fsA.inlineExtentsOf(iA) ?? collect(fsA.extentsOf(iA)), fsB.inlineExtentsOf(iB) ?? collect(fsB.extentsOf(iB))]);
   const [bsA, bs] = [fsA.blockSize, fsB.blockSize];
   // Inline data lives in the inode and maps no blocks (extentsOf is empty: a hole): compare
   // the head that inline data can cover byte by byte. Past it an inline file reads as

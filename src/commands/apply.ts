@@ -140,6 +140,12 @@ async function outputWriter(chain: ImageChain, base: string, output: string, ove
 }
 
 /**
+ * Bytes of changed blocks kept in memory before the layer spills to a temp file (the
+ * page cache holds it there just as well): peak RSS stays bounded whatever the update's size.
+ */
+const LAYER_BUDGET_BYTES = 16 << 20;
+
+/**
  * Applies UPDATES to BASE and writes OUT. Throws USAGE, UNSUPPORTED_FORMAT, OUTPUT_EXISTS,
  * DIRTY_FILESYSTEM / WRITE_REFUSED (a filesystem the writer must not touch), NO_SPACE,
  * BAD_UPDATE, and what reading the images throws. On failure nothing is left behind.
@@ -167,7 +173,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
   let writer: ImageWriter | undefined;
   try {
     const target = await selectRootFilesystem(chain.device, options.base, options.partition);
-    cow = new CowDevice(chain.device);
+    cow = new CowDevice(chain.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     const slice = new WritableSliceDevice(cow, target.start, target.length, { file: options.base });
     const fileName = target.partition === null ? options.base : `${options.base}:${target.partition}`;
     const fsWriter = await Ext4Writer.open(slice, {

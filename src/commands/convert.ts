@@ -4,7 +4,10 @@
  * `backing`, into a qcow2 overlay on that file holding only what differs from it
  * (like `qemu-img convert -B`). The output is written atomically.
  */
+import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { ChainDevice } from '../diskimage/ChainDevice.js';
+import type { DiskImage } from '../diskimage/DiskImage.js';
 import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { copyDevice } from '../diskimage/convertImage.js';
 import { checkOutputPath } from '../diskimage/AtomicOutput.js';
@@ -140,8 +143,11 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
             ...(options.backing !== undefined ? { backing: { name: options.backing, ...(backingFormat !== undefined ? { format: backingFormat } : {}) } } : {}),
             ...(options.force ? { overwrite: true } : {}),
           });
+    const above = base !== undefined ? await layersAbove(src, base) : undefined;
     const stats = await copyDevice(src.device, writer, {
       ...(base !== undefined ? { base: base.device } : {}),
+      // SRC sits on the backing file itself: only what its own layers store can differ from it.
+      ...(above !== undefined ? { ranges: () => new ChainDevice(above).allocation() } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     const summary = await writer.commit();
@@ -193,4 +199,22 @@ export function parseClusterSize(text: string): number {
     throw new UsageError(`--cluster-size must be a power of two from 512 to 2M (got "${text}")`);
   }
   return n;
+}
+
+/**
+ * The layers of SRC above BASE when SRC's chain ends in BASE's very files (the same
+ * files in the same order) and every layer has the same size; else undefined. Only those
+ * layers can make SRC differ from BASE, so an overlay on BASE costs what they store,
+ * not a walk of BASE's whole allocation. (A layer smaller than the disk would hide what
+ * lies below its end: then the whole disk is compared.)
+ */
+async function layersAbove(src: ImageChain, base: ImageChain): Promise<DiskImage[] | undefined> {
+  const k = src.layers.length - base.layers.length;
+  if (k <= 0) return undefined;
+  const real = (p: string): Promise<string> => realpath(p).catch(() => resolve(p));
+  for (let i = 0; i < base.layers.length; i++) {
+    if ((await real(src.layers[k + i]!.path)) !== (await real(base.layers[i]!.path))) return undefined;
+  }
+  if (src.layers.some((l) => l.size !== src.device.size)) return undefined;
+  return src.layers.slice(0, k);
 }

@@ -293,6 +293,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const updateChangedCount = summary.added + summary.replaced + summary.deleted;
       let tOwners: Promise<BlockOwnership> | undefined;
       const updatedOwnership = (): Promise<BlockOwnership> => (tOwners ??= tFs.blockOwnership());
+      /** T-against-B verdicts by path, shared by the clients (bounded by the paths the clients changed). */
+      const updateSame = new Map<string, boolean>();
       // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
       const reports: ClientReport[] = [];
       let k = 0;
@@ -320,6 +322,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             conflict,
             updatedOwnership,
             updateChanged,
+            updateSame,
             name: c.name,
           });
           await mWriter.commit();

@@ -18,7 +18,6 @@ import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.j
 import type { Inode } from '../fs/ext4/inode.js';
 import { byteKey, compareBytes, splitPath } from '../fs/ext4/names.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
-import { DirectoryIndex } from './DirectoryIndex.js';
 import { sameState, stateAt, type PathState } from './nodeState.js';
 
 export type ConflictPolicy = 'keep-client' | 'take-update' | 'fail';
@@ -58,6 +57,11 @@ export interface MergeInput {
   readonly name: string;
   /** The paths the update changed (its writer's report): a directory it added to is changed too. */
   readonly updateChanged: readonly Uint8Array[];
+  /**
+   * Whether T's state of a path equals B's, by path key: shared by the clients of one
+   * rebase (B and T are the same for all), so each path's content is compared once.
+   */
+  readonly updateSame?: Map<string, boolean>;
 }
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
@@ -95,12 +99,16 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     const prefix = `${byteKey(p)}/`;
     return changedKeys.some((k) => k.startsWith(prefix));
   };
-  // None of the three changes during the merge (M is a layer of its own on T): their directory listings are kept.
-  const [inBase, inUpdated, inClient] = [new DirectoryIndex(base), new DirectoryIndex(updated), new DirectoryIndex(client)];
   for (const p of unique) {
-    const [b, t, c] = await Promise.all([stateAt(base, p, inBase), stateAt(updated, p, inUpdated), stateAt(client, p, inClient)]);
+    const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
+    const key = byteKey(p);
+    let same = input.updateSame?.get(key);
+    if (same === undefined) {
+      same = await sameState(t, b);
+      input.updateSame?.set(key, same);
+    }
     // A directory the client deleted, to which the update added or changed something, is a conflict.
-    if ((await sameState(t, b)) && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
+    if (same && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
       decisions.push({ path: p, result: 'client', conflict: false });
       continue;
     }
@@ -124,7 +132,7 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   const gone: Uint8Array[] = [];
   const states = new Map<string, PathState>();
   for (const d of carry) {
-    const c = await stateAt(client, d.path, inClient);
+    const c = await stateAt(client, d.path);
     if (c === null) gone.push(d.path);
     else {
       present.push(c);

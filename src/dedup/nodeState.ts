@@ -5,7 +5,6 @@
  * byte by byte (streamed), never by a hash that could collide.
  */
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
-import type { DirectoryIndex } from './DirectoryIndex.js';
 import { kindOfMode, type NodeKind } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
@@ -17,9 +16,9 @@ export interface PathState {
   readonly kind: NodeKind;
 }
 
-/** The state of `path` in `fs` (its last component not followed), or null; `index`, when given, resolves the path (it is over `fs`). */
-export async function stateAt(fs: Ext4Fs, path: Uint8Array, index?: DirectoryIndex): Promise<PathState | null> {
-  const ino = await (index !== undefined ? index.lookup(path) : fs.lookup(path));
+/** The state of `path` in `fs` (its last component not followed), or null. */
+export async function stateAt(fs: Ext4Fs, path: Uint8Array): Promise<PathState | null> {
+  const ino = await fs.lookup(path);
   if (ino === undefined) return null;
   const inode = await fs.readInode(ino);
   return { fs, inode, kind: kindOfMode(inode.i_mode) ?? 'file' };

@@ -88,6 +88,19 @@ export class BlockRuns {
     return i >= 0 && block < this.ends[i]!;
   }
 
+  /** The first member >= `block`, or undefined (lets a scan skip what is not in the set at once). */
+  nextMember(block: number): number | undefined {
+    const i = this.floor(block);
+    if (i >= 0 && block < this.ends[i]!) return block;
+    return i + 1 < this.starts.length ? this.starts[i + 1]! : undefined;
+  }
+
+  /** When `block` is a member, the first number after it that is not; else undefined (a scan skips a whole run). */
+  endOfRunAt(block: number): number | undefined {
+    const i = this.floor(block);
+    return i >= 0 && block < this.ends[i]! ? this.ends[i]! : undefined;
+  }
+
   /** The parts of [start, start+count) that are in the set, ascending. */
   *intersect(start: number, count: number): Generator<BlockRun> {
     const end = start + count;
@@ -108,7 +121,11 @@ export class BlockRuns {
 
   /** Whether any block of [start, start+count) is in the set. */
   overlaps(start: number, count: number): boolean {
-    return !this.intersect(start, count).next().done;
+    if (!(count > 0)) return false;
+    // The last run starting at or before the range's last block overlaps it if any does
+    // (the runs are sorted and disjoint, so earlier ones end earlier).
+    const i = this.floor(start + count - 1);
+    return i >= 0 && this.ends[i]! > start;
   }
 
   /** The blocks of this set that are not in `other`. */

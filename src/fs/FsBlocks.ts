@@ -55,6 +55,9 @@ export interface FsBlocks {
   journalBlocks(): Promise<BlockRuns>;
   /** Every block file `ino` uses: content, mapping metadata (extent nodes, indirect blocks), attribute blocks. */
   fileBlocks(ino: number): Promise<BlockRuns>;
-  /** Who holds each block (one scan of every file; the caller keeps the answer). */
-  owners(): Promise<BlockHolders>;
+  /**
+   * Who holds each block (one scan of every file; the caller keeps the answer). With
+   * `only`, who holds those blocks: the answer refuses (INTERNAL) questions about others.
+   */
+  owners(only?: BlockRuns): Promise<BlockHolders>;
 }

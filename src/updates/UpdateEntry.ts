@@ -44,11 +44,18 @@ export type UpdateEntry =
       readonly meta: EntryMeta;
       readonly size: number;
       /**
+       * Bytes the host stores for the file, when known (a sparse file stores fewer than
+       * its size): the space check counts no more than these, since the writer leaves
+       * all-zero blocks as holes.
+       */
+      readonly storedBytes?: number;
+      /**
        * The content, exactly `size` bytes, streamed. Valid until the next entry is taken
        * from the same iteration (tar layers are one stream); call it at most once.
        * Throws BAD_UPDATE if the bytes are not there (a truncated tar, a file that
        * changed size while the tree was read) and IO if the host refuses a read.
        */
+      /** Each chunk may be reused for the next one: use it (copy it) before asking for more. */
       open(): AsyncIterable<Uint8Array>;
     }
   | { readonly kind: 'dir'; readonly path: Uint8Array; readonly meta: EntryMeta }

@@ -30,15 +30,16 @@ export interface UpdateSummary {
 const FAST_SYMLINK_MAX = 59;
 
 /**
- * A rough count of the filesystem blocks an entry needs: a file's bytes rounded up to
- * blocks, one block for a directory and for a slow symlink; nothing for extent-tree
+ * A rough count of the filesystem blocks an entry needs: a file's bytes (no more than
+ * the host stores of a sparse file) rounded up to blocks, one block for a directory and for a slow symlink; nothing for extent-tree
  * blocks, xattr blocks, inline data, or what a replaced file frees. A lower estimate
  * for a NO_SPACE check before writing, not a promise.
  */
 export function roughBlocksNeeded(entry: UpdateEntry, blockSize: number): number {
   switch (entry.kind) {
     case 'file':
-      return Math.ceil(entry.size / blockSize);
+      // A sparse file needs no more than what the host stores of it (its holes stay holes).
+      return Math.ceil(Math.min(entry.size, entry.storedBytes ?? entry.size) / blockSize);
     case 'dir':
       return 1;
     case 'symlink':

@@ -44,6 +44,8 @@ function startsWith(b: Uint8Array, prefix: Uint8Array): boolean {
   return b.length >= prefix.length && prefix.every((x, i) => b[i] === x);
 }
 
+/** Entries of a walk kept for the next ones (beyond this the tree is walked again: memory stays bounded). */
+const KEEP_ENTRIES = 200_000;
 /** Largest piece of a file's content handed to the writer at once. */
 const READ_CHUNK = 1 << 20;
 
@@ -64,10 +66,11 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
   }
   try {
     let seen = 0;
+    // One buffer for the file, reused chunk after chunk (the consumer copies each before asking for the next).
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size + 1)));
     for (;;) {
       // At the stated end, a one-byte probe: a file that grew is refused.
-      const want = Math.max(1, Math.min(READ_CHUNK, size - seen));
-      const buf = Buffer.allocUnsafe(want);
+      const want = Math.max(1, Math.min(buf.length, size - seen));
       let n: number;
       try {
         n = readSync(fd, buf, 0, want, seen);
@@ -157,7 +160,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
         }
         case 0o100000n: {
           const size = Number(st.size);
-          yield { kind: 'file', path: child, meta, size, open: () => readExactly(childHost, size, ctx, child) };
+          yield { kind: 'file', path: child, meta, size, storedBytes: Number(st.blocks) * 512, open: () => readExactly(childHost, size, ctx, child) };
           break;
         }
         case 0o120000n: {
@@ -192,14 +195,25 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
 
 /**
  * The tree at `root` (a directory) as one update layer. `warn` is called (once per
- * walk) when xattrs cannot be read because getfattr is missing.
+ * walk of the tree itself, not per replay) when xattrs cannot be read because getfattr
+ * is missing.
  */
 export function treeLayer(root: string, warn: (message: string) => void): UpdateLayer {
   // A trailing '/' would double up in host paths.
   const clean = root.length > 1 ? root.replace(/\/+$/, '') : root;
+  /**
+   * The entries of the first complete walk, replayed by later ones (apply walks the tree
+   * three times: space check, opaque markers, writing): metadata only, the content is
+   * read when the file is written. A tree too large to keep is walked again each time.
+   */
+  let walked: UpdateEntry[] | undefined;
   return {
     name: root,
     async *entries() {
+      if (walked !== undefined) {
+        yield* walked;
+        return;
+      }
       // The root itself may be a symlink to the tree (its entries below are taken as they are).
       const st = await stat(clean).catch((err: unknown) => {
         throw wrapIoError(err, root, 'read the update directory');
@@ -207,7 +221,13 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
       if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');
       const x = await readHostXattrs(clean);
       if (!x.ok) warn(`${root}: ${x.reason}`);
-      yield* walkTree(clean, x.ok ? x.map : undefined);
+      let kept: UpdateEntry[] | undefined = [];
+      for await (const e of walkTree(clean, x.ok ? x.map : undefined)) {
+        if (kept !== undefined && kept.length < KEEP_ENTRIES) kept.push(e);
+        else kept = undefined;
+        yield e;
+      }
+      walked = kept;
     },
   };
 }

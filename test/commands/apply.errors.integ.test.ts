@@ -109,6 +109,24 @@ describe('bad updates are refused before anything is written', () => {
     expect(e.bytesFree).toBeLessThan(8 << 20);
   });
 
+  test('a sparse file larger than the filesystem is not NO_SPACE: only what it stores counts, and its holes stay holes', () => {
+    const img = image('sparse-fits', ['-b', '4096'], 8);
+    const upd = join(tmp(), 'sparse-update');
+    mkdirSync(upd);
+    const f = join(upd, 'sparse.img');
+    execFileSync('truncate', ['-s', '64M', f]);
+    execFileSync('dd', ['if=/dev/urandom', `of=${f}`, 'bs=4k', 'count=2', 'seek=1000', 'conv=notrunc', 'status=none']);
+    const out = join(tmp(), 'sparse-out.raw');
+    const r = imgdedup(['apply', img, upd, '-o', out]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(out);
+    const stat = execFileSync('debugfs', ['-R', 'stat /sparse.img', out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(stat).toMatch(/Size: 67108864\b/);
+    const dumped = join(tmp(), 'sparse-dump');
+    execFileSync('debugfs', ['-R', `dump /sparse.img ${dumped}`, out], { stdio: 'ignore' });
+    expect(sha(dumped)).toBe(sha(f));
+  });
+
   async function tarWith(name: string, entries: Array<{ name: string; body?: string }>): Promise<string> {
     const file = join(tmp(), name);
     const p = pack();

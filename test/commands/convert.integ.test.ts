@@ -86,6 +86,9 @@ describe('convert --backing', () => {
     expect(info['backing-filename-format']).toBe('qcow2');
     expect(r.backingFormat).toBe('qcow2');
     expect(r.zeroClustersWritten).toBeGreaterThan(0); // write -z over base data in mid/top
+    // The source sits on base.qcow2 itself: only what mid and top store is compared, not
+    // base's whole allocation (16 MiB of data): the cost follows the overlay.
+    expect(r.unchangedClusters * 4096).toBeLessThan(2 * MiB);
     const standalone = join(dir, 'standalone-4k.qcow2');
     await convert({ source: top, output: standalone, clusterSize: 4096 });
     expect(statSync(out).size).toBeLessThan(statSync(standalone).size / 4);
@@ -94,6 +97,23 @@ describe('convert --backing', () => {
     for (const e of qemuMap(out).filter((x) => x.depth === 0)) {
       expect(changed.some(([s, l]) => e.start >= s! && e.start + e.length <= s! + l!), JSON.stringify(e)).toBe(true);
     }
+  });
+
+  it('a VMDK delta stores zeros over its parent as zeroed grain entries, not grains of zeros', async () => {
+    const vbase = join(dir, 'vbase.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', vbase, '8M');
+    qemuIo(vbase, ['write -P 0x55 0 8M'], 'vmdk');
+    const client = join(dir, 'vclient.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'vbase.vmdk', '-F', 'vmdk', client);
+    qemuIo(client, ['write -z 1M 1M', 'write -P 0x66 4M 64k'], 'qcow2');
+    const out = join(dir, 'vdelta.vmdk');
+    const r = await convert({ source: client, output: out, outputFormat: 'vmdk', backing: 'vbase.vmdk', clusterSize: 4096 });
+    expect(qemuCompare(client, out)).toBe(true);
+    expect(qemuCheck(out, 'vmdk').clean).toBe(true);
+    const own = qemuMap(out).filter((e) => e.depth === 0);
+    expect(own.filter((e) => e.data).reduce((n, e) => n + e.length, 0)).toBe(64 * 1024);
+    expect(own.filter((e) => !e.data && e.zero).reduce((n, e) => n + e.length, 0)).toBe(MiB);
+    expect(r.fileSize).toBeLessThan(512 * 1024);
   });
 
   it('takes a backing format and an overlay of the source itself stores nothing new', async () => {

@@ -40,6 +40,24 @@ describe('BlockRuns', () => {
     );
   });
 
+  it('nextMember and endOfRunAt agree with a set of block numbers', () => {
+    fc.assert(
+      fc.property(runsArb, (x) => {
+        const a = new BlockRuns(x);
+        const sa = asSet(x);
+        for (let i = 0; i < 230; i++) {
+          let next: number | undefined;
+          for (let v = i; v < 230; v++) if (sa.has(v)) { next = v; break; }
+          expect(a.nextMember(i)).toBe(next);
+          let end: number | undefined;
+          if (sa.has(i)) for (end = i; sa.has(end); end++);
+          expect(a.endOfRunAt(i)).toBe(end);
+        }
+      }),
+      { seed: 9, numRuns: 200 },
+    );
+  });
+
   it('intersection, countIn and gapsIn agree with a set of block numbers', () => {
     fc.assert(
       fc.property(runsArb, runsArb, fc.integer({ min: 0, max: 230 }), fc.integer({ min: 0, max: 40 }), (x, y, s, n) => {

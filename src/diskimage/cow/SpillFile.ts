@@ -7,7 +7,12 @@
  * a SIGKILL included; it is registered in tempFiles.ts only for the instant between
  * creation and unlink. The file system must allow a sparse file as large as the
  * highest guest byte spilled (ext4 with 4 KiB blocks: 16 TiB).
+ *
+ * Reads and writes are synchronous: each is a page-cache copy, which costs less than
+ * the thread-pool round trip and event-loop wake-up of an asynchronous call, and the
+ * layer's callers wait for each one anyway.
  */
+import { readSync, writeSync } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,10 +67,7 @@ export class SpillFile {
     const fh = await this.file();
     try {
       let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await fh.write(data, done, data.length - done, guestOffset + done);
-        done += bytesWritten;
-      }
+      while (done < data.length) done += writeSync(fh.fd, data, done, data.length - done, guestOffset + done);
     } catch (err) {
       throw wrapIoError(err, this.path, 'write the copy-on-write spill file');
     }
@@ -77,7 +79,7 @@ export class SpillFile {
     let done = 0;
     try {
       while (done < into.length) {
-        const { bytesRead } = await fh.read(into, done, into.length - done, guestOffset + done);
+        const bytesRead = readSync(fh.fd, into, done, into.length - done, guestOffset + done);
         if (bytesRead === 0) break;
         done += bytesRead;
       }

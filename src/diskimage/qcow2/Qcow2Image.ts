@@ -7,7 +7,6 @@
 import { LruCache } from '../LruCache.js';
 import { inflateRaw, constants as zlibConstants } from 'node:zlib';
 import { promisify } from 'node:util';
-import { decompress as zstdDecompress } from 'fzstd';
 import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
@@ -25,6 +24,7 @@ import {
   QCOW2_SUBCLUSTERS_PER_CLUSTER,
 } from './constants.js';
 import { zstdFrameLength } from './zstdFrame.js';
+import { zstdDecompressOffThread } from './zstdPool.js';
 import { decodeQcow2Extensions, decodeQcow2Header, describeFeatures, type Qcow2Extensions, type Qcow2Header } from './header.js';
 
 const TWO_32 = 0x1_0000_0000;
@@ -399,7 +399,7 @@ export class Qcow2Image implements DiskImage {
       if (this.header.compression_type === QCOW2_COMPRESSION_ZSTD) {
         const frameLength = zstdFrameLength(raw);
         if (frameLength === undefined) throw new Error('not a complete zstd frame');
-        data = zstdDecompress(raw.subarray(0, frameLength), new Uint8Array(this.clusterSize));
+        data = await zstdDecompressOffThread(raw.subarray(0, frameLength), this.clusterSize);
       } else {
         // One output chunk per cluster; Z_SYNC_FLUSH because padding may follow the data.
         data = await inflateRawAsync(raw, { maxOutputLength: this.clusterSize, chunkSize: Math.max(zlibConstants.Z_MIN_CHUNK, this.clusterSize), finishFlush: zlibConstants.Z_SYNC_FLUSH });

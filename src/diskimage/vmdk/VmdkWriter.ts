@@ -166,6 +166,11 @@ export class SparseVmdkWriter {
     return new SparseVmdkWriter(out, size, options);
   }
 
+  /** Grains can be marked as reading zeros (writeZeroGrain). */
+  get zeroedGrains(): boolean {
+    return this.options.zeroedGrains === true;
+  }
+
   /** True for a delta child. */
   get hasParent(): boolean {
     return this.options.parent !== undefined;
@@ -368,7 +373,8 @@ export async function writeVmdk(device: BlockDevice, path: string, options: Writ
   const parent = options.parent;
   const w = await SparseVmdkWriter.create(path, size, {
     ...options,
-    ...(parent !== undefined ? { parent: { fileNameHint: parent.fileNameHint, cid: parent.cid } } : {}),
+    // A delta marks grains that read as zeros over its parent with zeroed entries, storing nothing.
+    ...(parent !== undefined ? { parent: { fileNameHint: parent.fileNameHint, cid: parent.cid }, zeroedGrains: true } : {}),
   });
   let written = 0;
   let fileSize: number;
@@ -383,7 +389,8 @@ export async function writeVmdk(device: BlockDevice, path: string, options: Writ
       for (let g = first; g < end; g++) {
         const chunk = data.subarray((g - first) * gb, Math.min(len, (g - first + 1) * gb));
         if (base !== undefined ? equalBytes(chunk, base.subarray((g - first) * gb, (g - first) * gb + chunk.length)) : isZero(chunk)) continue;
-        await w.writeGrain(g, chunk);
+        if (base !== undefined && isZero(chunk)) w.writeZeroGrain(g);
+        else await w.writeGrain(g, chunk);
         written++;
       }
     }
@@ -540,7 +547,10 @@ export class VmdkImageWriter implements ImageWriter {
 
   /** Creates a monolithicSparse output (a delta if `options.parent`). Throws USAGE, OUTPUT_EXISTS, IO. */
   static async create(path: string, size: number, options: SparseVmdkWriterOptions = {}): Promise<VmdkImageWriter> {
-    return new VmdkImageWriter(await SparseVmdkWriter.create(path, Math.ceil(size / VMDK_SECTOR_SIZE) * VMDK_SECTOR_SIZE, options), path);
+    // A delta marks grains that must read as zeros over its parent with zeroed grain-table
+    // entries (qemu and VMware read them so), instead of storing grains full of zeros.
+    const opts = options.parent !== undefined && options.zeroedGrains === undefined ? { ...options, zeroedGrains: true } : options;
+    return new VmdkImageWriter(await SparseVmdkWriter.create(path, Math.ceil(size / VMDK_SECTOR_SIZE) * VMDK_SECTOR_SIZE, opts), path);
   }
 
   get size(): number {
@@ -567,7 +577,19 @@ export class VmdkImageWriter implements ImageWriter {
 
   async writeZeros(offset: number, length: number): Promise<void> {
     if (!this.hasBacking) return; // a base reads unallocated grains as zeros
-    await this.write(offset, new Uint8Array(Math.min(length, this.w.size - offset)));
+    const gb = this.w.grainBytes;
+    const end = Math.min(offset + length, this.w.size);
+    if (!this.w.zeroedGrains) {
+      await this.write(offset, new Uint8Array(end - offset));
+      return;
+    }
+    if (offset % gb !== 0) throw new InternalError(`VMDK zero write at ${offset} is not grain-aligned (${gb})`);
+    for (let at = offset; at < end; at += gb) {
+      const grain = at / gb;
+      // The last grain of the disk may be short; a zeroed entry covers it as well.
+      this.w.writeZeroGrain(grain);
+      this.written.add(grain);
+    }
   }
 
   async commit(): Promise<ImageWriterSummary> {

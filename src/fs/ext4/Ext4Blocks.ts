@@ -75,12 +75,15 @@ export class Ext4Blocks implements FsBlocks {
    */
   async inodeBlocks(inode: Inode): Promise<BlockRuns> {
     const runs: BlockRun[] = [];
-    for await (const e of this.fs.extentsOf(inode, (pblk) => runs.push([pblk, 1]))) runs.push([e.pblk, e.len]);
+    // Extents all in i_block (most files) need no walk, and have no node blocks.
+    const inline = this.fs.inlineExtentsOf(inode);
+    if (inline !== undefined) for (const e of inline) runs.push([e.pblk, e.len]);
+    else for await (const e of this.fs.extentsOf(inode, (pblk) => runs.push([pblk, 1]))) runs.push([e.pblk, e.len]);
     if (inode.i_file_acl !== 0) runs.push([inode.i_file_acl, 1]);
     return new BlockRuns(runs);
   }
 
-  owners(): Promise<BlockHolders> {
-    return this.fs.blockOwnership();
+  owners(only?: BlockRuns): Promise<BlockHolders> {
+    return this.fs.blockOwnership(only);
   }
 }

@@ -10,7 +10,7 @@ import { readInto } from '../../diskimage/readInto.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { testBit } from './bitmaps.js';
-import { fsAt, fsCorrupt, fsReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
+import { fsAt, fsCorrupt, fsReader, type FsByteReader, type ChecksumPolicy, type Ext4Context, type Ext4Diagnostic, type FsLocation } from './context.js';
 import {
   EXT4_ERROR_FS,
   EXT4_EA_INODE_FL,
@@ -43,7 +43,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { decodeDirBlock, decodeDirEntries, decodeDxNode, decodeDxRoot, type DirEntry, type DxOptions } from './directory.js';
+import { checkedDirBlockEnd, decodeDirEntries, decodeDxNode, decodeDxRoot, forEachDirRecord, type DirBlockOptions, type DirEntry, type DxOptions } from './directory.js';
 import { rootLeafExtents, walkExtentTree, type ExtentWalkEnv, type FileExtent } from './extents.js';
 import { walkBlockMap } from './blockMap.js';
 import {
@@ -53,12 +53,13 @@ import {
   descriptorsPerBlock,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
+import { checkInodeRecord, decodeInodeLazy, fileType, plainInode, type Inode } from './inode.js';
 import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
-import { bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
+import type { BlockRuns } from '../BlockRuns.js';
+import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
 import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
@@ -160,11 +161,15 @@ const PREFETCH_SPAN_BLOCKS = 256;
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
 const READ_CHUNK = 1 << 20;
+/** Directory entries the lookup name index holds before it starts over (bounds its memory). */
+const NAME_INDEX_ENTRIES = 100_000;
 
 export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
   private blockView: Ext4Blocks | undefined;
+  /** Where unchanged blocks may be read instead (borrowBlocks). */
+  private blockLender: { readonly fs: Ext4Fs; readonly unchanged: (blockNo: number, count: number) => boolean } | undefined;
   /** Metadata blocks (inode table blocks, directory index blocks), charged to the budget all caches share. */
   private readonly cache = new LruCache<number, Uint8Array>();
   private readonly itable: InodeTableCache;
@@ -172,6 +177,9 @@ export class Ext4Fs {
   /** Directory block reads started by prefetchDirectories, by `block+count`. */
   private readonly prefetched = new Map<string, Promise<Uint8Array | undefined>>();
   private prefetchedBytes = 0;
+  /** Names of directories looked up (directory inode -> name key -> inode); dropped on any write. */
+  private readonly nameIndex = new Map<number, Map<string, number>>();
+  private nameIndexEntries = 0;
   /** prefetchDirectories calls whose reads are not registered in `prefetched` yet. */
   private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
@@ -271,16 +279,34 @@ export class Ext4Fs {
    * outside the filesystem, and what the device throws.
    */
   async readBlocks(blockNo: number, count: number): Promise<Uint8Array> {
-    this.checkBlocks(blockNo, count);
-    return this.device.read(blockNo * this.blockSize, count * this.blockSize);
+    return this.deviceFor(blockNo, count).read(blockNo * this.blockSize, count * this.blockSize);
   }
 
-  /** Throws CORRUPT_IMAGE unless blocks [blockNo, blockNo + count) lie inside the filesystem. */
-  private checkBlocks(blockNo: number, count: number): void {
+  /**
+   * The device to read blocks [blockNo, blockNo + count) from: the lender's where they are
+   * unchanged (borrowBlocks), else this filesystem's. Throws CORRUPT_IMAGE unless they lie
+   * inside the filesystem.
+   */
+  private deviceFor(blockNo: number, count: number): BlockDevice {
     const sb = this.superblock;
     if (!Number.isSafeInteger(blockNo) || blockNo < 0 || count < 0 || blockNo + count > sb.s_blocks_count) {
       fsCorrupt(this.ctx, 'ext4.block', blockNo * sb.blockSize, 'block outside the filesystem', { expected: `< ${sb.s_blocks_count}`, actual: blockNo + count - 1 });
     }
+    const l = this.blockLender;
+    if (l !== undefined && blockNo + count <= l.fs.superblock.s_blocks_count && l.unchanged(blockNo, count)) return l.fs.device;
+    return this.device;
+  }
+
+  /**
+   * Lets this filesystem read its blocks from `other`'s device where `unchanged(blockNo,
+   * count)` says both devices hold the same bytes there (a diff's two sides: B is usually
+   * an overlay, every read of which asks its layers which one holds the bytes; A's device
+   * answers the same bytes at less cost). Same block size only; blocks past `other`'s end
+   * are read here. A failed read there names `other`'s file.
+   */
+  borrowBlocks(other: Ext4Fs, unchanged: (blockNo: number, count: number) => boolean): void {
+    if (other.blockSize !== this.blockSize || other === this) return;
+    this.blockLender = { fs: other, unchanged };
   }
 
   /**
@@ -316,6 +342,8 @@ export class Ext4Fs {
     }
     this.prefetched.clear();
     this.prefetchedBytes = 0;
+    this.nameIndex.clear();
+    this.nameIndexEntries = 0;
   }
 
   /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
@@ -389,6 +417,12 @@ export class Ext4Fs {
     const off = at.offset + loc.within;
     const inode = decodeInodeLazy(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
     return lazy ? inode : plainInode(inode);
+  }
+
+  /** Inode `ino` decoded from `bytes` (the writer's encoding of one it has yet to write), as readInode would return it once written. */
+  inodeFromBytes(ino: number, bytes: Uint8Array): Inode {
+    const loc = this.locate(ino);
+    return plainInode(decodeInodeLazy(bytes, ino, this.superblock, this.ctx, loc.blockNo * this.superblock.blockSize + loc.within));
   }
 
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */
@@ -566,11 +600,11 @@ export class Ext4Fs {
       const s = Math.max(e.lblk, firstL);
       const t = Math.min(e.lblk + e.len - 1, lastL);
       const first = e.pblk + (s - e.lblk);
-      this.checkBlocks(first, t - s + 1);
+      const device = this.deviceFor(first, t - s + 1);
       const fileStart = s * bs;
       const from = Math.max(offset, fileStart);
       const to = Math.min(end, (t + 1) * bs);
-      await readInto(this.device, out.subarray(from - offset, to - offset), first * bs + (from - fileStart));
+      await readInto(device, out.subarray(from - offset, to - offset), first * bs + (from - fileStart));
     }
   }
 
@@ -621,7 +655,15 @@ export class Ext4Fs {
   }
 
   async *readdirOf(inode: Inode): AsyncGenerator<DirEntry> {
-    for await (const batch of this.dirBatches(inode)) yield* batch;
+    for await (const batch of this.dirBatches(inode)) yield* batch.entries;
+  }
+
+  /**
+   * readdirOf's entries a directory block at a time, each with its logical block (undefined
+   * for inline entries): the writer keeps where each name lives. Throws as readdir.
+   */
+  dirBlocksOf(inode: Inode): AsyncGenerator<{ readonly lblk: number | undefined; readonly entries: DirEntry[] }> {
+    return this.dirBatches(inode);
   }
 
   /** All entries of directory `ino` (as readdir yields them), in one array. Throws as readdir. */
@@ -631,30 +673,62 @@ export class Ext4Fs {
 
   async listDirectoryOf(inode: Inode): Promise<DirEntry[]> {
     const out: DirEntry[] = [];
-    for await (const batch of this.dirBatches(inode)) for (const e of batch) out.push(e);
+    for await (const batch of this.dirBatches(inode)) for (const e of batch.entries) out.push(e);
     return out;
   }
 
   /** readdirOf's entries, an array per directory block (not one await per entry). */
-  private async *dirBatches(inode: Inode): AsyncGenerator<DirEntry[]> {
+  private async *dirBatches(inode: Inode): AsyncGenerator<{ lblk: number | undefined; entries: DirEntry[] }> {
+    const opts = this.dirOptions(inode);
+    for await (const area of this.dirAreas(inode)) yield { lblk: area.lblk, entries: 'entries' in area ? area.entries : decodeDirEntries(area.r, area.end, opts, this.blockSize) };
+  }
+
+  /**
+   * Calls `visit` with every entry of directory `inode` as readdirOf yields them ('.' and
+   * '..' included), without an object per entry: the name is bytes [nameAt, nameAt +
+   * nameLen) of `bytes`, valid during the call only. Reads and checks every block of the
+   * directory (a visitor cannot stop it). Throws as readdir.
+   */
+  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Uint8Array, nameAt: number, nameLen: number) => void): Promise<void> {
+    const opts = this.dirOptions(inode);
+    for await (const area of this.dirAreas(inode)) {
+      if ('entries' in area) for (const e of area.entries) visit(e.ino, e.fileType, e.name, 0, e.name.length);
+      else forEachDirRecord(area.r, area.end, opts, this.blockSize, false, visit);
+    }
+  }
+
+  private dirOptions(inode: Inode): DirBlockOptions {
+    const sb = this.superblock;
+    return { filetype: (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0, metadataCsum: this.metadataCsum, inodeCsumSeed: inode.csumSeed, inodesCount: sb.s_inodes_count };
+  }
+
+  /**
+   * The areas of a directory that hold entries, in order: a checked reader and the end of
+   * its records (a leaf block's checksum verified), or entries already made (an inline
+   * directory's '.' and '..'). One per block: a consumer that stops early (lookupIn) never
+   * meets a later block's error.
+   */
+  private async *dirAreas(inode: Inode): AsyncGenerator<{ lblk: number | undefined; entries: DirEntry[] } | { lblk: number | undefined; r: FsByteReader; end: number }> {
     const sb = this.superblock;
     const ino = inode.ino;
     if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
-    const filetype = (sb.s_feature_incompat & EXT4_FEATURE_INCOMPAT_FILETYPE) !== 0;
-    const opts = { filetype, metadataCsum: this.metadataCsum, inodeCsumSeed: inode.csumSeed, inodesCount: sb.s_inodes_count };
+    const opts = this.dirOptions(inode);
     if (this.isInline(inode)) {
       // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
       const data = await this.inlineBytes(inode);
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
-      yield [
-        { ino, name: new Uint8Array([0x2e]), fileType: 2 },
-        { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
-      ];
-      yield decodeDirEntries(r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), EXT4_MIN_INLINE_DATA_SIZE - 4, opts, this.blockSize);
+      yield {
+        lblk: undefined,
+        entries: [
+          { ino, name: new Uint8Array([0x2e]), fileType: 2 },
+          { ino: parent, name: new Uint8Array([0x2e, 0x2e]), fileType: 2 },
+        ],
+      };
+      yield { lblk: undefined, r: r.sub(4, EXT4_MIN_INLINE_DATA_SIZE - 4, `ext4.inode[${ino}].inline_dir`), end: EXT4_MIN_INLINE_DATA_SIZE - 4 };
       if (data.length > EXT4_MIN_INLINE_DATA_SIZE) {
         const rx = fsReader(this.ctx, data.subarray(EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir.system_data`, inode.deviceOffset);
-        yield decodeDirEntries(rx, data.length - EXT4_MIN_INLINE_DATA_SIZE, opts, this.blockSize);
+        yield { lblk: undefined, r: rx, end: data.length - EXT4_MIN_INLINE_DATA_SIZE };
       }
       return;
     }
@@ -696,18 +770,19 @@ export class Ext4Fs {
       for (let k = 0; k < n; k += DIR_READ_BLOCKS) {
         const cnt = Math.min(DIR_READ_BLOCKS, n - k);
         const bytes = await this.readDirBlocks(e.pblk + k, cnt);
-        // A batch per block: a consumer that stops early (lookupIn) never meets a later block's error.
         for (let j = 0; j < cnt; j++) {
           const lblk = e.lblk + k + j;
           const pblk = e.pblk + k + j;
           const block = bytes.subarray(j * bs, (j + 1) * bs);
           if (isHtree && lblk === 0) {
             // The root block holds '.' and '..' (whose record hides the dx_root), no checksum tail.
-            yield decodeDirEntries(fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), bs, opts, bs);
+            yield { lblk, r: fsReader(this.ctx, block, `ext4.dir[${ino}:0]`, pblk * bs), end: bs };
             continue;
           }
           if (indexBlocks.has(lblk)) continue;
-          yield decodeDirBlock(block, this.ctx, `ext4.dir[${ino}:${lblk}]`, pblk * bs, opts, bs);
+          const structure = `ext4.dir[${ino}:${lblk}]`;
+          const r = fsReader(this.ctx, block, structure, pblk * bs);
+          yield { lblk, r, end: checkedDirBlockEnd(r, block, this.ctx, structure, pblk * bs, opts) };
         }
       }
     }
@@ -808,10 +883,35 @@ export class Ext4Fs {
    * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
    */
   async lookupIn(dirIno: number, name: Uint8Array): Promise<number | undefined> {
+    const known = this.nameIndex.get(dirIno);
+    if (known !== undefined) return known.get(byteKey(name));
     const inode = await this.readInode(dirIno);
     if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+    // Listed once, then looked up by name: a rebase asks three filesystems about each
+    // changed path and its parents, and a name that is not there costs a whole scan.
+    const index = await this.indexNames(inode).catch(() => undefined);
+    // Unreadable further on: the scan below finds what lies before the damage, as without the index.
+    if (index !== undefined) return index.get(byteKey(name));
     for await (const e of this.readdirOf(inode)) if (bytesEqual(e.name, name)) return e.ino;
     return undefined;
+  }
+
+  private async indexNames(inode: Inode): Promise<Map<string, number>> {
+    const index = new Map<string, number>();
+    for await (const batch of this.dirBatches(inode)) {
+      for (const e of batch.entries) {
+        const k = byteKey(e.name);
+        // The first of duplicate names is the one a scan finds.
+        if (!index.has(k)) index.set(k, e.ino);
+      }
+    }
+    if (this.nameIndexEntries + index.size > NAME_INDEX_ENTRIES) {
+      this.nameIndex.clear();
+      this.nameIndexEntries = 0;
+    }
+    this.nameIndex.set(inode.ino, index);
+    this.nameIndexEntries += index.size;
+    return index;
   }
 
   /**
@@ -828,7 +928,7 @@ export class Ext4Fs {
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
       for await (const batch of this.dirBatches(inode)) {
-        for (const e of batch) {
+        for (const e of batch.entries) {
           if (isDotOrDotDot(e.name)) continue;
           children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
         }
@@ -873,6 +973,24 @@ export class Ext4Fs {
    * before spreading it. Throws what readInode and usedInodes throw.
    */
   async scanInodes(visit: (inode: Inode) => void | Promise<void>): Promise<void> {
+    const sb = this.superblock;
+    const isz = sb.s_inode_size;
+    await this.scanInodeRecords(
+      (bytes, at, ino, deviceOffset) => visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset)),
+      async (ino) => visit(await this.readInode(ino)),
+    );
+  }
+
+  /**
+   * scanInodes' loop over the inode records in use: `record` gets each one's bytes (at
+   * `at` of `bytes`, s_inode_size of them, not yet checked; valid during the call only),
+   * `unread` the inodes of a chunk that could not be read. Either may return a promise
+   * (awaited before the next inode). Throws what usedInodes throws and what they throw.
+   */
+  private async scanInodeRecords(
+    record: (bytes: Uint8Array, at: number, ino: number, deviceOffset: number) => void | Promise<void>,
+    unread: (ino: number) => Promise<void>,
+  ): Promise<void> {
     const sb = this.superblock;
     const bs = sb.blockSize;
     const isz = sb.s_inode_size;
@@ -919,23 +1037,23 @@ export class Ext4Fs {
       for (let i = p.from; i < p.to; i++) {
         if (!testBit(p.bitmap, i)) continue;
         const ino = p.firstIno + i;
-        let inode: Inode;
-        if (bytes === undefined) inode = await this.readInode(ino);
+        let r: void | Promise<void>;
+        if (bytes === undefined) r = unread(ino);
         else {
           const off = i * isz - p.firstBlock * bs;
-          inode = decodeInodeLazy(bytes.subarray(off, off + isz), ino, sb, this.ctx, base + off);
+          r = record(bytes, off, ino, base + off);
         }
-        const r = visit(inode);
         if (r !== undefined) await r;
       }
     }
   }
 
   /**
-   * The extents of an inode without I/O when they all sit in i_block (no mapping, or an
-   * extent root that is a leaf); undefined when a tree or block map must be read.
+   * The extents of an inode (as extentsOf yields them) without I/O or a promise when they
+   * all sit in i_block (no mapping, or an extent root that is a leaf); undefined when a
+   * tree or block map must be read. Throws CORRUPT_IMAGE.
    */
-  private inlineExtentsOf(inode: Inode): FileExtent[] | undefined {
+  inlineExtentsOf(inode: Inode): FileExtent[] | undefined {
     if (!this.hasBlockMapping(inode)) return [];
     if (!(inode.i_flags & EXT4_EXTENTS_FL)) return undefined;
     return rootLeafExtents(this.env, inode.ino, inode.i_block, inode.deviceOffset + 0x28);
@@ -944,41 +1062,78 @@ export class Ext4Fs {
   /**
    * Builds the block -> owner table: group metadata of every group, then every in-use
    * inode's data, directory, journal, extent-node, indirect and xattr blocks, in one scan
-   * of the inode tables (scanInodes). Memory is O(runs). Throws CORRUPT_IMAGE,
-   * BAD_CHECKSUM, IO.
+   * of the inode tables (scanInodes). Memory is O(runs). With `only`, the table holds the
+   * owners of those blocks alone (a diff attributing a few changed blocks: no table of the
+   * whole filesystem to build and sort), and asking it about another block is INTERNAL.
+   * Throws CORRUPT_IMAGE, BAD_CHECKSUM, IO.
    */
-  async blockOwnership(): Promise<BlockOwnership> {
+  async blockOwnership(only?: BlockRuns): Promise<BlockOwnership> {
     const sb = this.superblock;
     const b = new OwnershipBuilder();
-    for (const r of this.layout.metaRuns) b.add(r.start, r.count, r.kind === 'boot block' ? { kind: r.kind } : { kind: r.kind, group: r.group });
+    // Runs outside `only` are dropped before an owner object is made for them.
+    const add = (start: number, length: number, kind: OwnerKind, id: { ino?: number; group?: number }, lblk?: number): void => {
+      if (only === undefined) {
+        b.add(start, length, lblk === undefined ? { kind, ...id } : { kind, ...id, lblk });
+        return;
+      }
+      if (!only.overlaps(start, length)) return;
+      for (const [s, n] of only.intersect(start, length)) b.add(s, n, lblk === undefined ? { kind, ...id } : { kind, ...id, lblk: lblk + (s - start) });
+    };
+    for (const r of this.layout.metaRuns) add(r.start, r.count, r.kind, r.kind === 'boot block' ? {} : { group: r.group });
     const xattrBlocks = new Set<number>();
-    await this.scanInodes((inode) => {
+    const visit = (inode: Inode): void | Promise<void> => {
       const ino = inode.ino;
       if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) return;
       if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
         xattrBlocks.add(inode.i_file_acl);
-        b.add(inode.i_file_acl, 1, { kind: 'xattr block', ino });
+        add(inode.i_file_acl, 1, 'xattr block', { ino });
       }
       if (ino === EXT4_RESIZE_INO) {
         // The resize inode's double-indirect block lists the reserved GDT blocks, which the
         // group layout above already owns; only the DIND block itself is the inode's.
         const dind = new DataView(inode.i_block.buffer, inode.i_block.byteOffset).getUint32(EXT4_DIND_BLOCK * 4, true);
-        if (dind !== 0) b.add(dind, 1, { kind: 'indirect block', ino });
+        if (dind !== 0) add(dind, 1, 'indirect block', { ino });
         return;
       }
       const kind: OwnerKind = ino === EXT4_JOURNAL_INO || ino === sb.s_journal_inum ? 'journal' : fileType(inode.i_mode) === S_IFDIR ? 'directory' : 'data';
       const inline = this.inlineExtentsOf(inode);
       if (inline !== undefined) {
-        for (const e of inline) b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
+        for (const e of inline) add(e.pblk, e.len, kind, { ino }, e.lblk);
         return;
       }
       return (async () => {
-        for await (const e of this.extentsOf(inode, (pblk, k) => b.add(pblk, 1, { kind: k, ino }))) {
-          b.add(e.pblk, e.len, { kind, ino, lblk: e.lblk });
-        }
+        for await (const e of this.extentsOf(inode, (pblk, k) => add(pblk, 1, k, { ino }))) add(e.pblk, e.len, kind, { ino }, e.lblk);
       })();
-    });
-    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count);
+    };
+    const isz = sb.s_inode_size;
+    await this.scanInodeRecords(
+      (bytes, at, ino, deviceOffset) => {
+        // Fast path (most inodes: a regular file or directory, its extents in i_block, no
+        // xattr block): the record is checked in place and read without an Inode object;
+        // any other inode goes through decodeInodeLazy and visit.
+        const mode = bytes[at]! | (bytes[at + 1]! << 8);
+        const t = fileType(mode);
+        const flags = (bytes[at + 0x20]! | (bytes[at + 0x21]! << 8) | (bytes[at + 0x22]! << 16) | (bytes[at + 0x23]! << 24)) >>> 0;
+        const simple =
+          (t === S_IFREG || t === S_IFDIR) &&
+          (flags & (EXT4_EXTENTS_FL | EXT4_INLINE_DATA_FL)) === EXT4_EXTENTS_FL &&
+          ino !== EXT4_RESIZE_INO &&
+          ino !== EXT4_JOURNAL_INO &&
+          ino !== sb.s_journal_inum &&
+          (bytes[at + 0x68]! | bytes[at + 0x69]! | bytes[at + 0x6a]! | bytes[at + 0x6b]! | bytes[at + 0x76]! | bytes[at + 0x77]!) === 0;
+        if (!simple) return visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset));
+        checkInodeRecord(bytes, at, ino, sb, this.ctx, deviceOffset);
+        const links = bytes[at + 0x1a]! | (bytes[at + 0x1b]! << 8);
+        if (mode === 0 && links === 0) return;
+        const extents = rootLeafExtents(this.env, ino, bytes.subarray(at + 0x28, at + 0x28 + EXT4_I_BLOCK_SIZE), deviceOffset + 0x28);
+        // An extent tree deeper than i_block: the whole inode, already checked.
+        if (extents === undefined) return visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset, { verified: true }));
+        const kind: OwnerKind = t === S_IFDIR ? 'directory' : 'data';
+        for (const e of extents) add(e.pblk, e.len, kind, { ino }, e.lblk);
+      },
+      async (ino) => visit(await this.readInode(ino)),
+    );
+    return b.build((await this.layout.freeBlocks()).toArray(), sb.s_blocks_count, only);
   }
 
   /** Entries in the orphan file (orphan_file feature): non-zero inode slots of its blocks. */

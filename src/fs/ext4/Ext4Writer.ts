@@ -62,6 +62,7 @@ export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fi
 
 /** What a created object holds. */
 export type NodeContent =
+  /** `data` yields the content in chunks; a chunk is copied before the next is asked for, so a source may reuse its buffer. */
   | { readonly kind: 'file'; readonly size: number; data(): AsyncIterable<Uint8Array> }
   | { readonly kind: 'dir' }
   | { readonly kind: 'symlink'; readonly target: Uint8Array }
@@ -156,6 +157,13 @@ export function kindOfMode(mode: number): NodeKind | undefined {
   return (Object.keys(KIND_TYPE) as NodeKind[]).find((k) => KIND_TYPE[k] === t);
 }
 
+/** A directory entry as the writer's name cache holds it, with the logical block it lives in (undefined: inline). */
+interface CachedEntry {
+  readonly ino: number;
+  readonly fileType: number;
+  readonly lblk: number | undefined;
+}
+
 export class Ext4Writer {
   private readonly groups: GroupState;
   private readonly now: Ext4Time;
@@ -174,7 +182,13 @@ export class Ext4Writer {
    * is replaced. An update resolves the same few directories thousands of times, and a
    * name that is not there costs a scan of the whole directory each time.
    */
-  private readonly names = new Map<number, Map<string, { ino: number; fileType: number }>>();
+  private readonly names = new Map<number, Map<string, CachedEntry>>();
+  /** Per linear directory, the block the last added entry went into (where room is likely). */
+  private readonly addAt = new Map<number, number>();
+  /** Directories found holding a name twice. */
+  private readonly duplicateNames = new Set<number>();
+  /** writeData's buffer, reused from file to file. */
+  private dataBuffer: Uint8Array | undefined;
   private namesHeld = 0;
 
   private constructor(
@@ -322,10 +336,16 @@ export class Ext4Writer {
   private async link(dirIno: number, name: Uint8Array, ino: number, kind: NodeKind): Promise<void> {
     const d = await this.directory(dirIno);
     const fileType = d.fmt.filetype ? KIND_FT[kind] : 0;
-    await addEntry(d.blocks, d.fmt, { name, ino, fileType });
     const cached = this.names.get(dirIno);
-    if (cached !== undefined && !cached.has(byteKey(name))) {
-      cached.set(byteKey(name), { ino, fileType });
+    const key = byteKey(name);
+    // The cached listing says the name is absent (the callers looked it up): the directory need not be searched for it.
+    const absent = cached !== undefined && !cached.has(key);
+    const startAt = this.addAt.get(dirIno);
+    const lblk = await addEntry(d.blocks, d.fmt, { name, ino, fileType }, absent ? { absent, ...(startAt !== undefined ? { startAt } : {}) } : {});
+    if (lblk !== undefined) this.addAt.set(dirIno, lblk);
+    else this.addAt.delete(dirIno);
+    if (absent) {
+      cached.set(key, { ino, fileType, lblk });
       this.namesHeld++;
     }
     await this.touchDir(d.inode());
@@ -334,9 +354,14 @@ export class Ext4Writer {
   /** Removes entry `name` from directory `dirIno`; returns what it named. */
   private async unlinkEntry(dirIno: number, name: Uint8Array): Promise<number | undefined> {
     const d = await this.directory(dirIno);
-    const gone = await removeEntry(d.blocks, d.fmt, name);
-    // A duplicate of the name (a corrupt directory) may remain: the cache lists the directory again.
-    this.forgetNames(dirIno);
+    const cached = this.names.get(dirIno);
+    const key = byteKey(name);
+    const dup = this.duplicateNames.has(dirIno);
+    const lblk = dup ? undefined : cached?.get(key)?.lblk;
+    const gone = await removeEntry(d.blocks, d.fmt, name, lblk !== undefined ? { lblk } : {});
+    // Where a name appears twice (a corrupt directory), the other entry may remain: that directory is listed again.
+    if (dup) this.forgetNames(dirIno);
+    else if (cached?.delete(key)) this.namesHeld--;
     await this.touchDir(d.inode());
     return gone?.ino;
   }
@@ -351,16 +376,19 @@ export class Ext4Writer {
   }
 
   /** The entries of directory `dirIno` ('.' and '..' included), or undefined when it is not a directory. */
-  private async namesOf(dirIno: number): Promise<Map<string, { ino: number; fileType: number }> | undefined> {
+  private async namesOf(dirIno: number): Promise<Map<string, CachedEntry> | undefined> {
     const known = this.names.get(dirIno);
     if (known !== undefined) return known;
     const inode = await this.fs.readInode(dirIno);
     if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
-    const map = new Map<string, { ino: number; fileType: number }>();
-    for await (const e of this.fs.readdirOf(inode)) {
-      const k = byteKey(e.name);
-      // The first of duplicate names is the one a lookup finds.
-      if (!map.has(k)) map.set(k, { ino: e.ino, fileType: e.fileType });
+    const map = new Map<string, CachedEntry>();
+    for await (const batch of this.fs.dirBlocksOf(inode)) {
+      for (const e of batch.entries) {
+        const k = byteKey(e.name);
+        // The first of duplicate names is the one a lookup finds.
+        if (!map.has(k)) map.set(k, { ino: e.ino, fileType: e.fileType, lblk: batch.lblk });
+        else this.duplicateNames.add(dirIno);
+      }
     }
     if (this.namesHeld + map.size > NAME_CACHE_ENTRIES) {
       this.names.clear();
@@ -377,6 +405,8 @@ export class Ext4Writer {
     if (map === undefined) return;
     this.namesHeld -= map.size;
     this.names.delete(ino);
+    this.duplicateNames.delete(ino);
+    this.addAt.delete(ino);
   }
 
   /**
@@ -454,9 +484,10 @@ export class Ext4Writer {
     const bs = this.blockSize;
     const extents: FileExtent[] = [];
     let goal = this.groups.goalForInode(ino);
-    // No bigger than the file (rounded to blocks): a 1 MiB buffer per small file costs more in zeroing and GC than the writes.
-    const bufSize = Math.min(WRITE_CHUNK, Math.max(bs, Math.ceil(content.size / bs) * bs));
-    let buf = new Uint8Array(bufSize);
+    // One buffer for every file of the session (the device copies what it is given): a
+    // buffer per file or per chunk churns the allocator and leaves the RSS high.
+    this.dataBuffer ??= new Uint8Array(WRITE_CHUNK);
+    const buf = this.dataBuffer;
     let fill = 0;
     let lblk = 0;
     let total = 0;
@@ -485,11 +516,9 @@ export class Ext4Writer {
       this.bytesWritten += Math.min(fill, n * bs);
       lblk += n;
       if (final) return;
-      const rest = buf.subarray(n * bs, fill);
-      const next = new Uint8Array(bufSize);
-      next.set(rest);
-      buf = next;
-      fill = rest.length;
+      // Only a partial block remains (fill was a whole buffer, a multiple of the block size): none.
+      buf.copyWithin(0, n * bs, fill);
+      fill -= n * bs;
     };
     for await (const chunk of content.data()) {
       total += chunk.length;
@@ -531,6 +560,12 @@ export class Ext4Writer {
       }
       const hit = await this.lookupIn(cur, name);
       if (hit === undefined) return undefined;
+      // The entry's file type says "directory" without reading the inode (namesOf checks it
+      // when the directory is listed); without the filetype feature, the inode says.
+      if (hit.fileType === EXT4_FT_DIR) {
+        stack.push(hit.ino);
+        continue;
+      }
       const inode = await this.fs.readInode(hit.ino);
       const t = fileType(inode.i_mode);
       if (t === S_IFDIR) {
@@ -727,9 +762,8 @@ export class Ext4Writer {
       crtime: attrs.crtime ?? this.now,
       i_block: new Uint8Array(EXT4_I_BLOCK_SIZE),
     };
-    // Write the blank inode first: the steps below read it back.
-    await this.writeInode(blank, new Uint8Array(sb.s_inode_size));
-    let inode = await this.fs.readInode(ino);
+    // The blank inode as it would read back; every kind below writes it (once, with its content).
+    let inode = this.fs.inodeFromBytes(ino, encodeInode(blank, sb, { raw: new Uint8Array(sb.s_inode_size) }));
     const csumSeed = this.csumSeedOf(ino, generation);
     switch (content.kind) {
       case 'file': {
@@ -774,6 +808,7 @@ export class Ext4Writer {
       }
       case 'fifo':
       case 'socket':
+        await this.writeInode(inode, inode.raw);
         break;
     }
     if (attrs.xattrs !== undefined && attrs.xattrs.length > 0) {

@@ -16,6 +16,8 @@ export interface NumberSet {
   has(n: number): boolean;
   /** The first member >= n, or undefined. Lets a scan skip an avoided run at once. */
   nextMember?(n: number): number | undefined;
+  /** When n is a member, the first non-member after it; else undefined. Lets a scan jump over a run of members. */
+  endOfRunAt?(n: number): number | undefined;
 }
 
 /** What the writer must not allocate, and where it should look first. */
@@ -53,13 +55,16 @@ export function* freeRuns(bitmap: Uint8Array, nbits: number, from: number, base:
       i += 8;
       continue;
     }
-    if (testBit(bitmap, i) || avoid?.has(base + i)) {
-      if (avoid?.nextMember && avoid.has(base + i)) {
-        // Jump over the avoided run: the next non-member is found by probing after it.
-        let j = i + 1;
-        while (j < nbits && avoid.has(base + j)) j++;
-        i = j;
-      } else i++;
+    if (testBit(bitmap, i)) {
+      i++;
+      continue;
+    }
+    if (avoid !== undefined && avoid.has(base + i)) {
+      // Jump over the avoided run: at once where the set says where it ends, else by probing after it.
+      const end = avoid.endOfRunAt?.(base + i);
+      let j = end !== undefined ? end - base : i + 1;
+      if (end === undefined) while (j < nbits && avoid.has(base + j)) j++;
+      i = j;
       continue;
     }
     const start = i;

@@ -124,12 +124,27 @@ export interface FoundEntry {
  * full at its deepest allowed level, WRITE_REFUSED for a hash it does not support
  * (casefold), CORRUPT_IMAGE/BAD_CHECKSUM for a damaged block.
  */
-export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewDirEntry): Promise<void> {
+export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewDirEntry, hints: AddHints = {}): Promise<number | undefined> {
   checkName(dir, entry.name);
   if (!Number.isInteger(entry.ino) || entry.ino < 1 || entry.ino > fmt.inodesCount) throw new InternalError(`directory entry for inode ${entry.ino}`);
   const rec: DirEntry = { ino: entry.ino, name: entry.name, fileType: fmt.filetype ? entry.fileType : 0 };
-  if (dir.htree) await addIndexed(dir, fmt, rec);
-  else await addLinear(dir, fmt, rec);
+  if (dir.htree) {
+    await addIndexed(dir, fmt, rec);
+    return undefined;
+  }
+  return addLinear(dir, fmt, rec, hints);
+}
+
+/**
+ * What a caller that keeps a directory's listing knows, so that a linear directory of
+ * many blocks is not read whole for each change (the kernel does not check for an
+ * existing name when it adds either: its caller has looked the name up).
+ */
+export interface AddHints {
+  /** The caller has the whole listing and the name is not in it: skip the scan for it. */
+  readonly absent?: boolean;
+  /** With `absent`: the block to try first (the one the last entry went into). */
+  readonly startAt?: number;
 }
 
 /**
@@ -137,9 +152,9 @@ export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewD
  * record is merged into the one before it, or (first in its block) marked unused.
  * Throws BAD_UPDATE for '.' and '..', and as addEntry for damaged blocks.
  */
-export async function removeEntry(dir: DirectoryBlocks, fmt: DirFormat, name: Uint8Array): Promise<FoundEntry | undefined> {
+export async function removeEntry(dir: DirectoryBlocks, fmt: DirFormat, name: Uint8Array, hints: { readonly lblk?: number } = {}): Promise<FoundEntry | undefined> {
   if (isDots(name)) throw new RefusedError('BAD_UPDATE', { structure: structureOf(dir, 0), detail: "'.' and '..' cannot be removed from a directory" });
-  const found = await find(dir, fmt, name);
+  const found = await find(dir, fmt, name, hints.lblk);
   if (found === undefined) return undefined;
   const { lblk, records, index } = found;
   const rec = records[index]!;
@@ -257,7 +272,21 @@ function insertIntoRecords(records: readonly DirRecord[], rec: DirEntry): DirRec
   return undefined;
 }
 
-async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<void> {
+async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, hints: AddHints): Promise<number | undefined> {
+  if (hints.absent === true) {
+    // Any block with room will do in a linear directory: from the hint to the end, then from the start.
+    const n = dir.blockCount;
+    const from = hints.startAt !== undefined && hints.startAt >= 0 && hints.startAt < n ? hints.startAt : 0;
+    for (let k = 0; k < n; k++) {
+      const lblk = (from + k) % n;
+      const inserted = insertIntoRecords(await readRecords(dir, fmt, lblk), rec);
+      if (inserted !== undefined) {
+        await dir.write(lblk, encodeDirBlock(inserted, fmt, dir.blockSize));
+        return lblk;
+      }
+    }
+    return appendLinear(dir, fmt, rec);
+  }
   // One pass: the name must not exist anywhere, and the first block with room takes it.
   let target: { lblk: number; records: DirRecord[] } | undefined;
   for (let lblk = 0; lblk < dir.blockCount; lblk++) {
@@ -268,10 +297,19 @@ async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): P
       if (inserted !== undefined) target = { lblk, records: inserted };
     }
   }
-  if (target !== undefined) return dir.write(target.lblk, encodeDirBlock(target.records, fmt, dir.blockSize));
-  if (fmt.dirIndex === true && dir.blockCount === 1 && (await makeIndexed(dir, fmt, await readRecords(dir, fmt, 0), rec))) return;
+  if (target !== undefined) {
+    await dir.write(target.lblk, encodeDirBlock(target.records, fmt, dir.blockSize));
+    return target.lblk;
+  }
+  return appendLinear(dir, fmt, rec);
+}
+
+/** No block has room: a one-block directory becomes an htree (as the kernel does), any other gets a new block. Returns the block of `rec` (undefined: the directory became an htree). */
+async function appendLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<number | undefined> {
+  if (fmt.dirIndex === true && dir.blockCount === 1 && (await makeIndexed(dir, fmt, await readRecords(dir, fmt, 0), rec))) return undefined;
   const lblk = await dir.append();
   await dir.write(lblk, encodeDirBlock([rec], fmt, dir.blockSize));
+  return lblk;
 }
 
 /**
@@ -396,13 +434,18 @@ interface Found {
   readonly index: number;
 }
 
-async function find(dir: DirectoryBlocks, fmt: DirFormat, name: Uint8Array): Promise<Found | undefined> {
+async function find(dir: DirectoryBlocks, fmt: DirFormat, name: Uint8Array, hintLblk?: number): Promise<Found | undefined> {
   const match = async (lblk: number): Promise<Found | undefined> => {
     const records = await readRecords(dir, fmt, lblk);
     const index = records.findIndex((r) => r.ino !== 0 && sameName(r.name, name));
     return index >= 0 ? { lblk, records, index } : undefined;
   };
   if (!dir.htree) {
+    // The block the caller last saw the name in; a wrong hint costs one block, then the scan.
+    if (hintLblk !== undefined && hintLblk >= 0 && hintLblk < dir.blockCount) {
+      const f = await match(hintLblk);
+      if (f !== undefined) return f;
+    }
     for (let lblk = 0; lblk < dir.blockCount; lblk++) {
       const f = await match(lblk);
       if (f !== undefined) return f;

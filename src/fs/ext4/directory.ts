@@ -85,7 +85,7 @@ export function decodeDirBlockRecords(
 }
 
 /** Where a directory block's records end: before its checksum tail (verified) with metadata_csum, else at its end. */
-function checkedDirBlockEnd(r: FsByteReader, bytes: Uint8Array, ctx: Ext4Context, structure: string, deviceOffset: number, opts: DirBlockOptions): number {
+export function checkedDirBlockEnd(r: FsByteReader, bytes: Uint8Array, ctx: Ext4Context, structure: string, deviceOffset: number, opts: DirBlockOptions): number {
   if (!opts.metadataCsum) return bytes.length;
   const t = bytes.length - EXT4_DIR_TAIL_SIZE;
   const hasTail = t >= 0 && r.u32le(t) === 0 && r.u16le(t + 4) === EXT4_DIR_TAIL_SIZE && r.u8(t + 6) === 0 && r.u8(t + 7) === EXT4_FT_DIR_CSUM;
@@ -104,24 +104,34 @@ export function decodeDirRecords(r: FsByteReader, end: number, opts: Pick<DirBlo
   return decodeDirArea(r, end, opts, blockSize, true) as DirRecord[];
 }
 
-/** The one decoding loop of decodeDirEntries (used entries) and decodeDirRecords (every record, with rec_len). */
-function decodeDirArea(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number, records: boolean): DirEntry[] {
-  const out: DirEntry[] = [];
+/**
+ * Called for each record of a directory area: the name is bytes [nameAt, nameAt + nameLen)
+ * of `bytes`, valid during the call only (copy what is kept).
+ */
+export type DirRecordVisitor = (ino: number, fileType: number, bytes: Uint8Array, nameAt: number, nameLen: number, recLen: number) => void;
+
+/**
+ * Calls `visit` with the used entries of [0, end) of a directory area (every record,
+ * deleted ones included, with `records`), in order, after checking each as
+ * decodeDirEntries does: no object per entry, for walks that look at most entries'
+ * numbers only. See decodeDirBlock for throws.
+ */
+export function forEachDirRecord(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number, records: boolean, visit: DirRecordVisitor): void {
   const bytes = r.bytes;
   // Hot path (every entry of a walk): reads straight from the bytes, the checks below
   // keeping every read inside [0, end); r only builds the errors.
   if (end > bytes.length) r.fail(bytes.length, 'rec_len', 'directory area beyond its bytes', { expected: `<= ${bytes.length}`, actual: end });
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // Names are views of one copy of the area: they outlive the (possibly large, prefetched)
-  // buffer they were read from, and one copy costs less than one per name.
-  let copy: Uint8Array | undefined;
+  const filetype = opts.filetype;
+  const inodesCount = opts.inodesCount;
+  const big = blockSize >= 65536;
   let pos = 0;
   while (pos < end) {
     if (end - pos < 8) r.fail(pos, 'rec_len', 'directory record header crosses the block end', { actual: end - pos });
-    const ino = v.getUint32(pos, true);
-    const recLen = recLenFromDisk(v.getUint16(pos + 4, true), blockSize);
-    const nameLen = opts.filetype ? bytes[pos + 6]! : v.getUint16(pos + 6, true);
-    const fileType = opts.filetype ? bytes[pos + 7]! : 0;
+    const ino = (bytes[pos]! | (bytes[pos + 1]! << 8) | (bytes[pos + 2]! << 16) | (bytes[pos + 3]! << 24)) >>> 0;
+    const rawLen = bytes[pos + 4]! | (bytes[pos + 5]! << 8);
+    const recLen = big ? recLenFromDisk(rawLen, blockSize) : rawLen;
+    const nameLen = filetype ? bytes[pos + 6]! : bytes[pos + 6]! | (bytes[pos + 7]! << 8);
+    const fileType = filetype ? bytes[pos + 7]! : 0;
     if (recLen < 8 || recLen % 4 !== 0 || pos + recLen > end) {
       r.fail(pos + 4, 'rec_len', 'directory record length invalid or past the block end', { expected: `8..${end - pos}, multiple of 4`, actual: recLen });
     }
@@ -129,17 +139,26 @@ function decodeDirArea(r: FsByteReader, end: number, opts: Pick<DirBlockOptions,
       r.fail(pos + 6, 'name_len', 'name longer than its record', { expected: `<= ${Math.min(255, recLen - 8)}`, actual: nameLen });
     }
     if (ino !== 0) {
-      if (ino > opts.inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${opts.inodesCount}`, actual: ino });
+      if (ino > inodesCount) r.fail(pos, 'inode', 'inode number beyond s_inodes_count', { expected: `<= ${inodesCount}`, actual: ino });
       if (nameLen === 0) r.fail(pos + 6, 'name_len', 'empty name in a used directory record');
     }
-    if (ino !== 0 || records) {
-      copy ??= bytes.slice(0, end);
-      const name = copy.subarray(pos + 8, pos + 8 + nameLen);
-      const rec: DirRecord | DirEntry = records ? { ino, name, fileType, recLen } : { ino, name, fileType };
-      out.push(rec);
-    }
+    if (ino !== 0 || records) visit(ino, fileType, bytes, pos + 8, nameLen, recLen);
     pos += recLen;
   }
+}
+
+/** The one decoding loop of decodeDirEntries (used entries) and decodeDirRecords (every record, with rec_len). */
+function decodeDirArea(r: FsByteReader, end: number, opts: Pick<DirBlockOptions, 'filetype' | 'inodesCount'>, blockSize: number, records: boolean): DirEntry[] {
+  const out: DirEntry[] = [];
+  // Names are views of one copy of the area: they outlive the (possibly large, prefetched)
+  // buffer they were read from, and one copy costs less than one per name.
+  let copy: Uint8Array | undefined;
+  forEachDirRecord(r, end, opts, blockSize, records, (ino, fileType, bytes, nameAt, nameLen, recLen) => {
+    copy ??= bytes.slice(0, end);
+    const name = copy.subarray(nameAt, nameAt + nameLen);
+    const rec: DirRecord | DirEntry = records ? { ino, name, fileType, recLen } : { ino, name, fileType };
+    out.push(rec);
+  });
   return out;
 }
 

@@ -46,6 +46,9 @@ export interface ExtentNode {
   readonly raw?: Uint8Array;
 }
 
+const le16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+const le32 = (b: Uint8Array, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+
 /**
  * Decodes one extent node (the 60-byte root or a whole block). `capacity` is how many
  * entries fit. Throws CORRUPT_IMAGE for a bad magic, eh_max above capacity, eh_entries
@@ -64,21 +67,27 @@ export function decodeExtentNode(r: FsByteReader, capacity: number): ExtentNode 
   const indexes: ExtentIndex[] = [];
   const extents: FileExtent[] = [];
   let prevEnd = -1;
+  // When every entry lies inside the bytes (the usual case), they are read unchecked: no
+  // field name is built per read.
+  const b = r.bytes;
+  const fast = EXT4_EXT_HEADER_SIZE + eh_entries * EXT4_EXT_ENTRY_SIZE <= b.length;
+  const u16 = (o: number): number => (fast ? le16(b, o) : r.u16le(o));
+  const u32 = (o: number): number => (fast ? le32(b, o) : r.u32le(o));
   for (let i = 0; i < eh_entries; i++) {
     const o = EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
-    const lblk = r.u32le(o, `entry[${i}]`);
+    const lblk = fast ? le32(b, o) : r.u32le(o, `entry[${i}]`);
     if (lblk < prevEnd || (eh_depth > 0 && lblk === prevEnd && i > 0)) {
       r.fail(o, `entry[${i}].block`, 'extent entries out of logical order', { expected: `>= ${prevEnd}`, actual: lblk });
     }
     if (eh_depth > 0) {
-      const ei_leaf = r.u32le(o + 4) + r.u16le(o + 8) * 2 ** 32;
+      const ei_leaf = u32(o + 4) + u16(o + 8) * 2 ** 32;
       indexes.push({ ei_block: lblk, ei_leaf });
       prevEnd = lblk;
     } else {
-      const raw = r.u16le(o + 4);
+      const raw = u16(o + 4);
       const unwritten = raw > EXT_INIT_MAX_LEN;
       const len = unwritten ? raw - EXT_INIT_MAX_LEN : raw;
-      const pblk = r.u16le(o + 6) * 2 ** 32 + r.u32le(o + 8);
+      const pblk = u16(o + 6) * 2 ** 32 + u32(o + 8);
       if (len === 0) r.fail(o + 4, `entry[${i}].ee_len`, 'zero-length extent');
       if (lblk + len > 2 ** 32) r.fail(o + 4, `entry[${i}].ee_len`, 'extent beyond the last logical block');
       extents.push({ lblk, pblk, len, unwritten });
@@ -193,7 +202,7 @@ export async function* walkExtentTree(
   const rootReader = fsReader(ctx, iBlock, `ext4.inode[${ino}].extent_root`, iBlockDeviceOffset);
   const root = decodeExtentNode(rootReader, (iBlock.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
   if (root.header.eh_depth === 0) {
-    yield* checkedRootLeaves(env, ino, root, iBlockDeviceOffset);
+    yield* checkedRootLeaves(env, ino, root.extents, iBlockDeviceOffset);
     return;
   }
   const visited = new Set<number>();
@@ -259,10 +268,10 @@ export async function* walkExtentTree(
  * The extents of a leaf root node, checked as walkExtentTree checks them: inside the
  * filesystem, within the logical range, in order and not overlapping.
  */
-function checkedRootLeaves(env: ExtentWalkEnv, ino: number, root: ExtentNode, rootOffset: number): FileExtent[] {
+function checkedRootLeaves(env: ExtentWalkEnv, ino: number, extents: readonly FileExtent[], rootOffset: number): FileExtent[] {
   let lastEnd = 0;
-  for (let i = 0; i < root.extents.length; i++) {
-    const e = root.extents[i]!;
+  for (let i = 0; i < extents.length; i++) {
+    const e = extents[i]!;
     const where = rootOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
     if (e.lblk + e.len > 2 ** 32) fsCorrupt(env.ctx, `ext4.inode[${ino}].extent`, where, 'extent outside its index range', { expected: `0..${2 ** 32}`, actual: e.lblk });
     if (e.pblk < 1 || e.pblk + e.len > env.blocksCount) {
@@ -271,7 +280,7 @@ function checkedRootLeaves(env: ExtentWalkEnv, ino: number, root: ExtentNode, ro
     if (e.lblk < lastEnd) fsCorrupt(env.ctx, `ext4.inode[${ino}].extent`, where, 'extents overlap or are out of order', { actual: e.lblk });
     lastEnd = e.lblk + e.len;
   }
-  return root.extents as FileExtent[];
+  return extents as FileExtent[];
 }
 
 /**
@@ -281,7 +290,36 @@ function checkedRootLeaves(env: ExtentWalkEnv, ino: number, root: ExtentNode, ro
  * Throws CORRUPT_IMAGE.
  */
 export function rootLeafExtents(env: ExtentWalkEnv, ino: number, iBlock: Uint8Array, iBlockDeviceOffset: number): FileExtent[] | undefined {
+  // Fast path (every inode of a scan): a well-formed root read straight from the bytes, no
+  // reader or node object; anything unusual goes through decodeExtentNode, which throws.
+  const b = iBlock;
+  const capacity = (b.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE;
+  if (b.length >= EXT4_EXT_HEADER_SIZE) {
+    const entries = le16(b, 2);
+    const max = le16(b, 4);
+    const depth = le16(b, 6);
+    if (le16(b, 0) === EXT4_EXT_MAGIC && max !== 0 && max <= capacity && entries <= max && depth <= EXT4_EXT_MAX_DEPTH) {
+      if (depth > 0) return undefined;
+      const extents: FileExtent[] = [];
+      let prevEnd = -1;
+      let ok = true;
+      for (let i = 0; i < entries; i++) {
+        const o = EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+        const lblk = le32(b, o);
+        const raw = le16(b, o + 4);
+        const unwritten = raw > EXT_INIT_MAX_LEN;
+        const len = unwritten ? raw - EXT_INIT_MAX_LEN : raw;
+        if (lblk < prevEnd || len === 0 || lblk + len > 2 ** 32) {
+          ok = false;
+          break;
+        }
+        extents.push({ lblk, pblk: le16(b, o + 6) * 2 ** 32 + le32(b, o + 8), len, unwritten });
+        prevEnd = lblk + len;
+      }
+      if (ok) return checkedRootLeaves(env, ino, extents, iBlockDeviceOffset);
+    }
+  }
   const rootReader = fsReader(env.ctx, iBlock, `ext4.inode[${ino}].extent_root`, iBlockDeviceOffset);
-  const root = decodeExtentNode(rootReader, (iBlock.length - EXT4_EXT_HEADER_SIZE) / EXT4_EXT_ENTRY_SIZE);
-  return root.header.eh_depth === 0 ? checkedRootLeaves(env, ino, root, iBlockDeviceOffset) : undefined;
+  const root = decodeExtentNode(rootReader, capacity);
+  return root.header.eh_depth === 0 ? checkedRootLeaves(env, ino, root.extents, iBlockDeviceOffset) : undefined;
 }

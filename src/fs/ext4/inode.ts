@@ -84,6 +84,8 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
   return at;
 }
 
+const le16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+
 /** A timestamp at `o + off`, with its extra word at `o + extraOff` when the extra area (ending at `extraEnd`) holds it. */
 function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd: number): Ext4Time {
   const signed = v.getInt32(o + off, true);
@@ -144,7 +146,7 @@ export function plainInode(i: Inode): Inode {
  * fields). Those fields are prototype getters, so spreading the result drops them: pass
  * it through plainInode before `{ ...inode }` or encodeInode. Throws as decodeInode.
  */
-export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
+export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, options: { verified?: boolean } = {}): Inode {
   const inodeSize = sb.s_inode_size;
   if (bytes.length < inodeSize) {
     // Callers pass whole inodes; a short buffer is reported as the reader would.
@@ -156,36 +158,11 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   const o = copyToSlab(bytes, inodeSize);
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
-  let i_extra_isize = 0;
-  if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
-    i_extra_isize = v.getUint16(o + 0x80, true);
-    if (i_extra_isize > inodeSize - EXT4_GOOD_OLD_INODE_SIZE || i_extra_isize % 4 !== 0) {
-      fsReader(ctx, raw, `ext4.inode[${ino}]`, deviceOffset).fail(0x80, 'i_extra_isize', 'extra inode size beyond the inode or misaligned', {
-        expected: `multiple of 4, <= ${inodeSize - EXT4_GOOD_OLD_INODE_SIZE}`,
-        actual: i_extra_isize,
-      });
-    }
-  }
-  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
   const i_generation = v.getUint32(o + 0x64, true);
-  const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
-  const seed = csum ? ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), i_generation) : 0;
-  if (csum) {
-    const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
-    const lo = v.getUint16(o + 0x7c, true);
-    const hi = hasHi ? v.getUint16(o + 0x82, true) : 0;
-    const stored = lo + hi * 65536;
-    // The checksum covers the inode with its checksum fields zeroed: zero them in the
-    // copy, then put them back.
-    v.setUint16(o + 0x7c, 0, true);
-    if (hasHi) v.setUint16(o + 0x82, 0, true);
-    let c = ext4Crc32c(seed, raw);
-    v.setUint16(o + 0x7c, lo, true);
-    if (hasHi) v.setUint16(o + 0x82, hi, true);
-    if (!hasHi) c &= 0xffff;
-    // An all-zero inode (never used) has no checksum to check.
-    if (stored !== 0 || raw.some((b) => b !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
-  }
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true, raw);
+  // Checked above: within the inode and a multiple of 4.
+  const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
   const blocksLo = v.getUint32(o + 0x1c, true);
   const blocksHi = v.getUint16(o + 0x74, true);
   const i_flags = v.getUint32(o + 0x20, true);
@@ -199,6 +176,58 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
     i_blocks = blocksLo;
   }
   return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+}
+
+/**
+ * Checks the inode record at `at` of `bytes` (s_inode_size bytes, which the caller has
+ * made sure are there) as decodeInodeLazy does: i_extra_isize within the inode and a
+ * multiple of 4, and the metadata_csum checksum (unless `verified`: the caller did it).
+ * The checksum fields are zeroed for the crc and put back before it returns (no await in
+ * between). `raw`: those bytes as a view, when the caller has one. Returns the inode's checksum seed (0 without metadata_csum).
+ * Throws CORRUPT_IMAGE, BAD_CHECKSUM.
+ */
+export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false, raw?: Uint8Array): number {
+  const inodeSize = sb.s_inode_size;
+  const b = bytes;
+  let i_extra_isize = 0;
+  if (inodeSize > EXT4_GOOD_OLD_INODE_SIZE) {
+    i_extra_isize = le16(b, at + 0x80);
+    if (i_extra_isize > inodeSize - EXT4_GOOD_OLD_INODE_SIZE || i_extra_isize % 4 !== 0) {
+      fsReader(ctx, b.subarray(at, at + inodeSize), `ext4.inode[${ino}]`, deviceOffset).fail(0x80, 'i_extra_isize', 'extra inode size beyond the inode or misaligned', {
+        expected: `multiple of 4, <= ${inodeSize - EXT4_GOOD_OLD_INODE_SIZE}`,
+        actual: i_extra_isize,
+      });
+    }
+  }
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
+  const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
+  if (!csum) return 0;
+  const i_generation = (le16(b, at + 0x64) | (le16(b, at + 0x66) << 16)) >>> 0;
+  const seed = ext4Crc32cU32(ext4Crc32cU32(sb.csumSeed, ino), i_generation);
+  if (verified) return seed;
+  const hasHi = inodeSize > EXT4_GOOD_OLD_INODE_SIZE && extraEnd >= 0x84;
+  const lo = le16(b, at + 0x7c);
+  const hi = hasHi ? le16(b, at + 0x82) : 0;
+  const stored = lo + hi * 65536;
+  // The checksum covers the inode with its checksum fields zeroed: zero them, then put them back.
+  b[at + 0x7c] = 0;
+  b[at + 0x7d] = 0;
+  if (hasHi) {
+    b[at + 0x82] = 0;
+    b[at + 0x83] = 0;
+  }
+  const rec = raw ?? b.subarray(at, at + inodeSize);
+  let c = ext4Crc32c(seed, rec);
+  b[at + 0x7c] = lo & 0xff;
+  b[at + 0x7d] = lo >>> 8;
+  if (hasHi) {
+    b[at + 0x82] = hi & 0xff;
+    b[at + 0x83] = hi >>> 8;
+  }
+  if (!hasHi) c &= 0xffff;
+  // An all-zero inode (never used) has no checksum to check.
+  if (stored !== 0 || rec.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
+  return seed;
 }
 
 /**

@@ -17,6 +17,8 @@ export function utf8Bytes(text: string): Uint8Array {
 /** Whether two byte strings are equal. */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
+  // Long arrays (file content) by memcmp; names by a loop, cheaper than a native call.
+  if (a.length > 256) return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }

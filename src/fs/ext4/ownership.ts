@@ -4,6 +4,7 @@
  * by binary search, so a filesystem's map costs O(extents), not O(blocks).
  */
 import { BlockRuns } from '../BlockRuns.js';
+import { InternalError } from '../../errors.js';
 
 /** What a block is used for. */
 export type OwnerKind =
@@ -98,12 +99,21 @@ export class OwnershipBuilder {
     this.kind = g(this.kind, Uint8Array);
   }
 
-  /** Sorts the runs and returns the table. */
-  build(free: ReadonlyArray<readonly [number, number]>, blocksCount: number): BlockOwnership {
+  /** Sorts the runs and returns the table; `scope`: the only blocks it was built for (see BlockOwnership). */
+  build(free: ReadonlyArray<readonly [number, number]>, blocksCount: number, scope?: BlockRuns): BlockOwnership {
     const n = this.n;
     const s = this.start;
     let maxStart = 0;
-    for (let i = 0; i < n; i++) maxStart = Math.max(maxStart, s[i]!);
+    let sorted = true;
+    for (let i = 0; i < n; i++) {
+      if (s[i]! < maxStart) sorted = false;
+      maxStart = Math.max(maxStart, s[i]!);
+    }
+    if (sorted) {
+      // Already in block order (a filesystem whose files were written one after another):
+      // a stable sort would keep this order, so the arrays are the table as they are.
+      return new BlockOwnership(this.start.slice(0, n), this.len.slice(0, n), this.lblk.slice(0, n), this.id.slice(0, n), this.kind.slice(0, n), free, blocksCount, scope);
+    }
     let order: Uint32Array;
     if ((maxStart + 1) * n <= Number.MAX_SAFE_INTEGER) {
       // start * n + index is exact here: a numeric sort of those keys (no comparator
@@ -131,6 +141,7 @@ export class OwnershipBuilder {
       pick(this.kind, Uint8Array),
       free,
       blocksCount,
+      scope,
     );
   }
 }
@@ -150,6 +161,8 @@ export class BlockOwnership {
     /** Free runs [start, length], ascending, from the block bitmaps. */
     readonly freeRuns: ReadonlyArray<readonly [number, number]>,
     readonly blocksCount: number,
+    /** When set, the table holds the owners of these blocks only: ownerOf refuses others (its answer would be wrong). */
+    readonly scope?: BlockRuns,
   ) {
     this.free = new BlockRuns(freeRuns);
     let overlap = 0;
@@ -188,6 +201,7 @@ export class BlockOwnership {
 
   /** The owner of block `blockNo`, 'free', or undefined (in use per the bitmaps, but no owner found: a leak). */
   ownerOf(blockNo: number): BlockOwner | 'free' | undefined {
+    if (this.scope !== undefined && !this.scope.has(blockNo)) throw new InternalError(`ownerOf(${blockNo}): the table holds only the blocks it was built for`);
     let lo = 0;
     let hi = this.starts.length - 1;
     let found = -1;

@@ -10,6 +10,7 @@ import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { RawImage } from '../../../src/diskimage/raw/RawImage.js';
+import { BlockRuns } from '../../../src/fs/BlockRuns.js';
 import { Ext4Fs, type Ext4Stat } from '../../../src/fs/ext4/Ext4Fs.js';
 import { decodeAcl, encodePosixAclXattr, formatAcl } from '../../../src/fs/ext4/xattr.js';
 import { addXattrs, buildSourceTree, debugfsWrite, makeExt4Image } from '../../../fixtures/ext4/ext4Fixtures.js';
@@ -322,6 +323,21 @@ describe.each(variants)('$name', (v) => {
     // icheck names the same owner for the first block of every owner run.
     const icheck = debugfsOwners(image, runStarts.map(([b]) => b));
     for (const [b, ino] of runStarts) expect(icheck.get(b), `icheck ${b}`).toBe(ino);
+    // A table scoped to some blocks (what a diff asks about: run starts, the middle of runs,
+    // free blocks) gives the owners icheck gives, with the full table's kind and lblk there;
+    // about any other block it refuses to answer.
+    const sample: number[] = [];
+    for (const [b] of runStarts.filter((_, k) => k % 3 === 0)) sample.push(b);
+    for (const r of [...own.runs()].filter((_, k) => k % 5 === 0)) sample.push(r.start + Math.floor(r.length / 2));
+    for (const [s] of own.freeRuns.slice(0, 3)) sample.push(s);
+    const scoped = await fs.blockOwnership(new BlockRuns(sample.map((b) => [b, 1] as const)));
+    for (const b of sample) {
+      const o = scoped.ownerOf(b);
+      expect(o, `scoped owner of ${b}`).toEqual(own.ownerOf(b));
+      if (o !== 'free' && o?.ino !== undefined && o.kind !== 'xattr block') expect(icheck.get(b) ?? debugfsOwners(image, [b]).get(b), `scoped owner of ${b} per icheck`).toBe(o.ino);
+    }
+    const outside = [...own.runs()].map((r) => r.start).find((b) => !sample.includes(b));
+    if (outside !== undefined) expect(() => scoped.ownerOf(outside)).toThrow(/INTERNAL|only the blocks/);
     // Logical blocks: each extent's first and last block map back to it.
     for (const ino of list) {
       for await (const e of fs.extentsOf(await fs.readInode(ino))) {
