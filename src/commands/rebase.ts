@@ -304,6 +304,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         collectGarbage();
         const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
+        collectGarbage(); // the diff's reads
         const cFs = await openClientRoot(c);
         const cowM = new CowDevice(cowT, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
         try {
