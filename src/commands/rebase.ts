@@ -22,12 +22,12 @@ import { readPartitionTable, type PartitionTable } from '../diskimage/partition/
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
-import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
+import { ConflictError, RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
 import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
-import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/mergeClient.js';
+import { mergeClient, type ConflictPolicy, type MergeDecision, type MergeResult } from '../dedup/mergeClient.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
@@ -294,6 +294,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const updateSame = new Map<string, boolean>();
       // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
       const reports: ClientReport[] = [];
+      /** Under --conflict fail: the clients with conflicts and their paths. */
+      const conflictsFound: Array<{ client: string; paths: string[] }> = [];
       let k = 0;
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
@@ -306,20 +308,31 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           const clientUsedBlocks = await cFs.layout.usedBlocks();
           const clientUsedInodes = await cFs.layout.usedInodes();
           const mWriter = await Ext4Writer.open(mRoot, { file: rootName(c.name), constraints: { avoidBlocks: clientUsedBlocks, avoidInodes: clientUsedInodes } });
-          const merge = await mergeClient({
-            base: baseFs,
-            updated: tFs,
-            client: cFs,
-            clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
-            merged: mWriter,
-            mergedDevice: mRoot,
-            clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
-            conflict,
-            updatedOwnership,
-            updateChanged,
-            updateSame,
-            name: c.name,
-          });
+          let merge: MergeResult;
+          try {
+            merge = await mergeClient({
+              base: baseFs,
+              updated: tFs,
+              client: cFs,
+              clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
+              merged: mWriter,
+              mergedDevice: mRoot,
+              clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
+              conflict,
+              updatedOwnership,
+              updateChanged,
+              updateSame,
+              name: c.name,
+              decideOnly: conflictsFound.length > 0,
+            });
+          } catch (err) {
+            // --conflict fail: every client's conflicts are found and reported together, and nothing is written.
+            if (!(err instanceof ConflictError) || conflict !== 'fail') throw err;
+            conflictsFound.push({ client: c.name, paths: (err.data['paths'] as string[] | undefined) ?? [] });
+            continue;
+          }
+          // A conflict in an earlier client: this one was only checked for its own.
+          if (conflictsFound.length > 0) continue;
           await mWriter.commit();
           // Every other region: the client's own blocks (the update changed only the root filesystem).
           for (const layer of c.own) {
@@ -375,6 +388,15 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         }
       }
       options.onProgress?.('clients', clients.length, clients.length);
+      if (conflictsFound.length > 0) {
+        const total = conflictsFound.reduce((n, x) => n + x.paths.length, 0);
+        throw new ConflictError({
+          file: conflictsFound[0]!.client,
+          detail: `${total} path(s) changed by both a client and the update, differently, in ${conflictsFound.length} client(s): ${conflictsFound.map((x) => `${x.client} (${x.paths.length}: ${x.paths.slice(0, 3).join(', ')}${x.paths.length > 3 ? ', ...' : ''})`).join('; ')}; nothing was written`,
+          clients: conflictsFound,
+          paths: conflictsFound.flatMap((x) => x.paths),
+        });
+      }
       // 5. All complete: into DIR.
       if (!options.dryRun) {
         for (const p of staged) {
