@@ -253,8 +253,21 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
       const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
-      await checkSpace(tWriter, source, rootName(options.base));
-      const { summary, report: tReport } = await applyUpdate(tWriter, source);
+      const { summary, report: tReport } = await (async () => {
+        try {
+          await checkSpace(tWriter, source, rootName(options.base));
+          return await applyUpdate(tWriter, source);
+        } catch (err) {
+          // Say why the space may be short although the base has room: T avoids every block the clients use.
+          if (err instanceof RefusedError && err.code === 'NO_SPACE' && clients.length > 0) {
+            throw new RefusedError('NO_SPACE', {
+              ...err.data,
+              detail: `${String(err.data['detail'] ?? 'not enough free space')}; counted are only the blocks and inodes free in the base and in every client (${clients.length}), so that the update's files land on no client's own data (the room the whole fleet leaves free is what the update can use)`,
+            });
+          }
+          throw err;
+        }
+      })();
       const updateChanged = tReport.changes.map((c) => c.path);
       warnings.push(...summary.warnings);
       const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });

@@ -218,6 +218,29 @@ describe('rebase refusals', () => {
     expect(ls).not.toMatch(/\ba\b/);
   }, 120_000);
 
+  test('an update that fits the base but not the room the clients leave is NO_SPACE saying so, and nothing is written', () => {
+    const d = join(tmp(), 'nospace');
+    mkdirSync(join(d, 'tree/data'), { recursive: true });
+    writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
+    mkdirSync(join(d, 'upd/opt'), { recursive: true });
+    execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'upd/opt/big.bin')}`, 'bs=1M', 'count=12', 'status=none']);
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
+    execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'own.bin')}`, 'bs=1M', 'count=16', 'status=none']);
+    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'own.bin')} /data/own.bin\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    // The base alone takes the update.
+    expect(imgdedup(['apply', join(d, 'base.qcow2'), join(d, 'upd'), '-o', join(d, 'applied.qcow2')]).status).toBe(0);
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(2);
+    const err = JSON.parse(r.stderr) as { code: string; message: string };
+    expect(err.code).toBe('NO_SPACE');
+    expect(err.message).toMatch(/free in the base and in every client \(1\)/);
+    expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
+  }, 120_000);
+
   test("a client's inline-data file keeps its inode number and content", () => {
     const d = join(tmp(), 'inline');
     mkdirSync(join(d, 'tree/data'), { recursive: true });
