@@ -22,12 +22,12 @@ import { readPartitionTable, type PartitionTable } from '../diskimage/partition/
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
-import { RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
+import { ConflictError, RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
 import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
-import { mergeClient, type ConflictPolicy, type MergeDecision } from '../dedup/mergeClient.js';
+import { mergeClient, type ConflictPolicy, type MergeDecision, type MergeResult } from '../dedup/mergeClient.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
@@ -256,8 +256,21 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
       const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
-      await checkSpace(tWriter, source, rootName(options.base));
-      const { summary, report: tReport } = await applyUpdate(tWriter, source);
+      const { summary, report: tReport } = await (async () => {
+        try {
+          await checkSpace(tWriter, source, rootName(options.base));
+          return await applyUpdate(tWriter, source);
+        } catch (err) {
+          // Say why the space may be short although the base has room: T avoids every block the clients use.
+          if (err instanceof RefusedError && err.code === 'NO_SPACE' && clients.length > 0) {
+            throw new RefusedError('NO_SPACE', {
+              ...err.data,
+              detail: `${String(err.data['detail'] ?? 'not enough free space')}; counted are only the blocks and inodes free in the base and in every client (${clients.length}), so that the update's files land on no client's own data (the room the whole fleet leaves free is what the update can use)`,
+            });
+          }
+          throw err;
+        }
+      })();
       const updateChanged = tReport.changes.map((c) => c.path);
       warnings.push(...summary.warnings);
       const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
@@ -297,6 +310,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const updateSame = new Map<string, boolean>();
       // 4. Each client, one at a time (memory follows one client, whatever the fleet's size).
       const reports: ClientReport[] = [];
+      /** Under --conflict fail: the clients with conflicts and their paths. */
+      const conflictsFound: Array<{ client: string; paths: string[] }> = [];
       let k = 0;
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
@@ -312,20 +327,31 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           const clientUsedBlocks = await cFs.layout.usedBlocks();
           const clientUsedInodes = await cFs.layout.usedInodes();
           const mWriter = await Ext4Writer.open(mRoot, { file: rootName(c.name), constraints: { avoidBlocks: clientUsedBlocks, avoidInodes: clientUsedInodes } });
-          const merge = await mergeClient({
-            base: baseFs,
-            updated: tFs,
-            client: cFs,
-            clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
-            merged: mWriter,
-            mergedDevice: mRoot,
-            clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
-            conflict,
-            updatedOwnership,
-            updateChanged,
-            updateSame,
-            name: c.name,
-          });
+          let merge: MergeResult;
+          try {
+            merge = await mergeClient({
+              base: baseFs,
+              updated: tFs,
+              client: cFs,
+              clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
+              merged: mWriter,
+              mergedDevice: mRoot,
+              clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
+              conflict,
+              updatedOwnership,
+              updateChanged,
+              updateSame,
+              name: c.name,
+              decideOnly: conflictsFound.length > 0,
+            });
+          } catch (err) {
+            // --conflict fail: every client's conflicts are found and reported together, and nothing is written.
+            if (!(err instanceof ConflictError) || conflict !== 'fail') throw err;
+            conflictsFound.push({ client: c.name, paths: (err.data['paths'] as string[] | undefined) ?? [] });
+            continue;
+          }
+          // A conflict in an earlier client: this one was only checked for its own.
+          if (conflictsFound.length > 0) continue;
           await mWriter.commit();
           // Every other region: the client's own blocks (the update changed only the root filesystem).
           for (const layer of c.own) {
@@ -381,6 +407,15 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         }
       }
       options.onProgress?.('clients', clients.length, clients.length);
+      if (conflictsFound.length > 0) {
+        const total = conflictsFound.reduce((n, x) => n + x.paths.length, 0);
+        throw new ConflictError({
+          file: conflictsFound[0]!.client,
+          detail: `${total} path(s) changed by both a client and the update, differently, in ${conflictsFound.length} client(s): ${conflictsFound.map((x) => `${x.client} (${x.paths.length}: ${x.paths.slice(0, 3).join(', ')}${x.paths.length > 3 ? ', ...' : ''})`).join('; ')}; nothing was written`,
+          clients: conflictsFound,
+          paths: conflictsFound.flatMap((x) => x.paths),
+        });
+      }
       // 5. All complete: into DIR.
       if (!options.dryRun) {
         for (const p of staged) {

@@ -62,6 +62,8 @@ export interface MergeInput {
    * rebase (B and T are the same for all), so each path's content is compared once.
    */
   readonly updateSame?: Map<string, boolean>;
+  /** Decide (and throw MERGE_CONFLICT under `fail`) but write nothing into M. */
+  readonly decideOnly?: boolean;
 }
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
@@ -126,6 +128,7 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
       paths: conflicts.map((d) => new TextDecoder().decode(d.path)),
     });
   }
+  if (input.decideOnly) return { decisions, relocatedBlocks: 0, carriedBytes: 0 };
   const carry = decisions.filter((d) => d.result === 'client');
   // Deletions deepest first, then creations and changes parents first.
   const present: PathState[] = [];
@@ -191,19 +194,20 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
     default:
       content = { kind: c.kind as 'fifo' | 'socket' };
   }
+  // The client's data blocks (none for inline data, or a map the reader cannot give).
+  const extents: Array<{ lblk: number; pblk: number; len: number; unwritten: boolean }> = [];
+  if (c.kind === 'file') for await (const e of input.client.extentsOf(c.inode)) extents.push({ lblk: e.lblk, pblk: e.pblk, len: e.len, unwritten: e.unwritten });
+  if (c.kind === 'file' && extents.length === 0 && c.inode.i_size > 0) {
+    // Written as ordinary content instead, at the client's inode number still.
+    await m.put(path, { kind: 'file', size: c.inode.i_size, data: () => input.client.readFile(c.inode.ino) }, attrs, at);
+    carried.set(c.inode.ino, path);
+    return { relocated: 0, bytes: c.inode.i_size };
+  }
   const ino = await m.put(path, content, attrs, at);
   carried.set(c.inode.ino, path);
   if (c.kind !== 'file') return { relocated: 0, bytes: 0 };
   // The client's data: its blocks, in place. Blocks M uses for something else are freed first.
-  const extents: Array<{ lblk: number; pblk: number; len: number; unwritten: boolean }> = [];
-  for await (const e of input.client.extentsOf(c.inode)) extents.push({ lblk: e.lblk, pblk: e.pblk, len: e.len, unwritten: e.unwritten });
-  const inlineOrNoMap = extents.length === 0 && c.inode.i_size > 0;
   const bs = input.client.blockSize;
-  if (inlineOrNoMap) {
-    // Inline data (or a map the reader cannot give): written as ordinary content instead.
-    await m.put(path, { kind: 'file', size: c.inode.i_size, data: () => input.client.readFile(c.inode.ino) }, attrs, {});
-    return { relocated: 0, bytes: c.inode.i_size };
-  }
   let relocated = 0;
   let bytes = 0;
   for (const e of extents) {

@@ -192,9 +192,22 @@ describe('rebase refusals', () => {
     execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: 'rm /data/deldir/a\nrmdir /data/deldir\n', stdio: ['pipe', 'ignore', 'ignore'] });
     qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
-    const fail = imgdedup(['rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'o-fail')]);
+    // A second client with a conflict of its own (it rewrote the file the update adds), and a third with none.
+    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c2.raw')]);
+    writeFileSync(join(d, 'c2-newfile'), 'mine\n');
+    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c2.raw')], { input: `write ${join(d, 'c2-newfile')} /data/deldir/newfile\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c2.raw'), join(d, 'c2.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'c3.qcow2'));
+    const fail = imgdedup(['--json', 'rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), join(d, 'c3.qcow2'), join(d, 'c2.qcow2'), '-o', join(d, 'o-fail')]);
     expect(fail.status, fail.stderr).toBe(3);
     expect(existsSync(join(d, 'o-fail'))).toBe(false);
+    // Every client's conflicts are reported together, not only the first one's.
+    const err = JSON.parse(fail.stderr) as { code: string; data: { clients: Array<{ client: string; paths: string[] }> } };
+    expect(err.code).toBe('MERGE_CONFLICT');
+    expect(err.data.clients).toEqual([
+      { client: join(d, 'c1.qcow2'), paths: ['/data/deldir'] },
+      { client: join(d, 'c2.qcow2'), paths: ['/data/deldir/newfile'] },
+    ]);
     const take = imgdedup(['--json', 'rebase', '--conflict', 'take-update', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'o-take')]);
     expect(take.status, take.stderr).toBe(0);
     expect((JSON.parse(take.stdout) as RebaseJson).clients[0]!.conflicts).toEqual([{ path: '/data/deldir', kept: 'update' }]);
@@ -203,6 +216,55 @@ describe('rebase refusals', () => {
     const [ls] = debugfsBatch(join(d, 'take.raw'), ['ls /data/deldir']);
     expect(ls).toMatch(/newfile/);
     expect(ls).not.toMatch(/\ba\b/);
+  }, 120_000);
+
+  test('an update that fits the base but not the room the clients leave is NO_SPACE saying so, and nothing is written', () => {
+    const d = join(tmp(), 'nospace');
+    mkdirSync(join(d, 'tree/data'), { recursive: true });
+    writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
+    mkdirSync(join(d, 'upd/opt'), { recursive: true });
+    execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'upd/opt/big.bin')}`, 'bs=1M', 'count=12', 'status=none']);
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
+    execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'own.bin')}`, 'bs=1M', 'count=16', 'status=none']);
+    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'own.bin')} /data/own.bin\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    // The base alone takes the update.
+    expect(imgdedup(['apply', join(d, 'base.qcow2'), join(d, 'upd'), '-o', join(d, 'applied.qcow2')]).status).toBe(0);
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(2);
+    const err = JSON.parse(r.stderr) as { code: string; message: string };
+    expect(err.code).toBe('NO_SPACE');
+    expect(err.message).toMatch(/free in the base and in every client \(1\)/);
+    expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
+  }, 120_000);
+
+  test("a client's inline-data file keeps its inode number and content", () => {
+    const d = join(tmp(), 'inline');
+    mkdirSync(join(d, 'tree/data'), { recursive: true });
+    writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-O', 'inline_data', '-I', '256', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
+    writeFileSync(join(d, 'small'), 'a small file the client wrote\n');
+    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'small')} /data/small\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    const [before] = debugfsBatch(join(d, 'c1.raw'), ['stat /data/small']);
+    expect(before).toMatch(/Size of inline data/);
+    const ino = /Inode: (\d+)/.exec(before!)![1];
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    qemuImg('convert', '-O', 'raw', join(d, 'out/c1.qcow2'), join(d, 'out.raw'));
+    expectStrictFsckClean(join(d, 'out.raw'));
+    const [after, cat, patched] = debugfsBatch(join(d, 'out.raw'), ['stat /data/small', 'cat /data/small', 'cat /etc/patched']);
+    expect(/Inode: (\d+)/.exec(after!)![1]).toBe(ino);
+    expect(cat).toBe('a small file the client wrote\n');
+    expect(patched).toBe('patched\n');
   }, 120_000);
 
   test('-o naming a file, or a place that cannot be made, fails before any work and leaves nothing', () => {
