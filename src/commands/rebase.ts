@@ -231,7 +231,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
     await requireClean(options.base, base.device, baseTable);
     for (const name of clientNames) {
-      const chain = await openChain(name);
+      const chain = await openChain(name, { below: base });
       clients.push({ name, chain, own: [] });
       const own = await ownLayers(chain, name, baseReal);
       clients[clients.length - 1] = { name, chain, own };

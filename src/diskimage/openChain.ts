@@ -16,6 +16,12 @@ export interface OpenChainOptions {
   readonly maxDepth?: number;
   /** Open as this format instead of probing the top image. */
   readonly format?: string;
+  /**
+   * A chain already open: when this one reaches the file at its top, its layers are used
+   * instead of being opened again (one set of caches and file handles for a base many
+   * overlays share), and this chain's close leaves them open.
+   */
+  readonly below?: ImageChain;
 }
 
 export interface ImageChain {
@@ -41,6 +47,9 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
   const maxDepth = options.maxDepth ?? 64;
   const layers: DiskImage[] = [];
   const seen = new Set<string>();
+  /** Layers taken from `options.below` (not ours to close). */
+  let borrowed = 0;
+  const belowTop = options.below !== undefined ? await realpath(options.below.layers[0]!.path).catch(() => undefined) : undefined;
   try {
     let current = path;
     let format = options.format;
@@ -77,6 +86,13 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
         });
       }
       seen.add(real);
+      if (real === belowTop && options.below !== undefined) {
+        const child = layers[layers.length - 1];
+        child?.verifyParent?.(options.below.layers[0]!);
+        layers.push(...options.below.layers);
+        borrowed = options.below.layers.length;
+        break;
+      }
       const image = await openImage(current, format !== undefined ? { format } : {});
       const child = layers[layers.length - 1];
       layers.push(image);
@@ -95,14 +111,18 @@ export async function openChain(path: string, options: OpenChainOptions = {}): P
       format = backing.format;
     }
   } catch (err) {
-    await Promise.allSettled(layers.map((l) => l.close()));
+    await Promise.allSettled(layers.slice(0, layers.length - borrowed).map((l) => l.close()));
     throw err;
   }
   const device = new ChainDevice(layers);
+  const own = layers.slice(0, layers.length - borrowed);
   return {
     layers,
     device,
-    warnings: layers.flatMap((l) => l.warnings),
-    close: () => device.close(),
+    warnings: own.flatMap((l) => l.warnings),
+    close: async () => {
+      if (borrowed === 0) return device.close();
+      for (const l of own) await l.close();
+    },
   };
 }

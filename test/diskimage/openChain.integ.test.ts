@@ -26,6 +26,30 @@ function patchBackingName(file: string, name: string): void {
 }
 
 describe('openChain', () => {
+  test('below: overlays on an open base share its layers (same objects), read through them, and leave them open when closed', async () => {
+    const d = dir('below');
+    qemuImg('create', '-q', '-f', 'qcow2', join(d, 'base.qcow2'), '4M');
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'mid.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2', join(d, 'vm1.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'vm2.qcow2'));
+    const { qemuIo } = await import('../helpers/qemu.js');
+    qemuIo(join(d, 'base.qcow2'), ['write -P 0x11 0 1M'], 'qcow2');
+    qemuIo(join(d, 'vm1.qcow2'), ['write -P 0x22 0 64k'], 'qcow2');
+    const base = await openChain(join(d, 'base.qcow2'));
+    const vm1 = await openChain(join(d, 'vm1.qcow2'), { below: base });
+    const vm2 = await openChain(join(d, 'vm2.qcow2'), { below: base });
+    expect(vm1.layers.map((l) => l.path)).toEqual([join(d, 'vm1.qcow2'), join(d, 'mid.qcow2'), join(d, 'base.qcow2')]);
+    expect(vm1.layers[2]).toBe(base.layers[0]);
+    expect(vm2.layers[1]).toBe(base.layers[0]);
+    expect((await vm1.device.read(0, 4))[0]).toBe(0x22);
+    expect((await vm1.device.read(65536, 4))[0]).toBe(0x11);
+    await vm1.close();
+    await vm2.close();
+    // The base is still open and readable after its overlays are closed.
+    expect((await base.device.read(0, 4))[0]).toBe(0x11);
+    await base.close();
+  });
+
   test('a loop in the chain is refused, naming the file and the backing name offset', async () => {
     const d = dir('loop');
     qemuImg('create', '-f', 'qcow2', join(d, 'a.qcow2'), '1M');
