@@ -85,6 +85,7 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
 }
 
 const le16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+const le32 = (b: Uint8Array, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 
 /** A timestamp at `o + off`, with its extra word at `o + extraOff` when the extra area (ending at `extraEnd`) holds it. */
 function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd: number): Ext4Time {
@@ -228,6 +229,40 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   // An all-zero inode (never used) has no checksum to check.
   if (stored !== 0 || rec.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   return seed;
+}
+
+/** What a listing shows of an inode (Ext4Fs.statFieldsCached): one holder, refilled per inode. */
+export interface InodeStatFields {
+  mode: number;
+  links: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+/**
+ * Reads InodeStatFields from the inode record at `at` of `b` (checked: see
+ * checkInodeRecord), in place, as DecodedInode decodes the same fields.
+ */
+export function readStatFields(b: Uint8Array, at: number, inodeSize: number, out: InodeStatFields): void {
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + (inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? le16(b, at + 0x80) : 0);
+  out.mode = le16(b, at);
+  out.links = le16(b, at + 0x1a);
+  out.uid = le16(b, at + 0x02) + le16(b, at + 0x78) * 65536;
+  out.gid = le16(b, at + 0x18) + le16(b, at + 0x7a) * 65536;
+  out.size = le32(b, at + 0x04) + le32(b, at + 0x6c) * 2 ** 32;
+  // As timeAt: the signed low word, extended by the extra word's epoch bits where present.
+  const signed = le32(b, at + 0x10) | 0;
+  if (extraEnd < 0x88 + 4) {
+    out.mtimeSec = signed;
+    out.mtimeNsec = 0;
+  } else {
+    const extra = le32(b, at + 0x88);
+    out.mtimeSec = signed + (extra & 3) * 2 ** 32;
+    out.mtimeNsec = extra >>> 2;
+  }
 }
 
 /**
