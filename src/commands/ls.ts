@@ -428,12 +428,13 @@ export function modeString(type: Ext4Stat['type'], mode: number): string {
 let lastMinute = NaN;
 let lastMinuteText = '';
 
+/** The mtime column with the spaces around it (' 2020-09-13 12:26 '), in UTC. */
 function formatTime(sec: number): string {
   // Files listed together mostly share their minute: format each minute once.
   const minute = Math.floor(sec / 60);
   if (minute === lastMinute) return lastMinuteText;
   const d = new Date(sec * 1000);
-  lastMinuteText = Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ');
+  lastMinuteText = ` ${Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ')} `;
   lastMinute = minute;
   return lastMinuteText;
 }
@@ -441,16 +442,34 @@ function formatTime(sec: number): string {
 /** modeString results by type and mode: a listing has few distinct ones. */
 const modeStrings = new Map<string, string>();
 
+/**
+ * The columns before the size ('-rw-r--r--   1     0     0 '), kept for the last entry's
+ * values: the files of a directory mostly share them, so most lines reuse one string.
+ */
+const lastHead = { type: '' as string, mode: -1, links: -1, uid: -1, gid: -1, text: '' };
+
+function headColumns(e: LsEntry): string {
+  const h = lastHead;
+  if (e.type === h.type && e.mode === h.mode && e.links === h.links && e.uid === h.uid && e.gid === h.gid) return h.text;
+  const key = `${e.type}${e.mode}`;
+  let mode = modeStrings.get(key);
+  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
+  h.type = e.type;
+  h.mode = e.mode;
+  h.links = e.links;
+  h.uid = e.uid;
+  h.gid = e.gid;
+  h.text = `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} `;
+  return h.text;
+}
+
 /** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
 export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
   const name = options.recursive ? e.path : e.name;
   if (!options.long) return name;
-  const key = `${e.type}${e.mode}`;
-  let mode = modeStrings.get(key);
-  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
-  const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
+  const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}`.padStart(10) : padded(e.size, 10);
   const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
-  return `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+  return headColumns(e) + size + formatTime(e.mtime) + shown;
 }
 
 /** Padded forms of small numbers (link counts, uids, gids: few distinct values per listing), by width. */
