@@ -52,7 +52,7 @@ import {
   descriptorsPerBlock,
   type GroupDescriptor,
 } from './groupDescriptors.js';
-import { checkInodeRecord, decodeInodeLazy, fileType, plainInode, readStatFields, type Inode, type InodeStatFields } from './inode.js';
+import { checkInodeRecord, decodeInode, decodeInodeLazy, fileType, readStatFields, type Inode, type InodeStatFields } from './inode.js';
 import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
@@ -427,14 +427,15 @@ export class Ext4Fs {
   private decodeAt(at: TableBlock, loc: InodeLocation, ino: number, lazy: boolean): Inode {
     const sb = this.superblock;
     const off = at.offset + loc.within;
-    const inode = decodeInodeLazy(at.bytes.subarray(off, off + sb.s_inode_size), ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
-    return lazy ? inode : plainInode(inode);
+    const bytes = at.bytes.subarray(off, off + sb.s_inode_size);
+    const deviceOffset = loc.blockNo * sb.blockSize + loc.within;
+    return lazy ? decodeInodeLazy(bytes, ino, sb, this.ctx, deviceOffset) : decodeInode(bytes, ino, sb, this.ctx, deviceOffset);
   }
 
   /** Inode `ino` decoded from `bytes` (the writer's encoding of one it has yet to write), as readInode would return it once written. */
   inodeFromBytes(ino: number, bytes: Uint8Array): Inode {
     const loc = this.locate(ino);
-    return plainInode(decodeInodeLazy(bytes, ino, this.superblock, this.ctx, loc.blockNo * this.superblock.blockSize + loc.within));
+    return decodeInode(bytes, ino, this.superblock, this.ctx, loc.blockNo * this.superblock.blockSize + loc.within);
   }
 
   /** Attributes of inode `ino` (see Ext4Stat). Throws as readInode. */

@@ -106,7 +106,7 @@ function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd:
  * 4), TRUNCATED (fewer bytes than an inode).
  */
 export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
-  return plainInode(decodeInodeLazy(bytes, ino, sb, ctx, deviceOffset));
+  return decodeRecord(bytes, ino, sb, ctx, deviceOffset, false, true);
 }
 
 /**
@@ -148,6 +148,11 @@ export function plainInode(i: Inode): Inode {
  * it through plainInode before `{ ...inode }` or encodeInode. Throws as decodeInode.
  */
 export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, options: { verified?: boolean } = {}): Inode {
+  return decodeRecord(bytes, ino, sb, ctx, deviceOffset, options.verified === true, false);
+}
+
+/** decodeInodeLazy, or with `plain` decodeInode: the plain object made at once (no lazy inode to copy from). */
+function decodeRecord(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified: boolean, plain: boolean): Inode {
   const inodeSize = sb.s_inode_size;
   if (bytes.length < inodeSize) {
     // Callers pass whole inodes; a short buffer is reported as the reader would.
@@ -160,7 +165,7 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
   const i_generation = v.getUint32(o + 0x64, true);
-  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true, raw);
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, verified, raw);
   // Checked above: within the inode and a multiple of 4.
   const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
@@ -176,7 +181,33 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   } else {
     i_blocks = blocksLo;
   }
-  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+  if (!plain) return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+  // The fields as DecodedInode decodes them, in plainInode's order.
+  return {
+    ino,
+    i_mode: v.getUint16(o + 0x00, true),
+    i_uid: v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536,
+    i_gid: v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536,
+    i_size: v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32,
+    i_links_count: v.getUint16(o + 0x1a, true),
+    i_blocks,
+    i_blocks_raw,
+    hugeFileUnits,
+    i_flags,
+    i_generation,
+    i_file_acl: v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32,
+    i_dtime: v.getUint32(o + 0x14, true),
+    i_extra_isize,
+    i_projid: extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0,
+    atime: timeAt(v, o, 0x08, 0x8c, extraEnd),
+    ctime: timeAt(v, o, 0x0c, 0x84, extraEnd),
+    mtime: timeAt(v, o, 0x10, 0x88, extraEnd),
+    crtime: extraEnd >= 0x90 + 4 ? timeAt(v, o, 0x90, 0x94, extraEnd) : undefined,
+    i_block: raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE),
+    raw,
+    deviceOffset,
+    csumSeed: seed,
+  };
 }
 
 /**
