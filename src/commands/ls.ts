@@ -9,11 +9,11 @@ import { openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Ext4Fs, statTypeOf, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Fs, statTypeOf, type Ext4Stat, type InodeStatFields } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
-import { absolutePath, compareBytes, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
+import { absolutePath, compareBytes, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
+import { nameFields, parsePathArg, plainAsciiText, plainAsciiTextAt, quoteName } from '../ui/quoteName.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem, isExtFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
 import { parseImageArg } from './imageArg.js';
@@ -271,6 +271,18 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
   throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}`);
 }
 
+const DOT = 0x2e;
+
+/** A directory's entry being listed: its name as text when plain ASCII (plainAsciiText), else as bytes. */
+interface Child {
+  readonly ino: number;
+  readonly text: string | undefined;
+  bytes: Uint8Array | undefined;
+}
+
+const byText = (a: Child, b: Child): number => (a.text! < b.text! ? -1 : a.text! > b.text! ? 1 : 0);
+const byBytes = (a: Child, b: Child): number => compareBytes(a.bytes!, b.bytes!);
+
 /**
  * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
  * file itself; with `recursive`, every entry below PATH in depth-first pre-order (a
@@ -303,39 +315,75 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     const loops: string[] = [];
     // Directory inode -> the path it was first listed at.
     const listed = new Map<number, Uint8Array>([[ino, path]]);
+    // One holder for the fast path's inode fields (statFieldsCached), refilled per entry.
+    const st: InodeStatFields = { mode: 0, links: 0, uid: 0, gid: 0, size: 0, mtimeSec: 0, mtimeNsec: 0 };
     // dirText: dirPath's display form when it is plain ASCII, so that children's paths are
     // its text + '/' + their name, without joining and scanning the bytes again.
     const listDir = async (dirIno: number, dirPath: Uint8Array, dirText: string | undefined): Promise<void> => {
-      const children = (await fs.listDirectory(dirIno)).filter((e) => !isDotOrDotDot(e.name));
-      children.sort((a, b) => compareBytes(a.name, b.name));
-      // Their inodes in a few concurrent reads of the inode tables, then decoded without waiting.
+      // Names taken from the directory blocks in place: plain ones as text (nearly all), others as bytes.
+      const children: Child[] = [];
+      let allPlain = true;
+      await fs.forEachEntry(await fs.readInode(dirIno), (childIno, _fileType, bytes, at, len) => {
+        if (bytes[at] === DOT && (len === 1 || (len === 2 && bytes[at + 1] === DOT))) return;
+        const text = plainAsciiTextAt(bytes, at, len);
+        if (text !== undefined) children.push({ ino: childIno, text, bytes: undefined });
+        else {
+          allPlain = false;
+          children.push({ ino: childIno, text: undefined, bytes: bytes.slice(at, at + len) });
+        }
+      });
+      // By name bytes: plain text orders as its bytes do, so text alone sorts a plain directory.
+      if (allPlain) children.sort(byText);
+      else {
+        for (const c of children) c.bytes ??= utf8Bytes(c.text!);
+        children.sort(byBytes);
+      }
+      // Their inodes in a few concurrent reads of the inode tables, then read in place without waiting.
       await fs.prefetchInodes(children.map((c) => c.ino));
       const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
       const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
       // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
       // Only the entries of the directories on the current path are held, never the tree.
       // (The child's path bytes are joined only where needed: directories, names to quote.)
-      const entries: Array<{ e: LsEntry; name: Uint8Array; text: string | undefined }> = [];
+      const entries: LsEntry[] = [];
       for (const c of children) {
-        const nameText = prefix === undefined ? undefined : plainAsciiText(c.name);
-        const pathText = nameText === undefined ? undefined : prefix + nameText;
+        const pathText = prefix === undefined || c.text === undefined ? undefined : prefix + c.text;
+        if (pathText !== undefined && fs.statFieldsCached(c.ino, st)) {
+          // Same fields, in the same order (--json), as plainEntryOf.
+          entries.push({
+            path: pathText,
+            name: c.text!,
+            ino: c.ino,
+            type: statTypeOf(st.mode),
+            mode: st.mode,
+            links: st.links,
+            uid: st.uid,
+            gid: st.gid,
+            size: st.size,
+            mtime: st.mtimeSec,
+            mtimeNsec: st.mtimeNsec,
+          });
+          continue;
+        }
+        const name = c.bytes ?? utf8Bytes(c.text!);
         const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
-        const e = plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, () => joinPath(parent, c.name), pathText, c.name));
-        entries.push({ e, name: c.name, text: pathText });
+        entries.push(plainEntryOf(inode, pathText, c.text) ?? (await entryOf(fs, inode, () => joinPath(parent, name), pathText, name)));
       }
-      if (options.recursive) fs.prefetchDirectories(entries.filter((x) => x.e.type === 'dir' && !listed.has(x.e.ino)).map((x) => x.e.ino));
-      for (const { e, name, text } of entries) {
+      if (options.recursive) fs.prefetchDirectories(entries.filter((e) => e.type === 'dir' && !listed.has(e.ino)).map((e) => e.ino));
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
         emit(e);
         if (!options.recursive || e.type !== 'dir') continue;
+        const c = children[i]!;
         const childIno = e.ino;
-        const childPath = joinPath(parent, name);
+        const childPath = joinPath(parent, c.bytes ?? utf8Bytes(c.text!));
         const first = listed.get(childIno);
         if (first !== undefined) {
           loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
           continue;
         }
         listed.set(childIno, childPath);
-        await listDir(childIno, childPath, text);
+        await listDir(childIno, childPath, prefix === undefined || c.text === undefined ? undefined : prefix + c.text);
       }
     };
     const top = await fs.readInode(ino);
@@ -380,12 +428,13 @@ export function modeString(type: Ext4Stat['type'], mode: number): string {
 let lastMinute = NaN;
 let lastMinuteText = '';
 
+/** The mtime column with the spaces around it (' 2020-09-13 12:26 '), in UTC. */
 function formatTime(sec: number): string {
   // Files listed together mostly share their minute: format each minute once.
   const minute = Math.floor(sec / 60);
   if (minute === lastMinute) return lastMinuteText;
   const d = new Date(sec * 1000);
-  lastMinuteText = Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ');
+  lastMinuteText = ` ${Number.isNaN(d.getTime()) ? '?' : d.toISOString().slice(0, 16).replace('T', ' ')} `;
   lastMinute = minute;
   return lastMinuteText;
 }
@@ -393,16 +442,34 @@ function formatTime(sec: number): string {
 /** modeString results by type and mode: a listing has few distinct ones. */
 const modeStrings = new Map<string, string>();
 
+/**
+ * The columns before the size ('-rw-r--r--   1     0     0 '), kept for the last entry's
+ * values: the files of a directory mostly share them, so most lines reuse one string.
+ */
+const lastHead = { type: '' as string, mode: -1, links: -1, uid: -1, gid: -1, text: '' };
+
+function headColumns(e: LsEntry): string {
+  const h = lastHead;
+  if (e.type === h.type && e.mode === h.mode && e.links === h.links && e.uid === h.uid && e.gid === h.gid) return h.text;
+  const key = `${e.type}${e.mode}`;
+  let mode = modeStrings.get(key);
+  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
+  h.type = e.type;
+  h.mode = e.mode;
+  h.links = e.links;
+  h.uid = e.uid;
+  h.gid = e.gid;
+  h.text = `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} `;
+  return h.text;
+}
+
 /** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
 export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
   const name = options.recursive ? e.path : e.name;
   if (!options.long) return name;
-  const key = `${e.type}${e.mode}`;
-  let mode = modeStrings.get(key);
-  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
-  const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}` : String(e.size);
+  const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}`.padStart(10) : padded(e.size, 10);
   const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
-  return `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} ${size.padStart(10)} ${formatTime(e.mtime)} ${shown}`;
+  return headColumns(e) + size + formatTime(e.mtime) + shown;
 }
 
 /** Padded forms of small numbers (link counts, uids, gids: few distinct values per listing), by width. */

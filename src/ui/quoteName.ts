@@ -73,14 +73,21 @@ function escapeByte(byte: number): string {
  * per-byte objects, for listings of many files.
  */
 export function plainAsciiText(bytes: Uint8Array): string | undefined {
-  const n = bytes.length;
-  for (let i = 0; i < n; i++) {
+  return plainAsciiTextAt(bytes, 0, bytes.length);
+}
+
+/** plainAsciiText of bytes [at, at + length) of `bytes` (a name in place in a directory block). */
+export function plainAsciiTextAt(bytes: Uint8Array, at: number, length: number): string | undefined {
+  const end = at + length;
+  for (let i = at; i < end; i++) {
     const b = bytes[i]!;
     if (b < 0x20 || b > 0x7e || b === 0x22 || b === 0x5c) return undefined;
   }
-  // Short names: fromCharCode over the bytes; long paths: Buffer's latin1 (= ASCII here) decoder.
-  if (n <= 64) return String.fromCharCode.apply(null, bytes as unknown as number[]);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, n).toString('latin1');
+  // Buffer's latin1 (= ASCII here) decoder on the bytes in place (directory blocks are
+  // Buffers: no view object per name); a short Uint8Array by fromCharCode over it.
+  if (Buffer.isBuffer(bytes)) return bytes.toString('latin1', at, end);
+  if (length <= 64 && at === 0 && length === bytes.length) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  return Buffer.from(bytes.buffer, bytes.byteOffset + at, length).toString('latin1');
 }
 
 /** Whether `bytes` print as they are (quoteName returns their UTF-8 text unquoted). */

@@ -85,6 +85,7 @@ function copyToSlab(bytes: Uint8Array, n: number): number {
 }
 
 const le16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+const le32 = (b: Uint8Array, o: number): number => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 
 /** A timestamp at `o + off`, with its extra word at `o + extraOff` when the extra area (ending at `extraEnd`) holds it. */
 function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd: number): Ext4Time {
@@ -105,7 +106,7 @@ function timeAt(v: DataView, o: number, off: number, extraOff: number, extraEnd:
  * 4), TRUNCATED (fewer bytes than an inode).
  */
 export function decodeInode(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number): Inode {
-  return plainInode(decodeInodeLazy(bytes, ino, sb, ctx, deviceOffset));
+  return decodeRecord(bytes, ino, sb, ctx, deviceOffset, false, true);
 }
 
 /**
@@ -147,6 +148,11 @@ export function plainInode(i: Inode): Inode {
  * it through plainInode before `{ ...inode }` or encodeInode. Throws as decodeInode.
  */
 export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, options: { verified?: boolean } = {}): Inode {
+  return decodeRecord(bytes, ino, sb, ctx, deviceOffset, options.verified === true, false);
+}
+
+/** decodeInodeLazy, or with `plain` decodeInode: the plain object made at once (no lazy inode to copy from). */
+function decodeRecord(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified: boolean, plain: boolean): Inode {
   const inodeSize = sb.s_inode_size;
   if (bytes.length < inodeSize) {
     // Callers pass whole inodes; a short buffer is reported as the reader would.
@@ -159,7 +165,7 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
   const i_generation = v.getUint32(o + 0x64, true);
-  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, options.verified === true, raw);
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, verified, raw);
   // Checked above: within the inode and a multiple of 4.
   const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
@@ -175,7 +181,33 @@ export function decodeInodeLazy(bytes: Uint8Array, ino: number, sb: Superblock, 
   } else {
     i_blocks = blocksLo;
   }
-  return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+  if (!plain) return new DecodedInode(raw, v, o, extraEnd, ino, i_blocks, i_blocks_raw, hugeFileUnits, i_flags, i_generation, i_extra_isize, deviceOffset, seed);
+  // The fields as DecodedInode decodes them, in plainInode's order.
+  return {
+    ino,
+    i_mode: v.getUint16(o + 0x00, true),
+    i_uid: v.getUint16(o + 0x02, true) + v.getUint16(o + 0x78, true) * 65536,
+    i_gid: v.getUint16(o + 0x18, true) + v.getUint16(o + 0x7a, true) * 65536,
+    i_size: v.getUint32(o + 0x04, true) + v.getUint32(o + 0x6c, true) * 2 ** 32,
+    i_links_count: v.getUint16(o + 0x1a, true),
+    i_blocks,
+    i_blocks_raw,
+    hugeFileUnits,
+    i_flags,
+    i_generation,
+    i_file_acl: v.getUint32(o + 0x68, true) + v.getUint16(o + 0x76, true) * 2 ** 32,
+    i_dtime: v.getUint32(o + 0x14, true),
+    i_extra_isize,
+    i_projid: extraEnd >= 0x9c + 4 ? v.getUint32(o + 0x9c, true) : 0,
+    atime: timeAt(v, o, 0x08, 0x8c, extraEnd),
+    ctime: timeAt(v, o, 0x0c, 0x84, extraEnd),
+    mtime: timeAt(v, o, 0x10, 0x88, extraEnd),
+    crtime: extraEnd >= 0x90 + 4 ? timeAt(v, o, 0x90, 0x94, extraEnd) : undefined,
+    i_block: raw.subarray(EXT4_I_BLOCK_OFFSET, EXT4_I_BLOCK_OFFSET + EXT4_I_BLOCK_SIZE),
+    raw,
+    deviceOffset,
+    csumSeed: seed,
+  };
 }
 
 /**
@@ -228,6 +260,40 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   // An all-zero inode (never used) has no checksum to check.
   if (stored !== 0 || rec.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   return seed;
+}
+
+/** What a listing shows of an inode (Ext4Fs.statFieldsCached): one holder, refilled per inode. */
+export interface InodeStatFields {
+  mode: number;
+  links: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+}
+
+/**
+ * Reads InodeStatFields from the inode record at `at` of `b` (checked: see
+ * checkInodeRecord), in place, as DecodedInode decodes the same fields.
+ */
+export function readStatFields(b: Uint8Array, at: number, inodeSize: number, out: InodeStatFields): void {
+  const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + (inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? le16(b, at + 0x80) : 0);
+  out.mode = le16(b, at);
+  out.links = le16(b, at + 0x1a);
+  out.uid = le16(b, at + 0x02) + le16(b, at + 0x78) * 65536;
+  out.gid = le16(b, at + 0x18) + le16(b, at + 0x7a) * 65536;
+  out.size = le32(b, at + 0x04) + le32(b, at + 0x6c) * 2 ** 32;
+  // As timeAt: the signed low word, extended by the extra word's epoch bits where present.
+  const signed = le32(b, at + 0x10) | 0;
+  if (extraEnd < 0x88 + 4) {
+    out.mtimeSec = signed;
+    out.mtimeNsec = 0;
+  } else {
+    const extra = le32(b, at + 0x88);
+    out.mtimeSec = signed + (extra & 3) * 2 ** 32;
+    out.mtimeNsec = extra >>> 2;
+  }
 }
 
 /**
