@@ -6,7 +6,7 @@
  * a block that changed between the devices.
  */
 import type { Ext4Fs, FileExtent, Inode } from '../fs/ext4/Ext4Fs.js';
-import { EXT4_MIN_INLINE_DATA_SIZE, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
+import { EXT4_MIN_INLINE_DATA_SIZE, EXT4_USER_FLAGS, S_IFDIR, S_IFLNK, S_IFREG } from '../fs/ext4/constants.js';
 import { fileType } from '../fs/ext4/inode.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
 import { BlockRuns, type BlockRun } from '../fs/BlockRuns.js';
@@ -14,7 +14,7 @@ import type { DifferingBytes } from './differingBytes.js';
 import { hashBytes } from './hashBlocks.js';
 
 /** The change kinds a modified file can have. */
-export type ChangeKind = 'type' | 'mode' | 'uid' | 'gid' | 'size' | 'links' | 'xattrs' | 'target' | 'content';
+export type ChangeKind = 'type' | 'mode' | 'uid' | 'gid' | 'flags' | 'size' | 'links' | 'xattrs' | 'target' | 'content';
 
 /** Largest read per side when comparing content. */
 const COMPARE_CHUNK = 1 << 20;
@@ -194,6 +194,8 @@ export async function compareInodes(fsA: Ext4Fs, iA: Inode, fsB: Ext4Fs, iB: Ino
   if ((iA.i_mode & 0o7777) !== (iB.i_mode & 0o7777)) out.push('mode');
   if (iA.i_uid !== iB.i_uid) out.push('uid');
   if (iA.i_gid !== iB.i_gid) out.push('gid');
+  // chattr flags (immutable, append-only, ...): the owner's, like the mode.
+  if ((iA.i_flags & EXT4_USER_FLAGS) !== (iB.i_flags & EXT4_USER_FLAGS)) out.push('flags');
   const sameType = tA === tB;
   if (sameType && tA !== S_IFDIR) {
     if (tA === S_IFREG && iA.i_size !== iB.i_size) out.push('size');

@@ -28,6 +28,7 @@ import { BlockRuns } from '../fs/BlockRuns.js';
 import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
 import { mergeClient, type ConflictPolicy, type MergeDecision, type MergeResult } from '../dedup/mergeClient.js';
+import { carrySuperblock, planSuperblock, type SuperblockPlan } from '../dedup/superblockMerge.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
@@ -230,6 +231,9 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const rootName = (n: string) => (target.partition === null ? n : `${n}:${target.partition}`);
     const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
     await requireClean(options.base, base.device, baseTable);
+    const baseSb = (await Ext4Fs.open(baseRoot, { file: rootName(options.base) })).superblock;
+    /** Each client's own superblock settings (label, UUID, error behaviour, ...), carried into its M. */
+    const superblockPlans = new Map<string, SuperblockPlan>();
     for (const name of clientNames) {
       const chain = await openChain(name, { below: base });
       clients.push({ name, chain, own: [] });
@@ -239,6 +243,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const table = await readPartitionTable(chain.device, { file: name });
       if (!sameTable(table, baseTable)) throw new RefusedError('SIZE_MISMATCH', { file: name, detail: `the partition table of client ${name} differs from the base's` });
       await requireClean(name, chain.device, table);
+      superblockPlans.set(name, await planSuperblock(baseRoot, new SliceDevice(chain.device, target.start, target.length, { file: name }), baseSb, name));
     }
     // 2. T: the update applied once, avoiding every block and inode any client uses.
     options.onProgress?.('apply', 0, 1);
@@ -353,6 +358,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           // A conflict in an earlier client: this one was only checked for its own.
           if (conflictsFound.length > 0) continue;
           await mWriter.commit();
+          await carrySuperblock(superblockPlans.get(c.name)!, mRoot, baseSb);
           // Every other region: the client's own blocks (the update changed only the root filesystem).
           for (const layer of c.own) {
             for await (const e of layer.allocation()) {

@@ -16,9 +16,12 @@ import type { FsDiff } from '../blockdiff/diffDisk.js';
 import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { byteKey, compareBytes, splitPath } from '../fs/ext4/names.js';
+import { byteKey, compareBytes, joinPath, splitPath } from '../fs/ext4/names.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
+import { EXT4_USER_FLAGS } from '../fs/ext4/constants.js';
 import { sameState, stateAt, type PathState } from './nodeState.js';
+
+const ROOT = new Uint8Array([0x2f]);
 
 export type ConflictPolicy = 'keep-client' | 'take-update' | 'fail';
 
@@ -83,6 +86,7 @@ async function attrsOf(fs: Ext4Fs, inode: Inode): Promise<NodeAttrs> {
     ctime: inode.ctime,
     ...(inode.crtime ? { crtime: inode.crtime } : {}),
     xattrs,
+    flags: inode.i_flags & EXT4_USER_FLAGS,
   };
 }
 
@@ -156,6 +160,26 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     const r = await carryPath(input, d.path, c, carried, copy);
     relocatedBlocks += r.relocated;
     carriedBytes += r.bytes;
+  }
+  // Adding and removing entries set their directories' times to now: the client's times are set
+  // again on every directory carried and every parent of a path carried or removed, deepest first.
+  const dirs = new Map<string, Uint8Array>();
+  for (const p of [...ordered.map((d) => d.path), ...gone]) {
+    if (states.get(byteKey(p))?.kind === 'dir') dirs.set(byteKey(p), p);
+    const parts = splitPath(p);
+    for (let i = parts.length - 1; i >= 1; i--) {
+      const parent = parts.slice(0, i).reduce(joinPath, new Uint8Array(0));
+      dirs.set(byteKey(parent), parent);
+    }
+  }
+  dirs.set(byteKey(ROOT), ROOT);
+  const sameTime = (x: { sec: number; nsec: number }, y: { sec: number; nsec: number }): boolean => x.sec === y.sec && x.nsec === y.nsec;
+  for (const p of [...dirs.values()].sort((x, y) => depth(y) - depth(x) || compareBytes(x, y))) {
+    if ((await input.merged.lookup(p)) === undefined) continue;
+    const [b, t, c] = await Promise.all([stateAt(input.base, p), stateAt(input.updated, p), stateAt(input.client, p)]);
+    // Three-way on the times too: the client's where it changed them, else the update's.
+    const keep = c?.kind === 'dir' && (b === null || !sameTime(c.inode.mtime, b.inode.mtime)) ? c : t?.kind === 'dir' ? t : null;
+    if (keep !== null) await input.merged.setTimes(p, keep.inode.mtime, keep.inode.atime);
   }
   return { decisions, relocatedBlocks, carriedBytes };
 }

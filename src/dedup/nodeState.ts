@@ -7,6 +7,7 @@
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { kindOfMode, type NodeKind } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
+import { EXT4_USER_FLAGS } from '../fs/ext4/constants.js';
 import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
 
 /** A path's state in one filesystem (null: absent). */
@@ -65,6 +66,8 @@ export async function sameState(a: PathState | null, b: PathState | null): Promi
   const x = a.inode;
   const y = b.inode;
   if ((x.i_mode & 0o7777) !== (y.i_mode & 0o7777) || x.i_uid !== y.i_uid || x.i_gid !== y.i_gid) return false;
+  // chattr flags (immutable, append-only, ...) are the owner's too.
+  if ((x.i_flags & EXT4_USER_FLAGS) !== (y.i_flags & EXT4_USER_FLAGS)) return false;
   if (a.kind === 'file' || a.kind === 'symlink') {
     if (x.i_size !== y.i_size) return false;
     if (a.kind === 'symlink' && !bytesEqual(await a.fs.readlinkOf(x), await b.fs.readlinkOf(y))) return false;

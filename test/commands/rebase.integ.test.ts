@@ -241,6 +241,47 @@ describe('rebase refusals', () => {
     expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
   }, 120_000);
 
+  test("a client keeps its own filesystem settings (label, UUID, error behaviour, mount count), chattr flags and directory times (found by a new user)", () => {
+    const d = join(tmp(), 'owner');
+    mkdirSync(join(d, 'tree/etc'), { recursive: true });
+    mkdirSync(join(d, 'tree/srv/d'), { recursive: true });
+    writeFileSync(join(d, 'tree/etc/passwd'), 'root:x:0:0::/root:/bin/sh\n');
+    writeFileSync(join(d, 'tree/srv/d/f'), 'f\n');
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
+    execFileSync('truncate', ['-s', '64M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '1024', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    const client = (name: string, tune: string[][], debugfs: string): string => {
+      execFileSync('cp', [join(d, 'base.raw'), join(d, `${name}.raw`)]);
+      for (const args of tune) execFileSync('tune2fs', [...args, join(d, `${name}.raw`)], { stdio: 'ignore' });
+      if (debugfs !== '') execFileSync('debugfs', ['-w', '-f', '-', join(d, `${name}.raw`)], { input: debugfs, stdio: ['pipe', 'ignore', 'ignore'] });
+      qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, `${name}.raw`), join(d, `${name}.qcow2`));
+      return join(d, `${name}.qcow2`);
+    };
+    const uuid = '11111111-2222-3333-4444-555555555555';
+    const c1 = client('c1', [['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7'], ['-O', 'metadata_csum_seed', '-U', uuid]], `sif /etc/passwd flags 0x80010\nwrite ${join(d, 'tree/etc/passwd')} /srv/d/mine\nsif /srv/d mtime 200001010000\n`);
+    const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    qemuImg('convert', '-O', 'raw', join(d, 'out/c1.qcow2'), join(d, 'out.raw'));
+    expectStrictFsckClean(join(d, 'out.raw'));
+    const head = execFileSync('dumpe2fs', ['-h', join(d, 'out.raw')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    expect(head).toMatch(/Filesystem volume name:\s+CLIENTLBL/);
+    expect(head).toMatch(new RegExp(`Filesystem UUID:\\s+${uuid}`));
+    expect(head).toMatch(/Errors behavior:\s+Remount read-only/);
+    expect(head).toMatch(/Mount count:\s+7/);
+    const [passwd, dir, patched] = debugfsBatch(join(d, 'out.raw'), ['stat /etc/passwd', 'stat /srv/d', 'cat /etc/patched']);
+    expect(passwd).toMatch(/Flags: 0x80010/);
+    expect(dir).toMatch(/mtime: 0x386d4380/);
+    expect(patched).toBe('patched\n');
+    // A UUID changed with every checksum rewritten cannot be carried over the base's metadata: refused before anything is written.
+    const c2 = client('c2', [['-U', uuid]], '');
+    const bad = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), c2, '-o', join(d, 'out2')]);
+    expect(bad.status, bad.stderr).toBe(2);
+    expect(JSON.parse(bad.stderr)).toMatchObject({ code: 'WRITE_REFUSED', data: { file: c2, structure: 'ext4.superblock.s_uuid' } });
+    expect(existsSync(join(d, 'out2')) ? readdirSync(join(d, 'out2')) : []).toEqual([]);
+  }, 120_000);
+
   test("a client's inline-data file keeps its inode number and content", () => {
     const d = join(tmp(), 'inline');
     mkdirSync(join(d, 'tree/data'), { recursive: true });

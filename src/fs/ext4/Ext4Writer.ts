@@ -23,6 +23,7 @@ import {
   EXT4_FT_BLKDEV,
   EXT4_FT_CHRDEV,
   EXT4_FT_DIR,
+  EXT4_USER_FLAGS,
   EXT4_FT_FIFO,
   EXT4_FT_REG_FILE,
   EXT4_FT_SOCK,
@@ -87,6 +88,8 @@ export interface NodeAttrs {
   readonly crtime?: Ext4Time;
   /** The object's complete xattr set (replacing any it had); undefined keeps what it has (none for new objects). */
   readonly xattrs?: readonly XattrSpec[];
+  /** chattr flags (EXT4_USER_FLAGS bits; others ignored); undefined keeps what it has (none for new objects). */
+  readonly flags?: number;
 }
 
 /** An object's state as the writer reports it (its content and xattrs are read through `ino`). */
@@ -715,6 +718,7 @@ export class Ext4Writer {
         mtime: attrs.mtime ?? cur.mtime,
         ctime: attrs.ctime ?? this.now,
         crtime: attrs.crtime ?? cur.crtime,
+        i_flags: attrs.flags !== undefined ? (cur.i_flags & ~EXT4_USER_FLAGS) | (attrs.flags & EXT4_USER_FLAGS) : cur.i_flags,
       },
       cur.raw,
     );
@@ -750,7 +754,7 @@ export class Ext4Writer {
       i_size: 0,
       i_links_count: isDir ? 2 : 1,
       i_blocks: 0,
-      i_flags: 0,
+      i_flags: (attrs.flags ?? 0) & EXT4_USER_FLAGS,
       i_generation: generation,
       i_file_acl: 0,
       i_dtime: 0,

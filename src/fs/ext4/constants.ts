@@ -144,6 +144,12 @@ export const S_IFIFO = 0o010000;
 export const EXT4_SECRM_FL = 0x1;
 export const EXT4_COMPR_FL = 0x4;
 export const EXT4_INDEX_FL = 0x1000;
+/**
+ * The inode flags an owner sets with chattr that carry no on-disk format (Linux
+ * ext4.h): secure and undelete (0x1, 0x2), sync, immutable, append-only, nodump, noatime
+ * (0x8-0x80), dirsync, topdir (0x10000, 0x20000). What a rebase keeps of a client's file.
+ */
+export const EXT4_USER_FLAGS = 0x300fb;
 export const EXT4_HUGE_FILE_FL = 0x40000;
 export const EXT4_EXTENTS_FL = 0x80000;
 export const EXT4_VERITY_FL = 0x100000;
