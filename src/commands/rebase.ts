@@ -9,7 +9,8 @@
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
@@ -22,7 +23,7 @@ import { readPartitionTable, type PartitionTable } from '../diskimage/partition/
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
-import { ConflictError, RefusedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
+import { ConflictError, RefusedError, UnsupportedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
 import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
@@ -88,7 +89,7 @@ const LAYER_BUDGET_BYTES = 4 << 20;
 const OVERLAY_EMIT = { skipUnchanged: true, chunkBytes: 1 << 20 } as const;
 
 /** Every qcow2/VMDK file in BASE's directory whose backing file is BASE itself. */
-async function discoverClients(base: string): Promise<string[]> {
+async function discoverClients(base: string, warnings: string[]): Promise<string[]> {
   const dir = dirname(resolve(base));
   const real = await realpath(base);
   /** Each image of the directory with the real path of its backing file. */
@@ -96,10 +97,19 @@ async function discoverClients(base: string): Promise<string[]> {
   for (const name of (await readdir(dir)).sort()) {
     const p = join(dir, name);
     if (!IMAGE_NAME.test(name) || p === resolve(base)) continue;
-    const img = await openImage(p).catch(() => undefined);
+    const img = await openImage(p).catch((err: unknown) => {
+      // Not silently: it may be a client the operator expects to see rebased.
+      warnings.push(`${p} skipped: it does not open (${err instanceof Error ? err.message : String(err)})`);
+      return undefined;
+    });
     if (img === undefined) continue;
     try {
-      if (img.backing !== undefined) parents.set(p, await realpath(resolveBackingPath(p, img.backing.name)).catch(() => ''));
+      if (img.backing !== undefined) {
+        const backing = resolveBackingPath(p, img.backing.name);
+        const parent = await realpath(backing).catch(() => '');
+        if (parent === '') warnings.push(`${p} skipped: its backing file ${backing} is missing`);
+        parents.set(p, parent);
+      }
     } finally {
       await img.close();
     }
@@ -135,6 +145,8 @@ async function makeOutputDir(dir: string): Promise<string[]> {
   const st = await stat(dir).catch(() => undefined);
   if (st !== undefined) {
     if (!st.isDirectory()) throw new UsageError(`-o ${dir} exists and is not a directory`, { file: dir });
+    // Found now, not after the new base is made: the outputs are staged and renamed inside DIR.
+    await access(dir, fsConstants.W_OK | fsConstants.X_OK).catch((err: unknown) => Promise.reject(wrapIoError(err, dir, 'write in the output directory')));
     return [];
   }
   const missing: string[] = [];
@@ -200,7 +212,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
   const outDir = options.outDir ?? 'rebased';
   const warnings: string[] = [];
   const baseReal = await realpath(options.base).catch((err: unknown) => Promise.reject(wrapIoError(err, options.base, 'open')));
-  const clientNames = options.clients && options.clients.length > 0 ? [...options.clients] : await discoverClients(options.base);
+  const clientNames = options.clients && options.clients.length > 0 ? [...options.clients] : await discoverClients(options.base, warnings);
   if (clientNames.length === 0) warnings.push(`no client found (no qcow2/VMDK in ${dirname(resolve(options.base))} has ${basename(options.base)} as its backing file): only the new base is written`);
   const outputs = [basename(options.base), ...clientNames.map((c) => basename(c))];
   const dupes = outputs.filter((n, i) => outputs.indexOf(n) !== i);
@@ -239,6 +251,18 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       clients.push({ name, chain, own: [] });
       const own = await ownLayers(chain, name, baseReal);
       clients[clients.length - 1] = { name, chain, own };
+      // A rebased client is a new overlay: internal snapshots could not come along, and must not vanish unannounced.
+      for (const l of own) {
+        const snapshots = l.details['snapshots'];
+        if (typeof snapshots === 'number' && snapshots > 0) {
+          throw new UnsupportedError('UNSUPPORTED_FEATURE', {
+            file: l.path,
+            structure: 'qcow2.nb_snapshots',
+            feature: 'internal snapshots',
+            detail: `client ${name} has ${snapshots} internal snapshot(s) in ${l.path} (qemu-img snapshot -l), which a rebased client cannot keep: delete them (qemu-img snapshot -d) or copy what you need first, then rebase`,
+          });
+        }
+      }
       if (chain.device.size !== base.device.size) throw new RefusedError('SIZE_MISMATCH', { file: name, detail: `client ${name} is ${chain.device.size} bytes, the base ${base.device.size}` });
       const table = await readPartitionTable(chain.device, { file: name });
       if (!sameTable(table, baseTable)) throw new RefusedError('SIZE_MISMATCH', { file: name, detail: `the partition table of client ${name} differs from the base's` });
@@ -288,7 +312,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let newBaseCid: number | undefined;
       const newBasePath = join(staging, basename(options.base));
       if (!options.dryRun) {
-        await mkdir(staging);
+        await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
         registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
         const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});

@@ -282,6 +282,31 @@ describe('rebase refusals', () => {
     expect(existsSync(join(d, 'out2')) ? readdirSync(join(d, 'out2')) : []).toEqual([]);
   }, 120_000);
 
+  test('a client with internal snapshots is refused (they would be lost); discovery names what it skipped (found by a new user)', () => {
+    const d = join(tmp(), 'snaps');
+    mkdirSync(join(d, 'tree'), { recursive: true });
+    writeFileSync(join(d, 'tree/f'), 'f\n');
+    mkdirSync(join(d, 'upd'), { recursive: true });
+    writeFileSync(join(d, 'upd/g'), 'g\n');
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-d', join(d, 'tree'), join(d, 'base.raw')]);
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'vm.qcow2'));
+    qemuImg('snapshot', '-c', 'before-patch', join(d, 'vm.qcow2'));
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'vm.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(2);
+    expect(JSON.parse(r.stderr)).toMatchObject({ code: 'UNSUPPORTED_FEATURE', data: { file: join(d, 'vm.qcow2'), feature: 'internal snapshots' } });
+    expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
+    // Discovery: an image whose backing file is missing is reported, not skipped in silence.
+    qemuImg('snapshot', '-d', 'before-patch', join(d, 'vm.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'gone.qcow2', '-F', 'qcow2', '-u', join(d, 'lost.qcow2'), '32M');
+    const found = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), '-o', join(d, 'out')]);
+    expect(found.status, found.stderr).toBe(0);
+    const report = JSON.parse(found.stdout) as { clients: Array<{ client: string }>; warnings: string[] };
+    expect(report.clients.map((c) => c.client)).toEqual([join(d, 'vm.qcow2')]);
+    expect(report.warnings.join('\n')).toMatch(/lost\.qcow2 skipped: its backing file .*gone\.qcow2 is missing/);
+  }, 120_000);
+
   test("a client's inline-data file keeps its inode number and content", () => {
     const d = join(tmp(), 'inline');
     mkdirSync(join(d, 'tree/data'), { recursive: true });
