@@ -65,6 +65,32 @@ describe('a filesystem that is not clean is refused (DIRTY_FILESYSTEM, exit 2)',
   });
 });
 
+describe('damage e2fsck would repair is refused, not written on (found by a new user)', () => {
+  const upd = (): string => {
+    const u = join(tmp(), 'etc-update');
+    mkdirSync(join(u, 'etc'), { recursive: true });
+    writeFileSync(join(u, 'etc/motd'), 'patched\n');
+    return u;
+  };
+  test.each([
+    ['a directory reached by a path but with no links', ['sif /etc links_count 0'], /no links/],
+    ['an entry that says directory over an inode that is not one', ['sif /etc mode 0100644'], /not one/],
+  ])('%s: CORRUPT_IMAGE naming the inode', (name, cmds, detail) => {
+    const img = image(`damaged-${name.replace(/\W/g, '_').slice(0, 30)}`);
+    debugfsWrite(img, cmds);
+    const e = refused(img, upd(), { status: 2, code: 'CORRUPT_IMAGE' });
+    expect(e.message).toMatch(detail);
+    expect(String(e.structure)).toMatch(/^ext4\.inode\[\d+\]$/);
+  });
+
+  test('errors the kernel counted while the state still says clean: DIRTY_FILESYSTEM', () => {
+    const img = image('error-count');
+    debugfsWrite(img, ['ssv error_count 3']);
+    const e = refused(img, update, { status: 2, code: 'DIRTY_FILESYSTEM' });
+    expect(e.message).toMatch(/s_error_count 3/);
+  });
+});
+
 describe('what the writer cannot keep correct is refused by name (WRITE_REFUSED, exit 2)', () => {
   test.each([
     ['quota', ['-O', 'quota'], undefined],

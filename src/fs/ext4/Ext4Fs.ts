@@ -1235,6 +1235,11 @@ export class Ext4Fs {
       refuse('needs_recovery', `the journal needs recovery (${detail})`, detail);
     }
     if (sb.s_state & EXT4_ERROR_FS) refuse('errors', 'the filesystem has recorded errors (s_state)');
+    else {
+      // The kernel counts errors here too (e2fsck clears the count); the state may still say clean.
+      const errors = sb.raw.byteLength >= 0x198 ? new DataView(sb.raw.buffer, sb.raw.byteOffset, sb.raw.byteLength).getUint32(0x194, true) : 0;
+      if (errors > 0) refuse('errors', `the filesystem has recorded errors (s_error_count ${errors} since the last e2fsck)`);
+    }
     if (!(sb.s_state & EXT4_VALID_FS)) refuse('not_clean', 'the filesystem was not cleanly unmounted (s_state)');
     if (sb.s_last_orphan !== 0) refuse('orphans', `orphan inodes present (s_last_orphan ${sb.s_last_orphan})`);
     else if (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT) refuse('orphans', 'orphan inodes present (orphan_present)');

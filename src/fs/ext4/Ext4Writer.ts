@@ -12,7 +12,7 @@
  */
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
 import { isZero } from '../../diskimage/isZero.js';
-import { InternalError, RefusedError } from '../../errors.js';
+import { CorruptImageError, InternalError, RefusedError } from '../../errors.js';
 import type { FsLocation } from './context.js';
 import type { AllocConstraints, Run } from './allocator.js';
 import { ext4Crc32cU32 } from './checksums.js';
@@ -383,7 +383,16 @@ export class Ext4Writer {
     const known = this.names.get(dirIno);
     if (known !== undefined) return known;
     const inode = await this.fs.readInode(dirIno);
-    if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+    // Only directories reach here (an entry said so, or the inode did): anything else is damage
+    // e2fsck would repair, and writing on it would leave a filesystem it has to.
+    if (fileType(inode.i_mode) !== S_IFDIR || inode.i_links_count === 0) {
+      throw new CorruptImageError('CORRUPT_IMAGE', {
+        file: this.o.file,
+        structure: `ext4.inode[${dirIno}]`,
+        offset: inode.deviceOffset,
+        detail: inode.i_links_count === 0 ? `directory inode ${dirIno} is reached by a path but has no links (deleted): run e2fsck` : `a directory entry names inode ${dirIno} as a directory, but it is not one: run e2fsck`,
+      });
+    }
     const map = new Map<string, CachedEntry>();
     for await (const batch of this.fs.dirBlocksOf(inode)) {
       for (const e of batch.entries) {
@@ -400,6 +409,23 @@ export class Ext4Writer {
     this.names.set(dirIno, map);
     this.namesHeld += map.size;
     return map;
+  }
+
+  /**
+   * An entry and the inode it names must agree (the entry's file type, a live inode):
+   * otherwise the filesystem is damaged in a way e2fsck repairs, and replacing or removing
+   * the object would orphan what it holds. Throws CORRUPT_IMAGE.
+   */
+  private checkEntry(entry: { ino: number; fileType: number }, inode: Inode): void {
+    const kind = kindOfMode(inode.i_mode);
+    const typeMismatch = entry.fileType !== 0 && (kind === undefined || KIND_FT[kind] !== entry.fileType);
+    if (!typeMismatch && inode.i_links_count > 0) return;
+    throw new CorruptImageError('CORRUPT_IMAGE', {
+      file: this.o.file,
+      structure: `ext4.inode[${entry.ino}]`,
+      offset: inode.deviceOffset,
+      detail: inode.i_links_count === 0 ? `inode ${entry.ino} is reached by a path but has no links (deleted): run e2fsck` : `a directory entry gives inode ${entry.ino} another file type than the inode has (not one): run e2fsck`,
+    });
   }
 
   /** Forgets the cached entries of directory `ino` (freed, or its blocks replaced). */
@@ -630,6 +656,7 @@ export class Ext4Writer {
     let before: PathChange['before'] = null;
     if (existing !== undefined) {
       const old = await this.fs.readInode(existing.ino);
+      this.checkEntry(existing, old);
       before = stateOf(old);
       if (before.kind === 'dir' && content.kind === 'dir' && options.at === undefined) {
         await this.setAttrsOf(old, attrs);
@@ -837,6 +864,7 @@ export class Ext4Writer {
     const hit = await this.lookupIn(dirIno, name);
     if (hit === undefined) return;
     const inode = await this.fs.readInode(hit.ino);
+    this.checkEntry(hit, inode);
     const kind = kindOfMode(inode.i_mode) ?? 'file';
     if (inode.i_flags & (EXT4_VERITY_FL | EXT4_ENCRYPT_FL | EXT4_EA_INODE_FL)) {
       throw new RefusedError('WRITE_REFUSED', { file: this.o.file, structure: `ext4.inode[${hit.ino}]`, path: new TextDecoder().decode(path), detail: 'refusing to remove a verity, encrypted or EA inode' });

@@ -7,10 +7,10 @@
  * is reported, so the list follows the reader's and the writer's checks.
  *
  * Found on the shared corpus (197 images; Debian's 1.47.0 source package has 185 of them):
- * 51 such images. 20 stop with a typed error (CORRUPT_IMAGE or BAD_CHECKSUM where the
- * update reads the damaged structure, NO_SPACE where the damage leaves no free inode or
- * block); 31 are written: 5 come out strictly clean (the removed file was the damaged one),
- * 26 keep exactly their damage. The rest: 55 flagged and refused (the reader's typed error,
+ * 51 such images. 23 stop with a typed error (CORRUPT_IMAGE or BAD_CHECKSUM where the
+ * update reads the damaged structure or meets an entry whose type or inode disagrees,
+ * NO_SPACE where the damage leaves no free inode or block); 28 are written: some come out
+ * strictly clean (the removed file was the damaged one), the others keep exactly their damage. The rest: 55 flagged and refused (the reader's typed error,
  * or DIRTY_FILESYSTEM), 82 refused by a feature the writer does not keep (64 without
  * extents, 10 ea_inode, 5 quota, 2 shared_blocks, 1 verity), 1 refused at open for damage
  * (f_sb_extra_isize), 8 clean images written and strictly clean.
@@ -56,11 +56,11 @@ export const CORPUS_UNFLAGGED: Readonly<Record<string, UnflaggedImage>> = {
   f_idata_and_extents: { why: "e2fsck: Special (device/socket/fifo) file (inode 19) has extents; or inline-data flag set." },
   f_inlinedir_bad_symlink: { why: "e2fsck: Symlink /a/7 (inode #19) is invalid; Entry '7' in /a (12) has an incorrect filetype (e2fsck 1.47.0 then aborts: double free)" },
   f_inlinedata_dirblocks: { why: "e2fsck: Entry '..' in ??? (12) has invalid inode #: 1752440867.; Directory inode 12, block #0, offset 4: directory corrupted" },
-  f_inlinedata_repair: { why: "e2fsck: Inode 12 has INLINE_DATA_FL flag but extended attribute not found.; Inode 16, i_size is 56, should be 60." },
-  f_inlinedir_detector: { why: "e2fsck: Special (device/socket/fifo) file (inode 12) has extents; or inline-data flag set." },
+  f_inlinedata_repair: { why: "e2fsck: Inode 12 has INLINE_DATA_FL flag but extended attribute not found.; Inode 16, i_size is 56, should be 60.", refusedWhileWriting: "CORRUPT_IMAGE" },
+  f_inlinedir_detector: { why: "e2fsck: Special (device/socket/fifo) file (inode 12) has extents; or inline-data flag set.", refusedWhileWriting: "CORRUPT_IMAGE" },
   f_inode_ea_collision: { why: "e2fsck: Inode 12 extended attribute is corrupt (allocation collision).; Inode 13 extended attribute is corrupt (allocation collision)." },
   f_invalid_bad_inode: { why: "e2fsck: The bad block inode looks invalid.; Programming error? block #37 claimed for no reason in process_bad_block." },
-  f_invalid_extent_symlink: { why: "e2fsck: Symlink /a (inode #12) is invalid.; Entry 'a' in / (2) has an incorrect filetype (was 1, should be 0)." },
+  f_invalid_extent_symlink: { why: "e2fsck: Symlink /a (inode #12) is invalid.; Entry 'a' in / (2) has an incorrect filetype (was 1, should be 0).", refusedWhileWriting: "CORRUPT_IMAGE" },
   f_jnl_etb_alloc_fail: { why: "e2fsck: Superblock has an invalid journal (inode 8).; Journal superblock is corrupt.", refusedWhileWriting: "NO_SPACE" },
   f_nospc_create_lnf: { why: "e2fsck: Unattached inode 125; Connect to /lost+found? no", refusedWhileWriting: "NO_SPACE" },
   f_preen_htree_csum: { why: 'e2fsck: Problem in HTREE directory inode 12: internal node fails checksum' },
