@@ -142,6 +142,19 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
             break;
           }
           await ensureParents(writer, e.path);
+          if (e.kind === 'dir') {
+            const link = await symlinkToDirectory(writer, e.path);
+            if (link !== undefined) {
+              // Merged /usr (/lib -> usr/lib): a tree's directories only hold what is below them,
+              // so the tree goes through the link, as dpkg does; a tar layer's directory entry
+              // replaces it (OCI), which the user must hear about.
+              if (source.kind === 'tree') {
+                warnings.push(`${show(e.path)}: BASE has a symlink to a directory there (-> ${show(link)}); the update's directory was followed into it`);
+                break;
+              }
+              warnings.push(`${show(e.path)}: the layer's directory replaced BASE's symlink to a directory (-> ${show(link)}), as OCI layers do; what it pointed to is no longer reached through ${show(e.path)}`);
+            }
+          }
           await writer.put(e.path, contentOf(e), attrsOf(e.meta));
           if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
       }
@@ -182,4 +195,14 @@ async function ensureParents(writer: Ext4Writer, path: Uint8Array): Promise<void
     cur = joinPath(cur, parts[i]!);
     if ((await writer.lookup(cur)) === undefined) await writer.put(cur, { kind: 'dir' }, { mode: 0o755, uid: 0, gid: 0 });
   }
+}
+
+/** The target of the symlink at `path` when it leads to a directory inside the filesystem, else undefined. */
+async function symlinkToDirectory(writer: Ext4Writer, path: Uint8Array): Promise<Uint8Array | undefined> {
+  const ino = await writer.lookup(path);
+  if (ino === undefined) return undefined;
+  const inode = await writer.fs.readInode(ino);
+  if ((await writer.fs.stat(ino)).type !== 'symlink') return undefined;
+  const dir = await writer.resolveDir(splitPath(path), path).catch(() => undefined);
+  return dir === undefined ? undefined : writer.fs.readlinkOf(inode);
 }

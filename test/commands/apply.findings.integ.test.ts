@@ -152,4 +152,38 @@ describe('apply, after a new user tried it', () => {
     expect(e.code).toBe('NO_SPACE');
     expect(e.message).toMatch(/free inodes/);
   });
+  test('an opaque marker under a parent that is a symlink in BASE empties the directory it points to (merged /usr)', async () => {
+    const base = dir('opq-base', { 'usr/lib/keep': 'k\n', 'etc/x': 'x\n' });
+    symlinkSync('usr/lib', join(base, 'lib'));
+    const img = join(tmp(), 'opq.raw');
+    makeExt4Image(img, base, { args: ['-b', '4096'], sizeMiB: 32 });
+    const layer = await tar('opq.tar', [{ name: 'lib/.wh..wh..opq' }, { name: 'lib/newf', body: 'n\n' }]);
+    const r = imgdedup(['apply', img, layer, '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(`${img}.out`);
+    const [lib, usrlib] = debugfsBatch(`${img}.out`, ['stat /lib', 'ls /usr/lib']);
+    expect(lib).toMatch(/Type: symlink/);
+    expect(usrlib).toMatch(/newf/);
+    expect(usrlib).not.toMatch(/keep/);
+  });
+  test("a tree's directory over BASE's symlink to a directory goes through it (merged /usr); a tar layer's replaces it, with a warning", async () => {
+    const base = dir('usrmerge-base', { 'usr/lib/keep': 'k\n' });
+    symlinkSync('usr/lib', join(base, 'lib'));
+    const img = join(tmp(), 'usrmerge.raw');
+    makeExt4Image(img, base, { args: ['-b', '4096'], sizeMiB: 32 });
+    const r = imgdedup(['--json', 'apply', img, dir('usrmerge-upd', { 'lib/foo': 'foo\n' }), '-o', `${img}.tree`]);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { warnings: string[] }).warnings.join('\n')).toMatch(/followed into it/);
+    expectStrictFsckClean(`${img}.tree`);
+    const [lib, foo, keep] = debugfsBatch(`${img}.tree`, ['stat /lib', 'cat /usr/lib/foo', 'cat /usr/lib/keep']);
+    expect(lib).toMatch(/Type: symlink/);
+    expect(foo).toBe('foo\n');
+    expect(keep).toBe('k\n');
+    const layer = await tar('usrmerge.tar', [{ name: 'lib/', type: 'directory' }, { name: 'lib/foo', body: 'foo\n' }]);
+    const t = imgdedup(['--json', 'apply', img, layer, '-o', `${img}.tar`]);
+    expect(t.status, t.stderr).toBe(0);
+    expect((JSON.parse(t.stdout) as { warnings: string[] }).warnings.join('\n')).toMatch(/replaced BASE's symlink to a directory/);
+    expectStrictFsckClean(`${img}.tar`);
+    expect(debugfsBatch(`${img}.tar`, ['stat /lib'])[0]).toMatch(/Type: directory/);
+  });
 });

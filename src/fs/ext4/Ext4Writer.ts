@@ -683,9 +683,12 @@ export class Ext4Writer {
 
   /** Names of the entries of directory `path` ('.' and '..' left out). */
   async children(path: Uint8Array): Promise<Uint8Array[]> {
-    const ino = await this.lookup(path);
+    // The directory itself is followed like its parents (an opaque /lib over /lib -> usr/lib empties usr/lib).
+    const ino = await this.resolveDir(splitPath(path), path).catch((err: unknown) => {
+      if (err instanceof RefusedError && err.code === 'BAD_UPDATE') return undefined;
+      throw err;
+    });
     if (ino === undefined) return [];
-    if (fileType((await this.fs.readInode(ino)).i_mode) !== S_IFDIR) return [];
     return this.childrenOf(ino);
   }
 
