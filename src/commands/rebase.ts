@@ -448,10 +448,16 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       }
       // 5. All complete: into DIR.
       if (!options.dryRun) {
+        // All or none: an output already moved stays registered (removed on SIGINT/SIGTERM) until every one is in DIR.
+        const placed: string[] = [];
         for (const p of staged) {
-          await rename(p, join(outDir, basename(p)));
+          const dest = join(outDir, basename(p));
+          registerTempFile(dest);
+          placed.push(dest);
+          await rename(p, dest);
           unregisterTempFile(p);
         }
+        for (const d of placed) unregisterTempFile(d);
         await rm(staging, { recursive: true, force: true });
         unregisterTempDir(staging);
         for (const d of createdDirs) unregisterTempDir(d);

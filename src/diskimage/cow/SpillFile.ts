@@ -3,26 +3,22 @@
  * file in which guest byte X is stored at file byte X, so an overwrite replaces
  * bytes in place and the file never holds more than one copy of a guest range.
  *
- * The file is unlinked as soon as it is open, so it disappears on every exit path,
- * a SIGKILL included; it is registered in tempFiles.ts only for the instant between
- * creation and unlink. The file system must allow a sparse file as large as the
- * highest guest byte spilled (ext4 with 4 KiB blocks: 16 TiB).
+ * The file is unlinked as soon as it is open (synchronously, in the same tick), so it
+ * disappears on every exit path, a SIGKILL included. The file system must allow a sparse
+ * file as large as the highest guest byte spilled (ext4 with 4 KiB blocks: 16 TiB).
  *
  * Reads and writes are synchronous: each is a page-cache copy, which costs less than
  * the thread-pool round trip and event-loop wake-up of an asynchronous call, and the
  * layer's callers wait for each one anyway.
  */
-import { readSync, writeSync } from 'node:fs';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { InternalError, wrapIoError } from '../../errors.js';
-import { registerTempFile, unregisterTempFile } from '../tempFiles.js';
 
 export class SpillFile {
-  private handle: FileHandle | undefined;
-  private opening: Promise<FileHandle> | undefined;
+  private fd: number | undefined;
   private closed = false;
   /** The name the file had before it was unlinked (for error messages). */
   readonly path: string;
@@ -33,41 +29,39 @@ export class SpillFile {
 
   /** True once the file exists (something was spilled). */
   get isOpen(): boolean {
-    return this.handle !== undefined;
+    return this.fd !== undefined;
   }
 
-  private async file(): Promise<FileHandle> {
+  /**
+   * The file, created and unlinked at once, synchronously: no signal handler can run
+   * between the two (an asynchronous open let SIGINT's cleanup run before the file existed,
+   * and a 0-byte file stayed behind).
+   */
+  private file(): number {
     if (this.closed) throw new InternalError('SpillFile used after close', { file: this.path });
-    if (this.handle !== undefined) return this.handle;
-    this.opening ??= (async () => {
-      registerTempFile(this.path);
-      let fh: FileHandle;
-      try {
-        fh = await open(this.path, 'wx+', 0o600);
-      } catch (err) {
-        unregisterTempFile(this.path);
-        throw wrapIoError(err, this.path, 'create the copy-on-write spill file');
-      }
-      try {
-        await unlink(this.path);
-      } catch (err) {
-        await fh.close().catch(() => undefined);
-        throw wrapIoError(err, this.path, 'unlink the copy-on-write spill file');
-      } finally {
-        unregisterTempFile(this.path);
-      }
-      this.handle = fh;
-      return fh;
-    })();
-    return this.opening;
+    if (this.fd !== undefined) return this.fd;
+    let fd: number;
+    try {
+      fd = openSync(this.path, 'wx+', 0o600);
+    } catch (err) {
+      throw wrapIoError(err, this.path, 'create the copy-on-write spill file');
+    }
+    try {
+      unlinkSync(this.path);
+    } catch (err) {
+      closeSync(fd);
+      throw wrapIoError(err, this.path, 'unlink the copy-on-write spill file');
+    }
+    this.fd = fd;
+    return fd;
   }
 
   /** Stores `data` for guest bytes starting at `guestOffset`. Throws IO. */
   async write(guestOffset: number, data: Uint8Array): Promise<void> {
-    const fh = await this.file();
+    const fd = this.file();
     try {
       let done = 0;
-      while (done < data.length) done += writeSync(fh.fd, data, done, data.length - done, guestOffset + done);
+      while (done < data.length) done += writeSync(fd, data, done, data.length - done, guestOffset + done);
     } catch (err) {
       throw wrapIoError(err, this.path, 'write the copy-on-write spill file');
     }
@@ -75,11 +69,11 @@ export class SpillFile {
 
   /** Reads the bytes stored for `[guestOffset, guestOffset + into.length)` into `into`. Throws IO, INTERNAL if short. */
   async readInto(into: Uint8Array, guestOffset: number): Promise<void> {
-    const fh = await this.file();
+    const fd = this.file();
     let done = 0;
     try {
       while (done < into.length) {
-        const bytesRead = readSync(fh.fd, into, done, into.length - done, guestOffset + done);
+        const bytesRead = readSync(fd, into, done, into.length - done, guestOffset + done);
         if (bytesRead === 0) break;
         done += bytesRead;
       }
@@ -93,9 +87,14 @@ export class SpillFile {
   /** Closes (and so frees) the file. Idempotent; never throws. */
   async close(): Promise<void> {
     this.closed = true;
-    const fh = this.handle ?? (this.opening ? await this.opening.catch(() => undefined) : undefined);
-    this.handle = undefined;
-    this.opening = undefined;
-    await fh?.close().catch(() => undefined);
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Already gone: nothing to free.
+      }
+    }
   }
 }
