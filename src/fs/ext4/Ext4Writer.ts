@@ -651,6 +651,21 @@ export class Ext4Writer {
    * at that inode number (it must be free). Returns the inode number.
    */
   async put(path: Uint8Array, content: NodeContent, attrs: NodeAttrs, options: { at?: number } = {}): Promise<number> {
+    try {
+      return await this.putAt(path, content, attrs, options);
+    } catch (err) {
+      throw this.namingPath(err, path);
+    }
+  }
+
+  /** A refusal raised below put (xattrWriter's, dirWriter's) made to name the image and the path. */
+  private namingPath(err: unknown, path: Uint8Array): unknown {
+    if (!(err instanceof RefusedError) || err.data['file'] !== undefined) return err;
+    const shown = new TextDecoder().decode(path);
+    return new RefusedError(err.code as ConstructorParameters<typeof RefusedError>[0], { ...err.data, file: this.o.file, path: shown, detail: `${shown}: ${String(err.data['detail'] ?? '')}` });
+  }
+
+  private async putAt(path: Uint8Array, content: NodeContent, attrs: NodeAttrs, options: { at?: number }): Promise<number> {
     const { dirIno, name } = await this.existingParent(path);
     const existing = await this.lookupIn(dirIno, name);
     let before: PathChange['before'] = null;
