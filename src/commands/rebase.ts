@@ -186,7 +186,7 @@ async function requireClean(name: string, disk: BlockDevice, table: PartitionTab
     const fs = await Ext4Fs.open(dev, { file: name });
     const dirty = await fs.writeRefusal();
     if (dirty !== undefined) {
-      throw new RefusedError('DIRTY_FILESYSTEM', { file: name, structure: `ext4 (${pl.label})`, state: dirty.state, detail: `client ${name}: ${dirty.reason}: shut the VM down cleanly or fsck it` });
+      throw new RefusedError('DIRTY_FILESYSTEM', { file: name, structure: `ext4 (${pl.label})`, state: dirty.state, detail: `${dirty.reason}: shut the VM down cleanly or fsck it` });
     }
   }
 }
