@@ -24,6 +24,13 @@ import { dumpTree } from '../blockdiff/treeOracle.js';
 import { debugfsBatch, parseStat } from '../fs/ext4/debugfsOracle.js';
 
 const tmp = useTempDir('imgdedup-rebase-');
+
+/** DIR/base.raw: an ext4 of `sizeMiB` made by mkfs.ext4 -d from DIR/tree (fixed mkfs time), and DIR/base.qcow2 from it. */
+function makeBase(d: string, sizeMiB: number, mkfsArgs: string[]): void {
+  execFileSync('truncate', ['-s', `${sizeMiB}M`, join(d, 'base.raw')]);
+  execFileSync('mkfs.ext4', ['-q', '-F', ...mkfsArgs, '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+  qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+}
 let fleet = '';
 let manifest: FleetManifest;
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
@@ -186,9 +193,7 @@ describe('rebase refusals', () => {
     writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
     mkdirSync(join(d, 'upd/data/deldir'), { recursive: true });
     writeFileSync(join(d, 'upd/data/deldir/newfile'), 'new\n');
-    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
-    execFileSync('mkfs.ext4', ['-q', '-F', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeBase(d, 32, []);
     execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: 'rm /data/deldir/a\nrmdir /data/deldir\n', stdio: ['pipe', 'ignore', 'ignore'] });
     qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
@@ -224,9 +229,7 @@ describe('rebase refusals', () => {
     writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
     mkdirSync(join(d, 'upd/opt'), { recursive: true });
     execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'upd/opt/big.bin')}`, 'bs=1M', 'count=12', 'status=none']);
-    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
-    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeBase(d, 32, ['-b', '4096']);
     execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'own.bin')}`, 'bs=1M', 'count=16', 'status=none']);
     execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'own.bin')} /data/own.bin\n`, stdio: ['pipe', 'ignore', 'ignore'] });
@@ -249,9 +252,7 @@ describe('rebase refusals', () => {
     writeFileSync(join(d, 'tree/srv/d/f'), 'f\n');
     mkdirSync(join(d, 'upd/etc'), { recursive: true });
     writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
-    execFileSync('truncate', ['-s', '64M', join(d, 'base.raw')]);
-    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '1024', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeBase(d, 64, ['-b', '1024']);
     const client = (name: string, tune: string[][], debugfs: string): string => {
       execFileSync('cp', [join(d, 'base.raw'), join(d, `${name}.raw`)]);
       for (const args of tune) execFileSync('tune2fs', [...args, join(d, `${name}.raw`)], { stdio: 'ignore' });
@@ -288,9 +289,7 @@ describe('rebase refusals', () => {
     writeFileSync(join(d, 'tree/f'), 'f\n');
     mkdirSync(join(d, 'upd'), { recursive: true });
     writeFileSync(join(d, 'upd/g'), 'g\n');
-    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
-    execFileSync('mkfs.ext4', ['-q', '-F', '-d', join(d, 'tree'), join(d, 'base.raw')]);
-    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeBase(d, 32, []);
     qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'vm.qcow2'));
     qemuImg('snapshot', '-c', 'before-patch', join(d, 'vm.qcow2'));
     const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'vm.qcow2'), '-o', join(d, 'out')]);
@@ -313,9 +312,7 @@ describe('rebase refusals', () => {
     writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
     mkdirSync(join(d, 'upd/etc'), { recursive: true });
     writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
-    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
-    execFileSync('mkfs.ext4', ['-q', '-F', '-O', 'inline_data', '-I', '256', '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeBase(d, 32, ['-O', 'inline_data', '-I', '256']);
     execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     writeFileSync(join(d, 'small'), 'a small file the client wrote\n');
     execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'small')} /data/small\n`, stdio: ['pipe', 'ignore', 'ignore'] });
