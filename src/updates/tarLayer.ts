@@ -375,7 +375,8 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
     const at = endOfData ? fed : typeof internals._offset === 'number' ? internals._offset : undefined;
     return new RefusedError('BAD_UPDATE', {
       ...ctxAt(at),
-      detail: endOfData ? 'the archive is truncated (it ends inside an entry)' : `not a readable tar archive: ${why}`,
+      // Data that ends before one whole header was read is no archive at all, not a truncated one.
+      detail: endOfData ? (lastEnd === 0 && fed < 512 ? `not a tar archive (${fed} bytes, shorter than one 512-byte header)` : 'the archive is truncated (it ends inside an entry)') : `not a readable tar archive: ${why}`,
     });
   };
   // filenameEncoding is an option of tar-stream's that its typings omit.

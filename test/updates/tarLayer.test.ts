@@ -314,6 +314,11 @@ describe('corrupt and truncated layers end in BAD_UPDATE, never a crash or a wro
     await expectImgError(() => all(write(`trunc-${at}.tar`, good.subarray(0, at))), 'BAD_UPDATE');
   });
 
+  it('a few bytes of text are not a tar archive, rather than a truncated one (found by a new user)', async () => {
+    const e = await expectImgError(() => all(write('junk.tar', Buffer.from('notatar\n'))), 'BAD_UPDATE');
+    expect(e.message).toMatch(/not a tar archive \(8 bytes/);
+  });
+
   it('truncated inside a file: its content stream fails, naming the entry', async () => {
     const f = write('trunc-file.tar', good.subarray(0, 1536 + 512 + 1000));
     const seen: string[] = [];
