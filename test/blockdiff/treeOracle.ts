@@ -70,6 +70,8 @@ export function expectedDiff(imageA: string, imageB: string, workDir: string): E
     if ((x.mode & 0o7777) !== (y.mode & 0o7777)) kinds.push('mode');
     if (x.uid !== y.uid) kinds.push('uid');
     if (x.gid !== y.gid) kinds.push('gid');
+    // chattr's flags (Linux ext4.h: secrm, unrm, sync, immutable, append, nodump, noatime, dirsync, topdir).
+    if ((x.flags & 0x300fb) !== (y.flags & 0x300fb)) kinds.push('flags');
     if (a.type === b.type && a.type !== 'dir') {
       if (a.type === 'file' && a.content!.length !== b.content!.length) kinds.push('size');
       if (x.links !== y.links) kinds.push('links');

@@ -26,6 +26,7 @@ beforeAll(() => {
     'write payload /etc/new.conf',
     'rm /usr/lib/old.so',
     'sif /etc/perm.conf mode 0100600',
+    'sif /etc/xattr.conf flags 0x80010',
     'ea_set /etc/xattr.conf user.x y',
     'ln /etc/rename-me.conf /etc/moved.conf',
     'unlink /etc/rename-me.conf',
@@ -50,6 +51,7 @@ describe('imgdedup diff', () => {
     expect(want).toContain('A /etc/new.conf');
     expect(want).toContain('D /usr/lib/old.so');
     expect(want).toContain('M /etc/perm.conf (mode)');
+    expect(want).toContain('M /etc/xattr.conf (flags, xattrs)');
     expect(lines[lines.length - 1]).toMatch(new RegExp(`^${want.length} path\\(s\\) differ; \\d+ bytes differ \\(overlay: \\d+ bytes stored in B's own layers compared\\)`));
   });
 
