@@ -21,7 +21,7 @@ import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
-import { createOutputWriter, type OutputFormat } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
@@ -170,7 +170,6 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     }
   }
   let cow: CowDevice | undefined;
-  let writer: ImageWriter | undefined;
   try {
     const target = await selectRootFilesystem(chain.device, options.base, options.partition);
     cow = new CowDevice(chain.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
@@ -191,12 +190,9 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      writer = out;
       // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
-      await cow.emitTo(writer, { skipUnchanged: out.hasBacking });
+      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking });
       options.onProgress?.('write', 1, 1);
-      fileSize = (await writer.commit()).fileSize;
-      writer = undefined;
     }
     return {
       base: options.base,
@@ -224,9 +220,6 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       warnings: summary.warnings,
       seconds: Math.round(performance.now() - started) / 1000,
     };
-  } catch (err) {
-    await writer?.abort();
-    throw err;
   } finally {
     await cow?.close();
     await chain.close();

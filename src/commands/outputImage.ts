@@ -1,8 +1,10 @@
 /**
- * The image writers `apply` and `rebase` write their outputs with: a complete image or
+ * The image writers `apply` and `rebase` write their outputs with, and how a copy-on-write
+ * layer is written into one: a complete image or
  * an overlay, in qcow2, VMDK (monolithicSparse, or a delta with its parent's CID) or
  * sparse raw.
  */
+import type { CowDevice, CowEmitOptions } from '../diskimage/cow/CowDevice.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
 import { RawWriter } from '../diskimage/raw/RawWriter.js';
@@ -33,4 +35,19 @@ export async function createOutputWriter(format: OutputFormat, path: string, siz
     ...(opts.backing ? { backing: { name: opts.backing.name, format: opts.backing.format } } : {}),
     ...over,
   });
+}
+
+/**
+ * Writes the layer `cow` holds into `writer` (an overlay: what changed; else the whole
+ * device) and commits it; on failure the writer is aborted (no file left). Returns the
+ * output's size.
+ */
+export async function emitAndCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<number> {
+  try {
+    await cow.emitTo(writer, options);
+    return (await writer.commit()).fileSize;
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
 }

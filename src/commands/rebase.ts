@@ -34,7 +34,7 @@ import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
 import { collectGarbage } from './collectGarbage.js';
-import { createOutputWriter } from './outputImage.js';
+import { createOutputWriter, emitAndCommit } from './outputImage.js';
 import { sideOf } from './diff.js';
 
 export interface RebaseOptions {
@@ -243,7 +243,9 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const rootName = (n: string) => (target.partition === null ? n : `${n}:${target.partition}`);
     const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
     await requireClean(options.base, base.device, baseTable);
-    const baseSb = (await Ext4Fs.open(baseRoot, { file: rootName(options.base) })).superblock;
+    // BASE's root as it is (T is a layer above it): its superblock for the clients' plans, its files for the merges.
+    const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
+    const baseSb = baseFs.superblock;
     /** Each client's own superblock settings (label, UUID, error behaviour, ...), carried into its M. */
     const superblockPlans = new Map<string, SuperblockPlan>();
     for (const name of clientNames) {
@@ -302,7 +304,6 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       })();
       const updateChanged = tReport.changes.map((c) => c.path);
       warnings.push(...summary.warnings);
-      const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
       const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)` });
       options.onProgress?.('apply', 1, 1);
       // 3. The new base: T, complete, in BASE's format.
@@ -315,14 +316,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
         registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
-        const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});
-        try {
-          await cowT.emitTo(w);
-          newBaseBytes = (await w.commit()).fileSize;
-        } catch (err) {
-          await w.abort();
-          throw err;
-        }
+        newBaseBytes = await emitAndCommit(cowT, await createOutputWriter(baseFormat, newBasePath, base.device.size, {}));
         staged.push(newBasePath);
         registerTempFile(newBasePath);
         if (baseFormat === 'vmdk') {
@@ -410,13 +404,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
               backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
               clusterSize: Math.max(4096, cFs.blockSize),
             });
-            try {
-              await cowM.emitTo(w, OVERLAY_EMIT);
-              after = (await w.commit()).fileSize;
-            } catch (err) {
-              await w.abort();
-              throw err;
-            }
+            after = await emitAndCommit(cowM, w, OVERLAY_EMIT);
             staged.push(outPath);
             registerTempFile(outPath);
             output = join(outDir, basename(c.name));

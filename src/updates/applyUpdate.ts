@@ -202,7 +202,7 @@ async function symlinkToDirectory(writer: Ext4Writer, path: Uint8Array): Promise
   const ino = await writer.lookup(path);
   if (ino === undefined) return undefined;
   const inode = await writer.fs.readInode(ino);
-  if ((await writer.fs.stat(ino)).type !== 'symlink') return undefined;
+  if (writer.fs.statOf(inode).type !== 'symlink') return undefined;
   const dir = await writer.resolveDir(splitPath(path), path).catch(() => undefined);
   return dir === undefined ? undefined : writer.fs.readlinkOf(inode);
 }

@@ -383,16 +383,8 @@ export class Ext4Writer {
     const known = this.names.get(dirIno);
     if (known !== undefined) return known;
     const inode = await this.fs.readInode(dirIno);
-    // Only directories reach here (an entry said so, or the inode did): anything else is damage
-    // e2fsck would repair, and writing on it would leave a filesystem it has to.
-    if (fileType(inode.i_mode) !== S_IFDIR || inode.i_links_count === 0) {
-      throw new CorruptImageError('CORRUPT_IMAGE', {
-        file: this.o.file,
-        structure: `ext4.inode[${dirIno}]`,
-        offset: inode.deviceOffset,
-        detail: inode.i_links_count === 0 ? `directory inode ${dirIno} is reached by a path but has no links (deleted): run e2fsck` : `a directory entry names inode ${dirIno} as a directory, but it is not one: run e2fsck`,
-      });
-    }
+    // Only directories reach here (an entry said so, or the inode did): anything else is damage.
+    this.checkEntry({ ino: dirIno, fileType: EXT4_FT_DIR }, inode);
     const map = new Map<string, CachedEntry>();
     for await (const batch of this.fs.dirBlocksOf(inode)) {
       for (const e of batch.entries) {
