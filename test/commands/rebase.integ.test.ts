@@ -31,6 +31,19 @@ function makeBase(d: string, sizeMiB: number, mkfsArgs: string[]): void {
   execFileSync('mkfs.ext4', ['-q', '-F', ...mkfsArgs, '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
   qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
 }
+
+/**
+ * DIR/NAME.raw: a copy of DIR/base.raw changed by tune2fs (each argument list) and a debugfs
+ * -w script, then DIR/NAME.qcow2: an overlay on base.qcow2 holding what differs. Returns its path.
+ */
+function makeClient(d: string, name: string, debugfs: string, tune: string[][] = []): string {
+  const raw = join(d, `${name}.raw`);
+  execFileSync('cp', [join(d, 'base.raw'), raw]);
+  for (const args of tune) execFileSync('tune2fs', [...args, raw], { stdio: 'ignore' });
+  if (debugfs !== '') execFileSync('debugfs', ['-w', '-f', '-', raw], { input: debugfs, stdio: ['pipe', 'ignore', 'ignore'] });
+  qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, `${name}.qcow2`));
+  return join(d, `${name}.qcow2`);
+}
 let fleet = '';
 let manifest: FleetManifest;
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
@@ -194,14 +207,10 @@ describe('rebase refusals', () => {
     mkdirSync(join(d, 'upd/data/deldir'), { recursive: true });
     writeFileSync(join(d, 'upd/data/deldir/newfile'), 'new\n');
     makeBase(d, 32, []);
-    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
-    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: 'rm /data/deldir/a\nrmdir /data/deldir\n', stdio: ['pipe', 'ignore', 'ignore'] });
-    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    makeClient(d, 'c1', 'rm /data/deldir/a\nrmdir /data/deldir\n');
     // A second client with a conflict of its own (it rewrote the file the update adds), and a third with none.
-    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c2.raw')]);
     writeFileSync(join(d, 'c2-newfile'), 'mine\n');
-    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c2.raw')], { input: `write ${join(d, 'c2-newfile')} /data/deldir/newfile\n`, stdio: ['pipe', 'ignore', 'ignore'] });
-    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c2.raw'), join(d, 'c2.qcow2'));
+    makeClient(d, 'c2', `write ${join(d, 'c2-newfile')} /data/deldir/newfile\n`);
     qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'c3.qcow2'));
     const fail = imgdedup(['--json', 'rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), join(d, 'c3.qcow2'), join(d, 'c2.qcow2'), '-o', join(d, 'o-fail')]);
     expect(fail.status, fail.stderr).toBe(3);
@@ -230,10 +239,8 @@ describe('rebase refusals', () => {
     mkdirSync(join(d, 'upd/opt'), { recursive: true });
     execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'upd/opt/big.bin')}`, 'bs=1M', 'count=12', 'status=none']);
     makeBase(d, 32, ['-b', '4096']);
-    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     execFileSync('dd', ['if=/dev/urandom', `of=${join(d, 'own.bin')}`, 'bs=1M', 'count=16', 'status=none']);
-    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'own.bin')} /data/own.bin\n`, stdio: ['pipe', 'ignore', 'ignore'] });
-    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
+    makeClient(d, 'c1', `write ${join(d, 'own.bin')} /data/own.bin\n`);
     // The base alone takes the update.
     expect(imgdedup(['apply', join(d, 'base.qcow2'), join(d, 'upd'), '-o', join(d, 'applied.qcow2')]).status).toBe(0);
     const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
@@ -253,15 +260,11 @@ describe('rebase refusals', () => {
     mkdirSync(join(d, 'upd/etc'), { recursive: true });
     writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
     makeBase(d, 64, ['-b', '1024']);
-    const client = (name: string, tune: string[][], debugfs: string): string => {
-      execFileSync('cp', [join(d, 'base.raw'), join(d, `${name}.raw`)]);
-      for (const args of tune) execFileSync('tune2fs', [...args, join(d, `${name}.raw`)], { stdio: 'ignore' });
-      if (debugfs !== '') execFileSync('debugfs', ['-w', '-f', '-', join(d, `${name}.raw`)], { input: debugfs, stdio: ['pipe', 'ignore', 'ignore'] });
-      qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, `${name}.raw`), join(d, `${name}.qcow2`));
-      return join(d, `${name}.qcow2`);
-    };
     const uuid = '11111111-2222-3333-4444-555555555555';
-    const c1 = client('c1', [['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7'], ['-O', 'metadata_csum_seed', '-U', uuid]], `sif /etc/passwd flags 0x80010\nwrite ${join(d, 'tree/etc/passwd')} /srv/d/mine\nsif /srv/d mtime 200001010000\n`);
+    const c1 = makeClient(d, 'c1', `sif /etc/passwd flags 0x80010\nwrite ${join(d, 'tree/etc/passwd')} /srv/d/mine\nsif /srv/d mtime 200001010000\n`, [
+      ['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7'],
+      ['-O', 'metadata_csum_seed', '-U', uuid],
+    ]);
     const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'out')]);
     expect(r.status, r.stderr).toBe(0);
     qemuImg('convert', '-O', 'raw', join(d, 'out/c1.qcow2'), join(d, 'out.raw'));
@@ -276,7 +279,7 @@ describe('rebase refusals', () => {
     expect(dir).toMatch(/mtime: 0x386d4380/);
     expect(patched).toBe('patched\n');
     // A UUID changed with every checksum rewritten cannot be carried over the base's metadata: refused before anything is written.
-    const c2 = client('c2', [['-U', uuid]], '');
+    const c2 = makeClient(d, 'c2', '', [['-U', uuid]]);
     const bad = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), c2, '-o', join(d, 'out2')]);
     expect(bad.status, bad.stderr).toBe(2);
     expect(JSON.parse(bad.stderr)).toMatchObject({ code: 'WRITE_REFUSED', data: { file: c2, structure: 'ext4.superblock.s_uuid' } });
@@ -313,13 +316,11 @@ describe('rebase refusals', () => {
     mkdirSync(join(d, 'upd/etc'), { recursive: true });
     writeFileSync(join(d, 'upd/etc/patched'), 'patched\n');
     makeBase(d, 32, ['-O', 'inline_data', '-I', '256']);
-    execFileSync('cp', [join(d, 'base.raw'), join(d, 'c1.raw')]);
     writeFileSync(join(d, 'small'), 'a small file the client wrote\n');
-    execFileSync('debugfs', ['-w', '-f', '-', join(d, 'c1.raw')], { input: `write ${join(d, 'small')} /data/small\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    makeClient(d, 'c1', `write ${join(d, 'small')} /data/small\n`);
     const [before] = debugfsBatch(join(d, 'c1.raw'), ['stat /data/small']);
     expect(before).toMatch(/Size of inline data/);
     const ino = /Inode: (\d+)/.exec(before!)![1];
-    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', join(d, 'c1.raw'), join(d, 'c1.qcow2'));
     const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
     expect(r.status, r.stderr).toBe(0);
     qemuImg('convert', '-O', 'raw', join(d, 'out/c1.qcow2'), join(d, 'out.raw'));

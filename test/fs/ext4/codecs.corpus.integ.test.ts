@@ -20,6 +20,7 @@ import { decodeInode, encodeInode } from '../../../src/fs/ext4/inode.js';
 import { decodeExtentNode, encodeExtentNode, extentNodeCapacity, walkExtentTree } from '../../../src/fs/ext4/extents.js';
 import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock } from '../../../src/fs/ext4/xattr.js';
 import { ImgdedupError } from '../../../src/errors.js';
+import { modelledInodeBytes } from './codecImages.js';
 
 const corpus = findE2fsprogsCorpus();
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -37,24 +38,6 @@ function attempt<T>(f: () => T): T | undefined {
     if (e instanceof ImgdedupError) return undefined;
     throw e;
   }
-}
-
-function modelledInodeBytes(inodeSize: number, extraIsize: number, csum: boolean, exactSize: boolean): number[] {
-  const out: number[] = [];
-  const add = (from: number, to: number): void => {
-    for (let i = from; i < to; i++) if (exactSize || !((i >= 0x04 && i < 0x08) || (i >= 0x6c && i < 0x70))) out.push(i);
-  };
-  add(0x00, 0x24);
-  add(0x28, 0x70);
-  add(0x74, csum ? 0x7e : 0x7c);
-  if (inodeSize > 128) {
-    const end = 128 + extraIsize;
-    add(0x80, 0x82);
-    if (csum) add(0x82, Math.min(end, 0x84));
-    add(0x84, Math.min(end, 0x98));
-    if (end >= 0xa0) add(0x9c, 0xa0);
-  }
-  return out;
 }
 
 /**
