@@ -23,6 +23,7 @@ import { readPartitionTable, type PartitionTable } from '../diskimage/partition/
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
+import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { ConflictError, RefusedError, UnsupportedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
@@ -283,6 +284,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       avoidInodes = avoidInodes.union(await fs.layout.usedInodes());
     }
     // One memory budget for the two layers alive at a time (T and one client's M); past it they spill to temp files.
+    let newBaseDone: Promise<void> | undefined;
+    let newBaseFailed = false;
     const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
@@ -316,15 +319,21 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
         registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
-        newBaseBytes = await emitAndCommit(cowT, await createOutputWriter(baseFormat, newBasePath, base.device.size, {}));
-        staged.push(newBasePath);
-        registerTempFile(newBasePath);
-        if (baseFormat === 'vmdk') {
-          const img = await openImage(newBasePath);
-          newBaseCid = (img as VmdkImage).cid;
-          await img.close();
-        }
-        options.onProgress?.('new base', 1, 1);
+        const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});
+        if (w instanceof VmdkImageWriter) newBaseCid = w.cid;
+        // Written while the clients are merged: the copy waits on the disk, the merges on the CPU.
+        // T is not written again, and the outputs are placed only once it is complete.
+        newBaseDone = emitAndCommit(cowT, w).then((bytes) => {
+          newBaseBytes = bytes;
+          staged.push(newBasePath);
+          registerTempFile(newBasePath);
+          options.onProgress?.('new base', 1, 1);
+        });
+        // Awaited before the outputs are placed, or on failure before the staging directory goes;
+        // a failure stops the clients' work at the next client.
+        newBaseDone.catch(() => {
+          newBaseFailed = true;
+        });
       }
       const updateChangedCount = summary.added + summary.replaced + summary.deleted;
       let tOwners: Promise<BlockOwnership> | undefined;
@@ -338,6 +347,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let k = 0;
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
+        if (newBaseFailed) await newBaseDone; // throws its error
         // What the previous client (or the new base) left behind, freed before this one's work.
         collectGarbage();
         const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
@@ -434,6 +444,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           paths: conflictsFound.flatMap((x) => x.paths),
         });
       }
+      await newBaseDone;
       // 5. All complete: into DIR.
       if (!options.dryRun) {
         // All or none: an output already moved stays registered (removed on SIGINT/SIGTERM) until every one is in DIR.
@@ -476,6 +487,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         seconds: Math.round(performance.now() - started) / 1000,
       };
     } finally {
+      // A failure while the new base is being written: it finishes (or fails) before T and the staging directory go.
+      await newBaseDone?.catch(() => undefined);
       await cowT.close();
     }
   } catch (err) {

@@ -19,6 +19,7 @@ import type { Inode } from '../fs/ext4/inode.js';
 import { byteKey, compareBytes, joinPath, splitPath } from '../fs/ext4/names.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
 import { EXT4_USER_FLAGS } from '../fs/ext4/constants.js';
+import { BlockRuns } from '../fs/BlockRuns.js';
 import { sameState, stateAt, type PathState } from './nodeState.js';
 
 const ROOT = new Uint8Array([0x2f]);
@@ -153,14 +154,15 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   let carriedBytes = 0;
   /** Client inode -> the first path carried for it (later names become hard links). */
   const carried = new Map<number, Uint8Array>();
-  /** The buffer client data is copied through, at least one block. */
-  const copy = new Uint8Array(Math.max(COPY_BYTES, client.blockSize));
+  /** The client's data blocks the carried files point at, copied into M once all are carried. */
+  const toCopy: Array<[number, number]> = [];
   for (const d of ordered) {
     const c = states.get(byteKey(d.path))!;
-    const r = await carryPath(input, d.path, c, carried, copy);
+    const r = await carryPath(input, d.path, c, carried, toCopy);
     relocatedBlocks += r.relocated;
     carriedBytes += r.bytes;
   }
+  await copyBlocks(input, new BlockRuns(toCopy));
   // Adding and removing entries set their directories' times to now: the client's times are set
   // again on every directory carried and every parent of a path carried or removed, deepest first.
   const dirs = new Map<string, Uint8Array>();
@@ -184,8 +186,28 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   return { decisions, relocatedBlocks, carriedBytes };
 }
 
+/**
+ * Copies the client's blocks `runs` into M at the same places, in large reads: the files
+ * a client wrote lie mostly side by side, so their blocks coalesce into few runs. Done
+ * after every path is carried: what T kept in those blocks has been relocated by then,
+ * and M's writer allocates nothing there (the client's blocks are avoided).
+ */
+async function copyBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
+  const bs = input.client.blockSize;
+  const per = Math.max(1, Math.floor(COPY_BYTES / bs));
+  const buf = new Uint8Array(per * bs);
+  for (const [start, count] of runs.runs()) {
+    for (let off = 0; off < count; off += per) {
+      const piece = buf.subarray(0, Math.min(per, count - off) * bs);
+      await readInto(input.clientDevice, piece, (start + off) * bs);
+      // M's layer copies what it is given, so the buffer is reused.
+      await input.mergedDevice.write((start + off) * bs, piece);
+    }
+  }
+}
+
 /** Writes the client's state of `path` into M, keeping its inode number and data blocks where it can. */
-async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>, copy: Uint8Array): Promise<{ relocated: number; bytes: number }> {
+async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>, toCopy: Array<[number, number]>): Promise<{ relocated: number; bytes: number }> {
   const m = input.merged;
   const attrs = await attrsOf(input.client, c.inode);
   const existing = await m.lookup(path);
@@ -241,15 +263,8 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
         relocated++;
       }
     }
-    // Copied in pieces through one buffer (M's layer copies what it is given).
-    const per = Math.max(1, Math.floor(copy.length / bs));
-    for (let off = 0; off < e.len; off += per) {
-      const n = Math.min(per, e.len - off);
-      const piece = copy.subarray(0, n * bs);
-      await readInto(input.clientDevice, piece, (e.pblk + off) * bs);
-      await input.mergedDevice.write((e.pblk + off) * bs, piece);
-      bytes += n * bs;
-    }
+    toCopy.push([e.pblk, e.len]);
+    bytes += e.len * bs;
   }
   await m.point(ino, extents, c.inode.i_size);
   return { relocated, bytes };

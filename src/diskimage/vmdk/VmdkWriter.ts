@@ -557,6 +557,11 @@ export class VmdkImageWriter implements ImageWriter {
     return this.w.size;
   }
 
+  /** The content ID the image is written with: a delta on it names it as parentCID. */
+  get cid(): number {
+    return this.w.cid;
+  }
+
   async write(guestOffset: number, data: Uint8Array): Promise<void> {
     const gb = this.w.grainBytes;
     if (guestOffset % gb !== 0) throw new InternalError(`VMDK write at ${guestOffset} is not grain-aligned (${gb})`);
