@@ -89,6 +89,12 @@ export interface DiskDiff {
 export interface DiffDisksOptions {
   /** Walk and compare whole trees even where the change could be followed incrementally. */
   readonly fullTree?: boolean;
+  /**
+   * Filesystems the caller has open already, by side and byte range on its disk: used
+   * instead of opening them again, so their caches serve this diff and the caller's next
+   * steps (a rebase diffs every client against the one open base).
+   */
+  readonly openFilesystems?: ReadonlyArray<{ readonly side: 'a' | 'b'; readonly start: number; readonly length: number; readonly fs: Ext4Fs }>;
 }
 
 /** Where a region lies on one side. */
@@ -252,7 +258,9 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
     }
     const label = (d: DiffSide): string => (r.partition === null ? d.name : `${d.name} (partition ${r.partition})`);
     const where = (d: DiffSide, at: Bounds) => ({ file: label(d), location: { diskStart: at.start, fileIsDisk: d.fileIsDisk === true } });
-    const [fsA, fsB] = await Promise.all([Ext4Fs.open(da, where(a, r.a)), Ext4Fs.open(db, where(b, r.b))]);
+    const open = (side: 'a' | 'b', dev: BlockDevice, d: DiffSide, at: Bounds): Promise<Ext4Fs> | Ext4Fs =>
+      options.openFilesystems?.find((o) => o.side === side && o.start === at.start && o.length === at.length)?.fs ?? Ext4Fs.open(dev, where(d, at));
+    const [fsA, fsB] = await Promise.all([open('a', da, a, r.a), open('b', db, b, r.b)]);
     // What the diff shows is each filesystem as stored: say so when that is not what a mount would show.
     const fsWarnings = [...(await fsA.readWarnings()), ...(await fsB.readWarnings())];
     warnings.push(...fsWarnings);

@@ -350,10 +350,16 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         if (newBaseFailed) await newBaseDone; // throws its error
         // What the previous client (or the new base) left behind, freed before this one's work.
         collectGarbage();
-        const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain));
+        // The client's root is opened once for its diff and its merge; the base's is the one open for all.
+        const cFs = await openClientRoot(c);
+        const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain), {
+          openFilesystems: [
+            { side: 'a', start: target.start, length: target.length, fs: baseFs },
+            { side: 'b', start: target.start, length: target.length, fs: cFs },
+          ],
+        });
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
         collectGarbage(); // the diff's reads
-        const cFs = await openClientRoot(c);
         const cowM = new CowDevice(cowT, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
         try {
           const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
