@@ -54,6 +54,11 @@ export interface MergeInput {
   readonly mergedDevice: WritableDevice;
   /** The client's filesystem bytes. */
   readonly clientDevice: BlockDevice;
+  /**
+   * Puts the client's bytes at `[offset, offset + length)` of the filesystem into M by
+   * reference (CowDevice.link) instead of copying them; absent: copied.
+   */
+  readonly linkClientBytes?: (offset: number, length: number) => Promise<void>;
   readonly conflict: ConflictPolicy;
   /** Who owns T's blocks (computed once for the fleet, on first need): what relocation goes by. */
   readonly updatedOwnership: () => Promise<BlockOwnership>;
@@ -187,13 +192,17 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
 }
 
 /**
- * Copies the client's blocks `runs` into M at the same places, in large reads: the files
+ * Copies (or links) the client's blocks `runs` into M at the same places, in large reads: the files
  * a client wrote lie mostly side by side, so their blocks coalesce into few runs. Done
  * after every path is carried: what T kept in those blocks has been relocated by then,
  * and M's writer allocates nothing there (the client's blocks are avoided).
  */
 async function copyBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
   const bs = input.client.blockSize;
+  if (input.linkClientBytes !== undefined) {
+    for (const [start, count] of runs.runs()) await input.linkClientBytes(start * bs, count * bs);
+    return;
+  }
   const per = Math.max(1, Math.floor(COPY_BYTES / bs));
   const buf = new Uint8Array(per * bs);
   for (const [start, count] of runs.runs()) {

@@ -184,6 +184,19 @@ export class CowDevice implements ClosableDevice, WritableDevice {
     this.spares.push(new Uint8Array(copy.buffer));
   }
 
+  /**
+   * Makes `[offset, offset + length)` read as the same bytes of `source` (a device of this
+   * one's coordinates, e.g. another chain over the same base), storing no data: they are
+   * read from `source` when read or emitted, so `source` must stay open and unchanged
+   * while this device lives. A rebase puts a client's own data into its merged layer so,
+   * instead of copying it through memory or the spill file. Throws INTERNAL out of range.
+   */
+  async link(offset: number, length: number, source: BlockDevice): Promise<void> {
+    this.checkRange('link', offset, length);
+    if (offset + length > source.size) throw new InternalError('CowDevice.link: range must lie within the source', { guestOffset: offset, length, size: source.size });
+    return this.mutate(() => this.layer.link(offset, length, source));
+  }
+
   /** Makes `[offset, offset + length)` read as zeros, storing no data. Throws INTERNAL out of range. */
   async writeZeros(offset: number, length: number): Promise<void> {
     this.checkRange('writeZeros', offset, length);

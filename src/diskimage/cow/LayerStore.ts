@@ -1,6 +1,7 @@
 /**
  * The contents of a copy-on-write layer: a sorted interval map of disjoint guest
- * byte ranges, each stored as zeros (no data), in memory, or in the spill file.
+ * byte ranges, each stored as zeros (no data), in memory, in the spill file, or as a
+ * reference to the same bytes of another device (linked).
  * Later writes replace earlier ones byte for byte (last write wins).
  *
  * Memory: data in memory sits in chunks (one per write, shared by the pieces a
@@ -11,7 +12,8 @@
  *
  * Not safe for concurrent mutation: CowDevice serialises writes.
  */
-import type { ByteRange } from '../BlockDevice.js';
+import type { BlockDevice, ByteRange } from '../BlockDevice.js';
+import { readInto } from '../readInto.js';
 import { PieceList } from './PieceList.js';
 import { SpillFile } from './SpillFile.js';
 
@@ -25,7 +27,9 @@ export type Piece =
   | { readonly start: number; readonly end: number; readonly kind: 'zero' }
   | { readonly start: number; readonly end: number; readonly kind: 'memory'; readonly chunk: Chunk; readonly chunkOffset: number }
   /** Spilled data for guest byte X sits at spill file byte X. */
-  | { readonly start: number; readonly end: number; readonly kind: 'spilled' };
+  | { readonly start: number; readonly end: number; readonly kind: 'spilled' }
+  /** Guest byte X reads as byte X of `source` (a device that does not change while the layer lives). */
+  | { readonly start: number; readonly end: number; readonly kind: 'linked'; readonly source: BlockDevice };
 
 export interface LayerStoreOptions {
   /** Bytes of written data kept in memory before spilling to a temp file. Default 64 MiB. */
@@ -83,6 +87,7 @@ export class LayerStore {
     const dst = into.subarray(s - start, e - start);
     if (p.kind === 'zero') dst.fill(0);
     else if (p.kind === 'memory') dst.set(p.chunk.bytes.subarray(p.chunkOffset + (s - p.start), p.chunkOffset + (e - p.start)));
+    else if (p.kind === 'linked') await readInto(p.source, dst, s);
     else await this.spill.readInto(dst, s);
   }
 
@@ -105,6 +110,14 @@ export class LayerStore {
     await this.replace({ start: offset, end, kind: 'spilled' }, () => this.spill.write(offset, data));
     this.spilledTotal += data.length;
     return false;
+  }
+
+  /**
+   * Records that `[offset, offset + length)` reads as the same bytes of `source`, storing
+   * nothing: the bytes are read from `source` when the range is read or emitted.
+   */
+  async link(offset: number, length: number, source: BlockDevice): Promise<void> {
+    if (length > 0) await this.replace({ start: offset, end: offset + length, kind: 'linked', source });
   }
 
   /** Records that `[offset, offset + length)` reads as zeros. */
@@ -207,6 +220,7 @@ export class LayerStore {
 function mergeable(a: Piece, b: Piece): boolean {
   if (a.end !== b.start || a.kind !== b.kind) return false;
   if (a.kind === 'memory' && b.kind === 'memory') return a.chunk === b.chunk && a.chunkOffset + (a.end - a.start) === b.chunkOffset;
+  if (a.kind === 'linked' && b.kind === 'linked') return a.source === b.source;
   return true; // zeros, and spilled data (stored at its guest offset, so contiguous)
 }
 

@@ -1,6 +1,7 @@
 /**
  * CowDevice against a plain byte-array model: random sequences of writes (any
- * offset, length and alignment, overlapping, data and zeros) with memory budgets
+ * offset, length and alignment, overlapping, data, zeros, and links to the same bytes of
+ * another device) with memory budgets
  * small enough to force the spill file. After each sequence, reads anywhere equal
  * the model, dirtyRanges() is exactly the set of written bytes, and emitting into
  * a writer reproduces the model (as an overlay over the lower content, touching
@@ -18,7 +19,7 @@ import { useTempDir } from '../../helpers/tmp.js';
 
 const tmp = useTempDir('imgdedup-cow-');
 
-type Op = { kind: 'write' | 'zeros' | 'zeroData'; at: number; len: number; seed: number };
+type Op = { kind: 'write' | 'zeros' | 'zeroData' | 'link'; at: number; len: number; seed: number };
 
 function opData(op: Op, len: number): Uint8Array {
   const d = new Uint8Array(len);
@@ -57,7 +58,7 @@ function runsOf(mask: Uint8Array): { offset: number; length: number }[] {
 }
 
 const opArb = fc.record({
-  kind: fc.constantFrom<Op['kind']>('write', 'write', 'zeros', 'zeroData'),
+  kind: fc.constantFrom<Op['kind']>('write', 'write', 'zeros', 'zeroData', 'link'),
   at: fc.nat(),
   len: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 5000 })),
   seed: fc.nat(255),
@@ -83,6 +84,9 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
 
 async function runScenario(s: Scenario): Promise<void> {
   const lower = makeLower(s.size, s.lowerSeed);
+  // What 'link' ops point at: another device of the same coordinates, with other bytes.
+  const source = makeLower(s.size, s.lowerSeed + 1);
+  for (let i = 0; i < s.size; i++) source.bytes[i] = (source.bytes[i]! + 1 + (i % 13)) & 255;
   const model = lower.bytes.slice();
   const written = new Uint8Array(s.size);
   const dev = new CowDevice(lower, { memoryBudgetBytes: s.budget, tempDir: tmp() });
@@ -91,8 +95,9 @@ async function runScenario(s: Scenario): Promise<void> {
       const at = op.at % (s.size + 1);
       const len = Math.min(op.len, s.size - at);
       if (op.kind === 'zeros') await dev.writeZeros(at, len);
+      else if (op.kind === 'link') await dev.link(at, len, source);
       else await dev.write(at, opData(op, len));
-      model.set(opData(op, len), at);
+      model.set(op.kind === 'link' ? source.bytes.subarray(at, at + len) : opData(op, len), at);
       written.fill(1, at, at + len);
       expect(dev.memoryBytes).toBeLessThanOrEqual(s.budget);
     }
