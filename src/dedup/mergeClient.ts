@@ -11,6 +11,7 @@
  */
 import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';
 import { readInto } from '../diskimage/readInto.js';
+import { runLimited } from '../diskimage/runLimited.js';
 import { ConflictError } from '../errors.js';
 import type { FsDiff } from '../blockdiff/diffDisk.js';
 import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
@@ -77,6 +78,9 @@ export interface MergeInput {
 
 const depth = (p: Uint8Array): number => splitPath(p).length;
 
+/** Paths decided at once (each compares at most two files, a chunk of each at a time). */
+const DECIDE_IN_FLIGHT = 4;
+
 /** Bytes of client data copied at a time. */
 const COPY_BYTES = 1 << 20;
 
@@ -104,14 +108,13 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   const { base, updated, client, clientDiff } = input;
   const paths = [...clientDiff.added, ...clientDiff.removed, ...clientDiff.modified].map((e) => e.path);
   const unique = [...new Map(paths.map((p) => [byteKey(p), p])).values()];
-  const decisions: MergeDecision[] = [];
   const changedKeys = input.updateChanged.map(byteKey);
   /** Whether the update changed anything below directory `p` (a directory's own state leaves out its entries). */
   const changedBelow = (p: Uint8Array): boolean => {
     const prefix = `${byteKey(p)}/`;
     return changedKeys.some((k) => k.startsWith(prefix));
   };
-  for (const p of unique) {
+  const decide = async (p: Uint8Array): Promise<MergeDecision> => {
     const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
     const key = byteKey(p);
     let same = input.updateSame?.get(key);
@@ -120,16 +123,18 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
       input.updateSame?.set(key, same);
     }
     // A directory the client deleted, to which the update added or changed something, is a conflict.
-    if (same && !(c === null && b?.kind === 'dir' && changedBelow(p))) {
-      decisions.push({ path: p, result: 'client', conflict: false });
-      continue;
-    }
-    if ((await sameState(c, b)) || (await sameState(c, t))) {
-      decisions.push({ path: p, result: 'update', conflict: false });
-      continue;
-    }
-    decisions.push({ path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true });
-  }
+    if (same && !(c === null && b?.kind === 'dir' && changedBelow(p))) return { path: p, result: 'client', conflict: false };
+    if ((await sameState(c, b)) || (await sameState(c, t))) return { path: p, result: 'update', conflict: false };
+    return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true };
+  };
+  // A few paths at a time: one path's file reads wait on the thread pool while another's are compared.
+  const decisions: MergeDecision[] = new Array<MergeDecision>(unique.length);
+  await runLimited(
+    unique.map((p, i) => async () => {
+      decisions[i] = await decide(p);
+    }),
+    DECIDE_IN_FLIGHT,
+  );
   const conflicts = decisions.filter((d) => d.conflict);
   if (input.conflict === 'fail' && conflicts.length > 0) {
     throw new ConflictError({
