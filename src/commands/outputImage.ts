@@ -51,3 +51,18 @@ export async function emitAndCommit(cow: CowDevice, writer: ImageWriter, options
     throw err;
   }
 }
+
+/**
+ * Like emitAndCommit, but returns once the layer is written, with the commit (metadata,
+ * fsync, rename) still running: `committed` settles with the output's size, or rejects
+ * (the writer then removed its file). The caller's next work overlaps the wait on the disk.
+ */
+export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<{ readonly committed: Promise<number> }> {
+  try {
+    await cow.emitTo(writer, options);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+  return { committed: writer.commit().then((s) => s.fileSize) };
+}

@@ -22,6 +22,7 @@ import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { syncDirectory } from '../diskimage/AtomicOutput.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
 import { ConflictError, RefusedError, UnsupportedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
@@ -35,7 +36,7 @@ import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
 import { collectGarbage } from './collectGarbage.js';
-import { createOutputWriter, emitAndCommit } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, emitThenCommit } from './outputImage.js';
 import { sideOf } from './diff.js';
 
 export interface RebaseOptions {
@@ -284,8 +285,19 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       avoidInodes = avoidInodes.union(await fs.layout.usedInodes());
     }
     // One memory budget for the two layers alive at a time (T and one client's M); past it they spill to temp files.
-    let newBaseDone: Promise<void> | undefined;
-    let newBaseFailed = false;
+    /**
+     * Outputs still being written or committed while the work goes on (the new base while the
+     * clients are merged, each overlay's fsync while the next client is): all must succeed
+     * before the outputs are placed, and all settle before the staging directory goes.
+     */
+    const background: Promise<void>[] = [];
+    let backgroundFailed = false;
+    const inBackground = (p: Promise<void>): void => {
+      background.push(p);
+      p.catch(() => {
+        backgroundFailed = true;
+      });
+    };
     const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
@@ -323,17 +335,12 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         if (w instanceof VmdkImageWriter) newBaseCid = w.cid;
         // Written while the clients are merged: the copy waits on the disk, the merges on the CPU.
         // T is not written again, and the outputs are placed only once it is complete.
-        newBaseDone = emitAndCommit(cowT, w).then((bytes) => {
+        inBackground(emitAndCommit(cowT, w).then((bytes) => {
           newBaseBytes = bytes;
           staged.push(newBasePath);
           registerTempFile(newBasePath);
           options.onProgress?.('new base', 1, 1);
-        });
-        // Awaited before the outputs are placed, or on failure before the staging directory goes;
-        // a failure stops the clients' work at the next client.
-        newBaseDone.catch(() => {
-          newBaseFailed = true;
-        });
+        }));
       }
       const updateChangedCount = summary.added + summary.replaced + summary.deleted;
       let tOwners: Promise<BlockOwnership> | undefined;
@@ -347,7 +354,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let k = 0;
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
-        if (newBaseFailed) await newBaseDone; // throws its error
+        if (backgroundFailed) await Promise.all(background); // throws the failure
         // What the previous client (or the new base) left behind, freed before this one's work.
         collectGarbage();
         // The client's root is opened once for its diff and its merge; the base's is the one open for all.
@@ -408,36 +415,41 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           }
           const conflicts = merge.decisions.filter((d) => d.conflict).map((d: MergeDecision) => ({ path: new TextDecoder().decode(d.path), kept: d.result }));
           const before = c.own.reduce((n, l) => n + l.fileSize, 0);
-          let after = 0;
-          let output: string | null = null;
           const format = c.chain.layers[0] instanceof VmdkImage ? 'vmdk' : 'qcow2';
-          if (options.dryRun) {
-            // What the overlay would hold: the changed units, without writing them anywhere.
-            const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
-            await cowM.emitTo(counter, OVERLAY_EMIT);
-            after = counter.bytes;
-          } else {
-            const outPath = join(staging, basename(c.name));
-            const w = await createOutputWriter(format, outPath, c.chain.device.size, {
-              backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
-              clusterSize: Math.max(4096, cFs.blockSize),
-            });
-            after = await emitAndCommit(cowM, w, OVERLAY_EMIT);
-            staged.push(outPath);
-            registerTempFile(outPath);
-            output = join(outDir, basename(c.name));
-          }
-          reports.push({
+          const report: { -readonly [K in keyof ClientReport]: ClientReport[K] } = {
             client: c.name,
-            output,
+            output: null,
             format,
             filesUpdated: Math.max(0, updateChangedCount - conflicts.filter((x) => x.kept === 'client').length),
             filesKept: merge.decisions.filter((d) => d.result === 'client').length,
             conflicts,
             blocksRelocated: merge.relocatedBlocks,
             overlayBytesBefore: before,
-            overlayBytesAfter: after,
-          });
+            overlayBytesAfter: 0,
+          };
+          reports.push(report);
+          if (options.dryRun) {
+            // What the overlay would hold: the changed units, without writing them anywhere.
+            const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
+            await cowM.emitTo(counter, OVERLAY_EMIT);
+            report.overlayBytesAfter = counter.bytes;
+          } else {
+            const outPath = join(staging, basename(c.name));
+            const w = await createOutputWriter(format, outPath, c.chain.device.size, {
+              backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
+              clusterSize: Math.max(4096, cFs.blockSize),
+            });
+            // Committed (fsync, rename into the staging directory) while the next client is merged.
+            const { committed } = await emitThenCommit(cowM, w, OVERLAY_EMIT);
+            inBackground(
+              committed.then((bytes) => {
+                report.overlayBytesAfter = bytes;
+                staged.push(outPath);
+                registerTempFile(outPath);
+              }),
+            );
+            report.output = join(outDir, basename(c.name));
+          }
         } finally {
           await cowM.close();
         }
@@ -452,18 +464,20 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           paths: conflictsFound.flatMap((x) => x.paths),
         });
       }
-      await newBaseDone;
+      await Promise.all(background);
       // 5. All complete: into DIR.
       if (!options.dryRun) {
         // All or none: an output already moved stays registered (removed on SIGINT/SIGTERM) until every one is in DIR.
         const placed: string[] = [];
-        for (const p of staged) {
+        // The new base first: a client is never in DIR without the base it names.
+        for (const p of [...staged].sort((x, y) => Number(y === newBasePath) - Number(x === newBasePath))) {
           const dest = join(outDir, basename(p));
           registerTempFile(dest);
           placed.push(dest);
           await rename(p, dest);
           unregisterTempFile(p);
         }
+        await syncDirectory(outDir).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'sync the output directory')));
         for (const d of placed) unregisterTempFile(d);
         await rm(staging, { recursive: true, force: true });
         unregisterTempDir(staging);
@@ -496,7 +510,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       };
     } finally {
       // A failure while the new base is being written: it finishes (or fails) before T and the staging directory go.
-      await newBaseDone?.catch(() => undefined);
+      await Promise.allSettled(background);
       await cowT.close();
     }
   } catch (err) {

@@ -78,6 +78,16 @@ export async function checkOutputPath(path: string, options: AtomicOutputOptions
   }
 }
 
+/** fsyncs directory `dir`, so the names renamed into it survive a crash. Throws what open/fsync throw. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 function errnoOf(err: unknown): { errno?: string } {
   const code = (err as NodeJS.ErrnoException).code;
   return typeof code === 'string' ? { errno: code } : {};
@@ -178,12 +188,7 @@ export class AtomicOutput {
       await rename(this.tempPath, this.path);
       unregisterTempFile(this.tempPath);
       operation = 'sync the directory';
-      const dir = await open(dirname(this.path), 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
+      await syncDirectory(dirname(this.path));
     } catch (err) {
       await this.abort();
       throw wrapIoError(err, this.path, operation);
