@@ -1,6 +1,8 @@
 /**
  * Interrupting a command that writes (Ctrl-C, SIGTERM, a lost terminal's SIGHUP) removes its
  * temporary outputs and exits 130 / 143 / 129, as a shell reports a process killed by those signals.
+ * A rebase interrupted at any moment leaves its output directory as it was: nothing, or (once
+ * it has placed everything) every output.
  */
 import { beforeAll, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
@@ -8,6 +10,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, writeSync } fr
 import { join } from 'node:path';
 import { CLI } from './helpers/run.js';
 import { useTempDir } from './helpers/tmp.js';
+import { cachedFleet } from '../fixtures/fleet/makeFleet.mjs';
 
 const tmp = useTempDir('imgdedup-signals-');
 const MiB = 1024 * 1024;
@@ -57,4 +60,28 @@ describe('an interrupted convert leaves nothing behind', () => {
     expect(readdirSync(r.dir)).toEqual([]);
     expect(existsSync(r.out)).toBe(false);
   }, 30_000);
+});
+
+describe('an interrupted rebase leaves no partial output', () => {
+  // Signals at moments spread over the run: while T is built, while the new base is written
+  // and the clients are merged at the same time, while overlays are committed in the background.
+  test.each([150, 400, 700, 1000, 1400, 2000])('SIGINT %i ms after the start: exit 130 and DIR as it was, or exit 0 and every output', async (delayMs) => {
+    const { dir: fleet, manifest } = cachedFleet('small');
+    const out = join(tmp(), `rebase-${delayMs}`);
+    const clients = manifest.clients.map((c: { qcow2: string }) => join(fleet, c.qcow2));
+    const child = spawn(process.execPath, [CLI, 'rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates'), ...clients, '-o', out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise((r) => setTimeout(r, delayMs));
+    child.kill('SIGINT');
+    const code = await exited;
+    const left = existsSync(out) ? readdirSync(out).sort() : [];
+    if (code === 0) expect(left).toEqual(['base.qcow2', ...manifest.clients.map((c: { qcow2: string }) => c.qcow2)].sort());
+    else {
+      expect(code, stderr).toBe(130);
+      expect(left, 'nothing left in DIR (it was created by the run, so it is gone too)').toEqual([]);
+      expect(existsSync(out)).toBe(false);
+    }
+  }, 60_000);
 });

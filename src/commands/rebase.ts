@@ -238,6 +238,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
   const clients: Array<{ name: string; chain: ImageChain; own: ImageChain['layers'] }> = [];
   const staging = join(outDir, `.imgdedup-rebase-${process.pid}`);
   const staged: string[] = [];
+  /** Every output name in the staging directory (registered for removal on interrupt before it exists). */
+  const namedInStaging: string[] = [];
   try {
     // 1. Validate every input before writing anything.
     const baseTable = await readPartitionTable(base.device, { file: options.base });
@@ -331,6 +333,9 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
         registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
+        // Registered before the writer renames its temporary file to this name: an interrupt at any moment removes it.
+        registerTempFile(newBasePath);
+        namedInStaging.push(newBasePath);
         const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});
         if (w instanceof VmdkImageWriter) newBaseCid = w.cid;
         // Written while the clients are merged: the copy waits on the disk, the merges on the CPU.
@@ -338,7 +343,6 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         inBackground(emitAndCommit(cowT, w).then((bytes) => {
           newBaseBytes = bytes;
           staged.push(newBasePath);
-          registerTempFile(newBasePath);
           options.onProgress?.('new base', 1, 1);
         }));
       }
@@ -435,6 +439,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
             report.overlayBytesAfter = counter.bytes;
           } else {
             const outPath = join(staging, basename(c.name));
+            registerTempFile(outPath);
+            namedInStaging.push(outPath);
             const w = await createOutputWriter(format, outPath, c.chain.device.size, {
               backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
               clusterSize: Math.max(4096, cFs.blockSize),
@@ -445,7 +451,6 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
               committed.then((bytes) => {
                 report.overlayBytesAfter = bytes;
                 staged.push(outPath);
-                registerTempFile(outPath);
               }),
             );
             report.output = join(outDir, basename(c.name));
@@ -514,7 +519,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       await cowT.close();
     }
   } catch (err) {
-    for (const p of staged) unregisterTempFile(p);
+    for (const p of namedInStaging) unregisterTempFile(p);
     await rm(staging, { recursive: true, force: true });
     unregisterTempDir(staging);
     await removeEmptyDirs(createdDirs);
