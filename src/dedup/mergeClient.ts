@@ -122,19 +122,20 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
       same = await sameState(t, b);
       input.updateSame?.set(key, same);
     }
-    // A directory the client deleted, to which the update added or changed something, is a conflict.
-    if (same && !(c === null && b?.kind === 'dir' && changedBelow(p))) return { path: p, result: 'client', conflict: false };
+    // A directory the client deleted or replaced by something else, to which the update added or changed something, is a conflict.
+    if (same && !(c?.kind !== 'dir' && b?.kind === 'dir' && changedBelow(p))) return { path: p, result: 'client', conflict: false };
     if ((await sameState(c, b)) || (await sameState(c, t))) return { path: p, result: 'update', conflict: false };
     return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true };
   };
   // A few paths at a time: one path's file reads wait on the thread pool while another's are compared.
-  const decisions: MergeDecision[] = new Array<MergeDecision>(unique.length);
+  const decided: MergeDecision[] = new Array<MergeDecision>(unique.length);
   await runLimited(
     unique.map((p, i) => async () => {
-      decisions[i] = await decide(p);
+      decided[i] = await decide(p);
     }),
     DECIDE_IN_FLIGHT,
   );
+  const decisions = await settleAncestors(input, decided);
   const conflicts = decisions.filter((d) => d.conflict);
   if (input.conflict === 'fail' && conflicts.length > 0) {
     throw new ConflictError({
@@ -218,6 +219,47 @@ async function copyBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
       await input.mergedDevice.write((start + off) * bs, piece);
     }
   }
+}
+
+/**
+ * A path the client keeps, below a directory that T does not have as a directory (the
+ * update deleted it, or put something else there): that directory is a conflict too, else
+ * the client's path would have no parent in M. Kept as the client's, the directories down
+ * to the path are carried as the client has them (its other entries stay as the update
+ * left them); taken as the update's, the client's paths below it are given up.
+ */
+async function settleAncestors(input: MergeInput, decisions: readonly MergeDecision[]): Promise<MergeDecision[]> {
+  const out = new Map(decisions.map((d) => [byteKey(d.path), d]));
+  const policy: MergeDecision['result'] = input.conflict === 'take-update' ? 'update' : 'client';
+  const dirInT = new Map<string, boolean>();
+  for (const d of decisions) {
+    if (d.result !== 'client' || (await input.client.lookup(d.path)) === undefined) continue; // removals need no parent
+    const parts = splitPath(d.path);
+    let prefix: Uint8Array = new Uint8Array(0);
+    let above: MergeDecision | undefined;
+    for (let i = 0; i < parts.length - 1; i++) {
+      prefix = joinPath(prefix, parts[i]!);
+      const key = byteKey(prefix);
+      let isDir = dirInT.get(key);
+      if (isDir === undefined) {
+        isDir = (await stateAt(input.updated, prefix))?.kind === 'dir';
+        dirInT.set(key, isDir);
+      }
+      if (isDir) continue;
+      let here = out.get(key);
+      // The topmost such directory is the conflict; those below it follow its resolution.
+      if (here === undefined || (above === undefined && !here.conflict && here.result === 'update')) {
+        here = above === undefined ? { path: prefix, result: policy, conflict: true } : { path: prefix, result: above.result, conflict: false };
+        out.set(key, here);
+      }
+      above ??= here;
+      if (here.result === 'update') {
+        out.set(byteKey(d.path), { ...d, result: 'update' });
+        break;
+      }
+    }
+  }
+  return [...out.values()];
 }
 
 /** Writes the client's state of `path` into M, keeping its inode number and data blocks where it can. */

@@ -199,6 +199,62 @@ describe('rebase refusals', () => {
     expect(readdirSync(out).sort()).toEqual(['base.qcow2', 'client4.qcow2']);
   }, 120_000);
 
+  test('a directory the client replaced by a symlink or a file, and the update adds to, is a conflict; a client change below a directory the update deletes keeps its parents (found by a new user)', () => {
+    const d = join(tmp(), 'replaceddir');
+    mkdirSync(join(d, 'tree/opt/plugins/old'), { recursive: true });
+    mkdirSync(join(d, 'tree/opt/gone/sub'), { recursive: true });
+    writeFileSync(join(d, 'tree/opt/plugins/b'), 'b\n');
+    writeFileSync(join(d, 'tree/opt/plugins/old/a'), 'a\n');
+    writeFileSync(join(d, 'tree/opt/gone/sub/f'), 'f\n');
+    writeFileSync(join(d, 'tree/opt/gone/sub/g'), 'g\n');
+    mkdirSync(join(d, 'upd/opt/plugins'), { recursive: true });
+    writeFileSync(join(d, 'upd/opt/plugins/c'), 'c\n');
+    writeFileSync(join(d, 'upd/opt/.wh.gone'), '');
+    makeBase(d, 32, []);
+    const unplug = 'rm /opt/plugins/b\nrm /opt/plugins/old/a\nrmdir /opt/plugins/old\nrmdir /opt/plugins\n';
+    makeClient(d, 'link', `${unplug}mkdir /srv\nsymlink /opt/plugins /srv\n`);
+    writeFileSync(join(d, 'mine'), 'mine\n');
+    makeClient(d, 'file', `${unplug}write ${join(d, 'mine')} /opt/plugins\n`);
+    makeClient(d, 'keep', `rm /opt/gone/sub/f\nwrite ${join(d, 'mine')} /opt/gone/sub/f\n`);
+    const clients = ['link', 'file', 'keep'].map((n) => join(d, `${n}.qcow2`));
+    // Before, the symlink and the file won silently (the update's plugins/c lost, exit 0), and
+    // the file under the deleted directory failed as BAD_UPDATE "parent directory does not exist".
+    const fail = imgdedup(['--json', 'rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), ...clients, '-o', join(d, 'o-fail')]);
+    expect(fail.status, fail.stderr).toBe(3);
+    expect((JSON.parse(fail.stderr) as { data: { clients: Array<{ client: string; paths: string[] }> } }).data.clients).toEqual([
+      { client: clients[0], paths: ['/opt/plugins'] },
+      { client: clients[1], paths: ['/opt/plugins'] },
+      { client: clients[2], paths: ['/opt/gone/sub/f', '/opt/gone'] },
+    ]);
+    const tree = (img: string, ...cmds: string[]): string[] => {
+      const raw = `${img}.raw`;
+      qemuImg('convert', '-O', 'raw', img, raw);
+      expectStrictFsckClean(raw);
+      return debugfsBatch(raw, cmds);
+    };
+    const keep = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), ...clients, '-o', join(d, 'o-keep')]);
+    expect(keep.status, keep.stderr).toBe(0);
+    const [linkStat] = tree(join(d, 'o-keep/link.qcow2'), 'stat /opt/plugins');
+    expect(linkStat).toMatch(/Type: symlink/);
+    const [fileStat] = tree(join(d, 'o-keep/file.qcow2'), 'stat /opt/plugins');
+    expect(fileStat).toMatch(/Type: regular\s+Mode:\s+0644/);
+    // The client's file comes back with its parents, and only what it changed (g went with the update).
+    const [sub, f] = tree(join(d, 'o-keep/keep.qcow2'), 'ls /opt/gone/sub', 'cat /opt/gone/sub/f');
+    expect(sub).toMatch(/\bf\b/);
+    expect(sub).not.toMatch(/\bg\b/);
+    expect(f).toBe('mine\n');
+    const take = imgdedup(['--json', 'rebase', '--conflict', 'take-update', join(d, 'base.qcow2'), join(d, 'upd'), ...clients, '-o', join(d, 'o-take')]);
+    expect(take.status, take.stderr).toBe(0);
+    for (const n of ['link', 'file']) {
+      const [ls] = tree(join(d, `o-take/${n}.qcow2`), 'ls /opt/plugins');
+      expect(ls).toMatch(/\bc\b/);
+      expect(ls).not.toMatch(/\bold\b|\bb\b/); // the client's deletions below stay
+    }
+    const [opt] = tree(join(d, 'o-take/keep.qcow2'), 'ls /opt');
+    expect(opt).toMatch(/\bplugins\b/);
+    expect(opt).not.toMatch(/\bgone\b/);
+  }, 180_000);
+
   test('a directory the client deleted and the update adds to is a conflict, resolved as asked (found by a new user)', () => {
     const d = join(tmp(), 'deldir');
     mkdirSync(join(d, 'tree/data/deldir'), { recursive: true });

@@ -565,9 +565,10 @@ export class Ext4Writer {
   /**
    * The directory inode that `parts` names, following symlinks inside the filesystem
    * (absolute targets from its root; `..` never above the root). Returns undefined if a
-   * component is missing; throws BAD_UPDATE if one is not a directory or symlinks loop.
+   * component is missing (or, with `notDirIsMissing`, not a directory); throws BAD_UPDATE
+   * if one is not a directory or symlinks loop.
    */
-  async resolveDir(parts: readonly Uint8Array[], path: Uint8Array): Promise<number | undefined> {
+  async resolveDir(parts: readonly Uint8Array[], path: Uint8Array, options: { notDirIsMissing?: boolean } = {}): Promise<number | undefined> {
     const stack: number[] = [EXT4_ROOT_INO];
     const queue = [...parts];
     let followed = 0;
@@ -600,6 +601,7 @@ export class Ext4Writer {
         queue.unshift(...splitPath(target));
         continue;
       }
+      if (options.notDirIsMissing) return undefined;
       throw this.badPath(path, 'a parent component is not a directory');
     }
     return stack[stack.length - 1]!;
@@ -627,12 +629,12 @@ export class Ext4Writer {
     return { dirIno, name };
   }
 
-  /** The inode `path` names (its last component not followed), or undefined. */
+  /** The inode `path` names (its last component not followed), or undefined (also when a parent is not a directory). */
   async lookup(path: Uint8Array): Promise<number | undefined> {
     const parts = splitPath(path);
     if (parts.length === 0) return EXT4_ROOT_INO;
     const { name } = this.splitParent(path);
-    const dir = await this.resolveDir(parts.slice(0, -1), path);
+    const dir = await this.resolveDir(parts.slice(0, -1), path, { notDirIsMissing: true });
     return dir === undefined ? undefined : (await this.lookupIn(dir, name))?.ino;
   }
 
