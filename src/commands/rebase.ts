@@ -185,7 +185,7 @@ async function requireClean(name: string, disk: BlockDevice, table: PartitionTab
   for (const pl of places) {
     const dev = new SliceDevice(disk, pl.start, pl.length, { file: name });
     if (!isExtFilesystem(await detectFilesystem(dev))) continue;
-    const fs = await Ext4Fs.open(dev, { file: name });
+    const fs = await Ext4Fs.open(dev, { file: name, location: { diskStart: pl.start, fileIsDisk: false } });
     const dirty = await fs.writeRefusal();
     if (dirty !== undefined) {
       throw new RefusedError('DIRTY_FILESYSTEM', { file: name, structure: `ext4 (${pl.label})`, state: dirty.state, detail: `${dirty.reason}: shut the VM down cleanly or fsck it` });
@@ -245,10 +245,12 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const baseTable = await readPartitionTable(base.device, { file: options.base });
     const target = await selectRootFilesystem(base.device, options.base, options.partition);
     const rootName = (n: string) => (target.partition === null ? n : `${n}:${target.partition}`);
+    /** Where the root lies, so that errors give the disk byte and the filesystem byte (and the file byte of a raw image). */
+    const rootAt = (chain: ImageChain | null) => ({ diskStart: target.start, fileIsDisk: chain !== null && chain.layers.length === 1 && chain.layers[0]!.format === 'raw' });
     const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
     await requireClean(options.base, base.device, baseTable);
     // BASE's root as it is (T is a layer above it): its superblock for the clients' plans, its files for the merges.
-    const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base) });
+    const baseFs = await Ext4Fs.open(baseRoot, { file: rootName(options.base), location: rootAt(base) });
     const baseSb = baseFs.superblock;
     /** Each client's own superblock settings (label, UUID, error behaviour, ...), carried into its M. */
     const superblockPlans = new Map<string, SuperblockPlan>();
@@ -280,7 +282,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     let avoidBlocks = new BlockRuns();
     let avoidInodes = new BlockRuns();
     // Each client's filesystem is opened for this and let go: memory follows one client at a time.
-    const openClientRoot = (c: (typeof clients)[number]): Promise<Ext4Fs> => Ext4Fs.open(new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }), { file: rootName(c.name) });
+    const openClientRoot = (c: (typeof clients)[number]): Promise<Ext4Fs> => Ext4Fs.open(new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }), { file: rootName(c.name), location: rootAt(c.chain) });
     for (const c of clients) {
       const fs = await openClientRoot(c);
       avoidBlocks = avoidBlocks.union(await fs.layout.usedBlocks());
@@ -303,7 +305,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
-      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), constraints: { avoidBlocks, avoidInodes } });
+      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes } });
       const { summary, report: tReport } = await (async () => {
         try {
           await checkSpace(tWriter, source, rootName(options.base));
@@ -321,7 +323,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       })();
       const updateChanged = tReport.changes.map((c) => c.path);
       warnings.push(...summary.warnings);
-      const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)` });
+      const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)`, location: rootAt(null) });
       options.onProgress?.('apply', 1, 1);
       // 3. The new base: T, complete, in BASE's format.
       const baseTop = base.layers[0]!;
@@ -376,7 +378,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
           const clientUsedBlocks = await cFs.layout.usedBlocks();
           const clientUsedInodes = await cFs.layout.usedInodes();
-          const mWriter = await Ext4Writer.open(mRoot, { file: rootName(c.name), constraints: { avoidBlocks: clientUsedBlocks, avoidInodes: clientUsedInodes } });
+          const mWriter = await Ext4Writer.open(mRoot, { file: rootName(c.name), location: rootAt(null), constraints: { avoidBlocks: clientUsedBlocks, avoidInodes: clientUsedInodes } });
           let merge: MergeResult;
           try {
             merge = await mergeClient({

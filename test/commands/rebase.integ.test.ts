@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { cachedFleet } from '../../fixtures/fleet/makeFleet.mjs';
@@ -171,6 +171,33 @@ describe('rebase refusals', () => {
     r = imgdedup(['rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates'), dirty, '-o', out]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/DIRTY_FILESYSTEM.*shut the VM down cleanly or fsck it/);
+    expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  }, 120_000);
+
+  test("a client's corrupt root is a typed error giving the disk byte and the filesystem byte (found by a new user)", () => {
+    // Client 1 with a byte of its root's first inode bitmap flipped (its checksum no longer holds).
+    const raw = join(tmp(), 'badbitmap.raw');
+    qemuImg('convert', '-O', 'raw', join(fleet, 'client1.qcow2'), raw);
+    const root = part(manifest.rootPartition);
+    const stats = execFileSync('debugfs', ['-R', 'stats', `${raw}?offset=${root.offsetBytes}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const bs = Number(/Block size:\s+(\d+)/.exec(stats)![1]);
+    const block = Number(/Group\s+0:.*?inode bitmap at (\d+)/s.exec(stats)![1]);
+    const at = root.offsetBytes + block * bs + 1;
+    const fd = openSync(raw, 'r+');
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+    closeSync(fd);
+    const bad = join(tmp(), 'badbitmap.qcow2');
+    qemuImg('convert', '-O', 'qcow2', '-B', join(fleet, 'base.qcow2'), '-F', 'qcow2', raw, bad);
+    const out = join(tmp(), 'out-badbitmap');
+    const r = imgdedup(['--json', 'rebase', join(fleet, 'base.qcow2'), join(fleet, 'updates'), bad, '-o', out]);
+    expect(r.status, r.stderr).toBe(2);
+    const err = JSON.parse(r.stderr) as { code: string; data: Record<string, unknown> };
+    expect(err.code).toBe('BAD_CHECKSUM');
+    expect(err.data).toMatchObject({ file: `${bad}:${manifest.rootPartition}`, structure: 'ext4.inode_bitmap[0]', deviceOffset: root.offsetBytes + block * bs, fsOffset: block * bs });
+    expect(err.data['offset'], 'a qcow2 file byte is not the disk byte').toBeUndefined();
     expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
   }, 120_000);
 
