@@ -10,7 +10,7 @@ import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor, wrapIoErro
 import { processOutput as output } from './ui/output.js';
 import { createProgress } from './ui/progress.js';
 import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
-import { removeTempFilesSync } from './diskimage/tempFiles.js';
+import { outputsComplete, removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
 import pkg from '../package.json' with { type: 'json' };
 
@@ -25,7 +25,8 @@ Exit codes:
   4   an output failed its verification
   5   I/O error (missing file, permission denied, disk full)
   70  internal error (a bug: please report it with the output of --debug)
-  129, 130, 143  interrupted by SIGHUP, SIGINT or SIGTERM (temporary outputs are removed)`;
+  129, 130, 143  interrupted by SIGHUP, SIGINT or SIGTERM (temporary outputs are removed, nothing was written;
+                 a signal once the outputs are in place lets the command finish)`;
 
 /** A global flag given anywhere before `--` (before or after the command name). */
 function hasGlobalFlag(flag: '--json' | '--debug'): boolean {
@@ -428,6 +429,12 @@ function report(err: unknown, program: Command): number {
 function installSignalCleanup(): void {
   for (const [signal, status] of Object.entries(SIGNAL_EXIT)) {
     process.once(signal, () => {
+      if (outputsComplete()) {
+        // Everything is written and in place: finishing takes moments, and exit 0 says so. A second signal ends it.
+        output.err(`${output.stderrIsTTY ? '\n' : ''}imgdedup: ${signal} received after the outputs were complete and in place; finishing`);
+        process.once(signal, () => process.exit(status));
+        return;
+      }
       removeTempFilesSync();
       // On a terminal, end the progress line (and the echoed ^C) first.
       output.err(`${output.stderrIsTTY ? '\n' : ''}imgdedup: interrupted by ${signal}`);

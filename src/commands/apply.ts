@@ -25,6 +25,7 @@ import { createOutputWriter, emitAndCommit, type OutputFormat } from './outputIm
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
+import { markOutputsComplete } from '../diskimage/tempFiles.js';
 
 export interface ApplyOptions {
   readonly base: string;
@@ -192,6 +193,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
       // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
       fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking });
+      markOutputsComplete();
       options.onProgress?.('write', 1, 1);
     }
     return {

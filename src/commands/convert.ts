@@ -17,6 +17,7 @@ import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { UsageError } from '../errors.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter, writeStreamOptimizedVmdk, type VmdkSubformat } from '../diskimage/vmdk/VmdkWriter.js';
+import { markOutputsComplete } from '../diskimage/tempFiles.js';
 
 export type ConvertOutputFormat = 'qcow2' | 'raw' | 'vmdk';
 
@@ -151,6 +152,7 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
     const summary = await writer.commit();
+    markOutputsComplete();
     return {
       output: options.output,
       format,

@@ -21,7 +21,7 @@ import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/ope
 import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
-import { registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { markOutputsComplete, registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { syncDirectory } from '../diskimage/AtomicOutput.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
@@ -160,9 +160,13 @@ async function makeOutputDir(dir: string): Promise<string[]> {
   const created: string[] = [];
   try {
     for (const d of missing) {
-      await mkdir(d).catch((err: unknown) => Promise.reject(wrapIoError(err, dir, 'create the output directory')));
-      created.push(d);
+      // Registered before it exists: an interrupt while mkdir completes must remove it too.
       registerTempDir(d);
+      await mkdir(d).catch((err: unknown) => {
+        unregisterTempDir(d);
+        return Promise.reject(wrapIoError(err, dir, 'create the output directory'));
+      });
+      created.push(d);
     }
   } catch (err) {
     await removeEmptyDirs(created);
@@ -332,8 +336,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let newBaseCid: number | undefined;
       const newBasePath = join(staging, basename(options.base));
       if (!options.dryRun) {
+        registerTempDir(staging); // before it exists, as above
         await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
-        registerTempDir(staging);
         options.onProgress?.('new base', 0, 1);
         // Registered before the writer renames its temporary file to this name: an interrupt at any moment removes it.
         registerTempFile(newBasePath);
@@ -486,6 +490,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         }
         await syncDirectory(outDir).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'sync the output directory')));
         for (const d of placed) unregisterTempFile(d);
+        markOutputsComplete();
         await rm(staging, { recursive: true, force: true });
         unregisterTempDir(staging);
         for (const d of createdDirs) unregisterTempDir(d);

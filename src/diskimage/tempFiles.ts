@@ -8,6 +8,8 @@
 import { rmdirSync, unlinkSync } from 'node:fs';
 
 const pending = new Set<string>();
+/** Set once the running command's outputs are all in place (see markOutputsComplete). */
+let complete = false;
 /** Temporary directories, removed (when empty) after the files, innermost first. */
 const pendingDirs: string[] = [];
 
@@ -57,4 +59,18 @@ export function removeTempFilesSync(): void {
       // Not empty, or gone: left as it is.
     }
   }
+}
+
+/**
+ * Records that the command's outputs are all in place: what is left (printing its report)
+ * must not end in an "interrupted" exit status, which tells a script that nothing was
+ * written. The entry point then lets a signal's first delivery finish the command.
+ */
+export function markOutputsComplete(): void {
+  complete = true;
+}
+
+/** Whether markOutputsComplete was called. */
+export function outputsComplete(): boolean {
+  return complete;
 }
