@@ -70,10 +70,11 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
     for await (const e of layer.entries()) {
       entries++;
       needed += roughBlocksNeeded(e, bs);
-      // A new path takes an inode; a replaced one frees one first.
+      // A new path takes an inode; a replaced one frees one first (unless the constraints keep it
+      // from being used again: the rebase's clients use it), a directory over a directory keeps its own.
       if (e.kind === 'opaque' || e.kind === 'hardlink') continue;
       const ino = await writer.lookup(e.path).catch(() => undefined);
-      if (e.kind !== 'whiteout' && ino === undefined) inodesNeeded++;
+      if (e.kind !== 'whiteout' && (ino === undefined || (writer.inodeAvoided(ino) && !(e.kind === 'dir' && (await writer.fs.stat(ino)).type === 'dir')))) inodesNeeded++;
       if (e.kind === 'file' || e.kind === 'whiteout') {
         if (ino !== undefined) {
           const st = await writer.fs.stat(ino);
@@ -84,9 +85,9 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
   }
   const free = await writer.freeBytes();
   const neededBytes = needed * bs;
-  const freeInodes = writer.fs.superblock.s_free_inodes_count;
+  const freeInodes = await writer.freeInodes();
   if (inodesNeeded > freeInodes) {
-    throw new RefusedError('NO_SPACE', { file, structure: 'ext4', detail: `the update creates ${inodesNeeded} files, the filesystem has ${freeInodes} free inodes`, inodesNeeded, inodesFree: freeInodes });
+    throw new RefusedError('NO_SPACE', { file, structure: 'ext4', detail: `the update needs ${inodesNeeded} new inodes, the filesystem has ${freeInodes} free inodes${freeInodes < writer.fs.superblock.s_free_inodes_count ? ` that the constraints allow (of ${writer.fs.superblock.s_free_inodes_count})` : ''}`, inodesNeeded, inodesFree: freeInodes });
   }
   if (neededBytes > free + credit * bs) {
     throw new RefusedError('NO_SPACE', {

@@ -334,6 +334,27 @@ describe('rebase refusals', () => {
     expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
   }, 120_000);
 
+  test('replaced files need new inodes the clients do not use: too few is NO_SPACE with the inode counts, before anything is written (found by a new user)', () => {
+    const d = join(tmp(), 'noinodes');
+    mkdirSync(join(d, 'tree/etc'), { recursive: true });
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    for (let i = 0; i < 12; i++) {
+      writeFileSync(join(d, `tree/etc/f${i}`), `old ${i}\n`);
+      writeFileSync(join(d, `upd/etc/f${i}`), `new ${i}\n`);
+    }
+    makeBase(d, 32, ['-b', '4096', '-N', '32']);
+    const free = Number(/Free inodes:\s+(\d+)/.exec(execFileSync('dumpe2fs', ['-h', join(d, 'base.raw')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))![1]);
+    expect(free, 'fewer free inodes than replaced files, yet some').toBeGreaterThan(0);
+    expect(free).toBeLessThan(12);
+    makeClient(d, 'c1', '');
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(2);
+    const err = JSON.parse(r.stderr) as { code: string; message: string; data: { inodesNeeded: number; inodesFree: number } };
+    expect(err.code).toBe('NO_SPACE');
+    expect(err.data).toMatchObject({ inodesNeeded: 12, inodesFree: free });
+    expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
+  }, 120_000);
+
   test("a client keeps its own filesystem settings (label, UUID, error behaviour, mount count), chattr flags and directory times (found by a new user)", () => {
     const d = join(tmp(), 'owner');
     mkdirSync(join(d, 'tree/etc'), { recursive: true });

@@ -1123,6 +1123,16 @@ export class Ext4Writer {
 
   // ---------------------------------------------------------------- commit
 
+  /** Free inodes the constraints allow (for NO_SPACE checks before writing). */
+  async freeInodes(): Promise<number> {
+    return this.groups.countFreeInodes();
+  }
+
+  /** Whether the constraints keep inode `ino` from being used again once freed (a replaced file then needs a new one). */
+  inodeAvoided(ino: number): boolean {
+    return this.groups.inodeAvoided(ino);
+  }
+
   /** Free blocks the constraints allow, in bytes (for NO_SPACE checks before writing). */
   async freeBytes(): Promise<number> {
     return (await this.groups.countFreeBlocks()) * this.blockSize;

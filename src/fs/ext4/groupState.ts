@@ -290,7 +290,8 @@ export class GroupState {
         return base + s;
       }
     }
-    throw noSpace(this.o.file, 'inodes', 1, 0, sb.blockSize);
+    const inFs = this.freeCounts.inodes;
+    throw noSpace(this.o.file, 'inodes', 1, 0, sb.blockSize, avoid !== undefined && inFs > 0 ? `no free inode the constraints allow: the filesystem has ${inFs} free, each in use elsewhere (${this.o.file}'s constraints)` : undefined);
   }
 
   /** Marks inode `ino` in use (creating a file at a given inode number). Throws INTERNAL if it is in use. */
@@ -377,6 +378,29 @@ export class GroupState {
       for (const [, c] of freeRuns(bm, groupBlockCount(this.sb, g), 0, groupFirstBlock(this.sb, g), avoid)) n += c;
     }
     return n;
+  }
+
+  /** Free inodes (bitmap-free, not avoided, at or past s_first_ino) in the whole filesystem: reads every group's bitmap under constraints. */
+  async countFreeInodes(): Promise<number> {
+    const sb = this.sb;
+    const avoid = this.constraints.avoidInodes;
+    let n = 0;
+    for (let g = 0; g < sb.groupCount; g++) {
+      if (avoid === undefined) {
+        n += this.group(g).freeInodes;
+        continue;
+      }
+      const bm = await this.inodeBitmap(g);
+      if (bm === null) continue;
+      const base = g * sb.s_inodes_per_group + 1;
+      for (const [, c] of freeRuns(bm, sb.s_inodes_per_group, Math.max(0, sb.s_first_ino - base), base, avoid)) n += c;
+    }
+    return n;
+  }
+
+  /** Whether the constraints keep inode `ino` from being allocated. */
+  inodeAvoided(ino: number): boolean {
+    return this.constraints.avoidInodes?.has(ino) === true;
   }
 
   /** The superblock's free counts after the changes so far. */
