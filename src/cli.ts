@@ -267,7 +267,9 @@ export function buildProgram(): Command {
       'after',
       '\nThe new base is a complete image in BASE\'s format; each client is written in its own format as an overlay on\n' +
         'it (relative backing name; VMDK parentCID = the new base\'s CID). Inputs are never modified; outputs appear in\n' +
-        'DIR only when all are complete. Exit 3 with --conflict fail if any client conflicts (nothing written).\n' +
+        'DIR only when all are complete. An output name that exists in DIR is refused before any work (rebase\n' +
+        'never replaces files: choose another DIR). Exit 3 with --conflict fail if any client conflicts (nothing\n' +
+        'written).\n' +
         examples(
           'imgdedup rebase base.qcow2 updates/ client.qcow2 -o rebased',
           'imgdedup rebase --dry-run base.qcow2 layer.tar.gz',
