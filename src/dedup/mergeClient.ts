@@ -161,6 +161,15 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   gone.sort((x, y) => depth(y) - depth(x) || compareBytes(x, y));
   for (const p of gone) await input.merged.remove(p);
   const ordered = carry.filter((d) => states.has(byteKey(d.path))).sort((x, y) => depth(x.path) - depth(y.path) || compareBytes(x.path, y.path));
+  // What the carried paths replace in M goes first, so the blocks it holds are free before any
+  // client file is pointed at them (a client that reused a replaced file's blocks would else
+  // have M's old version relocated, only for it to be removed a moment later).
+  for (const d of ordered) {
+    const existing = await input.merged.lookup(d.path);
+    if (existing === undefined) continue;
+    if (states.get(byteKey(d.path))!.kind === 'dir' && (await input.merged.fs.stat(existing)).type === 'dir') continue;
+    await input.merged.remove(d.path);
+  }
   let relocatedBlocks = 0;
   let carriedBytes = 0;
   /** Client inode -> the first path carried for it (later names become hard links). */
