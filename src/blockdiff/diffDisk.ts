@@ -256,7 +256,7 @@ export async function diffDisks(a: DiffSide, b: DiffSide, options: DiffDisksOpti
       rawRegion(fa === fb ? (fa ?? 'unknown content') : `${fa ?? 'unknown'} in A, ${fb ?? 'unknown'} in B`);
       continue;
     }
-    const label = (d: DiffSide): string => (r.partition === null ? d.name : `${d.name} (partition ${r.partition})`);
+    const label = (d: DiffSide): string => (r.partition === null ? d.name : `${d.name}:${r.partition}`);
     const where = (d: DiffSide, at: Bounds) => ({ file: label(d), location: { diskStart: at.start, fileIsDisk: d.fileIsDisk === true } });
     const open = (side: 'a' | 'b', dev: BlockDevice, d: DiffSide, at: Bounds): Promise<Ext4Fs> | Ext4Fs =>
       options.openFilesystems?.find((o) => o.side === side && o.start === at.start && o.length === at.length)?.fs ?? Ext4Fs.open(dev, where(d, at));
