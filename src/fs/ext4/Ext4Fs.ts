@@ -59,7 +59,7 @@ import { Ext4Layout } from './layout.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
 import type { BlockRuns } from '../BlockRuns.js';
-import { byteKey, bytesEqual, splitPath, utf8Bytes } from './names.js';
+import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath, utf8Bytes } from './names.js';
 import { OwnershipBuilder, type BlockOwnership, type OwnerKind } from './ownership.js';
 import { decodeSuperblock, type Superblock } from './superblock.js';
 import { countCommittedTransactions, decodeJournalSuperblock } from './journal.js';
@@ -157,9 +157,6 @@ const PREFETCH_DIR_BYTES = 8 << 20;
 const PREFETCH_GAP_BLOCKS = 4;
 /** Most blocks one coalesced prefetch read covers. */
 const PREFETCH_SPAN_BLOCKS = 256;
-/** '.' and '/' as bytes. */
-const DOT = 0x2e;
-const SLASH = 0x2f;
 /** Bytes of inode records a scoped ownership scan keeps (scannedRecords): 16,384 records of 256 bytes. */
 const SCANNED_RECORD_BYTES = 4 << 20;
 /** Bytes of inode table per read when scanning all inodes. */
@@ -999,22 +996,12 @@ export class Ext4Fs {
       const dir = stack.pop()!;
       const inode = await this.readInode(dir.ino);
       const children: WalkEntry[] = [];
-      const dirPath = dir.path;
-      const at0 = dirPath.length + 1;
-      // Straight from the directory blocks: the path's bytes are made once, the name is a view of them.
-      await this.forEachEntry(inode, (ino, ft, bytes, at, len) => {
-        if (bytes[at] === DOT && (len === 1 || (len === 2 && bytes[at + 1] === DOT))) return;
-        const path = new Uint8Array(at0 + len);
-        path.set(dirPath, 0);
-        path[at0 - 1] = SLASH;
-        for (let i = 0; i < len; i++) path[at0 + i] = bytes[at + i]!;
-        children.push({ path, ino, parentIno: dir.ino, name: path.subarray(at0), fileType: ft });
-      });
-      // Consumers read the children's inodes (to stat or compare them), as the walk itself reads
-      // subdirectories' and unknown types': in a few reads, not a chunk per scattered inode.
-      // Consumers read the children's inodes (to stat or compare them), as the walk itself reads
-      // subdirectories' and unknown types': in a few reads, not a chunk per scattered inode.
-      await this.prefetchInodes(children.map((c) => c.ino));
+      for await (const batch of this.dirBatches(inode)) {
+        for (const e of batch.entries) {
+          if (isDotOrDotDot(e.name)) continue;
+          children.push({ path: joinPath(dir.path, e.name), ino: e.ino, parentIno: dir.ino, name: e.name, fileType: e.fileType });
+        }
+      }
       const subdirs: Array<{ ino: number; path: Uint8Array }> = [];
       for (const c of children) {
         yield c;
