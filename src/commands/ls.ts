@@ -329,7 +329,8 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         if (text !== undefined) children.push({ ino: childIno, text, bytes: undefined });
         else {
           allPlain = false;
-          children.push({ ino: childIno, text: undefined, bytes: bytes.slice(at, at + len) });
+          // A copy (the block's bytes are a Buffer, whose slice is a view).
+          children.push({ ino: childIno, text: undefined, bytes: new Uint8Array(bytes.subarray(at, at + len)) });
         }
       });
       // By name bytes: plain text orders as its bytes do, so text alone sorts a plain directory.
@@ -471,6 +472,104 @@ export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?:
   const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
   return headColumns(e) + size + formatTime(e.mtime) + shown;
 }
+
+/** Bytes of one chunk of LsLineWriter's output. */
+const LINE_CHUNK_BYTES = 64 << 10;
+const SPACE = 0x20;
+const NEWLINE = 0x0a;
+const DIGIT_0 = 0x30;
+
+/**
+ * formatLsEntry's lines, each followed by '\n', encoded (UTF-8, as the text would be)
+ * straight into chunks of LINE_CHUNK_BYTES handed to `emit`: a listing of 100,000s of
+ * entries then makes no string per line and joins none (their garbage cost as much as the
+ * listing). Entries with a symlink target or device numbers take formatLsEntry's text.
+ * Each chunk is emitted once and not touched again.
+ */
+export class LsLineWriter {
+  private buf = new Uint8Array(LINE_CHUNK_BYTES);
+  private at = 0;
+
+  constructor(
+    private readonly options: { long?: boolean; recursive?: boolean },
+    private readonly emit: (bytes: Uint8Array) => void,
+  ) {}
+
+  write(e: LsEntry): void {
+    if (this.options.long) {
+      if (e.rdev !== undefined || e.target !== undefined) {
+        this.text(formatLsEntry(e, this.options));
+        this.byte(NEWLINE);
+        return;
+      }
+      this.text(headColumns(e));
+      this.number(e.size, 10);
+      this.text(formatTime(e.mtime));
+    }
+    this.text(this.options.recursive ? e.path : e.name);
+    this.byte(NEWLINE);
+  }
+
+  /** Emits what is held. */
+  flush(): void {
+    if (this.at === 0) return;
+    this.emit(this.buf.subarray(0, this.at));
+    this.buf = new Uint8Array(LINE_CHUNK_BYTES);
+    this.at = 0;
+  }
+
+  /** Room for `n` more bytes in the chunk (a new chunk if needed); false if `n` exceeds a chunk. */
+  private room(n: number): boolean {
+    if (this.at + n <= this.buf.length) return true;
+    this.flush();
+    return n <= this.buf.length;
+  }
+
+  private byte(b: number): void {
+    this.room(1);
+    this.buf[this.at++] = b;
+  }
+
+  /** `s` as UTF-8: ASCII (nearly every name) char by char, anything else by the encoder. */
+  private text(s: string): void {
+    if (!this.room(s.length * 3)) {
+      this.emit(utf8Bytes(s));
+      return;
+    }
+    const b = this.buf;
+    const start = this.at;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        this.at = start + textEncoder.encodeInto(s, b.subarray(start)).written;
+        return;
+      }
+      b[start + i] = c;
+    }
+    this.at = start + s.length;
+  }
+
+  /** padded(n, width): digits right-aligned in `width` columns. */
+  private number(n: number, width: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) {
+      this.text(padded(n, width));
+      return;
+    }
+    let digits = 1;
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+    this.room(Math.max(width, digits));
+    const b = this.buf;
+    for (let k = digits; k < width; k++) b[this.at++] = SPACE;
+    let x = n;
+    for (let k = digits - 1; k >= 0; k--) {
+      b[this.at + k] = DIGIT_0 + (x % 10);
+      x = Math.floor(x / 10);
+    }
+    this.at += digits;
+  }
+}
+
+const textEncoder = new TextEncoder();
 
 /** Padded forms of small numbers (link counts, uids, gids: few distinct values per listing), by width. */
 const paddedSmall = new Map<number, string[]>();

@@ -752,14 +752,20 @@ export class Ext4Fs {
   /**
    * Calls `visit` with every entry of directory `inode` as readdirOf yields them ('.' and
    * '..' included), without an object per entry: the name is bytes [nameAt, nameAt +
-   * nameLen) of `bytes`, valid during the call only. Reads and checks every block of the
-   * directory (a visitor cannot stop it). Throws as readdir.
+   * nameLen) of `bytes` (a Buffer view of the block, so that a name can be decoded in place
+   * without a view of its own), valid during the call only: copy what is kept. Reads and
+   * checks every block of the directory (a visitor cannot stop it). Throws as readdir.
    */
-  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Uint8Array, nameAt: number, nameLen: number) => void): Promise<void> {
+  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Buffer, nameAt: number, nameLen: number) => void): Promise<void> {
     const opts = this.dirOptions(inode);
+    const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
     for await (const area of this.dirAreas(inode)) {
-      if ('entries' in area) for (const e of area.entries) visit(e.ino, e.fileType, e.name, 0, e.name.length);
-      else forEachDirRecord(area.r, area.end, opts, this.blockSize, false, visit);
+      if ('entries' in area) {
+        for (const e of area.entries) visit(e.ino, e.fileType, asBuffer(e.name), 0, e.name.length);
+        continue;
+      }
+      const view = asBuffer(area.r.bytes);
+      forEachDirRecord(area.r, area.end, opts, this.blockSize, false, (ino, ft, _bytes, at, len) => visit(ino, ft, view, at, len));
     }
   }
 
