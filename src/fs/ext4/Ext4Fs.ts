@@ -869,9 +869,8 @@ export class Ext4Fs {
   prefetchDirectories(inos: readonly number[]): void {
     if (inos.length === 0) return;
     // Their inodes first, in as few reads as their layout allows (scattered ones block by block).
-    const batch = this.prefetchInodes(inos)
-      .then(() => Promise.all(inos.map((ino) => this.readInode(ino).catch(() => undefined))))
-      .then((inodes) => {
+    const inodesRead = this.prefetchInodes(inos).then(() => Promise.all(inos.map((ino) => this.readInode(ino).catch(() => undefined))));
+    const batch = inodesRead.then((inodes) => {
       // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
       const pieces: Array<{ block: number; count: number }> = [];
       for (const inode of inodes) {
