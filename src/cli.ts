@@ -352,15 +352,13 @@ export function buildProgram(): Command {
         if (!/^\d+$/.test(opts.offset)) throw new UsageError(`--offset must be a byte count, got "${opts.offset}"`);
         offsetBytes = Number(opts.offset);
       }
-      const { ls, LsLineWriter } = await import('./commands/ls.js');
+      const { ls, formatLsEntry } = await import('./commands/ls.js');
       const asJson = json(opts);
       // Held until the listing is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();
       try {
         const array = jsonArray(out);
         const lineOptions = { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) };
-        // Lines encoded straight into chunks: no string per entry (listings hold 100,000s).
-        const lines = new LsLineWriter(lineOptions, (bytes) => out.writeBytes(bytes));
         const r = await ls({
           image,
           path,
@@ -368,10 +366,9 @@ export function buildProgram(): Command {
           ...(opts.recursive ? { recursive: true } : {}),
           onEntry: (e) => {
             if (asJson) array.item(JSON.stringify(e));
-            else lines.write(e);
+            else out.line(formatLsEntry(e, lineOptions));
           },
         });
-        lines.flush();
         if (asJson) array.end();
         await out.commit();
         for (const w of r.warnings) output.err(`warning: ${w}`);

@@ -53,17 +53,6 @@ export class DeferredStdout {
     this.pendingChars = 0;
   }
 
-  /**
-   * Holds `bytes` (already encoded, e.g. lines written straight into a buffer), after what
-   * was written before. They are kept, not copied: the caller must not change them.
-   */
-  writeBytes(bytes: Uint8Array): void {
-    this.flatten();
-    this.chunks.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-    this.held += bytes.byteLength;
-    if (this.held >= this.limitBytes) this.spillHeld();
-  }
-
   /** Holds `line` plus a newline. */
   line(line: string): void {
     this.write(`${line}\n`);

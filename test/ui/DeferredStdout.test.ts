@@ -29,22 +29,6 @@ describe('DeferredStdout', () => {
     expect(pendingTempFiles()).toEqual([]);
   });
 
-  test.each([
-    ['in memory', 1 << 20],
-    ['spilled to a temporary file', 100],
-  ])('bytes written with writeBytes keep their place among the lines (%s)', async (_how, limit) => {
-    const out = sink();
-    const d = new DeferredStdout(limit, out.stream);
-    const all = lines(600);
-    for (let i = 0; i < all.length; i++) {
-      if (i % 3 === 0) d.writeBytes(Buffer.from(`${all[i]}\n`));
-      else d.line(all[i]!);
-    }
-    await d.commit();
-    expect(out.text()).toBe(all.map((l) => `${l}\n`).join(''));
-    expect(pendingTempFiles()).toEqual([]);
-  });
-
   test('discard drops everything and removes the spill file', () => {
     const out = sink();
     const d = new DeferredStdout(100, out.stream);
