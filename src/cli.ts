@@ -476,6 +476,23 @@ async function main(): Promise<void> {
   } catch (err) {
     process.exitCode = report(err, program);
   }
+  // Everything is done once stdout and stderr have taken what was written: exit then,
+  // instead of letting the event loop drain, where V8 first finishes any garbage
+  // collection it has started (50-200 ms after a diff of 100,000 files, for nothing).
+  // A turn of the loop first: a failed write reports its error (stdoutFailed) on a later tick.
+  await new Promise((resolve) => setImmediate(resolve));
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  await new Promise((resolve) => setImmediate(resolve));
+  process.exit();
+}
+
+/** Resolves when `stream` holds no unwritten data (at once when it holds none or is gone). */
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.destroyed || stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('drain', resolve);
+    stream.once('close', resolve);
+  });
 }
 
 void main();

@@ -292,13 +292,14 @@ class Ext4Differ {
       let done = false;
       const inode = await this.inode(side, dir.ino);
       this.dirsRead++;
+      // Names as byteKeys decoded in place: latin1 is one char per byte.
       await side.fs.forEachEntry(inode, (ino, ft, bytes, at, len) => {
         if (done) return;
         if ((len === 1 && bytes[at] === DOT) || (len === 2 && bytes[at] === DOT && bytes[at + 1] === DOT)) return;
         const need = wanted.get(ino);
         if (need !== undefined) {
           const list = found.get(ino) ?? [];
-          list.push({ path: join(dir.path, byteKey(bytes.subarray(at, at + len))), dirs: dir.dirs });
+          list.push({ path: join(dir.path, bytes.toString('latin1', at, at + len)), dirs: dir.dirs });
           found.set(ino, list);
           if (list.length === need) open--;
           if (open === 0) {
@@ -306,7 +307,7 @@ class Ext4Differ {
             return;
           }
         }
-        if (ft === 2 || ft === 0) maybeDirs.push({ ino, name: byteKey(bytes.subarray(at, at + len)), known: ft === 2 });
+        if (ft === 2 || ft === 0) maybeDirs.push({ ino, name: bytes.toString('latin1', at, at + len), known: ft === 2 });
       });
       const subdirs: Array<{ ino: number; path: string; dirs: readonly number[] }> = [];
       for (const c of maybeDirs) {

@@ -329,7 +329,8 @@ export async function ls(options: LsOptions): Promise<LsResult> {
         if (text !== undefined) children.push({ ino: childIno, text, bytes: undefined });
         else {
           allPlain = false;
-          children.push({ ino: childIno, text: undefined, bytes: bytes.slice(at, at + len) });
+          // A copy (the block's bytes are a Buffer, whose slice is a view).
+          children.push({ ino: childIno, text: undefined, bytes: new Uint8Array(bytes.subarray(at, at + len)) });
         }
       });
       // By name bytes: plain text orders as its bytes do, so text alone sorts a plain directory.

@@ -5,7 +5,7 @@
  * block maps, inline data), xattrs, and builds block ownership and free maps.
  * Everything that iterates streams (async iterables); every on-disk link is bounded.
  */
-import { LruCache } from '../../diskimage/LruCache.js';
+import { CacheBudget, LruCache } from '../../diskimage/LruCache.js';
 import { readInto } from '../../diskimage/readInto.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
@@ -157,6 +157,8 @@ const PREFETCH_DIR_BYTES = 8 << 20;
 const PREFETCH_GAP_BLOCKS = 4;
 /** Most blocks one coalesced prefetch read covers. */
 const PREFETCH_SPAN_BLOCKS = 256;
+/** Bytes of inode records a scoped ownership scan keeps (scannedRecords): 16,384 records of 256 bytes. */
+const SCANNED_RECORD_BYTES = 4 << 20;
 /** Bytes of inode table per read when scanning all inodes. */
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
@@ -180,6 +182,16 @@ export class Ext4Fs {
   /** Names of directories looked up (directory inode -> name key -> inode); dropped on any write. */
   private readonly nameIndex = new Map<number, Map<string, number>>();
   private nameIndexEntries = 0;
+  /**
+   * Inode records a scoped ownership scan kept (blockOwnership with `only`): every
+   * directory's and the owners' of those blocks, by inode number, copies as on disk. What
+   * a diff reads next (the owners, the directories it walks to find their paths) is then
+   * no second pass over inode tables larger than their cache. A budget of its own; dropped
+   * on any write.
+   */
+  private readonly scannedRecords = new LruCache<number, Uint8Array>({ budget: new CacheBudget(SCANNED_RECORD_BYTES) });
+  /** Another filesystem's scannedRecords, where its device holds the same table blocks (borrowInodeTables). */
+  private recordLender: ((ino: number, loc: InodeLocation) => Uint8Array | undefined) | undefined;
   /** prefetchDirectories calls whose reads are not registered in `prefetched` yet. */
   private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
@@ -344,6 +356,9 @@ export class Ext4Fs {
     this.prefetchedBytes = 0;
     this.nameIndex.clear();
     this.nameIndexEntries = 0;
+    this.scannedRecords.clear();
+    // This device no longer holds what a lender's "unchanged" promised.
+    this.recordLender = undefined;
   }
 
   /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
@@ -356,7 +371,13 @@ export class Ext4Fs {
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
     const loc = this.locate(ino);
-    let at = this.itable.peek(loc) ?? (await this.itable.load(loc));
+    let at = this.peekTable(loc);
+    if (at === undefined) {
+      const kept = this.scannedRecords.get(ino) ?? this.recordLender?.(ino, loc);
+      // Decoded (and checked) as the table's bytes would be: decodeInode copies them.
+      if (kept !== undefined) return decodeInode(kept, ino, this.superblock, this.ctx, loc.blockNo * this.superblock.blockSize + loc.within);
+      at = await this.itable.load(loc);
+    }
     at ??= { bytes: await this.cachedBlock(loc.blockNo), offset: 0 };
     // A plain object: callers (the writer) spread it before encodeInode.
     return this.decodeAt(at, loc, ino, false);
@@ -369,7 +390,7 @@ export class Ext4Fs {
    */
   cachedInode(ino: number): Inode | undefined {
     const loc = this.locate(ino);
-    const at = this.itable.peek(loc);
+    const at = this.peekTable(loc);
     return at === undefined ? undefined : this.decodeAt(at, loc, ino, true);
   }
 
@@ -382,7 +403,7 @@ export class Ext4Fs {
    */
   statFieldsCached(ino: number, out: InodeStatFields): boolean {
     const loc = this.locate(ino);
-    const tb = this.itable.peek(loc);
+    const tb = this.peekTable(loc);
     if (tb === undefined) return false;
     const b = tb.bytes;
     const at = tb.offset + loc.within;
@@ -396,15 +417,30 @@ export class Ext4Fs {
 
   /**
    * Reads the inode-table chunks that hold these inodes, concurrently (as many as the
-   * cache holds), so that cachedInode finds them. Best effort: never rejects; what could
-   * not be read is met by readInode.
+   * cache holds), so that cachedInode finds them; inodes scattered one or two per chunk
+   * (a root's subdirectories) get their table blocks read alone instead (see
+   * InodeTableCache.prefetch). Best effort: never rejects; what could not be read is met
+   * by readInode.
    */
   async prefetchInodes(inos: Iterable<number>): Promise<void> {
     const n = this.superblock.s_inodes_count;
     // An array, not a generator: no iterator result per inode (a listing passes 100,000s).
     const valid: number[] = [];
     for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= n) valid.push(ino);
-    await this.itable.prefetch(valid).catch(() => undefined);
+    const single = await this.itable.prefetch(valid).catch(() => []);
+    for (const b of single) if (this.cache.peek(b) === undefined) await this.cachedBlock(b).catch(() => undefined);
+  }
+
+  /**
+   * The inode-table block at `loc` if cached, without I/O: in a cached chunk, or alone in
+   * the metadata cache (prefetchInodes' scattered inodes; kept equal to the device by
+   * noteWrite as chunks are by noteInodeWrite).
+   */
+  private peekTable(loc: InodeLocation): TableBlock | undefined {
+    const c = this.itable.peek(loc);
+    if (c !== undefined) return c;
+    const b = this.cache.get(loc.blockNo);
+    return b === undefined ? undefined : { bytes: b, offset: 0 };
   }
 
   /**
@@ -421,6 +457,12 @@ export class Ext4Fs {
       if (g >= osb.groupCount || other.groupDescriptor(g).bg_inode_table !== this.groupDescriptor(g).bg_inode_table) return undefined;
       if (!unchanged(blockNo, count)) return undefined;
       return other.itable.cachedBlocks(g, blockNo, count);
+    };
+    this.recordLender = (ino, loc) => {
+      const g = loc.group;
+      if (g >= osb.groupCount || other.groupDescriptor(g).bg_inode_table !== this.groupDescriptor(g).bg_inode_table) return undefined;
+      if (!unchanged(loc.blockNo, 1)) return undefined;
+      return other.scannedRecords.peek(ino);
     };
   }
 
@@ -463,7 +505,7 @@ export class Ext4Fs {
       // ext4 doc, inodes.rst ("i_block"): old 16-bit encoding in word 0, else new 32-bit encoding in word 1.
       rdev = old !== 0 ? { major: (old >>> 8) & 0xff, minor: old & 0xff } : { major: (nw & 0xfff00) >>> 8, minor: (nw & 0xff) | ((nw >>> 12) & 0xfff00) };
     }
-    return {
+    const st: { -readonly [K in keyof Ext4Stat]: Ext4Stat[K] } = {
       ino: inode.ino,
       mode: inode.i_mode,
       type: STAT_TYPES[t] ?? 'unknown',
@@ -478,8 +520,10 @@ export class Ext4Fs {
       ctime: inode.ctime,
       mtime: inode.mtime,
       crtime: inode.crtime,
-      ...(rdev ? { rdev } : {}),
     };
+    // Added only when there is one (no empty object spread per call: a walk stats every entry).
+    if (rdev) st.rdev = rdev;
+    return st;
   }
 
   /** Whether the inode's data lives in the inode (inline_data). */
@@ -708,14 +752,20 @@ export class Ext4Fs {
   /**
    * Calls `visit` with every entry of directory `inode` as readdirOf yields them ('.' and
    * '..' included), without an object per entry: the name is bytes [nameAt, nameAt +
-   * nameLen) of `bytes`, valid during the call only. Reads and checks every block of the
-   * directory (a visitor cannot stop it). Throws as readdir.
+   * nameLen) of `bytes` (a Buffer view of the block, so that a name can be decoded in place
+   * without a view of its own), valid during the call only: copy what is kept. Reads and
+   * checks every block of the directory (a visitor cannot stop it). Throws as readdir.
    */
-  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Uint8Array, nameAt: number, nameLen: number) => void): Promise<void> {
+  async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Buffer, nameAt: number, nameLen: number) => void): Promise<void> {
     const opts = this.dirOptions(inode);
+    const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
     for await (const area of this.dirAreas(inode)) {
-      if ('entries' in area) for (const e of area.entries) visit(e.ino, e.fileType, e.name, 0, e.name.length);
-      else forEachDirRecord(area.r, area.end, opts, this.blockSize, false, visit);
+      if ('entries' in area) {
+        for (const e of area.entries) visit(e.ino, e.fileType, asBuffer(e.name), 0, e.name.length);
+        continue;
+      }
+      const view = asBuffer(area.r.bytes);
+      forEachDirRecord(area.r, area.end, opts, this.blockSize, false, (ino, ft, _bytes, at, len) => visit(ino, ft, view, at, len));
     }
   }
 
@@ -818,7 +868,9 @@ export class Ext4Fs {
    */
   prefetchDirectories(inos: readonly number[]): void {
     if (inos.length === 0) return;
-    const batch = Promise.all(inos.map((ino) => this.readInode(ino).catch(() => undefined))).then((inodes) => {
+    // Their inodes first, in as few reads as their layout allows (scattered ones block by block).
+    const inodesRead = this.prefetchInodes(inos).then(() => Promise.all(inos.map((ino) => this.readInode(ino).catch(() => undefined))));
+    const batch = inodesRead.then((inodes) => {
       // The reads readdirOf makes: pieces of up to DIR_READ_BLOCKS of each extent.
       const pieces: Array<{ block: number; count: number }> = [];
       for (const inode of inodes) {
@@ -1103,9 +1155,17 @@ export class Ext4Fs {
     };
     for (const r of this.layout.metaRuns) add(r.start, r.count, r.kind, r.kind === 'boot block' ? {} : { group: r.group });
     const xattrBlocks = new Set<number>();
+    // A scoped scan keeps the records a diff reads next (see scannedRecords).
+    const keep = only !== undefined;
+    if (keep) this.scannedRecords.clear();
+    const ownsSome = (extents: readonly FileExtent[]): boolean => {
+      for (const e of extents) if (only!.overlaps(e.pblk, e.len)) return true;
+      return false;
+    };
     const visit = (inode: Inode): void | Promise<void> => {
       const ino = inode.ino;
       if (inode.i_mode === 0 && inode.i_links_count === 0 && ino !== EXT4_RESIZE_INO) return;
+      if (keep && fileType(inode.i_mode) === S_IFDIR) this.scannedRecords.set(ino, new Uint8Array(inode.raw));
       if (inode.i_file_acl !== 0 && !xattrBlocks.has(inode.i_file_acl)) {
         xattrBlocks.add(inode.i_file_acl);
         add(inode.i_file_acl, 1, 'xattr block', { ino });
@@ -1121,10 +1181,20 @@ export class Ext4Fs {
       const inline = this.inlineExtentsOf(inode);
       if (inline !== undefined) {
         for (const e of inline) add(e.pblk, e.len, kind, { ino }, e.lblk);
+        if (keep && ownsSome(inline)) this.scannedRecords.set(ino, new Uint8Array(inode.raw));
         return;
       }
       return (async () => {
-        for await (const e of this.extentsOf(inode, (pblk, k) => add(pblk, 1, k, { ino }))) add(e.pblk, e.len, kind, { ino }, e.lblk);
+        let owns = false;
+        const meta = (pblk: number, k: OwnerKind): void => {
+          add(pblk, 1, k, { ino });
+          if (keep && !owns) owns = only!.overlaps(pblk, 1);
+        };
+        for await (const e of this.extentsOf(inode, meta)) {
+          add(e.pblk, e.len, kind, { ino }, e.lblk);
+          if (keep && !owns) owns = ownsSome([e]);
+        }
+        if (owns) this.scannedRecords.set(ino, new Uint8Array(inode.raw));
       })();
     };
     const isz = sb.s_inode_size;
@@ -1152,6 +1222,7 @@ export class Ext4Fs {
         if (extents === undefined) return visit(decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset, { verified: true }));
         const kind: OwnerKind = t === S_IFDIR ? 'directory' : 'data';
         for (const e of extents) add(e.pblk, e.len, kind, { ino }, e.lblk);
+        if (keep && (t === S_IFDIR || ownsSome(extents))) this.scannedRecords.set(ino, new Uint8Array(bytes.subarray(at, at + isz)));
       },
       async (ino) => visit(await this.readInode(ino)),
     );

@@ -15,6 +15,9 @@ import type { Superblock } from './superblock.js';
 /** Bytes of inode table per chunk read. */
 export const INODE_CHUNK_BYTES = 256 << 10;
 
+/** A chunk whose wanted inodes lie in fewer table blocks than this is read block by block (prefetch). */
+const SPARSE_CHUNK_BLOCKS = 4;
+
 /** Where inode `ino` lives: its group, its index in the group, and its table block. */
 export interface InodeLocation {
   readonly group: number;
@@ -152,26 +155,48 @@ export class InodeTableCache {
 
   /**
    * Reads the chunks that hold these inodes (valid numbers), concurrently, at most half
-   * of what the cache holds; resolves when they are read. Never rejects.
+   * of what the cache holds; resolves when they are read. Never rejects. A chunk in which
+   * the inodes fill fewer than SPARSE_CHUNK_BLOCKS table blocks is not read: the absolute
+   * numbers of those blocks are returned instead, for the caller to read alone (a root's
+   * subdirectories lie one per chunk: reading each whole chunk would fill the cache with
+   * chunks evicted before the walk gets to them, and read them all twice).
    */
-  async prefetch(inos: Iterable<number>): Promise<void> {
+  async prefetch(inos: Iterable<number>): Promise<number[]> {
     const sb = this.sb;
     const inodesPerChunk = Math.max(1, Math.floor((this.chunkBlocks * sb.blockSize) / sb.s_inode_size));
-    const wanted = new Map<number, [number, number]>();
+    const inodesPerBlock = Math.max(1, Math.floor(sb.blockSize / sb.s_inode_size));
+    // Chunk key -> [group, chunk, the table blocks (within the group) wanted in it].
+    const wanted = new Map<number, [number, number, number[]]>();
     let lastKey = -1;
+    let lastBlock = -1;
     for (const ino of inos) {
       // locateInode's arithmetic, without an object per inode (a listing's children are many).
       const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
-      const ci = Math.floor(((ino - 1) % sb.s_inodes_per_group) / inodesPerChunk);
+      const index = (ino - 1) % sb.s_inodes_per_group;
+      const ci = Math.floor(index / inodesPerChunk);
       const k = this.key(group, ci);
-      if (k === lastKey) continue;
+      const block = Math.floor(index / inodesPerBlock);
+      if (k === lastKey && block === lastBlock) continue;
       lastKey = k;
-      if (!wanted.has(k) && !this.chunks.has(k)) wanted.set(k, [group, ci]);
-      if (wanted.size >= this.maxChunks / 2) break;
+      lastBlock = block;
+      let w = wanted.get(k);
+      if (w === undefined) {
+        if (this.chunks.has(k)) continue;
+        // Sparse chunks cost a block each: more of them than of whole chunks are looked at.
+        if (wanted.size >= this.maxChunks * 2) break;
+        wanted.set(k, (w = [group, ci, []]));
+      }
+      if (!w[2].includes(block)) w[2].push(block);
     }
     const reads: Array<Promise<Chunk | undefined>> = [];
-    for (const [g, ci] of wanted.values()) reads.push(this.loadChunk(g, ci));
+    const single: number[] = [];
+    for (const [g, ci, blocks] of wanted.values()) {
+      if (blocks.length >= SPARSE_CHUNK_BLOCKS) {
+        if (reads.length < this.maxChunks / 2) reads.push(this.loadChunk(g, ci));
+      } else for (const b of blocks) if (b < usedTableBlocks(sb, this.gd(g))) single.push(this.gd(g).bg_inode_table + b);
+    }
     await Promise.all(reads);
+    return single;
   }
 
   /** The cached bytes of `count` table blocks from absolute block `blockNo` of group `g`, if one cached chunk holds them all; no I/O. */

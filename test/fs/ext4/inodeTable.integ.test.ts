@@ -4,7 +4,7 @@
  * use, and a chunk that cannot be read falls back to single-block reads, so a bad block
  * fails only the inodes it holds. Oracles: dumpe2fs (free inodes), debugfs stat.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -12,6 +12,7 @@ import type { BlockDevice } from '../../../src/diskimage/BlockDevice.js';
 import { RawImage } from '../../../src/diskimage/raw/RawImage.js';
 import { IoError } from '../../../src/errors.js';
 import { Ext4Fs } from '../../../src/fs/ext4/Ext4Fs.js';
+import { BlockRuns } from '../../../src/fs/BlockRuns.js';
 import { INODE_CHUNK_BYTES, InodeTableCache, locateInode, usedTableBlocks } from '../../../src/fs/ext4/inodeTable.js';
 import { mulberry32 } from '../../../fixtures/prng.mjs';
 import { expectImgError } from '../../helpers/expectImgError.js';
@@ -190,6 +191,76 @@ describe('inode tables', () => {
       await expectImgError(() => fresh.readInode(victim), 'IO');
     } finally {
       await img.close();
+    }
+  });
+
+  test('prefetchInodes reads inodes that lie one per chunk block by block, not whole chunks; cachedInode then decodes them without I/O, as debugfs stat shows them', async () => {
+    // As a root's subdirectories lie: read whole, their chunks fill the cache, and a large
+    // table's are evicted before the walk descends into them and reads them again.
+    const img = await RawImage.open(image);
+    try {
+      const dev = new ProbeDevice(img);
+      const fs = await Ext4Fs.open(dev, { file: image });
+      const sb = fs.superblock;
+      const chunkBlocks = INODE_CHUNK_BYTES / sb.blockSize;
+      const byChunk = new Map<string, number>();
+      for (const ino of usedInodesOracle(image).filter((i) => i >= sb.s_first_ino)) {
+        const loc = locateInode(sb, (g) => fs.groupDescriptor(g), ino);
+        const k = `${loc.group}:${Math.floor(loc.tableBlock / chunkBlocks)}`;
+        if (!byChunk.has(k)) byChunk.set(k, ino);
+      }
+      const picked = [...byChunk.values()];
+      expect(picked.length).toBeGreaterThan(2);
+      dev.reads = [];
+      await fs.prefetchInodes(picked);
+      const blockOf = (ino: number): number => locateInode(sb, (g) => fs.groupDescriptor(g), ino).blockNo;
+      expect(dev.reads).toEqual(picked.map((ino) => [blockOf(ino) * sb.blockSize, sb.blockSize]));
+      dev.reads = [];
+      const got = picked.map((ino) => fs.cachedInode(ino)!);
+      expect(dev.reads).toEqual([]);
+      const stats = debugfsBatch(image, picked.map((i) => `stat <${i}>`)).map(parseStat);
+      expect(got.map((i) => ({ mode: i.i_mode & 0o7777, size: i.i_size, links: i.i_links_count }))).toEqual(stats.map((s) => ({ mode: s.mode, size: s.size, links: s.links })));
+    } finally {
+      await img.close();
+    }
+  });
+
+  test('a scoped ownership scan keeps the directories\' records; another filesystem borrows one only where its inode-table block is unchanged', async () => {
+    // B: A with /d7's mode changed (debugfs set_inode_field). Its table block is the only
+    // changed block, found by comparing the two files.
+    const copy = join(tmp(), 'chmod.raw');
+    copyFileSync(image, copy);
+    sh('debugfs', ['-w', '-R', 'set_inode_field /d7 mode 040700', copy]);
+    const [ia, ib] = [readFileSync(image), readFileSync(copy)];
+    const a = await RawImage.open(image);
+    const b = await RawImage.open(copy);
+    try {
+      const fsA = await Ext4Fs.open(a, { file: image });
+      const bs = fsA.superblock.blockSize;
+      const changed: Array<[number, number]> = [];
+      for (let blk = 0; blk * bs < ia.length; blk++) if (ia.compare(ib, blk * bs, (blk + 1) * bs, blk * bs, (blk + 1) * bs) !== 0) changed.push([blk, 1]);
+      expect(changed).toHaveLength(1);
+      const runs = new BlockRuns(changed);
+      const names = Array.from({ length: 30 }, (_, d) => `/d${d}`);
+      const inos = await Promise.all(names.map(async (n) => (await fsA.lookup(n))!));
+      // Scoped to one block (a diff's pending blocks): the scan keeps every directory's record.
+      await fsA.blockOwnership(new BlockRuns([[changed[0]![0], 1]]));
+      const dev = new ProbeDevice(b);
+      const fsB = await Ext4Fs.open(dev, { file: copy });
+      fsB.borrowInodeTables(fsA, (s, c) => !runs.overlaps(s, c));
+      dev.reads = [];
+      const modes = [];
+      for (const ino of inos) modes.push((await fsB.readInode(ino)).i_mode);
+      const stats = debugfsBatch(copy, names.map((n) => `stat ${n}`)).map(parseStat);
+      expect(modes.map((m) => m & 0o7777)).toEqual(stats.map((s) => s.mode));
+      expect(stats[7]!.mode).toBe(0o700);
+      // Only /d7's record came from B's device.
+      expect(dev.reads.length).toBeGreaterThan(0);
+      const d7 = locateInode(fsB.superblock, (g) => fsB.groupDescriptor(g), inos[7]!);
+      for (const [off, len] of dev.reads) expect(off <= d7.blockNo * bs && off + len >= (d7.blockNo + 1) * bs).toBe(true);
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 
