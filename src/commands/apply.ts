@@ -58,6 +58,8 @@ export interface ApplyResult {
   readonly added: number;
   readonly replaced: number;
   readonly deleted: number;
+  /** Entries of the update the filesystem already held as they are (left alone, not rewritten). */
+  readonly unchanged: number;
   readonly bytesWritten: number;
   /** Blocks the update needs (estimate before writing) and blocks free before it. */
   readonly spaceNeededBytes: number;
@@ -182,7 +184,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       ...(options.now ? { now: options.now } : {}),
     });
     const space = await checkSpace(fsWriter, source, fileName);
-    const { summary, report } = await applyUpdate(fsWriter, source, { onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
+    const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
     let fileSize: number | null = null;
@@ -207,6 +209,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       added: summary.added,
       replaced: summary.replaced,
       deleted: summary.deleted,
+      unchanged: summary.unchanged,
       bytesWritten: summary.bytesWritten,
       spaceNeededBytes: space.neededBytes,
       spaceFreeBytes: space.freeBytes,
@@ -257,7 +260,7 @@ export function formatApply(r: ApplyResult): string {
   const lines: string[] = [];
   if (r.dryRun) for (const c of netChanges(r.changes)) lines.push(`${c.status} ${quoteName(c.path)}`);
   const where = r.partition !== null ? ` (partition ${r.partition})` : '';
-  lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted; ${mib(r.bytesWritten)} of file content`);
+  lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted${r.unchanged > 0 ? `, ${r.unchanged} unchanged` : ''}; ${mib(r.bytesWritten)} of file content`);
   lines.push(`space: ${mib(r.spaceNeededBytes)} needed, ${mib(r.spaceFreeBytes)} free before; ${r.blocksAllocated} blocks allocated, ${r.blocksFreed} freed`);
   if (r.output !== null) lines.push(`output: ${r.output} (${r.overlay ? `${r.format} overlay on ${r.base}` : `complete ${r.format} image`}, ${mib(r.fileSize ?? 0)}; ${mib(r.changedBytes)} of the disk changed) in ${r.seconds.toFixed(2)} s`);
   return lines.join('\n');

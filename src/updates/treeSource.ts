@@ -160,7 +160,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
         }
         case 0o100000n: {
           const size = Number(st.size);
-          yield { kind: 'file', path: child, meta, size, storedBytes: Number(st.blocks) * 512, open: () => readExactly(childHost, size, ctx, child) };
+          yield { kind: 'file', path: child, meta, size, storedBytes: Number(st.blocks) * 512, reopenable: true, open: () => readExactly(childHost, size, ctx, child) };
           break;
         }
         case 0o120000n: {
