@@ -49,6 +49,9 @@ const KEEP_ENTRIES = 200_000;
 /** Largest piece of a file's content handed to the writer at once. */
 const READ_CHUNK = 1 << 20;
 
+/** readExactly's buffer while no read holds it. */
+let spareBuffer: Buffer | undefined;
+
 /**
  * A file's content, exactly `size` bytes (the size taken from lstat when the entry was
  * made): a file that grew or shrank since is refused, not written half old, half new.
@@ -59,6 +62,7 @@ const READ_CHUNK = 1 << 20;
 async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, path: Uint8Array): AsyncGenerator<Uint8Array> {
   const where = (): string => `${ctx.file}${Buffer.from(path).toString('latin1')}`;
   let fd: number;
+  let buf: Buffer | undefined;
   try {
     fd = openSync(hostPath, 'r');
   } catch (err) {
@@ -66,8 +70,12 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
   }
   try {
     let seen = 0;
-    // One buffer for the file, reused chunk after chunk (the consumer copies each before asking for the next).
-    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size + 1)));
+    // One buffer, reused chunk after chunk (the consumer copies each before asking for the
+    // next) and file after file: a buffer per file is garbage the size of the whole update.
+    // A read started while another is under way (not done by apply) gets its own.
+    const shared = spareBuffer;
+    spareBuffer = undefined;
+    buf = shared ?? Buffer.allocUnsafe(READ_CHUNK);
     for (;;) {
       // At the stated end, a one-byte probe: a file that grew is refused.
       const want = Math.max(1, Math.min(buf.length, size - seen));
@@ -85,6 +93,7 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
     if (seen !== size) throw badEntry(ctx, path, `the file shrank while the update was read (expected ${size} bytes, read ${seen})`);
   } finally {
     closeSync(fd);
+    if (buf !== undefined) spareBuffer = buf;
   }
 }
 

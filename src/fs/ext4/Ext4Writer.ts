@@ -154,6 +154,8 @@ const MAX_SYMLINKS = 40;
 const WRITE_CHUNK = 1 << 20;
 /** Directory entries kept by the name cache before it starts over (bounds its memory). */
 const NAME_CACHE_ENTRIES = 200_000;
+/** Directory paths whose resolution is kept (bounds the memory of that cache). */
+const RESOLVED_PATHS = 50_000;
 
 export function kindOfMode(mode: number): NodeKind | undefined {
   const t = mode & S_IFMT;
@@ -190,6 +192,13 @@ export class Ext4Writer {
   private readonly addAt = new Map<number, number>();
   /** Directories found holding a name twice. */
   private readonly duplicateNames = new Set<number>();
+  /**
+   * Directory paths resolved in this session (components joined, latin1) -> directory inode:
+   * an update names the same few parents thousands of times. A resolution can only change
+   * when an entry it went through goes away, so every removal of a name that is not known
+   * to be a regular file's (a directory, a symlink) forgets them all.
+   */
+  private readonly resolved = new Map<string, number>();
   /** writeData's buffer, reused from file to file. */
   private dataBuffer: Uint8Array | undefined;
   private namesHeld = 0;
@@ -360,7 +369,9 @@ export class Ext4Writer {
     const cached = this.names.get(dirIno);
     const key = byteKey(name);
     const dup = this.duplicateNames.has(dirIno);
-    const lblk = dup ? undefined : cached?.get(key)?.lblk;
+    const known = dup ? undefined : cached?.get(key);
+    const lblk = known?.lblk;
+    if (known?.fileType !== EXT4_FT_REG_FILE) this.resolved.clear();
     const gone = await removeEntry(d.blocks, d.fmt, name, lblk !== undefined ? { lblk } : {});
     // Where a name appears twice (a corrupt directory), the other entry may remain: that directory is listed again.
     if (dup) this.forgetNames(dirIno);
@@ -422,6 +433,7 @@ export class Ext4Writer {
 
   /** Forgets the cached entries of directory `ino` (freed, or its blocks replaced). */
   private forgetNames(ino: number): void {
+    this.resolved.clear();
     const map = this.names.get(ino);
     if (map === undefined) return;
     this.namesHeld -= map.size;
@@ -568,6 +580,18 @@ export class Ext4Writer {
    * component is missing; throws BAD_UPDATE if one is not a directory or symlinks loop.
    */
   async resolveDir(parts: readonly Uint8Array[], path: Uint8Array): Promise<number | undefined> {
+    const key = partsKey(parts);
+    const hit = this.resolved.get(key);
+    if (hit !== undefined) return hit;
+    const ino = await this.resolveDirUncached(parts, path);
+    if (ino !== undefined) {
+      if (this.resolved.size >= RESOLVED_PATHS) this.resolved.clear();
+      this.resolved.set(key, ino);
+    }
+    return ino;
+  }
+
+  private async resolveDirUncached(parts: readonly Uint8Array[], path: Uint8Array): Promise<number | undefined> {
     const stack: number[] = [EXT4_ROOT_INO];
     const queue = [...parts];
     let followed = 0;
@@ -1177,6 +1201,20 @@ for (const name of CHANGING) {
       }
     },
   });
+}
+
+/** The components joined by '/' as one lossless string (byteKey's mapping): one conversion for the whole path. */
+function partsKey(parts: readonly Uint8Array[]): string {
+  let n = Math.max(0, parts.length - 1);
+  for (const p of parts) n += p.length;
+  const joined = Buffer.allocUnsafe(n);
+  let at = 0;
+  for (const p of parts) {
+    if (at > 0) joined[at++] = 0x2f;
+    joined.set(p, at);
+    at += p.length;
+  }
+  return joined.toString('latin1', 0, n);
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
