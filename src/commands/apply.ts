@@ -182,6 +182,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       location: { diskStart: target.start, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' },
       ...(options.constraints ? { constraints: options.constraints } : {}),
       ...(options.now ? { now: options.now } : {}),
+      writeBack: true,
     });
     const space = await checkSpace(fsWriter, source, fileName);
     const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });

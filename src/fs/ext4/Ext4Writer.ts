@@ -57,6 +57,7 @@ import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names
 import { writeXattrs, releaseXattrBlock } from './xattrWriter.js';
 import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
+import { WriteBackDevice } from '../../diskimage/cow/WriteBackDevice.js';
 
 /** The kind of a filesystem object. */
 export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
@@ -136,6 +137,12 @@ export interface Ext4WriterOptions {
   readonly constraints?: AllocConstraints;
   /** The time new and changed objects get where the caller gives none (default: now). */
   readonly now?: Ext4Time;
+  /**
+   * Hold small writes (inodes, directory and metadata blocks) in memory and write each
+   * block once, at commit (WriteBackDevice). The device then lacks them until commit: only
+   * for a caller that reads the device through the writer (or after commit) alone.
+   */
+  readonly writeBack?: boolean;
 }
 
 const KIND_TYPE: Readonly<Record<NodeKind, number>> = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK, fifo: S_IFIFO, socket: S_IFSOCK };
@@ -227,6 +234,8 @@ export class Ext4Writer {
    */
   static async open(device: WritableDevice, o: Ext4WriterOptions): Promise<Ext4Writer> {
     const { assertWritable } = await import('./writeRefusal.js');
+    // 4 KiB units line up with blocks of any size from the filesystem's start.
+    if (o.writeBack) device = new WriteBackDevice(device, { unit: 4096 });
     const fs = await Ext4Fs.open(device, { file: o.file, ...(o.location ? { location: o.location } : {}) });
     await assertWritable(fs, o.file);
     return new Ext4Writer(fs, device, o);
@@ -1158,6 +1167,7 @@ export class Ext4Writer {
     if (this.committed) throw new InternalError('Ext4Writer.commit called twice');
     this.committed = true;
     await this.groups.flush();
+    if (this.device instanceof WriteBackDevice) await this.device.flush();
     // The reader's bitmap cache predates the flush.
     this.fs.layout.forgetBitmaps();
     const allocated = new BlockRuns(this.allocated.map((r) => [r.start, r.count] as const));
