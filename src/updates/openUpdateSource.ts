@@ -75,7 +75,9 @@ export async function openUpdateSource(path: string): Promise<UpdateSource> {
     for (const f of files) await layerCompression(f);
     return { describe: `${files.length} tar layer${files.length === 1 ? '' : 's'} in ${path}`, kind: 'tar-layers', warnings, layers: () => once(files.map(tarLayer)) };
   }
-  return { describe: `directory tree ${path}`, kind: 'tree', warnings, layers: () => once([treeLayer(path, warn)]) };
+  // One layer for every pass (the space check, then the apply): its first walk is replayed, not repeated.
+  const tree = treeLayer(path, warn);
+  return { describe: `directory tree ${path}`, kind: 'tree', warnings, layers: () => once([tree]) };
 }
 
 async function* once(layers: readonly UpdateLayer[]): AsyncGenerator<UpdateLayer> {

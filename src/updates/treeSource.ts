@@ -12,7 +12,7 @@ import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, ty
 import { stat } from 'node:fs/promises';
 import { RefusedError, wrapIoError } from '../errors.js';
 import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
-import { readHostXattrs, type XattrMap } from './hostXattrs.js';
+import { readHostXattrs, type HostXattrs, type XattrMap } from './hostXattrs.js';
 import type { EntryMeta, EntryTime, EntryXattr, UpdateEntry, UpdateLayer } from './UpdateEntry.js';
 
 const S_IFMT = 0o170000n;
@@ -216,6 +216,9 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
    * read when the file is written. A tree too large to keep is walked again each time.
    */
   let walked: UpdateEntry[] | undefined;
+  // getfattr is started now, for the first walk: it runs while the caller opens the image.
+  let early: Promise<HostXattrs> | undefined = readHostXattrs(clean);
+  early.catch(() => undefined); // a failure is reported by the walk that awaits it
   return {
     name: root,
     async *entries() {
@@ -228,7 +231,8 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
         throw wrapIoError(err, root, 'read the update directory');
       });
       if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');
-      const x = await readHostXattrs(clean);
+      const x = await (early ?? readHostXattrs(clean));
+      early = undefined;
       if (!x.ok) warn(`${root}: ${x.reason}`);
       let kept: UpdateEntry[] | undefined = [];
       for await (const e of walkTree(clean, x.ok ? x.map : undefined)) {
