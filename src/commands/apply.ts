@@ -193,8 +193,18 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
-      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking });
+      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the
+      // same bytes is not stored). Blocks the writer took from free space hold new content
+      // over whatever BASE left there: BASE is not read to compare them.
+      const fresh = report.blocksAllocated;
+      const bs = fsWriter.blockSize;
+      const baseMayEqual = (offset: number, length: number): boolean => {
+        if (offset < target.start || offset + length > target.start + target.length) return true;
+        const first = Math.floor((offset - target.start) / bs);
+        const end = Math.ceil((offset + length - target.start) / bs);
+        return fresh.countIn(first, end - first) < end - first;
+      };
+      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
       options.onProgress?.('write', 1, 1);
     }
     return {
