@@ -129,7 +129,7 @@ export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewD
   if (!Number.isInteger(entry.ino) || entry.ino < 1 || entry.ino > fmt.inodesCount) throw new InternalError(`directory entry for inode ${entry.ino}`);
   const rec: DirEntry = { ino: entry.ino, name: entry.name, fileType: fmt.filetype ? entry.fileType : 0 };
   if (dir.htree) {
-    await addIndexed(dir, fmt, rec);
+    await addIndexed(dir, fmt, rec, hints.absent === true);
     return undefined;
   }
   return addLinear(dir, fmt, rec, hints);
@@ -141,7 +141,7 @@ export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewD
  * existing name when it adds either: its caller has looked the name up).
  */
 export interface AddHints {
-  /** The caller has the whole listing and the name is not in it: skip the scan for it. */
+  /** The caller has the whole listing and the name is not in it: skip the scan for it (the lookup, in an htree). */
   readonly absent?: boolean;
   /** With `absent`: the block to try first (the one the last entry went into). */
   readonly startAt?: number;
@@ -473,8 +473,9 @@ interface Hashed {
   readonly minor: number;
 }
 
-async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<void> {
-  if ((await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
+async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, absent: boolean): Promise<void> {
+  // A caller that knows the name is absent spares the lookup (the insert below finds the same leaf again).
+  if (!absent && (await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
   // Each pass either inserts, or makes room in the index (split a node, grow the root) and
   // probes again; each pass frees a slot one level further down, so a few passes suffice.
   // A NO_SPACE after some passes leaves the index reorganised but valid.
