@@ -47,7 +47,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { addEntry, dirFormat, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
+import { addEntry, dirFormat, type EncodedBlock, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
 import { Ext4Fs, type BlockOwnership, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
@@ -161,6 +161,8 @@ const MAX_SYMLINKS = 40;
 const WRITE_CHUNK = 1 << 20;
 /** Directory entries kept by the name cache before it starts over (bounds its memory). */
 const NAME_CACHE_ENTRIES = 200_000;
+/** Directory blocks kept as dirWriter encoded them (bounds that cache's memory: 2 blocks each). */
+const ENCODED_BLOCKS = 2048;
 /** Directory paths whose resolution is kept (bounds the memory of that cache). */
 const RESOLVED_PATHS = 50_000;
 
@@ -206,6 +208,8 @@ export class Ext4Writer {
    * to be a regular file's (a directory, a symlink) forgets them all.
    */
   private readonly resolved = new Map<string, number>();
+  /** Per directory, the blocks dirWriter encoded (see DirectoryBlocks.encoded); at most ENCODED_BLOCKS in all. */
+  private readonly encodedBlocks = new Map<number, Map<number, EncodedBlock>>();
   /** writeData's buffer, reused from file to file. */
   private dataBuffer: Uint8Array | undefined;
   private namesHeld = 0;
@@ -345,12 +349,25 @@ export class Ext4Writer {
         inode = await self.setMap(inode, extents, (lblk + 1) * bs);
         return lblk;
       },
+      encoded: this.encodedOf(ino),
       setHtree(on) {
         // Takes effect with the next inode write: an append's, or touchDir's after the change.
         inode = { ...inode, i_flags: on ? inode.i_flags | EXT4_INDEX_FL : inode.i_flags & ~EXT4_INDEX_FL };
       },
     };
     return { blocks, fmt: this.dirFormat(inode), inode: () => inode };
+  }
+
+  /** The encoded blocks kept for directory `ino` (all are dropped once ENCODED_BLOCKS are kept). */
+  private encodedOf(ino: number): Map<number, EncodedBlock> {
+    let m = this.encodedBlocks.get(ino);
+    if (m !== undefined) return m;
+    let held = 0;
+    for (const x of this.encodedBlocks.values()) held += x.size;
+    if (held > ENCODED_BLOCKS) this.encodedBlocks.clear();
+    m = new Map();
+    this.encodedBlocks.set(ino, m);
+    return m;
   }
 
   /** Adds entry `name` -> `ino` to directory `dirIno`. */
@@ -443,6 +460,7 @@ export class Ext4Writer {
   /** Forgets the cached entries of directory `ino` (freed, or its blocks replaced). */
   private forgetNames(ino: number): void {
     this.resolved.clear();
+    this.encodedBlocks.delete(ino);
     const map = this.names.get(ino);
     if (map === undefined) return;
     this.namesHeld -= map.size;

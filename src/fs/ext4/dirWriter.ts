@@ -54,6 +54,7 @@ import {
 import { dxHash, effectiveHashVersion } from './dxHash.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
+import { bytesEqual } from './names.js';
 
 export type { DirFormat } from './directory.js';
 
@@ -78,6 +79,19 @@ export interface DirectoryBlocks {
   readonly ctx?: Ext4Context;
   /** For error messages: the filesystem byte of logical block lblk. */
   fsOffsetOf?(lblk: number): number;
+  /**
+   * Blocks this module encoded and the records it encoded them from, by logical block,
+   * kept by the caller from one change to the next: a block whose current bytes are those
+   * is not decoded (and its checksum not verified) again. Adding thousands of entries to
+   * one directory otherwise decodes the same block as often.
+   */
+  readonly encoded?: Map<number, EncodedBlock>;
+}
+
+/** A directory block as encoded, and its records. */
+export interface EncodedBlock {
+  readonly bytes: Uint8Array;
+  readonly records: readonly DirRecord[];
 }
 
 /**
@@ -242,9 +256,12 @@ function fsOffset(dir: DirectoryBlocks, lblk: number): number {
   return dir.fsOffsetOf?.(lblk) ?? lblk * dir.blockSize;
 }
 
-async function readRecords(dir: DirectoryBlocks, fmt: DirFormat, lblk: number): Promise<DirRecord[]> {
+async function readRecords(dir: DirectoryBlocks, fmt: DirFormat, lblk: number): Promise<readonly DirRecord[]> {
+  const bytes = await dir.read(lblk);
+  const known = dir.encoded?.get(lblk);
+  if (known !== undefined && bytesEqual(known.bytes, bytes)) return known.records;
   const opts = { filetype: fmt.filetype, metadataCsum: fmt.metadataCsum, inodeCsumSeed: fmt.csumSeed, inodesCount: fmt.inodesCount };
-  return decodeDirBlockRecords(await dir.read(lblk), ctxOf(dir), structureOf(dir, lblk), fsOffset(dir, lblk), opts, dir.blockSize);
+  return decodeDirBlockRecords(bytes, ctxOf(dir), structureOf(dir, lblk), fsOffset(dir, lblk), opts, dir.blockSize);
 }
 
 /**
@@ -281,7 +298,9 @@ async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, hi
       const lblk = (from + k) % n;
       const inserted = insertIntoRecords(await readRecords(dir, fmt, lblk), rec);
       if (inserted !== undefined) {
-        await dir.write(lblk, encodeDirBlock(inserted, fmt, dir.blockSize));
+        const bytes = encodeDirBlock(inserted, fmt, dir.blockSize);
+        await dir.write(lblk, bytes);
+        dir.encoded?.set(lblk, { bytes, records: inserted });
         return lblk;
       }
     }
@@ -430,7 +449,7 @@ async function writeFrame(dir: DirectoryBlocks, fmt: DirFormat, tree: Tree, f: F
 /** Where an entry was found: its block, that block's records and the record's index. */
 interface Found {
   readonly lblk: number;
-  readonly records: DirRecord[];
+  readonly records: readonly DirRecord[];
   readonly index: number;
 }
 
