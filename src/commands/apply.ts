@@ -59,6 +59,8 @@ export interface ApplyResult {
   readonly added: number;
   readonly replaced: number;
   readonly deleted: number;
+  /** Entries of the update the filesystem already held as they are (left alone, not rewritten). */
+  readonly unchanged: number;
   readonly bytesWritten: number;
   /** Blocks the update needs (estimate before writing) and blocks free before it. */
   readonly spaceNeededBytes: number;
@@ -181,9 +183,10 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       location: { diskStart: target.start, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' },
       ...(options.constraints ? { constraints: options.constraints } : {}),
       ...(options.now ? { now: options.now } : {}),
+      writeBack: true,
     });
     const space = await checkSpace(fsWriter, source, fileName);
-    const { summary, report } = await applyUpdate(fsWriter, source, { onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
+    const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
     let fileSize: number | null = null;
@@ -191,8 +194,18 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the same bytes is not stored).
-      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking });
+      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the
+      // same bytes is not stored). Blocks the writer took from free space hold new content
+      // over whatever BASE left there: BASE is not read to compare them.
+      const fresh = report.blocksAllocated;
+      const bs = fsWriter.blockSize;
+      const baseMayEqual = (offset: number, length: number): boolean => {
+        if (offset < target.start || offset + length > target.start + target.length) return true;
+        const first = Math.floor((offset - target.start) / bs);
+        const end = Math.ceil((offset + length - target.start) / bs);
+        return fresh.countIn(first, end - first) < end - first;
+      };
+      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
       markOutputsComplete();
       options.onProgress?.('write', 1, 1);
     }
@@ -209,6 +222,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       added: summary.added,
       replaced: summary.replaced,
       deleted: summary.deleted,
+      unchanged: summary.unchanged,
       bytesWritten: summary.bytesWritten,
       spaceNeededBytes: space.neededBytes,
       spaceFreeBytes: space.freeBytes,
@@ -259,7 +273,7 @@ export function formatApply(r: ApplyResult): string {
   const lines: string[] = [];
   if (r.dryRun) for (const c of netChanges(r.changes)) lines.push(`${c.status} ${quoteName(c.path)}`);
   const where = r.partition !== null ? ` (partition ${r.partition})` : '';
-  lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted; ${mib(r.bytesWritten)} of file content`);
+  lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted${r.unchanged > 0 ? `, ${r.unchanged} unchanged` : ''}; ${mib(r.bytesWritten)} of file content`);
   lines.push(`space: ${mib(r.spaceNeededBytes)} needed, ${mib(r.spaceFreeBytes)} free before; ${r.blocksAllocated} blocks allocated, ${r.blocksFreed} freed`);
   if (r.output !== null) lines.push(`output: ${r.output} (${r.overlay ? `${r.format} overlay on ${r.base}` : `complete ${r.format} image`}, ${mib(r.fileSize ?? 0)}; ${mib(r.changedBytes)} of the disk changed) in ${r.seconds.toFixed(2)} s`);
   return lines.join('\n');

@@ -24,6 +24,12 @@ export interface CopyDeviceOptions {
   readonly ranges?: () => AsyncIterable<ByteRange>;
   /** Bytes read per chunk (rounded down to the writer's unit). Default 4 MiB. */
   readonly chunkBytes?: number;
+  /**
+   * With a base: whether the source may equal the base anywhere in a chunk. Where it says
+   * no (blocks the source's filesystem took from free space, say), the base is not read and
+   * the chunk's units are written as they are. Default: always may.
+   */
+  readonly baseMayEqual?: (offset: number, length: number) => boolean;
   /** Called after each chunk with bytes examined so far and the total to examine. */
   readonly onProgress?: (done: number, total: number) => void;
 }
@@ -137,7 +143,7 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
   /** Writer calls in flight, oldest first. */
   const writes: Promise<void>[] = [];
   /** Chunk reads in flight, in guest order. */
-  const reads: { offset: number; length: number; slot: Slot; done: Promise<void> }[] = [];
+  const reads: { offset: number; length: number; slot: Slot; compared: boolean; done: Promise<void> }[] = [];
 
   const acquire = async (): Promise<Slot> => {
     const f = free.pop();
@@ -152,12 +158,13 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
     return oldest;
   };
   const startRead = (offset: number, length: number, slot: Slot) => {
+    const compared = base !== undefined && slot.base !== undefined && (options.baseMayEqual?.(offset, length) ?? true);
     const p = Promise.all([
       readInto(src, slot.src.subarray(0, length), offset),
-      base && slot.base ? readInto(base, slot.base.subarray(0, length), offset) : undefined,
+      compared ? readInto(base, slot.base.subarray(0, length), offset) : undefined,
     ]).then(() => undefined);
     p.catch(() => undefined); // a rejection surfaces when awaited below
-    reads.push({ offset, length, slot, done: p });
+    reads.push({ offset, length, slot, compared, done: p });
   };
   const track = async (p: Promise<void>, into: Promise<void>[]) => {
     p.catch(() => undefined); // a rejection surfaces when awaited below
@@ -179,11 +186,11 @@ export async function copyDevice(src: BlockDevice, writer: ImageWriter, options:
   try {
     await refill();
     while (reads.length > 0) {
-      const { offset: pos, length: len, slot, done: read } = reads[0]!;
+      const { offset: pos, length: len, slot, compared, done: read } = reads[0]!;
       await read;
       reads.shift();
       const s = slot.src;
-      const b = slot.base;
+      const b = compared ? slot.base : undefined;
       const chunkWrites: Promise<void>[] = [];
       // Runs of units of one kind become one writer call, issued in guest order (a
       // writer allocates host clusters in call order).

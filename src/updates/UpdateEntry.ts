@@ -51,12 +51,14 @@ export type UpdateEntry =
       readonly storedBytes?: number;
       /**
        * The content, exactly `size` bytes, streamed. Valid until the next entry is taken
-       * from the same iteration (tar layers are one stream); call it at most once.
+       * from the same iteration (tar layers are one stream); call it at most once unless `reopenable`.
        * Throws BAD_UPDATE if the bytes are not there (a truncated tar, a file that
        * changed size while the tree was read) and IO if the host refuses a read.
        */
       /** Each chunk may be reused for the next one: use it (copy it) before asking for more. */
       open(): AsyncIterable<Uint8Array>;
+      /** `open` may be called more than once, each call reading the content afresh (a tree's files; not a tar stream). */
+      readonly reopenable?: boolean;
     }
   | { readonly kind: 'dir'; readonly path: Uint8Array; readonly meta: EntryMeta }
   | { readonly kind: 'symlink'; readonly path: Uint8Array; readonly meta: EntryMeta; readonly target: Uint8Array }

@@ -11,6 +11,7 @@ import type { Ext4Writer, NodeAttrs, NodeContent, WriteReport } from '../fs/ext4
 import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
 import { roughBlocksNeeded } from './summarizeUpdate.js';
 import type { EntryMeta, UpdateEntry, UpdateSource } from './UpdateEntry.js';
+import { UnchangedEntries } from './unchangedEntry.js';
 
 export interface ApplySummary {
   /** Paths that did not exist before and do now (any type). */
@@ -19,6 +20,8 @@ export interface ApplySummary {
   readonly replaced: number;
   /** Paths removed (whiteouts, opaque directories, replaced subtrees), each path once. */
   readonly deleted: number;
+  /** Entries left alone because the filesystem already held them as they are (with `skipUnchanged`). */
+  readonly unchanged: number;
   /** File content bytes written. */
   readonly bytesWritten: number;
   /** Things the user should know (a whiteout for a path that does not exist). */
@@ -30,6 +33,12 @@ export interface ApplyOptions {
   readonly onProgress?: (entriesDone: number, layer: string) => void;
   /** Leave directory times as the writer's changes left them (default: the update's times are set again after each layer, as container runtimes do). */
   readonly keepDirTimes?: boolean;
+  /**
+   * Leave alone files, symlinks and directories the filesystem already holds as the update
+   * has them (see unchangedEntry.ts): an update applied again rewrites nothing. Off for the
+   * rebase, where a path the update gives counts as the update's even if unchanged.
+   */
+  readonly skipUnchanged?: boolean;
 }
 
 function attrsOf(meta: EntryMeta): NodeAttrs {
@@ -108,6 +117,8 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
 export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, options: ApplyOptions = {}): Promise<{ summary: ApplySummary; report: WriteReport }> {
   const warnings: string[] = [];
   let done = 0;
+  let unchanged = 0;
+  const same = options.skipUnchanged ? new UnchangedEntries(writer) : undefined;
   for await (const layer of source.layers()) {
     // The paths this layer itself puts, so an opaque marker met after them keeps them.
     const own = new Set<string>();
@@ -135,6 +146,11 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           await writer.hardlink(e.path, e.target);
           break;
         default:
+          if (same !== undefined && (await same.matches(e))) {
+            unchanged++;
+            if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
+            break;
+          }
           if (splitPath(e.path).length === 0) {
             // The root itself (a tar's "./"): only a directory can stand there; it takes the attributes.
             if (e.kind !== 'dir') throw new RefusedError('BAD_UPDATE', { file: layer.name, path: '/', detail: `the root cannot become a ${e.kind}` });
@@ -162,7 +178,14 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
       if (e.kind !== 'whiteout' && e.kind !== 'opaque') putHere.add(byteKey(e.path));
       options.onProgress?.(++done, layer.name);
     }
-    if (!options.keepDirTimes) for (const d of dirs) if ((await writer.lookup(d.path)) !== undefined) await writer.setTimes(d.path, d.meta.mtime, d.meta.atime ?? d.meta.mtime);
+    if (!options.keepDirTimes) {
+      for (const d of dirs) {
+        if ((await writer.lookup(d.path)) === undefined) continue;
+        // A directory nothing was added to or removed from keeps its time: no inode rewritten for nothing.
+        if (same !== undefined && (await same.mtimeIs(d.path, d.meta.mtime))) continue;
+        await writer.setTimes(d.path, d.meta.mtime, d.meta.atime ?? d.meta.mtime);
+      }
+    }
   }
   const report = await writer.commit();
   // Count each path once by its first state and its last.
@@ -182,7 +205,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     else if (existed && exists) replaced++;
     else if (existed && !exists) deleted++;
   }
-  return { summary: { added, replaced, deleted, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings] }, report };
+  return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings] }, report };
 }
 
 /** Creates missing parent directories of `path` (0755, root, the writer's time). */

@@ -7,7 +7,6 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RefusedError, wrapIoError } from '../errors.js';
-import { layerCompression, tarLayer } from './tarLayer.js';
 import { treeLayer } from './treeSource.js';
 import type { UpdateLayer, UpdateSource } from './UpdateEntry.js';
 
@@ -61,7 +60,9 @@ export async function openUpdateSource(path: string): Promise<UpdateSource> {
   const warn = (m: string): void => {
     if (!warnings.includes(m)) warnings.push(m);
   };
+  // Loaded only for tar layers: tar-stream and the decompressors cost tens of milliseconds of start-up a tree does not need.
   if (st.isFile()) {
+    const { layerCompression, tarLayer } = await import('./tarLayer.js');
     const compression = await layerCompression(path);
     const layer = tarLayer(path);
     return { describe: `tar layer ${path}${compression === 'none' ? '' : ` (${compression})`}`, kind: 'tar-layers', warnings, layers: () => once([layer]) };
@@ -69,11 +70,14 @@ export async function openUpdateSource(path: string): Promise<UpdateSource> {
   if (!st.isDirectory()) throw new RefusedError('BAD_UPDATE', { file: path, detail: 'the update must be a directory tree, a tar layer or a directory of tar layers' });
   const files = await layerFiles(path);
   if (files !== undefined) {
+    const { layerCompression, tarLayer } = await import('./tarLayer.js');
     // Each file's compression is checked now, so a bad one fails before any entry is read.
     for (const f of files) await layerCompression(f);
     return { describe: `${files.length} tar layer${files.length === 1 ? '' : 's'} in ${path}`, kind: 'tar-layers', warnings, layers: () => once(files.map(tarLayer)) };
   }
-  return { describe: `directory tree ${path}`, kind: 'tree', warnings, layers: () => once([treeLayer(path, warn)]) };
+  // One layer for every pass (the space check, then the apply): its first walk is replayed, not repeated.
+  const tree = treeLayer(path, warn);
+  return { describe: `directory tree ${path}`, kind: 'tree', warnings, layers: () => once([tree]) };
 }
 
 async function* once(layers: readonly UpdateLayer[]): AsyncGenerator<UpdateLayer> {

@@ -12,7 +12,7 @@ import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, ty
 import { stat } from 'node:fs/promises';
 import { RefusedError, wrapIoError } from '../errors.js';
 import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
-import { readHostXattrs, type XattrMap } from './hostXattrs.js';
+import { readHostXattrs, type HostXattrs, type XattrMap } from './hostXattrs.js';
 import type { EntryMeta, EntryTime, EntryXattr, UpdateEntry, UpdateLayer } from './UpdateEntry.js';
 
 const S_IFMT = 0o170000n;
@@ -49,6 +49,9 @@ const KEEP_ENTRIES = 200_000;
 /** Largest piece of a file's content handed to the writer at once. */
 const READ_CHUNK = 1 << 20;
 
+/** readExactly's buffer while no read holds it. */
+let spareBuffer: Buffer | undefined;
+
 /**
  * A file's content, exactly `size` bytes (the size taken from lstat when the entry was
  * made): a file that grew or shrank since is refused, not written half old, half new.
@@ -59,6 +62,7 @@ const READ_CHUNK = 1 << 20;
 async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, path: Uint8Array): AsyncGenerator<Uint8Array> {
   const where = (): string => `${ctx.file}${Buffer.from(path).toString('latin1')}`;
   let fd: number;
+  let buf: Buffer | undefined;
   try {
     fd = openSync(hostPath, 'r');
   } catch (err) {
@@ -66,8 +70,12 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
   }
   try {
     let seen = 0;
-    // One buffer for the file, reused chunk after chunk (the consumer copies each before asking for the next).
-    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size + 1)));
+    // One buffer, reused chunk after chunk (the consumer copies each before asking for the
+    // next) and file after file: a buffer per file is garbage the size of the whole update.
+    // A read started while another is under way (not done by apply) gets its own.
+    const shared = spareBuffer;
+    spareBuffer = undefined;
+    buf = shared ?? Buffer.allocUnsafe(READ_CHUNK);
     for (;;) {
       // At the stated end, a one-byte probe: a file that grew is refused.
       const want = Math.max(1, Math.min(buf.length, size - seen));
@@ -85,6 +93,7 @@ async function* readExactly(hostPath: Buffer, size: number, ctx: EntryContext, p
     if (seen !== size) throw badEntry(ctx, path, `the file shrank while the update was read (expected ${size} bytes, read ${seen})`);
   } finally {
     closeSync(fd);
+    if (buf !== undefined) spareBuffer = buf;
   }
 }
 
@@ -160,7 +169,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
         }
         case 0o100000n: {
           const size = Number(st.size);
-          yield { kind: 'file', path: child, meta, size, storedBytes: Number(st.blocks) * 512, open: () => readExactly(childHost, size, ctx, child) };
+          yield { kind: 'file', path: child, meta, size, storedBytes: Number(st.blocks) * 512, reopenable: true, open: () => readExactly(childHost, size, ctx, child) };
           break;
         }
         case 0o120000n: {
@@ -207,6 +216,9 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
    * read when the file is written. A tree too large to keep is walked again each time.
    */
   let walked: UpdateEntry[] | undefined;
+  // getfattr is started now, for the first walk: it runs while the caller opens the image.
+  let early: Promise<HostXattrs> | undefined = readHostXattrs(clean);
+  early.catch(() => undefined); // a failure is reported by the walk that awaits it
   return {
     name: root,
     async *entries() {
@@ -219,7 +231,8 @@ export function treeLayer(root: string, warn: (message: string) => void): Update
         throw wrapIoError(err, root, 'read the update directory');
       });
       if (!st.isDirectory()) throw wrapIoError(Object.assign(new Error('not a directory'), { code: 'ENOTDIR' }), root, 'read the update directory');
-      const x = await readHostXattrs(clean);
+      const x = await (early ?? readHostXattrs(clean));
+      early = undefined;
       if (!x.ok) warn(`${root}: ${x.reason}`);
       let kept: UpdateEntry[] | undefined = [];
       for await (const e of walkTree(clean, x.ok ? x.map : undefined)) {

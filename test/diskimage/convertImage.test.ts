@@ -66,6 +66,21 @@ describe('copyDevice', () => {
     }
   });
 
+  it('with a base and baseMayEqual, chunks it rules out are written without reading the base; the rest are compared', async () => {
+    // The base holds 0x22 everywhere, like the top: every unit equals the base.
+    const base = new MemoryDevice(128 * K, [{ offset: 0, length: 128 * K, kind: 'data' }], 0x22);
+    const top = new MemoryDevice(128 * K, [{ offset: 0, length: 128 * K, kind: 'data' }], 0x22);
+    const baseReads: number[] = [];
+    const countingBase: BlockDevice = { size: base.size, allocation: (r) => base.allocation(r), read: async (o, l) => (baseReads.push(o), base.read(o, l)) };
+    const w = new DelayedMemoryWriter(top.size, 4096, true);
+    const stats = await copyDevice(top, w, { base: countingBase, chunkBytes: 16 * K, ranges: async function* () { yield { offset: 0, length: 128 * K }; }, baseMayEqual: (o) => o < 64 * K });
+    // First half compared (unchanged, not written), second half written as it is, its base never read.
+    expect(stats).toMatchObject({ unchangedUnits: 16, unitsWritten: 16 });
+    expect(baseReads.every((o) => o < 64 * K)).toBe(true);
+    expect(baseReads.length).toBeGreaterThan(0);
+    expect(Buffer.from(w.image.subarray(64 * K)).equals(Buffer.from(await top.read(64 * K, 64 * K)))).toBe(true);
+  });
+
   it('reuses a bounded set of buffers, and never before the write that holds one has resolved', async () => {
     // 64 chunks of 64 KiB, each 4 KiB block labelled; the writer copies the data only
     // when its write resolves, a few milliseconds later, so a buffer refilled too early
@@ -156,7 +171,6 @@ class OverlayBytes implements BlockDevice {
 
 /** An in-memory writer that takes a copy of each write's data only when the write resolves. */
 class DelayedMemoryWriter implements ImageWriter {
-  readonly hasBacking = false;
   readonly image: Uint8Array;
   /** The distinct ArrayBuffers handed to write(). */
   readonly buffers = new Set<ArrayBufferLike>();
@@ -164,6 +178,7 @@ class DelayedMemoryWriter implements ImageWriter {
   constructor(
     readonly size: number,
     readonly unitSize: number,
+    readonly hasBacking = false,
   ) {
     this.image = new Uint8Array(size);
   }

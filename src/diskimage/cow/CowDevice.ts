@@ -31,6 +31,8 @@ export interface CowEmitOptions {
   readonly skipUnchanged?: boolean;
   /** Bytes per read while emitting (rounded down to the writer's unit). Default 4 MiB. */
   readonly chunkBytes?: number;
+  /** With skipUnchanged: where the layer may equal the lower device (see copyDevice's baseMayEqual); elsewhere the lower device is not read. */
+  readonly baseMayEqual?: (offset: number, length: number) => boolean;
 }
 
 export interface CowEmitStats extends CopyDeviceStats {
@@ -292,7 +294,7 @@ export class CowDevice implements ClosableDevice, WritableDevice {
     // lower device); copyDevice writes all-zero units as zeros over a backing file.
     const stats = await copyDevice(this, writer, {
       ranges: () => this.dirtyRanges(),
-      ...(options.skipUnchanged ? { base: this.lower } : {}),
+      ...(options.skipUnchanged ? { base: this.lower, ...(options.baseMayEqual ? { baseMayEqual: options.baseMayEqual } : {}) } : {}),
       ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}),
     });
     return { ...stats, mode: 'overlay' };

@@ -47,7 +47,7 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { addEntry, dirFormat, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
+import { addEntry, dirFormat, type EncodedBlock, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
 import { Ext4Fs, type BlockOwnership, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
@@ -57,6 +57,7 @@ import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names
 import { writeXattrs, releaseXattrBlock } from './xattrWriter.js';
 import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
+import { WriteBackDevice } from '../../diskimage/cow/WriteBackDevice.js';
 
 /** The kind of a filesystem object. */
 export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
@@ -136,6 +137,12 @@ export interface Ext4WriterOptions {
   readonly constraints?: AllocConstraints;
   /** The time new and changed objects get where the caller gives none (default: now). */
   readonly now?: Ext4Time;
+  /**
+   * Hold small writes (inodes, directory and metadata blocks) in memory and write each
+   * block once, at commit (WriteBackDevice). The device then lacks them until commit: only
+   * for a caller that reads the device through the writer (or after commit) alone.
+   */
+  readonly writeBack?: boolean;
 }
 
 const KIND_TYPE: Readonly<Record<NodeKind, number>> = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, chardev: S_IFCHR, blockdev: S_IFBLK, fifo: S_IFIFO, socket: S_IFSOCK };
@@ -154,6 +161,10 @@ const MAX_SYMLINKS = 40;
 const WRITE_CHUNK = 1 << 20;
 /** Directory entries kept by the name cache before it starts over (bounds its memory). */
 const NAME_CACHE_ENTRIES = 200_000;
+/** Directory blocks kept as dirWriter encoded them (bounds that cache's memory: 2 blocks each). */
+const ENCODED_BLOCKS = 2048;
+/** Directory paths whose resolution is kept (bounds the memory of that cache). */
+const RESOLVED_PATHS = 50_000;
 
 export function kindOfMode(mode: number): NodeKind | undefined {
   const t = mode & S_IFMT;
@@ -190,6 +201,15 @@ export class Ext4Writer {
   private readonly addAt = new Map<number, number>();
   /** Directories found holding a name twice. */
   private readonly duplicateNames = new Set<number>();
+  /**
+   * Directory paths resolved in this session (components joined, latin1) -> directory inode:
+   * an update names the same few parents thousands of times. A resolution can only change
+   * when an entry it went through goes away, so every removal of a name that is not known
+   * to be a regular file's (a directory, a symlink) forgets them all.
+   */
+  private readonly resolved = new Map<string, number>();
+  /** Per directory, the blocks dirWriter encoded (see DirectoryBlocks.encoded); at most ENCODED_BLOCKS in all. */
+  private readonly encodedBlocks = new Map<number, Map<number, EncodedBlock>>();
   /** writeData's buffer, reused from file to file. */
   private dataBuffer: Uint8Array | undefined;
   private namesHeld = 0;
@@ -218,6 +238,8 @@ export class Ext4Writer {
    */
   static async open(device: WritableDevice, o: Ext4WriterOptions): Promise<Ext4Writer> {
     const { assertWritable } = await import('./writeRefusal.js');
+    // 4 KiB units line up with blocks of any size from the filesystem's start.
+    if (o.writeBack) device = new WriteBackDevice(device, { unit: 4096 });
     const fs = await Ext4Fs.open(device, { file: o.file, ...(o.location ? { location: o.location } : {}) });
     await assertWritable(fs, o.file);
     return new Ext4Writer(fs, device, o);
@@ -327,12 +349,25 @@ export class Ext4Writer {
         inode = await self.setMap(inode, extents, (lblk + 1) * bs);
         return lblk;
       },
+      encoded: this.encodedOf(ino),
       setHtree(on) {
         // Takes effect with the next inode write: an append's, or touchDir's after the change.
         inode = { ...inode, i_flags: on ? inode.i_flags | EXT4_INDEX_FL : inode.i_flags & ~EXT4_INDEX_FL };
       },
     };
     return { blocks, fmt: this.dirFormat(inode), inode: () => inode };
+  }
+
+  /** The encoded blocks kept for directory `ino` (all are dropped once ENCODED_BLOCKS are kept). */
+  private encodedOf(ino: number): Map<number, EncodedBlock> {
+    let m = this.encodedBlocks.get(ino);
+    if (m !== undefined) return m;
+    let held = 0;
+    for (const x of this.encodedBlocks.values()) held += x.size;
+    if (held > ENCODED_BLOCKS) this.encodedBlocks.clear();
+    m = new Map();
+    this.encodedBlocks.set(ino, m);
+    return m;
   }
 
   /** Adds entry `name` -> `ino` to directory `dirIno`. */
@@ -360,7 +395,9 @@ export class Ext4Writer {
     const cached = this.names.get(dirIno);
     const key = byteKey(name);
     const dup = this.duplicateNames.has(dirIno);
-    const lblk = dup ? undefined : cached?.get(key)?.lblk;
+    const known = dup ? undefined : cached?.get(key);
+    const lblk = known?.lblk;
+    if (known?.fileType !== EXT4_FT_REG_FILE) this.resolved.clear();
     const gone = await removeEntry(d.blocks, d.fmt, name, lblk !== undefined ? { lblk } : {});
     // Where a name appears twice (a corrupt directory), the other entry may remain: that directory is listed again.
     if (dup) this.forgetNames(dirIno);
@@ -422,6 +459,8 @@ export class Ext4Writer {
 
   /** Forgets the cached entries of directory `ino` (freed, or its blocks replaced). */
   private forgetNames(ino: number): void {
+    this.resolved.clear();
+    this.encodedBlocks.delete(ino);
     const map = this.names.get(ino);
     if (map === undefined) return;
     this.namesHeld -= map.size;
@@ -569,6 +608,18 @@ export class Ext4Writer {
    * if one is not a directory or symlinks loop.
    */
   async resolveDir(parts: readonly Uint8Array[], path: Uint8Array, options: { notDirIsMissing?: boolean } = {}): Promise<number | undefined> {
+    const key = partsKey(parts);
+    const hit = this.resolved.get(key);
+    if (hit !== undefined) return hit;
+    const ino = await this.resolveDirUncached(parts, path, options);
+    if (ino !== undefined) {
+      if (this.resolved.size >= RESOLVED_PATHS) this.resolved.clear();
+      this.resolved.set(key, ino);
+    }
+    return ino;
+  }
+
+  private async resolveDirUncached(parts: readonly Uint8Array[], path: Uint8Array, options: { notDirIsMissing?: boolean }): Promise<number | undefined> {
     const stack: number[] = [EXT4_ROOT_INO];
     const queue = [...parts];
     let followed = 0;
@@ -1146,6 +1197,7 @@ export class Ext4Writer {
     if (this.committed) throw new InternalError('Ext4Writer.commit called twice');
     this.committed = true;
     await this.groups.flush();
+    if (this.device instanceof WriteBackDevice) await this.device.flush();
     // The reader's bitmap cache predates the flush.
     this.fs.layout.forgetBitmaps();
     const allocated = new BlockRuns(this.allocated.map((r) => [r.start, r.count] as const));
@@ -1189,6 +1241,20 @@ for (const name of CHANGING) {
       }
     },
   });
+}
+
+/** The components joined by '/' as one lossless string (byteKey's mapping): one conversion for the whole path. */
+function partsKey(parts: readonly Uint8Array[]): string {
+  let n = Math.max(0, parts.length - 1);
+  for (const p of parts) n += p.length;
+  const joined = Buffer.allocUnsafe(n);
+  let at = 0;
+  for (const p of parts) {
+    if (at > 0) joined[at++] = 0x2f;
+    joined.set(p, at);
+    at += p.length;
+  }
+  return joined.toString('latin1', 0, n);
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {

@@ -54,6 +54,7 @@ import {
 import { dxHash, effectiveHashVersion } from './dxHash.js';
 import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
+import { bytesEqual } from './names.js';
 
 export type { DirFormat } from './directory.js';
 
@@ -78,6 +79,19 @@ export interface DirectoryBlocks {
   readonly ctx?: Ext4Context;
   /** For error messages: the filesystem byte of logical block lblk. */
   fsOffsetOf?(lblk: number): number;
+  /**
+   * Blocks this module encoded and the records it encoded them from, by logical block,
+   * kept by the caller from one change to the next: a block whose current bytes are those
+   * is not decoded (and its checksum not verified) again. Adding thousands of entries to
+   * one directory otherwise decodes the same block as often.
+   */
+  readonly encoded?: Map<number, EncodedBlock>;
+}
+
+/** A directory block as encoded, and its records. */
+export interface EncodedBlock {
+  readonly bytes: Uint8Array;
+  readonly records: readonly DirRecord[];
 }
 
 /**
@@ -129,7 +143,7 @@ export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewD
   if (!Number.isInteger(entry.ino) || entry.ino < 1 || entry.ino > fmt.inodesCount) throw new InternalError(`directory entry for inode ${entry.ino}`);
   const rec: DirEntry = { ino: entry.ino, name: entry.name, fileType: fmt.filetype ? entry.fileType : 0 };
   if (dir.htree) {
-    await addIndexed(dir, fmt, rec);
+    await addIndexed(dir, fmt, rec, hints.absent === true);
     return undefined;
   }
   return addLinear(dir, fmt, rec, hints);
@@ -141,7 +155,7 @@ export async function addEntry(dir: DirectoryBlocks, fmt: DirFormat, entry: NewD
  * existing name when it adds either: its caller has looked the name up).
  */
 export interface AddHints {
-  /** The caller has the whole listing and the name is not in it: skip the scan for it. */
+  /** The caller has the whole listing and the name is not in it: skip the scan for it (the lookup, in an htree). */
   readonly absent?: boolean;
   /** With `absent`: the block to try first (the one the last entry went into). */
   readonly startAt?: number;
@@ -242,9 +256,12 @@ function fsOffset(dir: DirectoryBlocks, lblk: number): number {
   return dir.fsOffsetOf?.(lblk) ?? lblk * dir.blockSize;
 }
 
-async function readRecords(dir: DirectoryBlocks, fmt: DirFormat, lblk: number): Promise<DirRecord[]> {
+async function readRecords(dir: DirectoryBlocks, fmt: DirFormat, lblk: number): Promise<readonly DirRecord[]> {
+  const bytes = await dir.read(lblk);
+  const known = dir.encoded?.get(lblk);
+  if (known !== undefined && bytesEqual(known.bytes, bytes)) return known.records;
   const opts = { filetype: fmt.filetype, metadataCsum: fmt.metadataCsum, inodeCsumSeed: fmt.csumSeed, inodesCount: fmt.inodesCount };
-  return decodeDirBlockRecords(await dir.read(lblk), ctxOf(dir), structureOf(dir, lblk), fsOffset(dir, lblk), opts, dir.blockSize);
+  return decodeDirBlockRecords(bytes, ctxOf(dir), structureOf(dir, lblk), fsOffset(dir, lblk), opts, dir.blockSize);
 }
 
 /**
@@ -281,7 +298,9 @@ async function addLinear(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, hi
       const lblk = (from + k) % n;
       const inserted = insertIntoRecords(await readRecords(dir, fmt, lblk), rec);
       if (inserted !== undefined) {
-        await dir.write(lblk, encodeDirBlock(inserted, fmt, dir.blockSize));
+        const bytes = encodeDirBlock(inserted, fmt, dir.blockSize);
+        await dir.write(lblk, bytes);
+        dir.encoded?.set(lblk, { bytes, records: inserted });
         return lblk;
       }
     }
@@ -430,7 +449,7 @@ async function writeFrame(dir: DirectoryBlocks, fmt: DirFormat, tree: Tree, f: F
 /** Where an entry was found: its block, that block's records and the record's index. */
 interface Found {
   readonly lblk: number;
-  readonly records: DirRecord[];
+  readonly records: readonly DirRecord[];
   readonly index: number;
 }
 
@@ -473,8 +492,9 @@ interface Hashed {
   readonly minor: number;
 }
 
-async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry): Promise<void> {
-  if ((await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
+async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, absent: boolean): Promise<void> {
+  // A caller that knows the name is absent spares the lookup (the insert below finds the same leaf again).
+  if (!absent && (await find(dir, fmt, rec.name)) !== undefined) throw exists(dir, 0, rec.name);
   // Each pass either inserts, or makes room in the index (split a node, grow the root) and
   // probes again; each pass frees a slot one level further down, so a few passes suffice.
   // A NO_SPACE after some passes leaves the index reorganised but valid.

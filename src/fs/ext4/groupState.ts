@@ -57,6 +57,14 @@ export class GroupState {
   private readonly blockBitmaps = new Map<number, Uint8Array | null>();
   private readonly inodeBitmaps = new Map<number, Uint8Array | null>();
   private readonly dirtyBlockBitmaps = new Set<number>();
+  /**
+   * The longest free run (under the constraints) of groups whose bitmap was scanned whole
+   * and has not changed since: allocBlocks passes over a group that cannot hold a request
+   * without scanning it again (a nearly full disk has many such groups before the free ones).
+   */
+  private readonly longestRun = new Map<number, number>();
+  /** Per group, a bit of the inode bitmap below which no inode is free (allocInode takes the lowest free one: it need not look below). */
+  private readonly inodeFloor = new Map<number, number>();
   private readonly dirtyInodeBitmaps = new Set<number>();
   private freeBlocksDelta = 0;
   private freeInodesDelta = 0;
@@ -164,12 +172,18 @@ export class GroupState {
       if (bm === null) continue;
       const first = groupFirstBlock(sb, g);
       const from = k === 0 ? Math.max(0, goal - first) : 0;
+      // The cache holds for the session's constraints only (not while a range is avoided for a relocation).
+      const cached = this.extraAvoid === undefined;
+      if (cached && (this.longestRun.get(g) ?? count) < count) continue;
+      let longest = 0;
       for (const [s, n] of freeRuns(bm, groupBlockCount(sb, g), Math.min(from, groupBlockCount(sb, g)), first, avoid)) {
         if (n >= count) {
           this.takeBlocks(g, bm, s, count);
           return [{ start: first + s, count }];
         }
+        longest = Math.max(longest, n);
       }
+      if (cached && from === 0) this.longestRun.set(g, longest);
     }
     // Pass 2: gather runs from the goal on.
     const out: Run[] = [];
@@ -210,6 +224,7 @@ export class GroupState {
     const m = this.group(g);
     if (m.freeBlocks < count) this.badCount(g, 'bg_free_blocks_count', m.freeBlocks, `>= ${count} (free blocks in the bitmap being allocated)`);
     setBits(bm, bit, count);
+    this.longestRun.delete(g);
     m.freeBlocks -= count;
     m.flags &= ~EXT4_BG_BLOCK_UNINIT;
     this.freeBlocksDelta -= count;
@@ -244,6 +259,7 @@ export class GroupState {
         }
       }
       clearBits(bm, bit, n);
+      this.longestRun.delete(g);
       const m = this.group(g);
       m.freeBlocks += n;
       this.freeBlocksDelta += n;
@@ -284,11 +300,13 @@ export class GroupState {
       const bm = await this.inodeBitmap(g);
       if (bm === null) continue;
       const base = g * sb.s_inodes_per_group + 1;
-      const from = Math.max(0, sb.s_first_ino - base);
+      const from = Math.max(0, sb.s_first_ino - base, this.inodeFloor.get(g) ?? 0);
       for (const [s] of freeRuns(bm, sb.s_inodes_per_group, from, base, avoid)) {
         await this.takeInode(g, bm, s, isDir);
+        this.inodeFloor.set(g, s + 1);
         return base + s;
       }
+      this.inodeFloor.set(g, sb.s_inodes_per_group);
     }
     const inFs = this.freeCounts.inodes;
     throw noSpace(this.o.file, 'inodes', 1, 0, sb.blockSize, avoid !== undefined && inFs > 0 ? `no free inode the constraints allow: the filesystem has ${inFs} free, each in use elsewhere (${this.o.file}'s constraints)` : undefined);
@@ -352,6 +370,8 @@ export class GroupState {
       throw new CorruptImageError('CORRUPT_IMAGE', { file: this.o.file, structure: `ext4.inode_bitmap[${g}]`, detail: `inode ${ino} is linked but free in the inode bitmap (run e2fsck)` });
     }
     clearBits(bm, bit, 1);
+    const floor = this.inodeFloor.get(g);
+    if (floor !== undefined && bit < floor) this.inodeFloor.set(g, bit);
     const m = this.group(g);
     m.freeInodes++;
     this.freeInodesDelta++;
