@@ -309,7 +309,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
-      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes } });
+      // T is read through its writer alone until it is committed: small writes are held and each block written once.
+      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
       const { summary, report: tReport } = await (async () => {
         try {
           await checkSpace(tWriter, source, rootName(options.base));
