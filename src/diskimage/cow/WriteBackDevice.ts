@@ -19,6 +19,9 @@ import type { ByteRange, Extent, WritableDevice } from '../BlockDevice.js';
 import { InternalError } from '../../errors.js';
 import { readInto } from '../readInto.js';
 
+/** Units written to the lower device at most per call when flushing. */
+const FLUSH_UNITS = 256;
+
 export interface WriteBackOptions {
   /** Bytes per cached unit (a filesystem block); a power of two. */
   readonly unit: number;
@@ -121,7 +124,9 @@ export class WriteBackDevice implements WritableDevice {
     let i = 0;
     while (i < order.length) {
       let j = i + 1;
-      while (j < order.length && order[j] === order[j - 1]! + 1) j++;
+      // Runs of at most FLUSH_UNITS: a lower device that copies writes (CowDevice keeps a few
+      // of its copy buffers for reuse) then holds small buffers, not one the size of the cache.
+      while (j < order.length && j - i < FLUSH_UNITS && order[j] === order[j - 1]! + 1) j++;
       const run: Uint8Array[] = [];
       for (const u of order.slice(i, j)) {
         const b = this.units.get(u);
