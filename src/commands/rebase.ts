@@ -309,12 +309,14 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const cowT = new CowDevice(base.device, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
-      // T is read through its writer alone until it is committed: small writes are held and each block written once.
-      const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
-      const { summary, report: tReport } = await (async () => {
+      // T's writer lives only in here: its caches and report go once the update is applied.
+      const { summary, updateChanged } = await (async () => {
         try {
+          // T is read through its writer alone until it is committed: small writes are held and each block written once.
+          const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
           await checkSpace(tWriter, source, rootName(options.base));
-          return await applyUpdate(tWriter, source);
+          const applied = await applyUpdate(tWriter, source);
+          return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path) };
         } catch (err) {
           // Say why the space may be short although the base has room: T avoids every block the clients use.
           if (err instanceof RefusedError && err.code === 'NO_SPACE' && clients.length > 0) {
@@ -326,7 +328,9 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           throw err;
         }
       })();
-      const updateChanged = tReport.changes.map((c) => c.path);
+      // What every client avoided is no longer needed.
+      avoidBlocks = new BlockRuns();
+      avoidInodes = new BlockRuns();
       warnings.push(...summary.warnings);
       const tFs = await Ext4Fs.open(tRoot, { file: `${rootName(options.base)} (updated)`, location: rootAt(null) });
       options.onProgress?.('apply', 1, 1);
