@@ -25,7 +25,8 @@ export async function stateAt(fs: Ext4Fs, path: Uint8Array): Promise<PathState |
   return { fs, inode, kind: kindOfMode(inode.i_mode) ?? 'file' };
 }
 
-const COMPARE_CHUNK = 1 << 20;
+/** Bytes compared at a time per file (a few paths are compared at once; reads this size are synchronous). */
+const COMPARE_CHUNK = 256 << 10;
 
 /** Compare buffers not in use (a merge compares thousands of files: they are reused, not reallocated). */
 const spareBuffers: Uint8Array[] = [];
@@ -43,8 +44,8 @@ async function sameContent(a: PathState, b: PathState): Promise<boolean> {
     }
     return true;
   } finally {
-    // Two pairs at most are kept (comparisons of one merge run one after another).
-    if (spareBuffers.length < 4) spareBuffers.push(x, y);
+    // As many pairs are kept as comparisons run at once.
+    if (spareBuffers.length < 8) spareBuffers.push(x, y);
   }
 }
 
