@@ -35,7 +35,7 @@ import { carrySuperblock, planSuperblock, type SuperblockPlan } from '../dedup/s
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
-import { collectGarbage } from './collectGarbage.js';
+import { collectGarbage, holdYoungGeneration } from './collectGarbage.js';
 import { createOutputWriter, emitAndCommit, emitThenCommit } from './outputImage.js';
 import { sideOf } from './diff.js';
 
@@ -213,6 +213,8 @@ async function ownLayers(client: ImageChain, name: string, baseReal: string): Pr
  * validated; on failure DIR holds no new file.
  */
 export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
+  // Peak memory bounded with a margin: the young generation stays small (see holdYoungGeneration).
+  holdYoungGeneration();
   const started = performance.now();
   const conflict = options.conflict ?? 'keep-client';
   const outDir = options.outDir ?? 'rebased';
@@ -381,7 +383,6 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           ],
         });
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
-        collectGarbage(); // the diff's reads
         const cowM = new CowDevice(cowT, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
         try {
           const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
