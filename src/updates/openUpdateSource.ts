@@ -64,7 +64,7 @@ export async function openUpdateSource(path: string): Promise<UpdateSource> {
   if (st.isFile()) {
     const { layerCompression, tarLayer } = await import('./tarLayer.js');
     const compression = await layerCompression(path);
-    const layer = tarLayer(path);
+    const layer = tarLayer(path, warn);
     return { describe: `tar layer ${path}${compression === 'none' ? '' : ` (${compression})`}`, kind: 'tar-layers', warnings, layers: () => once([layer]) };
   }
   if (!st.isDirectory()) throw new RefusedError('BAD_UPDATE', { file: path, detail: 'the update must be a directory tree, a tar layer or a directory of tar layers' });
@@ -73,7 +73,7 @@ export async function openUpdateSource(path: string): Promise<UpdateSource> {
     const { layerCompression, tarLayer } = await import('./tarLayer.js');
     // Each file's compression is checked now, so a bad one fails before any entry is read.
     for (const f of files) await layerCompression(f);
-    return { describe: `${files.length} tar layer${files.length === 1 ? '' : 's'} in ${path}`, kind: 'tar-layers', warnings, layers: () => once(files.map(tarLayer)) };
+    return { describe: `${files.length} tar layer${files.length === 1 ? '' : 's'} in ${path}`, kind: 'tar-layers', warnings, layers: () => once(files.map((f) => tarLayer(f, warn))) };
   }
   // One layer for every pass (the space check, then the apply): its first walk is replayed, not repeated.
   const tree = treeLayer(path, warn);

@@ -233,7 +233,7 @@ function checkRange(v: number, max: number, field: string, ctx: EntryContext, pa
 }
 
 /** Makes one UpdateEntry of a tar member (whiteouts included), or throws BAD_UPDATE. */
-function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undefined, ctx: EntryContext, reader: EntryReader, fail: (err: unknown) => Error): UpdateEntry {
+function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undefined, ctx: EntryContext, reader: EntryReader, fail: (err: unknown) => Error, warn?: Warn): UpdateEntry {
   const records = pax ?? new Map<string, Uint8Array>();
   if (raw === undefined) throw new InternalError('the raw header of a tar entry was not kept', { file: ctx.file });
   for (const k of records.keys()) {
@@ -242,6 +242,10 @@ function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undef
   }
   const rawName = records.get('path') ?? latin1Bytes(h.name);
   const path = normaliseEntryPath(rawName, ctx);
+  // GNU tar --acls and star write ACLs as text (user and group names the image may not share):
+  // not applied, and said so, rather than dropped in silence.
+  const textAcls = [...records.keys()].filter((k) => k === 'SCHILY.acl.access' || k === 'SCHILY.acl.default');
+  if (textAcls.length > 0) warn?.('text-acls', `${ctx.file}: ${new TextDecoder().decode(path)} (and any other entry like it): ACLs stored as text (${textAcls.join(', ')}, as tar --acls writes them) are not applied; store them as xattrs (system.posix_acl_access) to have them applied`);
   checkNumericFields(raw, records, ctx, path);
   // tar-stream takes a PAX size with parseInt ("12abc" is 12 to it): it must be a number, and the one used.
   const paxSize = paxInteger(records, 'size', ctx, path);
@@ -359,7 +363,7 @@ async function sniff(file: string): Promise<LayerCompression> {
 }
 
 /** One pass over the archive's entries. */
-async function* readEntries(file: string, compression: LayerCompression): AsyncGenerator<UpdateEntry> {
+async function* readEntries(file: string, compression: LayerCompression, warn?: Warn): AsyncGenerator<UpdateEntry> {
   const plain = compression === 'none';
   const ctxAt = (tarOffset: number | undefined): EntryContext => (tarOffset === undefined ? { file } : plain ? { file, offset: tarOffset } : { file, tarOffset });
   /** Turns what tar-stream (or the decompressor) threw into BAD_UPDATE with the offset reached. */
@@ -434,7 +438,7 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
       const ctx = ctxAt(src.offset);
       const raw = rawHeaders.get(src.offset);
       rawHeaders.delete(src.offset);
-      yield toEntry(src.header, raw, pax.take(), ctx, reader, fail);
+      yield toEntry(src.header, raw, pax.take(), ctx, reader, fail, warn);
       try {
         await reader.drain();
       } catch (err) {
@@ -454,12 +458,22 @@ async function* readEntries(file: string, compression: LayerCompression): AsyncG
   }
 }
 
-/** The tar layer in `file` (compression detected from its bytes). */
-export function tarLayer(file: string): UpdateLayer {
+/** A warning of a kind (said once per layer). */
+type Warn = (kind: string, message: string) => void;
+
+/** The tar layer in `file` (compression detected from its bytes); `warn` hears what is read but not applied. */
+export function tarLayer(file: string, warn?: (m: string) => void): UpdateLayer {
+  // One warning of a kind per layer: the first entry names it.
+  const said = new Set<string>();
+  const once: Warn = (kind, message) => {
+    if (said.has(kind)) return;
+    said.add(kind);
+    warn?.(message);
+  };
   return {
     name: file,
     async *entries() {
-      yield* readEntries(file, await sniff(file));
+      yield* readEntries(file, await sniff(file), once);
     },
   };
 }

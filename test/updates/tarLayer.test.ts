@@ -242,6 +242,23 @@ describe('crafted tar layers', () => {
     ]);
   });
 
+  it('ACLs stored as text (tar --acls: SCHILY.acl.access) are not applied, and said so once per layer', async () => {
+    const f = write('acls.tar', await craft([
+      { rawPax: paxRecord('SCHILY.acl.access', 'user::rw-,user:1000:r--,group::r--,mask::r--,other::r--') },
+      { name: 'a', data: 'a' },
+      { rawPax: paxRecord('SCHILY.acl.default', 'user::rwx,group::r-x,other::r-x') },
+      { name: 'd', type: 'directory' },
+      { name: 'b', data: 'b' },
+    ]));
+    const warnings: string[] = [];
+    const layer = tarLayer(f, (m) => warnings.push(m));
+    const names: string[] = [];
+    for await (const e of layer.entries()) names.push(text(e.path));
+    expect(names).toEqual(['/a', '/d', '/b']);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/\/a .*ACLs stored as text \(SCHILY\.acl\.access.*are not applied/);
+  });
+
   it('accepts a 255-byte name component', async () => {
     const name = `etc/${'n'.repeat(255)}`;
     const [e] = await all(write('255.tar', await craft([{ name, data: 'x' }])));
