@@ -6,6 +6,7 @@
  * root), as container runtimes do. Before anything is written, the space the update
  * needs is checked against the space free (NO_SPACE).
  */
+import { EXT4_GOOD_OLD_INODE_SIZE } from '../fs/ext4/constants.js';
 import { RefusedError } from '../errors.js';
 import type { Ext4Writer, NodeAttrs, NodeContent, WriteReport } from '../fs/ext4/Ext4Writer.js';
 import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
@@ -111,6 +112,14 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
 }
 
 /**
+ * Seconds an inode's times can hold (ext4 doc, inodes.rst, "Inode Timestamps"): 32 signed
+ * bits, and with inodes larger than 128 bytes (the extra fields) two epoch bits more.
+ */
+function storableSeconds(inodeSize: number): { min: number; max: number } {
+  return { min: -(2 ** 31), max: inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? 2 ** 31 - 1 + 3 * 2 ** 32 : 2 ** 31 - 1 };
+}
+
+/**
  * Applies every layer of `source` in order. Throws BAD_UPDATE (a hard link to a path that
  * does not exist, a path through a non-directory), NO_SPACE, and what the writer throws.
  */
@@ -119,6 +128,10 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
   let done = 0;
   let unchanged = 0;
   const same = options.skipUnchanged ? new UnchangedEntries(writer) : undefined;
+  // Times the filesystem's inodes cannot hold are clamped (as the kernel does): said, not silent.
+  const range = storableSeconds(writer.fs.superblock.s_inode_size);
+  let clamped = 0;
+  let firstClamped: Uint8Array | undefined;
   for await (const layer of source.layers()) {
     // The paths this layer itself puts, so an opaque marker met after them keeps them.
     const own = new Set<string>();
@@ -146,6 +159,10 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           await writer.hardlink(e.path, e.target);
           break;
         default:
+          if ([e.meta.mtime, e.meta.atime].some((t) => t !== undefined && (t.sec < range.min || t.sec > range.max))) {
+            clamped++;
+            firstClamped ??= e.path;
+          }
           if (same !== undefined && (await same.matches(e))) {
             unchanged++;
             if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
@@ -204,6 +221,11 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     if (!existed && exists) added++;
     else if (existed && exists) replaced++;
     else if (existed && !exists) deleted++;
+  }
+  if (clamped > 0) {
+    warnings.push(
+      `${clamped} entr${clamped === 1 ? 'y has' : 'ies have'} times this filesystem cannot store (its ${writer.fs.superblock.s_inode_size}-byte inodes hold ${new Date(range.min * 1000).toISOString().slice(0, 10)} to ${new Date(range.max * 1000).toISOString().slice(0, 10)}): clamped to the nearest (first: ${show(firstClamped!)})`,
+    );
   }
   return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings] }, report };
 }

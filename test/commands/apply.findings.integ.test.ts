@@ -54,6 +54,20 @@ describe('apply, after a new user tried it', () => {
     expectStrictFsckClean(`${img}.out`);
   });
 
+  test('times a 128-byte inode cannot hold (after 2038) are clamped as the kernel clamps them, and the summary says so', () => {
+    const img = join(tmp(), 'y2038.raw');
+    makeExt4Image(img, dir('y2038-base', { 'etc/x': 'x' }), { args: ['-I', '128'], sizeMiB: 32 });
+    const upd = dir('y2038-upd', { 'etc/later': 'later\n', 'etc/now': 'now\n' });
+    execFileSync('touch', ['-h', '-d', '2040-01-01 00:00:00 UTC', join(upd, 'etc/later')]);
+    const r = imgdedup(['--json', 'apply', img, upd, '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    const warnings = (JSON.parse(r.stdout) as { warnings: string[] }).warnings;
+    expect(warnings.filter((w) => /cannot store/.test(w))).toEqual([expect.stringMatching(/^1 entry has times .*128-byte inodes hold 1901-12-13 to 2038-01-19.*first: \/etc\/later/)]);
+    expectStrictFsckClean(`${img}.out`);
+    const [later] = debugfsBatch(`${img}.out`, ['stat /etc/later']);
+    expect(later).toMatch(/mtime: 0x7fffffff/);
+  });
+
   test("an output that is a file of BASE's backing chain is refused, even with --force", () => {
     const img = join(tmp(), 'chain.raw');
     makeExt4Image(img, dir('chain-base', { 'etc/x': 'x' }), { args: [], sizeMiB: 32 });
