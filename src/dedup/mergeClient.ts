@@ -124,7 +124,8 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     }
     // A directory the client deleted or replaced by something else, to which the update added or changed something, is a conflict.
     if (same && !(c?.kind !== 'dir' && b?.kind === 'dir' && changedBelow(p))) return { path: p, result: 'client', conflict: false };
-    if ((await sameState(c, b)) || (await sameState(c, t))) return { path: p, result: 'update', conflict: false };
+    // The client has the update's version (it updated itself: the common case, tried first) or its base version.
+    if ((await sameState(c, t)) || (await sameState(c, b))) return { path: p, result: 'update', conflict: false };
     return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true };
   };
   // A few paths at a time: one path's file reads wait on the thread pool while another's are compared.
