@@ -9,8 +9,8 @@
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
 import { spawnSync } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { constants as fsConstants, mkdirSync } from 'node:fs';
+import { access, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
@@ -76,7 +76,8 @@ export interface RebaseResult {
   readonly newBaseBytes: number;
   readonly dryRun: boolean;
   readonly partition: number | null;
-  readonly update: { readonly added: number; readonly replaced: number; readonly deleted: number; readonly bytesWritten: number };
+  /** What the update did to the base: paths added, replaced, deleted, and left alone because the base already held them as they are. */
+  readonly update: { readonly added: number; readonly replaced: number; readonly deleted: number; readonly unchanged: number; readonly bytesWritten: number };
   readonly clients: readonly ClientReport[];
   readonly totals: { readonly overlayBytesBefore: number; readonly overlayBytesAfter: number; readonly conflicts: number; readonly blocksRelocated: number };
   readonly verified: boolean;
@@ -162,10 +163,12 @@ async function makeOutputDir(dir: string): Promise<string[]> {
     for (const d of missing) {
       // Registered before it exists: an interrupt while mkdir completes must remove it too.
       registerTempDir(d);
-      await mkdir(d).catch((err: unknown) => {
+      try {
+        mkdirSync(d); // synchronously, as the staging directory
+      } catch (err) {
         unregisterTempDir(d);
-        return Promise.reject(wrapIoError(err, dir, 'create the output directory'));
-      });
+        throw wrapIoError(err, dir, 'create the output directory');
+      }
       created.push(d);
     }
   } catch (err) {
@@ -317,7 +320,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
           // T is read through its writer alone until it is committed: small writes are held and each block written once.
           const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
           await checkSpace(tWriter, source, rootName(options.base));
-          const applied = await applyUpdate(tWriter, source);
+          // What the base already holds as the update has it is left alone (the new base shares it as it is).
+          const applied = await applyUpdate(tWriter, source, { skipUnchanged: true });
           return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path) };
         } catch (err) {
           // Say why the space may be short although the base has room: T avoids every block the clients use.
@@ -344,7 +348,11 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       const newBasePath = join(staging, basename(options.base));
       if (!options.dryRun) {
         registerTempDir(staging); // before it exists, as above
-        await mkdir(staging).catch((err: unknown) => Promise.reject(wrapIoError(err, outDir, 'create a staging directory in the output directory')));
+        try {
+          mkdirSync(staging); // synchronously: never still being made while an interrupt cleans up
+        } catch (err) {
+          throw wrapIoError(err, outDir, 'create a staging directory in the output directory');
+        }
         options.onProgress?.('new base', 0, 1);
         // Registered before the writer renames its temporary file to this name: an interrupt at any moment removes it.
         registerTempFile(newBasePath);
@@ -474,11 +482,12 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       options.onProgress?.('clients', clients.length, clients.length);
       if (conflictsFound.length > 0) {
         const total = conflictsFound.reduce((n, x) => n + x.paths.length, 0);
+        const distinct = [...new Set(conflictsFound.flatMap((x) => x.paths))];
         throw new ConflictError({
           file: conflictsFound[0]!.client,
-          detail: `${total} path(s) changed by both a client and the update, differently, in ${conflictsFound.length} client(s): ${conflictsFound.map((x) => `${x.client} (${x.paths.length}: ${x.paths.slice(0, 3).join(', ')}${x.paths.length > 3 ? ', ...' : ''})`).join('; ')}; nothing was written`,
+          detail: `${total} conflict(s) (${distinct.length} distinct path(s) changed by both a client and the update, differently) in ${conflictsFound.length} client(s): ${conflictsFound.map((x) => `${x.client} (${x.paths.length}: ${x.paths.slice(0, 3).join(', ')}${x.paths.length > 3 ? ', ...' : ''})`).join('; ')}; nothing was written`,
           clients: conflictsFound,
-          paths: conflictsFound.flatMap((x) => x.paths),
+          paths: distinct,
         });
       }
       await Promise.all(background);
@@ -514,7 +523,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
         newBaseBytes,
         dryRun: options.dryRun ?? false,
         partition: target.partition,
-        update: { added: summary.added, replaced: summary.replaced, deleted: summary.deleted, bytesWritten: summary.bytesWritten },
+        update: { added: summary.added, replaced: summary.replaced, deleted: summary.deleted, unchanged: summary.unchanged, bytesWritten: summary.bytesWritten },
         clients: reports,
         totals: {
           overlayBytesBefore: reports.reduce((n, r) => n + r.overlayBytesBefore, 0),
@@ -640,7 +649,7 @@ export function rebaseJson(r: RebaseResult): unknown {
 export function formatRebase(r: RebaseResult): string {
   const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   const lines: string[] = [];
-  lines.push(`${r.dryRun ? 'plan' : 'rebased'}: update ${r.updates} (${r.update.added} added, ${r.update.replaced} replaced, ${r.update.deleted} deleted)`);
+  lines.push(`${r.dryRun ? 'plan' : 'rebased'}: update ${r.updates} (${r.update.added} added, ${r.update.replaced} replaced, ${r.update.deleted} deleted${r.update.unchanged > 0 ? `, ${r.update.unchanged} unchanged` : ''})`);
   if (r.newBase !== null) lines.push(`new base: ${r.newBase} (${mib(r.newBaseBytes)})`);
   for (const c of r.clients) {
     lines.push(

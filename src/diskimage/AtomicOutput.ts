@@ -6,7 +6,7 @@
  * remove it.
  */
 import { access, constants, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { closeSync, openSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { IoError, RefusedError, UsageError, describeOsError, wrapIoError } from '../errors.js';
@@ -122,10 +122,13 @@ export class AtomicOutput {
   static async create(path: string, options: AtomicOutputOptions = {}): Promise<AtomicOutput> {
     await checkOutputPath(path, options);
     const tempPath = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(4).toString('hex')}`);
-    // Registered before it exists: a signal between open() and registration would leave it behind.
+    // Registered before it exists, and created synchronously: a signal handler (which removes
+    // what is registered) must never run while a creation is still under way on another thread.
     registerTempFile(tempPath);
     try {
-      const handle = await open(tempPath, 'wx', 0o644);
+      closeSync(openSync(tempPath, 'wx', 0o644));
+      // Opened again without O_CREAT: removed by an interrupt meanwhile, this fails rather than recreating it.
+      const handle = await open(tempPath, 'r+');
       return new AtomicOutput(path, tempPath, handle);
     } catch (err) {
       unregisterTempFile(tempPath);

@@ -88,7 +88,8 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
       if (e.kind === 'file' || e.kind === 'whiteout') {
         if (ino !== undefined) {
           const st = await writer.fs.stat(ino);
-          if (st.type === 'file' && st.links === 1) credit += Math.floor((st.blocks512 * 512) / bs);
+          // Under constraints (the rebase) the blocks a replaced file frees are the clients' still: no credit.
+          if (st.type === 'file' && st.links === 1 && !writer.blocksConstrained) credit += Math.floor((st.blocks512 * 512) / bs);
         }
       }
     }

@@ -358,6 +358,32 @@ describe('rebase refusals', () => {
     expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
   }, 120_000);
 
+  test('update entries the base already holds as they are are left alone, as apply leaves them (found by a new user)', () => {
+    const d = join(tmp(), 'unchanged');
+    mkdirSync(join(d, 'tree/etc'), { recursive: true });
+    writeFileSync(join(d, 'tree/etc/hostname'), 'golden\n');
+    // Whole seconds: mkfs.ext4 -d keeps no nanoseconds, and the update's copy must match the base's exactly.
+    execFileSync('touch', ['-d', '@1600000000', join(d, 'tree/etc/hostname')]);
+    writeFileSync(join(d, 'tree/etc/motd'), 'old\n');
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    execFileSync('cp', ['-p', join(d, 'tree/etc/hostname'), join(d, 'upd/etc/hostname')]);
+    writeFileSync(join(d, 'upd/etc/motd'), 'new\n');
+    makeBase(d, 32, []);
+    const [before] = debugfsBatch(join(d, 'base.raw'), ['stat /etc/hostname']);
+    makeClient(d, 'c1', '');
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    // /etc/hostname is unchanged; /etc/motd is replaced (and the directories take the tree's times).
+    expect((JSON.parse(r.stdout) as { update: { unchanged: number } }).update.unchanged).toBe(1);
+    const raw = join(d, 'newbase.raw');
+    qemuImg('convert', '-O', 'raw', join(d, 'out/base.qcow2'), raw);
+    expectStrictFsckClean(raw);
+    const [after, motd] = debugfsBatch(raw, ['stat /etc/hostname', 'cat /etc/motd']);
+    // The same inode, untouched (a rewrite would have given it a new inode and new blocks).
+    expect(/Inode: (\d+)/.exec(after!)![1]).toBe(/Inode: (\d+)/.exec(before!)![1]);
+    expect(motd).toBe('new\n');
+  }, 120_000);
+
   test("a client keeps its own filesystem settings (label, UUID, error behaviour, mount count), chattr flags and directory times (found by a new user)", () => {
     const d = join(tmp(), 'owner');
     mkdirSync(join(d, 'tree/etc'), { recursive: true });

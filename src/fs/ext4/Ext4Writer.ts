@@ -1179,6 +1179,11 @@ export class Ext4Writer {
     return this.groups.countFreeInodes();
   }
 
+  /** Whether blocks are allocated under constraints (a replaced file's blocks are then in use elsewhere: the rebase's clients). */
+  get blocksConstrained(): boolean {
+    return this.groups.blocksConstrained;
+  }
+
   /** Whether the constraints keep inode `ino` from being used again once freed (a replaced file then needs a new one). */
   inodeAvoided(ino: number): boolean {
     return this.groups.inodeAvoided(ino);

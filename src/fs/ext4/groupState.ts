@@ -418,6 +418,11 @@ export class GroupState {
     return n;
   }
 
+  /** Whether the constraints keep blocks from being allocated (then blocks freed may not be usable again). */
+  get blocksConstrained(): boolean {
+    return this.constraints.avoidBlocks !== undefined;
+  }
+
   /** Whether the constraints keep inode `ino` from being allocated. */
   inodeAvoided(ino: number): boolean {
     return this.constraints.avoidInodes?.has(ino) === true;
