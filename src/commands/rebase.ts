@@ -380,8 +380,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
         if (backgroundFailed) await Promise.all(background); // throws the failure
-        // What the previous client (or the new base) left behind, freed before this one's work.
-        collectGarbage();
+        // What the previous client left behind, freed before this one's work.
+        if (k > 1) collectGarbage(); // not before the first: little is left to free then
         // The client's root is opened once for its diff and its merge; the base's is the one open for all.
         const cFs = await openClientRoot(c);
         const side = await diffDisks(await sideOf(options.base, base), await sideOf(c.name, c.chain), {
