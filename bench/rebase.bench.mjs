@@ -78,12 +78,16 @@ try {
     let maxRssKiB = 0;
     for (const c of clients) {
       copyFileSync(join(fleet, c), join(peerDir, c));
+      spawnSync('sync'); // the copy's writeback not during the timed run
       const m = measure('qemu-img', ['rebase', '-f', 'qcow2', '-b', newBase, '-F', 'qcow2', join(peerDir, c)]);
       seconds += m.seconds;
       maxRssKiB = Math.max(maxRssKiB, m.maxRssKiB);
     }
     return { seconds, maxRssKiB };
   };
+  // Untimed: the harness's own writes (the copies, the outputs removed) are flushed before
+  // each timed run, so that their writeback does not land on the next run's fsyncs.
+  const settle = () => spawnSync('sync');
   console.log(`  $ qemu-img rebase -f qcow2 -b ${newBase} -F qcow2 COPY-OF-clientN.qcow2   (each client in turn)`);
   qemuRound(); // warm-up
   const ourTimes = [];
@@ -92,10 +96,12 @@ try {
   let peerRssKiB = 0;
   for (let i = 0; i < PAIRS; i++) {
     const dir = join(scratch, `ours-${i}`);
+    settle();
     const m = measure(process.execPath, oursArgs(dir));
     rmSync(dir, { recursive: true, force: true });
     ourTimes.push(m.seconds);
     ours.maxRssKiB = Math.max(ours.maxRssKiB, m.maxRssKiB);
+    settle();
     const q = qemuRound();
     peerTimes.push(q.seconds);
     peerRssKiB = Math.max(peerRssKiB, q.maxRssKiB);
