@@ -405,8 +405,6 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
               client: cFs,
               clientDiff: fsDiff ?? { added: [], removed: [], modified: [] },
               merged: mWriter,
-              mergedDevice: mRoot,
-              clientDevice: new SliceDevice(c.chain.device, target.start, target.length, { file: c.name }),
               // The client's data is read from its own chain when the overlay is written: never copied into M.
               linkClientBytes: (offset, length) => cowM.link(target.start + offset, length, c.chain.device),
               conflict,

@@ -9,8 +9,6 @@
  * block that T uses after all (the fleet-aware allocation ran short, or the client was
  * not known when T was built) is moved out of the way first (`relocate`).
  */
-import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';
-import { readInto } from '../diskimage/readInto.js';
 import { runLimited } from '../diskimage/runLimited.js';
 import { ConflictError } from '../errors.js';
 import type { FsDiff } from '../blockdiff/diffDisk.js';
@@ -51,15 +49,11 @@ export interface MergeInput {
   readonly clientDiff: Pick<FsDiff, 'added' | 'removed' | 'modified'>;
   /** The writer over M's filesystem (a copy-on-write layer on T). */
   readonly merged: Ext4Writer;
-  /** M's filesystem bytes (the same layer), to put the client's data blocks in place. */
-  readonly mergedDevice: WritableDevice;
-  /** The client's filesystem bytes. */
-  readonly clientDevice: BlockDevice;
   /**
-   * Puts the client's bytes at `[offset, offset + length)` of the filesystem into M by
-   * reference (CowDevice.link) instead of copying them; absent: copied.
+   * Puts the client's bytes at `[offset, offset + length)` of the filesystem into M at the
+   * same place (the rebase links them: CowDevice.link, no copy).
    */
-  readonly linkClientBytes?: (offset: number, length: number) => Promise<void>;
+  readonly linkClientBytes: (offset: number, length: number) => Promise<void>;
   readonly conflict: ConflictPolicy;
   /** Who owns T's blocks (computed once for the fleet, on first need): what relocation goes by. */
   readonly updatedOwnership: () => Promise<BlockOwnership>;
@@ -80,9 +74,6 @@ const depth = (p: Uint8Array): number => splitPath(p).length;
 
 /** Paths decided at once (each compares at most two files, a chunk of each at a time). */
 const DECIDE_IN_FLIGHT = 4;
-
-/** Bytes of client data copied at a time. */
-const COPY_BYTES = 1 << 20;
 
 /** The attributes of a client's inode, as the writer takes them. */
 async function attrsOf(fs: Ext4Fs, inode: Inode): Promise<NodeAttrs> {
@@ -175,15 +166,15 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   let carriedBytes = 0;
   /** Client inode -> the first path carried for it (later names become hard links). */
   const carried = new Map<number, Uint8Array>();
-  /** The client's data blocks the carried files point at, copied into M once all are carried. */
-  const toCopy: Array<[number, number]> = [];
+  /** The client's data blocks the carried files point at, put into M once all are carried. */
+  const toLink: Array<[number, number]> = [];
   for (const d of ordered) {
     const c = states.get(byteKey(d.path))!;
-    const r = await carryPath(input, d.path, c, carried, toCopy);
+    const r = await carryPath(input, d.path, c, carried, toLink);
     relocatedBlocks += r.relocated;
     carriedBytes += r.bytes;
   }
-  await copyBlocks(input, new BlockRuns(toCopy));
+  await linkBlocks(input, new BlockRuns(toLink));
   // Adding and removing entries set their directories' times to now: the client's times are set
   // again on every directory carried and every parent of a path carried or removed, deepest first.
   const dirs = new Map<string, Uint8Array>();
@@ -208,27 +199,14 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
 }
 
 /**
- * Copies (or links) the client's blocks `runs` into M at the same places, in large reads: the files
- * a client wrote lie mostly side by side, so their blocks coalesce into few runs. Done
- * after every path is carried: what T kept in those blocks has been relocated by then,
- * and M's writer allocates nothing there (the client's blocks are avoided).
+ * Puts the client's blocks `runs` into M at the same places, a run at a time: the files a
+ * client wrote lie mostly side by side, so their blocks coalesce into few runs. Done after
+ * every path is carried: what T kept in those blocks has been relocated by then, and M's
+ * writer allocates nothing there (the client's blocks are avoided).
  */
-async function copyBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
+async function linkBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
   const bs = input.client.blockSize;
-  if (input.linkClientBytes !== undefined) {
-    for (const [start, count] of runs.runs()) await input.linkClientBytes(start * bs, count * bs);
-    return;
-  }
-  const per = Math.max(1, Math.floor(COPY_BYTES / bs));
-  const buf = new Uint8Array(per * bs);
-  for (const [start, count] of runs.runs()) {
-    for (let off = 0; off < count; off += per) {
-      const piece = buf.subarray(0, Math.min(per, count - off) * bs);
-      await readInto(input.clientDevice, piece, (start + off) * bs);
-      // M's layer copies what it is given, so the buffer is reused.
-      await input.mergedDevice.write((start + off) * bs, piece);
-    }
-  }
+  for (const [start, count] of runs.runs()) await input.linkClientBytes(start * bs, count * bs);
 }
 
 /**
@@ -273,7 +251,7 @@ async function settleAncestors(input: MergeInput, decisions: readonly MergeDecis
 }
 
 /** Writes the client's state of `path` into M, keeping its inode number and data blocks where it can. */
-async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>, toCopy: Array<[number, number]>): Promise<{ relocated: number; bytes: number }> {
+async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carried: Map<number, Uint8Array>, toLink: Array<[number, number]>): Promise<{ relocated: number; bytes: number }> {
   const m = input.merged;
   const attrs = await attrsOf(input.client, c.inode);
   const existing = await m.lookup(path);
@@ -329,7 +307,7 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
         relocated++;
       }
     }
-    toCopy.push([e.pblk, e.len]);
+    toLink.push([e.pblk, e.len]);
     bytes += e.len * bs;
   }
   await m.point(ino, extents, c.inode.i_size);
