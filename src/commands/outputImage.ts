@@ -43,19 +43,13 @@ export async function createOutputWriter(format: OutputFormat, path: string, siz
  * output's size.
  */
 export async function emitAndCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<number> {
-  try {
-    await cow.emitTo(writer, options);
-    return (await writer.commit()).fileSize;
-  } catch (err) {
-    await writer.abort();
-    throw err;
-  }
+  return (await emitThenCommit(cow, writer, options)).committed;
 }
 
 /**
  * Like emitAndCommit, but returns once the layer is written, with the commit (metadata,
  * fsync, rename) still running: `committed` settles with the output's size, or rejects
- * (the writer then removed its file). The caller's next work overlaps the wait on the disk.
+ * (the writer aborted: no file left). The caller's next work overlaps the wait on the disk.
  */
 export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<{ readonly committed: Promise<number> }> {
   try {
@@ -64,5 +58,12 @@ export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, option
     await writer.abort();
     throw err;
   }
-  return { committed: writer.commit().then((s) => s.fileSize) };
+  const committed = writer.commit().then(
+    (s) => s.fileSize,
+    async (err: unknown) => {
+      await writer.abort();
+      throw err;
+    },
+  );
+  return { committed };
 }
