@@ -12,7 +12,7 @@ import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
 import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
-import { openChain, type ImageChain } from '../diskimage/openChain.js';
+import { fileIsDisk, openChain, type ImageChain } from '../diskimage/openChain.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
@@ -180,7 +180,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     const fileName = target.partition === null ? options.base : `${options.base}:${target.partition}`;
     const fsWriter = await Ext4Writer.open(slice, {
       file: fileName,
-      location: { diskStart: target.start, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' },
+      location: { diskStart: target.start, fileIsDisk: fileIsDisk(chain) },
       ...(options.constraints ? { constraints: options.constraints } : {}),
       ...(options.now ? { now: options.now } : {}),
       writeBack: true,

@@ -4,7 +4,7 @@
  * byte ranges. When B is an overlay on A, only B's own layers' allocation is examined.
  */
 import { realpath } from 'node:fs/promises';
-import { openChain, type ImageChain } from '../diskimage/openChain.js';
+import { fileIsDisk, openChain, type ImageChain } from '../diskimage/openChain.js';
 import { diffDisks, type DiskDiff } from '../blockdiff/diffDisk.js';
 import type { DiffSide } from '../blockdiff/changedRanges.js';
 import type { PathEntry } from '../blockdiff/diffExt4.js';
@@ -26,7 +26,7 @@ export async function sideOf(name: string, chain: ImageChain): Promise<DiffSide>
   const layers = await Promise.all(
     chain.layers.map(async (l) => ({ id: await realpath(l.path).catch((err: unknown) => Promise.reject(wrapIoError(err, l.path, 'open'))), device: l })),
   );
-  return { name, device: chain.device, layers, fileIsDisk: chain.layers.length === 1 && chain.layers[0]!.format === 'raw' };
+  return { name, device: chain.device, layers, fileIsDisk: fileIsDisk(chain) };
 }
 
 /**

@@ -5,7 +5,7 @@
  * Names are bytes; they are shown quoted where needed (ui/quoteName.ts), and PATH is
  * matched as bytes (UTF-8, or the quoted form).
  */
-import { openChain } from '../diskimage/openChain.js';
+import { fileIsDisk, openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
@@ -296,14 +296,14 @@ export async function ls(options: LsOptions): Promise<LsResult> {
   const { image, partition } = parseImageArg(options.image);
   const chain = await openChain(image);
   try {
-    const fileIsDisk = chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
+    const onDisk = fileIsDisk(chain);
     const sel = await selectFilesystemDevice(chain.device, image, {
-      fileIsDisk,
+      fileIsDisk: onDisk,
       ...(partition !== undefined ? { partition } : {}),
       ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
-    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk } });
+    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk: onDisk } });
     const dirty = await fs.readWarnings();
     const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/');
     const path = absolutePath(parts);

@@ -17,7 +17,7 @@ import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
 import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
-import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
+import { fileIsDisk, openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
@@ -255,7 +255,7 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
     const target = await selectRootFilesystem(base.device, options.base, options.partition);
     const rootName = (n: string) => (target.partition === null ? n : `${n}:${target.partition}`);
     /** Where the root lies, so that errors give the disk byte and the filesystem byte (and the file byte of a raw image). */
-    const rootAt = (chain: ImageChain | null) => ({ diskStart: target.start, fileIsDisk: chain !== null && chain.layers.length === 1 && chain.layers[0]!.format === 'raw' });
+    const rootAt = (chain: ImageChain | null) => ({ diskStart: target.start, fileIsDisk: chain !== null && fileIsDisk(chain) });
     const baseRoot = new SliceDevice(base.device, target.start, target.length, { file: options.base });
     await requireClean(options.base, base.device, baseTable);
     // BASE's root as it is (T is a layer above it): its superblock for the clients' plans, its files for the merges.

@@ -33,6 +33,14 @@ export interface ImageChain {
   close(): Promise<void>;
 }
 
+/**
+ * Whether the chain's file holds the disk's bytes at the disk's offsets (one raw layer):
+ * errors can then give a file offset too.
+ */
+export function fileIsDisk(chain: ImageChain): boolean {
+  return chain.layers.length === 1 && chain.layers[0]!.format === 'raw';
+}
+
 /** Resolves a backing name stored in `childPath` as qemu does: relative to the child's directory. */
 export function resolveBackingPath(childPath: string, name: string): string {
   return isAbsolute(name) ? name : resolve(dirname(childPath), name);
