@@ -7,6 +7,7 @@
  * needs is checked against the space free (NO_SPACE).
  */
 import { EXT4_GOOD_OLD_INODE_SIZE } from '../fs/ext4/constants.js';
+import { storableSeconds } from '../fs/ext4/inode.js';
 import { RefusedError } from '../errors.js';
 import type { Ext4Writer, NodeAttrs, NodeContent, WriteReport } from '../fs/ext4/Ext4Writer.js';
 import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
@@ -36,8 +37,8 @@ export interface ApplyOptions {
   readonly keepDirTimes?: boolean;
   /**
    * Leave alone files, symlinks and directories the filesystem already holds as the update
-   * has them (see unchangedEntry.ts): an update applied again rewrites nothing. Off for the
-   * rebase, where a path the update gives counts as the update's even if unchanged.
+   * has them (see unchangedEntry.ts): an update applied again rewrites nothing. `apply` and
+   * the rebase's T both set it; a path left alone is not in the writer's report.
    */
   readonly skipUnchanged?: boolean;
 }
@@ -113,14 +114,6 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
 }
 
 /**
- * Seconds an inode's times can hold (ext4 doc, inodes.rst, "Inode Timestamps"): 32 signed
- * bits, and with inodes larger than 128 bytes (the extra fields) two epoch bits more.
- */
-function storableSeconds(inodeSize: number): { min: number; max: number } {
-  return { min: -(2 ** 31), max: inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? 2 ** 31 - 1 + 3 * 2 ** 32 : 2 ** 31 - 1 };
-}
-
-/**
  * Applies every layer of `source` in order. Throws BAD_UPDATE (a hard link to a path that
  * does not exist, a path through a non-directory), NO_SPACE, and what the writer throws.
  */
@@ -130,7 +123,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
   let unchanged = 0;
   const same = options.skipUnchanged ? new UnchangedEntries(writer) : undefined;
   // Times the filesystem's inodes cannot hold are clamped (as the kernel does): said, not silent.
-  const range = storableSeconds(writer.fs.superblock.s_inode_size);
+  const range = storableSeconds(writer.fs.superblock.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE);
   let clamped = 0;
   let firstClamped: Uint8Array | undefined;
   for await (const layer of source.layers()) {

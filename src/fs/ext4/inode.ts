@@ -405,14 +405,21 @@ function checkRange(ino: number, field: string, v: number, max: number): void {
 }
 
 /**
- * Where the kernel stores a time (ext4 doc, inodes.rst, "Inode Timestamps"): the low 32
- * bits signed, and with an extra word the 2 epoch bits and nanoseconds. Seconds outside
- * the representable range are clamped, as the kernel clamps them to s_time_min/max.
+ * Seconds an inode time can hold (ext4 doc, inodes.rst, "Inode Timestamps"): the low 32
+ * bits signed, and with the extra word (inodes larger than 128 bytes) 2 epoch bits more.
+ */
+export function storableSeconds(hasExtra: boolean): { readonly min: number; readonly max: number } {
+  return { min: -(2 ** 31), max: hasExtra ? 2 ** 31 - 1 + 3 * 2 ** 32 : 2 ** 31 - 1 };
+}
+
+/**
+ * Where the kernel stores a time: the low 32 bits signed, and with an extra word the 2
+ * epoch bits and nanoseconds. Seconds outside the representable range (storableSeconds)
+ * are clamped, as the kernel clamps them to s_time_min/max.
  */
 function putTime(v: DataView, off: number, extraOff: number, extraEnd: number, t: Ext4Time): void {
   const hasExtra = extraEnd >= extraOff + 4;
-  const min = -(2 ** 31);
-  const max = hasExtra ? 2 ** 31 - 1 + 3 * 2 ** 32 : 2 ** 31 - 1;
+  const { min, max } = storableSeconds(hasExtra);
   const sec = Math.min(max, Math.max(min, Math.floor(t.sec)));
   const lo = ((sec % 2 ** 32) + 2 ** 32) % 2 ** 32;
   const signed = lo >= 2 ** 31 ? lo - 2 ** 32 : lo;
