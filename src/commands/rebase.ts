@@ -9,7 +9,7 @@
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
 import { spawnSync } from 'node:child_process';
-import { constants as fsConstants, mkdirSync } from 'node:fs';
+import { constants as fsConstants } from 'node:fs';
 import { access, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -21,7 +21,7 @@ import { fileIsDisk, openChain, resolveBackingPath, type ImageChain } from '../d
 import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
-import { markOutputsComplete, registerTempDir, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
+import { makeTempDirSync, markOutputsComplete, registerTempFile, unregisterTempDir, unregisterTempFile } from '../diskimage/tempFiles.js';
 import { syncDirectory } from '../diskimage/AtomicOutput.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
@@ -161,12 +161,9 @@ async function makeOutputDir(dir: string): Promise<string[]> {
   const created: string[] = [];
   try {
     for (const d of missing) {
-      // Registered before it exists: an interrupt while mkdir completes must remove it too.
-      registerTempDir(d);
       try {
-        mkdirSync(d); // synchronously, as the staging directory
+        makeTempDirSync(d);
       } catch (err) {
-        unregisterTempDir(d);
         throw wrapIoError(err, dir, 'create the output directory');
       }
       created.push(d);
@@ -347,9 +344,8 @@ export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
       let newBaseCid: number | undefined;
       const newBasePath = join(staging, basename(options.base));
       if (!options.dryRun) {
-        registerTempDir(staging); // before it exists, as above
         try {
-          mkdirSync(staging); // synchronously: never still being made while an interrupt cleans up
+          makeTempDirSync(staging);
         } catch (err) {
           throw wrapIoError(err, outDir, 'create a staging directory in the output directory');
         }

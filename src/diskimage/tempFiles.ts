@@ -5,7 +5,7 @@
  * SIGTERM) and no `finally` block gets to run. Library code never exits the
  * process; cli.ts installs the signal handlers and calls removeTempFilesSync.
  */
-import { rmdirSync, unlinkSync } from 'node:fs';
+import { mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
 
 const pending = new Set<string>();
 /** Set once the running command's outputs are all in place (see markOutputsComplete). */
@@ -16,6 +16,21 @@ const pendingDirs: string[] = [];
 /** Records directory `path` to remove if it is empty when the process is interrupted. */
 export function registerTempDir(path: string): void {
   pendingDirs.push(path);
+}
+
+/**
+ * Creates directory `path`, registered for removal first and created synchronously, so
+ * that an interrupt at any moment removes it (an asynchronous mkdir could still complete
+ * after the handler ran). On failure it is forgotten again; throws what mkdir throws.
+ */
+export function makeTempDirSync(path: string): void {
+  registerTempDir(path);
+  try {
+    mkdirSync(path);
+  } catch (err) {
+    unregisterTempDir(path);
+    throw err;
+  }
 }
 
 /** Forgets directory `path`. */
