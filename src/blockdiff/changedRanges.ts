@@ -67,24 +67,27 @@ export function overlayDepth(a: DiffSide, b: DiffSide): number | undefined {
 }
 
 /** Appends a range to an ascending list, merging it with the last one when they touch. */
-function pushRange(out: ByteRange[], offset: number, length: number): void {
+function pushRange(out: MutableRange[], offset: number, length: number): void {
   if (length <= 0) return;
   const last = out[out.length - 1];
-  if (last !== undefined && last.offset + last.length >= offset) {
-    out[out.length - 1] = { offset: last.offset, length: Math.max(last.offset + last.length, offset + length) - last.offset };
-  } else out.push({ offset, length });
+  // Grown in place: a rewritten region comes sector by sector.
+  if (last !== undefined && last.offset + last.length >= offset) last.length = Math.max(last.offset + last.length, offset + length) - last.offset;
+  else out.push({ offset, length });
 }
+
+/** The ranges this module builds: its own objects, grown in place until returned. */
+type MutableRange = { offset: number; length: number };
 
 /** Unions ascending range lists into one ascending, merged list. */
 function unionRanges(lists: ReadonlyArray<readonly ByteRange[]>): ByteRange[] {
   const all = lists.flat().sort((x, y) => x.offset - y.offset);
-  const out: ByteRange[] = [];
+  const out: MutableRange[] = [];
   for (const r of all) pushRange(out, r.offset, r.length);
   return out;
 }
 
 async function collectRanges(dev: BlockDevice, limit: number): Promise<ByteRange[]> {
-  const out: ByteRange[] = [];
+  const out: MutableRange[] = [];
   const len = Math.min(limit, dev.size);
   if (len <= 0) return out;
   for await (const e of mergeExtents(dev.allocation({ offset: 0, length: len }))) pushRange(out, e.offset, e.length);
@@ -99,7 +102,7 @@ async function collectRanges(dev: BlockDevice, limit: number): Promise<ByteRange
 async function layerChanges(b: DiffSide, i: number, limit: number): Promise<ByteRange[]> {
   const dev = b.layers[i]!.device;
   const len = Math.min(limit, dev.size);
-  const out: ByteRange[] = [];
+  const out: MutableRange[] = [];
   if (len <= 0) return out;
   const below = i + 1 < b.layers.length ? new ChainDevice(b.layers.slice(i + 1).map((l) => l.device)) : undefined;
   for await (const e of mergeExtents(dev.allocation({ offset: 0, length: len }))) {
@@ -112,18 +115,27 @@ async function layerChanges(b: DiffSide, i: number, limit: number): Promise<Byte
 }
 
 /** Appends the sectors of [offset, offset+x.length) whose bytes differ between x and y. */
-function pushDifferingSectors(out: ByteRange[], offset: number, x: Uint8Array, y: Uint8Array): void {
+function pushDifferingSectors(out: MutableRange[], offset: number, x: Uint8Array, y: Uint8Array): void {
   // Buffer#compare with offsets: no view object per sector. Whole spans of COMPARE_SPAN
   // sectors first: most of what an overlay stores around a change is equal.
   const bx = Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  // The run of differing sectors being gathered, pushed when an equal sector ends it.
+  let runStart = 0;
+  let runEnd = 0;
   for (let s = 0; s < x.length; s += COMPARE_SPAN) {
     const e = Math.min(x.length, s + COMPARE_SPAN);
     if (bx.compare(y, s, e, s, e) === 0) continue;
     for (let o = s; o < e; o += SECTOR_BYTES) {
       const n = Math.min(SECTOR_BYTES, e - o);
-      if (bx.compare(y, o, o + n, o, o + n) !== 0) pushRange(out, offset + o, n);
+      if (bx.compare(y, o, o + n, o, o + n) === 0) continue;
+      if (runEnd !== o || runEnd === runStart) {
+        pushRange(out, offset + runStart, runEnd - runStart);
+        runStart = o;
+      }
+      runEnd = o + n;
     }
   }
+  pushRange(out, offset + runStart, runEnd - runStart);
 }
 
 /** Bytes compared at once before narrowing to sectors. */
@@ -219,7 +231,7 @@ function bothReader(a: DiffSide, b: DiffSide, chunk: number, top?: { readonly de
 export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRangesOptions = {}): Promise<ChangedRanges> {
   const common = Math.min(a.device.size, b.device.size);
   const larger = a.device.size > b.device.size ? a.device : b.device;
-  const tail: ByteRange[] = [];
+  const tail: MutableRange[] = [];
   if (larger.size > common) {
     // Past the smaller end the smaller side reads as zeros: only the larger side's non-zero sectors differ.
     const chunk = chunkBytes(options, SECTOR_BYTES);
@@ -232,7 +244,7 @@ export async function changedRanges(a: DiffSide, b: DiffSide, options: ChangedRa
     }
   }
   const depth = overlayDepth(a, b);
-  const out: ByteRange[] = [];
+  const out: MutableRange[] = [];
   let compared = 0;
   if (depth !== undefined) {
     const lists: ByteRange[][] = [];

@@ -91,6 +91,39 @@ describe('changedRanges', () => {
     expect(swapped.ranges).toEqual(r.ranges);
   });
 
+  it('overlay: scattered differing sectors come back as exactly the runs a sector-by-sector comparison finds (seeded)', async () => {
+    let seed = 20261126;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 20; round++) {
+      // The top layer stores the base's own bytes over its first 64 KiB (and new bytes after);
+      // a layer above it changes random sectors (runs, gaps, across 4 KiB compare spans).
+      const top = new MemoryDevice(2048 * K, [{ offset: 0, length: 256 * K, kind: 'data' }, { offset: 1020 * K, length: 8 * K, kind: 'data' }], 1);
+      const sectors = new Set<number>();
+      for (let i = next(40); i >= 0; i--) {
+        // Half of them where the top layer repeats the base (compared there sector by sector).
+        const first = next(2) === 0 ? next(128) : next(2048 * 2);
+        // Steps of one or two sectors: runs, and runs split by one equal sector.
+        for (let j = next(12), at = first; j >= 0; j--, at += 1 + next(2)) sectors.add(Math.min(4095, at));
+      }
+      const stored = [...sectors].sort((x, y) => x - y).map((sct) => ({ offset: sct * 512, length: 512, kind: 'data' as const }));
+      const a = sideOf('a', [['base', base]]);
+      const b = sideOf('b', [['sectors', new MemoryDevice(2048 * K, stored, 9)], ['top', top], ['base', base]]);
+      const r = await changedRanges(a, b, { chunkBytes: 64 * K });
+      const [x, y] = await Promise.all([a.device.read(0, 2048 * K), b.device.read(0, 2048 * K)]);
+      const want: Array<{ offset: number; length: number }> = [];
+      for (let o = 0; o < x.length; o += 512) {
+        if (Buffer.compare(x.subarray(o, o + 512), y.subarray(o, o + 512)) === 0) continue;
+        const last = want[want.length - 1];
+        if (last !== undefined && last.offset + last.length === o) last.length += 512;
+        else want.push({ offset: o, length: 512 });
+      }
+      expect(r.ranges).toEqual(want);
+    }
+  });
+
   it('rangesWithin clips and shifts', () => {
     expect(rangesWithin([{ offset: 0, length: 10 }, { offset: 90, length: 30 }], 100, 50)).toEqual([{ offset: 0, length: 20 }]);
   });

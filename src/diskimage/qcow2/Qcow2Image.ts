@@ -258,11 +258,38 @@ export class Qcow2Image implements DiskImage {
       if (last !== undefined && last.comp === undefined && e.comp === undefined && extentsMergeable(last, e)) last.length += e.length;
       else out.push(e);
     };
+    // Standard entries (no extended L2, not compressed) are decoded in place: one per cluster
+    // of every read, without the mapping objects decodeL2Entry makes. An entry that fails
+    // a check goes through decodeL2Entry, which throws naming it.
+    const view = this.extendedL2 ? undefined : new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const zeroFlag = this.header.version === 3 ? 1 : 0;
+    const fileSize = this.file.size;
     let pos = start;
     while (pos < end) {
       const cluster = Math.floor(pos / cs);
       const clusterStart = cluster * cs;
-      const maps = this.decodeL2Entry(table, cluster - l1Index * this.l2Entries, tableOffset);
+      const index = cluster - l1Index * this.l2Entries;
+      if (view !== undefined) {
+        const hi = view.getUint32(index * 8);
+        const lo = view.getUint32(index * 8 + 4);
+        const hostOffset = (hi & 0x00ffffff) * TWO_32 + ((lo & 0xfffffe00) >>> 0);
+        if ((hi & 0x40000000) === 0 && hostOffset % cs === 0 && (hostOffset === 0 || hostOffset < fileSize)) {
+          const e = Math.min(end, clusterStart + cs);
+          const zero = (lo & zeroFlag) !== 0;
+          if (zero || hostOffset !== 0) {
+            const kind = zero ? 'zero' : 'data';
+            const host = hostOffset === 0 ? undefined : hostOffset + (pos - clusterStart);
+            const last = out[out.length - 1];
+            const contiguous =
+              last !== undefined && last.comp === undefined && last.kind === kind && last.offset + last.length === pos && (host === undefined ? last.hostOffset === undefined : last.hostOffset !== undefined && last.hostOffset + last.length === host);
+            if (contiguous) last.length += e - pos;
+            else out.push(host === undefined ? { offset: pos, length: e - pos, kind } : { offset: pos, length: e - pos, kind, hostOffset: host });
+          }
+          pos = e;
+          continue;
+        }
+      }
+      const maps = this.decodeL2Entry(table, index, tableOffset);
       const unit = cs / maps.length;
       for (let i = 0; i < maps.length; i++) {
         const s = Math.max(pos, clusterStart + i * unit);

@@ -972,13 +972,13 @@ export class Ext4Fs {
 
   private async indexNames(inode: Inode): Promise<Map<string, number>> {
     const index = new Map<string, number>();
-    for await (const batch of this.dirBatches(inode)) {
-      for (const e of batch.entries) {
-        const k = byteKey(e.name);
-        // The first of duplicate names is the one a scan finds.
-        if (!index.has(k)) index.set(k, e.ino);
-      }
-    }
+    // Keys made from the block's bytes in place (as byteKey makes them), no entry objects:
+    // a rebase indexes directories of thousands of names in several filesystems per client.
+    await this.forEachEntry(inode, (ino, _fileType, bytes, at, len) => {
+      const k = bytes.toString('latin1', at, at + len);
+      // The first of duplicate names is the one a scan finds.
+      if (!index.has(k)) index.set(k, ino);
+    });
     if (this.nameIndexEntries + index.size > NAME_INDEX_ENTRIES) {
       this.nameIndex.clear();
       this.nameIndexEntries = 0;
