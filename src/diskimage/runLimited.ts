@@ -8,7 +8,7 @@ export const THREAD_POOL_REQUESTS = 4;
  * further task starts; rejects with the first failure once the running ones settle.
  */
 export async function runLimited(tasks: readonly (() => Promise<void>)[], limit: number): Promise<void> {
-  if (tasks.length === 1) return tasks[0]!();
+  if (tasks.length <= 1) return tasks[0]?.();
   let next = 0;
   let failed = false;
   const worker = async () => {

@@ -341,21 +341,32 @@ export class Qcow2Image implements DiskImage {
     const fileReads: (() => Promise<void>)[] = [];
     const compressed: InternalExtent[] = [];
     let settled = 0; // target bytes before this are zeroed or have a read planned
-    for await (const batch of this.rawExtentBatches(r.offset, r.offset + r.length)) {
-      for (const e of batch) {
-        if (e.kind !== 'data') continue;
-        const at = e.offset - offset;
-        target.fill(0, settled, at);
-        settled = at + e.length;
-        if (e.comp !== undefined) compressed.push(e);
-        else {
-          const dest = target.subarray(at, settled);
-          const host = e.hostOffset!;
-          fileReads.push(() => this.readData(dest, host));
+    // L2 table by L2 table (a read is bounded by its target, so each table's extents are
+    // taken at once): no generator, and a cached table without waiting.
+    const span = this.clusterSize * this.l2Entries;
+    const end = r.offset + r.length;
+    for (let pos = r.offset; pos < end; ) {
+      const l1Index = Math.floor(pos / span);
+      const spanEnd = Math.min(end, (l1Index + 1) * span);
+      const table = l1Index >= this.l1.length ? undefined : (this.l2Cache.get(l1Index) ?? (await this.readL2Table(l1Index)));
+      if (table !== undefined) {
+        for (const e of this.tableExtents(table, l1Index, pos, spanEnd)) {
+          if (e.kind !== 'data') continue;
+          const at = e.offset - offset;
+          target.fill(0, settled, at);
+          settled = at + e.length;
+          if (e.comp !== undefined) compressed.push(e);
+          else {
+            const dest = target.subarray(at, settled);
+            const host = e.hostOffset!;
+            fileReads.push(() => this.readData(dest, host));
+          }
         }
       }
+      pos = spanEnd;
     }
     target.fill(0, settled);
+    if (compressed.length === 0) return runLimited(fileReads, THREAD_POOL_REQUESTS);
     // Both settle before a failure is reported, so nothing writes into `target` after this returns.
     const results = await Promise.allSettled([runLimited(fileReads, THREAD_POOL_REQUESTS), this.readCompressed(compressed, target, offset)]);
     for (const res of results) if (res.status === 'rejected') throw res.reason;

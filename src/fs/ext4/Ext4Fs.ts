@@ -166,6 +166,9 @@ const READ_CHUNK = 1 << 20;
 /** Directory entries the lookup name index holds before it starts over (bounds its memory). */
 const NAME_INDEX_ENTRIES = 100_000;
 
+/** Large directories whose extent lists are kept (a few hundred bytes each). */
+const DIR_TREE_EXTENTS_KEPT = 1024;
+
 export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
@@ -182,6 +185,10 @@ export class Ext4Fs {
   /** Names of directories looked up (directory inode -> name key -> inode); dropped on any write. */
   private readonly nameIndex = new Map<number, Map<string, number>>();
   private nameIndexEntries = 0;
+  /** Extents of directories whose extent root is an index node, with their tree's node blocks (see directoryExtentsOf). */
+  private readonly dirTreeExtents = new Map<number, { readonly extents: readonly FileExtent[]; readonly nodes: readonly number[] }>();
+  /** Tree node block -> the directory in dirTreeExtents it belongs to. */
+  private readonly dirTreeNodes = new Map<number, number>();
   /**
    * Inode records a scoped ownership scan kept (blockOwnership with `only`): every
    * directory's and the owners' of those blocks, by inode number, copies as on disk. What
@@ -356,6 +363,12 @@ export class Ext4Fs {
     this.prefetchedBytes = 0;
     this.nameIndex.clear();
     this.nameIndexEntries = 0;
+    if (this.dirTreeNodes.size > 0) {
+      for (let b = blockNo; b * bs < blockNo * bs + within + bytes.length; b++) {
+        const dir = this.dirTreeNodes.get(b);
+        if (dir !== undefined) this.forgetDirTree(dir);
+      }
+    }
     this.scannedRecords.clear();
     // This device no longer holds what a lender's "unchanged" promised.
     this.recordLender = undefined;
@@ -365,6 +378,8 @@ export class Ext4Fs {
   noteInodeWrite(ino: number, bytes: Uint8Array): void {
     const loc = locateInode(this.superblock, this.gdOf, ino);
     this.itable.noteInodeWrite(loc, bytes);
+    // The extent root lives in the inode.
+    this.forgetDirTree(ino);
     this.noteWrite(loc.blockNo, loc.within, bytes);
   }
 
@@ -649,7 +664,7 @@ export class Ext4Fs {
     }
     if (!this.hasBlockMapping(inode)) return;
     const bs = this.blockSize;
-    const list = extents ?? (await collect(this.extentsOf(inode)));
+    const list = extents ?? this.inlineExtentsOf(inode) ?? (await collect(this.extentsOf(inode)));
     const firstL = Math.floor(offset / bs);
     const lastL = Math.floor((end - 1) / bs);
     // Binary search the first extent that ends after firstL.
@@ -682,7 +697,7 @@ export class Ext4Fs {
   /** Streams the whole content of inode `ino` in chunks of at most 1 MiB. Throws as readOf. */
   async *readFile(ino: number): AsyncGenerator<Uint8Array> {
     const inode = await this.readInode(ino);
-    const extents = this.hasBlockMapping(inode) && !this.isInline(inode) ? await collect(this.extentsOf(inode)) : undefined;
+    const extents = this.hasBlockMapping(inode) && !this.isInline(inode) ? (this.inlineExtentsOf(inode) ?? (await collect(this.extentsOf(inode)))) : undefined;
     for (let off = 0; off < inode.i_size; off += READ_CHUNK) yield await this.readOf(inode, off, READ_CHUNK, extents);
   }
 
@@ -780,6 +795,36 @@ export class Ext4Fs {
    * directory's '.' and '..'). One per block: a consumer that stops early (lookupIn) never
    * meets a later block's error.
    */
+  /**
+   * The extents of directory `inode` (not inline): from i_block, or for a large directory
+   * whose tree has index nodes, walked once and kept until its inode or one of its tree's
+   * nodes is written (noteInodeWrite, noteWrite). A rebase lists, looks up and adds names
+   * in the same large directories (/usr/bin, man pages) hundreds of times. Do not modify
+   * the array. Throws what extentsOf throws.
+   */
+  async directoryExtentsOf(inode: Inode): Promise<readonly FileExtent[]> {
+    const inline = this.inlineExtentsOf(inode);
+    if (inline !== undefined) return inline;
+    const known = this.dirTreeExtents.get(inode.ino);
+    if (known !== undefined) return known.extents;
+    const nodes: number[] = [];
+    const extents = await collect(this.extentsOf(inode, (pblk) => nodes.push(pblk)));
+    if (this.dirTreeExtents.size >= DIR_TREE_EXTENTS_KEPT) {
+      this.dirTreeExtents.clear();
+      this.dirTreeNodes.clear();
+    }
+    this.dirTreeExtents.set(inode.ino, { extents, nodes });
+    for (const b of nodes) this.dirTreeNodes.set(b, inode.ino);
+    return extents;
+  }
+
+  private forgetDirTree(ino: number): void {
+    const kept = this.dirTreeExtents.get(ino);
+    if (kept === undefined) return;
+    this.dirTreeExtents.delete(ino);
+    for (const b of kept.nodes) if (this.dirTreeNodes.get(b) === ino) this.dirTreeNodes.delete(b);
+  }
+
   private async *dirAreas(inode: Inode): AsyncGenerator<{ lblk: number | undefined; entries: DirEntry[] } | { lblk: number | undefined; r: FsByteReader; end: number }> {
     const sb = this.superblock;
     const ino = inode.ino;
@@ -806,7 +851,7 @@ export class Ext4Fs {
     }
     const bs = this.blockSize;
     const dirBlocks = Math.ceil(inode.i_size / bs);
-    const extents = this.inlineExtentsOf(inode) ?? (await collect(this.extentsOf(inode)));
+    const extents = await this.directoryExtentsOf(inode);
     const isHtree = (inode.i_flags & EXT4_INDEX_FL) !== 0 && extents.length > 0 && extents[0]!.lblk === 0;
     const indexBlocks = new Set<number>();
     const pblkOf = (lblk: number): number | undefined => {

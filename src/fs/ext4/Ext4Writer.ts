@@ -316,7 +316,7 @@ export class Ext4Writer {
     let inode = await this.fs.readInode(ino);
     if (fileType(inode.i_mode) !== S_IFDIR) throw new InternalError(`inode ${ino} is not a directory`);
     if (inode.i_flags & EXT4_INLINE_DATA_FL) inode = await this.uninlineDirectory(inode);
-    let extents = await collect(this.fs.extentsOf(inode));
+    let extents = await this.fs.directoryExtentsOf(inode);
     const bs = this.blockSize;
     const pblkOf = (lblk: number): number => {
       const e = extents.find((x) => lblk >= x.lblk && lblk < x.lblk + x.len);

@@ -16,10 +16,11 @@ import { encodeInode } from '../../../src/fs/ext4/inode.js';
 import { locateInode } from '../../../src/fs/ext4/inodeTable.js';
 import { utf8Bytes } from '../../../src/fs/ext4/names.js';
 import { expectImgError } from '../../helpers/expectImgError.js';
+import { expectStrictFsckClean } from '../../helpers/e2fsck.js';
 import { sh } from '../../helpers/run.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { debugfsBatch, parseStat } from './debugfsOracle.js';
-import { WRITER_NOW } from './writerHarness.js';
+import { debugfsNames, writeImage, WRITER_NOW } from './writerHarness.js';
 
 const tmp = useTempDir('imgdedup-writer-cache-');
 let image: string;
@@ -177,3 +178,44 @@ describe('the writer and the reader caches', () => {
     expect(sh('debugfs', ['-R', `cat /many/f599`, out])).toBe('file 599\n');
   });
 });
+
+describe("a large directory's extents, kept by the reader", () => {
+  test('entries added (growing its extent tree) and removed between lookups and listings: debugfs lists exactly the expected names, strictly clean', async () => {
+    // A directory of 40 one-block extents under an index node (depth 1): its blocks were
+    // allocated between other files' data, so no two are adjacent.
+    const dir = join(tmp(), 'bigdir');
+    mkdirSync(dir);
+    const img = join(dir, 'fs.img');
+    sh('mkfs.ext4', ['-q', '-F', '-b', '1024', '-O', 'metadata_csum,^dir_index', img, '8M']);
+    const long = (i: number): string => `${'n'.repeat(200)}${String(i).padStart(3, '0')}`;
+    const script = ['mkdir /a', 'mkdir /b'];
+    for (let i = 0; i < 160; i++) script.push(`write /etc/hostname /a/${long(i)}`, `write /etc/hostname /b/f${i}`);
+    writeFileSync(join(dir, 'script'), script.join('\n') + '\n');
+    sh('debugfs', ['-w', '-f', join(dir, 'script'), img]);
+    expect(debugfsBatch(img, ['stat /a'])[0]).toMatch(/\(ETB0\)/);
+
+    const want = new Set(Array.from({ length: 160 }, (_, i) => long(i)));
+    const out = join(dir, 'out.img');
+    const name = (s: string): Uint8Array => utf8Bytes(`/a/${s}`);
+    const attrs = { mode: 0o644, uid: 0, gid: 0, mtime: WRITER_NOW };
+    await writeImage(img, out, async (w) => {
+      for (let i = 0; i < 120; i++) {
+        // A lookup before each change lists the directory through the kept extents.
+        expect(await w.lookup(name(long(i)))).toBeDefined();
+        if (i % 3 === 0) {
+          await w.remove(name(long(i)));
+          want.delete(long(i));
+        } else {
+          const added = long(200 + i);
+          await w.put(name(added), { kind: 'symlink', target: utf8Bytes('x') }, attrs);
+          want.add(added);
+          expect(await w.lookup(name(added))).toBeDefined();
+        }
+      }
+      expect((await w.children(utf8Bytes('/a'))).length).toBe(want.size);
+    });
+    expect(debugfsNames(out, '/a').sort()).toEqual([...want].sort());
+    expectStrictFsckClean(out);
+  }, 60_000);
+});
+
