@@ -7,7 +7,7 @@
  * flag is set at run time and the function taken from a fresh context (the only effect
  * of the flag). Costs tens of milliseconds per call; a no-op where that is refused.
  */
-import { setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 let gc: (() => void) | null | undefined;
@@ -26,15 +26,33 @@ export function collectGarbage(): void {
 }
 
 /**
- * Keeps V8's young generation at the size it has from here on (its semi-spaces otherwise
- * double up to 16 MiB each as allocation goes on): for the rebase's clients, whose reads
- * and comparisons allocate fast, so that peak memory stays bounded (about 30 MiB less, for
- * a little more collection work). Node has no other way to set it once running.
+ * Lets V8's young generation grow to `semiSpaceBytes` per semi-space, then keeps it there
+ * (its semi-spaces otherwise double up to 16 MiB each as allocation goes on): for the
+ * rebase's clients, whose reads and comparisons allocate fast, so that peak memory stays
+ * bounded. Smaller means more collections (each copies what is still alive), larger more
+ * memory. Node has no other way to set it once running: growth is stopped from a timer
+ * that watches the space's size.
  */
-export function holdYoungGeneration(): void {
-  try {
-    setFlagsFromString('--semi-space-growth-factor=1');
-  } catch {
-    // Refused: memory is then what V8 makes of it.
+export function holdYoungGeneration(semiSpaceBytes: number): () => void {
+  const setGrowth = (factor: number): void => {
+    try {
+      setFlagsFromString(`--semi-space-growth-factor=${factor}`);
+    } catch {
+      // Refused: memory is then what V8 makes of it.
+    }
+  };
+  const reached = (): boolean => (getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')?.space_size ?? Infinity) >= semiSpaceBytes;
+  if (reached()) {
+    setGrowth(1);
+    return () => undefined;
   }
+  // V8's own default, in case an earlier run in this process held it.
+  setGrowth(2);
+  const timer = setInterval(() => {
+    if (!reached()) return;
+    setGrowth(1);
+    clearInterval(timer);
+  }, 5);
+  timer.unref();
+  return () => clearInterval(timer);
 }

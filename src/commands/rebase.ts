@@ -88,6 +88,8 @@ export interface RebaseResult {
 const IMAGE_NAME = /\.(qcow2|vmdk)$/i;
 /** Bytes of written data each copy-on-write layer keeps in memory before spilling. */
 const LAYER_BUDGET_BYTES = 4 << 20;
+/** The young generation's size held during a rebase (see holdYoungGeneration). */
+const YOUNG_GENERATION_BYTES = 1 << 20;
 /** A client's overlay is emitted in 1 MiB chunks: it holds scattered blocks, and eight chunk buffers (the layer's and T's) are then 8 MiB, not 32. */
 const OVERLAY_EMIT = { skipUnchanged: true, chunkBytes: 1 << 20 } as const;
 
@@ -214,7 +216,15 @@ async function ownLayers(client: ImageChain, name: string, baseReal: string): Pr
  */
 export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
   // Peak memory bounded with a margin: the young generation stays small (see holdYoungGeneration).
-  holdYoungGeneration();
+  const stopWatching = holdYoungGeneration(YOUNG_GENERATION_BYTES);
+  try {
+    return await rebaseFleet(options);
+  } finally {
+    stopWatching();
+  }
+}
+
+async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
   const started = performance.now();
   const conflict = options.conflict ?? 'keep-client';
   const outDir = options.outDir ?? 'rebased';
