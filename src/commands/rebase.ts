@@ -36,7 +36,7 @@ import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
 import { collectGarbage, holdYoungGeneration } from './collectGarbage.js';
-import { createOutputWriter, emitAndCommit } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, emitThenCommit } from './outputImage.js';
 import { sideOf } from './diff.js';
 
 export interface RebaseOptions {
@@ -304,7 +304,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
       avoidBlocks = avoidBlocks.union(await fs.layout.usedBlocks());
       avoidInodes = avoidInodes.union(await fs.layout.usedInodes());
     }
-    // One memory budget for the layers alive at a time (T, one client's M, and the previous client's while its overlay is written); past it they spill to temp files.
+    // One memory budget for the two layers alive at a time (T and one client's M); past it they spill to temp files.
     /**
      * Outputs still being written or committed while the work goes on (the new base while the
      * clients are merged, each overlay's fsync while the next client is): all must succeed
@@ -383,8 +383,6 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
       /** Under --conflict fail: the clients with conflicts and their paths. */
       const conflictsFound: Array<{ client: string; paths: string[] }> = [];
       let k = 0;
-      /** The previous client's overlay being written (settles, never rejects: inBackground reports its failure). */
-      let overlayInFlight: Promise<void> = Promise.resolve();
       for (const c of clients) {
         options.onProgress?.('clients', k++, clients.length);
         if (backgroundFailed) await Promise.all(background); // throws the failure
@@ -400,8 +398,6 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
         });
         const fsDiff = side.filesystems.find((f) => f.startBytes === target.start);
         const cowM = new CowDevice(cowT, { memoryBudgetBytes: LAYER_BUDGET_BYTES });
-        // Once its overlay is being written in the background, that closes it.
-        let cowMHandedOff = false;
         try {
           const mRoot = new WritableSliceDevice(cowM, target.start, target.length, { file: c.name });
           const clientUsedBlocks = await cFs.layout.usedBlocks();
@@ -473,21 +469,18 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
               backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
               clusterSize: Math.max(4096, cFs.blockSize),
             });
-            // Written and committed (fsync, rename into the staging directory) while the next
-            // client is merged, one overlay at a time: at most two client layers are alive.
-            await overlayInFlight;
-            const emitted = emitAndCommit(cowM, w, OVERLAY_EMIT).then((bytes) => {
-              report.overlayBytesAfter = bytes;
-              staged.push(outPath);
-            });
-            const closed = emitted.finally(() => cowM.close());
-            cowMHandedOff = true;
-            inBackground(closed);
-            overlayInFlight = closed.catch(() => undefined);
+            // Committed (fsync, rename into the staging directory) while the next client is merged.
+            const { committed } = await emitThenCommit(cowM, w, OVERLAY_EMIT);
+            inBackground(
+              committed.then((bytes) => {
+                report.overlayBytesAfter = bytes;
+                staged.push(outPath);
+              }),
+            );
             report.output = join(outDir, basename(c.name));
           }
         } finally {
-          if (!cowMHandedOff) await cowM.close();
+          await cowM.close();
         }
       }
       options.onProgress?.('clients', clients.length, clients.length);
