@@ -451,11 +451,14 @@ export class Ext4Fs {
    * InodeTableCache.prefetch). Best effort: never rejects; what could not be read is met
    * by readInode.
    */
-  async prefetchInodes(inos: Iterable<number>): Promise<void> {
+  async prefetchInodes(inos: ArrayLike<number>): Promise<void> {
     const n = this.superblock.s_inodes_count;
-    // An array, not a generator: no iterator result per inode (a listing passes 100,000s).
+    // Arrays, not iterables: no iterator result per inode (a walk passes 100,000s).
     const valid: number[] = [];
-    for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= n) valid.push(ino);
+    for (let i = 0; i < inos.length; i++) {
+      const ino = inos[i]!;
+      if (Number.isInteger(ino) && ino >= 1 && ino <= n) valid.push(ino);
+    }
     const single = await this.itable.prefetch(valid).catch(() => []);
     for (const b of single) if (this.cache.peek(b) === undefined) await this.cachedBlock(b).catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 /** The ext4 checksum functions against published check values of the CRC catalogue. */
 import { describe, expect, test } from 'vitest';
-import { crc16, ext4Crc32c, ext4Crc32cU32 } from '../../../src/fs/ext4/checksums.js';
+import { crc16, ext4Crc32c, ext4Crc32cAt, ext4Crc32cU32 } from '../../../src/fs/ext4/checksums.js';
 import { mulberry32 } from '../../../fixtures/prng.mjs';
 
 const CHECK = new TextEncoder().encode('123456789');
@@ -24,6 +24,17 @@ describe('checksums', () => {
       const le = new Uint8Array(4);
       new DataView(le.buffer).setUint32(0, value, true);
       expect(ext4Crc32cU32(seed, value)).toBe(ext4Crc32c(seed, le));
+    }
+  });
+  test('crc32c of a range in place (slicing by 8 in JS) equals the native crc32c of that range, at any offset and length', () => {
+    const rnd = mulberry32(8);
+    const bytes = new Uint8Array(1024).map(() => Math.floor(rnd() * 256));
+    expect(ext4Crc32cAt(0xffffffff, CHECK, 0, CHECK.length)).toBe(~0xe3069283 >>> 0);
+    for (let i = 0; i < 500; i++) {
+      const at = Math.floor(rnd() * 512);
+      const length = i < 40 ? i : Math.floor(rnd() * 512);
+      const seed = Math.floor(rnd() * 2 ** 32);
+      expect(ext4Crc32cAt(seed, bytes, at, length)).toBe(ext4Crc32c(seed, bytes.subarray(at, at + length)));
     }
   });
   test('crc16 with initial value 0xffff is CRC-16/MODBUS (check 0x4b37); from 0, CRC-16/ARC (0xbb3d)', () => {
