@@ -523,19 +523,23 @@ function padded(n: number, width: number): string {
   return (forWidth[n] ??= String(n).padStart(width));
 }
 
-/** Digits of 2^53, the most a size written digit by digit has. */
-const MAX_DIGITS = 16;
+const EMPTY: Uint8Array = new Uint8Array(0);
 
 /**
- * Writes the lines of plain entries (see plainEntry) into a ByteSink, byte by byte, as
- * formatLsEntry would format them: the columns before the size and the time column kept
- * as bytes for the last values seen (a directory's files mostly share them).
+ * Writes the lines of plain entries (see plainEntry) into a ByteSink as formatLsEntry
+ * would format them, without strings: a line is a template (the columns before the size,
+ * a 10-column size field, the time column, the directory's path prefix) copied whole, the
+ * size's digits written into it, then the name's bytes. The template is rebuilt when one
+ * of its parts changes (a directory's files mostly share them all).
  */
 class LineWriter {
   private headKey = { mode: -1, links: -1, uid: -1, gid: -1 };
-  private head = new Uint8Array(0);
+  private head: Uint8Array = EMPTY;
   private minute = Number.NaN;
-  private time = new Uint8Array(0);
+  private time: Uint8Array = EMPTY;
+  private prefix: Uint8Array = EMPTY;
+  private template: Uint8Array = EMPTY;
+  private stale = true;
 
   constructor(
     readonly sink: ByteSink,
@@ -545,57 +549,79 @@ class LineWriter {
 
   /** The line of entry i of `l`, whose path (with -R) is `prefix` + its name. */
   row(l: DirListing, i: number, prefix: Uint8Array): void {
+    const long = this.long;
+    if (long) {
+      this.headOf(l.mode[i]!, l.links[i]!, l.uid[i]!, l.gid[i]!);
+      this.timeOf(l.mtimeSec[i]!);
+    }
+    if (this.recursive && prefix !== this.prefix) {
+      this.prefix = prefix;
+      this.stale = true;
+    }
+    if (this.stale) this.rebuild();
+    const size = l.size[i]!;
+    // The size field holds up to 10 digits; a larger size is written as formatLsEntry would.
+    if (long && !(size >= 0 && size < 1e10 && Number.isInteger(size))) {
+      this.sink.write(`${formatLsEntry(plainLsFields(l, i, this.prefix), { long: true, recursive: this.recursive })}\n`);
+      return;
+    }
     const from = l.nameStart[i]!;
     const to = l.nameStart[i + 1]!;
-    const pre = this.recursive ? prefix : EMPTY;
-    let head: Uint8Array = EMPTY;
-    let time: Uint8Array = EMPTY;
-    if (this.long) {
-      head = this.headOf(l.mode[i]!, l.links[i]!, l.uid[i]!, l.gid[i]!);
-      time = this.timeOf(l.mtimeSec[i]!);
-    }
+    const t = this.template;
     const s = this.sink;
-    s.room(head.length + 24 + time.length + pre.length + (to - from) + 1);
+    s.room(t.length + (to - from) + 1);
     const b = s.buf;
     let p = s.pos;
-    for (let k = 0; k < head.length; k++) b[p++] = head[k]!;
-    if (this.long) p = writePadded(b, p, l.size[i]!, 10);
-    for (let k = 0; k < time.length; k++) b[p++] = time[k]!;
-    for (let k = 0; k < pre.length; k++) b[p++] = pre[k]!;
+    b.set(t, p);
+    if (long) {
+      // Right-aligned in the 10 columns after the head (spaces in the template).
+      let x = size;
+      let k = p + this.head.length + 9;
+      do {
+        b[k--] = 0x30 + (x % 10);
+        x = Math.floor(x / 10);
+      } while (x > 0);
+    }
+    p += t.length;
     const names = l.names;
     for (let k = from; k < to; k++) b[p++] = names[k]!;
     b[p++] = 0x0a;
     s.pos = p;
   }
 
-  private headOf(mode: number, links: number, uid: number, gid: number): Uint8Array {
+  private rebuild(): void {
+    const h = this.head;
+    const t = this.time;
+    const pre = this.recursive ? this.prefix : EMPTY;
+    const size = this.long ? 10 : 0;
+    const out = new Uint8Array(h.length + size + t.length + pre.length);
+    out.set(h, 0);
+    out.fill(0x20, h.length, h.length + size);
+    out.set(t, h.length + size);
+    out.set(pre, h.length + size + t.length);
+    this.template = out;
+    this.stale = false;
+  }
+
+  private headOf(mode: number, links: number, uid: number, gid: number): void {
     const h = this.headKey;
-    if (mode !== h.mode || links !== h.links || uid !== h.uid || gid !== h.gid) {
-      this.headKey = { mode, links, uid, gid };
-      this.head = Buffer.from(headText(statTypeOf(mode), mode, links, uid, gid), 'latin1');
-    }
-    return this.head;
+    if (mode === h.mode && links === h.links && uid === h.uid && gid === h.gid) return;
+    this.headKey = { mode, links, uid, gid };
+    this.head = Buffer.from(headText(statTypeOf(mode), mode, links, uid, gid), 'latin1');
+    this.stale = true;
   }
 
-  private timeOf(sec: number): Uint8Array {
+  private timeOf(sec: number): void {
     const minute = Math.floor(sec / 60);
-    if (minute !== this.minute) {
-      this.time = Buffer.from(formatTime(sec), 'latin1');
-      this.minute = minute;
-    }
-    return this.time;
+    if (minute === this.minute) return;
+    this.time = Buffer.from(formatTime(sec), 'latin1');
+    this.minute = minute;
+    this.stale = true;
   }
 }
 
-const EMPTY: Uint8Array = new Uint8Array(0);
-
-/** Writes padded(n, width) at b[p] (room made for max(width, 20) bytes); returns the position after it. */
-function writePadded(b: Buffer, p: number, n: number, width: number): number {
-  if (!Number.isSafeInteger(n) || n < 0) return p + b.write(padded(n, width), p, 'latin1');
-  let digits = 1;
-  for (let x = n; x >= 10 && digits < MAX_DIGITS; x = Math.floor(x / 10)) digits++;
-  for (let k = digits; k < width; k++) b[p++] = 0x20;
-  const end = p + digits;
-  for (let x = n, k = end - 1; k >= p; k--, x = Math.floor(x / 10)) b[k] = 0x30 + (x % 10);
-  return end;
+/** The fields of entry i that formatLsEntry shows of a plain entry (its path `prefix` + name). */
+function plainLsFields(l: DirListing, i: number, prefix: Uint8Array): LsEntry {
+  return plainEntry(l, i, Buffer.from(prefix.buffer, prefix.byteOffset, prefix.byteLength).toString('latin1'));
 }
+

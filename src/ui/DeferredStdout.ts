@@ -112,7 +112,8 @@ export class DeferredStdout implements ByteSink {
     if (this.finished) return;
     this.finished = true;
     this.endChunk();
-    const rest = Buffer.concat(this.chunks);
+    // Chunk by chunk, not joined first (a copy of the whole output for nothing).
+    const rest = this.chunks;
     this.chunks = [];
     if (this.spill !== undefined) {
       const { path, fd } = this.spill;
@@ -125,7 +126,7 @@ export class DeferredStdout implements ByteSink {
         this.removeSpill(path);
       }
     }
-    if (rest.length > 0 && !this.stream.write(rest)) await once(this.stream, 'drain');
+    for (const chunk of rest) if (!this.stream.write(chunk)) await once(this.stream, 'drain');
   }
 
   /** Drops everything held (the command failed). Safe to call after commit. */
