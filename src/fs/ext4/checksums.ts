@@ -3,15 +3,28 @@
  * `ext4_chksum` computes it (a raw crc32c register with no final inversion, chained
  * from a seed) for metadata_csum, and the crc16 of the older uninit_bg/gdt_csum feature.
  */
-import { crc32c } from '@node-rs/crc32';
+import { nativeCrc } from '../../diskimage/crc32.js';
+
+/** Bytes checksummed in JS before the native crc32c is loaded for large inputs (see nativeCrc). */
+const JS_BYTES_BEFORE_NATIVE = 1 << 20;
+/** Inputs at most this long are always checksummed in JS (a native call costs more). */
+const JS_ALWAYS_BYTES = 512;
+let jsBytes = 0;
 
 /**
  * The kernel's crc32c(seed, data): the register starts at `seed` and is not inverted
  * at the end. @node-rs/crc32's crc32c(data, prev) is the standard (inverted) CRC that
- * continues `prev`, so raw(seed) = ~std(data, ~seed).
+ * continues `prev`, so raw(seed) = ~std(data, ~seed). Small inputs, and everything until
+ * a MiB has been checksummed (a listing reads a few structures), are done in JS
+ * (ext4Crc32cAt); then large ones natively, where it loads.
  */
 export function ext4Crc32c(seed: number, data: Uint8Array): number {
-  return ~crc32c(data, ~seed >>> 0) >>> 0;
+  if (data.length > JS_ALWAYS_BYTES && jsBytes >= JS_BYTES_BEFORE_NATIVE) {
+    const n = nativeCrc();
+    if (n !== undefined) return ~n.crc32c(data, ~seed >>> 0) >>> 0;
+  }
+  jsBytes += data.length;
+  return ext4Crc32cAt(seed, data, 0, data.length);
 }
 
 let crc32cTable: Uint32Array | undefined;
