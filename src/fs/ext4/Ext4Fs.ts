@@ -424,27 +424,6 @@ export class Ext4Fs {
   }
 
   /**
-   * Fills `out` with inode `ino`'s stat fields, read in place in its cached inode-table
-   * block (checked as readInode checks it; no Inode object: a listing's fast path after
-   * prefetchInodes), and returns true. Returns false, having read and checked nothing, when
-   * that block is not cached or the inode is a symlink or a device (whose target and
-   * numbers need readInode). Throws as readInode.
-   */
-  statFieldsCached(ino: number, out: InodeStatFields): boolean {
-    const loc = this.locate(ino);
-    const tb = this.peekTable(loc);
-    if (tb === undefined) return false;
-    const b = tb.bytes;
-    const at = tb.offset + loc.within;
-    const t = fileType(b[at]! | (b[at + 1]! << 8));
-    if (t === S_IFLNK || t === S_IFCHR || t === S_IFBLK) return false;
-    const sb = this.superblock;
-    checkInodeRecord(b, at, ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
-    readStatFields(b, at, sb.s_inode_size, out);
-    return true;
-  }
-
-  /**
    * Reads the inode-table chunks that hold these inodes, concurrently (as many as the
    * cache holds), so that cachedInode finds them; inodes scattered one or two per chunk
    * (a root's subdirectories) get their table blocks read alone instead (see

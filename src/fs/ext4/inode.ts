@@ -267,7 +267,7 @@ function allZero(b: Uint8Array, at: number, n: number): boolean {
   return true;
 }
 
-/** What a listing shows of an inode (Ext4Fs.statFieldsCached): one holder, refilled per inode. */
+/** What a listing shows of an inode (Ext4Fs.listings' stat columns): one holder, refilled per inode. */
 export interface InodeStatFields {
   mode: number;
   links: number;
