@@ -190,6 +190,8 @@ const SCANNED_RECORD_BYTES = 4 << 20;
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
 const READ_CHUNK = 1 << 20;
+/** Most entries a listing's columns are first made for. */
+const LISTING_CAPACITY = 4096;
 /** Directory entries the lookup name index holds before it starts over (bounds its memory). */
 const NAME_INDEX_ENTRIES = 100_000;
 
@@ -1086,8 +1088,10 @@ export class Ext4Fs {
 
   /** One directory's listing (see listings); with `seen`, starts reading its subdirectories not in it (prefetchDirectories). */
   private async readListing(ino: number, path: Uint8Array, parent: DirListing | undefined, parentIndex: number, options: ListingsOptions, seen: ReadonlyMap<number, Uint8Array> | undefined): Promise<DirListing> {
-    const l = new DirListing(ino, path, parent, parentIndex);
-    await this.forEachEntry(await this.readInode(ino), (childIno, ft, bytes, at, len) => {
+    const inode = await this.readInode(ino);
+    // Columns sized for the most entries its blocks hold (12 bytes a record at least), up to a bound; grown past it.
+    const l = new DirListing(ino, path, parent, parentIndex, Math.min(LISTING_CAPACITY, Math.ceil(inode.i_size / 12)));
+    await this.forEachEntry(inode, (childIno, ft, bytes, at, len) => {
       if (bytes[at] === 0x2e && (len === 1 || (len === 2 && bytes[at + 1] === 0x2e))) return;
       l.add(childIno, ft, bytes, at, len);
     });

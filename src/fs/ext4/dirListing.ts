@@ -6,29 +6,33 @@
  */
 import type { Inode } from './inode.js';
 
+const EMPTY_U16 = new Uint16Array(0);
+const EMPTY_U32 = new Uint32Array(0);
+const EMPTY_F64 = new Float64Array(0);
+
 /** Columns grow by doubling from this many entries. */
 const FIRST_CAPACITY = 32;
 
 export class DirListing {
   /** Entries ('.' and '..' left out). */
   count = 0;
-  ino = new Uint32Array(FIRST_CAPACITY);
+  ino: Uint32Array;
   /** The directory entry's file_type byte (0 without the filetype feature). */
-  fileType = new Uint8Array(FIRST_CAPACITY);
+  fileType: Uint8Array;
   /** Entry i's name is names[nameStart[i], nameStart[i + 1]). */
-  names: Buffer = Buffer.allocUnsafe(FIRST_CAPACITY * 8);
-  nameStart = new Uint32Array(FIRST_CAPACITY + 1);
+  names: Buffer;
+  nameStart: Uint32Array;
   /** Whether stat columns were read (Ext4Fs.listings with `stat`). */
   hasStat = false;
   /** i_mode (type and permission bits). */
-  mode = new Uint16Array(0);
-  links = new Uint16Array(0);
-  uid = new Uint32Array(0);
-  gid = new Uint32Array(0);
-  size = new Float64Array(0);
+  mode = EMPTY_U16;
+  links = EMPTY_U16;
+  uid = EMPTY_U32;
+  gid = EMPTY_U32;
+  size = EMPTY_F64;
   /** mtime seconds since the epoch (epoch bits applied) and nanoseconds. */
-  mtimeSec = new Float64Array(0);
-  mtimeNsec = new Uint32Array(0);
+  mtimeSec = EMPTY_F64;
+  mtimeNsec = EMPTY_U32;
   /**
    * Decoded inodes of the entries whose stat needs more than the columns (symlinks for
    * their target, devices for their numbers) or whose table block was read alone: by
@@ -45,7 +49,18 @@ export class DirListing {
     readonly parent: DirListing | undefined,
     /** Its index among parent's entries (-1 for the start). */
     readonly parentIndex: number,
-  ) {}
+    /** Entries expected (a bound from the directory's size): the columns start that large. */
+    capacity = FIRST_CAPACITY,
+  ) {
+    const n = Math.max(1, capacity);
+    // The entry columns share one buffer (one allocation per directory, not three).
+    const buf = new ArrayBuffer(n * 9 + 4);
+    this.ino = new Uint32Array(buf, 0, n);
+    this.nameStart = new Uint32Array(buf, n * 4, n + 1);
+    this.fileType = new Uint8Array(buf, n * 8 + 4, n);
+    this.names = Buffer.allocUnsafe(n * 8);
+    this.nameStart[0] = 0;
+  }
 
   /** Appends an entry whose name is bytes [at, at + len) of `bytes`. */
   add(ino: number, fileType: number, bytes: Uint8Array, at: number, len: number): void {
@@ -68,28 +83,30 @@ export class DirListing {
 
   private grow(): void {
     const n = this.ino.length * 2;
-    const ino = new Uint32Array(n);
+    const buf = new ArrayBuffer(n * 9 + 4);
+    const ino = new Uint32Array(buf, 0, n);
     ino.set(this.ino);
-    this.ino = ino;
-    const ft = new Uint8Array(n);
-    ft.set(this.fileType);
-    this.fileType = ft;
-    const ns = new Uint32Array(n + 1);
+    const ns = new Uint32Array(buf, n * 4, n + 1);
     ns.set(this.nameStart);
+    const ft = new Uint8Array(buf, n * 8 + 4, n);
+    ft.set(this.fileType);
+    this.ino = ino;
     this.nameStart = ns;
+    this.fileType = ft;
   }
 
-  /** Allocates the stat columns for the entries added. */
+  /** Allocates the stat columns for the entries added (views of one buffer). */
   allocStat(): void {
     const n = this.count;
     this.hasStat = true;
-    this.mode = new Uint16Array(n);
-    this.links = new Uint16Array(n);
-    this.uid = new Uint32Array(n);
-    this.gid = new Uint32Array(n);
-    this.size = new Float64Array(n);
-    this.mtimeSec = new Float64Array(n);
-    this.mtimeNsec = new Uint32Array(n);
+    const buf = new ArrayBuffer(n * 32);
+    this.size = new Float64Array(buf, 0, n);
+    this.mtimeSec = new Float64Array(buf, n * 8, n);
+    this.uid = new Uint32Array(buf, n * 16, n);
+    this.gid = new Uint32Array(buf, n * 20, n);
+    this.mtimeNsec = new Uint32Array(buf, n * 24, n);
+    this.mode = new Uint16Array(buf, n * 28, n);
+    this.links = new Uint16Array(buf, n * 30, n);
   }
 
   /** Entry i's name (a view: valid while the listing is). */
@@ -124,9 +141,11 @@ export class DirListing {
     let sorted = true;
     for (let i = 0; i < n && sorted; i++) sorted = order[i] === i;
     if (sorted) return;
-    const ino = new Uint32Array(this.ino.length);
-    const ft = new Uint8Array(this.fileType.length);
-    const ns = new Uint32Array(this.nameStart.length);
+    const cap = this.ino.length;
+    const buf = new ArrayBuffer(cap * 9 + 4);
+    const ino = new Uint32Array(buf, 0, cap);
+    const ns = new Uint32Array(buf, cap * 4, cap + 1);
+    const ft = new Uint8Array(buf, cap * 8 + 4, cap);
     const nm = Buffer.allocUnsafe(this.names.length);
     let end = 0;
     for (let i = 0; i < n; i++) {
