@@ -1053,8 +1053,10 @@ export class Ext4Fs {
     const start = options.start ?? EXT4_ROOT_INO;
     const startPath = options.startPath ?? new Uint8Array(0);
     const recursive = options.recursive !== false;
-    // Directory inode -> the path it was first listed at.
-    const seen = new Map<number, Uint8Array>([[start, startPath]]);
+    // Directory inode -> the path it was first listed at (kept for onRevisit only: a tree's
+    // directories' paths are much more than their numbers).
+    const keepPaths = options.onRevisit !== undefined;
+    const seen = new Map<number, Uint8Array | undefined>([[start, keepPaths ? startPath : undefined]]);
     const first = await this.readListing(start, startPath, undefined, -1, options, recursive ? seen : undefined);
     yield first;
     if (!recursive) return;
@@ -1068,12 +1070,11 @@ export class Ext4Fs {
         if (!isDir) continue;
         const ino = l.ino[i]!;
         const path = joinPath(listingBase(l.path), l.name(i));
-        const firstPath = seen.get(ino);
-        if (firstPath !== undefined) {
-          options.onRevisit?.(path, ino, firstPath);
+        if (seen.has(ino)) {
+          options.onRevisit?.(path, ino, seen.get(ino)!);
           continue;
         }
-        seen.set(ino, path);
+        seen.set(ino, keepPaths ? path : undefined);
         top.next = i + 1;
         child = await this.readListing(ino, path, l, i, options, seen);
       }
@@ -1087,7 +1088,7 @@ export class Ext4Fs {
   }
 
   /** One directory's listing (see listings); with `seen`, starts reading its subdirectories not in it (prefetchDirectories). */
-  private async readListing(ino: number, path: Uint8Array, parent: DirListing | undefined, parentIndex: number, options: ListingsOptions, seen: ReadonlyMap<number, Uint8Array> | undefined): Promise<DirListing> {
+  private async readListing(ino: number, path: Uint8Array, parent: DirListing | undefined, parentIndex: number, options: ListingsOptions, seen: ReadonlyMap<number, unknown> | undefined): Promise<DirListing> {
     const inode = await this.readInode(ino);
     // Columns sized for the most entries its blocks hold (12 bytes a record at least), up to a bound; grown past it.
     const l = new DirListing(ino, path, parent, parentIndex, Math.min(LISTING_CAPACITY, Math.ceil(inode.i_size / 12)));
