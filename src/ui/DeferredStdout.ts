@@ -34,6 +34,8 @@ export interface ByteSink {
   write(text: string): void;
 }
 
+const NO_CHUNK = Buffer.alloc(0);
+
 export class DeferredStdout implements ByteSink {
   /** Full chunks held, in order. */
   private chunks: Buffer[] = [];
@@ -80,12 +82,12 @@ export class DeferredStdout implements ByteSink {
     this.buf = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, n));
   }
 
-  /** Moves the filled part of the current chunk to `chunks` (the chunk is not written to again). */
+  /** Moves the filled part of the current chunk to `chunks` (the chunk is not written to again; room() makes the next). */
   private endChunk(): void {
     if (this.pos === 0) return;
     this.chunks.push(this.buf.subarray(0, this.pos));
     this.chunkBytes += this.pos;
-    this.buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    this.buf = NO_CHUNK;
     this.pos = 0;
   }
 
