@@ -1,7 +1,8 @@
 // ext4 reader benchmarks. Peer: `e2fsck -fn` on the same image in the same run, which
 // also reads every inode and accounts for every block.
 // 1. 100,000 small files (issue "Speed"; goal <= 4x e2fsck -fn): `ls -R -l`, a library
-//    walk that stats every entry, the block ownership table, and `diff` of an overlay with ~1,000 files edited in place (which
+//    walk that stats every entry (Ext4Fs.listings, lib/ext4Walk.mjs), the block ownership
+//    table, and `diff` of an overlay with ~1,000 files edited in place (which
 //    needs an ownership scan of both sides). Each as the median of BENCH_EXT4_PAIRS
 //    (default 5) paired runs, ours and e2fsck alternating which goes first.
 // 2. The block ownership table of a BENCH_EXT4_SIZE (default 1 TiB) filesystem must stay

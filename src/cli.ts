@@ -355,22 +355,19 @@ export function buildProgram(): Command {
         if (!/^\d+$/.test(opts.offset)) throw new UsageError(`--offset must be a byte count, got "${opts.offset}"`);
         offsetBytes = Number(opts.offset);
       }
-      const { ls, formatLsEntry } = await import('./commands/ls.js');
+      const { ls } = await import('./commands/ls.js');
       const asJson = json(opts);
       // Held until the listing is complete: a failure prints nothing on stdout.
       const out = new DeferredStdout();
       try {
         const array = jsonArray(out);
-        const lineOptions = { ...(opts.long ? { long: true } : {}), ...(opts.recursive ? { recursive: true } : {}) };
         const r = await ls({
           image,
           path,
           ...(offsetBytes !== undefined ? { offsetBytes } : {}),
           ...(opts.recursive ? { recursive: true } : {}),
-          onEntry: (e) => {
-            if (asJson) array.item(JSON.stringify(e));
-            else out.line(formatLsEntry(e, lineOptions));
-          },
+          // Text lines go straight into the held output as bytes.
+          ...(asJson ? { onEntry: (e) => array.item(JSON.stringify(e)) } : { lines: { sink: out, long: opts.long === true } }),
         });
         if (asJson) array.end();
         await out.commit();

@@ -3,13 +3,13 @@
  * devices differ without keeping either, and over byte streams, to compare file
  * contents. The wasm module is instantiated once per process.
  */
-import xxhash, { type XXHashAPI } from 'xxhash-wasm';
+import type { XXHashAPI } from 'xxhash-wasm';
 
 let api: Promise<XXHashAPI> | undefined;
 
-/** The xxhash-wasm API, instantiated on first use. */
+/** The xxhash-wasm API, loaded and instantiated on first use (a diff that hashes nothing never loads it). */
 export function xxhashApi(): Promise<XXHashAPI> {
-  api ??= xxhash();
+  api ??= import('xxhash-wasm').then((m) => m.default());
   return api;
 }
 

@@ -9,11 +9,12 @@ import { fileIsDisk, openChain } from '../diskimage/openChain.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { SliceDevice } from '../diskimage/SliceDevice.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
-import { Ext4Fs, statTypeOf, type Ext4Stat, type InodeStatFields } from '../fs/ext4/Ext4Fs.js';
+import { Ext4Fs, statTypeOf, type DirListing, type Ext4Stat } from '../fs/ext4/Ext4Fs.js';
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { nameFields, parsePathArg, plainAsciiText, plainAsciiTextAt, quoteName } from '../ui/quoteName.js';
+import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
+import type { ByteSink } from '../ui/DeferredStdout.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem, isExtFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
 import { parseImageArg } from './imageArg.js';
@@ -27,7 +28,13 @@ export interface LsOptions {
   readonly offsetBytes?: number;
   readonly recursive?: boolean;
   /** Called for every entry, in listing order (sorted by name per directory; -R: depth-first pre-order). */
-  readonly onEntry: (e: LsEntry) => void;
+  readonly onEntry?: (e: LsEntry) => void;
+  /**
+   * Instead of onEntry: every entry's line (formatLsEntry's, `long` or not, the path with
+   * `recursive`) and a newline, in UTF-8 into `sink`; most lines written there byte by
+   * byte from the directory's names and the inodes' fields, with no LsEntry or string.
+   */
+  readonly lines?: { readonly sink: ByteSink; readonly long: boolean };
 }
 
 /**
@@ -271,17 +278,82 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
   throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}`);
 }
 
-const DOT = 0x2e;
-
-/** A directory's entry being listed: its name as text when plain ASCII (plainAsciiText), else as bytes. */
-interface Child {
-  readonly ino: number;
-  readonly text: string | undefined;
-  bytes: Uint8Array | undefined;
+/** A listing being shown, and how its entries' paths are written. */
+interface Frame {
+  readonly l: DirListing;
+  /** The next entry to show. */
+  next: number;
+  /** What entries' paths are joined to (the listing's path, or nothing for '/'). */
+  readonly base: Uint8Array;
+  /** The listing's path + '/' (just '/' for the root) when its path is plain (plainAsciiText), as text and as bytes; else undefined. */
+  readonly prefixText: string | undefined;
+  readonly prefixBytes: Uint8Array | undefined;
 }
 
-const byText = (a: Child, b: Child): number => (a.text! < b.text! ? -1 : a.text! > b.text! ? 1 : 0);
-const byBytes = (a: Child, b: Child): number => compareBytes(a.bytes!, b.bytes!);
+function frameOf(l: DirListing): Frame {
+  const root = l.path.length === 1 && l.path[0] === SLASH;
+  const text = plainAsciiText(l.path);
+  const prefixText = text === undefined ? undefined : root ? '/' : `${text}/`;
+  return { l, next: 0, base: root ? new Uint8Array(0) : l.path, prefixText, prefixBytes: prefixText === undefined ? undefined : utf8Bytes(prefixText) };
+}
+
+/** Whether entry i's name is plain (plainAsciiText's test), in place. */
+function plainNameAt(l: DirListing, i: number): boolean {
+  const b = l.names;
+  for (let k = l.nameStart[i]!, end = l.nameStart[i + 1]!; k < end; k++) {
+    const c = b[k]!;
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false;
+  }
+  return true;
+}
+
+/**
+ * The LsEntry of entry i of a listing whose path is plain, when its name is plain and it
+ * is no symlink or device (no inode kept for it): its stat columns, in the order
+ * plainEntryOf gives them (--json).
+ */
+function plainEntry(l: DirListing, i: number, prefixText: string): LsEntry {
+  const name = l.names.toString('latin1', l.nameStart[i]!, l.nameStart[i + 1]!);
+  return {
+    path: prefixText + name,
+    name,
+    ino: l.ino[i]!,
+    type: statTypeOf(l.mode[i]!),
+    mode: l.mode[i]!,
+    links: l.links[i]!,
+    uid: l.uid[i]!,
+    gid: l.gid[i]!,
+    size: l.size[i]!,
+    mtime: l.mtimeSec[i]!,
+    mtimeNsec: l.mtimeNsec[i]!,
+  };
+}
+
+/** The LsEntry of entry i of frame f (any entry: quoted names, symlinks' targets, devices). */
+async function listedEntry(fs: Ext4Fs, f: Frame, i: number): Promise<LsEntry> {
+  const l = f.l;
+  const name = l.name(i);
+  const nameText = plainAsciiText(name);
+  const pathText = f.prefixText === undefined || nameText === undefined ? undefined : f.prefixText + nameText;
+  const inode = l.inodes.get(i);
+  if (inode !== undefined) return plainEntryOf(inode, pathText, nameText) ?? (await entryOf(fs, inode, () => joinPath(f.base, name), pathText, name));
+  // A file, directory, fifo or socket: its stat columns say all (as entryOf would from its inode).
+  return {
+    ...(pathText !== undefined ? { path: pathText } : nameFields('path', joinPath(f.base, name))),
+    ...nameFields('name', name),
+    ino: l.ino[i]!,
+    type: statTypeOf(l.mode[i]!),
+    mode: l.mode[i]!,
+    links: l.links[i]!,
+    uid: l.uid[i]!,
+    gid: l.gid[i]!,
+    size: l.size[i]!,
+    mtime: l.mtimeSec[i]!,
+    mtimeNsec: l.mtimeNsec[i]!,
+  };
+}
+
+const SLASH = 0x2f;
 
 /**
  * Lists PATH: a directory's entries (without '.' and '..'), sorted by name bytes, or the
@@ -308,88 +380,50 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/');
     const path = absolutePath(parts);
     let count = 0;
+    const loops: string[] = [];
+    const lineOptions = { ...(options.lines?.long === true ? { long: true } : {}), ...(options.recursive ? { recursive: true } : {}) };
+    const writer = options.lines === undefined ? undefined : new LineWriter(options.lines.sink, options.lines.long, options.recursive === true);
     const emit = (e: LsEntry): void => {
       count++;
-      options.onEntry(e);
-    };
-    const loops: string[] = [];
-    // Directory inode -> the path it was first listed at.
-    const listed = new Map<number, Uint8Array>([[ino, path]]);
-    // One holder for the fast path's inode fields (statFieldsCached), refilled per entry.
-    const st: InodeStatFields = { mode: 0, links: 0, uid: 0, gid: 0, size: 0, mtimeSec: 0, mtimeNsec: 0 };
-    // dirText: dirPath's display form when it is plain ASCII, so that children's paths are
-    // its text + '/' + their name, without joining and scanning the bytes again.
-    const listDir = async (dirIno: number, dirPath: Uint8Array, dirText: string | undefined): Promise<void> => {
-      // Names taken from the directory blocks in place: plain ones as text (nearly all), others as bytes.
-      const children: Child[] = [];
-      let allPlain = true;
-      await fs.forEachEntry(await fs.readInode(dirIno), (childIno, _fileType, bytes, at, len) => {
-        if (bytes[at] === DOT && (len === 1 || (len === 2 && bytes[at + 1] === DOT))) return;
-        const text = plainAsciiTextAt(bytes, at, len);
-        if (text !== undefined) children.push({ ino: childIno, text, bytes: undefined });
-        else {
-          allPlain = false;
-          // A copy (the block's bytes are a Buffer, whose slice is a view).
-          children.push({ ino: childIno, text: undefined, bytes: new Uint8Array(bytes.subarray(at, at + len)) });
-        }
-      });
-      // By name bytes: plain text orders as its bytes do, so text alone sorts a plain directory.
-      if (allPlain) children.sort(byText);
-      else {
-        for (const c of children) c.bytes ??= utf8Bytes(c.text!);
-        children.sort(byBytes);
-      }
-      // Their inodes in a few concurrent reads of the inode tables, then read in place without waiting.
-      await fs.prefetchInodes(children.map((c) => c.ino));
-      const parent = dirPath.length === 1 ? new Uint8Array(0) : dirPath;
-      const prefix = dirText === undefined ? undefined : dirPath.length === 1 ? '/' : `${dirText}/`;
-      // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
-      // Only the entries of the directories on the current path are held, never the tree.
-      // (The child's path bytes are joined only where needed: directories, names to quote.)
-      const entries: LsEntry[] = [];
-      for (const c of children) {
-        const pathText = prefix === undefined || c.text === undefined ? undefined : prefix + c.text;
-        if (pathText !== undefined && fs.statFieldsCached(c.ino, st)) {
-          // Same fields, in the same order (--json), as plainEntryOf.
-          entries.push({
-            path: pathText,
-            name: c.text!,
-            ino: c.ino,
-            type: statTypeOf(st.mode),
-            mode: st.mode,
-            links: st.links,
-            uid: st.uid,
-            gid: st.gid,
-            size: st.size,
-            mtime: st.mtimeSec,
-            mtimeNsec: st.mtimeNsec,
-          });
-          continue;
-        }
-        const name = c.bytes ?? utf8Bytes(c.text!);
-        const inode = fs.cachedInode(c.ino) ?? (await fs.readInode(c.ino));
-        entries.push(plainEntryOf(inode, pathText, c.text) ?? (await entryOf(fs, inode, () => joinPath(parent, name), pathText, name)));
-      }
-      if (options.recursive) fs.prefetchDirectories(entries.filter((e) => e.type === 'dir' && !listed.has(e.ino)).map((e) => e.ino));
-      for (let i = 0; i < entries.length; i++) {
-        const e = entries[i]!;
-        emit(e);
-        if (!options.recursive || e.type !== 'dir') continue;
-        const c = children[i]!;
-        const childIno = e.ino;
-        const childPath = joinPath(parent, c.bytes ?? utf8Bytes(c.text!));
-        const first = listed.get(childIno);
-        if (first !== undefined) {
-          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`);
-          continue;
-        }
-        listed.set(childIno, childPath);
-        await listDir(childIno, childPath, prefix === undefined || c.text === undefined ? undefined : prefix + c.text);
-      }
+      if (writer !== undefined) writer.sink.write(`${formatLsEntry(e, lineOptions)}\n`);
+      else options.onEntry?.(e);
     };
     const top = await fs.readInode(ino);
-    if ((top.i_mode & 0o170000) === S_IFDIR) await listDir(ino, path, plainAsciiText(path));
-    else emit(await entryOf(fs, top, path, plainAsciiText(path), parts[parts.length - 1] ?? path));
+    if ((top.i_mode & 0o170000) !== S_IFDIR) emit(await entryOf(fs, top, path, plainAsciiText(path), parts[parts.length - 1] ?? path));
+    else {
+      // Pre-order: each entry, then (with -R) everything below it, before its next sibling.
+      // The walk yields a directory's listing when the entry it belongs to comes next; only
+      // the listings of the directories on the current path are held, never the tree.
+      const frames: Frame[] = [];
+      const emitUpTo = async (f: Frame, end: number): Promise<void> => {
+        for (const stop = Math.min(end, f.l.count); f.next < stop; f.next++) {
+          const i = f.next;
+          if (f.prefixBytes !== undefined && !f.l.inodes.has(i) && plainNameAt(f.l, i)) {
+            count++;
+            if (writer !== undefined) writer.row(f.l, i, f.prefixBytes);
+            else options.onEntry?.(plainEntry(f.l, i, f.prefixText!));
+          } else emit(await listedEntry(fs, f, i));
+        }
+      };
+      const walk = fs.listings({
+        start: ino,
+        startPath: path,
+        stat: true,
+        sorted: true,
+        recursive: options.recursive === true,
+        onRevisit: (childPath, childIno, first) =>
+          loops.push(`${file}: ${quoteName(childPath)} is directory inode ${childIno}, already listed as ${quoteName(first)} (a directory hard link or loop: corrupt); not descended into again`),
+      });
+      for await (const l of walk) {
+        if (l.parent !== undefined) {
+          // The listings above it whose entries are all shown end; its parent's go up to it.
+          while (frames[frames.length - 1]!.l !== l.parent) await emitUpTo(frames.pop()!, Number.POSITIVE_INFINITY);
+          await emitUpTo(frames[frames.length - 1]!, l.parentIndex + 1);
+        }
+        frames.push(frameOf(l));
+      }
+      while (frames.length > 0) await emitUpTo(frames.pop()!, Number.POSITIVE_INFINITY);
+    }
     return {
       image,
       partition: sel.partition,
@@ -443,24 +477,29 @@ function formatTime(sec: number): string {
 /** modeString results by type and mode: a listing has few distinct ones. */
 const modeStrings = new Map<string, string>();
 
+/** The columns before the size ('-rw-r--r--   1     0     0 '). */
+function headText(type: Ext4Stat['type'], mode: number, links: number, uid: number, gid: number): string {
+  const key = `${type}${mode}`;
+  let m = modeStrings.get(key);
+  if (m === undefined) modeStrings.set(key, (m = modeString(type, mode)));
+  return `${m} ${padded(links, 3)} ${padded(uid, 5)} ${padded(gid, 5)} `;
+}
+
 /**
- * The columns before the size ('-rw-r--r--   1     0     0 '), kept for the last entry's
- * values: the files of a directory mostly share them, so most lines reuse one string.
+ * headText kept for the last entry's values: the files of a directory mostly share them,
+ * so most lines reuse one string.
  */
 const lastHead = { type: '' as string, mode: -1, links: -1, uid: -1, gid: -1, text: '' };
 
 function headColumns(e: LsEntry): string {
   const h = lastHead;
   if (e.type === h.type && e.mode === h.mode && e.links === h.links && e.uid === h.uid && e.gid === h.gid) return h.text;
-  const key = `${e.type}${e.mode}`;
-  let mode = modeStrings.get(key);
-  if (mode === undefined) modeStrings.set(key, (mode = modeString(e.type, e.mode)));
   h.type = e.type;
   h.mode = e.mode;
   h.links = e.links;
   h.uid = e.uid;
   h.gid = e.gid;
-  h.text = `${mode} ${padded(e.links, 3)} ${padded(e.uid, 5)} ${padded(e.gid, 5)} `;
+  h.text = headText(e.type, e.mode, e.links, e.uid, e.gid);
   return h.text;
 }
 
@@ -483,3 +522,106 @@ function padded(n: number, width: number): string {
   if (forWidth === undefined) paddedSmall.set(width, (forWidth = []));
   return (forWidth[n] ??= String(n).padStart(width));
 }
+
+const EMPTY: Uint8Array = new Uint8Array(0);
+
+/**
+ * Writes the lines of plain entries (see plainEntry) into a ByteSink as formatLsEntry
+ * would format them, without strings: a line is a template (the columns before the size,
+ * a 10-column size field, the time column, the directory's path prefix) copied whole, the
+ * size's digits written into it, then the name's bytes. The template is rebuilt when one
+ * of its parts changes (a directory's files mostly share them all).
+ */
+class LineWriter {
+  private headKey = { mode: -1, links: -1, uid: -1, gid: -1 };
+  private head: Uint8Array = EMPTY;
+  private minute = Number.NaN;
+  private time: Uint8Array = EMPTY;
+  private prefix: Uint8Array = EMPTY;
+  private template: Uint8Array = EMPTY;
+  private stale = true;
+
+  constructor(
+    readonly sink: ByteSink,
+    private readonly long: boolean,
+    private readonly recursive: boolean,
+  ) {}
+
+  /** The line of entry i of `l`, whose path (with -R) is `prefix` + its name. */
+  row(l: DirListing, i: number, prefix: Uint8Array): void {
+    const long = this.long;
+    if (long) {
+      this.headOf(l.mode[i]!, l.links[i]!, l.uid[i]!, l.gid[i]!);
+      this.timeOf(l.mtimeSec[i]!);
+    }
+    if (this.recursive && prefix !== this.prefix) {
+      this.prefix = prefix;
+      this.stale = true;
+    }
+    if (this.stale) this.rebuild();
+    const size = l.size[i]!;
+    // The size field holds up to 10 digits; a larger size is written as formatLsEntry would.
+    if (long && !(size >= 0 && size < 1e10 && Number.isInteger(size))) {
+      this.sink.write(`${formatLsEntry(plainLsFields(l, i, this.prefix), { long: true, recursive: this.recursive })}\n`);
+      return;
+    }
+    const from = l.nameStart[i]!;
+    const to = l.nameStart[i + 1]!;
+    const t = this.template;
+    const s = this.sink;
+    s.room(t.length + (to - from) + 1);
+    const b = s.buf;
+    let p = s.pos;
+    b.set(t, p);
+    if (long) {
+      // Right-aligned in the 10 columns after the head (spaces in the template).
+      let x = size;
+      let k = p + this.head.length + 9;
+      do {
+        b[k--] = 0x30 + (x % 10);
+        x = Math.floor(x / 10);
+      } while (x > 0);
+    }
+    p += t.length;
+    const names = l.names;
+    for (let k = from; k < to; k++) b[p++] = names[k]!;
+    b[p++] = 0x0a;
+    s.pos = p;
+  }
+
+  private rebuild(): void {
+    const h = this.head;
+    const t = this.time;
+    const pre = this.recursive ? this.prefix : EMPTY;
+    const size = this.long ? 10 : 0;
+    const out = new Uint8Array(h.length + size + t.length + pre.length);
+    out.set(h, 0);
+    out.fill(0x20, h.length, h.length + size);
+    out.set(t, h.length + size);
+    out.set(pre, h.length + size + t.length);
+    this.template = out;
+    this.stale = false;
+  }
+
+  private headOf(mode: number, links: number, uid: number, gid: number): void {
+    const h = this.headKey;
+    if (mode === h.mode && links === h.links && uid === h.uid && gid === h.gid) return;
+    this.headKey = { mode, links, uid, gid };
+    this.head = Buffer.from(headText(statTypeOf(mode), mode, links, uid, gid), 'latin1');
+    this.stale = true;
+  }
+
+  private timeOf(sec: number): void {
+    const minute = Math.floor(sec / 60);
+    if (minute === this.minute) return;
+    this.time = Buffer.from(formatTime(sec), 'latin1');
+    this.minute = minute;
+    this.stale = true;
+  }
+}
+
+/** The fields of entry i that formatLsEntry shows of a plain entry (its path `prefix` + name). */
+function plainLsFields(l: DirListing, i: number, prefix: Uint8Array): LsEntry {
+  return plainEntry(l, i, Buffer.from(prefix.buffer, prefix.byteOffset, prefix.byteLength).toString('latin1'));
+}
+

@@ -15,19 +15,35 @@ import { wrapIoError } from '../errors.js';
 /** Held in memory before spilling to a file: a few MiB keeps ordinary outputs off the disk. */
 const DEFAULT_LIMIT_BYTES = 8 * 1024 * 1024;
 /**
- * Written text is joined into one Buffer per this many characters: the many small strings
- * of a long listing then die young instead of being kept (and copied by every garbage
- * collection) until commit.
+ * Bytes per held chunk: text is written straight into it (no string per line kept until
+ * commit, nothing joined), and a listing's line formatter writes its bytes there itself
+ * (ByteSink).
  */
-const FLATTEN_CHARS = 64 * 1024;
+const CHUNK_BYTES = 64 * 1024;
 
-export class DeferredStdout {
-  /** Held text, flattened. */
+/**
+ * Where a formatter writes bytes without making strings: after room(n), bytes
+ * buf[pos, pos + n) may be written, then pos advanced past those written.
+ */
+export interface ByteSink {
+  buf: Buffer;
+  pos: number;
+  /** Makes room for `n` more bytes at buf[pos] (buf and pos may change). */
+  room(n: number): void;
+  /** Holds `text` (UTF-8). */
+  write(text: string): void;
+}
+
+const NO_CHUNK = Buffer.alloc(0);
+
+export class DeferredStdout implements ByteSink {
+  /** Full chunks held, in order. */
   private chunks: Buffer[] = [];
-  /** Held text not flattened yet, and its length. */
-  private pending: string[] = [];
-  private pendingChars = 0;
-  private held = 0;
+  /** Bytes in `chunks`. */
+  private chunkBytes = 0;
+  /** The chunk being filled, and its bytes used. */
+  buf: Buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  pos = 0;
   private spill: { path: string; fd: number } | undefined;
   private finished = false;
 
@@ -37,25 +53,42 @@ export class DeferredStdout {
     private readonly stream: NodeJS.WritableStream = process.stdout,
   ) {}
 
-  /** Holds `text` (a newline is not added). */
+  /** Holds `text` (UTF-8; a newline is not added). Throws IO as spilling does. */
   write(text: string): void {
-    this.pending.push(text);
-    this.pendingChars += text.length;
-    this.held += text.length;
-    if (this.pendingChars >= FLATTEN_CHARS) this.flatten();
-    if (this.held >= this.limitBytes) this.spillHeld();
-  }
-
-  private flatten(): void {
-    if (this.pending.length === 0) return;
-    this.chunks.push(Buffer.from(this.pending.join(''), 'utf8'));
-    this.pending = [];
-    this.pendingChars = 0;
+    // At most 3 bytes per UTF-16 unit.
+    const most = text.length * 3;
+    if (most > CHUNK_BYTES) {
+      this.room(0);
+      this.endChunk();
+      this.chunks.push(Buffer.from(text, 'utf8'));
+      this.chunkBytes += this.chunks[this.chunks.length - 1]!.length;
+      this.room(0);
+      return;
+    }
+    this.room(most);
+    this.pos += this.buf.write(text, this.pos, 'utf8');
   }
 
   /** Holds `line` plus a newline. */
   line(line: string): void {
     this.write(`${line}\n`);
+  }
+
+  /** See ByteSink. Past the memory limit, what is held goes to the spill file first. Throws IO as spilling does. */
+  room(n: number): void {
+    if (this.chunkBytes + this.pos >= this.limitBytes) this.spillHeld();
+    if (this.pos + n <= this.buf.length) return;
+    this.endChunk();
+    this.buf = Buffer.allocUnsafe(Math.max(CHUNK_BYTES, n));
+  }
+
+  /** Moves the filled part of the current chunk to `chunks` (the chunk is not written to again; room() makes the next). */
+  private endChunk(): void {
+    if (this.pos === 0) return;
+    this.chunks.push(this.buf.subarray(0, this.pos));
+    this.chunkBytes += this.pos;
+    this.buf = NO_CHUNK;
+    this.pos = 0;
   }
 
   /** Throws IO (naming the spill file) when the temporary directory is full or unwritable. */
@@ -66,21 +99,23 @@ export class DeferredStdout {
         registerTempFile(path);
         this.spill = { path, fd: openSync(path, 'wx', 0o600) };
       }
-      this.flatten();
       for (const c of this.chunks) writeSync(this.spill.fd, c);
+      if (this.pos > 0) writeSync(this.spill.fd, this.buf, 0, this.pos);
     } catch (err) {
       throw wrapIoError(err, path, 'hold back the output in');
     }
     this.chunks = [];
-    this.held = 0;
+    this.chunkBytes = 0;
+    this.pos = 0;
   }
 
   /** Writes everything held to the stream, in order. */
   async commit(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    this.flatten();
-    const rest = Buffer.concat(this.chunks);
+    this.endChunk();
+    // Chunk by chunk, not joined first (a copy of the whole output for nothing).
+    const rest = this.chunks;
     this.chunks = [];
     if (this.spill !== undefined) {
       const { path, fd } = this.spill;
@@ -93,7 +128,7 @@ export class DeferredStdout {
         this.removeSpill(path);
       }
     }
-    if (rest.length > 0 && !this.stream.write(rest)) await once(this.stream, 'drain');
+    for (const chunk of rest) if (!this.stream.write(chunk)) await once(this.stream, 'drain');
   }
 
   /** Drops everything held (the command failed). Safe to call after commit. */
@@ -101,7 +136,7 @@ export class DeferredStdout {
     if (this.finished) return;
     this.finished = true;
     this.chunks = [];
-    this.pending = [];
+    this.pos = 0;
     if (this.spill !== undefined) {
       closeSync(this.spill.fd);
       this.removeSpill(this.spill.path);

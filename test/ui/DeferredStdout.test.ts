@@ -29,6 +29,35 @@ describe('DeferredStdout', () => {
     expect(pendingTempFiles()).toEqual([]);
   });
 
+  test.each([
+    ['in memory', 1 << 24],
+    ['spilled to a temporary file', 5000],
+  ])('bytes put at buf[pos] after room(n), text of any length and lines interleave in order (%s)', async (_how, limit) => {
+    const out = sink();
+    const d = new DeferredStdout(limit, out.stream);
+    const expected: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      if (i % 3 === 0) {
+        const bytes = Buffer.from(`bytes ${i} é\n`);
+        d.room(bytes.length);
+        bytes.copy(d.buf, d.pos);
+        d.pos += bytes.length;
+        expected.push(bytes.toString());
+      } else if (i % 1000 === 1) {
+        // Longer than a chunk.
+        const big = `${'long '.repeat(30_000)}${i}\n`;
+        d.write(big);
+        expected.push(big);
+      } else {
+        d.line(`line ${i} ✓`);
+        expected.push(`line ${i} ✓\n`);
+      }
+    }
+    await d.commit();
+    expect(out.text()).toBe(expected.join(''));
+    expect(pendingTempFiles()).toEqual([]);
+  });
+
   test('discard drops everything and removes the spill file', () => {
     const out = sink();
     const d = new DeferredStdout(100, out.stream);

@@ -8,7 +8,7 @@
  * Offsets in errors are byte offsets within the guest device (the file itself for
  * a raw image).
  */
-import { crc32 } from '@node-rs/crc32';
+import { crc32 } from '../crc32.js';
 import { ByteReader } from '../ByteReader.js';
 import { CorruptImageError } from '../../errors.js';
 import {

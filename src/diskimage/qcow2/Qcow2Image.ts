@@ -5,8 +5,6 @@
  * does not store read as zeros here and are answered by ChainDevice from below.
  */
 import { LruCache } from '../LruCache.js';
-import { inflateRaw, constants as zlibConstants } from 'node:zlib';
-import { promisify } from 'node:util';
 import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
@@ -34,7 +32,18 @@ const EXTENT_BATCH_CLUSTERS = 2048;
 const COMPRESSED_BATCH_BYTES = 4 * 1024 * 1024;
 /** Unused bytes between two compressed clusters that one file read still spans. */
 const COMPRESSED_GAP_BYTES = 4096;
-const inflateRawAsync = promisify(inflateRaw);
+/** zlib, loaded with the first compressed cluster (most images have none: not at startup). */
+let zlib: Promise<typeof import('node:zlib')> | undefined;
+
+/**
+ * A deflate-compressed cluster's data (at most `clusterSize` bytes): one output chunk per
+ * cluster; Z_SYNC_FLUSH because padding may follow the data.
+ */
+async function inflateCluster(raw: Uint8Array, clusterSize: number): Promise<Buffer> {
+  const z = await (zlib ??= import('node:zlib'));
+  const options = { maxOutputLength: clusterSize, chunkSize: Math.max(z.constants.Z_MIN_CHUNK, clusterSize), finishFlush: z.constants.Z_SYNC_FLUSH };
+  return new Promise((resolve, reject) => z.inflateRaw(raw, options, (err, out) => (err ? reject(err) : resolve(out))));
+}
 
 /** What one guest cluster (or subcluster) maps to. */
 export type Qcow2Mapping =
@@ -439,8 +448,7 @@ export class Qcow2Image implements DiskImage {
         if (frameLength === undefined) throw new Error('not a complete zstd frame');
         data = await zstdDecompressOffThread(raw.subarray(0, frameLength), this.clusterSize);
       } else {
-        // One output chunk per cluster; Z_SYNC_FLUSH because padding may follow the data.
-        data = await inflateRawAsync(raw, { maxOutputLength: this.clusterSize, chunkSize: Math.max(zlibConstants.Z_MIN_CHUNK, this.clusterSize), finishFlush: zlibConstants.Z_SYNC_FLUSH });
+        data = await inflateCluster(raw, this.clusterSize);
       }
     } catch (err) {
       throw new CorruptImageError('CORRUPT_IMAGE', { ...at, detail: `compressed cluster does not decompress: ${(err as Error).message}` });

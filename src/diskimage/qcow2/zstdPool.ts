@@ -8,7 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 
 /** Workers at most (each holds one cluster's input and output at a time). */
 const MAX_WORKERS = Math.max(1, Math.min(2, availableParallelism()));
@@ -45,8 +45,11 @@ let nextId = 0;
 let turn = 0;
 
 function startWorker(): Slot {
-  source ??= workerSource(createRequire(import.meta.url).resolve('fzstd'));
-  const worker = new Worker(source, { eval: true });
+  const require = createRequire(import.meta.url);
+  source ??= workerSource(require.resolve('fzstd'));
+  // worker_threads loaded with the first compressed cluster, not at startup.
+  const { Worker: WorkerThread } = require('node:worker_threads') as typeof import('node:worker_threads');
+  const worker: Worker = new WorkerThread(source, { eval: true });
   worker.unref();
   const slot: Slot = { worker, pending: new Map() };
   worker.on('message', (m: { id: number; out?: Uint8Array; error?: string }) => {

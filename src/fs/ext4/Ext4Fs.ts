@@ -19,6 +19,7 @@ import {
   EXT4_FEATURE_COMPAT_HAS_JOURNAL,
   EXT4_FEATURE_COMPAT_ORPHAN_FILE,
   EXT4_FEATURE_INCOMPAT_FILETYPE,
+  EXT4_FT_DIR,
   EXT4_FEATURE_INCOMPAT_LARGEDIR,
   EXT4_FEATURE_INCOMPAT_RECOVER,
   EXT4_FEATURE_RO_COMPAT_METADATA_CSUM,
@@ -56,6 +57,7 @@ import {
 import { checkInodeRecord, decodeInode, decodeInodeLazy, fileType, readStatFields, type Inode, type InodeStatFields } from './inode.js';
 import { InodeTableCache, locateInode, type InodeLocation, type TableBlock } from './inodeTable.js';
 import { Ext4Layout } from './layout.js';
+import { DirListing } from './dirListing.js';
 import { Ext4Blocks } from './Ext4Blocks.js';
 import type { FsBlocks } from '../FsBlocks.js';
 import type { BlockRuns } from '../BlockRuns.js';
@@ -68,6 +70,7 @@ import { decodeInodeXattrs, decodeXattrBlock, isInlineDataXattr, type Xattr } fr
 export type { FileExtent } from './extents.js';
 export type { DirEntry } from './directory.js';
 export type { Inode, Ext4Time, InodeStatFields } from './inode.js';
+export { DirListing } from './dirListing.js';
 export type { Xattr } from './xattr.js';
 export type { Superblock } from './superblock.js';
 export type { BlockOwnership, BlockOwner, OwnerRun } from './ownership.js';
@@ -110,6 +113,30 @@ export interface WalkEntry {
   readonly parentIno: number;
   readonly name: Uint8Array;
   readonly fileType: number;
+}
+
+/** What Ext4Fs.listings walks and reads. */
+export interface ListingsOptions {
+  /** The directory to start at (default the root). */
+  readonly start?: number;
+  /**
+   * Its path: listings' paths are this + '/' + names (a path of just '/' counts as the
+   * root's: no double slash). Default empty: paths from the root, '/'-prefixed.
+   */
+  readonly startPath?: Uint8Array;
+  /** Read each entry's stat columns (DirListing.hasStat). */
+  readonly stat?: boolean;
+  /** Entries in order of name bytes (else directory order). */
+  readonly sorted?: boolean;
+  /** Descend into subdirectories (default true); else only `start` is listed. */
+  readonly recursive?: boolean;
+  /** Told of a directory met again, not descended into: its path and inode, and where it was listed first. */
+  readonly onRevisit?: (path: Uint8Array, ino: number, firstPath: Uint8Array) => void;
+}
+
+/** What a listing's paths join names to: its path, or nothing for the root's '/'. */
+function listingBase(path: Uint8Array): Uint8Array {
+  return path.length === 1 && path[0] === 0x2f ? new Uint8Array(0) : path;
 }
 
 /** Why a writer must not touch this filesystem. */
@@ -163,6 +190,8 @@ const SCANNED_RECORD_BYTES = 4 << 20;
 const SCAN_CHUNK_BYTES = 1 << 20;
 /** Largest single device read when streaming file content. */
 const READ_CHUNK = 1 << 20;
+/** Most entries a listing's columns are first made for. */
+const LISTING_CAPACITY = 4096;
 /** Directory entries the lookup name index holds before it starts over (bounds its memory). */
 const NAME_INDEX_ENTRIES = 100_000;
 
@@ -203,6 +232,8 @@ export class Ext4Fs {
   private readonly prefetchBatches = new Set<Promise<void>>();
   private readonly env: ExtentWalkEnv;
   private orphanFileEntries: number | undefined;
+  /** readListingStat's holder of one inode's stat fields, refilled per inode. */
+  private readonly statHolder: InodeStatFields = { mode: 0, links: 0, uid: 0, gid: 0, size: 0, mtimeSec: 0, mtimeNsec: 0 };
   /** journalState's answer: the journal is read once (warnings and refusals both ask). */
   private journal: Promise<JournalState | undefined> | undefined;
 
@@ -410,38 +441,20 @@ export class Ext4Fs {
   }
 
   /**
-   * Fills `out` with inode `ino`'s stat fields, read in place in its cached inode-table
-   * block (checked as readInode checks it; no Inode object: a listing's fast path after
-   * prefetchInodes), and returns true. Returns false, having read and checked nothing, when
-   * that block is not cached or the inode is a symlink or a device (whose target and
-   * numbers need readInode). Throws as readInode.
-   */
-  statFieldsCached(ino: number, out: InodeStatFields): boolean {
-    const loc = this.locate(ino);
-    const tb = this.peekTable(loc);
-    if (tb === undefined) return false;
-    const b = tb.bytes;
-    const at = tb.offset + loc.within;
-    const t = fileType(b[at]! | (b[at + 1]! << 8));
-    if (t === S_IFLNK || t === S_IFCHR || t === S_IFBLK) return false;
-    const sb = this.superblock;
-    checkInodeRecord(b, at, ino, sb, this.ctx, loc.blockNo * sb.blockSize + loc.within);
-    readStatFields(b, at, sb.s_inode_size, out);
-    return true;
-  }
-
-  /**
    * Reads the inode-table chunks that hold these inodes, concurrently (as many as the
    * cache holds), so that cachedInode finds them; inodes scattered one or two per chunk
    * (a root's subdirectories) get their table blocks read alone instead (see
    * InodeTableCache.prefetch). Best effort: never rejects; what could not be read is met
    * by readInode.
    */
-  async prefetchInodes(inos: Iterable<number>): Promise<void> {
+  async prefetchInodes(inos: ArrayLike<number>): Promise<void> {
     const n = this.superblock.s_inodes_count;
-    // An array, not a generator: no iterator result per inode (a listing passes 100,000s).
+    // Arrays, not iterables: no iterator result per inode (a walk passes 100,000s).
     const valid: number[] = [];
-    for (const ino of inos) if (Number.isInteger(ino) && ino >= 1 && ino <= n) valid.push(ino);
+    for (let i = 0; i < inos.length; i++) {
+      const ino = inos[i]!;
+      if (Number.isInteger(ino) && ino >= 1 && ino <= n) valid.push(ino);
+    }
     const single = await this.itable.prefetch(valid).catch(() => []);
     for (const b of single) if (this.cache.peek(b) === undefined) await this.cachedBlock(b).catch(() => undefined);
   }
@@ -1064,6 +1077,155 @@ export class Ext4Fs {
       // Their listings are read while this one's consumer works, instead of one after another.
       this.prefetchDirectories(subdirs.map((d) => d.ino));
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+    }
+  }
+
+  /**
+   * Walks the tree below directory `start` (default the root) a directory at a time:
+   * yields each directory's entries ('.' and '..' left out) as one DirListing, with
+   * (`stat`) their inodes' stat fields read in place from inode-table chunks read a few at
+   * a time (prefetchInodes; every record checked as readInode checks it, so a checksum
+   * mismatch throws or warns as there). Directories come in depth-first pre-order: after
+   * a listing, the listing of its first subdirectory (in the listing's order: by name
+   * bytes with `sorted`, else directory order), then that one's, and so on; a listing's
+   * `parent` and `parentIndex` say which entry it is. A directory met again (a directory
+   * hard link or loop, which e2fsck reports as corruption) is not descended into again:
+   * `onRevisit` is told, in the order met. Whether an entry is a directory: its inode's
+   * mode with `stat`, else its file type (the inode's mode where the filesystem records
+   * none). Throws what readdir and readInode throw.
+   */
+  async *listings(options: ListingsOptions = {}): AsyncGenerator<DirListing> {
+    const start = options.start ?? EXT4_ROOT_INO;
+    const startPath = options.startPath ?? new Uint8Array(0);
+    const recursive = options.recursive !== false;
+    // Directory inode -> the path it was first listed at (kept for onRevisit only: a tree's
+    // directories' paths are much more than their numbers).
+    const keepPaths = options.onRevisit !== undefined;
+    const seen = new Map<number, Uint8Array | undefined>([[start, keepPaths ? startPath : undefined]]);
+    const first = await this.readListing(start, startPath, undefined, -1, options, recursive ? seen : undefined);
+    yield first;
+    if (!recursive) return;
+    const stack: Array<{ l: DirListing; next: number }> = [{ l: first, next: 0 }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const l = top.l;
+      let child: DirListing | undefined;
+      for (let i = top.next; i < l.count && child === undefined; i++) {
+        const isDir = l.hasStat ? fileType(l.mode[i]!) === S_IFDIR : l.fileType[i] === EXT4_FT_DIR || (l.fileType[i] === 0 && fileType((await this.readInode(l.ino[i]!)).i_mode) === S_IFDIR);
+        if (!isDir) continue;
+        const ino = l.ino[i]!;
+        const path = joinPath(listingBase(l.path), l.name(i));
+        if (seen.has(ino)) {
+          options.onRevisit?.(path, ino, seen.get(ino)!);
+          continue;
+        }
+        seen.set(ino, keepPaths ? path : undefined);
+        top.next = i + 1;
+        child = await this.readListing(ino, path, l, i, options, seen);
+      }
+      if (child === undefined) {
+        stack.pop();
+        continue;
+      }
+      yield child;
+      stack.push({ l: child, next: 0 });
+    }
+  }
+
+  /** One directory's listing (see listings); with `seen`, starts reading its subdirectories not in it (prefetchDirectories). */
+  private async readListing(ino: number, path: Uint8Array, parent: DirListing | undefined, parentIndex: number, options: ListingsOptions, seen: ReadonlyMap<number, unknown> | undefined): Promise<DirListing> {
+    const inode = await this.readInode(ino);
+    // Columns sized for the most entries its blocks hold (12 bytes a record at least), up to a bound; grown past it.
+    const l = new DirListing(ino, path, parent, parentIndex, Math.min(LISTING_CAPACITY, Math.ceil(inode.i_size / 12)));
+    await this.forEachEntry(inode, (childIno, ft, bytes, at, len) => {
+      if (bytes[at] === 0x2e && (len === 1 || (len === 2 && bytes[at + 1] === 0x2e))) return;
+      l.add(childIno, ft, bytes, at, len);
+    });
+    if (options.sorted === true) l.sortByName();
+    if (options.stat === true) await this.readListingStat(l);
+    if (seen !== undefined) {
+      // Their listings are read while this one's consumer works, instead of one after another.
+      const dirs: number[] = [];
+      for (let i = 0; i < l.count; i++) {
+        const isDir = l.hasStat ? fileType(l.mode[i]!) === S_IFDIR : l.fileType[i] === EXT4_FT_DIR;
+        if (isDir && !seen.has(l.ino[i]!)) dirs.push(l.ino[i]!);
+      }
+      this.prefetchDirectories(dirs);
+    }
+    return l;
+  }
+
+  /**
+   * Fills the stat columns of `l`: its inodes' table chunks read together first, then each
+   * record checked and read in place. Symlinks and devices (whose target and numbers a
+   * caller reads from the inode), and inodes whose block is not cached after the prefetch,
+   * are decoded (readInode's checks) and kept in `l.inodes`.
+   */
+  private async readListingStat(l: DirListing): Promise<void> {
+    const n = l.count;
+    l.allocStat();
+    await this.prefetchInodes(l.ino.subarray(0, n));
+    const sb = this.superblock;
+    const bs = sb.blockSize;
+    const isz = sb.s_inode_size;
+    const ipg = sb.s_inodes_per_group;
+    const chunkBlocks = this.itable.chunkBlocks;
+    const st = this.statHolder;
+    // The chunk the previous entry's inode lay in (entries of a directory mostly share one).
+    let lastGroup = -1;
+    let lastChunk = -1;
+    let chunk: { readonly first: number; readonly bytes: Uint8Array } | undefined;
+    for (let i = 0; i < n; i++) {
+      const ino = l.ino[i]!;
+      let bytes: Uint8Array | undefined;
+      let at = 0;
+      let deviceOffset = 0;
+      if (ino >= 1 && ino <= sb.s_inodes_count) {
+        // locateInode's arithmetic, without an object per inode.
+        const group = Math.floor((ino - 1) / ipg);
+        const byte = ((ino - 1) % ipg) * isz;
+        const tableBlock = Math.floor(byte / bs);
+        const within = byte % bs;
+        const blockNo = this.groupDescriptor(group).bg_inode_table + tableBlock;
+        deviceOffset = blockNo * bs + within;
+        const ci = Math.floor(tableBlock / chunkBlocks);
+        if (group !== lastGroup || ci !== lastChunk) {
+          chunk = this.itable.peekChunk(group, tableBlock);
+          lastGroup = group;
+          lastChunk = ci;
+        }
+        if (chunk !== undefined && (tableBlock - chunk.first + 1) * bs <= chunk.bytes.length) {
+          bytes = chunk.bytes;
+          at = (tableBlock - chunk.first) * bs + within;
+        } else {
+          bytes = this.cache.get(blockNo);
+          at = within;
+        }
+      }
+      const t = bytes === undefined ? 0 : fileType(bytes[at]! | (bytes[at + 1]! << 8));
+      if (bytes === undefined || t === S_IFLNK || t === S_IFCHR || t === S_IFBLK) {
+        const inode = bytes === undefined ? await this.readInode(ino) : decodeInodeLazy(bytes.subarray(at, at + isz), ino, sb, this.ctx, deviceOffset);
+        // readInode may have waited: the chunk looked up before is looked up again.
+        lastGroup = -1;
+        l.inodes.set(i, inode);
+        l.mode[i] = inode.i_mode;
+        l.links[i] = inode.i_links_count;
+        l.uid[i] = inode.i_uid;
+        l.gid[i] = inode.i_gid;
+        l.size[i] = inode.i_size;
+        l.mtimeSec[i] = inode.mtime.sec;
+        l.mtimeNsec[i] = inode.mtime.nsec;
+        continue;
+      }
+      checkInodeRecord(bytes, at, ino, sb, this.ctx, deviceOffset);
+      readStatFields(bytes, at, isz, st);
+      l.mode[i] = st.mode;
+      l.links[i] = st.links;
+      l.uid[i] = st.uid;
+      l.gid[i] = st.gid;
+      l.size[i] = st.size;
+      l.mtimeSec[i] = st.mtimeSec;
+      l.mtimeNsec[i] = st.mtimeNsec;
     }
   }
 

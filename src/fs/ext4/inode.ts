@@ -2,7 +2,7 @@
  * Inodes (ext4 doc, inodes.rst): any inode size, with the extra fields (nanosecond and
  * epoch bits of the times, crtime, checksum_hi, projid) when i_extra_isize covers them.
  */
-import { ext4Crc32c, ext4Crc32cU32 } from './checksums.js';
+import { ext4Crc32c, ext4Crc32cAt, ext4Crc32cU32 } from './checksums.js';
 import { checkChecksum, fsReader, type Ext4Context } from './context.js';
 import {
   EXT4_FEATURE_RO_COMPAT_HUGE_FILE,
@@ -165,7 +165,7 @@ function decodeRecord(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4C
   const v = slabView;
   const raw = slab.subarray(o, o + inodeSize);
   const i_generation = v.getUint32(o + 0x64, true);
-  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, verified, raw);
+  const seed = checkInodeRecord(slab, o, ino, sb, ctx, deviceOffset, verified);
   // Checked above: within the inode and a multiple of 4.
   const i_extra_isize = inodeSize > EXT4_GOOD_OLD_INODE_SIZE ? v.getUint16(o + 0x80, true) : 0;
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
@@ -215,10 +215,10 @@ function decodeRecord(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4C
  * made sure are there) as decodeInodeLazy does: i_extra_isize within the inode and a
  * multiple of 4, and the metadata_csum checksum (unless `verified`: the caller did it).
  * The checksum fields are zeroed for the crc and put back before it returns (no await in
- * between). `raw`: those bytes as a view, when the caller has one. Returns the inode's checksum seed (0 without metadata_csum).
+ * between). Returns the inode's checksum seed (0 without metadata_csum).
  * Throws CORRUPT_IMAGE, BAD_CHECKSUM.
  */
-export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false, raw?: Uint8Array): number {
+export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb: Superblock, ctx: Ext4Context, deviceOffset: number, verified = false): number {
   const inodeSize = sb.s_inode_size;
   const b = bytes;
   let i_extra_isize = 0;
@@ -248,8 +248,7 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
     b[at + 0x82] = 0;
     b[at + 0x83] = 0;
   }
-  const rec = raw ?? b.subarray(at, at + inodeSize);
-  let c = ext4Crc32c(seed, rec);
+  let c = ext4Crc32cAt(seed, b, at, inodeSize);
   b[at + 0x7c] = lo & 0xff;
   b[at + 0x7d] = lo >>> 8;
   if (hasHi) {
@@ -257,12 +256,18 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
     b[at + 0x83] = hi >>> 8;
   }
   if (!hasHi) c &= 0xffff;
-  // An all-zero inode (never used) has no checksum to check.
-  if (stored !== 0 || rec.some((x) => x !== 0)) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
+  // An all-zero inode (never used) has no checksum to check. (A match is decided here:
+  // checkChecksum's structure name is a string made per call.)
+  if (stored >>> 0 !== c >>> 0 && (stored !== 0 || !allZero(b, at, inodeSize))) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   return seed;
 }
 
-/** What a listing shows of an inode (Ext4Fs.statFieldsCached): one holder, refilled per inode. */
+function allZero(b: Uint8Array, at: number, n: number): boolean {
+  for (let i = at; i < at + n; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** What a listing shows of an inode (Ext4Fs.listings' stat columns): one holder, refilled per inode. */
 export interface InodeStatFields {
   mode: number;
   links: number;

@@ -68,7 +68,8 @@ type Chunk = { readonly first: number; readonly bytes: Uint8Array; shared: boole
  * its used part.
  */
 export class InodeTableCache {
-  private readonly chunkBlocks: number;
+  /** Table blocks per chunk. */
+  readonly chunkBlocks: number;
   private readonly chunksPerGroup: number;
   private readonly chunks: LruCache<number, Chunk>;
   /** Most chunks the budget holds: a prefetch asks for at most half as many. */
@@ -119,6 +120,21 @@ export class InodeTableCache {
     if (c === undefined) return undefined;
     if (k !== this.lastUsed) this.used(loc.group, ci, k);
     return this.blockIn(c, loc);
+  }
+
+  /**
+   * The cached chunk holding table block `tableBlock` of group `g` (its bytes start at
+   * table block `first`; a block at or past first + bytes.length / blockSize is not in
+   * it), without waiting; undefined if not cached. As peek, with no object made: a walk
+   * asks once per chunk its entries' inodes lie in.
+   */
+  peekChunk(g: number, tableBlock: number): { readonly first: number; readonly bytes: Uint8Array } | undefined {
+    const ci = Math.floor(tableBlock / this.chunkBlocks);
+    const k = this.key(g, ci);
+    const c = this.chunks.get(k);
+    if (c === undefined) return undefined;
+    if (k !== this.lastUsed) this.used(g, ci, k);
+    return c;
   }
 
   /**
