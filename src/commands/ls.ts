@@ -314,9 +314,12 @@ function plainNameAt(l: DirListing, i: number): boolean {
  */
 function plainEntry(l: DirListing, i: number, prefixText: string): LsEntry {
   const name = l.names.toString('latin1', l.nameStart[i]!, l.nameStart[i + 1]!);
+  return { path: prefixText + name, name, ...statColumns(l, i) };
+}
+
+/** Entry i's fields after its path and name, from the listing's stat columns, in LsEntry's order. */
+function statColumns(l: DirListing, i: number): Omit<LsEntry, 'path' | 'name'> {
   return {
-    path: prefixText + name,
-    name,
     ino: l.ino[i]!,
     type: statTypeOf(l.mode[i]!),
     mode: l.mode[i]!,
@@ -341,15 +344,7 @@ async function listedEntry(fs: Ext4Fs, f: Frame, i: number): Promise<LsEntry> {
   return {
     ...(pathText !== undefined ? { path: pathText } : nameFields('path', joinPath(f.base, name))),
     ...nameFields('name', name),
-    ino: l.ino[i]!,
-    type: statTypeOf(l.mode[i]!),
-    mode: l.mode[i]!,
-    links: l.links[i]!,
-    uid: l.uid[i]!,
-    gid: l.gid[i]!,
-    size: l.size[i]!,
-    mtime: l.mtimeSec[i]!,
-    mtimeNsec: l.mtimeNsec[i]!,
+    ...statColumns(l, i),
   };
 }
 
