@@ -275,7 +275,10 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
     return { ino: l.ino, parts: splitPath(literal) };
   }
   if ('ino' in d) return { ino: d.ino, parts: splitPath(decoded) };
-  throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}`);
+  // Node hands over arguments decoded as UTF-8, bytes that are not replaced by U+FFFD: such
+  // a name can only be given in its quoted form.
+  const lossy = arg.includes('\uFFFD') ? ' (PATH held bytes that are not UTF-8, which cannot be passed as they are: give the name as ls prints it, quoted, e.g. "caf\\351")' : '';
+  throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}${lossy}`);
 }
 
 /** A listing being shown, and how its entries' paths are written. */
@@ -384,6 +387,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       else options.onEntry?.(e);
     };
     const top = await fs.readInode(ino);
+    fs.requireRootDirectory(top);
     if ((top.i_mode & 0o170000) !== S_IFDIR) emit(await entryOf(fs, top, path, plainAsciiText(path), parts[parts.length - 1] ?? path));
     else {
       // Pre-order: each entry, then (with -R) everything below it, before its next sibling.

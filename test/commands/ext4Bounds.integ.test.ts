@@ -184,3 +184,30 @@ describe('ls -R ends on directory loops', () => {
     expect(sh('debugfs', ['-R', 'ls -p /d', image])).toContain('/loop/');
   });
 });
+
+describe('damage that would otherwise read as an answer: CORRUPT_IMAGE (exit 2), empty stdout', () => {
+  // Each is corruption to e2fsck (exit 4 or more under -n); a listing that skipped it would
+  // show a tree with entries missing, or a target of nothing, and a diff would report deletions.
+  const ino = (name: string): number => inoOf(blockLinks, '/', name);
+  test.each([
+    ["the root directory's only extent moved to logical block 65537 (a hole at block 0)", 'root-hole', 'sif <2> block[3] 0x10001', () => 'ext4.inode[2].extent', 'directory block not mapped'],
+    ["/d's extent moved to logical block 1", 'd-hole', 'sif /d block[3] 1', () => `ext4.inode[${ino('d')}].extent`, 'directory block not mapped'],
+    ['/d with i_size one block larger than it maps', 'd-size', 'sif /d size 8192', () => `ext4.inode[${ino('d')}].i_size`, 'directory blocks within i_size are not mapped'],
+    ['the root inode made a regular file', 'root-file', 'sif <2> mode 0100644', () => 'ext4.inode[2].i_mode', 'the root inode is not a directory'],
+    ['a fast symlink with i_size 0', 'ln-empty', 'sif /ln size 0', () => `ext4.inode[${ino('ln')}].i_size`, 'symlink with an empty target'],
+    ['a symlink in a block with i_size 0', 'slow-empty', 'sif /slow size 0', () => `ext4.inode[${ino('slow')}].i_size`, 'symlink with an empty target'],
+  ])('%s: ls -R -l, ls PATH below it and diff', (_what, name, command, structure, detail) => {
+    const image = variant(`${name}.raw`, [command], blockLinks);
+    expect(run('e2fsck', ['-fn', image]).status).toBeGreaterThanOrEqual(4);
+    for (const args of [['ls', '-R', '-l', image, '/'], ['ls', '-l', image, '/d/sub'], ['diff', blockLinks, image]]) {
+      // A damaged symlink leaves /d/sub readable: only what goes through the damage fails.
+      if (args[2] === image && args[3] === '/d/sub' && detail.startsWith('symlink')) continue;
+      const r = run(process.execPath, [CLI, '--json', ...args]);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stdout, args.join(' ')).toBe('');
+      const err = JSON.parse(r.stderr) as { code: string; data: { structure: string }; message: string };
+      expect([err.code, err.data.structure], args.join(' ')).toEqual(['CORRUPT_IMAGE', structure()]);
+      expect(err.message).toContain(detail);
+    }
+  });
+});

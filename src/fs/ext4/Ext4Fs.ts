@@ -735,6 +735,8 @@ export class Ext4Fs {
     else if (this.isFastSymlink(inode)) [max, where] = [EXT4_I_BLOCK_SIZE - 1, 'i_block (fast symlink)'];
     else [max, where] = [this.blockSize - 1, 'one block'];
     if (inode.i_size > max) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, `symlink target longer than ${where} holds`, { expected: `<= ${max}`, actual: inode.i_size });
+    // No system makes an empty symlink (e2fsck: "Symlink ... is invalid"): an empty target is damage, not an answer.
+    if (inode.i_size === 0) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'symlink with an empty target', { expected: `1..${max}`, actual: 0 });
     return this.readOf(inode, 0, inode.i_size);
   }
 
@@ -841,7 +843,10 @@ export class Ext4Fs {
   private async *dirAreas(inode: Inode): AsyncGenerator<{ lblk: number | undefined; entries: DirEntry[] } | { lblk: number | undefined; r: FsByteReader; end: number }> {
     const sb = this.superblock;
     const ino = inode.ino;
-    if (fileType(inode.i_mode) !== S_IFDIR) fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
+    if (fileType(inode.i_mode) !== S_IFDIR) {
+      this.requireRootDirectory(inode);
+      fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, inode.deviceOffset, 'not a directory');
+    }
     const opts = this.dirOptions(inode);
     if (this.isInline(inode)) {
       // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
@@ -865,6 +870,21 @@ export class Ext4Fs {
     const bs = this.blockSize;
     const dirBlocks = Math.ceil(inode.i_size / bs);
     const extents = await this.directoryExtentsOf(inode);
+    // A directory has no holes and no blocks past i_size (e2fsck: "should be at block 0",
+    // "i_size is ..., should be ..."): either would drop entries from a listing without a word.
+    let mapped = 0;
+    for (const e of extents) {
+      if (e.lblk !== mapped) {
+        fsCorrupt(this.ctx, `ext4.inode[${ino}].extent`, inode.deviceOffset + 0x28, 'directory block not mapped (a hole in the directory)', { expected: `block ${mapped} mapped`, actual: `next mapped block ${e.lblk}` });
+      }
+      mapped = e.lblk + e.len;
+    }
+    if (mapped !== dirBlocks) {
+      fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, mapped < dirBlocks ? 'directory blocks within i_size are not mapped' : 'directory blocks are mapped past i_size', {
+        expected: `${mapped} block(s) of ${bs} bytes`,
+        actual: inode.i_size,
+      });
+    }
     const isHtree = (inode.i_flags & EXT4_INDEX_FL) !== 0 && extents.length > 0 && extents[0]!.lblk === 0;
     const indexBlocks = new Set<number>();
     const pblkOf = (lblk: number): number | undefined => {
@@ -1014,11 +1034,24 @@ export class Ext4Fs {
    * The inode number that entry `name` of directory `dirIno` names ('.' and '..' included),
    * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
    */
+  /**
+   * Throws CORRUPT_IMAGE when `inode` is the root (inode 2) and not a directory (e2fsck:
+   * "Root inode is not a directory"): then no path resolves, and a listing of '/' would
+   * show one meaningless entry instead of the tree.
+   */
+  requireRootDirectory(inode: Inode): void {
+    if (inode.ino !== EXT4_ROOT_INO || fileType(inode.i_mode) === S_IFDIR) return;
+    fsCorrupt(this.ctx, `ext4.inode[${EXT4_ROOT_INO}].i_mode`, inode.deviceOffset, 'the root inode is not a directory', { actual: `0o${inode.i_mode.toString(8)}` });
+  }
+
   async lookupIn(dirIno: number, name: Uint8Array): Promise<number | undefined> {
     const known = this.nameIndex.get(dirIno);
     if (known !== undefined) return known.get(byteKey(name));
     const inode = await this.readInode(dirIno);
-    if (fileType(inode.i_mode) !== S_IFDIR) return undefined;
+    if (fileType(inode.i_mode) !== S_IFDIR) {
+      this.requireRootDirectory(inode);
+      return undefined;
+    }
     // Listed once, then looked up by name: a rebase asks three filesystems about each
     // changed path and its parents, and a name that is not there costs a whole scan.
     const index = await this.indexNames(inode).catch(() => undefined);

@@ -42,7 +42,7 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
   // Directory blocks.
   f_baddir: corrupt('ext4.dir[12:0].rec_len', 'directory inode 12 block 0 has a rec_len past the block end (e2fsck: directory corrupted)'),
   f_baddir2: corrupt('ext4.dir[12:0].rec_len', 'e2fsck: "Directory inode 12, block #0, offset 60: directory corrupted"'),
-  f_dupfsblks: corrupt('ext4.dir[12:1].rec_len', 'directory inode 12 block 1 is shared with a file and holds no directory records (e2fsck: duplicate blocks)'),
+  f_dupfsblks: corrupt('ext4.inode[12].i_size', 'directory inode 12 maps 5 blocks but i_size says 4 (e2fsck: "Inode 12, i_size is 4096, should be 5120"); its block 1 is shared with a file (duplicate blocks)'),
   f_salvage_dir: corrupt('ext4.dir[13:0].rec_len', 'e2fsck: "Directory inode 13, block #0, offset 48: directory corrupted"'),
   f_uninit_dir: corrupt('ext4.dir[14:0].rec_len', 'directory block in an uninitialized extent reads as zeros (e2fsck: "has extent marked uninitialized at block 0")'),
   f_dir_bad_csum: corrupt('ext4.dir[13:0].dirent_tail', 'metadata_csum directory block without its checksum tail (e2fsck fixes directory checksums)'),
@@ -55,6 +55,13 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
   f_inlinedata_dirblocks: corrupt('ext4.inode[12].inline_dir.rec_len', 'inline directory holds garbage (e2fsck: "Entry \'..\' in ??? (12) has invalid inode #")'),
   f_inlinedata_repair: corrupt('ext4.inode[12].i_size', 'an inline symlink of 80 bytes with 60 bytes of inline data (e2fsck: "Symlink /1 (inode #12) is invalid"); inline directories with a missing system.data xattr or bad sizes follow'),
   f_write_ea_no_extra_isize: corrupt('ext4.inode[12].inline_dir.rec_len', 'e2fsck: "Inode 12 has INLINE_DATA_FL flag but extended attribute not found"'),
+
+  // Directories with holes, or blocks past i_size: a listing would miss entries.
+  f_emptydir: corrupt('ext4.inode[12].i_size', 'e2fsck: "Inode 12, i_size is 1024, should be 0" and "Directory inode 12 has an unallocated block #0"'),
+  f_holedir2: corrupt('ext4.inode[12].extent', 'e2fsck: "Directory inode 12 has an unallocated block #3"'),
+  f_holedir3: corrupt('ext4.inode[12].extent', 'e2fsck: "Directory inode 12 block 5 should be at block 2"'),
+  f_toobig_extent_dir: corrupt('ext4.inode[12].extent', 'e2fsck: "Block #4294967281 (90) causes directory to be too big"'),
+  f_recnect_bad: corrupt('ext4.inode[15].i_size', 'e2fsck: "Inode 15, i_size is 51539608576, should be 1024"'),
 
   // Block maps and extent trees.
   f_badjourblks: corrupt('ext4.inode[8].block_map', 'journal inode blocks outside the filesystem (e2fsck: "Superblock has an invalid journal (inode 8)")'),
@@ -78,7 +85,7 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
   f_ext_zero_len: corrupt('ext4.inode[12].extent_root.entry[0].ee_len', 'e2fsck: "Inode 12 has zero length extent"'),
 
   // Symlinks.
-  f_badsymlinks: corrupt('ext4.inode[15].i_size', 'symlink sizes of 4 GiB (e2fsck clears several invalid symlinks)'),
+  f_badsymlinks: corrupt('ext4.inode[17].i_size', 'a symlink with an empty target (e2fsck: "Symlink /empty_link (inode #17) is invalid"); symlink sizes of 4 GiB follow'),
   f_invalid_extent_symlink: corrupt('ext4.inode[12].i_size', 'e2fsck: "Symlink /a (inode #12) is invalid"'),
 
   // Inodes and extended attributes.
