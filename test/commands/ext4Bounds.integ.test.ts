@@ -211,3 +211,21 @@ describe('damage that would otherwise read as an answer: CORRUPT_IMAGE (exit 2),
     }
   });
 });
+
+describe("an inode whose type is not its directory entry's file_type: ls refuses (CORRUPT_IMAGE at the inode's i_mode, empty stdout)", () => {
+  // e2fsck: "Entry 'd' in / (2) has an incorrect filetype". Listed by its inode, /d would
+  // show as a file and its entries would be left out.
+  test.each([
+    ['a directory whose inode says regular file', 'd-file', 'sif /d mode 0100644', 'd'],
+    ['a symlink whose inode says directory', 'ln-dir', 'sif /ln mode 040777', 'ln'],
+  ])('%s', (_what, name, command, entry) => {
+    const image = variant(`${name}.raw`, [command], blockLinks);
+    expect(run('e2fsck', ['-fn', image]).status).toBeGreaterThanOrEqual(4);
+    const r = run(process.execPath, [CLI, '--json', 'ls', '-R', '-l', image, '/']);
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stdout).toBe('');
+    const err = JSON.parse(r.stderr) as { code: string; data: { structure: string }; message: string };
+    expect([err.code, err.data.structure]).toEqual(['CORRUPT_IMAGE', `ext4.inode[${inoOf(blockLinks, '/', entry)}].i_mode`]);
+    expect(err.message).toContain("differs from its directory entry's file_type");
+  });
+});

@@ -198,6 +198,9 @@ const NAME_INDEX_ENTRIES = 100_000;
 /** Large directories whose extent lists are kept (a few hundred bytes each). */
 const DIR_TREE_EXTENTS_KEPT = 1024;
 
+/** A directory entry's file_type (1-7) as the type bits of i_mode. */
+const DIRENT_MODE_TYPES: readonly number[] = [0, 0o100000, 0o040000, 0o020000, 0o060000, 0o010000, 0o140000, 0o120000];
+
 export class Ext4Fs {
   /** Group geometry, metadata and bitmaps: the one layout model (layout.ts). */
   readonly layout: Ext4Layout;
@@ -1194,6 +1197,20 @@ export class Ext4Fs {
    * caller reads from the inode), and inodes whose block is not cached after the prefetch,
    * are decoded (readInode's checks) and kept in `l.inodes`.
    */
+  /**
+   * Throws CORRUPT_IMAGE when entry i's file_type (where the filesystem records one) names
+   * another type than its inode's mode (e2fsck: "has an incorrect filetype"): a listing
+   * would show a directory as a file, and leave its entries out, without a word.
+   */
+  private requireEntryType(l: DirListing, i: number, mode: number, deviceOffset: number): void {
+    const ft = l.fileType[i]!;
+    if (ft === 0 || ft >= DIRENT_MODE_TYPES.length || DIRENT_MODE_TYPES[ft] === fileType(mode)) return;
+    fsCorrupt(this.ctx, `ext4.inode[${l.ino[i]!}].i_mode`, deviceOffset, `the inode's type differs from its directory entry's file_type in directory ${l.dirIno}`, {
+      expected: `0o${DIRENT_MODE_TYPES[ft]!.toString(8)} (file_type ${ft})`,
+      actual: `0o${mode.toString(8)}`,
+    });
+  }
+
   private async readListingStat(l: DirListing): Promise<void> {
     const n = l.count;
     l.allocStat();
@@ -1241,6 +1258,7 @@ export class Ext4Fs {
         // readInode may have waited: the chunk looked up before is looked up again.
         lastGroup = -1;
         l.inodes.set(i, inode);
+        this.requireEntryType(l, i, inode.i_mode, inode.deviceOffset);
         l.mode[i] = inode.i_mode;
         l.links[i] = inode.i_links_count;
         l.uid[i] = inode.i_uid;
@@ -1252,6 +1270,7 @@ export class Ext4Fs {
       }
       checkInodeRecord(bytes, at, ino, sb, this.ctx, deviceOffset);
       readStatFields(bytes, at, isz, st);
+      this.requireEntryType(l, i, st.mode, deviceOffset);
       l.mode[i] = st.mode;
       l.links[i] = st.links;
       l.uid[i] = st.uid;
