@@ -100,6 +100,8 @@ interface Side {
   readonly inodes: Map<number, Inode>;
   /** live()'s answers. */
   readonly live: Map<number, Inode | undefined>;
+  /** ino -> the file_type its directory entries give (where recorded), checked against its mode when settled. */
+  readonly entryTypes: Map<number, number>;
   ownership?: BlockHolders;
 }
 
@@ -161,8 +163,8 @@ class Ext4Differ {
     private readonly changed: BlockRuns,
     private readonly differing: DifferingBytes | undefined,
   ) {
-    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
-    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map() };
+    this.a = { fs: fsA, blocks: fsA.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map(), entryTypes: new Map() };
+    this.b = { fs: fsB, blocks: fsB.blocks, listings: new Map(), dirPaths: new Map(), inodes: new Map(), live: new Map(), entryTypes: new Map() };
   }
 
   /** Incremental mode needs B to be A, or A grown in place (the changed blocks then cover B's new blocks). */
@@ -204,13 +206,13 @@ class Ext4Differ {
     if (m === undefined) {
       // The other side's listing, when the directory is the same on both.
       const theirs = (side === this.a ? this.b : this.a).listings.get(dirIno);
-      if (theirs !== undefined && (await this.sameDirectory(dirIno))) {
-        side.listings.set(dirIno, theirs);
-        return theirs;
+      if (theirs !== undefined && (await this.sameDirectory(dirIno))) m = theirs;
+      else {
+        this.dirsRead++;
+        m = await readListing(side.fs, dirIno);
       }
-      this.dirsRead++;
-      m = await readListing(side.fs, dirIno);
       side.listings.set(dirIno, m);
+      for (const [name, [ino, ft]] of m) if (ft !== 0 && name !== '.' && name !== '..') side.entryTypes.set(ino, ft);
     }
     return m;
   }
@@ -370,6 +372,10 @@ class Ext4Differ {
     // Those the incremental steps read are taken as read; others are not kept (full mode settles every path).
     const iA = inoA !== undefined ? (this.a.inodes.get(inoA) ?? (await this.a.fs.readInode(inoA))) : undefined;
     const iB = inoB !== undefined ? (this.b.inodes.get(inoB) ?? (await this.b.fs.readInode(inoB))) : undefined;
+    // A type that the path's entry and its inode disagree on is damage, not a change.
+    for (const [side, inode] of [[this.a, iA], [this.b, iB]] as const) {
+      if (inode !== undefined) side.fs.requireDirentType(inode.ino, side.entryTypes.get(inode.ino) ?? 0, inode.i_mode, inode.deviceOffset, `the directory holding ${path}`);
+    }
     if (iA === undefined && iB === undefined) return;
     if (iA === undefined) {
       this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
@@ -416,6 +422,7 @@ class Ext4Differ {
       for await (const e of side.fs.walk()) {
         if (e.fileType === 2) this.dirsRead++;
         m.set(byteKey(e.path), e.ino);
+        if (e.fileType !== 0) side.entryTypes.set(e.ino, e.fileType);
       }
       return m;
     };

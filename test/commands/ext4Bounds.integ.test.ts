@@ -212,7 +212,7 @@ describe('damage that would otherwise read as an answer: CORRUPT_IMAGE (exit 2),
   });
 });
 
-describe("an inode whose type is not its directory entry's file_type: ls refuses (CORRUPT_IMAGE at the inode's i_mode, empty stdout)", () => {
+describe("an inode whose type is not its directory entry's file_type: ls and diff refuse (CORRUPT_IMAGE at the inode's i_mode, empty stdout)", () => {
   // e2fsck: "Entry 'd' in / (2) has an incorrect filetype". Listed by its inode, /d would
   // show as a file and its entries would be left out.
   test.each([
@@ -227,5 +227,13 @@ describe("an inode whose type is not its directory entry's file_type: ls refuses
     const err = JSON.parse(r.stderr) as { code: string; data: { structure: string }; message: string };
     expect([err.code, err.data.structure]).toEqual(['CORRUPT_IMAGE', `ext4.inode[${inoOf(blockLinks, '/', entry)}].i_mode`]);
     expect(err.message).toContain("differs from its directory entry's file_type");
+    // diff met it as a type change (M /ln (type)), exit 0.
+    for (const args of [['diff', blockLinks, image], ['diff', '--full-tree', blockLinks, image], ['diff', image, blockLinks]]) {
+      const d = run(process.execPath, [CLI, '--json', ...args]);
+      expect(d.status, `${args.join(' ')}: ${d.stderr}`).toBe(2);
+      expect(d.stdout).toBe('');
+      const de = JSON.parse(d.stderr) as { code: string; data: { structure: string } };
+      expect([de.code, de.data.structure]).toEqual(['CORRUPT_IMAGE', `ext4.inode[${inoOf(blockLinks, '/', entry)}].i_mode`]);
+    }
   });
 });

@@ -1203,9 +1203,18 @@ export class Ext4Fs {
    * would show a directory as a file, and leave its entries out, without a word.
    */
   private requireEntryType(l: DirListing, i: number, mode: number, deviceOffset: number): void {
-    const ft = l.fileType[i]!;
+    this.requireDirentType(l.ino[i]!, l.fileType[i]!, mode, deviceOffset, `directory ${l.dirIno}`);
+  }
+
+  /**
+   * requireEntryType for any reader that met inode `ino` through an entry of file_type
+   * `direntFileType` (0: not recorded) and read its mode: throws CORRUPT_IMAGE at the
+   * inode's i_mode when they name different types. `where` names the directory.
+   */
+  requireDirentType(ino: number, direntFileType: number, mode: number, deviceOffset: number, where: string): void {
+    const ft = direntFileType;
     if (ft === 0 || ft >= DIRENT_MODE_TYPES.length || DIRENT_MODE_TYPES[ft] === fileType(mode)) return;
-    fsCorrupt(this.ctx, `ext4.inode[${l.ino[i]!}].i_mode`, deviceOffset, `the inode's type differs from its directory entry's file_type in directory ${l.dirIno}`, {
+    fsCorrupt(this.ctx, `ext4.inode[${ino}].i_mode`, deviceOffset, `the inode's type differs from its directory entry's file_type in ${where}`, {
       expected: `0o${DIRENT_MODE_TYPES[ft]!.toString(8)} (file_type ${ft})`,
       actual: `0o${mode.toString(8)}`,
     });
