@@ -878,7 +878,7 @@ export class Ext4Fs {
     let mapped = 0;
     for (const e of extents) {
       if (e.lblk !== mapped) {
-        fsCorrupt(this.ctx, `ext4.inode[${ino}].extent`, inode.deviceOffset + 0x28, 'directory block not mapped (a hole in the directory)', { expected: `block ${mapped} mapped`, actual: `next mapped block ${e.lblk}` });
+        fsCorrupt(this.ctx, `ext4.inode[${ino}].${inode.i_flags & EXT4_EXTENTS_FL ? 'extent' : 'block_map'}`, inode.deviceOffset + 0x28, 'directory block not mapped (a hole in the directory)', { expected: `block ${mapped} mapped`, actual: `next mapped block ${e.lblk}` });
       }
       mapped = e.lblk + e.len;
     }

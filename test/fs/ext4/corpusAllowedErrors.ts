@@ -58,7 +58,7 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
 
   // Directories with holes, or blocks past i_size: a listing would miss entries.
   f_emptydir: corrupt('ext4.inode[12].i_size', 'e2fsck: "Inode 12, i_size is 1024, should be 0" and "Directory inode 12 has an unallocated block #0"'),
-  f_holedir2: corrupt('ext4.inode[12].extent', 'e2fsck: "Directory inode 12 has an unallocated block #3"'),
+  f_holedir2: corrupt('ext4.inode[12].block_map', 'e2fsck: "Directory inode 12 has an unallocated block #3"'),
   f_holedir3: corrupt('ext4.inode[12].extent', 'e2fsck: "Directory inode 12 block 5 should be at block 2"'),
   f_toobig_extent_dir: corrupt('ext4.inode[12].extent', 'e2fsck: "Block #4294967281 (90) causes directory to be too big"'),
   f_recnect_bad: corrupt('ext4.inode[15].i_size', 'e2fsck: "Inode 15, i_size is 51539608576, should be 1024"'),
