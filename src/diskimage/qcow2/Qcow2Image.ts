@@ -9,7 +9,7 @@ import type { ByteRange, Extent } from '../BlockDevice.js';
 import type { BackingRef, DiskImage, FormatDetails } from '../DiskImage.js';
 import { ImageFile } from '../ImageFile.js';
 import { ByteReader } from '../ByteReader.js';
-import { extentsMergeable, mergeExtents, normalizeRange } from '../extents.js';
+import { mergeExtents, normalizeRange } from '../extents.js';
 import { THREAD_POOL_REQUESTS, runLimited } from '../runLimited.js';
 import { CorruptImageError } from '../../errors.js';
 import {
@@ -262,10 +262,13 @@ export class Qcow2Image implements DiskImage {
     const tableOffset = this.l1[l1Index]!;
     // Each extent pushed is a fresh literal, so a merge may grow it in place.
     const out: { -readonly [K in keyof InternalExtent]: InternalExtent[K] }[] = [];
-    const push = (e: InternalExtent) => {
+    /** A data or zero run: grows the last extent when it continues it in the guest and on the host (no object then), else a new extent. Compressed extents are never merged. */
+    const pushRun = (offset: number, length: number, kind: 'data' | 'zero', host: number | undefined): void => {
       const last = out[out.length - 1];
-      if (last !== undefined && last.comp === undefined && e.comp === undefined && extentsMergeable(last, e)) last.length += e.length;
-      else out.push(e);
+      const continues =
+        last !== undefined && last.comp === undefined && last.kind === kind && last.offset + last.length === offset && (host === undefined ? last.hostOffset === undefined : last.hostOffset !== undefined && last.hostOffset + last.length === host);
+      if (continues) last.length += length;
+      else out.push(host === undefined ? { offset, length, kind } : { offset, length, kind, hostOffset: host });
     };
     // Standard entries (no extended L2, not compressed) are decoded in place: one per cluster
     // of every read, without the mapping objects decodeL2Entry makes. An entry that fails
@@ -285,15 +288,7 @@ export class Qcow2Image implements DiskImage {
         if ((hi & 0x40000000) === 0 && hostOffset % cs === 0 && (hostOffset === 0 || hostOffset < fileSize)) {
           const e = Math.min(end, clusterStart + cs);
           const zero = (lo & zeroFlag) !== 0;
-          if (zero || hostOffset !== 0) {
-            const kind = zero ? 'zero' : 'data';
-            const host = hostOffset === 0 ? undefined : hostOffset + (pos - clusterStart);
-            const last = out[out.length - 1];
-            const contiguous =
-              last !== undefined && last.comp === undefined && last.kind === kind && last.offset + last.length === pos && (host === undefined ? last.hostOffset === undefined : last.hostOffset !== undefined && last.hostOffset + last.length === host);
-            if (contiguous) last.length += e - pos;
-            else out.push(host === undefined ? { offset: pos, length: e - pos, kind } : { offset: pos, length: e - pos, kind, hostOffset: host });
-          }
+          if (zero || hostOffset !== 0) pushRun(pos, e - pos, zero ? 'zero' : 'data', hostOffset === 0 ? undefined : hostOffset + (pos - clusterStart));
           pos = e;
           continue;
         }
@@ -306,10 +301,10 @@ export class Qcow2Image implements DiskImage {
         if (e <= s) continue;
         const m = maps[i]!;
         const skip = s - (clusterStart + i * unit);
-        if (m.type === 'data') push({ offset: s, length: e - s, kind: 'data', hostOffset: m.hostOffset + skip });
-        else if (m.type === 'zero') push({ offset: s, length: e - s, kind: 'zero', ...(m.hostOffset !== undefined ? { hostOffset: m.hostOffset + skip } : {}) });
+        if (m.type === 'data') pushRun(s, e - s, 'data', m.hostOffset + skip);
+        else if (m.type === 'zero') pushRun(s, e - s, 'zero', m.hostOffset !== undefined ? m.hostOffset + skip : undefined);
         else if (m.type === 'compressed') {
-          push({ offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } });
+          out.push({ offset: s, length: e - s, kind: 'data', compressed: true, comp: { hostOffset: m.hostOffset, hostLength: m.hostLength, guestCluster: clusterStart } });
           break; // one compressed extent covers the whole cluster
         }
       }
