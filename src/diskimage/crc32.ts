@@ -23,6 +23,17 @@ export function nativeCrc(): { readonly crc32: NativeCrc; readonly crc32c: Nativ
   return native ?? undefined;
 }
 
+/** The byte table of a reflected CRC-32 with polynomial `poly` (0xedb88320 for CRC-32, 0x82f63b78 for CRC-32C). */
+export function reflectedCrcTable(poly: number): Uint32Array {
+  const t = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ poly : c >>> 1;
+    t[i] = c >>> 0;
+  }
+  return t;
+}
+
 let table: Uint32Array | undefined;
 
 /**
@@ -31,15 +42,7 @@ let table: Uint32Array | undefined;
  * "123456789": 0xcbf43926). Table-driven: GPT headers and entry arrays are a few KiB.
  */
 export function crc32(data: Uint8Array, initial = 0): number {
-  if (table === undefined) {
-    table = new Uint32Array(256);
-    for (let i = 0; i < 256; i++) {
-      let c = i;
-      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
-      table[i] = c >>> 0;
-    }
-  }
-  const t = table;
+  const t = (table ??= reflectedCrcTable(0xedb88320));
   let c = ~initial >>> 0;
   for (let i = 0; i < data.length; i++) c = t[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return ~c >>> 0;

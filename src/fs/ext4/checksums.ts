@@ -3,7 +3,7 @@
  * `ext4_chksum` computes it (a raw crc32c register with no final inversion, chained
  * from a seed) for metadata_csum, and the crc16 of the older uninit_bg/gdt_csum feature.
  */
-import { nativeCrc } from '../../diskimage/crc32.js';
+import { nativeCrc, reflectedCrcTable } from '../../diskimage/crc32.js';
 
 /** Bytes checksummed in JS before the native crc32c is loaded for large inputs (see nativeCrc). */
 const JS_BYTES_BEFORE_NATIVE = 1 << 20;
@@ -27,17 +27,12 @@ export function ext4Crc32c(seed: number, data: Uint8Array): number {
   return ext4Crc32cAt(seed, data, 0, data.length);
 }
 
-let crc32cTable: Uint32Array | undefined;
-/** Slicing-by-8 tables: table t maps a byte to its CRC register t bytes further on. */
+/** Slicing-by-8 tables: table t maps a byte to its CRC register t bytes further on (table 0 is the byte table). */
 let crc32cTables: Uint32Array | undefined;
 
 function slicingTables(): Uint32Array {
   const t = new Uint32Array(8 * 256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[i] = c >>> 0;
-  }
+  t.set(reflectedCrcTable(0x82f63b78));
   for (let k = 1; k < 8; k++) for (let i = 0; i < 256; i++) t[k * 256 + i] = (t[(k - 1) * 256 + i]! >>> 8) ^ t[t[(k - 1) * 256 + i]! & 0xff]!;
   return t;
 }
@@ -85,15 +80,8 @@ export function ext4Crc32cAt(seed: number, bytes: Uint8Array, at: number, length
  * read, and four table steps cost less than a native call on a fresh 4-byte buffer.
  */
 export function ext4Crc32cU32(seed: number, value: number): number {
-  if (crc32cTable === undefined) {
-    crc32cTable = new Uint32Array(256);
-    for (let i = 0; i < 256; i++) {
-      let c = i;
-      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-      crc32cTable[i] = c >>> 0;
-    }
-  }
-  const t = crc32cTable;
+  // Table 0 of the slicing tables: the byte table.
+  const t = (crc32cTables ??= slicingTables());
   let c = seed >>> 0;
   for (let k = 0; k < 32; k += 8) c = t[(c ^ (value >>> k)) & 0xff]! ^ (c >>> 8);
   return c >>> 0;
