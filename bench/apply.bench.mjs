@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { applyBenchInputs, sizes } from './lib/applyImage.mjs';
 import { comparePaired, sh } from './lib/measure.mjs';
 
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const cli = new URL('../dist/cli.cjs', import.meta.url).pathname;
 const RSS_GOAL_KIB = 256 << 10;
 const scratch = mkdtempSync(join(tmpdir(), 'imgdedup-bench-apply-'));
 

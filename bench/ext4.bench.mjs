@@ -15,7 +15,7 @@ import { smallFilesImage } from './lib/smallFilesImage.mjs';
 
 const SIZE = process.env.BENCH_EXT4_SIZE ?? '1T';
 const PAIRS = Number(process.env.BENCH_EXT4_PAIRS ?? 5);
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const cli = new URL('../dist/cli.cjs', import.meta.url).pathname;
 const script = new URL('./lib/ext4Ownership.mjs', import.meta.url).pathname;
 const walkScript = new URL('./lib/ext4Walk.mjs', import.meta.url).pathname;
 const e2fsck = (img) => () => measure('/bin/sh', ['-c', `e2fsck -fn ${img} >/dev/null 2>&1; test $? -le 1`]);

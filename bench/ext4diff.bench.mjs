@@ -16,7 +16,7 @@ const DISK_MIB = Number(process.env.BENCH_EXT4DIFF_DISK_MIB ?? 3072);
 const FILL_MIB = Number(process.env.BENCH_EXT4DIFF_FILL_MIB ?? Math.floor(DISK_MIB / 4));
 const CHANGE_MB = Number(process.env.BENCH_EXT4DIFF_CHANGE_MB ?? 70);
 const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-ext4diff-'));
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const cli = new URL('../dist/cli.cjs', import.meta.url).pathname;
 
 const seeded = mulberry32;
 const sizedFiles = (root) => listFiles(root).filter((f) => f.size > 0 && f.size <= 8 << 20).map((f) => [f.path, f.size]);

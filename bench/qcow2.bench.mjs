@@ -9,7 +9,7 @@ import { compareConvertRaw, comparePaired, compareSequentialRead, fmtRatio, sh }
 
 const SIZE_MIB = Number(process.env.BENCH_QCOW2_MIB ?? 1024);
 const dir = mkdtempSync(join(tmpdir(), 'imgdedup-bench-'));
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const cli = new URL('../dist/cli.cjs', import.meta.url).pathname;
 try {
   const raw = join(dir, 'src.raw');
   sh('dd', ['if=/dev/urandom', `of=${raw}`, 'bs=1M', `count=${SIZE_MIB}`, 'status=none']);

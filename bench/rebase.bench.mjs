@@ -33,7 +33,7 @@ import xxhash from 'xxhash-wasm';
 import { cachedFleet } from '../fixtures/fleet/makeFleet.mjs';
 import { PAIRS, measure, median, sh } from './lib/measure.mjs';
 
-const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
+const CLI = new URL('../dist/cli.cjs', import.meta.url).pathname;
 const RSS_GOAL_KIB = 256 << 10;
 const BOUND_GOAL = 1.1;
 const BLOCK = 4096;

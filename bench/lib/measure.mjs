@@ -92,7 +92,7 @@ export function comparePaired(ours, peers, { pairs = PAIRS, goal } = {}) {
 }
 
 const READ_ALL = new URL('./readAll.mjs', import.meta.url).pathname;
-const CLI = new URL('../../dist/cli.js', import.meta.url).pathname;
+const CLI = new URL('../../dist/cli.cjs', import.meta.url).pathname;
 
 /**
  * Sequential read of `img` by imgdedup (library, through its chain) against

@@ -125,7 +125,7 @@ describe('convert --backing', () => {
   });
 });
 
-// Runs dist/cli.js as built by `npm test` (or `npx tsup`). Rebuilding it here raced with the
+// Runs dist/cli.cjs as built by `npm test` (or `npx tsup`). Rebuilding it here raced with the
 // other test files running the CLI at the same time (tsup empties dist/ first).
 describe('imgdedup convert (CLI)', () => {
   it('--json prints the result; an existing DST is refused with OUTPUT_EXISTS (exit 2)', () => {

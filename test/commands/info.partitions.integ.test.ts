@@ -1,4 +1,4 @@
-/** `imgdedup info` shows the guest partitions (oracles: sfdisk --json, blkid -p). Needs dist/cli.js (npx tsup). */
+/** `imgdedup info` shows the guest partitions (oracles: sfdisk --json, blkid -p). Needs dist/cli.cjs (npx tsup). */
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';

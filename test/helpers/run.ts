@@ -5,7 +5,7 @@ import { join } from 'node:path';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /** The CLI under test; IMGDEDUP_CLI=path runs the tests against another build (e.g. the old one, to see a regression test fail). */
-export const CLI = process.env.IMGDEDUP_CLI ?? join(ROOT, 'dist', 'cli.js');
+export const CLI = process.env.IMGDEDUP_CLI ?? join(ROOT, 'dist', 'cli.cjs');
 
 /** Runs a command, returns stdout; throws with stderr on non-zero exit. */
 export function sh(cmd: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; input?: string | Uint8Array; cwd?: string } = {}): string {
@@ -37,7 +37,7 @@ export function run(cmd: string, args: readonly string[], options: { env?: NodeJ
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs the built imgdedup CLI (dist/cli.js; `npm test` builds it first). */
+/** Runs the built imgdedup CLI (dist/cli.cjs; `npm test` builds it first). */
 export function imgdedup(args: readonly string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): RunResult {
   return run(process.execPath, [CLI, ...args], options);
 }

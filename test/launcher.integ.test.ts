@@ -1,0 +1,69 @@
+/**
+ * The executable (src/launcher.cts) runs the bundled program from the V8 code cache made
+ * at build time (scripts/compile-cache.mjs), and only from a cache made of the very source
+ * it runs: V8 itself checks only a cached script's length, so a cache left from another
+ * build of the same length would run that build's code. Needs dist/ (`npm test` builds it).
+ */
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Script } from 'node:vm';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT, run } from './helpers/run.js';
+
+const DIST = join(ROOT, 'dist');
+const HASH_BYTES = 32;
+const wrap = (createRequire(import.meta.url)('node:module') as { wrap: (s: string) => string }).wrap;
+const dirs: string[] = [];
+
+/** A copy of the executable in a temporary directory (node_modules reached through a link), with `cache` as its code cache (none if undefined). */
+function copyOfExecutable(bundle: string, cache: Buffer | undefined): string {
+  const dir = mkdtempSync(join(tmpdir(), 'imgdedup-launcher-'));
+  dirs.push(dir);
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  copyFileSync(join(DIST, 'cli.cjs'), join(dir, 'cli.cjs'));
+  writeFileSync(join(dir, 'imgdedup.cjs'), bundle);
+  if (cache !== undefined) writeFileSync(join(dir, 'imgdedup.cjs.cache'), cache);
+  return join(dir, 'cli.cjs');
+}
+
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('the imgdedup executable and its code cache', () => {
+  const bundle = readFileSync(join(DIST, 'imgdedup.cjs'), 'utf8');
+  const cache = readFileSync(join(DIST, 'imgdedup.cjs.cache'));
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+  it('is built with a cache this Node accepts for the bundle (else every run compiles it all)', () => {
+    const source = bundle.replace(/^#!.*/, '');
+    const script = new Script(wrap(source), { filename: join(DIST, 'imgdedup.cjs'), cachedData: cache.subarray(HASH_BYTES) });
+    expect(script.cachedDataRejected).toBe(false);
+  });
+
+  it('runs a changed bundle of the same length as changed, not the code cached for the old one', () => {
+    // The version string is a constant of the bundle's top-level code, which the cache holds compiled.
+    const other = version.replace(/\d/g, '9') === version ? version.replace(/\d/g, '8') : version.replace(/\d/g, '9');
+    const changed = bundle.replace(`version: "${version}"`, `version: "${other}"`);
+    expect(changed.length).toBe(bundle.length);
+    expect(changed).not.toBe(bundle);
+    // What the check protects against: V8 alone takes the old cache for the changed source.
+    const unchecked = new Script(wrap(changed.replace(/^#!.*/, '')), { filename: 'x.cjs', cachedData: cache.subarray(HASH_BYTES) });
+    expect(unchecked.cachedDataRejected).toBe(false);
+    const r = run(process.execPath, [copyOfExecutable(changed, cache), '--version']);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe(other);
+  });
+
+  it('runs without a cache, and with a damaged one, as with a good one', () => {
+    const damaged = Buffer.from(cache);
+    for (let i = HASH_BYTES; i < damaged.length; i += 97) damaged[i] = damaged[i]! ^ 0x5a;
+    for (const c of [undefined, damaged, cache.subarray(0, HASH_BYTES), Buffer.alloc(0)]) {
+      const r = run(process.execPath, [copyOfExecutable(bundle, c), '--version']);
+      expect(r.status).toBe(0);
+      expect(r.stdout.trim()).toBe(version);
+    }
+  });
+});
