@@ -854,6 +854,11 @@ export class Ext4Fs {
     if (this.isInline(inode)) {
       // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
       const data = await this.inlineBytes(inode);
+      // Its i_size is exactly that area (e2fsck: "i_size is X, should be Y"): another size
+      // means the inode is damaged, and which entries are real is a guess.
+      if (inode.i_size !== data.length) {
+        fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'inline directory size is not its inline data (i_block and system.data)', { expected: data.length, actual: inode.i_size });
+      }
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
       yield {
