@@ -166,7 +166,40 @@ export function parsePathArg(arg: string): Uint8Array {
   const whole = unquoteName(arg);
   if (whole !== undefined) return whole;
   const enc = new TextEncoder();
-  const parts = arg.split('/').map((p) => unquoteName(p) ?? enc.encode(p));
+  return joinParts(arg.split('/').map((p) => unquoteName(p) ?? enc.encode(p)));
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The text of `bytes` if they are well-formed UTF-8, else undefined. */
+function utf8Text(bytes: Uint8Array): string | undefined {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * parsePathArg for a PATH given as bytes (the exact bytes of an argument, which may not be
+ * UTF-8): a part that is not UTF-8 is a name as it is; the others read as parsePathArg reads them.
+ */
+export function parsePathArgBytes(arg: Uint8Array): Uint8Array {
+  const text = utf8Text(arg);
+  if (text !== undefined) return parsePathArg(text);
+  const parts: Uint8Array[] = [];
+  for (let start = 0; start <= arg.length; ) {
+    let end = arg.indexOf(0x2f, start);
+    if (end < 0) end = arg.length;
+    const part = arg.subarray(start, end);
+    const partText = utf8Text(part);
+    parts.push((partText !== undefined ? unquoteName(partText) : undefined) ?? part);
+    start = end + 1;
+  }
+  return joinParts(parts);
+}
+
+function joinParts(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0) + parts.length - 1);
   let o = 0;
   parts.forEach((p, k) => {

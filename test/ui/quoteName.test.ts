@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { mulberry32 } from '../../fixtures/prng.mjs';
-import { isPlainName, nameFields, parsePathArg, plainAsciiText, quoteName, unquoteName } from '../../src/ui/quoteName.js';
+import { isPlainName, nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, unquoteName } from '../../src/ui/quoteName.js';
 
 const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
@@ -71,6 +71,14 @@ describe('unquoteName and parsePathArg', () => {
     expect(parsePathArg('/"a\\nb"/x')).toEqual(bytes('/a\nb/x'));
     // Not a valid quoted form: taken literally.
     expect(parsePathArg('/"x')).toEqual(bytes('/"x'));
+  });
+
+  test('a path argument given as bytes: parts that are not UTF-8 are names as they are, the others read as parsePathArg reads them', () => {
+    expect(parsePathArgBytes(bytes('/d\xe9/caf\xe9'))).toEqual(bytes('/d\xe9/caf\xe9'));
+    expect(parsePathArgBytes(bytes('/"q\\351"/caf\xe9/'))).toEqual(bytes('/q\xe9/caf\xe9/'));
+    expect(parsePathArgBytes(bytes('/"a\xe9"'))).toEqual(bytes('/"a\xe9"'));
+    // Valid UTF-8 throughout: exactly parsePathArg of its text.
+    for (const s of ['/etc/café', '"/d\\351"', '/d/"caf\\351"', '/"x', '']) expect(parsePathArgBytes(utf8(s)), s).toEqual(parsePathArg(s));
   });
 });
 
