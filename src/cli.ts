@@ -362,8 +362,8 @@ export function buildProgram(): Command {
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
         'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
-        '(base64) in --json. Checksum mismatches, directory loops and a filesystem that is\n' +
-        'not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
+        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). Checksum mismatches,\n' +
+        'directory loops and a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {

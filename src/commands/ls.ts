@@ -13,7 +13,7 @@ import { Ext4Fs, statTypeOf, type DirListing, type Ext4Stat } from '../fs/ext4/E
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName } from '../ui/quoteName.js';
+import { nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import type { ByteSink } from '../ui/DeferredStdout.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem, isExtFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
@@ -299,21 +299,31 @@ interface Frame {
   /** The listing's path + '/' (just '/' for the root) when its path is plain (plainAsciiText), as text and as bytes; else undefined. */
   readonly prefixText: string | undefined;
   readonly prefixBytes: Uint8Array | undefined;
+  /** Whether that prefix holds a space (then a -R text line quotes the path: quoteSpaced). */
+  readonly prefixSpaced: boolean;
 }
 
 function frameOf(l: DirListing): Frame {
   const root = l.path.length === 1 && l.path[0] === SLASH;
   const text = plainAsciiText(l.path);
   const prefixText = text === undefined ? undefined : root ? '/' : `${text}/`;
-  return { l, next: 0, base: root ? new Uint8Array(0) : l.path, prefixText, prefixBytes: prefixText === undefined ? undefined : utf8Bytes(prefixText) };
+  return {
+    l,
+    next: 0,
+    base: root ? new Uint8Array(0) : l.path,
+    prefixText,
+    prefixBytes: prefixText === undefined ? undefined : utf8Bytes(prefixText),
+    prefixSpaced: prefixText?.includes(' ') === true,
+  };
 }
 
-/** Whether entry i's name is plain (plainAsciiText's test), in place. */
-function plainNameAt(l: DirListing, i: number): boolean {
+/** Whether entry i's name is plain (plainAsciiText's test), in place; with `noSpace`, and holds no space (quoteSpaced leaves it as it is). */
+function plainNameAt(l: DirListing, i: number, noSpace: boolean): boolean {
   const b = l.names;
+  const low = noSpace ? 0x21 : 0x20;
   for (let k = l.nameStart[i]!, end = l.nameStart[i + 1]!; k < end; k++) {
     const c = b[k]!;
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false;
+    if (c < low || c > 0x7e || c === 0x22 || c === 0x5c) return false;
   }
   return true;
 }
@@ -405,7 +415,9 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       const emitUpTo = async (f: Frame, end: number): Promise<void> => {
         for (const stop = Math.min(end, f.l.count); f.next < stop; f.next++) {
           const i = f.next;
-          if (f.prefixBytes !== undefined && !f.l.inodes.has(i) && plainNameAt(f.l, i)) {
+          // Text lines quote names (and -R paths) that hold a space: those take the general way.
+          const spaced = writer !== undefined && options.recursive === true && f.prefixSpaced;
+          if (f.prefixBytes !== undefined && !spaced && !f.l.inodes.has(i) && plainNameAt(f.l, i, writer !== undefined)) {
             count++;
             if (writer !== undefined) writer.row(f.l, i, f.prefixBytes);
             else options.onEntry?.(plainEntry(f.l, i, f.prefixText!));
@@ -510,12 +522,16 @@ function headColumns(e: LsEntry): string {
   return h.text;
 }
 
-/** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
+/**
+ * One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC
+ * times). Names and targets that hold a space are quoted (quoteSpaced), so that a name
+ * like `a -> b`, or with spaces at its ends, cannot pass for a symlink or another name.
+ */
 export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
-  const name = options.recursive ? e.path : e.name;
+  const name = quoteSpaced(options.recursive ? e.path : e.name);
   if (!options.long) return name;
   const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}`.padStart(10) : padded(e.size, 10);
-  const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
+  const shown = e.target !== undefined ? `${name} -> ${quoteSpaced(e.target)}` : name;
   return headColumns(e) + size + formatTime(e.mtime) + shown;
 }
 

@@ -123,6 +123,17 @@ export function quoteName(bytes: Uint8Array): string {
 }
 
 /**
+ * The form of a display name (quoteName's) in text whose columns are separated by spaces
+ * (ls lines, `name -> target`): quoted as well when it holds a space, as GNU ls quotes
+ * such names on a terminal, so that `a -> b`, ` lead` or `trail ` cannot pass for a
+ * symlink, or for another name. A display form that is not quoted holds no '"' or '\',
+ * so the quotes alone make it a quoted form that unquoteName reads back.
+ */
+export function quoteSpaced(shown: string): string {
+  return shown.startsWith('"') || !shown.includes(' ') ? shown : `"${shown}"`;
+}
+
+/**
  * The bytes of a quoted name ("..." with the escapes quoteName writes; other characters
  * stand for their UTF-8 bytes), or undefined if `text` is not one.
  */

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { mulberry32 } from '../../fixtures/prng.mjs';
-import { isPlainName, nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, unquoteName } from '../../src/ui/quoteName.js';
+import { isPlainName, nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, quoteSpaced, unquoteName } from '../../src/ui/quoteName.js';
 
 const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
@@ -56,6 +56,32 @@ describe('quoteName', () => {
   test('display forms are distinct for distinct names (quoted forms start with a quote, plain names never contain one)', () => {
     const names = ['caf\xe9', 'caf\xe8', '"caf\\351"', 'caf\\351', 'café'].map((s, i) => (i === 4 ? utf8(s) : bytes(s)));
     expect(new Set(names.map(quoteName)).size).toBe(names.length);
+  });
+});
+
+describe('quoteSpaced (text whose columns are separated by spaces)', () => {
+  test.each([
+    ['a plain name stays', bytes('hosts'), 'hosts'],
+    ['a name that looks like a symlink is quoted', bytes('a -> b'), '"a -> b"'],
+    ['a leading space', bytes(' lead'), '" lead"'],
+    ['a trailing space', bytes('trail '), '"trail "'],
+    ['UTF-8 with a space', utf8('ünï cødé'), '"ünï cødé"'],
+    ['an already quoted name is not quoted twice', bytes('caf\xe9 x'), '"caf\\351 x"'],
+  ])('%s', (_what, input, shown) => {
+    expect(quoteSpaced(quoteName(input))).toBe(shown);
+  });
+
+  test('for random names: no space outside the quotes, and the bytes read back', () => {
+    const rnd = mulberry32(20261126);
+    const pool = [0x20, 0x20, 0x22, 0x2d, 0x3e, 0x5c, 0x61, 0x0a, 0xc3, 0xa9, 0xe9];
+    for (let i = 0; i < 3000; i++) {
+      const b = new Uint8Array(Math.floor(rnd() * 8));
+      for (let k = 0; k < b.length; k++) b[k] = pool[Math.floor(rnd() * pool.length)]!;
+      const shown = quoteSpaced(quoteName(b));
+      const quoted = shown.startsWith('"');
+      if (!quoted) expect(shown.includes(' '), shown).toBe(false);
+      expect(quoted ? unquoteName(shown) : utf8(shown), shown).toEqual(b);
+    }
   });
 });
 
