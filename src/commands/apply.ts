@@ -21,6 +21,7 @@ import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
 import { createOutputWriter, emitAndCommit, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
@@ -186,6 +187,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       writeBack: true,
     });
     const space = await checkSpace(fsWriter, source, fileName);
+    await checkDirectoriesOnPaths(fsWriter, space.dirsOnPaths);
     const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;

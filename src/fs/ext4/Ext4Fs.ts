@@ -1225,6 +1225,16 @@ export class Ext4Fs {
     });
   }
 
+  /**
+   * Throws CORRUPT_IMAGE at the inode's i_links_count when an entry of `where` names inode
+   * `ino` and the inode has no links (e2fsck: "has deleted/unused inode"): the entry names
+   * a deleted file. `deviceOffset` is the inode's.
+   */
+  requireLinked(ino: number, links: number, deviceOffset: number, where: string): void {
+    if (links > 0) return;
+    fsCorrupt(this.ctx, `ext4.inode[${ino}].i_links_count`, deviceOffset + 0x1a, `a directory entry in ${where} names an inode with no links (deleted)`, { expected: '>= 1', actual: links });
+  }
+
   private async readListingStat(l: DirListing): Promise<void> {
     const n = l.count;
     l.allocStat();
