@@ -180,7 +180,8 @@ export function parsePathArg(arg: string): Uint8Array {
   return joinParts(arg.split('/').map((p) => unquoteName(p) ?? enc.encode(p)));
 }
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a name, not a marker to drop.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The text of `bytes` if they are well-formed UTF-8, else undefined. */
 function utf8Text(bytes: Uint8Array): string | undefined {

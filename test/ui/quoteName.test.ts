@@ -103,6 +103,9 @@ describe('unquoteName and parsePathArg', () => {
     expect(parsePathArgBytes(bytes('/d\xe9/caf\xe9'))).toEqual(bytes('/d\xe9/caf\xe9'));
     expect(parsePathArgBytes(bytes('/"q\\351"/caf\xe9/'))).toEqual(bytes('/q\xe9/caf\xe9/'));
     expect(parsePathArgBytes(bytes('/"a\xe9"'))).toEqual(bytes('/"a\xe9"'));
+    // A leading U+FEFF is a name's, kept.
+    expect(parsePathArgBytes(bytes('\xef\xbb\xbf/caf\xe9'))).toEqual(bytes('\xef\xbb\xbf/caf\xe9'));
+    expect(parsePathArgBytes(utf8('\uFEFF/x'))).toEqual(utf8('\uFEFF/x'));
     // Valid UTF-8 throughout: exactly parsePathArg of its text.
     for (const s of ['/etc/café', '"/d\\351"', '/d/"caf\\351"', '/"x', '']) expect(parsePathArgBytes(utf8(s)), s).toEqual(parsePathArg(s));
   });
