@@ -84,7 +84,7 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
     for await (const e of layer.entries()) {
       entries++;
       dirs.addAncestors(e.path);
-      if (e.kind === 'opaque') dirs.add(e.path);
+      if (e.kind === 'opaque') dirs.addDirectory(e.path);
       needed += roughBlocksNeeded(e, bs);
       // A new path takes an inode; a replaced one frees one first (unless the constraints keep it
       // from being used again: the rebase's clients use it), a directory over a directory keeps its own.

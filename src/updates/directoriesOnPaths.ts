@@ -22,20 +22,27 @@ export class DirectoriesOnPaths {
   /** Adds the directories above `path` (not `path` itself). */
   addAncestors(path: Uint8Array): void {
     const parts = splitPath(path);
-    let cur: Uint8Array = new Uint8Array(0);
-    this.add(cur);
-    for (let i = 0; i < parts.length - 1; i++) {
-      cur = joinPath(cur, parts[i]!);
-      this.add(cur);
-    }
+    parts.pop();
+    this.addWithAncestors(parts);
   }
 
-  /** Adds `path` itself, a directory whose entries the update changes (an opaque marker's). */
-  add(path: Uint8Array): void {
-    const k = byteKey(path);
-    if (this.seen.has(k)) return;
-    this.seen.add(k);
-    this.paths.push(path);
+  /** Adds directory `path` and those above it (an opaque marker's directory, whose entries the update removes). */
+  addDirectory(path: Uint8Array): void {
+    this.addWithAncestors(splitPath(path));
+  }
+
+  private addWithAncestors(parts: Uint8Array[]): void {
+    // Most paths share their parent with the one before: once a directory is known, so are
+    // those above it (every one is added with them), and the walk up stops there.
+    for (;;) {
+      const path = parts.reduce(joinPath, new Uint8Array(0));
+      const k = byteKey(path);
+      if (this.seen.has(k)) return;
+      this.seen.add(k);
+      this.paths.push(path);
+      if (parts.length === 0) return;
+      parts.pop();
+    }
   }
 }
 
