@@ -8,8 +8,8 @@
  * deleted inode ("has deleted/unused inode") or a directory that does not read is
  * CORRUPT_IMAGE. The rest of the tree is not walked. On the apply bench (an update of
  * 1,038 entries under 319 directories, 45,770 entries in all) listing those directories
- * takes 75-90 ms, much of it read again by the update itself (the whole apply, by its
- * fastest runs: 0.63 s before, 0.65 s with it); a full walk takes 300-490 ms.
+ * takes 30-90 ms, part of which the update then finds cached (the apply command: median
+ * 0.64 s before, 0.67 s with it); a full walk takes 200-490 ms, about a third more.
  */
 import type { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
 import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
