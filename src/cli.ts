@@ -5,6 +5,7 @@
  * The only module that touches argv, stdout/stderr or the exit code. Commands are imported
  * when run, so that a command (or --help) does not load the code of the others.
  */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from '@commander-js/extra-typings';
 import { EXIT, ImgdedupError, InternalError, UsageError, exitCodeFor, wrapIoError } from './errors.js';
 import { processOutput as output } from './ui/output.js';
@@ -12,6 +13,7 @@ import { createProgress } from './ui/progress.js';
 import { parseWholeImageArg, parseWholeImageArgs } from './commands/imageArg.js';
 import { outputsComplete, removeTempFilesSync } from './diskimage/tempFiles.js';
 import { DeferredStdout } from './ui/DeferredStdout.js';
+import { argBytes } from './ui/argBytes.js';
 import pkg from '../package.json' with { type: 'json' };
 
 const EXIT_CODES_HELP = `
@@ -27,6 +29,21 @@ Exit codes:
   70  internal error (a bug: please report it with the output of --debug)
   129, 130, 143  interrupted by SIGHUP, SIGINT or SIGTERM (temporary outputs are removed, nothing was written;
                  a signal once the outputs are in place lets the command finish)`;
+
+/**
+ * The exact bytes of argument `value` when Node's decoding lost some (it holds U+FFFD) and
+ * Linux's /proc/self/cmdline has them (ui/argBytes.ts); else undefined.
+ */
+function lostArgBytes(value: string): Uint8Array | undefined {
+  if (!value.includes('\uFFFD')) return undefined;
+  let cmdline: Uint8Array;
+  try {
+    cmdline = readFileSync('/proc/self/cmdline');
+  } catch {
+    return undefined; // Not Linux, or no /proc: the text as Node decoded it.
+  }
+  return argBytes(process.argv, cmdline, value);
+}
 
 /** A global flag given anywhere before `--` (before or after the command name). */
 function hasGlobalFlag(flag: '--json' | '--debug'): boolean {
@@ -345,8 +362,8 @@ export function buildProgram(): Command {
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
         'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
-        '(base64) in --json. Checksum mismatches, directory loops and a filesystem that is\n' +
-        'not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
+        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). Checksum mismatches,\n' +
+        'directory loops and a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {
@@ -361,9 +378,11 @@ export function buildProgram(): Command {
       const out = new DeferredStdout();
       try {
         const array = jsonArray(out);
+        const pathBytes = lostArgBytes(path);
         const r = await ls({
           image,
           path,
+          ...(pathBytes !== undefined ? { pathBytes } : {}),
           ...(offsetBytes !== undefined ? { offsetBytes } : {}),
           ...(opts.recursive ? { recursive: true } : {}),
           // Text lines go straight into the held output as bytes.

@@ -21,9 +21,10 @@ import { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
 import { createOutputWriter, emitAndCommit, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
-import { nameFields, quoteName } from '../ui/quoteName.js';
+import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { markOutputsComplete } from '../diskimage/tempFiles.js';
 
@@ -186,6 +187,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       writeBack: true,
     });
     const space = await checkSpace(fsWriter, source, fileName);
+    await checkDirectoriesOnPaths(fsWriter, space.dirsOnPaths);
     const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
@@ -271,7 +273,7 @@ export function applyJson(r: ApplyResult): unknown {
 export function formatApply(r: ApplyResult): string {
   const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   const lines: string[] = [];
-  if (r.dryRun) for (const c of netChanges(r.changes)) lines.push(`${c.status} ${quoteName(c.path)}`);
+  if (r.dryRun) for (const c of netChanges(r.changes)) lines.push(`${c.status} ${quoteSpaced(quoteName(c.path))}`);
   const where = r.partition !== null ? ` (partition ${r.partition})` : '';
   lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted${r.unchanged > 0 ? `, ${r.unchanged} unchanged` : ''}; ${mib(r.bytesWritten)} of file content`);
   lines.push(`space: ${mib(r.spaceNeededBytes)} needed, ${mib(r.spaceFreeBytes)} free before; ${r.blocksAllocated} blocks allocated, ${r.blocksFreed} freed`);

@@ -9,7 +9,7 @@ import { diffDisks, type DiskDiff } from '../blockdiff/diffDisk.js';
 import type { DiffSide } from '../blockdiff/changedRanges.js';
 import type { PathEntry } from '../blockdiff/diffExt4.js';
 import { compareBytes } from '../fs/ext4/names.js';
-import { nameFields, quoteName } from '../ui/quoteName.js';
+import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { wrapIoError } from '../errors.js';
 
 export interface DiffOptions {
@@ -72,9 +72,9 @@ export function formatDiff(r: DiffResult): string {
   for (const fs of r.filesystems) {
     if (multi) lines.push(`# partition ${fs.partition ?? '-'} (${fs.fsType}): ${fs.added.length} added, ${fs.removed.length} removed, ${fs.modified.length} modified; ${fs.changedBytes} bytes changed`);
     const all = [
-      ...fs.added.map((e) => ({ path: e.path, line: `A ${quoteName(e.path)}` })),
-      ...fs.removed.map((e) => ({ path: e.path, line: `D ${quoteName(e.path)}` })),
-      ...fs.modified.map((e) => ({ path: e.path, line: `M ${quoteName(e.path)} (${e.changes.join(', ')})` })),
+      ...fs.added.map((e) => ({ path: e.path, line: `A ${quoteSpaced(quoteName(e.path))}` })),
+      ...fs.removed.map((e) => ({ path: e.path, line: `D ${quoteSpaced(quoteName(e.path))}` })),
+      ...fs.modified.map((e) => ({ path: e.path, line: `M ${quoteSpaced(quoteName(e.path))} (${e.changes.join(', ')})` })),
     ].sort((x, y) => compareBytes(x.path, y.path) || (x.line < y.line ? -1 : 1));
     for (const e of all) lines.push(e.line);
     // Changed bytes in no listed path: say where they are, so that the parts add up to the total.

@@ -13,7 +13,7 @@ import { Ext4Fs, statTypeOf, type DirListing, type Ext4Stat } from '../fs/ext4/E
 import { EXT4_ROOT_INO, S_IFDIR, S_IFLNK } from '../fs/ext4/constants.js';
 import { absolutePath, compareBytes, joinPath, splitPath, utf8Bytes } from '../fs/ext4/names.js';
 import type { Inode } from '../fs/ext4/inode.js';
-import { nameFields, parsePathArg, plainAsciiText, quoteName } from '../ui/quoteName.js';
+import { nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import type { ByteSink } from '../ui/DeferredStdout.js';
 import { UnsupportedError, UsageError } from '../errors.js';
 import { detectFilesystem, isExtFilesystem, type FilesystemName } from '../diskimage/detectFilesystem.js';
@@ -24,6 +24,11 @@ export interface LsOptions {
   readonly image: string;
   /** Path inside the filesystem, as typed (UTF-8, or quoted as ls prints names); default '/'. */
   readonly path?: string;
+  /**
+   * PATH's exact bytes, when `path` lost some: bytes that are not UTF-8, which Node decodes
+   * to U+FFFD, recovered by the caller (cli.ts, from /proc/self/cmdline). Then they are PATH.
+   */
+  readonly pathBytes?: Uint8Array;
   /** Filesystem at this byte offset of the disk instead of a partition. */
   readonly offsetBytes?: number;
   readonly recursive?: boolean;
@@ -257,10 +262,10 @@ function shellWord(text: string): string {
  * the choice is the user's (USAGE naming both); when one exists, it is used. Throws USAGE
  * for an empty PATH and for a PATH that does not resolve.
  */
-async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ ino: number; parts: Uint8Array[] }> {
+async function resolvePathArg(fs: Ext4Fs, file: string, arg: string, argBytes: Uint8Array | undefined): Promise<{ ino: number; parts: Uint8Array[] }> {
   if (arg === '') throw new UsageError('PATH is empty (the root directory is "/")');
-  const decoded = parsePathArg(arg);
-  const literal = utf8Bytes(arg);
+  const decoded = argBytes !== undefined ? parsePathArgBytes(argBytes) : parsePathArg(arg);
+  const literal = argBytes ?? utf8Bytes(arg);
   const same = compareBytes(decoded, literal) === 0;
   const [d, l] = await Promise.all([resolveBytes(fs, decoded), same ? undefined : resolveBytes(fs, literal)]);
   if (l !== undefined && 'ino' in l) {
@@ -275,9 +280,12 @@ async function resolvePathArg(fs: Ext4Fs, file: string, arg: string): Promise<{ 
     return { ino: l.ino, parts: splitPath(literal) };
   }
   if ('ino' in d) return { ino: d.ino, parts: splitPath(decoded) };
-  // Node hands over arguments decoded as UTF-8, bytes that are not replaced by U+FFFD: such
-  // a name can only be given in its quoted form.
-  const lossy = arg.includes('\uFFFD') ? ' (PATH held bytes that are not UTF-8, which cannot be passed as they are: give the name as ls prints it, quoted, e.g. "caf\\351")' : '';
+  // Node hands over arguments decoded as UTF-8, bytes that are not replaced by U+FFFD. When
+  // the caller could not recover them, such a name can only be given in its quoted form.
+  const lossy =
+    argBytes === undefined && arg.includes('\uFFFD')
+      ? ' (PATH held bytes that are not UTF-8, shown as \uFFFD, and their values could not be read: give the path in the quoted form ls prints, with an octal escape for each such byte, e.g. "/srv/caf\\351" for the byte 0xe9)'
+      : '';
   throw new UsageError(`${file}: ${quoteName(absolutePath(splitPath(decoded)))}: ${d.missing}${lossy}`);
 }
 
@@ -291,21 +299,31 @@ interface Frame {
   /** The listing's path + '/' (just '/' for the root) when its path is plain (plainAsciiText), as text and as bytes; else undefined. */
   readonly prefixText: string | undefined;
   readonly prefixBytes: Uint8Array | undefined;
+  /** Whether that prefix holds a space (then a -R text line quotes the path: quoteSpaced). */
+  readonly prefixSpaced: boolean;
 }
 
 function frameOf(l: DirListing): Frame {
   const root = l.path.length === 1 && l.path[0] === SLASH;
   const text = plainAsciiText(l.path);
   const prefixText = text === undefined ? undefined : root ? '/' : `${text}/`;
-  return { l, next: 0, base: root ? new Uint8Array(0) : l.path, prefixText, prefixBytes: prefixText === undefined ? undefined : utf8Bytes(prefixText) };
+  return {
+    l,
+    next: 0,
+    base: root ? new Uint8Array(0) : l.path,
+    prefixText,
+    prefixBytes: prefixText === undefined ? undefined : utf8Bytes(prefixText),
+    prefixSpaced: prefixText?.includes(' ') === true,
+  };
 }
 
-/** Whether entry i's name is plain (plainAsciiText's test), in place. */
-function plainNameAt(l: DirListing, i: number): boolean {
+/** Whether entry i's name is plain (plainAsciiText's test), in place; with `noSpace`, and holds no space (quoteSpaced leaves it as it is). */
+function plainNameAt(l: DirListing, i: number, noSpace: boolean): boolean {
   const b = l.names;
+  const low = noSpace ? 0x21 : 0x20;
   for (let k = l.nameStart[i]!, end = l.nameStart[i + 1]!; k < end; k++) {
     const c = b[k]!;
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false;
+    if (c < low || c > 0x7e || c === 0x22 || c === 0x5c) return false;
   }
   return true;
 }
@@ -375,7 +393,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
     const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk: onDisk } });
     const dirty = await fs.readWarnings();
-    const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/');
+    const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/', options.pathBytes);
     const path = absolutePath(parts);
     let count = 0;
     const loops: string[] = [];
@@ -397,7 +415,9 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       const emitUpTo = async (f: Frame, end: number): Promise<void> => {
         for (const stop = Math.min(end, f.l.count); f.next < stop; f.next++) {
           const i = f.next;
-          if (f.prefixBytes !== undefined && !f.l.inodes.has(i) && plainNameAt(f.l, i)) {
+          // Text lines quote names (and -R paths) that hold a space: those take the general way.
+          const spaced = writer !== undefined && options.recursive === true && f.prefixSpaced;
+          if (f.prefixBytes !== undefined && !spaced && !f.l.inodes.has(i) && plainNameAt(f.l, i, writer !== undefined)) {
             count++;
             if (writer !== undefined) writer.row(f.l, i, f.prefixBytes);
             else options.onEntry?.(plainEntry(f.l, i, f.prefixText!));
@@ -502,12 +522,16 @@ function headColumns(e: LsEntry): string {
   return h.text;
 }
 
-/** One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC times). */
+/**
+ * One line of output: the name (the path with -R), or with `long` the `ls -l` columns (UTC
+ * times). Names and targets that hold a space are quoted (quoteSpaced), so that a name
+ * like `a -> b`, or with spaces at its ends, cannot pass for a symlink or another name.
+ */
 export function formatLsEntry(e: LsEntry, options: { long?: boolean; recursive?: boolean }): string {
-  const name = options.recursive ? e.path : e.name;
+  const name = quoteSpaced(options.recursive ? e.path : e.name);
   if (!options.long) return name;
   const size = e.rdev ? `${e.rdev.major}, ${e.rdev.minor}`.padStart(10) : padded(e.size, 10);
-  const shown = e.target !== undefined ? `${name} -> ${e.target}` : name;
+  const shown = e.target !== undefined ? `${name} -> ${quoteSpaced(e.target)}` : name;
   return headColumns(e) + size + formatTime(e.mtime) + shown;
 }
 

@@ -33,6 +33,7 @@ import { Ext4Writer } from '../fs/ext4/Ext4Writer.js';
 import { mergeClient, type ConflictPolicy, type MergeDecision, type MergeResult } from '../dedup/mergeClient.js';
 import { carrySuperblock, planSuperblock, type SuperblockPlan } from '../dedup/superblockMerge.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
+import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
 import { collectGarbage, holdYoungGeneration } from './collectGarbage.js';
@@ -326,7 +327,9 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
         try {
           // T is read through its writer alone until it is committed: small writes are held and each block written once.
           const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
-          await checkSpace(tWriter, source, rootName(options.base));
+          const space = await checkSpace(tWriter, source, rootName(options.base));
+          // Damage beside what the update touches would be carried into the new base, and so into every client.
+          await checkDirectoriesOnPaths(tWriter, space.dirsOnPaths);
           // What the base already holds as the update has it is left alone (the new base shares it as it is).
           const applied = await applyUpdate(tWriter, source, { skipUnchanged: true });
           return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path) };

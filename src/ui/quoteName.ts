@@ -123,6 +123,17 @@ export function quoteName(bytes: Uint8Array): string {
 }
 
 /**
+ * The form of a display name (quoteName's) in text whose columns are separated by spaces
+ * (ls lines, `name -> target`): quoted as well when it holds a space, as GNU ls quotes
+ * such names on a terminal, so that `a -> b`, ` lead` or `trail ` cannot pass for a
+ * symlink, or for another name. A display form that is not quoted holds no '"' or '\',
+ * so the quotes alone make it a quoted form that unquoteName reads back.
+ */
+export function quoteSpaced(shown: string): string {
+  return shown.startsWith('"') || !shown.includes(' ') ? shown : `"${shown}"`;
+}
+
+/**
  * The bytes of a quoted name ("..." with the escapes quoteName writes; other characters
  * stand for their UTF-8 bytes), or undefined if `text` is not one.
  */
@@ -166,7 +177,41 @@ export function parsePathArg(arg: string): Uint8Array {
   const whole = unquoteName(arg);
   if (whole !== undefined) return whole;
   const enc = new TextEncoder();
-  const parts = arg.split('/').map((p) => unquoteName(p) ?? enc.encode(p));
+  return joinParts(arg.split('/').map((p) => unquoteName(p) ?? enc.encode(p)));
+}
+
+// ignoreBOM: a leading U+FEFF is part of a name, not a marker to drop.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** The text of `bytes` if they are well-formed UTF-8, else undefined. */
+function utf8Text(bytes: Uint8Array): string | undefined {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * parsePathArg for a PATH given as bytes (the exact bytes of an argument, which may not be
+ * UTF-8): a part that is not UTF-8 is a name as it is; the others read as parsePathArg reads them.
+ */
+export function parsePathArgBytes(arg: Uint8Array): Uint8Array {
+  const text = utf8Text(arg);
+  if (text !== undefined) return parsePathArg(text);
+  const parts: Uint8Array[] = [];
+  for (let start = 0; start <= arg.length; ) {
+    let end = arg.indexOf(0x2f, start);
+    if (end < 0) end = arg.length;
+    const part = arg.subarray(start, end);
+    const partText = utf8Text(part);
+    parts.push((partText !== undefined ? unquoteName(partText) : undefined) ?? part);
+    start = end + 1;
+  }
+  return joinParts(parts);
+}
+
+function joinParts(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0) + parts.length - 1);
   let o = 0;
   parts.forEach((p, k) => {

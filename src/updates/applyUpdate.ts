@@ -14,6 +14,7 @@ import { byteKey, joinPath, splitPath } from '../fs/ext4/names.js';
 import { roughBlocksNeeded } from './summarizeUpdate.js';
 import type { EntryMeta, UpdateEntry, UpdateSource } from './UpdateEntry.js';
 import { UnchangedEntries } from './unchangedEntry.js';
+import { DirectoriesOnPaths } from './directoriesOnPaths.js';
 
 export interface ApplySummary {
   /** Paths that did not exist before and do now (any type). */
@@ -69,17 +70,21 @@ const show = (p: Uint8Array): string => new TextDecoder().decode(p);
 /**
  * Checks that the update fits: the blocks its files, directories and symlinks need
  * against the blocks free (under the writer's constraints) plus those the files it
- * replaces or deletes hold now. Throws NO_SPACE with both figures.
+ * replaces or deletes hold now. Throws NO_SPACE with both figures. Also returns the
+ * directories the update goes through (for checkDirectoriesOnPaths).
  */
-export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; entries: number }> {
+export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; entries: number; dirsOnPaths: readonly Uint8Array[] }> {
   const bs = writer.blockSize;
   let needed = 0;
   let credit = 0;
   let entries = 0;
   let inodesNeeded = 0;
+  const dirs = new DirectoriesOnPaths();
   for await (const layer of source.layers()) {
     for await (const e of layer.entries()) {
       entries++;
+      dirs.addAncestors(e.path);
+      if (e.kind === 'opaque') dirs.addDirectory(e.path);
       needed += roughBlocksNeeded(e, bs);
       // A new path takes an inode; a replaced one frees one first (unless the constraints keep it
       // from being used again: the rebase's clients use it), a directory over a directory keeps its own.
@@ -110,7 +115,7 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
       bytesFree: free,
     });
   }
-  return { neededBytes, freeBytes: free, entries };
+  return { neededBytes, freeBytes: free, entries, dirsOnPaths: dirs.paths };
 }
 
 /**

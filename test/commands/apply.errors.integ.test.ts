@@ -7,12 +7,12 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack } from 'tar-stream';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { debugfsWrite, makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
-import { expectStrictFsckClean } from '../helpers/e2fsck.js';
+import { expectStrictFsckClean, strictFsck } from '../helpers/e2fsck.js';
 import { imgdedup } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
 
@@ -34,6 +34,12 @@ function image(name: string, args: string[] = [], sizeMiB = 16, type?: 'ext3'): 
   const img = join(tmp(), `${name}.raw`);
   makeExt4Image(img, tree, { args: ['-N', '256', ...args], sizeMiB, ...(type ? { type } : {}) });
   return img;
+}
+
+/** The inode number of entry `name` of directory `dir` (`debugfs ls -l`). */
+function inoOf(img: string, dir: string, name: string): number {
+  const listing = execFileSync('debugfs', ['-R', `ls -l ${dir}`, img], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return Number(new RegExp(`^\\s*(\\d+)\\s.*\\s${name}\\s*$`, 'm').exec(listing)![1]);
 }
 
 /** Runs apply expecting failure: the error object, BASE unchanged, no file left in the output's directory. */
@@ -73,14 +79,15 @@ describe('damage e2fsck would repair is refused, not written on (found by a new 
     return u;
   };
   test.each([
-    ['a directory reached by a path but with no links', ['sif /etc links_count 0'], /no links/],
-    ['an entry that says directory over an inode that is not one', ['sif /etc mode 0100644'], /not one/],
-  ])('%s: CORRUPT_IMAGE naming the inode', (name, cmds, detail) => {
+    ['a directory reached by a path but with no links', ['sif /etc links_count 0'], /no links/, 'i_links_count'],
+    ['an entry that says directory over an inode that is not one', ['sif /etc mode 0100644'], /type differs from its directory entry's file_type/, 'i_mode'],
+  ])('%s: CORRUPT_IMAGE naming the inode', (name, cmds, detail, field) => {
     const img = image(`damaged-${name.replace(/\W/g, '_').slice(0, 30)}`);
+    const ino = inoOf(img, '/', 'etc');
     debugfsWrite(img, cmds);
     const e = refused(img, upd(), { status: 2, code: 'CORRUPT_IMAGE' });
     expect(e.message).toMatch(detail);
-    expect(String(e.structure)).toMatch(/^ext4\.inode\[\d+\]$/);
+    expect(e.structure).toBe(`ext4.inode[${ino}].${field}`);
   });
 
   test('errors the kernel counted while the state still says clean: DIRTY_FILESYSTEM', () => {
@@ -88,6 +95,52 @@ describe('damage e2fsck would repair is refused, not written on (found by a new 
     debugfsWrite(img, ['ssv error_count 3']);
     const e = refused(img, update, { status: 2, code: 'DIRTY_FILESYSTEM' });
     expect(e.message).toMatch(/s_error_count 3/);
+  });
+});
+
+describe('damage in the directories the update goes through is refused, though the update does not touch the damaged entry (found by a new user)', () => {
+  let damagedTree = '';
+  let etcUpdate = '';
+  beforeAll(() => {
+    damagedTree = join(tmp(), 'damaged-tree');
+    mkdirSync(join(damagedTree, 'etc'), { recursive: true });
+    mkdirSync(join(damagedTree, 'usr/share/doc'), { recursive: true });
+    writeFileSync(join(damagedTree, 'etc/motd'), 'hello\n');
+    writeFileSync(join(damagedTree, 'etc/hosts'), '127.0.0.1 localhost\n');
+    symlinkSync('etc/motd', join(damagedTree, 'ln'));
+    etcUpdate = join(tmp(), 'motd-update');
+    mkdirSync(join(etcUpdate, 'etc'), { recursive: true });
+    writeFileSync(join(etcUpdate, 'etc/motd'), 'patched\n');
+  });
+
+  const treeImage = (name: string): string => {
+    const img = join(tmp(), `${name}.raw`);
+    makeExt4Image(img, damagedTree, { args: ['-N', '256'], sizeMiB: 16 });
+    return img;
+  };
+
+  test.each([
+    ['a symlink in / whose inode says directory', '/', 'ln', ['sif /ln mode 040755'], 'i_mode', /incorrect filetype/],
+    ['a file next to the updated one whose inode says fifo', '/etc', 'hosts', ['sif /etc/hosts mode 010644'], 'i_mode', /incorrect filetype/],
+    ['a file next to the updated one whose inode is deleted', '/etc', 'hosts', ['sif /etc/hosts links_count 0'], 'i_links_count', /deleted\/unused inode|Unattached|links_count/i],
+  ])('%s: CORRUPT_IMAGE naming that inode, nothing written', (name, dir, entry, cmds, field, fsckSays) => {
+    const img = treeImage(`untouched-${name.replace(/\W/g, '_').slice(0, 40)}`);
+    const ino = inoOf(img, dir, entry);
+    debugfsWrite(img, cmds);
+    // The oracle: e2fsck finds the damage.
+    const fsck = strictFsck(img);
+    expect(fsck.clean).toBe(false);
+    expect(fsck.output).toMatch(fsckSays);
+    const e = refused(img, etcUpdate, { status: 2, code: 'CORRUPT_IMAGE' });
+    expect(e.structure).toBe(`ext4.inode[${ino}].${field}`);
+  });
+
+  test('the same tree undamaged takes the update and stays strictly clean', () => {
+    const img = treeImage('untouched-healthy');
+    const out = join(tmp(), 'untouched-healthy-out.raw');
+    const r = imgdedup(['apply', img, etcUpdate, '-o', out]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(out);
   });
 });
 

@@ -13,7 +13,9 @@ import { makeExt4Image } from '../../fixtures/ext4/ext4Fixtures.js';
 import { makeOverlay } from '../../fixtures/ext4/diffScenarios.js';
 import { RawImage } from '../../src/diskimage/raw/RawImage.js';
 import { Ext4Fs } from '../../src/fs/ext4/Ext4Fs.js';
-import { imgdedup, sh } from '../helpers/run.js';
+import { CLI, imgdedup, sh } from '../helpers/run.js';
+import { expectImgError } from '../helpers/expectImgError.js';
+import { ls } from '../../src/commands/ls.js';
 import { useTempDir } from '../helpers/tmp.js';
 
 const tmp = useTempDir('imgdedup-names-');
@@ -150,6 +152,52 @@ describe('ls: names are bytes', () => {
     } finally {
       await dev.close();
     }
+  });
+});
+
+/**
+ * Runs the CLI with `args` and then one argument given as raw bytes (`printf` escapes, e.g.
+ * '/caf\351'), as a shell passes `$'/caf\xe9'`: spawnSync takes strings only, which
+ * it encodes as UTF-8. `nodeFlags` go before the script, as a wrapper might add them.
+ */
+function imgdedupRawArg(args: readonly string[], printfArg: string, nodeFlags: readonly string[] = []): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync('bash', ['-c', 'exec "$@" "$(printf "$RAW_ARG")"', 'bash', process.execPath, ...nodeFlags, CLI, ...args], {
+    env: { ...process.env, RAW_ARG: printfArg },
+    encoding: 'utf8',
+  });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('ls: a PATH that is not UTF-8 is taken as the bytes given', () => {
+  test.each([
+    ['one name', '/caf\\351', '/caf\xe9'],
+    ['two names, a directory and a file in it', '/d\\351/caf\\351', '/d\xe9/caf\xe9'],
+    ['with a node flag before the script', '/caf\\351', '/caf\xe9', ['--no-warnings']],
+  ])('%s: lists the file it names', (_what, printfArg, path, nodeFlags: readonly string[] = []) => {
+    const tree = debugfsTree(image);
+    const r = imgdedupRawArg(['ls', '--json', image], printfArg, nodeFlags);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject([{ ino: tree.get(path), pathBytes: b64(path) }]);
+  });
+
+  test('a missing one is named in the quoted form ls prints, from its bytes', () => {
+    const r = imgdedupRawArg(['ls', image], '/caf\\347');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('"/caf\\347": no such file or directory');
+    expect(r.stderr).not.toContain('\uFFFD');
+  });
+
+  test('when the bytes cannot be recovered (no /proc), the error says how to give them', async () => {
+    const e = await expectImgError(() => ls({ image, path: '/caf\uFFFD' }), 'USAGE');
+    expect(e.message).toContain('/caf\uFFFD: no such file or directory (PATH held bytes that are not UTF-8');
+    expect(e.message).toContain('the quoted form ls prints, with an octal escape for each such byte');
+    // Recovered bytes are PATH itself: a missing one is named by them, with no hint.
+    const missing = await expectImgError(() => ls({ image, path: '/caf\uFFFD', pathBytes: raw('/caf\xe7') }), 'USAGE');
+    expect(missing.message).toMatch(/: "\/caf\\347": no such file or directory$/);
+    let found = 0;
+    await ls({ image, path: '/caf\uFFFD', pathBytes: raw('/caf\xe9'), onEntry: (x) => (found = x.ino) });
+    expect(found).toBe(debugfsTree(image).get('/caf\xe9'));
   });
 });
 

@@ -337,6 +337,25 @@ describe('rebase refusals', () => {
     expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
   }, 120_000);
 
+  test("damage in the base beside what the update touches is refused before T is written: it would reach the new base and every client (found by a new user)", () => {
+    const d = join(tmp(), 'damagedbase');
+    mkdirSync(join(d, 'tree/etc'), { recursive: true });
+    writeFileSync(join(d, 'tree/etc/motd'), 'hello\n');
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    writeFileSync(join(d, 'upd/etc/motd'), 'patched\n');
+    execFileSync('ln', ['-s', 'etc/motd', join(d, 'tree/ln')]);
+    makeBase(d, 32, ['-b', '4096']);
+    const ino = Number(/^\s*(\d+)\s.*\sln\s*$/m.exec(execFileSync('debugfs', ['-R', 'ls -l /', join(d, 'base.raw')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))![1]);
+    // The symlink's inode says directory (e2fsck: "Entry 'ln' in / (2) has an incorrect filetype").
+    execFileSync('debugfs', ['-w', '-R', 'sif /ln mode 040755', join(d, 'base.raw')], { stdio: 'ignore' });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeClient(d, 'c1', '');
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(2);
+    expect(JSON.parse(r.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: { structure: `ext4.inode[${ino}].i_mode` } });
+    expect(existsSync(join(d, 'out')) ? readdirSync(join(d, 'out')) : []).toEqual([]);
+  }, 120_000);
+
   test('replaced files need new inodes the clients do not use: too few is NO_SPACE with the inode counts, before anything is written (found by a new user)', () => {
     const d = join(tmp(), 'noinodes');
     mkdirSync(join(d, 'tree/etc'), { recursive: true });

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import { mulberry32 } from '../../fixtures/prng.mjs';
-import { isPlainName, nameFields, parsePathArg, plainAsciiText, quoteName, unquoteName } from '../../src/ui/quoteName.js';
+import { isPlainName, nameFields, parsePathArg, parsePathArgBytes, plainAsciiText, quoteName, quoteSpaced, unquoteName } from '../../src/ui/quoteName.js';
 
 const bytes = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
@@ -59,6 +59,32 @@ describe('quoteName', () => {
   });
 });
 
+describe('quoteSpaced (text whose columns are separated by spaces)', () => {
+  test.each([
+    ['a plain name stays', bytes('hosts'), 'hosts'],
+    ['a name that looks like a symlink is quoted', bytes('a -> b'), '"a -> b"'],
+    ['a leading space', bytes(' lead'), '" lead"'],
+    ['a trailing space', bytes('trail '), '"trail "'],
+    ['UTF-8 with a space', utf8('ünï cødé'), '"ünï cødé"'],
+    ['an already quoted name is not quoted twice', bytes('caf\xe9 x'), '"caf\\351 x"'],
+  ])('%s', (_what, input, shown) => {
+    expect(quoteSpaced(quoteName(input))).toBe(shown);
+  });
+
+  test('for random names: no space outside the quotes, and the bytes read back', () => {
+    const rnd = mulberry32(20261126);
+    const pool = [0x20, 0x20, 0x22, 0x2d, 0x3e, 0x5c, 0x61, 0x0a, 0xc3, 0xa9, 0xe9];
+    for (let i = 0; i < 3000; i++) {
+      const b = new Uint8Array(Math.floor(rnd() * 8));
+      for (let k = 0; k < b.length; k++) b[k] = pool[Math.floor(rnd() * pool.length)]!;
+      const shown = quoteSpaced(quoteName(b));
+      const quoted = shown.startsWith('"');
+      if (!quoted) expect(shown.includes(' '), shown).toBe(false);
+      expect(quoted ? unquoteName(shown) : utf8(shown), shown).toEqual(b);
+    }
+  });
+});
+
 describe('unquoteName and parsePathArg', () => {
   test('malformed quoted forms are not quoted names', () => {
     for (const s of ['"', 'abc', '"abc', '"a"b"', '"\\"', '"\\8"', '"\\400"', '"\\q"']) expect(unquoteName(s), s).toBeUndefined();
@@ -71,6 +97,17 @@ describe('unquoteName and parsePathArg', () => {
     expect(parsePathArg('/"a\\nb"/x')).toEqual(bytes('/a\nb/x'));
     // Not a valid quoted form: taken literally.
     expect(parsePathArg('/"x')).toEqual(bytes('/"x'));
+  });
+
+  test('a path argument given as bytes: parts that are not UTF-8 are names as they are, the others read as parsePathArg reads them', () => {
+    expect(parsePathArgBytes(bytes('/d\xe9/caf\xe9'))).toEqual(bytes('/d\xe9/caf\xe9'));
+    expect(parsePathArgBytes(bytes('/"q\\351"/caf\xe9/'))).toEqual(bytes('/q\xe9/caf\xe9/'));
+    expect(parsePathArgBytes(bytes('/"a\xe9"'))).toEqual(bytes('/"a\xe9"'));
+    // A leading U+FEFF is a name's, kept.
+    expect(parsePathArgBytes(bytes('\xef\xbb\xbf/caf\xe9'))).toEqual(bytes('\xef\xbb\xbf/caf\xe9'));
+    expect(parsePathArgBytes(utf8('\uFEFF/x'))).toEqual(utf8('\uFEFF/x'));
+    // Valid UTF-8 throughout: exactly parsePathArg of its text.
+    for (const s of ['/etc/café', '"/d\\351"', '/d/"caf\\351"', '/"x', '']) expect(parsePathArgBytes(utf8(s)), s).toEqual(parsePathArg(s));
   });
 });
 

@@ -854,6 +854,11 @@ export class Ext4Fs {
     if (this.isInline(inode)) {
       // ext4 doc, inline_data.rst: 4 bytes of parent inode, then records in the rest of i_block and in system.data.
       const data = await this.inlineBytes(inode);
+      // Its i_size is exactly that area (e2fsck: "i_size is X, should be Y"): another size
+      // means the inode is damaged, and which entries are real is a guess.
+      if (inode.i_size !== data.length) {
+        fsCorrupt(this.ctx, `ext4.inode[${ino}].i_size`, inode.deviceOffset + 4, 'inline directory size is not its inline data (i_block and system.data)', { expected: data.length, actual: inode.i_size });
+      }
       const r = fsReader(this.ctx, data.subarray(0, EXT4_MIN_INLINE_DATA_SIZE), `ext4.inode[${ino}].inline_dir`, inode.deviceOffset + 0x28);
       const parent = r.u32le(0, 'parent');
       yield {
@@ -1218,6 +1223,16 @@ export class Ext4Fs {
       expected: `0o${DIRENT_MODE_TYPES[ft]!.toString(8)} (file_type ${ft})`,
       actual: `0o${mode.toString(8)}`,
     });
+  }
+
+  /**
+   * Throws CORRUPT_IMAGE at the inode's i_links_count when an entry of `where` names inode
+   * `ino` and the inode has no links (e2fsck: "has deleted/unused inode"): the entry names
+   * a deleted file. `deviceOffset` is the inode's.
+   */
+  requireLinked(ino: number, links: number, deviceOffset: number, where: string): void {
+    if (links > 0) return;
+    fsCorrupt(this.ctx, `ext4.inode[${ino}].i_links_count`, deviceOffset + 0x1a, `a directory entry in ${where} names an inode with no links (deleted)`, { expected: '>= 1', actual: links });
   }
 
   private async readListingStat(l: DirListing): Promise<void> {
