@@ -89,8 +89,8 @@ export interface RebaseResult {
 const IMAGE_NAME = /\.(qcow2|vmdk)$/i;
 /** Bytes of written data each copy-on-write layer keeps in memory before spilling. */
 const LAYER_BUDGET_BYTES = 4 << 20;
-/** The young generation's size held during a rebase (see holdYoungGeneration). */
-const YOUNG_GENERATION_BYTES = 1 << 20;
+/** The young generation's size (new space, both semi-spaces) held during a rebase (see holdYoungGeneration). */
+const YOUNG_GENERATION_BYTES = 16 << 20;
 /** A client's overlay is emitted in 1 MiB chunks: it holds scattered blocks, and eight chunk buffers (the layer's and T's) are then 8 MiB, not 32. */
 const OVERLAY_EMIT = { skipUnchanged: true, chunkBytes: 1 << 20 } as const;
 

@@ -47,7 +47,8 @@ export interface CopyDeviceStats {
   readonly unchangedUnits: number;
 }
 
-const DEFAULT_CHUNK = 4 * 1024 * 1024;
+/** Bytes per chunk read and written: 4 MiB writes into the page cache, several in flight, cost this machine's kernel 8 ms each against 0.3 ms for 1 MiB (convert to qcow2: 1.1 s against 0.5 s). */
+const DEFAULT_CHUNK = 1024 * 1024;
 /** Chunk reads kept in flight ahead of the chunk being examined. */
 const READ_AHEAD = 2;
 /** Examined chunks whose writes may still be in flight (each holds its buffers until then). */
