@@ -32,11 +32,14 @@ export function collectGarbage(): void {
  * alive (a fixed 4 MiB new space cost a rebase 700 scavenges, a fifth of its main thread);
  * left to itself it doubles up to 32 MiB, which peak memory cannot afford. Node has no way
  * to set its size once running (--max-semi-space-size is read at start-up only), but V8
- * reads the growth factor each time it grows the space: the factor is set so that the next
- * growth lands on the target, and to 1 (no growth) as soon as a timer sees it there. The
- * size is what V8 makes of that (a space already larger stays so).
+ * reads its growth factor each time it grows the space, and grows it after scavenges in
+ * which much survives. So, here and now: bursts of short-lived objects kept alive across a
+ * few scavenges, each making V8 double the space, until it reaches the target; then a
+ * factor of 1 (it never grows again). Done synchronously: a timer watching the size came
+ * too late to stop the next doubling. Costs a few milliseconds. A space already larger
+ * stays so.
  */
-export function holdYoungGeneration(newSpaceBytes: number): () => void {
+export function holdYoungGeneration(newSpaceBytes: number): void {
   const setGrowth = (factor: number): void => {
     try {
       setFlagsFromString(`--semi-space-growth-factor=${factor}`);
@@ -45,18 +48,13 @@ export function holdYoungGeneration(newSpaceBytes: number): () => void {
     }
   };
   const size = (): number => getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')?.space_size ?? Infinity;
-  const now = size();
-  if (now >= newSpaceBytes) {
-    setGrowth(1);
-    return () => undefined;
+  // Each burst keeps about half the space's capacity alive across its scavenges: enough for
+  // V8 to double the space once, not twice (bursts of twice the capacity grew it 1 -> 8 MiB).
+  setGrowth(2);
+  for (let tries = 0; tries < 64 && size() < newSpaceBytes; tries++) {
+    let kept: Array<{ readonly i: number }> = [];
+    for (let i = 0, n = Math.ceil(size() / 64); i < n; i++) kept.push({ i });
+    kept = [];
   }
-  // One growth step to the target: growing by 2 again and again overshoots it before a timer can stop it.
-  setGrowth(Math.max(2, Math.round(newSpaceBytes / now)));
-  const timer = setInterval(() => {
-    if (size() < newSpaceBytes) return;
-    setGrowth(1);
-    clearInterval(timer);
-  }, 5);
-  timer.unref();
-  return () => clearInterval(timer);
+  setGrowth(1);
 }

@@ -216,13 +216,9 @@ async function ownLayers(client: ImageChain, name: string, baseReal: string): Pr
  * validated; on failure DIR holds no new file.
  */
 export async function rebase(options: RebaseOptions): Promise<RebaseResult> {
-  // Peak memory bounded with a margin: the young generation stays small (see holdYoungGeneration).
-  const stopWatching = holdYoungGeneration(YOUNG_GENERATION_BYTES);
-  try {
-    return await rebaseFleet(options);
-  } finally {
-    stopWatching();
-  }
+  // Few scavenges, and peak memory bounded with a margin (see holdYoungGeneration).
+  holdYoungGeneration(YOUNG_GENERATION_BYTES);
+  return rebaseFleet(options);
 }
 
 async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
