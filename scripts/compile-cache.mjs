@@ -2,7 +2,8 @@
 // program from: the script compiled as a run compiles it (its functions are compiled when
 // first called; compiling all of them with --no-lazy would change V8's flags, and V8
 // rejects a cache made under other flags). The file starts with the SHA-256 of the source
-// (V8 itself checks only the length). Run by the build (tsup.config.ts, onSuccess).
+// (V8 itself checks only the length) and the SHA-256 of the V8 data that follows (V8 runs
+// damaged data). Run by the build (tsup.config.ts, onSuccess).
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -13,6 +14,6 @@ const main = new URL('../dist/imgdedup.cjs', import.meta.url).pathname;
 const source = readFileSync(main, 'utf8').replace(/^#!.*/, '');
 const wrap = createRequire(import.meta.url)('node:module').wrap;
 const data = new Script(wrap(source), { filename: main }).createCachedData();
-const hash = createHash('sha256').update(source).digest();
-writeFileSync(`${main}.cache.tmp`, Buffer.concat([hash, data]));
+const sha256 = (b) => createHash('sha256').update(b).digest();
+writeFileSync(`${main}.cache.tmp`, Buffer.concat([sha256(source), sha256(data), data]));
 renameSync(`${main}.cache.tmp`, `${main}.cache`);

@@ -6,8 +6,10 @@
  * of 100,000 files; with the cache made at build time (scripts/compile-cache.mjs) a run
  * starts at about Node's own start-up time. A cache this V8 rejects (another Node
  * version), or none, costs nothing but that time: the source is compiled as usual.
- * Nothing is written at run time. V8 checks only a cached script's length, so the cache
- * starts with the SHA-256 of the source it was made from, and is used only for that source.
+ * Nothing is written at run time. V8 checks only a cached script's length, and runs damaged
+ * cache bytes (a flipped bit crashes it): the cache file starts with the SHA-256 of the
+ * source it was made from and the SHA-256 of the V8 data after them, and is used only
+ * when both match.
  */
 import fs = require('node:fs');
 import path = require('node:path');
@@ -15,7 +17,7 @@ import vm = require('node:vm');
 import nodeModule = require('node:module');
 import crypto = require('node:crypto');
 
-/** Bytes of the source's SHA-256 at the start of the cache file. */
+/** Bytes of a SHA-256; the cache file starts with two (the source's, the V8 data's). */
 const HASH_BYTES = 32;
 
 const main = path.join(__dirname, 'imgdedup.cjs');
@@ -24,8 +26,9 @@ const source = fs.readFileSync(main, 'utf8').replace(/^#!.*/, '');
 let cachedData: Buffer | undefined;
 try {
   const file = fs.readFileSync(`${main}.cache`);
-  const hash = crypto.createHash('sha256').update(source).digest();
-  if (file.length > HASH_BYTES && hash.equals(file.subarray(0, HASH_BYTES))) cachedData = file.subarray(HASH_BYTES);
+  const data = file.subarray(2 * HASH_BYTES);
+  const sha256 = (b: string | Buffer): Buffer => crypto.createHash('sha256').update(b).digest();
+  if (data.length > 0 && sha256(source).equals(file.subarray(0, HASH_BYTES)) && sha256(data).equals(file.subarray(HASH_BYTES, 2 * HASH_BYTES))) cachedData = data;
 } catch {
   cachedData = undefined;
 }

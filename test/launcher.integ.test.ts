@@ -1,8 +1,9 @@
 /**
  * The executable (src/launcher.cts) runs the bundled program from the V8 code cache made
  * at build time (scripts/compile-cache.mjs), and only from a cache made of the very source
- * it runs: V8 itself checks only a cached script's length, so a cache left from another
- * build of the same length would run that build's code. Needs dist/ (`npm test` builds it).
+ * it runs, undamaged: V8 itself checks only a cached script's length, so a cache left from
+ * another build of the same length would run that build's code, and it runs damaged cache
+ * data (a flipped bit crashed it). Needs dist/ (`npm test` builds it).
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -13,7 +14,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, run } from './helpers/run.js';
 
 const DIST = join(ROOT, 'dist');
-const HASH_BYTES = 32;
+/** The cache file: SHA-256 of the source, SHA-256 of the V8 data, the V8 data. */
+const HEADER_BYTES = 64;
 const wrap = (createRequire(import.meta.url)('node:module') as { wrap: (s: string) => string }).wrap;
 const dirs: string[] = [];
 
@@ -39,7 +41,7 @@ describe('the imgdedup executable and its code cache', () => {
 
   it('is built with a cache this Node accepts for the bundle (else every run compiles it all)', () => {
     const source = bundle.replace(/^#!.*/, '');
-    const script = new Script(wrap(source), { filename: join(DIST, 'imgdedup.cjs'), cachedData: cache.subarray(HASH_BYTES) });
+    const script = new Script(wrap(source), { filename: join(DIST, 'imgdedup.cjs'), cachedData: cache.subarray(HEADER_BYTES) });
     expect(script.cachedDataRejected).toBe(false);
   });
 
@@ -50,7 +52,7 @@ describe('the imgdedup executable and its code cache', () => {
     expect(changed.length).toBe(bundle.length);
     expect(changed).not.toBe(bundle);
     // What the check protects against: V8 alone takes the old cache for the changed source.
-    const unchecked = new Script(wrap(changed.replace(/^#!.*/, '')), { filename: 'x.cjs', cachedData: cache.subarray(HASH_BYTES) });
+    const unchecked = new Script(wrap(changed.replace(/^#!.*/, '')), { filename: 'x.cjs', cachedData: cache.subarray(HEADER_BYTES) });
     expect(unchecked.cachedDataRejected).toBe(false);
     const r = run(process.execPath, [copyOfExecutable(changed, cache), '--version']);
     expect(r.status).toBe(0);
@@ -59,8 +61,18 @@ describe('the imgdedup executable and its code cache', () => {
 
   it('runs without a cache, and with a damaged one, as with a good one', () => {
     const damaged = Buffer.from(cache);
-    for (let i = HASH_BYTES; i < damaged.length; i += 97) damaged[i] = damaged[i]! ^ 0x5a;
-    for (const c of [undefined, damaged, cache.subarray(0, HASH_BYTES), Buffer.alloc(0)]) {
+    for (let i = HEADER_BYTES; i < damaged.length; i += 97) damaged[i] = damaged[i]! ^ 0x5a;
+    // Flipped bits in the V8 data, where an outside tester's made V8 crash (SIGTRAP, SIGSEGV)
+    // before the data had a hash: 16 bytes early on, one bit late.
+    const flipped = [
+      { at: 68, length: 16, mask: 0x5a },
+      { at: Math.min(115857, cache.length - HEADER_BYTES - 1), length: 1, mask: 0x08 },
+    ].map(({ at, length, mask }) => {
+      const c = Buffer.from(cache);
+      for (let i = HEADER_BYTES + at; i < HEADER_BYTES + at + length; i++) c[i] = c[i]! ^ mask;
+      return c;
+    });
+    for (const c of [undefined, damaged, ...flipped, cache.subarray(0, HEADER_BYTES), Buffer.alloc(0)]) {
       const r = run(process.execPath, [copyOfExecutable(bundle, c), '--version']);
       expect(r.status).toBe(0);
       expect(r.stdout.trim()).toBe(version);
