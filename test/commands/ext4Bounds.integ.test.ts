@@ -90,6 +90,35 @@ describe('symlink targets are bounded by where they are kept', () => {
   });
 });
 
+describe('a file size of 2^32 blocks or more is damage, not a size (e2fsck: "i_size is ..., should be ...")', () => {
+  // Past 2^53 a size is not even a JS number exactly: 2^53 + 1 and 2^53 read alike, and
+  // diff missed the change. Both sides refused, at the size's high word.
+  test.each([
+    ['2^53 + 1', '9007199254740993'],
+    ['2^32 blocks of 4 KiB', String(2 ** 32 * 4096)],
+  ])('%s: ls -l and diff exit 2 with CORRUPT_IMAGE at i_size_high, empty stdout', (_what, size) => {
+    const image = variant(`size-${size}.raw`, [`sif /hosts size ${size}`]);
+    const ino = inoOf(clean, '/', 'hosts');
+    const where = { structure: `ext4.inode[${ino}].i_size_high`, deviceOffset: inodeOffset(clean, ino, 4096) + 0x6c };
+    for (const args of [['ls', '-l', '--json', image, '/'], ['ls', '-l', image, '/hosts'], ['diff', '--json', clean, image]]) {
+      const r = imgdedup(args);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+    }
+    expect(JSON.parse(imgdedup(['--json', 'ls', '-l', image, '/']).stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: where });
+  });
+
+  test('the largest size e2fsck accepts (2^32 blocks less one byte) lists as it is', () => {
+    const size = 2 ** 32 * 4096 - 1;
+    // Without inline_data: an empty inline file may have no size at all.
+    const image = variant('size-max.raw', [`sif /empty size ${size}`], blockLinks);
+    expect(run('e2fsck', ['-fn', image]).status).toBe(0);
+    const r = imgdedup(['ls', '-l', '--json', image, '/empty']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject([{ path: "/empty", size }]);
+  });
+});
+
 describe('diff never hashes i_size bytes of holes', () => {
   // Not corrupt: a regular file may be sparse, and an inline file reads as zeros past its
   // inline data. Changing the mode makes diff compare the contents of both sides.

@@ -213,7 +213,7 @@ function decodeRecord(bytes: Uint8Array, ino: number, sb: Superblock, ctx: Ext4C
 /**
  * Checks the inode record at `at` of `bytes` (s_inode_size bytes, which the caller has
  * made sure are there) as decodeInodeLazy does: i_extra_isize within the inode and a
- * multiple of 4, and the metadata_csum checksum (unless `verified`: the caller did it).
+ * multiple of 4, i_size below 2^32 blocks, and the metadata_csum checksum (unless `verified`: the caller did it).
  * The checksum fields are zeroed for the crc and put back before it returns (no await in
  * between). Returns the inode's checksum seed (0 without metadata_csum).
  * Throws CORRUPT_IMAGE, BAD_CHECKSUM.
@@ -232,6 +232,16 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
     }
   }
   const extraEnd = EXT4_GOOD_OLD_INODE_SIZE + i_extra_isize;
+  // No file holds 2^32 blocks or more (the kernel's largest, extent-mapped, holds 2^32 - 1;
+  // e2fsck: "i_size is ..., should be ..."): a larger i_size is damage, and past 2^53 it
+  // would not even be read exactly.
+  const sizeHigh = (le16(b, at + 0x6c) | (le16(b, at + 0x6e) << 16)) >>> 0;
+  if (sizeHigh >= sb.blockSize) {
+    fsReader(ctx, b.subarray(at, at + inodeSize), `ext4.inode[${ino}]`, deviceOffset).fail(0x6c, 'i_size_high', 'file size of 2^32 blocks or more (larger than any ext4 file)', {
+      expected: `< ${sb.blockSize} (size < 2^32 blocks of ${sb.blockSize} bytes)`,
+      actual: sizeHigh,
+    });
+  }
   const csum = (sb.s_feature_ro_compat & EXT4_FEATURE_RO_COMPAT_METADATA_CSUM) !== 0;
   if (!csum) return 0;
   const i_generation = (le16(b, at + 0x64) | (le16(b, at + 0x66) << 16)) >>> 0;

@@ -95,7 +95,7 @@ export const ALLOWED_ERRORS: Readonly<Record<string, AllowedError>> = {
   f_badinode: corrupt('ext4.xattr_block[39].h_magic', 'inode 12 names a zeroed xattr block (e2fsck clears it)'),
   f_ea_checks: corrupt('ext4.xattr_block[55].h_magic', 'xattr blocks with bad headers (e2fsck: "Inode 13 has a bad extended attribute block")'),
   f_ea_bad_csum: corrupt('ext4.xattr_block[1074].h_magic', 'e2fsck: "Inode 12 has a bad extended attribute block 1074"'),
-  f_messy_inode: corrupt('ext4.inode[14].i_file_acl', 'i_file_acl outside the filesystem (e2fsck: "Inode 14 has illegal block(s)")'),
+  f_messy_inode: corrupt('ext4.inode[14].i_size_high', 'a size of 2^32 blocks or more (e2fsck: "i_size is 18446462598732849291, should be 2048"; its i_file_acl is outside the filesystem too)'),
   f_file_acl_high: corrupt('ext4.inode[12].i_file_acl', 'e2fsck: "i_file_acl_hi for inode 12 (/motd) is 2, should be zero"'),
   f_yesall: corrupt('ext4.inode[12].i_file_acl', 'many inodes damaged on purpose (the test answers "yes" to every e2fsck question); inode 12\'s xattr block is outside the filesystem'),
   f_inode_ea_collision: corrupt('ext4.inode[13].xattr.entry', 'e2fsck: "Inode 13 extended attribute is corrupt (allocation collision)"'),
