@@ -6,13 +6,12 @@
  * layer over it, and OUT is emitted from that layer, atomically.
  */
 import { basename, dirname, relative, resolve } from 'node:path';
-import { realpath } from 'node:fs/promises';
 import { checkOutputPath } from '../diskimage/AtomicOutput.js';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
 import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
-import { fileIsDisk, openChain, type ImageChain } from '../diskimage/openChain.js';
+import { fileIsDisk, layerAtPath, openChain, type ImageChain } from '../diskimage/openChain.js';
 import { readPartitionTable } from '../diskimage/partition/readPartitionTable.js';
 import { SliceDevice, WritableSliceDevice } from '../diskimage/SliceDevice.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
@@ -165,12 +164,10 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
   const chain = await openChain(options.base);
   if (!options.dryRun) {
     // OUT must not be any file BASE reads: replacing a backing file would change BASE itself.
-    const out = await realpath(options.output!).catch(() => resolve(options.output!));
-    for (const l of chain.layers) {
-      if ((await realpath(l.path).catch(() => resolve(l.path))) === out) {
-        await chain.close();
-        throw new UsageError(`the output ${options.output} is ${l === chain.layers[0] ? 'BASE itself' : `in BASE's backing chain (${l.path})`}; BASE and its chain are never modified`, { file: options.output });
-      }
+    const l = await layerAtPath(chain, options.output!);
+    if (l !== undefined) {
+      await chain.close();
+      throw new UsageError(`the output ${options.output} is ${l === chain.layers[0] ? 'BASE itself' : `in BASE's backing chain (${l.path})`}; BASE and its chain are never modified`, { file: options.output });
     }
   }
   let cow: CowDevice | undefined;

@@ -8,7 +8,7 @@ import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
 import type { DiskImage } from '../diskimage/DiskImage.js';
-import { openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
+import { layerAtPath, openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { copyDevice } from '../diskimage/convertImage.js';
 import { checkOutputPath } from '../diskimage/AtomicOutput.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
@@ -99,6 +99,14 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
       if (backingPath === resolve(options.output)) throw new UsageError('the output cannot be its own backing file', { file: options.output });
       base = await openChain(backingPath, options.backingFormat !== undefined ? { format: options.backingFormat } : {});
       backingFormat = options.backingFormat ?? base.layers[0]!.format;
+    }
+    // DST must not replace a file SRC or the backing file reads (with --force too): every
+    // overlay on it would silently change (qemu-img: "Failed to get write lock").
+    for (const [chain, what] of [[src, 'SRC'], [base, 'the backing file']] as const) {
+      const l = chain === undefined ? undefined : await layerAtPath(chain, options.output);
+      if (l !== undefined) {
+        throw new UsageError(`the output ${options.output} is ${l === chain!.layers[0] ? `${what} itself` : `in ${what === 'SRC' ? "SRC's" : "the backing file's"} backing chain (${l.path})`}; inputs are never modified`, { file: options.output });
+      }
     }
     const size = src.device.size;
     if (format === 'vmdk' && options.subformat === 'streamOptimized') {

@@ -47,6 +47,17 @@ export function resolveBackingPath(childPath: string, name: string): string {
 }
 
 /**
+ * The layer of `chain` that is the file at `path` (symlinks resolved), or undefined: an
+ * output must never replace a file a chain reads (every overlay on it would change).
+ */
+export async function layerAtPath(chain: ImageChain, path: string): Promise<DiskImage | undefined> {
+  const real = (p: string): Promise<string> => realpath(p).catch(() => resolve(p));
+  const target = await real(path);
+  for (const l of chain.layers) if ((await real(l.path)) === target) return l;
+  return undefined;
+}
+
+/**
  * Opens `path` and every backing file below it.
  * Throws BACKING_FILE_MISSING, BACKING_CHAIN_LOOP, BACKING_CHAIN_TOO_DEEP, UNSUPPORTED_FORMAT
  * (protocol backing names such as nbd: or json:), and whatever each layer's opener throws.

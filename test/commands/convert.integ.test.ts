@@ -4,7 +4,7 @@
  * differs; the CLI refuses an existing output and leaves nothing behind on failure.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, openSync, readdirSync, readSync, statSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { convert } from '../../src/commands/convert.js';
 import { useTempDir } from '../helpers/tmp.js';
@@ -145,6 +145,32 @@ describe('imgdedup convert (CLI)', () => {
     expect(forced.status, forced.stderr).toBe(0);
     expect(statSync(out).size).toBe(SIZE);
     expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('--force never replaces a file SRC or the backing file reads: an overlay on it would change (exit 1, nothing written)', () => {
+    const d = join(dir, 'chain');
+    mkdirSync(d);
+    const [base, overlay, sibling, other] = ['base.qcow2', 'top.qcow2', 'sibling.qcow2', 'other.qcow2'].map((n) => join(d, n));
+    qemuImg('create', '-q', '-f', 'qcow2', base!, '4M');
+    qemuIo(base!, ['write -P 0x11 0 1M'], 'qcow2');
+    for (const o of [overlay!, sibling!]) qemuImg('create', '-q', '-f', 'qcow2', '-b', base!, '-F', 'qcow2', o);
+    qemuIo(overlay!, ['write -P 0x22 0 64k'], 'qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', other!, '4M');
+    const sums = (): string[] => [base!, overlay!].map((f) => readFileSync(f).toString('base64'));
+    const before = sums();
+    for (const args of [
+      ['convert', '--force', overlay!, base!],
+      ['convert', '--force', '-O', 'raw', overlay!, overlay!],
+      ['convert', '--force', '--backing', overlay!, other!, base!],
+    ]) {
+      const r = imgdedup(['--json', ...args]);
+      expect(r.status, r.stderr).toBe(1);
+      expect(JSON.parse(r.stderr)).toMatchObject({ code: 'USAGE' });
+    }
+    expect(sums()).toEqual(before);
+    // Oracle: the sibling overlay still reads the base's bytes.
+    qemuIo(sibling!, ['read -P 0x11 0 64k'], 'qcow2');
+    expect(readdirSync(d).filter((n) => n.includes('.tmp-'))).toEqual([]);
   });
 
   it('rejects bad options with exit 1', () => {
