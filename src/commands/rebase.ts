@@ -429,14 +429,16 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
           if (conflictsFound.length > 0) continue;
           await mWriter.commit();
           await carrySuperblock(superblockPlans.get(c.name)!, mRoot, baseSb);
-          // Every other region: the client's own blocks (the update changed only the root filesystem).
+          // Every other region: the client's own blocks (the update changed only the root
+          // filesystem), the partition's bytes past the filesystem's last block included.
+          const fsEnd = target.start + Math.min(target.length, baseSb.s_blocks_count * baseSb.blockSize);
           for (const layer of c.own) {
             for await (const e of layer.allocation()) {
               const s = e.offset;
               const end = e.offset + e.length;
               const pieces: Array<[number, number]> = [];
               if (s < target.start) pieces.push([s, Math.min(end, target.start)]);
-              if (end > target.start + target.length) pieces.push([Math.max(s, target.start + target.length), end]);
+              if (end > fsEnd) pieces.push([Math.max(s, fsEnd), end]);
               for (const [a, b] of pieces) for (let off = a; off < b; off += 1 << 20) await cowM.write(off, await c.chain.device.read(off, Math.min(1 << 20, b - off)));
             }
           }

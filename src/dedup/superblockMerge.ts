@@ -25,17 +25,53 @@ const OWNER_FIELDS: ReadonlyArray<readonly [number, number]> = [
   [0x36, 2], // s_max_mnt_count
   [0x3c, 2], // s_errors
   [0x40, 4], // s_lastcheck
-  [0x276, 1], // s_lastcheck_hi
+  [0x277, 1], // s_lastcheck_hi
   [0x44, 4], // s_checkinterval
   [0x50, 2], // s_def_resuid
   [0x52, 2], // s_def_resgid
   [0x78, 16], // s_volume_name
   [0x88, 64], // s_last_mounted
-  [0xfc, 4], // s_default_mount_opts
+  [0x100, 4], // s_default_mount_opts
   [0x178, 8], // s_kbytes_written
   [0x194, 0x6c], // s_error_count .. s_last_error_block, the error record
+  [0x278, 2], // s_first_error_time_hi, s_last_error_time_hi
   [0x200, 64], // s_mount_opts
 ];
+
+/**
+ * Fields that fix the filesystem's layout and on-disk formats (ext4 doc, super.rst). M
+ * is the base's filesystem with the client's changes: a client that resized its
+ * filesystem (resize2fs), or turned features on or off (tune2fs -O, e.g. ^has_journal),
+ * cannot be rebased onto it without undoing that, silently: refused.
+ */
+const LAYOUT_FIELDS: ReadonlyArray<readonly [offset: number, length: number, name: string]> = [
+  [0x00, 4, 's_inodes_count'],
+  [0x04, 4, 's_blocks_count_lo'],
+  [0x150, 4, 's_blocks_count_hi'],
+  [0x14, 4, 's_first_data_block'],
+  [0x18, 4, 's_log_block_size'],
+  [0x1c, 4, 's_log_cluster_size'],
+  [0x20, 4, 's_blocks_per_group'],
+  [0x24, 4, 's_clusters_per_group'],
+  [0x28, 4, 's_inodes_per_group'],
+  [0x4c, 4, 's_rev_level'],
+  [0x54, 4, 's_first_ino'],
+  [0x58, 2, 's_inode_size'],
+  [0x5c, 4, 's_feature_compat'],
+  [0x60, 4, 's_feature_incompat'],
+  [0x64, 4, 's_feature_ro_compat'],
+  [0xce, 2, 's_reserved_gdt_blocks'],
+  [0xe0, 4, 's_journal_inum'],
+  [0xec, 16, 's_hash_seed'],
+  [0xfc, 1, 's_def_hash_version'],
+  [0xfe, 2, 's_desc_size'],
+  [0x104, 4, 's_first_meta_bg'],
+  [0x174, 1, 's_log_groups_per_flex'],
+  [0x175, 1, 's_checksum_type'],
+];
+/** s_flags: the signed and unsigned directory hash flags (how htree names hash) must agree; the test flag may not. */
+const S_FLAGS = 0x160;
+const HASH_FLAGS = 0x3;
 const UUID: readonly [number, number] = [0x68, 16];
 const SB_BYTES = 1024;
 const FEATURE_INCOMPAT = 0x60;
@@ -56,12 +92,14 @@ export interface SuperblockPlan {
 /**
  * The client's own superblock settings (see the module comment), found without writing.
  * `sb` is the base's superblock as decoded (M has its geometry, features and checksum
- * seed). Throws WRITE_REFUSED when the client changed its UUID in a way M cannot take
- * without rewriting every checksum (naming the client and what to do): the rebase calls
- * it while validating its inputs, before anything is written.
+ * seed). Throws SIZE_MISMATCH when the client's filesystem has another layout than the
+ * base's (LAYOUT_FIELDS: resized, features changed), WRITE_REFUSED when the client changed
+ * its UUID in a way M cannot take without rewriting every checksum (naming the client and
+ * what to do): the rebase calls it while validating its inputs, before anything is written.
  */
 export async function planSuperblock(base: BlockDevice, client: BlockDevice, sb: Superblock, clientName: string): Promise<SuperblockPlan> {
   const [b, c] = await Promise.all([base.read(SB_BYTES, SB_BYTES), client.read(SB_BYTES, SB_BYTES)]);
+  requireSameLayout(b, c, clientName);
   const fields = OWNER_FIELDS.filter((f) => differ(b, c, f));
   let uuid = false;
   if (differ(b, c, UUID)) {
@@ -107,4 +145,28 @@ export async function carrySuperblock(plan: SuperblockPlan, merged: WritableDevi
     await merged.write(at, m);
   }
   return fields.length + (uuid ? 1 : 0);
+}
+
+/** Throws SIZE_MISMATCH naming the first layout field (LAYOUT_FIELDS, the hash flags) in which the client's superblock `c` differs from the base's `b`. */
+function requireSameLayout(b: Uint8Array, c: Uint8Array, clientName: string): void {
+  const hex = (x: Uint8Array, [at, n]: readonly [number, number]): string => Buffer.from(x.subarray(at, at + n)).reverse().toString('hex');
+  // metadata_csum_seed may be the client's own: carrySuperblock sets it in M with the client's UUID (planSuperblock checks the seed).
+  const u32 = (x: Uint8Array, at: number): number => new DataView(x.buffer, x.byteOffset, x.byteLength).getUint32(at, true);
+  const layoutDiffers = ([at, n]: readonly [number, number]): boolean =>
+    at === FEATURE_INCOMPAT ? ((u32(b, at) ^ u32(c, at)) & ~EXT4_FEATURE_INCOMPAT_CSUM_SEED) !== 0 : differ(b, c, [at, n]);
+  const differs: Array<readonly [number, number, string]> = LAYOUT_FIELDS.filter(([at, n]) => layoutDiffers([at, n]));
+  if (((b[S_FLAGS]! ^ c[S_FLAGS]!) & HASH_FLAGS) !== 0) differs.push([S_FLAGS, 1, 's_flags (directory hash signedness)']);
+  if (differs.length === 0) return;
+  const [at, n, name] = differs[0]!;
+  const resized = differs.some(([, , f]) => f.startsWith('s_blocks_count') || f === 's_inodes_count');
+  const features = differs.some(([, , f]) => f.startsWith('s_feature'));
+  throw new RefusedError('SIZE_MISMATCH', {
+    file: clientName,
+    structure: `ext4.superblock.${name}`,
+    offset: SB_BYTES + at,
+    expected: `0x${hex(b, [at, n])} (the base's)`,
+    actual: `0x${hex(c, [at, n])}`,
+    fields: differs.map(([, , f]) => f),
+    detail: `the root filesystem of client ${clientName} no longer has the base's layout (${differs.map(([, , f]) => f).join(', ')} differ${differs.length === 1 ? 's' : ''})${resized ? ': it was resized (resize2fs)' : features ? ': its features were changed (tune2fs -O)' : ''} after it was cloned; a rebased client is the base's filesystem with the client's changes and would silently lose that: rebase this client after undoing it, or rebuild it from the new base`,
+  });
 }

@@ -318,6 +318,50 @@ describe('rebase refusals', () => {
     expect(ls).not.toMatch(/\ba\b/);
   }, 120_000);
 
+  test("a client whose root filesystem was resized or retuned is refused naming the field (it would be silently undone), and bytes a client wrote past the filesystem's end are kept (found by a new user)", () => {
+    const d = join(tmp(), 'layout');
+    mkdirSync(join(d, 'tree/data'), { recursive: true });
+    writeFileSync(join(d, 'tree/data/keep.txt'), 'k\n');
+    mkdirSync(join(d, 'upd/opt'), { recursive: true });
+    writeFileSync(join(d, 'upd/opt/new.txt'), 'new\n');
+    // The filesystem fills 24 of the disk's 32 MiB, as a base made for growing later.
+    execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', join(d, 'tree'), join(d, 'base.raw'), '24M'], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+    qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    const resized = (name: string, args: string[]): string => {
+      const raw = join(d, `${name}.raw`);
+      execFileSync('cp', [join(d, 'base.raw'), raw]);
+      execFileSync('resize2fs', ['-f', raw, ...args], { stdio: 'ignore' });
+      // resize2fs shrinks an image file with its filesystem: the disk keeps its size.
+      execFileSync('truncate', ['-s', '32M', raw]);
+      qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, `${name}.qcow2`));
+      return join(d, `${name}.qcow2`);
+    };
+    const cases: Array<[string, string]> = [
+      [resized('grown', ['32M']), 's_blocks_count_lo'],
+      [resized('shrunk', ['20M']), 's_blocks_count_lo'],
+      [makeClient(d, 'nojournal', '', [['-O', '^has_journal']]), 's_feature_compat'],
+    ];
+    for (const [client, field] of cases) {
+      const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), client, '-o', join(d, 'out')]);
+      expect(r.status, r.stderr).toBe(2);
+      expect(JSON.parse(r.stderr)).toMatchObject({ code: 'SIZE_MISMATCH', data: { file: client, structure: `ext4.superblock.${field}` } });
+      expect(existsSync(join(d, 'out'))).toBe(false);
+    }
+    // Same layout, and a MiB of the client's own past the filesystem (within the disk): it stays the client's.
+    const tail = join(d, 'tail.bin');
+    execFileSync('dd', ['if=/dev/urandom', `of=${tail}`, 'bs=1M', 'count=1', 'status=none']);
+    const raw = join(d, 'tail.raw');
+    execFileSync('cp', [join(d, 'base.raw'), raw]);
+    execFileSync('dd', [`if=${tail}`, `of=${raw}`, 'bs=1M', 'seek=28', 'conv=notrunc', 'status=none']);
+    qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, 'tail.qcow2'));
+    const ok = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'tail.qcow2'), '-o', join(d, 'out-tail')]);
+    expect(ok.status, ok.stderr).toBe(0);
+    qemuImg('convert', '-O', 'raw', join(d, 'out-tail/tail.qcow2'), join(d, 'tail-out.raw'));
+    expect(readFileSync(join(d, 'tail-out.raw')).subarray(28 << 20, 29 << 20).equals(readFileSync(tail))).toBe(true);
+    expectStrictFsckClean(join(d, 'tail-out.raw'));
+  }, 120_000);
+
   test('an update that fits the base but not the room the clients leave is NO_SPACE saying so, and nothing is written', () => {
     const d = join(tmp(), 'nospace');
     mkdirSync(join(d, 'tree/data'), { recursive: true });
@@ -414,7 +458,7 @@ describe('rebase refusals', () => {
     makeBase(d, 64, ['-b', '1024']);
     const uuid = '11111111-2222-3333-4444-555555555555';
     const c1 = makeClient(d, 'c1', `sif /etc/passwd flags 0x80010\nwrite ${join(d, 'tree/etc/passwd')} /srv/d/mine\nsif /srv/d mtime 200001010000\n`, [
-      ['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7'],
+      ['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7', '-o', 'journal_data_writeback'],
       ['-O', 'metadata_csum_seed', '-U', uuid],
     ]);
     const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'out')]);
@@ -426,6 +470,7 @@ describe('rebase refusals', () => {
     expect(head).toMatch(new RegExp(`Filesystem UUID:\\s+${uuid}`));
     expect(head).toMatch(/Errors behavior:\s+Remount read-only/);
     expect(head).toMatch(/Mount count:\s+7/);
+    expect(head).toMatch(/Default mount options:\s+.*journal_data_writeback/);
     const [passwd, dir, patched] = debugfsBatch(join(d, 'out.raw'), ['stat /etc/passwd', 'stat /srv/d', 'cat /etc/patched']);
     expect(passwd).toMatch(/Flags: 0x80010/);
     expect(dir).toMatch(/mtime: 0x386d4380/);
