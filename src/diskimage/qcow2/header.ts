@@ -108,7 +108,13 @@ export function decodeQcow2Header(bytes: Uint8Array, file: string, options: { al
   const refcount_table_offset = r.u64be(48, 'refcount_table_offset');
   const refcount_table_clusters = r.u32be(56, 'refcount_table_clusters');
   const nb_snapshots = r.u32be(60, 'nb_snapshots');
-  const snapshots_offset = r.u64be(64, 'snapshots_offset');
+  // As qemu validates it (qcow2_validate_table): aligned to a cluster and below 2^63 even
+  // with no snapshots; its value is read only where there are snapshots.
+  const snapshotsOffset = r.u64beBig(64, 'snapshots_offset');
+  if (snapshotsOffset % (1n << BigInt(cluster_bits)) !== 0n || snapshotsOffset >= 1n << 63n) {
+    r.fail(64, 'snapshots_offset', 'snapshot table offset not aligned to a cluster (qemu: "Snapshot table offset invalid")', { actual: `0x${snapshotsOffset.toString(16)}` });
+  }
+  const snapshots_offset = nb_snapshots > 0 ? r.u64be(64, 'snapshots_offset') : Number(snapshotsOffset);
 
   let incompatible_features = 0n;
   let compatible_features = 0n;

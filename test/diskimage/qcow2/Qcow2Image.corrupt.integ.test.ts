@@ -124,6 +124,35 @@ describe('Qcow2Image refuses damaged tables', () => {
   });
 });
 
+describe('the snapshot table offset is checked as qemu checks it, also with no snapshots (found by a new user)', () => {
+  const withOffset = (name: string, offset: bigint): string => {
+    const s = sample(name);
+    const b = Buffer.from(s.bytes);
+    b.writeBigUInt64BE(offset, 64);
+    writeFileSync(s.file, b);
+    return s.file;
+  };
+  test('not aligned to a cluster: refused, as qemu-img refuses to open it', async () => {
+    const file = withOffset('snap-unaligned.qcow2', 0x3f884dn);
+    expect(() => qemuImg('check', file)).toThrow();
+    await expectImgError(() => Qcow2Image.open(file), 'CORRUPT_IMAGE', { file, structure: 'qcow2.header.snapshots_offset', offset: 64 });
+    await expectImgError(() => checkQcow2(file), 'CORRUPT_IMAGE', { file, structure: 'qcow2.header.snapshots_offset' });
+  });
+  test('aligned but beyond 2^53 with no snapshots: unused, so the image reads as qemu reads it', async () => {
+    const file = withOffset('snap-huge.qcow2', 0x4b00000000000000n);
+    qemuImg('check', file);
+    const raw = join(tmp(), 'snap-huge.raw');
+    qemuImg('convert', '-O', 'raw', file, raw);
+    const chain = await openChain(file);
+    try {
+      expect(Buffer.from(await chain.device.read(0, chain.device.size)).equals(readFileSync(raw))).toBe(true);
+    } finally {
+      await chain.close();
+    }
+    expect((await checkQcow2(file)).errors).toEqual([]);
+  });
+});
+
 describe('a qcow2 file cut inside its header is TRUNCATED', () => {
   // qemu-img writes version 3 headers with header_length 112 (compression_type at byte 104),
   // followed by header extensions (the feature name table) up to a few hundred bytes.
