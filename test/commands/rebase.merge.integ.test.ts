@@ -114,7 +114,12 @@ describe('a conflict between a directory and something else is resolved for the 
     const keep = rebase('upd', 'keep-client', 'o-keep', 'c1', 'c2');
     expect(conflicts(keep, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client' }]);
     // Before, the output's /srv/olddir held only sub/c2dir/f: y and sub/x, which the client has, were gone.
-    expectSameTree(output(join(d(), 'o-keep'), 'c2'), edited(join(d(), 'c2.raw'), join(d(), 'c2-keep.oracle'), addB(d())));
+    const c2 = output(join(d(), 'o-keep'), 'c2');
+    expectSameTree(c2, edited(join(d(), 'c2.raw'), join(d(), 'c2-keep.oracle'), addB(d())));
+    // Its times too: the client's directory is the client's.
+    const below = ['/srv/olddir', '/srv/olddir/y', '/srv/olddir/sub', '/srv/olddir/sub/x', '/srv/olddir/sub/c2dir'];
+    const mtimes = (img: string) => debugfsBatch(img, below.map((p) => `stat ${p}`)).map((t, i) => [below[i], parseStat(t).mtime]);
+    expect(mtimes(c2)).toEqual(mtimes(join(d(), 'c2.raw')));
     // The client deleted /srv/adddir: kept so, the update's b is not there either.
     expect(conflicts(keep, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'client' }]);
     expectSameTree(output(join(d(), 'o-keep'), 'c1'), edited(join(d(), 'c1.raw'), join(d(), 'c1-keep.oracle'), olddirToFile(d())));
