@@ -136,8 +136,9 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
       paths: conflicts.map((d) => new TextDecoder().decode(d.path)),
     });
   }
-  if (input.decideOnly) return { decisions, relocatedBlocks: 0, carriedBytes: 0 };
-  const carry = decisions.filter((d) => d.result === 'client');
+  const settled = await settleSubtrees(input, decisions);
+  if (input.decideOnly) return { decisions: settled, relocatedBlocks: 0, carriedBytes: 0 };
+  const carry = settled.filter((d) => d.result === 'client');
   // Deletions deepest first, then creations and changes parents first.
   const present: PathState[] = [];
   const gone: Uint8Array[] = [];
@@ -192,10 +193,11 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     if ((await input.merged.lookup(p)) === undefined) continue;
     const [b, t, c] = await Promise.all([stateAt(input.base, p), stateAt(input.updated, p), stateAt(input.client, p)]);
     // Three-way on the times too: the client's where it changed them, else the update's.
-    const keep = c?.kind === 'dir' && (b === null || !sameTime(c.inode.mtime, b.inode.mtime)) ? c : t?.kind === 'dir' ? t : null;
+    // A directory T has not (the client's whole directory kept over the update's file) is the client's.
+    const keep = c?.kind === 'dir' && (b === null || t?.kind !== 'dir' || !sameTime(c.inode.mtime, b.inode.mtime)) ? c : t?.kind === 'dir' ? t : null;
     if (keep !== null) await input.merged.setTimes(p, keep.inode.mtime, keep.inode.atime);
   }
-  return { decisions, relocatedBlocks, carriedBytes };
+  return { decisions: settled, relocatedBlocks, carriedBytes };
 }
 
 /**
@@ -212,9 +214,8 @@ async function linkBlocks(input: MergeInput, runs: BlockRuns): Promise<void> {
 /**
  * A path the client keeps, below a directory that T does not have as a directory (the
  * update deleted it, or put something else there): that directory is a conflict too, else
- * the client's path would have no parent in M. Kept as the client's, the directories down
- * to the path are carried as the client has them (its other entries stay as the update
- * left them); taken as the update's, the client's paths below it are given up.
+ * the client's path would have no parent in M. How it is resolved, for its whole subtree,
+ * is settleSubtrees'.
  */
 async function settleAncestors(input: MergeInput, decisions: readonly MergeDecision[]): Promise<MergeDecision[]> {
   const out = new Map(decisions.map((d) => [byteKey(d.path), d]));
@@ -245,6 +246,45 @@ async function settleAncestors(input: MergeInput, decisions: readonly MergeDecis
         out.set(byteKey(d.path), { ...d, result: 'update' });
         break;
       }
+    }
+  }
+  return [...out.values()];
+}
+
+/**
+ * A conflict where one side has a directory and the other has not (a directory deleted,
+ * or replaced by a file or a symlink, on one side; added to or changed below on the
+ * other) is resolved for the whole directory, as the report says: kept as the client's,
+ * M has the client's directory as the client sees it, what it inherited from the base
+ * included (those paths the client did not change are carried too); taken as the
+ * update's, T's directory as it is, the base's entries it kept included (the client's
+ * changes below are given up, deletions too). Path by path, the three-way rule would
+ * leave a mix that is neither side's. A conflict where both sides have a directory is
+ * about the directory's own attributes: its entries are merged one by one.
+ */
+async function settleSubtrees(input: MergeInput, decisions: readonly MergeDecision[]): Promise<MergeDecision[]> {
+  const out = new Map(decisions.map((d) => [byteKey(d.path), d]));
+  const settled: string[] = [];
+  const below = (key: string, root: string): boolean => key.startsWith(`${root}/`);
+  // Topmost first: a conflict below one already settled follows that one.
+  for (const d of [...decisions].sort((x, y) => depth(x.path) - depth(y.path) || compareBytes(x.path, y.path))) {
+    const key = byteKey(d.path);
+    if (!d.conflict || settled.some((r) => below(key, r))) continue;
+    const [t, c] = await Promise.all([stateAt(input.updated, d.path), stateAt(input.client, d.path)]);
+    const clientDir = c?.kind === 'dir';
+    if (clientDir === (t?.kind === 'dir')) continue;
+    settled.push(key);
+    const wholeClientDir = d.result === 'client' && clientDir;
+    for (const [k, e] of out) {
+      if (!below(k, key)) continue;
+      // In the client's directory carried whole, what the client deleted is simply not there.
+      const result = wholeClientDir && (await input.client.lookup(e.path)) === undefined ? 'update' : d.result;
+      if (e.result !== result) out.set(k, { ...e, result });
+    }
+    if (!wholeClientDir) continue;
+    for await (const e of input.client.walk(c.inode.ino, d.path)) {
+      const k = byteKey(e.path);
+      if (!out.has(k)) out.set(k, { path: e.path, result: 'client', conflict: false });
     }
   }
   return [...out.values()];

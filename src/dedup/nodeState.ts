@@ -2,13 +2,15 @@
  * The state of a path for the three-way merge (DESIGN.md, "Semantics of a rebase"):
  * type, content, mode, uid, gid, xattrs, symlink target, device numbers; absent is a
  * state too. Two states are compared field by field and, for files of the same size,
- * byte by byte (streamed), never by a hash that could collide.
+ * byte by byte (streamed), never by a hash that could collide. How a file or directory
+ * is stored (inline data or blocks) is not part of its state.
  */
 import type { Ext4Fs } from '../fs/ext4/Ext4Fs.js';
 import { kindOfMode, type NodeKind } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { EXT4_USER_FLAGS } from '../fs/ext4/constants.js';
 import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
+import { isInlineDataXattr } from '../fs/ext4/xattr.js';
 
 /** A path's state in one filesystem (null: absent). */
 export interface PathState {
@@ -49,8 +51,9 @@ async function sameContent(a: PathState, b: PathState): Promise<boolean> {
   }
 }
 
+/** The xattrs a user sees, in name order: system.data is where inline data keeps its overflow, not an attribute. */
 async function sameXattrs(a: PathState, b: PathState): Promise<boolean> {
-  const sort = (xs: Awaited<ReturnType<Ext4Fs['xattrsOf']>>) => [...xs].sort((p, q) => compareBytes(p.name, q.name));
+  const sort = (xs: Awaited<ReturnType<Ext4Fs['xattrsOf']>>) => xs.filter((x) => !isInlineDataXattr(x)).sort((p, q) => compareBytes(p.name, q.name));
   const [x, y] = await Promise.all([a.fs.xattrsOf(a.inode).then(sort), b.fs.xattrsOf(b.inode).then(sort)]);
   return x.length === y.length && x.every((e, i) => bytesEqual(e.name, y[i]!.name) && bytesEqual(e.value, y[i]!.value));
 }

@@ -9,6 +9,8 @@ import { RefusedError } from '../errors.js';
 export const NAME_MAX_BYTES = 255;
 /** Linux PATH_MAX, counting the terminating NUL: a symlink target is at most 4095 bytes. */
 export const SYMLINK_MAX_BYTES = 4095;
+/** A symlink's permission bits on Linux, whatever made it (the kernel ignores them; a tar header's mode is not kept on extraction). */
+export const SYMLINK_MODE = 0o777;
 
 const SLASH = 0x2f;
 const DOT = 0x2e;

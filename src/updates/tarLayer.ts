@@ -12,7 +12,7 @@ import { open } from 'node:fs/promises';
 import { extract, type Extract, type Header } from 'tar-stream';
 import { ImgdedupError, InternalError, RefusedError, wrapIoError } from '../errors.js';
 import { decompressLayer, detectCompression, type LayerCompression } from './decompressLayer.js';
-import { SYMLINK_MAX_BYTES, badEntry, classifyWhiteout, normaliseEntryPath, type EntryContext } from './entryPath.js';
+import { SYMLINK_MAX_BYTES, SYMLINK_MODE, badEntry, classifyWhiteout, normaliseEntryPath, type EntryContext } from './entryPath.js';
 import { decodePaxRecords, mergePax, paxInteger, paxTime, paxXattrs, type PaxRecords } from './paxRecords.js';
 import type { EntryMeta, UpdateEntry, UpdateLayer } from './UpdateEntry.js';
 
@@ -291,7 +291,7 @@ function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undef
       if (target.length === 0) throw badEntry(ctx, path, 'a symlink with an empty target');
       if (target.length > SYMLINK_MAX_BYTES) throw badEntry(ctx, path, `the symlink target is ${target.length} bytes long; the limit is ${SYMLINK_MAX_BYTES}`);
       if (target.includes(0)) throw badEntry(ctx, path, 'the symlink target contains a NUL byte');
-      return { kind: 'symlink', path, meta, target: Uint8Array.from(target) };
+      return { kind: 'symlink', path, meta: { ...meta, mode: SYMLINK_MODE }, target: Uint8Array.from(target) };
     }
     case 'character-device':
     case 'block-device':

@@ -11,7 +11,7 @@
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { RefusedError, wrapIoError } from '../errors.js';
-import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
+import { NAME_MAX_BYTES, OPAQUE_MARKER, SYMLINK_MAX_BYTES, SYMLINK_MODE, WHITEOUT_PREFIX, badEntry, classifyWhiteout, joinPath, ROOT_PATH, type EntryContext } from './entryPath.js';
 import { readHostXattrs, type HostXattrs, type XattrMap } from './hostXattrs.js';
 import type { EntryMeta, EntryTime, EntryXattr, UpdateEntry, UpdateLayer } from './UpdateEntry.js';
 
@@ -180,7 +180,7 @@ async function* walkTree(root: string, xattrs: XattrMap | undefined): AsyncGener
             throw wrapIoError(err, childHost.toString(), 'read the symlink');
           }
           if (target.length > SYMLINK_MAX_BYTES) throw badEntry(ctx, child, `the symlink target is ${target.length} bytes long; the limit is ${SYMLINK_MAX_BYTES}`);
-          yield { kind: 'symlink', path: child, meta, target: Uint8Array.from(target) };
+          yield { kind: 'symlink', path: child, meta: { ...meta, mode: SYMLINK_MODE }, target: Uint8Array.from(target) };
           break;
         }
         case 0o020000n:

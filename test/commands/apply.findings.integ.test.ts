@@ -16,7 +16,7 @@ import { expectStrictFsckClean } from '../helpers/e2fsck.js';
 import { qemuImg } from '../helpers/qemu.js';
 import { imgdedup, sh } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
-import { debugfsBatch } from '../fs/ext4/debugfsOracle.js';
+import { debugfsBatch, parseStat } from '../fs/ext4/debugfsOracle.js';
 
 const tmp = useTempDir('imgdedup-apply-findings-');
 
@@ -200,5 +200,27 @@ describe('apply, after a new user tried it', () => {
     expect((JSON.parse(t.stdout) as { warnings: string[] }).warnings.join('\n')).toMatch(/replaced BASE's symlink to a directory/);
     expectStrictFsckClean(`${img}.tar`);
     expect(debugfsBatch(`${img}.tar`, ['stat /lib'])[0]).toMatch(/Type: directory/);
+  });
+
+  test("a tar layer's symlink has mode 0777 as debugfs makes it, not its header's 0644 (found by an outside tester)", async () => {
+    const img = join(tmp(), 'symmode.raw');
+    makeExt4Image(img, dir('symmode-base', { 'srv/x': 'x\n' }), { args: [], sizeMiB: 32 });
+    const file = join(tmp(), 'symmode.tar');
+    const p = pack();
+    p.entry({ name: 'srv/docs', type: 'symlink', linkname: '/etc', mode: 0o644 });
+    p.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of p) chunks.push(c as Buffer);
+    writeFileSync(file, Buffer.concat(chunks));
+    const r = imgdedup(['apply', img, file, '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    expectStrictFsckClean(`${img}.out`);
+    // The oracle: the same symlink made by debugfs in a copy of the base.
+    execFileSync('cp', [img, `${img}.debugfs`]);
+    execFileSync('debugfs', ['-w', '-R', 'symlink /srv/docs /etc', `${img}.debugfs`], { stdio: 'ignore' });
+    const [ours] = debugfsBatch(`${img}.out`, ['stat /srv/docs']).map(parseStat);
+    const [theirs] = debugfsBatch(`${img}.debugfs`, ['stat /srv/docs']).map(parseStat);
+    expect(theirs!.mode).toBe(0o777);
+    expect({ type: ours!.type, mode: ours!.mode.toString(8) }).toEqual({ type: theirs!.type, mode: theirs!.mode.toString(8) });
   });
 });

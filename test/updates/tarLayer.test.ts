@@ -196,6 +196,20 @@ describe('crafted tar layers', () => {
     expect(text((got[9] as { target: Uint8Array }).target)).toBe('../x/../y');
   });
 
+  it("gives a symlink mode 0777 whatever its header says, as Linux (and tar extracting there) makes every symlink (found by an outside tester)", async () => {
+    const f = write('symmode.tar', await craft([
+      { name: 'srv/docs', type: 'symlink', linkname: '/etc', mode: 0o644 },
+      { name: 'srv/sticky', type: 'symlink', linkname: 'x', mode: 0o4755 },
+      { name: 'srv/plain', data: 'p', mode: 0o644 },
+    ]));
+    const got = await all(f);
+    expect(got.map((e) => [text(e.path), 'meta' in e ? e.meta.mode : undefined])).toEqual([
+      ['/srv/docs', 0o777],
+      ['/srv/sticky', 0o777],
+      ['/srv/plain', 0o644],
+    ]);
+  });
+
   it('reads PAX records as bytes: binary SCHILY.xattr values, LIBARCHIVE.xattr (%-escaped name, base64), times to the nanosecond, large ids, non-UTF-8 paths', async () => {
     const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
     const f = write('pax.tar', await craft([

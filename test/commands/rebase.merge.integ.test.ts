@@ -1,0 +1,169 @@
+/**
+ * The three-way merge of `imgdedup rebase` (DESIGN.md, "Semantics of a rebase") on small
+ * filesystems, against trees debugfs makes: a conflict where one side has a directory and
+ * the other has not is resolved for the whole directory ("kept the client's version" is
+ * the client's directory as the client sees it, what it inherited from the base too;
+ * "took the update's" is the update's directory, the base's entries it kept too); an
+ * inline_data filesystem merges as one without (found by an outside tester).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { expectStrictFsckClean } from '../helpers/e2fsck.js';
+import { qemuImg } from '../helpers/qemu.js';
+import { imgdedup } from '../helpers/run.js';
+import { useTempDir } from '../helpers/tmp.js';
+import { dumpTree } from '../blockdiff/treeOracle.js';
+import { debugfsBatch, parseStat, type DebugfsStat } from '../fs/ext4/debugfsOracle.js';
+
+const tmp = useTempDir('imgdedup-rebase-merge-');
+
+/** DIR/base.raw: an ext4 made by mkfs.ext4 -d from DIR/tree (fixed mkfs time), and DIR/base.qcow2 from it. */
+function makeBase(d: string, mkfsArgs: string[]): void {
+  execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
+  execFileSync('mkfs.ext4', ['-q', '-F', ...mkfsArgs, '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
+  qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
+}
+
+/** `debugfs -w` runs `script` on a copy of `from` named `to`. */
+function edited(from: string, to: string, script: string): string {
+  execFileSync('cp', [from, to]);
+  execFileSync('debugfs', ['-w', '-f', '-', to], { input: script, stdio: ['pipe', 'ignore', 'ignore'] });
+  return to;
+}
+
+/** DIR/NAME.raw: base.raw changed by a debugfs script; DIR/NAME.qcow2: an overlay on base.qcow2 holding the difference. */
+function makeClient(d: string, name: string, script: string): string {
+  const raw = edited(join(d, 'base.raw'), join(d, `${name}.raw`), script);
+  qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, `${name}.qcow2`));
+  return join(d, `${name}.qcow2`);
+}
+
+interface RebaseJson {
+  clients: Array<{ client: string; conflicts: Array<{ path: string; kept: string }> }>;
+}
+
+/** The client's output of a rebase as a raw file, strictly clean. */
+function output(dir: string, client: string): string {
+  const raw = join(dir, `${client}.out.raw`);
+  qemuImg('convert', '-O', 'raw', join(dir, `${client}.qcow2`), raw);
+  expectStrictFsckClean(raw);
+  return raw;
+}
+
+/**
+ * The two filesystems hold the same tree: names, types, contents, symlink targets, modes,
+ * owners and xattrs (system.data, where inline data keeps its overflow, left out). A file's
+ * content is its first `Size` bytes: debugfs dumps an inline file's whole inline area.
+ */
+function expectSameTree(ours: string, oracle: string): void {
+  const a = dumpTree(ours, `${ours}.dump`);
+  const b = dumpTree(oracle, `${oracle}.dump`);
+  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+  const paths = [...b.keys()];
+  const sa = debugfsBatch(ours, paths.map((p) => `stat "${p}"`)).map(parseStat);
+  const sb = debugfsBatch(oracle, paths.map((p) => `stat "${p}"`)).map(parseStat);
+  const seen = (x: DebugfsStat) => ({ mode: x.mode, uid: x.uid, gid: x.gid, xattrs: x.xattrs.filter((e) => e.name !== 'system.data').map((e) => [e.name, e.value]) });
+  paths.forEach((p, i) => {
+    const [x, y, n] = [sa[i]!, sb[i]!, b.get(p)!];
+    expect(a.get(p)!.type, p).toBe(n.type);
+    expect({ p, ...seen(x) }).toEqual({ p, ...seen(y) });
+    if (n.type === 'file') {
+      expect(x.size, p).toBe(y.size);
+      expect(a.get(p)!.content!.subarray(0, x.size).toString('latin1'), p).toBe(n.content!.subarray(0, y.size).toString('latin1'));
+    }
+    if (n.type === 'symlink') expect(a.get(p)!.target, p).toBe(n.target);
+  });
+}
+
+describe('a conflict between a directory and something else is resolved for the whole directory (found by an outside tester)', () => {
+  const d = (): string => join(tmp(), 'dirconflict');
+  const rebase = (update: string, policy: string, out: string, ...clients: string[]): RebaseJson => {
+    const r = imgdedup(['--json', 'rebase', '--conflict', policy, join(d(), 'base.qcow2'), join(d(), update), ...clients.map((c) => join(d(), `${c}.qcow2`)), '-o', join(d(), out)]);
+    expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as RebaseJson;
+  };
+  const conflicts = (r: RebaseJson, client: string): Array<{ path: string; kept: string }> => r.clients.find((c) => c.client.endsWith(`/${client}.qcow2`))!.conflicts;
+  // What the update does, by debugfs: /srv/olddir becomes a file, /srv/adddir gets b.
+  const olddirToFile = (d0: string): string =>
+    `rm /srv/olddir/sub/x\nrmdir /srv/olddir/sub\nrm /srv/olddir/y\nrmdir /srv/olddir\nwrite ${join(d0, 'upd/srv/olddir')} /srv/olddir\n`;
+  const addB = (d0: string): string => `write ${join(d0, 'upd/srv/adddir/b')} /srv/adddir/b\n`;
+
+  beforeAll(() => {
+    const t = join(d(), 'tree/srv');
+    mkdirSync(join(t, 'olddir/sub'), { recursive: true });
+    mkdirSync(join(t, 'adddir'), { recursive: true });
+    writeFileSync(join(t, 'olddir/y'), 'y\n');
+    writeFileSync(join(t, 'olddir/sub/x'), 'olddir\n');
+    writeFileSync(join(t, 'adddir/a'), 'a\n');
+    writeFileSync(join(t, 'keep'), 'k\n');
+    mkdirSync(join(d(), 'upd/srv/adddir'), { recursive: true });
+    writeFileSync(join(d(), 'upd/srv/olddir'), 'olddir is now a file\n');
+    writeFileSync(join(d(), 'upd/srv/adddir/b'), 'b\n');
+    // The same deletion as an OCI whiteout.
+    mkdirSync(join(d(), 'updwh/srv'), { recursive: true });
+    writeFileSync(join(d(), 'updwh/srv/.wh.olddir'), '');
+    writeFileSync(join(d(), 'small'), 'x'.repeat(40));
+    makeBase(d(), []);
+    makeClient(d(), 'c2', `mkdir /srv/olddir/sub/c2dir\nwrite ${join(d(), 'small')} /srv/olddir/sub/c2dir/f\n`);
+    makeClient(d(), 'c1', 'rm /srv/adddir/a\nrmdir /srv/adddir\n');
+  }, 60_000);
+
+  test('keep-client: the client keeps its whole directory, what it inherited included, when the update made it a file or deleted it', () => {
+    const keep = rebase('upd', 'keep-client', 'o-keep', 'c1', 'c2');
+    expect(conflicts(keep, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client' }]);
+    // Before, the output's /srv/olddir held only sub/c2dir/f: y and sub/x, which the client has, were gone.
+    const c2 = output(join(d(), 'o-keep'), 'c2');
+    expectSameTree(c2, edited(join(d(), 'c2.raw'), join(d(), 'c2-keep.oracle'), addB(d())));
+    // Its times too: the client's directory is the client's.
+    const below = ['/srv/olddir', '/srv/olddir/y', '/srv/olddir/sub', '/srv/olddir/sub/x', '/srv/olddir/sub/c2dir'];
+    const mtimes = (img: string) => debugfsBatch(img, below.map((p) => `stat ${p}`)).map((t, i) => [below[i], parseStat(t).mtime]);
+    expect(mtimes(c2)).toEqual(mtimes(join(d(), 'c2.raw')));
+    // The client deleted /srv/adddir: kept so, the update's b is not there either.
+    expect(conflicts(keep, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'client' }]);
+    expectSameTree(output(join(d(), 'o-keep'), 'c1'), edited(join(d(), 'c1.raw'), join(d(), 'c1-keep.oracle'), olddirToFile(d())));
+    const wh = rebase('updwh', 'keep-client', 'o-keep-wh', 'c2');
+    expect(conflicts(wh, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client' }]);
+    expectSameTree(output(join(d(), 'o-keep-wh'), 'c2'), join(d(), 'c2.raw'));
+  }, 60_000);
+
+  test("take-update: the client gets the update's whole directory, the base's entries in it included", () => {
+    const take = rebase('upd', 'take-update', 'o-take', 'c1', 'c2');
+    // Before, /srv/adddir held only b: the base's a, which the update kept, was gone.
+    expect(conflicts(take, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'update' }]);
+    const restore = `mkdir /srv/adddir\nwrite ${join(d(), 'tree/srv/adddir/a')} /srv/adddir/a\n`;
+    expectSameTree(output(join(d(), 'o-take'), 'c1'), edited(join(d(), 'c1.raw'), join(d(), 'c1-take.oracle'), restore + addB(d()) + olddirToFile(d())));
+    expect(conflicts(take, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'update' }]);
+    const drop = 'rm /srv/olddir/sub/c2dir/f\nrmdir /srv/olddir/sub/c2dir\n';
+    expectSameTree(output(join(d(), 'o-take'), 'c2'), edited(join(d(), 'c2.raw'), join(d(), 'c2-take.oracle'), drop + olddirToFile(d()) + addB(d())));
+  }, 60_000);
+});
+
+describe('an inline_data filesystem merges as one without (found by an outside tester)', () => {
+  test('a client that wrote what the update writes, or made the directory the update makes, has no conflict', () => {
+    const d = join(tmp(), 'inline');
+    mkdirSync(join(d, 'tree/srv/app'), { recursive: true });
+    writeFileSync(join(d, 'tree/srv/app/config.txt'), 'config v1\n');
+    writeFileSync(join(d, 'tree/srv/app/plugin'), 'plugin as a file\n');
+    mkdirSync(join(d, 'upd/srv/app/plugin'), { recursive: true });
+    writeFileSync(join(d, 'upd/srv/app/config.txt'), 'config v2 from the update\n');
+    writeFileSync(join(d, 'upd/srv/app/plugin/p.conf'), 'in the plugin directory\n');
+    writeFileSync(join(d, 'c3'), 'the client plugin\n');
+    makeBase(d, ['-O', 'inline_data', '-I', '256']);
+    // The update's owner, as the update's tree has it (debugfs write may not copy it).
+    const owner = `sif /srv/app/config.txt uid ${process.getuid!()}\nsif /srv/app/config.txt gid ${process.getgid!()}\n`;
+    makeClient(d, 'c2', `rm /srv/app/config.txt\nwrite ${join(d, 'upd/srv/app/config.txt')} /srv/app/config.txt\n${owner}`);
+    makeClient(d, 'c3', `rm /srv/app/plugin\nmkdir /srv/app/plugin\nwrite ${join(d, 'c3')} /srv/app/plugin/c3\n`);
+    // The oracle: debugfs shows the client's file and directory inline, which the update's are not.
+    const [conf, plugin] = [...debugfsBatch(join(d, 'c2.raw'), ['stat /srv/app/config.txt']), ...debugfsBatch(join(d, 'c3.raw'), ['stat /srv/app/plugin'])];
+    expect(conf).toMatch(/Size of inline data/);
+    expect(plugin).toMatch(/Size of inline data/);
+    // Before, both were conflicts: --conflict fail refused the rebase (exit 3).
+    const r = imgdedup(['--json', 'rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c2.qcow2'), join(d, 'c3.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as RebaseJson).clients.map((c) => c.conflicts)).toEqual([[], []]);
+    expectSameTree(output(join(d, 'out'), 'c2'), edited(join(d, 'c2.raw'), join(d, 'c2.oracle'), `rm /srv/app/plugin\nmkdir /srv/app/plugin\nwrite ${join(d, 'upd/srv/app/plugin/p.conf')} /srv/app/plugin/p.conf\n`));
+    expectSameTree(output(join(d, 'out'), 'c3'), edited(join(d, 'c3.raw'), join(d, 'c3.oracle'), `rm /srv/app/config.txt\nwrite ${join(d, 'upd/srv/app/config.txt')} /srv/app/config.txt\n${owner}write ${join(d, 'upd/srv/app/plugin/p.conf')} /srv/app/plugin/p.conf\n`));
+  }, 60_000);
+});
