@@ -357,13 +357,15 @@ export function buildProgram(): Command {
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime (UTC), name -> symlink target')
     .option('-R, --recursive', 'list everything below PATH (full paths)')
     .option('--offset <bytes>', 'the filesystem starts at this byte offset of the disk (instead of :PART)')
-    .option('--json', 'print entries as a JSON array')
+    .option('--ignore-checksums', 'list a filesystem whose metadata checksums fail (like debugfs -n), warning once about each failure')
+    .option('--json', 'print entries as a JSON array (warnings as {"warnings": [...]} on stderr)')
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
         'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
-        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). Checksum mismatches,\n' +
-        'directory loops and a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
+        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). A metadata checksum that\n' +
+        'fails is an error (BAD_CHECKSUM, exit 2), as for diff, unless --ignore-checksums is given. Directory loops and\n' +
+        'a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {
@@ -385,12 +387,15 @@ export function buildProgram(): Command {
           ...(pathBytes !== undefined ? { pathBytes } : {}),
           ...(offsetBytes !== undefined ? { offsetBytes } : {}),
           ...(opts.recursive ? { recursive: true } : {}),
+          ...(opts.ignoreChecksums ? { ignoreChecksums: true } : {}),
           // Text lines go straight into the held output as bytes.
           ...(asJson ? { onEntry: (e) => array.item(JSON.stringify(e)) } : { lines: { sink: out, long: opts.long === true } }),
         });
         if (asJson) array.end();
         await out.commit();
-        for (const w of r.warnings) output.err(`warning: ${w}`);
+        // stdout holds the entries' array: under --json the warnings are one object on stderr, as errors are.
+        if (asJson && r.warnings.length > 0) output.err(JSON.stringify({ warnings: r.warnings }));
+        else for (const w of r.warnings) output.err(`warning: ${w}`);
       } finally {
         out.discard();
       }
