@@ -358,7 +358,7 @@ export function buildProgram(): Command {
     .option('-R, --recursive', 'list everything below PATH (full paths)')
     .option('--offset <bytes>', 'the filesystem starts at this byte offset of the disk (instead of :PART)')
     .option('--ignore-checksums', 'list a filesystem whose metadata checksums fail (like debugfs -n), warning once about each failure')
-    .option('--json', 'print entries as a JSON array (warnings as {"warnings": [...]} on stderr)')
+    .option('--json', 'print entries as a JSON array')
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
@@ -393,9 +393,7 @@ export function buildProgram(): Command {
         });
         if (asJson) array.end();
         await out.commit();
-        // stdout holds the entries' array: under --json the warnings are one object on stderr, as errors are.
-        if (asJson && r.warnings.length > 0) output.err(JSON.stringify({ warnings: r.warnings }));
-        else for (const w of r.warnings) output.err(`warning: ${w}`);
+        for (const w of r.warnings) output.err(`warning: ${w}`);
       } finally {
         out.discard();
       }
