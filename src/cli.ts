@@ -180,9 +180,11 @@ export function buildProgram(): Command {
           'imgdedup convert -O vmdk --subformat streamOptimized client.qcow2 ship.vmdk',
         ),
     )
-    .action(async (src, dst, opts) => {
-      const { convert, formatConvert, parseClusterSize } = await import('./commands/convert.js');
+    .action(async (src, dst, opts, cmd) => {
+      const { convert, extensionHint, formatConvert, parseClusterSize } = await import('./commands/convert.js');
       const asJson = json(opts);
+      const hint = extensionHint(dst, opts.outputFormat, cmd.getOptionValueSource('outputFormat') === 'default');
+      if (hint !== undefined) output.err(`imgdedup: note: ${hint}`);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
         source: parseWholeImageArgs([src], 'convert', [dst])[0]!,
