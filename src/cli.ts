@@ -437,6 +437,12 @@ function report(err: unknown, program: Command): number {
     printError(new UsageError(err.message.replace(/^error: /, '')), `(run "imgdedup ${cmd !== undefined ? `${cmd} ` : ''}--help" for usage)`);
     return EXIT.USAGE;
   }
+  if ((err as NodeJS.ErrnoException | undefined)?.code === 'MODULE_NOT_FOUND') {
+    // A dependency a command loads when it runs (xxhash-wasm, fzstd, ...) is not installed: not a bug of ours.
+    const name = /Cannot find module '([^']+)'/.exec((err as Error).message)?.[1] ?? (err as Error).message;
+    output.err(`imgdedup: installation incomplete: cannot find module ${name}; reinstall (npm ci)`);
+    return EXIT.INTERNAL;
+  }
   const e = err instanceof ImgdedupError ? err : new InternalError(err instanceof Error ? err.message : String(err));
   printError(e);
   if (debug && err instanceof Error && err.stack) output.err(err.stack);
