@@ -22,6 +22,9 @@
  *    (whole subtrees for directories), or modified with its change kinds.
  * Full mode (other geometry, or unrelated images): both trees are walked and every
  * path compared; content is still only hashed where blocks may differ.
+ * In both modes an entry naming a directory that is not its own entry (the one in the
+ * directory its '..' names: a directory hard link or loop) is listed, not descended into,
+ * and reported in `dirLinks`.
  *
  * Names are bytes (fs/ext4/names.ts). Inside the differ a path is its byteKey, a string
  * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
@@ -495,27 +498,74 @@ class Ext4Differ {
 
   /** Full mode: walk both trees and compare every path. */
   async runFull(): Promise<void> {
-    const walkAll = async (side: Side): Promise<Map<string, number>> => {
-      const m = new Map<string, number>([['/', EXT4_ROOT_INO]]);
-      // Directory -> the path the walk met it at first; it does not descend into it again (a directory link or loop).
-      const dirsAt = new Map<number, string>([[EXT4_ROOT_INO, '/']]);
-      this.dirsRead++;
-      for await (const e of side.fs.walk()) {
-        if (e.fileType === 2) this.dirsRead++;
-        const key = byteKey(e.path);
-        m.set(key, e.ino);
-        if (e.fileType !== 0) side.entryTypes.set(e.ino, e.fileType);
-        if (e.fileType === 2 || (e.fileType === 0 && isDir(await side.fs.readInode(e.ino)))) {
-          const first = dirsAt.get(e.ino);
-          if (first !== undefined) this.noteLink(side, key, e.ino, first);
-          else dirsAt.set(e.ino, key);
-        }
-      }
-      return m;
-    };
+    const walkAll = (side: Side): Promise<Map<string, number>> => this.walkTree(side);
     const pa = await walkAll(this.a);
     const pb = await walkAll(this.b);
     for (const path of new Set([...pa.keys(), ...pb.keys()])) await this.settle(path, pa.get(path), pb.get(path), false);
+  }
+
+  /**
+   * Every path of this side's tree (byteKey -> inode), for full mode. A directory is
+   * descended into from the entry in the directory its '..' names (e2fsck's rule: one
+   * entry per directory), whichever is met first; other entries naming it (directory hard
+   * links, loops) are listed and noted (noteLink), not descended into. A directory whose
+   * '..' names none of its holders is descended into from the first entry met.
+   */
+  private async walkTree(side: Side): Promise<Map<string, number>> {
+    const m = new Map<string, number>([['/', EXT4_ROOT_INO]]);
+    // Directory -> the path it was descended into at.
+    const at = new Map<number, string>([[EXT4_ROOT_INO, '/']]);
+    // Entries naming a directory whose '..' is not their holder, in the order met.
+    const doubtful: Array<{ ino: number; path: string }> = [];
+    const stack: Array<{ ino: number; path: string; holder: number }> = [{ ino: EXT4_ROOT_INO, path: '/', holder: EXT4_ROOT_INO }];
+    const descend = async (dir: { ino: number; path: string; holder: number }, trusted: boolean): Promise<void> => {
+      if (dir.path !== '/' && (dir.ino === EXT4_ROOT_INO || dir.ino === dir.holder || at.has(dir.ino))) {
+        // The root, and a directory's own holder, are descended into already.
+        this.noteLink(side, dir.path, dir.ino, at.get(dir.ino) ?? null);
+        return;
+      }
+      const inode = await side.fs.readInode(dir.ino);
+      this.dirsRead++;
+      let dotdot: number | undefined;
+      const children: Array<{ ino: number; ft: number; name: string }> = [];
+      // Names as byteKeys decoded in place: latin1 is one char per byte.
+      await side.fs.forEachEntry(inode, (ino, ft, bytes, nameAt, len) => {
+        if (bytes[nameAt] === DOT && len <= 2 && (len === 1 || bytes[nameAt + 1] === DOT)) {
+          if (len === 2) dotdot = ino;
+          return;
+        }
+        children.push({ ino, ft, name: bytes.toString('latin1', nameAt, nameAt + len) });
+      });
+      if (!trusted && dir.path !== '/' && dotdot !== dir.holder) {
+        doubtful.push({ ino: dir.ino, path: dir.path });
+        return;
+      }
+      at.set(dir.ino, dir.path);
+      const subdirs: Array<{ ino: number; path: string; holder: number }> = [];
+      for (const c of children) {
+        const path = join(dir.path, c.name);
+        m.set(path, c.ino);
+        if (c.ft !== 0) side.entryTypes.set(c.ino, c.ft);
+        if (c.ft === 2 || (c.ft === 0 && isDir(await side.fs.readInode(c.ino)))) subdirs.push({ ino: c.ino, path, holder: dir.ino });
+      }
+      // Their listings are read while this one is worked on, instead of one after another.
+      side.fs.prefetchDirectories(subdirs.filter((d) => !at.has(d.ino)).map((d) => d.ino));
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+    };
+    const drain = async (): Promise<void> => {
+      while (stack.length > 0) await descend(stack.pop()!, false);
+    };
+    await drain();
+    // A directory only doubtful entries name (its '..' is wrong, or it has no right entry): the first one met is its path.
+    for (let i = 0; i < doubtful.length; i++) {
+      const d = doubtful[i]!;
+      if (at.has(d.ino)) this.noteLink(side, d.path, d.ino, at.get(d.ino)!);
+      else {
+        await descend({ ...d, holder: -1 }, true);
+        await drain();
+      }
+    }
+    return m;
   }
 
   /** Incremental mode (see the module comment). */
