@@ -180,9 +180,11 @@ export function buildProgram(): Command {
           'imgdedup convert -O vmdk --subformat streamOptimized client.qcow2 ship.vmdk',
         ),
     )
-    .action(async (src, dst, opts) => {
-      const { convert, formatConvert, parseClusterSize } = await import('./commands/convert.js');
+    .action(async (src, dst, opts, cmd) => {
+      const { convert, extensionHint, formatConvert, parseClusterSize } = await import('./commands/convert.js');
       const asJson = json(opts);
+      const hint = extensionHint(dst, opts.outputFormat, cmd.getOptionValueSource('outputFormat') === 'default');
+      if (hint !== undefined) output.err(`imgdedup: note: ${hint}`);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
         source: parseWholeImageArgs([src], 'convert', [dst])[0]!,
@@ -357,13 +359,15 @@ export function buildProgram(): Command {
     .option('-l, --long', 'long format: mode, links, uid, gid, size, mtime (UTC), name -> symlink target')
     .option('-R, --recursive', 'list everything below PATH (full paths)')
     .option('--offset <bytes>', 'the filesystem starts at this byte offset of the disk (instead of :PART)')
+    .option('--ignore-checksums', 'list a filesystem whose metadata checksums fail (like debugfs -n), warning once about each failure')
     .option('--json', 'print entries as a JSON array')
     .addHelpText(
       'after',
       '\nWithout :PART, a filesystem on the whole disk, or the only partition holding one, is used.\n' +
         'Names that are not plain UTF-8 text print quoted with escapes ("caf\\351"), with nameBytes/pathBytes\n' +
-        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). Checksum mismatches,\n' +
-        'directory loops and a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
+        '(base64) in --json; text lines also quote names that hold a space ("a -> b"). A metadata checksum that\n' +
+        'fails is an error (BAD_CHECKSUM, exit 2), as for diff, unless --ignore-checksums is given. Directory loops and\n' +
+        'a filesystem that is not clean (a journal to replay, recorded errors, orphans: what is listed is the state on disk) are reported as warnings on stderr.\n' +
         examples('imgdedup ls client.qcow2:2 /etc', 'imgdedup ls -lR disk.raw /usr/share/doc', 'imgdedup ls --json --offset 2097152 disk.raw /'),
     )
     .action(async (image, path, opts) => {
@@ -385,6 +389,7 @@ export function buildProgram(): Command {
           ...(pathBytes !== undefined ? { pathBytes } : {}),
           ...(offsetBytes !== undefined ? { offsetBytes } : {}),
           ...(opts.recursive ? { recursive: true } : {}),
+          ...(opts.ignoreChecksums ? { ignoreChecksums: true } : {}),
           // Text lines go straight into the held output as bytes.
           ...(asJson ? { onEntry: (e) => array.item(JSON.stringify(e)) } : { lines: { sink: out, long: opts.long === true } }),
         });
@@ -431,6 +436,12 @@ function report(err: unknown, program: Command): number {
     const cmd = commandInArgv(program);
     printError(new UsageError(err.message.replace(/^error: /, '')), `(run "imgdedup ${cmd !== undefined ? `${cmd} ` : ''}--help" for usage)`);
     return EXIT.USAGE;
+  }
+  if ((err as NodeJS.ErrnoException | undefined)?.code === 'MODULE_NOT_FOUND') {
+    // A dependency a command loads when it runs (xxhash-wasm, fzstd, ...) is not installed: not a bug of ours.
+    const name = /Cannot find module '([^']+)'/.exec((err as Error).message)?.[1] ?? (err as Error).message;
+    output.err(`imgdedup: installation incomplete: cannot find module ${name}; reinstall (npm ci)`);
+    return EXIT.INTERNAL;
   }
   const e = err instanceof ImgdedupError ? err : new InternalError(err instanceof Error ? err.message : String(err));
   printError(e);

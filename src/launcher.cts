@@ -21,6 +21,12 @@ import crypto = require('node:crypto');
 const HASH_BYTES = 32;
 
 const main = path.join(__dirname, 'imgdedup.cjs');
+/** A file of the installation is missing: one line and exit 70 (cli.ts says the same of a module required later). */
+function incomplete(what: string): never {
+  process.stderr.write(`imgdedup: installation incomplete: ${what}; reinstall (npm ci)\n`);
+  process.exit(70);
+}
+if (!fs.existsSync(main)) incomplete(`${main} is missing`);
 // A shebang is valid only at the very start of a script, not inside the CommonJS wrapper (the line is kept: line numbers in stacks stay right).
 const source = fs.readFileSync(main, 'utf8').replace(/^#!.*/, '');
 let cachedData: Buffer | undefined;
@@ -35,4 +41,10 @@ try {
 const script = new vm.Script(nodeModule.wrap(source), { filename: main, ...(cachedData ? { cachedData } : {}) });
 const run = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: { exports: object }, filename: string, dirname: string) => void;
 const mod = { exports: {} };
-run.call(mod.exports, mod.exports, nodeModule.createRequire(main), mod, main, path.dirname(main));
+try {
+  run.call(mod.exports, mod.exports, nodeModule.createRequire(main), mod, main, path.dirname(main));
+} catch (err) {
+  // A dependency the program requires as it loads (commander) is not in node_modules.
+  if ((err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND') incomplete(`cannot find module ${/Cannot find module '([^']+)'/.exec((err as Error).message)?.[1] ?? (err as Error).message}`);
+  throw err;
+}

@@ -5,7 +5,7 @@
  * another build of the same length would run that build's code, and it runs damaged cache
  * data (a flipped bit crashed it). Needs dist/ (`npm test` builds it).
  */
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,5 +77,44 @@ describe('the imgdedup executable and its code cache', () => {
       expect(r.status).toBe(0);
       expect(r.stdout.trim()).toBe(version);
     }
+  });
+});
+
+describe('an incomplete installation: one line naming what is missing, exit 70, no stack', () => {
+  /** The executable copied into a new directory with `files` of dist/, and node_modules holding every package but `without` (all if undefined; none if null). */
+  function install(files: readonly string[], modules: { without?: string } | null): string {
+    const dir = mkdtempSync(join(tmpdir(), 'imgdedup-install-'));
+    dirs.push(dir);
+    for (const f of files) copyFileSync(join(DIST, f), join(dir, f));
+    if (modules !== null) {
+      mkdirSync(join(dir, 'node_modules'));
+      for (const name of readdirSync(join(ROOT, 'node_modules'))) if (name !== modules.without) symlinkSync(join(ROOT, 'node_modules', name), join(dir, 'node_modules', name));
+    }
+    return dir;
+  }
+  const reinstall = '; reinstall (npm ci)';
+
+  it('the bundle imgdedup.cjs missing', () => {
+    const dir = install(['cli.cjs'], {});
+    const r = run(process.execPath, [join(dir, 'cli.cjs'), '--version']);
+    expect(r.status).toBe(70);
+    expect(r.stderr).toBe(`imgdedup: installation incomplete: ${join(dir, 'imgdedup.cjs')} is missing${reinstall}\n`);
+  });
+
+  it('no node_modules: the first package the program loads', () => {
+    const dir = install(['cli.cjs', 'imgdedup.cjs'], null);
+    const r = run(process.execPath, [join(dir, 'cli.cjs'), '--version']);
+    expect(r.status).toBe(70);
+    expect(r.stderr).toBe(`imgdedup: installation incomplete: cannot find module @commander-js/extra-typings${reinstall}\n`);
+  });
+
+  it('a package a command loads when it runs (xxhash-wasm, for diff)', () => {
+    const dir = install(['cli.cjs', 'imgdedup.cjs'], { without: 'xxhash-wasm' });
+    const [a, b] = [join(dir, 'a.raw'), join(dir, 'b.raw')];
+    writeFileSync(a, Buffer.alloc(1 << 20));
+    writeFileSync(b, Buffer.alloc(1 << 20, 1));
+    const r = run(process.execPath, [join(dir, 'cli.cjs'), 'diff', a, b]);
+    expect(r.status).toBe(70);
+    expect(r.stderr).toBe(`imgdedup: installation incomplete: cannot find module xxhash-wasm${reinstall}\n`);
   });
 });

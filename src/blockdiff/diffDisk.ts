@@ -207,6 +207,7 @@ const emptyDiff = (): Ext4Diff => ({
   removed: [],
   modified: [],
   unattributedBlocks: [],
+  dirLinks: [],
   stats: { mode: 'incremental', changedBlockBytes: 0, inodesCompared: 0, dirsRead: 0, ownershipScan: false, seconds: 0 },
 });
 

@@ -22,6 +22,9 @@
  *    (whole subtrees for directories), or modified with its change kinds.
  * Full mode (other geometry, or unrelated images): both trees are walked and every
  * path compared; content is still only hashed where blocks may differ.
+ * In both modes an entry naming a directory that is not its own entry (the one in the
+ * directory its '..' names: a directory hard link or loop) is listed, not descended into,
+ * and reported in `dirLinks`.
  *
  * Names are bytes (fs/ext4/names.ts). Inside the differ a path is its byteKey, a string
  * with one char per byte, so maps, sets, sorting and '/'-splitting stay lossless; results
@@ -69,12 +72,32 @@ export interface Ext4DiffStats {
   readonly seconds: number;
 }
 
+/**
+ * An entry naming a directory that is reachable at another path: a directory hard link or
+ * a loop, which e2fsck reports as corruption ("is a link to directory"). The entry is
+ * listed (added, removed, modified) but not descended into.
+ */
+export interface DirLink {
+  /** The side whose tree holds it. */
+  readonly side: 'a' | 'b';
+  /** The entry's path. */
+  readonly path: Uint8Array;
+  readonly ino: number;
+  /**
+   * The directory's own path: where a full walk listed it first, or (incremental) where
+   * its '..' entries lead; null when they lead nowhere.
+   */
+  readonly dirPath: Uint8Array | null;
+}
+
 export interface Ext4Diff {
   readonly added: PathEntry[];
   readonly removed: PathEntry[];
   readonly modified: ModifiedEntry[];
   /** Changed blocks in use on either side that no inode owns (a leak on a corrupt filesystem). */
   readonly unattributedBlocks: Array<[number, number]>;
+  /** Directory hard links and loops met among the entries compared, by path. */
+  readonly dirLinks: DirLink[];
   readonly stats: Ext4DiffStats;
 }
 
@@ -152,6 +175,8 @@ class Ext4Differ {
   private readonly modified = new Map<string, ModifiedEntry>();
   private readonly settled = new Set<string>();
   private unattributed = new BlockRuns();
+  /** `${side}:${path byteKey}` -> a directory link found there (not descended into). */
+  private readonly links = new Map<string, DirLink>();
   /** Directory inode -> whether it lists the same entries in A and B (sameDirectory). */
   private readonly sameDirs = new Map<number, boolean>();
   /** `${inoA}:${inoB}` -> compareInodes of those inodes, started ahead of settle (which awaits it, and so meets its error). */
@@ -351,14 +376,63 @@ class Ext4Differ {
 
   private async addSubtree(side: Side, dirIno: number, path: string, into: Map<string, PathEntry>): Promise<void> {
     this.dirsRead++;
+    // Paths + '/' of directory links met: the walk still goes below one it had not met, but what it finds there is not this subtree's.
+    const linked: string[] = [];
     for await (const e of side.fs.walk(dirIno, keyBytes(path === '/' ? '' : path))) {
       if (e.fileType === 2) this.dirsRead++;
       const key = byteKey(e.path);
+      if (linked.length > 0 && linked.some((p) => key.startsWith(p))) continue;
       if (this.settled.has(key)) continue;
       this.settled.add(key);
       const inode = await side.fs.readInode(e.ino);
       into.set(key, { path: e.path, ino: e.ino, type: kindOf(inode), changedBlocks: await this.blocksOf(side, inode, false) });
+      if (isDir(inode) && (await this.linkedDir(side, key, e.ino, e.parentIno))) linked.push(`${key}/`);
     }
+  }
+
+  /** The inode number of directory `ino`'s '..' entry (its first block's second record), or undefined. */
+  private async dotdotOf(side: Side, ino: number): Promise<number | undefined> {
+    const known = side.listings.get(ino);
+    if (known !== undefined) return known.get('..')?.[0];
+    for await (const e of side.fs.readdirOf(await side.fs.readInode(ino))) if (e.name.length === 2 && e.name[0] === DOT && e.name[1] === DOT) return e.ino;
+    return undefined;
+  }
+
+  /**
+   * Whether entry `path` of directory `holder`, naming directory `ino`, is a directory
+   * link or loop (then recorded): the root, its own holder, or a directory whose '..'
+   * names another. A directory has one entry, the one in the directory its '..' names
+   * (e2fsck pass 2/3), so this finds every second link without walking the tree.
+   */
+  private async linkedDir(side: Side, path: string, ino: number, holder: number): Promise<boolean> {
+    if (path === '/') return false;
+    if (ino !== EXT4_ROOT_INO && ino !== holder && (await this.dotdotOf(side, ino)) === holder) return false;
+    const at = ino === EXT4_ROOT_INO ? '/' : await this.dirPath(side, ino);
+    this.noteLink(side, path, ino, at);
+    return true;
+  }
+
+  private noteLink(side: Side, path: string, ino: number, dirPath: string | null): void {
+    const s = side === this.a ? 'a' : 'b';
+    this.links.set(`${s}:${path}`, { side: s, path: keyBytes(path), ino, dirPath: dirPath === null ? null : keyBytes(dirPath) });
+  }
+
+  /** Whether `path` lies below a directory link found on either side (its entries were not descended into). */
+  private belowLink(path: string): boolean {
+    if (this.links.size === 0) return false;
+    for (const l of this.links.values()) {
+      const p = byteKey(l.path);
+      if (path.length > p.length && path.startsWith(p) && path[p.length] === '/') return true;
+    }
+    return false;
+  }
+
+  /** Whether `path`'s entry on `side`, naming directory `ino`, is a link (see linkedDir); its holder found by lookup. */
+  private async linkedEntry(side: Side, path: string, ino: number): Promise<boolean> {
+    if (path === '/') return false;
+    const cut = path.lastIndexOf('/');
+    const holder = await this.lookup(side, cut === 0 ? '/' : path.slice(0, cut));
+    return holder !== undefined && (await this.linkedDir(side, path, ino, holder));
   }
 
   /**
@@ -369,6 +443,7 @@ class Ext4Differ {
   private async settle(path: string, inoA: number | undefined, inoB: number | undefined, descend: boolean): Promise<void> {
     if (this.settled.has(path)) return;
     this.settled.add(path);
+    if (descend && this.belowLink(path)) return;
     // Those the incremental steps read are taken as read; others are not kept (full mode settles every path).
     const iA = inoA !== undefined ? (this.a.inodes.get(inoA) ?? (await this.a.fs.readInode(inoA))) : undefined;
     const iB = inoB !== undefined ? (this.b.inodes.get(inoB) ?? (await this.b.fs.readInode(inoB))) : undefined;
@@ -377,14 +452,19 @@ class Ext4Differ {
       if (inode !== undefined) side.fs.requireDirentType(inode.ino, side.entryTypes.get(inode.ino) ?? 0, inode.i_mode, inode.deviceOffset, `the directory holding ${path}`);
     }
     if (iA === undefined && iB === undefined) return;
+    // An entry that changed and names a directory: is it that directory's one entry? (Full
+    // mode found links while walking.) A link is listed, and not descended into.
+    const sameEntry = iA !== undefined && iB !== undefined && inoA === inoB && iA.i_generation === iB.i_generation;
+    const linkA = descend && !sameEntry && iA !== undefined && isDir(iA) && (await this.linkedEntry(this.a, path, inoA!));
+    const linkB = descend && !sameEntry && iB !== undefined && isDir(iB) && (await this.linkedEntry(this.b, path, inoB!));
     if (iA === undefined) {
       this.added.set(path, { path: keyBytes(path), ino: inoB!, type: kindOf(iB!), changedBlocks: await this.blocksOf(this.b, iB!, false) });
-      if (descend && isDir(iB!)) await this.addSubtree(this.b, inoB!, path, this.added);
+      if (descend && isDir(iB!) && !linkB) await this.addSubtree(this.b, inoB!, path, this.added);
       return;
     }
     if (iB === undefined) {
       this.removed.set(path, { path: keyBytes(path), ino: inoA!, type: kindOf(iA), changedBlocks: await this.blocksOf(this.a, iA, false) });
-      if (descend && isDir(iA)) await this.addSubtree(this.a, inoA!, path, this.removed);
+      if (descend && isDir(iA) && !linkA) await this.addSubtree(this.a, inoA!, path, this.removed);
       return;
     }
     this.inodesCompared++;
@@ -401,8 +481,9 @@ class Ext4Differ {
       });
     }
     if (!descend) return;
-    const sameDir = inoA === inoB && iA.i_generation === iB.i_generation;
+    const sameDir = sameEntry;
     if (isDir(iA) && isDir(iB) && !sameDir) {
+      if (linkA || linkB) return;
       // Two different directories at one path: compare their children by name.
       const la = await this.listing(this.a, inoA!);
       const lb = await this.listing(this.b, inoB!);
@@ -410,25 +491,81 @@ class Ext4Differ {
         if (name === '.' || name === '..') continue;
         await this.settle(join(path, name), la.get(name)?.[0], lb.get(name)?.[0], true);
       }
-    } else if (isDir(iA) && !isDir(iB)) await this.addSubtree(this.a, inoA!, path, this.removed);
-    else if (isDir(iB) && !isDir(iA)) await this.addSubtree(this.b, inoB!, path, this.added);
+    } else if (isDir(iA) && !isDir(iB)) {
+      if (!linkA) await this.addSubtree(this.a, inoA!, path, this.removed);
+    } else if (isDir(iB) && !isDir(iA) && !linkB) await this.addSubtree(this.b, inoB!, path, this.added);
   }
 
   /** Full mode: walk both trees and compare every path. */
   async runFull(): Promise<void> {
-    const walkAll = async (side: Side): Promise<Map<string, number>> => {
-      const m = new Map<string, number>([['/', EXT4_ROOT_INO]]);
-      this.dirsRead++;
-      for await (const e of side.fs.walk()) {
-        if (e.fileType === 2) this.dirsRead++;
-        m.set(byteKey(e.path), e.ino);
-        if (e.fileType !== 0) side.entryTypes.set(e.ino, e.fileType);
-      }
-      return m;
-    };
+    const walkAll = (side: Side): Promise<Map<string, number>> => this.walkTree(side);
     const pa = await walkAll(this.a);
     const pb = await walkAll(this.b);
     for (const path of new Set([...pa.keys(), ...pb.keys()])) await this.settle(path, pa.get(path), pb.get(path), false);
+  }
+
+  /**
+   * Every path of this side's tree (byteKey -> inode), for full mode. A directory is
+   * descended into from the entry in the directory its '..' names (e2fsck's rule: one
+   * entry per directory), whichever is met first; other entries naming it (directory hard
+   * links, loops) are listed and noted (noteLink), not descended into. A directory whose
+   * '..' names none of its holders is descended into from the first entry met.
+   */
+  private async walkTree(side: Side): Promise<Map<string, number>> {
+    const m = new Map<string, number>([['/', EXT4_ROOT_INO]]);
+    // Directory -> the path it was descended into at.
+    const at = new Map<number, string>([[EXT4_ROOT_INO, '/']]);
+    // Entries naming a directory whose '..' is not their holder, in the order met.
+    const doubtful: Array<{ ino: number; path: string }> = [];
+    const stack: Array<{ ino: number; path: string; holder: number }> = [{ ino: EXT4_ROOT_INO, path: '/', holder: EXT4_ROOT_INO }];
+    const descend = async (dir: { ino: number; path: string; holder: number }, trusted: boolean): Promise<void> => {
+      if (dir.path !== '/' && (dir.ino === EXT4_ROOT_INO || dir.ino === dir.holder || at.has(dir.ino))) {
+        // The root, and a directory's own holder, are descended into already.
+        this.noteLink(side, dir.path, dir.ino, at.get(dir.ino) ?? null);
+        return;
+      }
+      const inode = await side.fs.readInode(dir.ino);
+      this.dirsRead++;
+      let dotdot: number | undefined;
+      const children: Array<{ ino: number; ft: number; name: string }> = [];
+      // Names as byteKeys decoded in place: latin1 is one char per byte.
+      await side.fs.forEachEntry(inode, (ino, ft, bytes, nameAt, len) => {
+        if (bytes[nameAt] === DOT && len <= 2 && (len === 1 || bytes[nameAt + 1] === DOT)) {
+          if (len === 2) dotdot = ino;
+          return;
+        }
+        children.push({ ino, ft, name: bytes.toString('latin1', nameAt, nameAt + len) });
+      });
+      if (!trusted && dir.path !== '/' && dotdot !== dir.holder) {
+        doubtful.push({ ino: dir.ino, path: dir.path });
+        return;
+      }
+      at.set(dir.ino, dir.path);
+      const subdirs: Array<{ ino: number; path: string; holder: number }> = [];
+      for (const c of children) {
+        const path = join(dir.path, c.name);
+        m.set(path, c.ino);
+        if (c.ft !== 0) side.entryTypes.set(c.ino, c.ft);
+        if (c.ft === 2 || (c.ft === 0 && isDir(await side.fs.readInode(c.ino)))) subdirs.push({ ino: c.ino, path, holder: dir.ino });
+      }
+      // Their listings are read while this one is worked on, instead of one after another.
+      side.fs.prefetchDirectories(subdirs.filter((d) => !at.has(d.ino)).map((d) => d.ino));
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+    };
+    const drain = async (): Promise<void> => {
+      while (stack.length > 0) await descend(stack.pop()!, false);
+    };
+    await drain();
+    // A directory only doubtful entries name (its '..' is wrong, or it has no right entry): the first one met is its path.
+    for (let i = 0; i < doubtful.length; i++) {
+      const d = doubtful[i]!;
+      if (at.has(d.ino)) this.noteLink(side, d.path, d.ino, at.get(d.ino)!);
+      else {
+        await descend({ ...d, holder: -1 }, true);
+        await drain();
+      }
+    }
+    return m;
   }
 
   /** Incremental mode (see the module comment). */
@@ -630,7 +767,7 @@ class Ext4Differ {
     }
     // 4. Compare each affected path, parents first.
     for (const path of [...affected].sort()) {
-      if (this.settled.has(path)) continue;
+      if (this.settled.has(path) || this.belowLink(path)) continue;
       // A path below an added or removed directory was settled with its subtree.
       const at = foundAt.get(path);
       const [inoA, inoB] =
@@ -676,6 +813,7 @@ class Ext4Differ {
       removed: sorted(this.removed),
       modified: sorted(this.modified),
       unattributedBlocks: this.unattributed.toArray(),
+      dirLinks: sorted(new Map([...this.links.values()].map((l) => [`${byteKey(l.path)}\0${l.side}`, l]))),
       stats: {
         mode: stats.mode,
         changedBlockBytes: this.changed.blockCount * this.b.fs.blockSize,

@@ -186,6 +186,21 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   }
 }
 
+/** Formats that a file name's extension usually names (what qemu users expect to find in such a file). */
+const EXTENSION_FORMATS: Readonly<Record<string, ConvertOutputFormat>> = { raw: 'raw', img: 'raw', qcow2: 'qcow2', qcow: 'qcow2', vmdk: 'vmdk' };
+
+/**
+ * A note for an output whose extension names another format than the one written
+ * (`convert q.qcow2 o.raw` writes qcow2, the default -O), or undefined. Nothing changes:
+ * the format is what -O says.
+ */
+export function extensionHint(output: string, format: ConvertOutputFormat, defaulted: boolean): string | undefined {
+  const ext = /\.([A-Za-z0-9]+)$/.exec(output)?.[1]?.toLowerCase();
+  const named = ext !== undefined ? EXTENSION_FORMATS[ext] : undefined;
+  if (named === undefined || named === format) return undefined;
+  return `${output} is written as ${format} (-O ${format}${defaulted ? ', the default' : ''}), although its extension names ${named}`;
+}
+
 /** Human-readable summary of a conversion. */
 export function formatConvert(r: ConvertResult): string {
   const mib = (n: number) => (n / 1048576).toFixed(1);

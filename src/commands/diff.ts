@@ -38,13 +38,28 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
   try {
     const cb = await openChain(options.b);
     try {
-      return await diffDisks(await sideOf(options.a, ca), await sideOf(options.b, cb), options.fullTree ? { fullTree: true } : {});
+      const r = await diffDisks(await sideOf(options.a, ca), await sideOf(options.b, cb), options.fullTree ? { fullTree: true } : {});
+      return { ...r, warnings: [...r.warnings, ...dirLinkWarnings(r)] };
     } finally {
       await cb.close();
     }
   } finally {
     await ca.close();
   }
+}
+
+/** A warning per directory hard link or loop (FsDiff.dirLinks), worded as ls -R words them. */
+function dirLinkWarnings(r: DiskDiff): string[] {
+  const out: string[] = [];
+  for (const fs of r.filesystems) {
+    for (const l of fs.dirLinks) {
+      const name = l.side === 'a' ? r.a : r.b;
+      const file = fs.partition !== null ? `${name}:${fs.partition}` : name;
+      const dir = l.dirPath !== null ? quoteName(l.dirPath) : "a directory its '..' entries do not lead to from the root";
+      out.push(`${file}: ${quoteName(l.path)} is directory inode ${l.ino}, which is ${dir} (a directory hard link or loop: corrupt); not descended into`);
+    }
+  }
+  return out;
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
@@ -57,7 +72,13 @@ export function diffJson(r: DiffResult): unknown {
   const entry = <T extends PathEntry>(e: T): Omit<T, 'path'> & { path: string; pathBytes?: string } => ({ ...e, ...nameFields('path', e.path) });
   return {
     ...r,
-    filesystems: r.filesystems.map((fs) => ({ ...fs, added: fs.added.map(entry), removed: fs.removed.map(entry), modified: fs.modified.map(entry) })),
+    filesystems: r.filesystems.map((fs) => ({
+      ...fs,
+      added: fs.added.map(entry),
+      removed: fs.removed.map(entry),
+      modified: fs.modified.map(entry),
+      dirLinks: fs.dirLinks.map((l) => ({ ...l, ...nameFields('path', l.path), ...(l.dirPath !== null ? nameFields('dirPath', l.dirPath) : { dirPath: null }) })),
+    })),
   };
 }
 

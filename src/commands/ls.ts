@@ -1,7 +1,8 @@
 /**
  * `imgdedup ls IMAGE[:PART] [PATH]`: lists a directory (or one file) of the ext2/3/4
  * filesystem inside an image chain, optionally long (-l) and recursive (-R).
- * Read-only: checksum mismatches and directory loops are reported as warnings, not errors.
+ * Read-only. A checksum mismatch is BAD_CHECKSUM (as for diff), or with ignoreChecksums a
+ * warning; directory loops are warnings.
  * Names are bytes; they are shown quoted where needed (ui/quoteName.ts), and PATH is
  * matched as bytes (UTF-8, or the quoted form).
  */
@@ -32,6 +33,11 @@ export interface LsOptions {
   /** Filesystem at this byte offset of the disk instead of a partition. */
   readonly offsetBytes?: number;
   readonly recursive?: boolean;
+  /**
+   * List a filesystem whose metadata checksums fail (as `debugfs -n`): each mismatch is a
+   * warning (once per structure) instead of BAD_CHECKSUM.
+   */
+  readonly ignoreChecksums?: boolean;
   /** Called for every entry, in listing order (sorted by name per directory; -R: depth-first pre-order). */
   readonly onEntry?: (e: LsEntry) => void;
   /**
@@ -80,8 +86,8 @@ export interface LsResult {
   readonly entries: number;
   /**
    * Dirty states (a journal that needs recovery, recorded errors, orphans: what is listed
-   * is the state on disk), then checksum mismatches and directory loops met while reading
-   * (read-only commands go on).
+   * is the state on disk), then checksum mismatches (with ignoreChecksums; each once) and
+   * directory loops met while reading (read-only commands go on).
    */
   readonly warnings: readonly string[];
 }
@@ -377,8 +383,8 @@ const SLASH = 0x2f;
  * directory, then everything below it, then its next sibling), siblings sorted by name
  * bytes. A directory met again (a directory hard link or loop, which e2fsck reports as
  * corruption) is listed as an entry but not descended into again, with a warning, as
- * Ext4Fs.walk does. Throws USAGE (no such path), and what the image, partition and ext4
- * readers throw.
+ * Ext4Fs.walk does. Throws USAGE (no such path), BAD_CHECKSUM (a metadata checksum fails,
+ * unless ignoreChecksums), and what the image, partition and ext4 readers throw.
  */
 export async function ls(options: LsOptions): Promise<LsResult> {
   const { image, partition } = parseImageArg(options.image);
@@ -391,7 +397,7 @@ export async function ls(options: LsOptions): Promise<LsResult> {
       ...(options.offsetBytes !== undefined ? { offsetBytes: options.offsetBytes } : {}),
     });
     const file = sel.partition !== null ? `${image}:${sel.partition}` : image;
-    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: 'warn', location: { diskStart: sel.offsetBytes, fileIsDisk: onDisk } });
+    const fs = await Ext4Fs.open(sel.device, { file, verifyChecksums: options.ignoreChecksums === true ? 'warn' : 'error', location: { diskStart: sel.offsetBytes, fileIsDisk: onDisk } });
     const dirty = await fs.readWarnings();
     const { ino, parts } = await resolvePathArg(fs, file, options.path ?? '/', options.pathBytes);
     const path = absolutePath(parts);

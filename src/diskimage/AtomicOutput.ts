@@ -132,7 +132,12 @@ export class AtomicOutput {
       return new AtomicOutput(path, tempPath, handle);
     } catch (err) {
       unregisterTempFile(tempPath);
-      throw wrapIoError(err, path, `create the temporary file in ${dirname(path)}`);
+      // checkOutputPath found the directory and may write there: ENOENT on creating a new
+      // name then means the filesystem makes no files (procfs, sysfs), not a missing path.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new IoError({ file: path, detail: `cannot create: the filesystem holding ${dirname(path)} does not allow creating files there`, errno: 'ENOENT' });
+      }
+      throw wrapIoError(err, path, 'create (writing its temporary file in the same directory)');
     }
   }
 

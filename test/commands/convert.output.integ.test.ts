@@ -108,3 +108,41 @@ test('--force replaces an existing regular file', () => {
   expect(r.status, r.stderr).toBe(0);
   expect(JSON.parse(qemuImg('info', '--output=json', out))).toMatchObject({ format: 'qcow2', 'virtual-size': 1048576 });
 });
+
+test('a directory whose filesystem allows no new files (/proc): IO naming the output and why, not "no such file"', () => {
+  const out = '/proc/imgdedup-out.qcow2';
+  const r = imgdedup(['convert', src, out]);
+  expect(r.status).toBe(5);
+  // As non-root, /proc's mode (r-x) refuses first.
+  const why = process.getuid?.() === 0 ? 'cannot create: the filesystem holding /proc does not allow creating files there' : 'cannot create in directory /proc: permission denied';
+  expect(r.stderr.trim()).toBe(`imgdedup: error [IO]: ${out}: ${why}`);
+});
+
+describe("an output whose extension names another format than the one written: a hint on stderr, the output as asked", () => {
+  test.each([
+    ['o3.raw', [], 'qcow2', 'raw'],
+    ['o3.img', [], 'qcow2', 'raw'],
+    ['o3.vmdk', [], 'qcow2', 'vmdk'],
+    ['o3r.qcow2', ['-O', 'raw'], 'raw', 'qcow2'],
+    ['o3v.qcow2', ['-O', 'vmdk'], 'vmdk', 'qcow2'],
+  ])('%s %s', (name, opts, written, named) => {
+    const out = join(dir, name);
+    const r = imgdedup(['convert', ...opts, src, out]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(qemuImg('info', '--output=json', out))).toMatchObject({ format: written });
+    const hint = `imgdedup: note: ${out} is written as ${written} (-O ${written}${opts.length === 0 ? ', the default' : ''}), although its extension names ${named}`;
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('imgdedup: note:'))).toEqual([hint]);
+  });
+  test.each([
+    ['fine.qcow2', []],
+    ['fine.raw', ['-O', 'raw']],
+    ['fine.img', ['-O', 'raw']],
+    ['fine.vmdk', ['-O', 'vmdk']],
+    ['noext', []],
+    ['other.bin', ['-O', 'raw']],
+  ])('%s %s: no hint', (name, opts) => {
+    const r = imgdedup(['convert', ...opts, src, join(dir, name)]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('note:');
+  });
+});

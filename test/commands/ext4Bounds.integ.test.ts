@@ -196,7 +196,8 @@ describe('ls -R ends on directory loops', () => {
     const image = make();
     // e2fsck calls it corruption (exit 4: errors left uncorrected under -n).
     expect(run('e2fsck', ['-fn', image]).status).toBe(4);
-    const r = measured(['ls', '-R', image, '/'], 20_000);
+    // Renaming '.' in place leaves its block's checksum failing: listed anyway (and warned about).
+    const r = measured(['ls', '-R', '--ignore-checksums', image, '/'], 20_000);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.split('\n').filter((l) => l !== '').sort()).toEqual(expectedPaths(extra));
     expect(r.stderr).toContain(`warning: ${image}: ${loopPath} is directory inode`);

@@ -88,11 +88,15 @@ export function checkChecksum(ctx: Ext4Context, structure: string, fsOffset: num
   if (stored >>> 0 === computed >>> 0) return true;
   const data = fsAt(ctx, structure, fsOffset, { detail: 'checksum mismatch', expected: hex(computed), actual: hex(stored) });
   if (ctx.verifyChecksums === 'error') throw new CorruptImageError('BAD_CHECKSUM', data);
-  ctx.diagnostics.push({
-    code: 'BAD_CHECKSUM',
-    structure,
-    deviceOffset: locate(ctx, fsOffset).deviceOffset,
-    message: new CorruptImageError('BAD_CHECKSUM', data).message,
-  });
+  const message = new CorruptImageError('BAD_CHECKSUM', data).message;
+  // A structure is checked each time it is read (a lookup, then the listing), but is one failure.
+  let met = diagnosed.get(ctx.diagnostics);
+  if (met === undefined) diagnosed.set(ctx.diagnostics, (met = new Set()));
+  if (met.has(message)) return false;
+  met.add(message);
+  ctx.diagnostics.push({ code: 'BAD_CHECKSUM', structure, deviceOffset: locate(ctx, fsOffset).deviceOffset, message });
   return false;
 }
+
+/** The messages already in each diagnostics list (checkChecksum records each failure once). */
+const diagnosed = new WeakMap<Ext4Diagnostic[], Set<string>>();
