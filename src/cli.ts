@@ -184,7 +184,8 @@ export function buildProgram(): Command {
       const { convert, extensionHint, formatConvert, parseClusterSize } = await import('./commands/convert.js');
       const asJson = json(opts);
       const hint = extensionHint(dst, opts.outputFormat, cmd.getOptionValueSource('outputFormat') === 'default');
-      if (hint !== undefined) output.err(`imgdedup: note: ${hint}`);
+      // Said before the copy starts, where it can still be interrupted; under --json, in the result (stderr holds only an error).
+      if (hint !== undefined && !asJson) output.err(`imgdedup: note: ${hint}`);
       const progress = createProgress('convert', output, !asJson);
       const r = await convert({
         source: parseWholeImageArgs([src], 'convert', [dst])[0]!,
@@ -200,7 +201,7 @@ export function buildProgram(): Command {
         onProgress: progress.update,
       });
       progress.done();
-      if (asJson) printJson(r);
+      if (asJson) printJson(hint !== undefined ? { ...r, notes: [hint] } : r);
       else output.out(formatConvert(r));
     });
 
