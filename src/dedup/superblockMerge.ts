@@ -150,10 +150,12 @@ export async function carrySuperblock(plan: SuperblockPlan, merged: WritableDevi
 /** Throws SIZE_MISMATCH naming the first layout field (LAYOUT_FIELDS, the hash flags) in which the client's superblock `c` differs from the base's `b`. */
 function requireSameLayout(b: Uint8Array, c: Uint8Array, clientName: string): void {
   const hex = (x: Uint8Array, [at, n]: readonly [number, number]): string => Buffer.from(x.subarray(at, at + n)).reverse().toString('hex');
-  // metadata_csum_seed may be the client's own: carrySuperblock sets it in M with the client's UUID (planSuperblock checks the seed).
+  // metadata_csum_seed turned on by the client is the client's own: carrySuperblock sets it in
+  // M with the client's UUID (planSuperblock checks the seed). Turned off, it would come back.
   const u32 = (x: Uint8Array, at: number): number => new DataView(x.buffer, x.byteOffset, x.byteLength).getUint32(at, true);
+  const seedAdded = (u32(c, FEATURE_INCOMPAT) & ~u32(b, FEATURE_INCOMPAT) & EXT4_FEATURE_INCOMPAT_CSUM_SEED) !== 0;
   const layoutDiffers = ([at, n]: readonly [number, number]): boolean =>
-    at === FEATURE_INCOMPAT ? ((u32(b, at) ^ u32(c, at)) & ~EXT4_FEATURE_INCOMPAT_CSUM_SEED) !== 0 : differ(b, c, [at, n]);
+    at === FEATURE_INCOMPAT ? ((u32(b, at) ^ u32(c, at)) & ~(seedAdded ? EXT4_FEATURE_INCOMPAT_CSUM_SEED : 0)) !== 0 : differ(b, c, [at, n]);
   const differs: Array<readonly [number, number, string]> = LAYOUT_FIELDS.filter(([at, n]) => layoutDiffers([at, n]));
   if (((b[S_FLAGS]! ^ c[S_FLAGS]!) & HASH_FLAGS) !== 0) differs.push([S_FLAGS, 1, 's_flags (directory hash signedness)']);
   if (differs.length === 0) return;

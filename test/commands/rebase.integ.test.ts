@@ -352,6 +352,16 @@ describe('rebase refusals', () => {
       expect(JSON.parse(r.stderr)).toMatchObject({ code: 'SIZE_MISMATCH', data: { file: client, structure: `ext4.superblock.${field}` } });
       expect(existsSync(join(d, 'out'))).toBe(false);
     }
+    // A base with metadata_csum_seed: a client that turned it off would get it back (found by a new user).
+    const seeded = join(d, 'seeded');
+    mkdirSync(seeded);
+    execFileSync('cp', ['-r', join(d, 'tree'), join(d, 'upd'), seeded]);
+    makeBase(seeded, 32, ['-b', '4096', '-O', 'metadata_csum_seed']);
+    const noSeed = makeClient(seeded, 'noseed', '', [['-O', '^metadata_csum_seed']]);
+    const seedRun = imgdedup(['--json', 'rebase', join(seeded, 'base.qcow2'), join(seeded, 'upd'), noSeed, '-o', join(seeded, 'out')]);
+    expect(seedRun.status, seedRun.stderr).toBe(2);
+    expect(JSON.parse(seedRun.stderr)).toMatchObject({ code: 'SIZE_MISMATCH', data: { file: noSeed, structure: 'ext4.superblock.s_feature_incompat' } });
+    expect(existsSync(join(seeded, 'out'))).toBe(false);
     // Same layout, and a MiB of the client's own past the filesystem (within the disk): it stays the client's.
     const tail = join(d, 'tail.bin');
     execFileSync('dd', ['if=/dev/urandom', `of=${tail}`, 'bs=1M', 'count=1', 'status=none']);
