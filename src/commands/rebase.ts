@@ -319,7 +319,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
     try {
       const tRoot = new WritableSliceDevice(cowT, target.start, target.length, { file: options.base });
       // T's writer lives only in here: its caches and report go once the update is applied.
-      const { summary, updateChanged } = await (async () => {
+      const { summary, updateChanged, updateOpaque } = await (async () => {
         try {
           // T is read through its writer alone until it is committed: small writes are held and each block written once.
           const tWriter = await Ext4Writer.open(tRoot, { file: rootName(options.base), location: rootAt(null), constraints: { avoidBlocks, avoidInodes }, writeBack: true });
@@ -328,7 +328,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
           await checkDirectoriesOnPaths(tWriter, space.dirsOnPaths);
           // What the base already holds as the update has it is left alone (the new base shares it as it is).
           const applied = await applyUpdate(tWriter, source, { skipUnchanged: true });
-          return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path) };
+          return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path), updateOpaque: applied.summary.opaqueDirs };
         } catch (err) {
           // Say why the space may be short although the base has room: T avoids every block the clients use.
           if (err instanceof RefusedError && err.code === 'NO_SPACE' && clients.length > 0) {
@@ -415,6 +415,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
               conflict,
               updatedOwnership,
               updateChanged,
+              updateOpaque,
               updateSame,
               name: c.name,
               decideOnly: conflictsFound.length > 0,

@@ -61,6 +61,8 @@ export interface MergeInput {
   readonly name: string;
   /** The paths the update changed (its writer's report): a directory it added to is changed too. */
   readonly updateChanged: readonly Uint8Array[];
+  /** Directories the update made opaque (see ApplySummary.opaqueDirs). */
+  readonly updateOpaque?: readonly Uint8Array[];
   /**
    * Whether T's state of a path equals B's, by path key: shared by the clients of one
    * rebase (B and T are the same for all), so each path's content is compared once.
@@ -105,9 +107,15 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     const prefix = `${byteKey(p)}/`;
     return changedKeys.some((k) => k.startsWith(prefix));
   };
+  const opaqueKeys = (input.updateOpaque ?? []).map(byteKey);
+  /** Whether `key` lies below a directory the update made opaque. */
+  const belowOpaque = (key: string): boolean => opaqueKeys.some((o) => key.startsWith(o.endsWith('/') ? o : `${o}/`));
   const decide = async (p: Uint8Array): Promise<MergeDecision> => {
     const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
     const key = byteKey(p);
+    // What the client added below a directory the update made opaque: applied to the client,
+    // the update would remove it (OCI), so both changed the directory's content: a conflict.
+    if (b === null && t === null && c !== null && belowOpaque(key)) return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true };
     let same = input.updateSame?.get(key);
     if (same === undefined) {
       same = await sameState(t, b);

@@ -29,6 +29,12 @@ export interface ApplySummary {
   readonly bytesWritten: number;
   /** Things the user should know (a whiteout for a path that does not exist). */
   readonly warnings: readonly string[];
+  /**
+   * Directories a layer made opaque (OCI): applied to another filesystem, the update also
+   * removes what that one added there. The rebase's merge needs them (a client's addition
+   * below one is a conflict).
+   */
+  readonly opaqueDirs: readonly Uint8Array[];
 }
 
 export interface ApplyOptions {
@@ -131,6 +137,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
   const range = storableSeconds(writer.fs.superblock.s_inode_size > EXT4_GOOD_OLD_INODE_SIZE);
   let clamped = 0;
   let firstClamped: Uint8Array | undefined;
+  const opaqueDirs: Uint8Array[] = [];
   for await (const layer of source.layers()) {
     // The paths this layer itself puts, so an opaque marker met after them keeps them.
     const own = new Set<string>();
@@ -147,6 +154,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           if (!(await writer.remove(e.path))) warnings.push(`${layer.name}: whiteout for ${show(e.path)}, which does not exist`);
           break;
         case 'opaque': {
+          opaqueDirs.push(e.path);
           for (const name of await writer.children(e.path)) {
             const p = joinPath(e.path, name);
             if (!own.has(byteKey(p))) await writer.remove(p);
@@ -226,7 +234,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
       `${clamped} entr${clamped === 1 ? 'y has' : 'ies have'} times this filesystem cannot store (its ${writer.fs.superblock.s_inode_size}-byte inodes hold ${new Date(range.min * 1000).toISOString().slice(0, 10)} to ${new Date(range.max * 1000).toISOString().slice(0, 10)}): clamped to the nearest (first: ${show(firstClamped!)})`,
     );
   }
-  return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings] }, report };
+  return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings], opaqueDirs }, report };
 }
 
 /** Creates missing parent directories of `path` (0755, root, the writer's time). */

@@ -376,6 +376,37 @@ describe('rebase refusals', () => {
     expectStrictFsckClean(join(d, 'tail-out.raw'));
   }, 120_000);
 
+  test('what a client added in a directory the update makes opaque is a conflict, resolved as asked, as a whiteout of the directory is (found by a new user)', () => {
+    const d = join(tmp(), 'opaque');
+    mkdirSync(join(d, 'tree/lib/mime'), { recursive: true });
+    writeFileSync(join(d, 'tree/lib/mime/old.py'), 'old\n');
+    writeFileSync(join(d, 'tree/lib/keep.txt'), 'k\n');
+    // The update: /lib/mime holds only what it ships (OCI opaque marker).
+    mkdirSync(join(d, 'upd/lib/mime'), { recursive: true });
+    writeFileSync(join(d, 'upd/lib/mime/new.py'), 'new\n');
+    writeFileSync(join(d, 'upd/lib/mime/.wh..wh..opq'), '');
+    makeBase(d, 32, ['-b', '4096']);
+    writeFileSync(join(d, 'mine'), 'mine\n');
+    const c1 = makeClient(d, 'c1', `mkdir /lib/mime/cdir\nwrite ${join(d, 'mine')} /lib/mime/cdir/cf\n`);
+    const fail = imgdedup(['--json', 'rebase', '--conflict', 'fail', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'o-fail')]);
+    expect(fail.status, fail.stderr).toBe(3);
+    expect(existsSync(join(d, 'o-fail'))).toBe(false);
+    for (const [policy, present] of [['take-update', false], ['keep-client', true]] as const) {
+      const out = join(d, `o-${policy}`);
+      const r = imgdedup(['--json', 'rebase', '--conflict', policy, join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', out]);
+      expect(r.status, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as RebaseJson).clients[0]!.conflicts.map((x) => x.path)).toContain('/lib/mime/cdir');
+      const raw = join(d, `${policy}.raw`);
+      qemuImg('convert', '-O', 'raw', join(out, 'c1.qcow2'), raw);
+      expectStrictFsckClean(raw);
+      // Oracle: debugfs's listing of the merged directory; the update's file is there either way, the base's old one never.
+      const [ls] = debugfsBatch(raw, ['ls /lib/mime']);
+      expect(ls).toMatch(/new\.py/);
+      expect(ls).not.toMatch(/old\.py/);
+      expect(/\bcdir\b/.test(ls!)).toBe(present);
+    }
+  }, 120_000);
+
   test('an update that fits the base but not the room the clients leave is NO_SPACE saying so, and nothing is written', () => {
     const d = join(tmp(), 'nospace');
     mkdirSync(join(d, 'tree/data'), { recursive: true });
