@@ -4,11 +4,10 @@
  * `backing`, into a qcow2 overlay on that file holding only what differs from it
  * (like `qemu-img convert -B`). The output is written atomically.
  */
-import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ChainDevice } from '../diskimage/ChainDevice.js';
 import type { DiskImage } from '../diskimage/DiskImage.js';
-import { layerAtPath, openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
+import { layerAtPath, openChain, realFilePath, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { copyDevice } from '../diskimage/convertImage.js';
 import { checkOutputPath } from '../diskimage/AtomicOutput.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
@@ -236,9 +235,8 @@ export function parseClusterSize(text: string): number {
 async function layersAbove(src: ImageChain, base: ImageChain): Promise<DiskImage[] | undefined> {
   const k = src.layers.length - base.layers.length;
   if (k <= 0) return undefined;
-  const real = (p: string): Promise<string> => realpath(p).catch(() => resolve(p));
   for (let i = 0; i < base.layers.length; i++) {
-    if ((await real(src.layers[k + i]!.path)) !== (await real(base.layers[i]!.path))) return undefined;
+    if ((await realFilePath(src.layers[k + i]!.path)) !== (await realFilePath(base.layers[i]!.path))) return undefined;
   }
   if (src.layers.some((l) => l.size !== src.device.size)) return undefined;
   return src.layers.slice(0, k);

@@ -46,14 +46,18 @@ export function resolveBackingPath(childPath: string, name: string): string {
   return isAbsolute(name) ? name : resolve(dirname(childPath), name);
 }
 
+/** `path` with symlinks resolved, or made absolute where it cannot be (a file not there yet): for telling whether two names are one file. */
+export function realFilePath(path: string): Promise<string> {
+  return realpath(path).catch(() => resolve(path));
+}
+
 /**
  * The layer of `chain` that is the file at `path` (symlinks resolved), or undefined: an
  * output must never replace a file a chain reads (every overlay on it would change).
  */
 export async function layerAtPath(chain: ImageChain, path: string): Promise<DiskImage | undefined> {
-  const real = (p: string): Promise<string> => realpath(p).catch(() => resolve(p));
-  const target = await real(path);
-  for (const l of chain.layers) if ((await real(l.path)) === target) return l;
+  const target = await realFilePath(path);
+  for (const l of chain.layers) if ((await realFilePath(l.path)) === target) return l;
   return undefined;
 }
 
