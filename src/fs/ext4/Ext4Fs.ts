@@ -7,6 +7,7 @@
  */
 import { CacheBudget, LruCache } from '../../diskimage/LruCache.js';
 import { readInto } from '../../diskimage/readInto.js';
+import { asBuffer } from '../../diskimage/isZero.js';
 import type { BlockDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, ImgdedupError, InternalError } from '../../errors.js';
 import { testBit } from './bitmaps.js';
@@ -791,7 +792,6 @@ export class Ext4Fs {
    */
   async forEachEntry(inode: Inode, visit: (ino: number, fileType: number, bytes: Buffer, nameAt: number, nameLen: number) => void): Promise<void> {
     const opts = this.dirOptions(inode);
-    const asBuffer = (b: Uint8Array): Buffer => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
     for await (const area of this.dirAreas(inode)) {
       if ('entries' in area) {
         for (const e of area.entries) visit(e.ino, e.fileType, asBuffer(e.name), 0, e.name.length);

@@ -15,6 +15,7 @@ import {
   S_IFMT,
 } from './constants.js';
 import { InternalError, RefusedError } from '../../errors.js';
+import { asBuffer, isZeroRange } from '../../diskimage/isZero.js';
 import type { Superblock } from './superblock.js';
 
 /** A timestamp: seconds since the epoch (with the 2 epoch bits applied) and nanoseconds. */
@@ -268,13 +269,8 @@ export function checkInodeRecord(bytes: Uint8Array, at: number, ino: number, sb:
   if (!hasHi) c &= 0xffff;
   // An all-zero inode (never used) has no checksum to check. (A match is decided here:
   // checkChecksum's structure name is a string made per call.)
-  if (stored >>> 0 !== c >>> 0 && (stored !== 0 || !allZero(b, at, inodeSize))) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
+  if (stored >>> 0 !== c >>> 0 && (stored !== 0 || !isZeroRange(asBuffer(b), at, at + inodeSize))) checkChecksum(ctx, `ext4.inode[${ino}].i_checksum`, deviceOffset + 0x7c, stored, c);
   return seed;
-}
-
-function allZero(b: Uint8Array, at: number, n: number): boolean {
-  for (let i = at; i < at + n; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 /** What a listing shows of an inode (Ext4Fs.listings' stat columns): one holder, refilled per inode. */
