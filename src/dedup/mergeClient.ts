@@ -104,12 +104,12 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
   const changedKeys = input.updateChanged.map(byteKey);
   /** Whether the update changed anything below directory `p` (a directory's own state leaves out its entries). */
   const changedBelow = (p: Uint8Array): boolean => {
-    const prefix = `${byteKey(p)}/`;
-    return changedKeys.some((k) => k.startsWith(prefix));
+    const dir = byteKey(p);
+    return changedKeys.some((k) => isBelow(k, dir));
   };
   const opaqueKeys = (input.updateOpaque ?? []).map(byteKey);
   /** Whether `key` lies below a directory the update made opaque. */
-  const belowOpaque = (key: string): boolean => opaqueKeys.some((o) => key.startsWith(o.endsWith('/') ? o : `${o}/`));
+  const belowOpaque = (key: string): boolean => opaqueKeys.some((o) => isBelow(key, o));
   const decide = async (p: Uint8Array): Promise<MergeDecision> => {
     const [b, t, c] = await Promise.all([stateAt(base, p), stateAt(updated, p), stateAt(client, p)]);
     const key = byteKey(p);
@@ -273,18 +273,17 @@ async function settleAncestors(input: MergeInput, decisions: readonly MergeDecis
 async function settleSubtrees(input: MergeInput, decisions: readonly MergeDecision[]): Promise<MergeDecision[]> {
   const out = new Map(decisions.map((d) => [byteKey(d.path), d]));
   const settled: string[] = [];
-  const below = (key: string, root: string): boolean => key.startsWith(`${root}/`);
   // Topmost first: a conflict below one already settled follows that one.
   for (const d of [...decisions].sort((x, y) => depth(x.path) - depth(y.path) || compareBytes(x.path, y.path))) {
     const key = byteKey(d.path);
-    if (!d.conflict || settled.some((r) => below(key, r))) continue;
+    if (!d.conflict || settled.some((r) => isBelow(key, r))) continue;
     const [t, c] = await Promise.all([stateAt(input.updated, d.path), stateAt(input.client, d.path)]);
     const clientDir = c?.kind === 'dir';
     if (clientDir === (t?.kind === 'dir')) continue;
     settled.push(key);
     const wholeClientDir = d.result === 'client' && clientDir;
     for (const [k, e] of out) {
-      if (!below(k, key)) continue;
+      if (!isBelow(k, key)) continue;
       // In the client's directory carried whole, what the client deleted is simply not there.
       const result = wholeClientDir && (await input.client.lookup(e.path)) === undefined ? 'update' : d.result;
       if (e.result !== result) out.set(k, { ...e, result });
@@ -360,4 +359,9 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
   }
   await m.point(ino, extents, c.inode.i_size);
   return { relocated, bytes };
+}
+
+/** Whether path key `key` lies strictly below directory key `dir` (the root '/' holds every other path). */
+function isBelow(key: string, dir: string): boolean {
+  return key !== dir && key.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
 }
