@@ -481,8 +481,7 @@ class Ext4Differ {
       });
     }
     if (!descend) return;
-    const sameDir = sameEntry;
-    if (isDir(iA) && isDir(iB) && !sameDir) {
+    if (isDir(iA) && isDir(iB) && !sameEntry) {
       if (linkA || linkB) return;
       // Two different directories at one path: compare their children by name.
       const la = await this.listing(this.a, inoA!);
@@ -498,9 +497,8 @@ class Ext4Differ {
 
   /** Full mode: walk both trees and compare every path. */
   async runFull(): Promise<void> {
-    const walkAll = (side: Side): Promise<Map<string, number>> => this.walkTree(side);
-    const pa = await walkAll(this.a);
-    const pb = await walkAll(this.b);
+    const pa = await this.walkTree(this.a);
+    const pb = await this.walkTree(this.b);
     for (const path of new Set([...pa.keys(), ...pb.keys()])) await this.settle(path, pa.get(path), pb.get(path), false);
   }
 
