@@ -1039,10 +1039,6 @@ export class Ext4Fs {
   }
 
   /**
-   * The inode number that entry `name` of directory `dirIno` names ('.' and '..' included),
-   * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
-   */
-  /**
    * Throws CORRUPT_IMAGE when `inode` is the root (inode 2) and not a directory (e2fsck:
    * "Root inode is not a directory"): then no path resolves, and a listing of '/' would
    * show one meaningless entry instead of the tree.
@@ -1052,6 +1048,10 @@ export class Ext4Fs {
     fsCorrupt(this.ctx, `ext4.inode[${EXT4_ROOT_INO}].i_mode`, inode.deviceOffset, 'the root inode is not a directory', { actual: `0o${inode.i_mode.toString(8)}` });
   }
 
+  /**
+   * The inode number that entry `name` of directory `dirIno` names ('.' and '..' included),
+   * or undefined if there is none or `dirIno` is not a directory. Throws what readdir throws.
+   */
   async lookupIn(dirIno: number, name: Uint8Array): Promise<number | undefined> {
     const known = this.nameIndex.get(dirIno);
     if (known !== undefined) return known.get(byteKey(name));
@@ -1197,12 +1197,6 @@ export class Ext4Fs {
   }
 
   /**
-   * Fills the stat columns of `l`: its inodes' table chunks read together first, then each
-   * record checked and read in place. Symlinks and devices (whose target and numbers a
-   * caller reads from the inode), and inodes whose block is not cached after the prefetch,
-   * are decoded (readInode's checks) and kept in `l.inodes`.
-   */
-  /**
    * Throws CORRUPT_IMAGE when entry i's file_type (where the filesystem records one) names
    * another type than its inode's mode (e2fsck: "has an incorrect filetype"): a listing
    * would show a directory as a file, and leave its entries out, without a word.
@@ -1235,6 +1229,12 @@ export class Ext4Fs {
     fsCorrupt(this.ctx, `ext4.inode[${ino}].i_links_count`, deviceOffset + 0x1a, `a directory entry in ${where} names an inode with no links (deleted)`, { expected: '>= 1', actual: links });
   }
 
+  /**
+   * Fills the stat columns of `l`: its inodes' table chunks read together first, then each
+   * record checked and read in place. Symlinks and devices (whose target and numbers a
+   * caller reads from the inode), and inodes whose block is not cached after the prefetch,
+   * are decoded (readInode's checks) and kept in `l.inodes`.
+   */
   private async readListingStat(l: DirListing): Promise<void> {
     const n = l.count;
     l.allocStat();
