@@ -20,30 +20,12 @@ import { expectStrictFsckClean } from '../helpers/e2fsck.js';
 import { qemuCheck, qemuImg } from '../helpers/qemu.js';
 import { imgdedup } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
+import { makeBase, makeClient } from '../helpers/rebaseImages.js';
 import { dumpTree } from '../blockdiff/treeOracle.js';
 import { debugfsBatch, parseStat } from '../fs/ext4/debugfsOracle.js';
 
 const tmp = useTempDir('imgdedup-rebase-');
 
-/** DIR/base.raw: an ext4 of `sizeMiB` made by mkfs.ext4 -d from DIR/tree (fixed mkfs time), and DIR/base.qcow2 from it. */
-function makeBase(d: string, sizeMiB: number, mkfsArgs: string[]): void {
-  execFileSync('truncate', ['-s', `${sizeMiB}M`, join(d, 'base.raw')]);
-  execFileSync('mkfs.ext4', ['-q', '-F', ...mkfsArgs, '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-  qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
-}
-
-/**
- * DIR/NAME.raw: a copy of DIR/base.raw changed by tune2fs (each argument list) and a debugfs
- * -w script, then DIR/NAME.qcow2: an overlay on base.qcow2 holding what differs. Returns its path.
- */
-function makeClient(d: string, name: string, debugfs: string, tune: string[][] = []): string {
-  const raw = join(d, `${name}.raw`);
-  execFileSync('cp', [join(d, 'base.raw'), raw]);
-  for (const args of tune) execFileSync('tune2fs', [...args, raw], { stdio: 'ignore' });
-  if (debugfs !== '') execFileSync('debugfs', ['-w', '-f', '-', raw], { input: debugfs, stdio: ['pipe', 'ignore', 'ignore'] });
-  qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, `${name}.qcow2`));
-  return join(d, `${name}.qcow2`);
-}
 let fleet = '';
 let manifest: FleetManifest;
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');

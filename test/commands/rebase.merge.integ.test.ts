@@ -6,7 +6,6 @@
  * "took the update's" is the update's directory, the base's entries it kept too); an
  * inline_data filesystem merges as one without (found by an outside tester).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -14,31 +13,11 @@ import { expectStrictFsckClean } from '../helpers/e2fsck.js';
 import { qemuImg } from '../helpers/qemu.js';
 import { imgdedup } from '../helpers/run.js';
 import { useTempDir } from '../helpers/tmp.js';
+import { edited, makeBase, makeClient } from '../helpers/rebaseImages.js';
 import { dumpTree } from '../blockdiff/treeOracle.js';
 import { debugfsBatch, parseStat, type DebugfsStat } from '../fs/ext4/debugfsOracle.js';
 
 const tmp = useTempDir('imgdedup-rebase-merge-');
-
-/** DIR/base.raw: an ext4 made by mkfs.ext4 -d from DIR/tree (fixed mkfs time), and DIR/base.qcow2 from it. */
-function makeBase(d: string, mkfsArgs: string[]): void {
-  execFileSync('truncate', ['-s', '32M', join(d, 'base.raw')]);
-  execFileSync('mkfs.ext4', ['-q', '-F', ...mkfsArgs, '-d', join(d, 'tree'), join(d, 'base.raw')], { env: { ...process.env, E2FSPROGS_FAKE_TIME: '1600000000' } });
-  qemuImg('convert', '-O', 'qcow2', join(d, 'base.raw'), join(d, 'base.qcow2'));
-}
-
-/** `debugfs -w` runs `script` on a copy of `from` named `to`. */
-function edited(from: string, to: string, script: string): string {
-  execFileSync('cp', [from, to]);
-  execFileSync('debugfs', ['-w', '-f', '-', to], { input: script, stdio: ['pipe', 'ignore', 'ignore'] });
-  return to;
-}
-
-/** DIR/NAME.raw: base.raw changed by a debugfs script; DIR/NAME.qcow2: an overlay on base.qcow2 holding the difference. */
-function makeClient(d: string, name: string, script: string): string {
-  const raw = edited(join(d, 'base.raw'), join(d, `${name}.raw`), script);
-  qemuImg('convert', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', raw, join(d, `${name}.qcow2`));
-  return join(d, `${name}.qcow2`);
-}
 
 interface RebaseJson {
   clients: Array<{ client: string; conflicts: Array<{ path: string; kept: string }> }>;
@@ -105,7 +84,7 @@ describe('a conflict between a directory and something else is resolved for the 
     mkdirSync(join(d(), 'updwh/srv'), { recursive: true });
     writeFileSync(join(d(), 'updwh/srv/.wh.olddir'), '');
     writeFileSync(join(d(), 'small'), 'x'.repeat(40));
-    makeBase(d(), []);
+    makeBase(d(), 32, []);
     makeClient(d(), 'c2', `mkdir /srv/olddir/sub/c2dir\nwrite ${join(d(), 'small')} /srv/olddir/sub/c2dir/f\n`);
     makeClient(d(), 'c1', 'rm /srv/adddir/a\nrmdir /srv/adddir\n');
   }, 60_000);
@@ -150,7 +129,7 @@ describe('an inline_data filesystem merges as one without (found by an outside t
     writeFileSync(join(d, 'upd/srv/app/config.txt'), 'config v2 from the update\n');
     writeFileSync(join(d, 'upd/srv/app/plugin/p.conf'), 'in the plugin directory\n');
     writeFileSync(join(d, 'c3'), 'the client plugin\n');
-    makeBase(d, ['-O', 'inline_data', '-I', '256']);
+    makeBase(d, 32, ['-O', 'inline_data', '-I', '256']);
     // The update's owner, as the update's tree has it (debugfs write may not copy it).
     const owner = `sif /srv/app/config.txt uid ${process.getuid!()}\nsif /srv/app/config.txt gid ${process.getgid!()}\n`;
     makeClient(d, 'c2', `rm /srv/app/config.txt\nwrite ${join(d, 'upd/srv/app/config.txt')} /srv/app/config.txt\n${owner}`);
