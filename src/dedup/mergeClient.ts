@@ -13,7 +13,7 @@ import { runLimited } from '../diskimage/runLimited.js';
 import { ConflictError } from '../errors.js';
 import type { FsDiff } from '../blockdiff/diffDisk.js';
 import type { BlockOwnership, Ext4Fs } from '../fs/ext4/Ext4Fs.js';
-import type { Ext4Writer, NodeAttrs, NodeContent } from '../fs/ext4/Ext4Writer.js';
+import { kindOfMode, type Ext4Writer, type NodeAttrs, type NodeContent } from '../fs/ext4/Ext4Writer.js';
 import type { Inode } from '../fs/ext4/inode.js';
 import { byteKey, compareBytes, joinPath, splitPath } from '../fs/ext4/names.js';
 import { isInlineDataXattr } from '../fs/ext4/xattr.js';
@@ -313,6 +313,13 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
     return { relocated: 0, bytes: 0 };
   }
   if (existing !== undefined) await m.remove(path);
+  if (await sameFileInMerged(m, c)) {
+    // A name of a file whose other names M keeps from T (a hard link the base had across a
+    // directory the client keeps whole): one file still, as in the client, not a copy.
+    await m.linkInode(path, c.inode.ino);
+    carried.set(c.inode.ino, path);
+    return { relocated: 0, bytes: 0 };
+  }
   const at = (await m.inodeFree(c.inode.ino)) ? { at: c.inode.ino } : {};
   let content: NodeContent;
   switch (c.kind) {
@@ -359,6 +366,22 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
   }
   await m.point(ino, extents, c.inode.i_size);
   return { relocated, bytes };
+}
+
+/**
+ * Whether M holds the client's multiply linked file `c` under its own inode number already:
+ * T never allocates an inode a client uses, so M's inode of that number in use is the base's
+ * file, linked under names M kept from T; it is the client's file if it is the same object
+ * (generation) in the same state. Then the client's name joins those names.
+ */
+async function sameFileInMerged(m: Ext4Writer, c: PathState): Promise<boolean> {
+  if (c.kind === 'dir' || c.inode.i_links_count < 2) return false;
+  const ino = c.inode.ino;
+  const sb = m.fs.superblock;
+  if (ino < sb.s_first_ino || ino > sb.s_inodes_count || (await m.inodeFree(ino))) return false;
+  const inM = await m.fs.readInode(ino);
+  if (inM.i_links_count === 0 || inM.i_generation !== c.inode.i_generation) return false;
+  return sameState({ fs: m.fs, inode: inM, kind: kindOfMode(inM.i_mode) ?? 'file' }, c);
 }
 
 /** Whether path key `key` lies strictly below directory key `dir` (the root '/' holds every other path). */

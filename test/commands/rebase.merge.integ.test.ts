@@ -6,7 +6,7 @@
  * "took the update's" is the update's directory, the base's entries it kept too); an
  * inline_data filesystem merges as one without (found by an outside tester).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { expectStrictFsckClean } from '../helpers/e2fsck.js';
@@ -144,5 +144,56 @@ describe('an inline_data filesystem merges as one without (found by an outside t
     expect((JSON.parse(r.stdout) as RebaseJson).clients.map((c) => c.conflicts)).toEqual([[], []]);
     expectSameTree(output(join(d, 'out'), 'c2'), edited(join(d, 'c2.raw'), join(d, 'c2.oracle'), `rm /srv/app/plugin\nmkdir /srv/app/plugin\nwrite ${join(d, 'upd/srv/app/plugin/p.conf')} /srv/app/plugin/p.conf\n`));
     expectSameTree(output(join(d, 'out'), 'c3'), edited(join(d, 'c3.raw'), join(d, 'c3.oracle'), `rm /srv/app/config.txt\nwrite ${join(d, 'upd/srv/app/config.txt')} /srv/app/config.txt\n${owner}write ${join(d, 'upd/srv/app/plugin/p.conf')} /srv/app/plugin/p.conf\n`));
+  }, 60_000);
+});
+
+/** Each path's hard-link group (the paths that share its inode, itself included), as debugfs sees them. */
+function linkGroups(image: string, paths: readonly string[]): Record<string, string[]> {
+  const inos = debugfsBatch(image, paths.map((p) => `stat "${p}"`)).map((t) => parseStat(t).ino);
+  const byIno = new Map<number, string[]>();
+  paths.forEach((p, i) => byIno.set(inos[i]!, [...(byIno.get(inos[i]!) ?? []), p]));
+  return Object.fromEntries(paths.map((p, i) => [p, byIno.get(inos[i]!)!.sort()]));
+}
+
+describe('hard links crossing a directory the client keeps whole', () => {
+  test('a name inside the kept directory and a name outside it stay one file, unless the update replaced the outside name', () => {
+    const d = join(tmp(), 'crosslinks');
+    mkdirSync(join(d, 'tree/srv/olddir'), { recursive: true });
+    writeFileSync(join(d, 'tree/srv/olddir/y'), 'y\n');
+    writeFileSync(join(d, 'tree/srv/keep'), 'kept by the update\n');
+    writeFileSync(join(d, 'tree/srv/keep2'), 'keep2 as the base has it\n');
+    // A hard link the base already has across the directory's edge.
+    writeFileSync(join(d, 'tree/srv/olddir/hl'), 'linked in the base\n');
+    linkSync(join(d, 'tree/srv/olddir/hl'), join(d, 'tree/srv/hlout'));
+    mkdirSync(join(d, 'upd/srv'), { recursive: true });
+    writeFileSync(join(d, 'upd/srv/olddir'), 'olddir is now a file\n');
+    writeFileSync(join(d, 'upd/srv/keep2'), 'keep2 as the update has it\n');
+    writeFileSync(join(d, 'own'), 'the client wrote this\n');
+    makeBase(d, 32, []);
+    // debugfs ln adds a name only: the link count is set by hand, as link(2) would.
+    makeClient(d, 'h1', 'ln /srv/keep /srv/olddir/klink\nsif /srv/keep links_count 2\nln /srv/keep2 /srv/olddir/k2link\nsif /srv/keep2 links_count 2\n');
+    makeClient(d, 'h2', `write ${join(d, 'own')} /srv/olddir/own\nln /srv/olddir/own /srv/outside\nsif /srv/olddir/own links_count 2\n`);
+    makeClient(d, 'h3', `write ${join(d, 'own')} /srv/olddir/own\n`);
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'h1.qcow2'), join(d, 'h2.qcow2'), join(d, 'h3.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    const owner = `sif /srv/keep2 uid ${process.getuid!()}\nsif /srv/keep2 gid ${process.getgid!()}\n`;
+    // Applied to the client by debugfs: /srv/keep2 is replaced (its other name keeps the old file); the kept directory stays.
+    const h1Oracle = edited(join(d, 'h1.raw'), join(d, 'h1.oracle'), `rm /srv/keep2\nwrite ${join(d, 'upd/srv/keep2')} /srv/keep2\n${owner}`);
+    const h1 = output(join(d, 'out'), 'h1');
+    expectSameTree(h1, h1Oracle);
+    const p1 = ['/srv/keep', '/srv/olddir/klink', '/srv/keep2', '/srv/olddir/k2link', '/srv/olddir/y'];
+    expect(linkGroups(h1, p1)).toEqual(linkGroups(h1Oracle, p1));
+    const h2Oracle = edited(join(d, 'h2.raw'), join(d, 'h2.oracle'), `rm /srv/keep2\nwrite ${join(d, 'upd/srv/keep2')} /srv/keep2\n${owner}`);
+    const h2 = output(join(d, 'out'), 'h2');
+    expectSameTree(h2, h2Oracle);
+    const p2 = ['/srv/olddir/own', '/srv/outside', '/srv/olddir/y', '/srv/olddir/hl', '/srv/hlout'];
+    expect(linkGroups(h2, p2)).toEqual(linkGroups(h2Oracle, p2));
+    // The base's own link across the edge: the client did not touch it, and keeps it.
+    const h3Oracle = edited(join(d, 'h3.raw'), join(d, 'h3.oracle'), `rm /srv/keep2\nwrite ${join(d, 'upd/srv/keep2')} /srv/keep2\n${owner}`);
+    const h3 = output(join(d, 'out'), 'h3');
+    expectSameTree(h3, h3Oracle);
+    const p3 = ['/srv/olddir/hl', '/srv/hlout', '/srv/olddir/own'];
+    expect(linkGroups(h3Oracle, p3)['/srv/hlout']).toEqual(['/srv/hlout', '/srv/olddir/hl']);
+    expect(linkGroups(h3, p3)).toEqual(linkGroups(h3Oracle, p3));
   }, 60_000);
 });

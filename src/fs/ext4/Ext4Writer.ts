@@ -756,6 +756,18 @@ export class Ext4Writer {
   async hardlink(path: Uint8Array, target: Uint8Array): Promise<void> {
     const tIno = await this.lookup(target);
     if (tIno === undefined) throw this.badPath(path, `hard link target ${new TextDecoder().decode(target)} does not exist`);
+    await this.linkInode(path, tIno, target);
+  }
+
+  /**
+   * Makes `path` another name of inode `tIno` (in use, not a directory), which may have no
+   * name the caller knows: the merge links a client's name to the file M already holds.
+   * `target` names it in errors.
+   */
+  async linkInode(path: Uint8Array, tIno: number, target?: Uint8Array): Promise<void> {
+    const shownTarget = target !== undefined ? new TextDecoder().decode(target) : `inode ${tIno}`;
+    const sb = this.fs.superblock;
+    if (tIno < sb.s_first_ino || tIno > sb.s_inodes_count || !(await this.groups.inodeInUse(tIno))) throw this.badPath(path, `hard link target ${shownTarget} is not a file in use`);
     const t = await this.fs.readInode(tIno);
     const kind = kindOfMode(t.i_mode) ?? 'file';
     if (kind === 'dir') throw this.badPath(path, 'hard link to a directory');
@@ -769,7 +781,7 @@ export class Ext4Writer {
       await this.removeEntryAt(dirIno, name, path, false);
       // The target's last name lay inside the directory this link replaces and went with it
       // (tar finds it gone too); linking the freed inode would corrupt the filesystem.
-      if ((await this.fs.readInode(tIno)).i_links_count === 0) throw this.badPath(path, `hard link target ${new TextDecoder().decode(target)} was inside the directory the link replaces`);
+      if ((await this.fs.readInode(tIno)).i_links_count === 0) throw this.badPath(path, `hard link target ${shownTarget} was inside the directory the link replaces`);
     }
     if (t.i_links_count >= EXT4_LINK_MAX) throw this.badPath(path, 'too many links');
     await this.link(dirIno, name, tIno, kind);
