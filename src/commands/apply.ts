@@ -21,7 +21,7 @@ import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
-import { createOutputWriter, emitAndCommit, type OutputFormat } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, layoutOf, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
@@ -137,7 +137,7 @@ async function outputWriter(chain: ImageChain, base: string, output: string, ove
   const top = chain.layers[0]!;
   const backingName = relative(dirname(resolve(output)), resolve(base)) || basename(base);
   return createOutputWriter(outputFormat(chain, overlay), output, chain.device.size, {
-    ...(overlay ? { backing: { name: backingName, format: top.format, ...(top instanceof VmdkImage ? { cid: top.cid } : {}) }, clusterSize: Math.max(512, blockSize) } : {}),
+    ...(overlay ? { backing: { name: backingName, format: top.format, ...(top instanceof VmdkImage ? { cid: top.cid } : {}) }, clusterSize: Math.max(512, blockSize) } : layoutOf(top)),
     ...(force ? { overwrite: true } : {}),
   });
 }

@@ -5,7 +5,9 @@
  * sparse raw.
  */
 import type { CowDevice, CowEmitOptions } from '../diskimage/cow/CowDevice.js';
+import type { DiskImage } from '../diskimage/DiskImage.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
+import { Qcow2Image } from '../diskimage/qcow2/Qcow2Image.js';
 import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
 import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
@@ -17,8 +19,19 @@ export interface OutputWriterOptions {
   readonly backing?: { readonly name: string; readonly format: string; readonly cid?: number };
   /** qcow2 cluster size (default 64 KiB); VMDK grains are 4 KiB, raw units 64 KiB. */
   readonly clusterSize?: number;
+  /** qcow2: extended L2 entries (subclusters). Default off. */
+  readonly extendedL2?: boolean;
   /** Replace an existing regular file. */
   readonly overwrite?: boolean;
+}
+
+/**
+ * A complete copy's layout as `image` has it: a qcow2's cluster size and extended L2
+ * entries (the new base of a rebase, apply's complete output), so the copy does not
+ * silently change what its maker chose. Other formats have nothing to keep.
+ */
+export function layoutOf(image: DiskImage): Pick<OutputWriterOptions, 'clusterSize' | 'extendedL2'> {
+  return image instanceof Qcow2Image ? { clusterSize: image.clusterSize, extendedL2: image.extendedL2 } : {};
 }
 
 /** A writer of a new `format` image of `size` bytes at `path` (atomic: see AtomicOutput). */
@@ -31,7 +44,7 @@ export async function createOutputWriter(format: OutputFormat, path: string, siz
   return Qcow2Writer.create(path, {
     size,
     clusterSize: opts.clusterSize ?? 65536,
-    extendedL2: false,
+    extendedL2: opts.extendedL2 ?? false,
     ...(opts.backing ? { backing: { name: opts.backing.name, format: opts.backing.format } } : {}),
     ...over,
   });

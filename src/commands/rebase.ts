@@ -37,7 +37,7 @@ import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { selectRootFilesystem } from './apply.js';
 import { collectGarbage, holdYoungGeneration } from './collectGarbage.js';
-import { createOutputWriter, emitAndCommit, emitThenCommit } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, emitThenCommit, layoutOf } from './outputImage.js';
 import { sideOf } from './diff.js';
 
 export interface RebaseOptions {
@@ -362,7 +362,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
         // Registered before the writer renames its temporary file to this name: an interrupt at any moment removes it.
         registerTempFile(newBasePath);
         namedInStaging.push(newBasePath);
-        const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, {});
+        const w = await createOutputWriter(baseFormat, newBasePath, base.device.size, layoutOf(baseTop));
         if (w instanceof VmdkImageWriter) newBaseCid = w.cid;
         // Written while the clients are merged: the copy waits on the disk, the merges on the CPU.
         // T is not written again, and the outputs are placed only once it is complete.

@@ -197,3 +197,28 @@ describe('hard links crossing a directory the client keeps whole', () => {
     expect(linkGroups(h3, p3)).toEqual(linkGroups(h3Oracle, p3));
   }, 60_000);
 });
+
+describe("complete copies keep BASE's qcow2 layout", () => {
+  test("the new base and apply's complete output have BASE's cluster size and extended L2 entries (they had 64 KiB clusters whatever BASE's)", () => {
+    const d = join(tmp(), 'layout');
+    mkdirSync(join(d, 'tree/etc'), { recursive: true });
+    writeFileSync(join(d, 'tree/etc/os-release'), 'ID=test\n');
+    mkdirSync(join(d, 'upd/etc'), { recursive: true });
+    writeFileSync(join(d, 'upd/etc/motd'), 'updated\n');
+    makeBase(d, 32, []);
+    qemuImg('convert', '-O', 'qcow2', '-o', 'cluster_size=16k,extended_l2=on', join(d, 'base.raw'), join(d, 'base.qcow2'));
+    makeClient(d, 'c1', `write ${join(d, 'tree/etc/os-release')} /etc/mine\n`);
+    const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    const a = imgdedup(['apply', join(d, 'base.qcow2'), join(d, 'upd'), '-o', join(d, 'applied.qcow2')]);
+    expect(a.status, a.stderr).toBe(0);
+    for (const f of [join(d, 'out/base.qcow2'), join(d, 'applied.qcow2')]) {
+      const info = JSON.parse(qemuImg('info', '--output=json', f)) as { 'cluster-size': number; 'format-specific': { data: { 'extended-l2'?: boolean } } };
+      expect({ f, cluster: info['cluster-size'], extL2: info['format-specific'].data['extended-l2'] }).toEqual({ f, cluster: 16384, extL2: true });
+      qemuImg('check', f);
+    }
+    // The same tree either way.
+    expectSameTree(output(join(d, 'out'), 'base'), output(d, 'applied'));
+    expectStrictFsckClean(output(join(d, 'out'), 'c1'));
+  }, 60_000);
+});
