@@ -355,11 +355,11 @@ async function carryPath(input: MergeInput, path: Uint8Array, c: PathState, carr
   let relocated = 0;
   let bytes = 0;
   for (const e of extents) {
-    for (let b = e.pblk; b < e.pblk + e.len; b++) {
-      if (await m.blockInUse(b)) {
-        await m.relocate(b, 1, await input.updatedOwnership());
-        relocated++;
-      }
+    for (const b of await m.blocksInUse(e.pblk, e.len)) {
+      // A relocation may free what it moves from, a rebuilt extent tree's old nodes included.
+      if (!(await m.blockInUse(b))) continue;
+      await m.relocate(b, 1, await input.updatedOwnership());
+      relocated++;
     }
     toLink.push([e.pblk, e.len]);
     bytes += e.len * bs;

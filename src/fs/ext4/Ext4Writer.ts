@@ -1032,7 +1032,8 @@ export class Ext4Writer {
     const oldSet = new BlockRuns(data.map((r) => [r.start, r.count] as const));
     const newSet = new BlockRuns(extents.map((e) => [e.pblk, e.len] as const));
     for (const [s, c] of newSet.minus(oldSet).toArray()) {
-      for (let b = s; b < s + c; b++) if (await this.groups.blockInUse(b)) throw new InternalError(`point: block ${b} is in use`);
+      const inUse = await this.groups.blocksInUse(s, c);
+      if (inUse.length > 0) throw new InternalError(`point: block ${inUse[0]} is in use`);
       await this.groups.markBlocksUsed(s, c);
       this.allocated.push({ start: s, count: c });
     }
@@ -1182,6 +1183,11 @@ export class Ext4Writer {
   /** Whether block `b` is in use now. */
   async blockInUse(b: number): Promise<boolean> {
     return this.groups.blockInUse(b);
+  }
+
+  /** The blocks of [start, start + count) in use now, ascending. */
+  async blocksInUse(start: number, count: number): Promise<number[]> {
+    return this.groups.blocksInUse(start, count);
   }
 
   // ---------------------------------------------------------------- commit

@@ -220,8 +220,14 @@ export async function* walkExtentTree(
     lastEnd = e.lblk + e.len;
   };
 
-  async function* visit(node: ExtentNode, nodeOffset: number, lo: number, hi: number): AsyncGenerator<FileExtent> {
+  // Depth first with an explicit stack, in one generator: a generator per level (yield*)
+  // cost a promise per level for every extent, and a client's large files have thousands.
+  const stack: Array<{ node: ExtentNode; nodeOffset: number; lo: number; hi: number; next: number }> = [{ node: root, nodeOffset: iBlockDeviceOffset, lo: 0, hi: 2 ** 32, next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const { node, nodeOffset, lo, hi } = top;
     if (node.header.eh_depth === 0) {
+      stack.pop();
       for (let i = 0; i < node.extents.length; i++) {
         const e = node.extents[i]!;
         const where = nodeOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
@@ -231,37 +237,39 @@ export async function* walkExtentTree(
         checkExtent(e, where);
         yield e;
       }
-      return;
+      continue;
     }
-    for (let i = 0; i < node.indexes.length; i++) {
-      const idx = node.indexes[i]!;
-      const where = nodeOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
-      const childHi = i + 1 < node.indexes.length ? node.indexes[i + 1]!.ei_block : hi;
-      if (idx.ei_block < lo) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index`, where, 'index before its parent range', { actual: idx.ei_block });
-      if (idx.ei_leaf < 1 || idx.ei_leaf >= env.blocksCount) {
-        fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node outside the filesystem', { actual: idx.ei_leaf });
-      }
-      if (visited.has(idx.ei_leaf)) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node referenced twice', { actual: idx.ei_leaf });
-      visited.add(idx.ei_leaf);
-      const off = idx.ei_leaf * blockSize;
-      const bytes = await env.readBlocks(idx.ei_leaf, 1);
-      const r = fsReader(ctx, bytes, `ext4.extent_block[${idx.ei_leaf}]`, off);
-      if (env.metadataCsum && r.u16le(0) === EXT4_EXT_MAGIC) {
-        // The checksum first: a damaged block is reported as such, not by its first odd field.
-        const tailOff = EXT4_EXT_HEADER_SIZE + r.u16le(4) * EXT4_EXT_ENTRY_SIZE;
-        if (tailOff + EXT4_EXT_TAIL_SIZE <= blockSize) {
-          checkChecksum(ctx, `ext4.extent_block[${idx.ei_leaf}].et_checksum`, off + tailOff, r.u32le(tailOff), ext4Crc32c(inodeCsumSeed, bytes.subarray(0, tailOff)));
-        }
-      }
-      const child = decodeExtentNode(r, blockCapacity);
-      if (child.header.eh_depth !== node.header.eh_depth - 1) {
-        r.fail(6, 'eh_depth', 'child node at the wrong depth', { expected: node.header.eh_depth - 1, actual: child.header.eh_depth });
-      }
-      onNode?.({ pblk: idx.ei_leaf, depth: child.header.eh_depth });
-      yield* visit(child, off, Math.max(lo, idx.ei_block), childHi);
+    const i = top.next++;
+    if (i >= node.indexes.length) {
+      stack.pop();
+      continue;
     }
+    const idx = node.indexes[i]!;
+    const where = nodeOffset + EXT4_EXT_HEADER_SIZE + i * EXT4_EXT_ENTRY_SIZE;
+    const childHi = i + 1 < node.indexes.length ? node.indexes[i + 1]!.ei_block : hi;
+    if (idx.ei_block < lo) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index`, where, 'index before its parent range', { actual: idx.ei_block });
+    if (idx.ei_leaf < 1 || idx.ei_leaf >= env.blocksCount) {
+      fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node outside the filesystem', { actual: idx.ei_leaf });
+    }
+    if (visited.has(idx.ei_leaf)) fsCorrupt(ctx, `ext4.inode[${ino}].extent_index.ei_leaf`, where + 4, 'extent node referenced twice', { actual: idx.ei_leaf });
+    visited.add(idx.ei_leaf);
+    const off = idx.ei_leaf * blockSize;
+    const bytes = await env.readBlocks(idx.ei_leaf, 1);
+    const r = fsReader(ctx, bytes, `ext4.extent_block[${idx.ei_leaf}]`, off);
+    if (env.metadataCsum && r.u16le(0) === EXT4_EXT_MAGIC) {
+      // The checksum first: a damaged block is reported as such, not by its first odd field.
+      const tailOff = EXT4_EXT_HEADER_SIZE + r.u16le(4) * EXT4_EXT_ENTRY_SIZE;
+      if (tailOff + EXT4_EXT_TAIL_SIZE <= blockSize) {
+        checkChecksum(ctx, `ext4.extent_block[${idx.ei_leaf}].et_checksum`, off + tailOff, r.u32le(tailOff), ext4Crc32c(inodeCsumSeed, bytes.subarray(0, tailOff)));
+      }
+    }
+    const child = decodeExtentNode(r, blockCapacity);
+    if (child.header.eh_depth !== node.header.eh_depth - 1) {
+      r.fail(6, 'eh_depth', 'child node at the wrong depth', { expected: node.header.eh_depth - 1, actual: child.header.eh_depth });
+    }
+    onNode?.({ pblk: idx.ei_leaf, depth: child.header.eh_depth });
+    stack.push({ node: child, nodeOffset: off, lo: Math.max(lo, idx.ei_block), hi: childHi, next: 0 });
   }
-  yield* visit(root, iBlockDeviceOffset, 0, 2 ** 32);
 }
 
 /**

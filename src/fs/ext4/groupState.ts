@@ -154,6 +154,20 @@ export class GroupState {
     return testBit(bm, b - groupFirstBlock(this.sb, g));
   }
 
+  /** The blocks of [start, start + count) in use now, ascending: one bitmap load per group, not one call per block (a client's file is thousands). */
+  async blocksInUse(start: number, count: number): Promise<number[]> {
+    const used: number[] = [];
+    for (let b = start; b < start + count; ) {
+      const g = this.groupOfBlock(b);
+      const bm = await this.blockBitmap(g);
+      if (bm === null) throw new InternalError(`block bitmap of group ${g} is not available`);
+      const first = groupFirstBlock(this.sb, g);
+      const end = Math.min(start + count, first + this.sb.s_blocks_per_group);
+      for (; b < end; b++) if (testBit(bm, b - first)) used.push(b);
+    }
+    return used;
+  }
+
   /**
    * Allocates `count` blocks, as few runs as it can, starting at `goal`: first a single
    * run that holds them all (from the goal's group on, wrapping), else the free runs in
