@@ -3,7 +3,7 @@
  * starts from T's superblock, the base's): what tune2fs and mounting change and nothing
  * else depends on (label, last mount point, error behaviour, mount counts and interval,
  * reserved blocks and their owner, default mount options, mount and write times, the
- * error record, KiB written), and the UUID where that can be done without rewriting every
+ * error record, KiB written, RAID stride and stripe width, the test flag), and the UUID where that can be done without rewriting every
  * checksum. Byte ranges of the superblock, three-way: where the client's bytes differ
  * from the base's, M takes the client's; in the primary and in every backup copy.
  */
@@ -35,7 +35,14 @@ const OWNER_FIELDS: ReadonlyArray<readonly [number, number]> = [
   [0x178, 8], // s_kbytes_written
   [0x194, 0x6c], // s_error_count .. s_last_error_block, the error record
   [0x278, 2], // s_first_error_time_hi, s_last_error_time_hi
+  [0x27a, 2], // s_first_error_errcode, s_last_error_errcode
   [0x200, 64], // s_mount_opts
+  [0x164, 2], // s_raid_stride (tune2fs -E stride)
+  [0x170, 4], // s_raid_stripe_width (tune2fs -E stripe_width)
+  [0x166, 2], // s_mmp_update_interval (tune2fs -E mmp_update_interval; the mmp feature itself is layout)
+  // s_flags: the test flag (tune2fs -E test_fs); its directory hash flags are layout, and
+  // equal by then (requireSameLayout), so the whole word is the client's.
+  [0x160, 4],
 ];
 
 /**

@@ -487,6 +487,8 @@ describe('rebase refusals', () => {
     const c1 = makeClient(d, 'c1', `sif /etc/passwd flags 0x80010\nwrite ${join(d, 'tree/etc/passwd')} /srv/d/mine\nsif /srv/d mtime 200001010000\n`, [
       ['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7', '-o', 'journal_data_writeback'],
       ['-O', 'metadata_csum_seed', '-U', uuid],
+      // RAID geometry and the test flag (found by another new user: reset to the base's).
+      ['-E', 'stride=8,stripe_width=16,test_fs'],
     ]);
     const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'out')]);
     expect(r.status, r.stderr).toBe(0);
@@ -498,6 +500,9 @@ describe('rebase refusals', () => {
     expect(head).toMatch(/Errors behavior:\s+Remount read-only/);
     expect(head).toMatch(/Mount count:\s+7/);
     expect(head).toMatch(/Default mount options:\s+.*journal_data_writeback/);
+    expect(head).toMatch(/RAID stride:\s+8\n/);
+    expect(head).toMatch(/RAID stripe width:\s+16\n/);
+    expect(head).toMatch(/Filesystem flags:\s+.*test_filesystem/);
     const [passwd, dir, patched] = debugfsBatch(join(d, 'out.raw'), ['stat /etc/passwd', 'stat /srv/d', 'cat /etc/patched']);
     expect(passwd).toMatch(/Flags: 0x80010/);
     expect(dir).toMatch(/mtime: 0x386d4380/);
