@@ -4,6 +4,7 @@
  * an overlay, in qcow2, VMDK (monolithicSparse, or a delta with its parent's CID) or
  * sparse raw.
  */
+import { InternalError } from '../errors.js';
 import type { CowDevice, CowEmitOptions } from '../diskimage/cow/CowDevice.js';
 import type { DiskImage } from '../diskimage/DiskImage.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
@@ -23,6 +24,8 @@ export interface OutputWriterOptions {
   readonly extendedL2?: boolean;
   /** Replace an existing regular file. */
   readonly overwrite?: boolean;
+  /** Write nothing (qcow2 and VMDK): commit reports the size of the file that would have been made. */
+  readonly sizeOnly?: boolean;
 }
 
 /**
@@ -36,11 +39,14 @@ export function layoutOf(image: DiskImage): Pick<OutputWriterOptions, 'clusterSi
 
 /** A writer of a new `format` image of `size` bytes at `path` (atomic: see AtomicOutput). */
 export async function createOutputWriter(format: OutputFormat, path: string, size: number, opts: OutputWriterOptions = {}): Promise<ImageWriter> {
-  const over = opts.overwrite ? { overwrite: true } : {};
+  const over = { ...(opts.overwrite ? { overwrite: true } : {}), ...(opts.sizeOnly ? { sizeOnly: true } : {}) };
   if (format === 'vmdk') {
     return VmdkImageWriter.create(path, size, { grainSizeSectors: 8, ...(opts.backing ? { parent: { fileNameHint: opts.backing.name, cid: opts.backing.cid ?? 0 } } : {}), ...over });
   }
-  if (format === 'raw') return RawWriter.create(path, { size, unitSize: 65536, ...over });
+  if (format === 'raw') {
+    if (opts.sizeOnly) throw new InternalError('a raw output has no layout to size');
+    return RawWriter.create(path, { size, unitSize: 65536, ...(opts.overwrite ? { overwrite: true } : {}) });
+  }
   return Qcow2Writer.create(path, {
     size,
     clusterSize: opts.clusterSize ?? 65536,

@@ -16,7 +16,6 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
 import { detectFilesystem, isExtFilesystem } from '../diskimage/detectFilesystem.js';
-import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { fileIsDisk, openChain, resolveBackingPath, type ImageChain } from '../diskimage/openChain.js';
 import { openImage } from '../diskimage/openImage.js';
 import { readPartitionTable, type PartitionTable } from '../diskimage/partition/readPartitionTable.js';
@@ -458,19 +457,20 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
             overlayBytesAfter: 0,
           };
           reports.push(report);
+          const overlayOptions = {
+            backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
+            clusterSize: Math.max(4096, cFs.blockSize),
+          };
           if (options.dryRun) {
-            // What the overlay would hold: the changed units, without writing them anywhere.
-            const counter = new CountingWriter(c.chain.device.size, Math.max(4096, cFs.blockSize));
-            await cowM.emitTo(counter, OVERLAY_EMIT);
-            report.overlayBytesAfter = counter.bytes;
+            // The overlay's file as the writer would lay it out (data, tables, header), written nowhere.
+            const sizing = await createOutputWriter(format, join(outDir, basename(c.name)), c.chain.device.size, { ...overlayOptions, sizeOnly: true });
+            await cowM.emitTo(sizing, OVERLAY_EMIT);
+            report.overlayBytesAfter = (await sizing.commit()).fileSize;
           } else {
             const outPath = join(staging, basename(c.name));
             registerTempFile(outPath);
             namedInStaging.push(outPath);
-            const w = await createOutputWriter(format, outPath, c.chain.device.size, {
-              backing: { name: basename(options.base), format: baseFormat, ...(newBaseCid !== undefined ? { cid: newBaseCid } : {}) },
-              clusterSize: Math.max(4096, cFs.blockSize),
-            });
+            const w = await createOutputWriter(format, outPath, c.chain.device.size, overlayOptions);
             // Committed (fsync, rename into the staging directory) while the next client is merged.
             const { committed } = await emitThenCommit(cowM, w, OVERLAY_EMIT);
             inBackground(
@@ -622,29 +622,6 @@ async function strictFsck(name: string, fs: BlockDevice): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** An overlay writer that only counts what it is given (a dry run's predicted overlay bytes). */
-class CountingWriter implements ImageWriter {
-  readonly hasBacking = true;
-  bytes = 0;
-  constructor(
-    readonly size: number,
-    readonly unitSize: number,
-  ) {}
-  get clusterSize(): number {
-    return this.unitSize;
-  }
-  async write(_offset: number, data: Uint8Array): Promise<void> {
-    this.bytes += data.length;
-  }
-  async writeZeros(_offset: number, length: number): Promise<void> {
-    this.bytes += length;
-  }
-  async commit(): Promise<{ path: string; fileSize: number; bytesWritten: number; clustersWritten: number }> {
-    return { path: '', fileSize: this.bytes, bytesWritten: this.bytes, clustersWritten: this.bytes / this.unitSize };
-  }
-  async abort(): Promise<void> {}
 }
 
 /** The result as JSON (already plain data). */

@@ -100,7 +100,29 @@ function errnoOf(err: unknown): { errno?: string } {
  */
 const EARLY_SYNC_BYTES = 64 * 1024 * 1024;
 
-export class AtomicOutput {
+/** Where an image writer puts its file: AtomicOutput, or SizingOutput to learn the size only. */
+export interface OutputFile {
+  readonly path: string;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  truncate(length: number): Promise<void>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
+ * An output that stores nothing: a writer run through it reports the file it would make
+ * (its size is the writer's own layout), without the I/O or the space. A dry run's
+ * predicted overlay sizes come from it.
+ */
+export class SizingOutput implements OutputFile {
+  constructor(readonly path: string) {}
+  async write(): Promise<void> {}
+  async truncate(): Promise<void> {}
+  async commit(): Promise<void> {}
+  async abort(): Promise<void> {}
+}
+
+export class AtomicOutput implements OutputFile {
   private closed = false;
   private unsyncedBytes = 0;
   /** The background datasync in flight, if any (at most one). */

@@ -32,7 +32,7 @@ const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).
 
 interface RebaseJson {
   newBase: string;
-  clients: Array<{ client: string; output: string; conflicts: Array<{ path: string; kept: string }>; blocksRelocated: number; overlayBytesBefore: number; overlayBytesAfter: number }>;
+  clients: Array<{ client: string; output: string; filesUpdated: number; filesKept: number; conflicts: Array<{ path: string; kept: string }>; blocksRelocated: number; overlayBytesBefore: number; overlayBytesAfter: number }>;
 }
 
 beforeAll(() => {
@@ -88,6 +88,20 @@ describe.each(['qcow2', 'vmdk'] as const)('rebase of the small fleet (%s)', (for
     const r = imgdedup(['--json', 'rebase', '--verify', join(fleet, `base.${format}`), join(fleet, format === 'qcow2' ? 'updates' : 'updates.tar'), ...clients, '-o', out]);
     expect(r.status, r.stderr).toBe(0);
     result = JSON.parse(r.stdout) as RebaseJson;
+  }, 300_000);
+
+  test('--dry-run writes nothing and predicts what the run did: per client the files updated and kept, conflicts, relocations and the overlay file size', () => {
+    const dry = join(tmp(), `dry-${format}`);
+    const clients = manifest.clients.map((c) => join(fleet, format === 'qcow2' ? c.qcow2 : c.vmdk));
+    const r = imgdedup(['--json', 'rebase', '--dry-run', join(fleet, `base.${format}`), join(fleet, format === 'qcow2' ? 'updates' : 'updates.tar'), ...clients, '-o', dry]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(existsSync(dry) ? readdirSync(dry) : []).toEqual([]);
+    const plan = JSON.parse(r.stdout) as RebaseJson;
+    const figures = (x: RebaseJson) =>
+      x.clients.map((c) => ({ client: c.client, filesUpdated: c.filesUpdated, filesKept: c.filesKept, conflicts: c.conflicts, blocksRelocated: c.blocksRelocated, overlayBytesAfter: c.overlayBytesAfter }));
+    // The prediction is the file the writer lays out (header and tables too), as the file on disk is (found by a new user: data clusters only).
+    expect(figures(plan)).toEqual(figures(result));
+    for (const c of result.clients) expect(statSync(c.output).size).toBe(c.overlayBytesAfter);
   }, 300_000);
 
   test('inputs are unchanged and DIR holds exactly the new base and the clients', () => {

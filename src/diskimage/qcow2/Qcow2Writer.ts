@@ -10,7 +10,7 @@
  * blocks), writes it while checking the plan, writes the header last, then
  * renames the output into place (AtomicOutput).
  */
-import { AtomicOutput } from '../AtomicOutput.js';
+import { AtomicOutput, SizingOutput, type OutputFile } from '../AtomicOutput.js';
 import type { ImageWriter, ImageWriterSummary } from '../ImageWriter.js';
 import { InternalError, UsageError } from '../../errors.js';
 import {
@@ -42,6 +42,8 @@ export interface Qcow2WriterOptions {
   readonly backing?: { readonly name: string; readonly format?: string };
   /** Replace an existing output. Default: refuse with OUTPUT_EXISTS. */
   readonly overwrite?: boolean;
+  /** Write nothing: commit reports the file that would have been made (see SizingOutput). */
+  readonly sizeOnly?: boolean;
 }
 
 /** Mapping state of the guest clusters covered by one L2 table. */
@@ -73,7 +75,7 @@ export class Qcow2Writer implements ImageWriter {
   private state: 'open' | 'committed' | 'aborted' = 'open';
 
   private constructor(
-    private readonly out: AtomicOutput,
+    private readonly out: OutputFile,
     readonly size: number,
     readonly clusterSize: number,
     readonly extendedL2: boolean,
@@ -121,7 +123,7 @@ export class Qcow2Writer implements ImageWriter {
     if (QCOW2_WRITER_HEADER_LENGTH + extensions.length + backingName.length > clusterSize) {
       throw new UsageError(`header, extensions and backing file name do not fit in one ${clusterSize}-byte cluster`, { file: path });
     }
-    const out = await AtomicOutput.create(path, options.overwrite ? { overwrite: true } : {});
+    const out = options.sizeOnly ? new SizingOutput(path) : await AtomicOutput.create(path, options.overwrite ? { overwrite: true } : {});
     return new Qcow2Writer(out, options.size, clusterSize, extendedL2, options.backing, { extensions, backingName });
   }
 

@@ -17,7 +17,7 @@ import { basename } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import type { BlockDevice } from '../BlockDevice.js';
 import type { ImageWriter, ImageWriterSummary } from '../ImageWriter.js';
-import { AtomicOutput } from '../AtomicOutput.js';
+import { AtomicOutput, SizingOutput, type OutputFile } from '../AtomicOutput.js';
 import { InternalError, UsageError } from '../../errors.js';
 import { encodeDescriptor, type VmdkDescriptorInput } from './descriptor.js';
 import { encodeSparseHeader } from './sparseHeader.js';
@@ -57,6 +57,8 @@ export interface VmdkDiskOptions {
   readonly cid?: number;
   /** Replace an existing output. */
   readonly overwrite?: boolean;
+  /** Write nothing: commit reports the file that would have been made (see SizingOutput). */
+  readonly sizeOnly?: boolean;
 }
 
 export interface VmdkParentRef {
@@ -136,7 +138,7 @@ export class SparseVmdkWriter {
   private done = false;
 
   private constructor(
-    private readonly out: AtomicOutput,
+    private readonly out: OutputFile,
     readonly size: number,
     private readonly options: SparseVmdkWriterOptions,
   ) {
@@ -162,7 +164,7 @@ export class SparseVmdkWriter {
     if (!Number.isSafeInteger(size) || size <= 0 || size % VMDK_SECTOR_SIZE !== 0) {
       throw new UsageError(`VMDK virtual size must be a positive multiple of 512 bytes (got ${size})`);
     }
-    const out = await AtomicOutput.create(path, options.overwrite ? { overwrite: true } : {});
+    const out = options.sizeOnly ? new SizingOutput(path) : await AtomicOutput.create(path, options.overwrite ? { overwrite: true } : {});
     return new SparseVmdkWriter(out, size, options);
   }
 
