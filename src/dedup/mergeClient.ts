@@ -135,8 +135,8 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     }),
     DECIDE_IN_FLIGHT,
   );
-  const decisions = await settleAncestors(input, decided);
-  const conflicts = decisions.filter((d) => d.conflict);
+  const settled = await settleSubtrees(input, await settleAncestors(input, decided));
+  const conflicts = settled.filter((d) => d.conflict);
   if (input.conflict === 'fail' && conflicts.length > 0) {
     throw new ConflictError({
       file: input.name,
@@ -144,7 +144,6 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
       paths: conflicts.map((d) => new TextDecoder().decode(d.path)),
     });
   }
-  const settled = await settleSubtrees(input, decisions);
   if (input.decideOnly) return { decisions: settled, relocatedBlocks: 0, carriedBytes: 0 };
   const carry = settled.filter((d) => d.result === 'client');
   // Deletions deepest first, then creations and changes parents first.
@@ -286,7 +285,8 @@ async function settleSubtrees(input: MergeInput, decisions: readonly MergeDecisi
       if (!isBelow(k, key)) continue;
       // In the client's directory carried whole, what the client deleted is simply not there.
       const result = wholeClientDir && (await input.client.lookup(e.path)) === undefined ? 'update' : d.result;
-      if (e.result !== result) out.set(k, { ...e, result });
+      // The directory's conflict is the one reported: what lies below follows it (found by a new user: listed path by path, as well).
+      if (e.result !== result || e.conflict) out.set(k, { ...e, result, conflict: false });
     }
     if (!wholeClientDir) continue;
     for await (const e of input.client.walk(c.inode.ino, d.path)) {
