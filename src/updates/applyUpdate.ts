@@ -148,19 +148,25 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     const putHere = new Set<string>();
     for await (const e of layer.entries()) {
       switch (e.kind) {
-        case 'whiteout':
+        case 'whiteout': {
           // Whiteouts hide what the layers below have (OCI image-spec, layer.md): never what this layer itself put.
-          if (putHere.has(byteKey(e.path))) break;
+          const key = byteKey(e.path);
+          if (putHere.has(key) && !(await isDirectory(writer, e.path))) break;
+          if (putAtOrBelow(putHere, key)) {
+            // The layer put this directory, or something in it, before its whiteout (GNU tar lists
+            // `old/` before `.wh.old`): what lay below is hidden, what the layer put stays, as
+            // an opaque directory's (found by a new user: the base's children were kept).
+            opaqueDirs.push(e.path);
+            await hideLower(writer, e.path, own);
+            break;
+          }
           if (!(await writer.remove(e.path))) warnings.push(`${layer.name}: whiteout for ${show(e.path)}, which does not exist`);
           break;
-        case 'opaque': {
-          opaqueDirs.push(e.path);
-          for (const name of await writer.children(e.path)) {
-            const p = joinPath(e.path, name);
-            if (!own.has(byteKey(p))) await writer.remove(p);
-          }
-          break;
         }
+        case 'opaque':
+          opaqueDirs.push(e.path);
+          await hideLower(writer, e.path, own);
+          break;
         case 'hardlink':
           await ensureParents(writer, e.path);
           await writer.hardlink(e.path, e.target);
@@ -235,6 +241,33 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     );
   }
   return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings], opaqueDirs }, report };
+}
+
+/** Whether `set` holds path key `key` or a path below it. */
+function putAtOrBelow(set: ReadonlySet<string>, key: string): boolean {
+  if (set.has(key)) return true;
+  const prefix = key.endsWith('/') ? key : `${key}/`;
+  for (const k of set) if (k.startsWith(prefix)) return true;
+  return false;
+}
+
+async function isDirectory(writer: Ext4Writer, path: Uint8Array): Promise<boolean> {
+  const ino = await writer.lookup(path);
+  return ino !== undefined && (await writer.fs.stat(ino)).type === 'dir';
+}
+
+/**
+ * Removes what lies below directory `dir` that the layer does not put (`own`, path keys),
+ * keeping what it does and the directories on the way to it: the layers below are hidden,
+ * this one's entries are not, whichever comes first in the layer.
+ */
+async function hideLower(writer: Ext4Writer, dir: Uint8Array, own: ReadonlySet<string>): Promise<void> {
+  for (const name of await writer.children(dir)) {
+    const p = joinPath(dir, name);
+    const k = byteKey(p);
+    if (!putAtOrBelow(own, k)) await writer.remove(p);
+    else if (await isDirectory(writer, p)) await hideLower(writer, p, own);
+  }
 }
 
 /** Creates missing parent directories of `path` (0755, root, the writer's time). */

@@ -104,6 +104,25 @@ describe('apply, after a new user tried it', () => {
     expect(ls).not.toMatch(/\bold\b/);
   });
 
+  test("a whiteout after the layer's own directory of that name hides what was below it and keeps what the layer put there, in either order (found by a new user: the base's children were kept)", async () => {
+    const img = join(tmp(), 'wh-dir.raw');
+    makeExt4Image(img, dir('wh-dir-base', { 'srv/old/sub/x': 'x', 'srv/old/y': 'y', 'srv/opq/b/x': 'x', 'srv/opq/z': 'z' }), { args: [], sizeMiB: 32 });
+    const ls = async (name: string, entries: Parameters<typeof tar>[1]): Promise<string[]> => {
+      const out = `${img}.${name}`;
+      const r = imgdedup(['apply', img, await tar(`${name}.tar`, entries), '-o', out]);
+      expect(r.status, r.stderr).toBe(0);
+      expectStrictFsckClean(out);
+      return debugfsBatch(out, ['ls /srv/old', 'ls /srv/opq', 'ls /srv/opq/b']).map((l) => l.split(/\s+/).filter((w) => /^[a-z.]+$/.test(w) && w !== '.' && w !== '..').sort().join(' '));
+    };
+    // GNU tar order (the directory, then the whiteout beside it), and the whiteout first.
+    const dirThenWh = [{ name: 'srv/old/', type: 'directory' as const }, { name: 'srv/old/mine', body: 'm' }, { name: 'srv/.wh.old' }];
+    const whThenDir = [{ name: 'srv/.wh.old' }, { name: 'srv/old/', type: 'directory' as const }, { name: 'srv/old/mine', body: 'm' }];
+    // An opaque directory keeps the layer's own subdirectory but not what the base had in it.
+    const opq = [{ name: 'srv/opq/b/', type: 'directory' as const }, { name: 'srv/opq/b/new', body: 'n' }, { name: 'srv/opq/.wh..wh..opq' }];
+    expect(await ls('dirwh', [...dirThenWh, ...opq])).toEqual(['mine', 'b', 'new']);
+    expect(await ls('whdir', [...whThenDir, ...opq])).toEqual(['mine', 'b', 'new']);
+  });
+
   test('a directory holding layers and a stray file is refused, not applied as a tree', async () => {
     const img = join(tmp(), 'stray.raw');
     makeExt4Image(img, undefined, { args: [], sizeMiB: 32 });
