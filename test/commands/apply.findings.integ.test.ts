@@ -6,7 +6,7 @@
  * corrupt block bitmap reported as an internal error, an update given through a symlink,
  * and running out of inodes found only half-way.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack } from 'tar-stream';
@@ -121,6 +121,28 @@ describe('apply, after a new user tried it', () => {
     const opq = [{ name: 'srv/opq/b/', type: 'directory' as const }, { name: 'srv/opq/b/new', body: 'n' }, { name: 'srv/opq/.wh..wh..opq' }];
     expect(await ls('dirwh', [...dirThenWh, ...opq])).toEqual(['mine', 'b', 'new']);
     expect(await ls('whdir', [...whThenDir, ...opq])).toEqual(['mine', 'b', 'new']);
+  });
+
+  test("free counts: a stale superblock summary is not carried into OUT (the bitmaps are counted), and a group the update writes whose descriptor count disagrees with its bitmap is CORRUPT_IMAGE (found by a new user: both reached OUT)", () => {
+    const upd = dir('counts-upd', { 'srv/new': 'new\n' });
+    const base = (name: string, script: string): string => {
+      const img = join(tmp(), `${name}.raw`);
+      makeExt4Image(img, dir(`${name}-tree`, { 'srv/old': 'o' }), { args: ['-b', '4096', '-O', '^metadata_csum'], sizeMiB: 32 });
+      execFileSync('debugfs', ['-w', '-f', '-', img], { input: script, stdio: ['pipe', 'ignore', 'ignore'] });
+      return img;
+    };
+    for (const field of ['free_blocks_count', 'free_inodes_count']) {
+      const stale = base(`sb-${field}`, `ssv ${field} 7\n`);
+      // The oracle agrees the input is off: e2fsck counts otherwise.
+      expect(spawnSync('e2fsck', ['-fn', stale], { encoding: 'utf8' }).stdout).toMatch(/count wrong/i);
+      const ok = imgdedup(['apply', stale, upd, '-o', `${stale}.out`]);
+      expect(ok.status, ok.stderr).toBe(0);
+      expectStrictFsckClean(`${stale}.out`);
+      const damaged = base(`bg-${field}`, `set_bg 0 ${field} 7\n`);
+      const r = imgdedup(['--json', 'apply', damaged, upd, '-o', `${damaged}.out`]);
+      expect(r.status, r.stderr).toBe(2);
+      expect(JSON.parse(r.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: { file: damaged, structure: `ext4.group_desc[0].bg_${field}`, actual: 7 } });
+    }
   });
 
   test('a directory holding layers and a stray file is refused, not applied as a tree', async () => {

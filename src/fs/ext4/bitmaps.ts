@@ -45,6 +45,20 @@ export function clearBit(bitmap: Uint8Array, i: number): void {
 }
 
 /** Whether bit `i` is set. */
+/** Bits clear among the first `nbits` of `bitmap` (free blocks or inodes of a group). */
+export function countClear(bitmap: Uint8Array, nbits: number): number {
+  let set = 0;
+  const whole = nbits >>> 3;
+  for (let i = 0; i < whole; i++) {
+    let b = bitmap[i]!;
+    b = b - ((b >>> 1) & 0x55);
+    b = (b & 0x33) + ((b >>> 2) & 0x33);
+    set += (b + (b >>> 4)) & 0x0f;
+  }
+  for (let i = whole * 8; i < nbits; i++) if (testBit(bitmap, i)) set++;
+  return nbits - set;
+}
+
 export function testBit(bitmap: Uint8Array, i: number): boolean {
   return (bitmap[i >>> 3]! & (1 << (i & 7))) !== 0;
 }

@@ -10,7 +10,7 @@
 import type { WritableDevice } from '../../diskimage/BlockDevice.js';
 import { CorruptImageError, InternalError } from '../../errors.js';
 import { clearBits, freeRuns, noSpace, setBits, type AllocConstraints, type NumberSet, type Run } from './allocator.js';
-import { blockBitmapChecksum, inodeBitmapChecksum, testBit } from './bitmaps.js';
+import { blockBitmapChecksum, countClear, inodeBitmapChecksum, testBit } from './bitmaps.js';
 import {
   EXT4_BG_BLOCK_UNINIT,
   EXT4_BG_INODE_UNINIT,
@@ -117,13 +117,36 @@ export class GroupState {
   }
 
   private async blockBitmap(g: number): Promise<Uint8Array | null> {
-    if (!this.blockBitmaps.has(g)) this.blockBitmaps.set(g, await this.o.loadBlockBitmap(g));
+    if (!this.blockBitmaps.has(g)) {
+      const bm = await this.o.loadBlockBitmap(g);
+      // The descriptor's count is kept by adding and subtracting: one that disagrees with the
+      // bitmap would reach the output as damage e2fsck reports (found by a new user).
+      if (bm !== null) this.checkCount(g, 'bg_free_blocks_count', this.o.descriptor(g).bg_free_blocks_count, countClear(bm, groupBlockCount(this.sb, g)));
+      this.blockBitmaps.set(g, bm);
+    }
     return this.blockBitmaps.get(g)!;
   }
 
   private async inodeBitmap(g: number): Promise<Uint8Array | null> {
-    if (!this.inodeBitmaps.has(g)) this.inodeBitmaps.set(g, await this.o.loadInodeBitmap(g));
+    if (!this.inodeBitmaps.has(g)) {
+      const bm = await this.o.loadInodeBitmap(g);
+      if (bm !== null) this.checkCount(g, 'bg_free_inodes_count', this.o.descriptor(g).bg_free_inodes_count, countClear(bm, this.sb.s_inodes_per_group));
+      this.inodeBitmaps.set(g, bm);
+    }
     return this.inodeBitmaps.get(g)!;
+  }
+
+  /** CORRUPT_IMAGE when a group's free count is not what its bitmap says. */
+  private checkCount(g: number, field: string, stated: number, counted: number): void {
+    if (stated !== counted) {
+      throw new CorruptImageError('CORRUPT_IMAGE', {
+        file: this.o.file,
+        structure: `ext4.group_desc[${g}].${field}`,
+        detail: `the group's ${field.includes('blocks') ? 'block' : 'inode'} bitmap has ${counted} free, its descriptor says ${stated} (run e2fsck -f on the filesystem first)`,
+        expected: counted,
+        actual: stated,
+      });
+    }
   }
 
   groupOfBlock(block: number): number {
@@ -442,9 +465,53 @@ export class GroupState {
     return this.constraints.avoidInodes?.has(ino) === true;
   }
 
-  /** The superblock's free counts after the changes so far. */
+  /**
+   * The superblock's free counts after the changes so far: the sums of the groups' counts,
+   * as e2fsck and the kernel count them (the superblock's are a summary, and a stale one
+   * would otherwise be carried into the output; found by a new user).
+   */
   get freeCounts(): { blocks: number; inodes: number } {
-    return { blocks: this.sb.s_free_blocks_count + this.freeBlocksDelta, inodes: this.sb.s_free_inodes_count + this.freeInodesDelta };
+    if (this.descriptorSums === undefined) {
+      // The descriptors as read (every change since is in the deltas).
+      let blocks = 0;
+      let inodes = 0;
+      for (let g = 0; g < this.sb.groupCount; g++) {
+        const d = this.o.descriptor(g);
+        blocks += d.bg_free_blocks_count;
+        inodes += d.bg_free_inodes_count;
+      }
+      this.descriptorSums = { blocks, inodes };
+    }
+    return { blocks: this.descriptorSums.blocks + this.freeBlocksDelta, inodes: this.descriptorSums.inodes + this.freeInodesDelta };
+  }
+
+  private descriptorSums: { blocks: number; inodes: number } | undefined;
+
+  /**
+   * The superblock's free counts to write: its own plus the changes, where it agreed with the
+   * descriptors; where it did not (a stale or damaged summary, or damaged descriptors), the
+   * bitmaps are counted, as e2fsck counts them, so that neither is carried into the output.
+   */
+  private async superblockFreeCounts(): Promise<{ blocks: number; inodes: number }> {
+    const now = this.freeCounts;
+    const sums = this.descriptorSums!;
+    const sb = this.sb;
+    let { blocks, inodes } = now;
+    if (sb.s_free_blocks_count !== sums.blocks) {
+      blocks = 0;
+      for (let g = 0; g < sb.groupCount; g++) {
+        const bm = this.blockBitmaps.get(g) ?? (await this.o.loadBlockBitmap(g));
+        blocks += bm === null ? (this.groups.get(g)?.freeBlocks ?? this.o.descriptor(g).bg_free_blocks_count) : countClear(bm, groupBlockCount(sb, g));
+      }
+    }
+    if (sb.s_free_inodes_count !== sums.inodes) {
+      inodes = 0;
+      for (let g = 0; g < sb.groupCount; g++) {
+        const bm = this.inodeBitmaps.get(g) ?? (await this.o.loadInodeBitmap(g));
+        inodes += bm === null ? (this.groups.get(g)?.freeInodes ?? this.o.descriptor(g).bg_free_inodes_count) : countClear(bm, sb.s_inodes_per_group);
+      }
+    }
+    return { blocks, inodes };
   }
 
   /** Whether anything changed. */
@@ -507,7 +574,7 @@ export class GroupState {
       }
       if (changed) await device.write(blk * sb.blockSize, bytes);
     }
-    const { blocks, inodes } = this.freeCounts;
+    const { blocks, inodes } = await this.superblockFreeCounts();
     await device.write(1024, encodeSuperblock({ ...sb, raw: await device.read(1024, 1024), s_free_blocks_count: blocks, s_free_inodes_count: inodes }));
   }
 }

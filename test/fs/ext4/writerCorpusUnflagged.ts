@@ -26,7 +26,7 @@ export interface UnflaggedImage {
 
 export const CORPUS_UNFLAGGED: Readonly<Record<string, UnflaggedImage>> = {
   f_bad_inode_csum: { why: "e2fsck: Inode 33 has a extra size (65535) which is invalid; Inode 33 passes checks, but checksum does not match inode.", refusedWhileWriting: "NO_SPACE" },
-  f_bb_in_bb: { why: "e2fsck: Bad block list says the bad block list inode is bad. Clear inode? no; Root inode is not a directory; aborting." },
+  f_bb_in_bb: { why: "e2fsck: Bad block list says the bad block list inode is bad. Clear inode? no; Root inode is not a directory; aborting. (group 0's bitmap has 494 free blocks, its descriptor says 493)", refusedWhileWriting: 'CORRUPT_IMAGE' },
   f_collapse_extent_tree: { why: "e2fsck: Inode 12 extent tree (at level 1) could be shorter." },
   f_compress_extent_tree_level: { why: "e2fsck: Inode 12 extent tree (at level 1) could be narrower." },
   f_corrupt_dirent_tail: { why: "e2fsck: Directory inode 2, block #0, offset 0: directory has no checksum.; Directory inode 2, block #0, offset 1012: directory corrupted", refusedWhileWriting: "CORRUPT_IMAGE" },
@@ -70,7 +70,7 @@ export const CORPUS_UNFLAGGED: Readonly<Record<string, UnflaggedImage>> = {
   f_toobig_extent_dir: { why: "e2fsck: Inode 12 is too big.; Block #4294967281 (90) causes directory to be too big. IGNORED." },
   f_trunc_dirent_header: { why: "e2fsck: Directory inode 15, block #0, offset 4092: directory corrupted; e2fsck: aborted" },
   f_uninit_dir: { why: "e2fsck: Directory inode 12 has extent marked uninitialized at block 0.; Directory inode 14 has extent marked uninitialized at block 0." },
-  f_unused_itable: { why: "e2fsck: Entry 'foo' in / (2) references inode 65 found in group 1's unused inodes area.; Entry 'foo' in / (2) has deleted/unused inode 65." },
+  f_unused_itable: { why: "e2fsck: Entry 'foo' in / (2) references inode 65 found in group 1's unused inodes area.; Entry 'foo' in / (2) has deleted/unused inode 65.; Free inodes count wrong for group #0 (53, counted=51)", refusedWhileWriting: 'CORRUPT_IMAGE' },
   f_write_ea_no_extra_isize: { why: "e2fsck: Inode 12 has INLINE_DATA_FL flag but extended attribute not found.; Directory inode 12, block #0, offset 4: directory corrupted" },
   f_write_ea_toobig_extra_isize: { why: "e2fsck: Inode 12 has INLINE_DATA_FL flag but extended attribute not found.; Inode 12 has a extra size (126) which is invalid" },
   f_write_ea_toosmall_extra_isize: { why: "e2fsck: Inode 12 has INLINE_DATA_FL flag but extended attribute not found.; Inode 12 has a extra size (1) which is invalid" },
