@@ -21,7 +21,7 @@ import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
-import { createOutputWriter, emitAndCommit, layoutOf, type OutputFormat } from './outputImage.js';
+import { createOutputWriter, emitAndCommit, formatNamedBy, layoutOf, type OutputFormat } from './outputImage.js';
 import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
@@ -185,7 +185,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     });
     const space = await checkSpace(fsWriter, source, fileName);
     await checkDirectoriesOnPaths(fsWriter, space.dirsOnPaths);
-    const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
+    const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, estimate: space, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
     let changedBytes = 0;
     for await (const r of cow.dirtyRanges()) changedBytes += r.length;
     let fileSize: number | null = null;
@@ -232,13 +232,20 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       changedBytes,
       fileSize,
       changes: report.changes,
-      warnings: summary.warnings,
+      warnings: [...summary.warnings, ...outputNameNote(options.output, format, options.overlay ?? false)],
       seconds: Math.round(performance.now() - started) / 1000,
     };
   } finally {
     await cow?.close();
     await chain.close();
   }
+}
+
+/** A note when OUT's extension names another format than the one written (an overlay on a raw BASE is a qcow2). */
+function outputNameNote(output: string | undefined, format: OutputFormat, overlay: boolean): string[] {
+  const named = output === undefined ? undefined : formatNamedBy(output);
+  if (named === undefined || named === format) return [];
+  return [`${output} is written as ${format}${overlay ? ` (an overlay${format === 'qcow2' ? ': a raw image has no backing file' : ''})` : " (BASE's format)"}, although its extension names ${named}`];
 }
 
 /** One line per path changed: its first state against its last ("A", "M", "D"), in path byte order. */

@@ -14,6 +14,7 @@ import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { Qcow2Writer } from '../diskimage/qcow2/Qcow2Writer.js';
 import { RawWriter } from '../diskimage/raw/RawWriter.js';
 import { UsageError } from '../errors.js';
+import { formatNamedBy } from './outputImage.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter, writeStreamOptimizedVmdk, type VmdkSubformat } from '../diskimage/vmdk/VmdkWriter.js';
 import { markOutputsComplete } from '../diskimage/tempFiles.js';
@@ -185,17 +186,13 @@ export async function convert(options: ConvertOptions): Promise<ConvertResult> {
   }
 }
 
-/** Formats that a file name's extension usually names (what qemu users expect to find in such a file). */
-const EXTENSION_FORMATS: Readonly<Record<string, ConvertOutputFormat>> = { raw: 'raw', img: 'raw', qcow2: 'qcow2', qcow: 'qcow2', vmdk: 'vmdk' };
-
 /**
  * A note for an output whose extension names another format than the one written
  * (`convert q.qcow2 o.raw` writes qcow2, the default -O), or undefined. Nothing changes:
  * the format is what -O says.
  */
 export function extensionHint(output: string, format: ConvertOutputFormat, defaulted: boolean): string | undefined {
-  const ext = /\.([A-Za-z0-9]+)$/.exec(output)?.[1]?.toLowerCase();
-  const named = ext !== undefined ? EXTENSION_FORMATS[ext] : undefined;
+  const named = formatNamedBy(output);
   if (named === undefined || named === format) return undefined;
   return `${output} is written as ${format} (-O ${format}${defaulted ? ', the default' : ''}), although its extension names ${named}`;
 }

@@ -37,6 +37,15 @@ export function layoutOf(image: DiskImage): Pick<OutputWriterOptions, 'clusterSi
   return image instanceof Qcow2Image ? { clusterSize: image.clusterSize, extendedL2: image.extendedL2 } : {};
 }
 
+/** Formats that a file name's extension usually names (what qemu users expect to find in such a file). */
+const EXTENSION_FORMATS: Readonly<Record<string, OutputFormat>> = { raw: 'raw', img: 'raw', qcow2: 'qcow2', qcow: 'qcow2', vmdk: 'vmdk' };
+
+/** The format the extension of `path` names, if it names one. */
+export function formatNamedBy(path: string): OutputFormat | undefined {
+  const ext = /\.([A-Za-z0-9]+)$/.exec(path)?.[1]?.toLowerCase();
+  return ext !== undefined ? EXTENSION_FORMATS[ext] : undefined;
+}
+
 /** A writer of a new `format` image of `size` bytes at `path` (atomic: see AtomicOutput). */
 export async function createOutputWriter(format: OutputFormat, path: string, size: number, opts: OutputWriterOptions = {}): Promise<ImageWriter> {
   const over = { ...(opts.overwrite ? { overwrite: true } : {}), ...(opts.sizeOnly ? { sizeOnly: true } : {}) };

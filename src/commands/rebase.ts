@@ -326,7 +326,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
           // Damage beside what the update touches would be carried into the new base, and so into every client.
           await checkDirectoriesOnPaths(tWriter, space.dirsOnPaths);
           // What the base already holds as the update has it is left alone (the new base shares it as it is).
-          const applied = await applyUpdate(tWriter, source, { skipUnchanged: true });
+          const applied = await applyUpdate(tWriter, source, { skipUnchanged: true, estimate: space });
           return { summary: applied.summary, updateChanged: applied.report.changes.map((c) => c.path), updateOpaque: applied.summary.opaqueDirs };
         } catch (err) {
           // Say why the space may be short although the base has room: T avoids every block the clients use.

@@ -48,6 +48,8 @@ export interface ApplyOptions {
    * the rebase's T both set it; a path left alone is not in the writer's report.
    */
   readonly skipUnchanged?: boolean;
+  /** checkSpace's figures, for a NO_SPACE met after it passed (the estimate was short). */
+  readonly estimate?: { readonly neededBytes: number; readonly freeBytes: number; readonly creditBytes: number; readonly entries: number };
 }
 
 function attrsOf(meta: EntryMeta): NodeAttrs {
@@ -79,7 +81,7 @@ const show = (p: Uint8Array): string => new TextDecoder().decode(p);
  * replaces or deletes hold now. Throws NO_SPACE with both figures. Also returns the
  * directories the update goes through (for checkDirectoriesOnPaths).
  */
-export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; entries: number; dirsOnPaths: readonly Uint8Array[] }> {
+export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file: string): Promise<{ neededBytes: number; freeBytes: number; creditBytes: number; entries: number; dirsOnPaths: readonly Uint8Array[] }> {
   const bs = writer.blockSize;
   let needed = 0;
   let credit = 0;
@@ -121,7 +123,7 @@ export async function checkSpace(writer: Ext4Writer, source: UpdateSource, file:
       bytesFree: free,
     });
   }
-  return { neededBytes, freeBytes: free, entries, dirsOnPaths: dirs.paths };
+  return { neededBytes, freeBytes: free, creditBytes: credit * bs, entries, dirsOnPaths: dirs.paths };
 }
 
 /**
@@ -147,6 +149,15 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     /** Paths this layer has put so far. */
     const putHere = new Set<string>();
     for await (const e of layer.entries()) {
+      try {
+        await applyEntry(e);
+      } catch (err) {
+        throw shortOfSpace(err, e.path, done, options.estimate);
+      }
+      if (e.kind !== 'whiteout' && e.kind !== 'opaque') putHere.add(byteKey(e.path));
+      options.onProgress?.(++done, layer.name);
+    }
+    async function applyEntry(e: UpdateEntry): Promise<void> {
       switch (e.kind) {
         case 'whiteout': {
           // Whiteouts hide what the layers below have (OCI image-spec, layer.md): never what this layer itself put.
@@ -205,8 +216,6 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
           await writer.put(e.path, contentOf(e), attrsOf(e.meta));
           if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
       }
-      if (e.kind !== 'whiteout' && e.kind !== 'opaque') putHere.add(byteKey(e.path));
-      options.onProgress?.(++done, layer.name);
     }
     if (!options.keepDirTimes) {
       for (const d of dirs) {
@@ -241,6 +250,17 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     );
   }
   return { summary: { added, replaced, deleted, unchanged, bytesWritten: report.bytesWritten, warnings: [...source.warnings, ...warnings], opaqueDirs }, report };
+}
+
+/**
+ * A NO_SPACE met half-way, said as the update's: the estimate passed, and an allocation of a
+ * few blocks failed (found by a new user: "17408 bytes needed, 0 free" read as if 17 KiB
+ * more would do). Other errors are returned as they are.
+ */
+function shortOfSpace(err: unknown, path: Uint8Array, done: number, estimate: ApplyOptions['estimate']): unknown {
+  if (!(err instanceof RefusedError) || err.code !== 'NO_SPACE' || estimate === undefined) return err;
+  const detail = `the filesystem ran out of room at ${show(path)}, after ${done} of the update's ${estimate.entries} entries (${String(err.data['detail'] ?? '')}); the update was estimated at ${estimate.neededBytes} bytes, against ${estimate.freeBytes} free and ${estimate.creditBytes} in the files it replaces, and needs more: the new directory, extent and xattr blocks its files take (make room, or a larger filesystem); nothing was written`;
+  return new RefusedError('NO_SPACE', { ...err.data, detail, path: show(path), estimatedBytesNeeded: estimate.neededBytes, bytesFreeBefore: estimate.freeBytes });
 }
 
 /** Whether `set` holds path key `key` or a path below it. */

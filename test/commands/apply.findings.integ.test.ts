@@ -7,7 +7,7 @@
  * and running out of inodes found only half-way.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack } from 'tar-stream';
 import { describe, expect, test } from 'vitest';
@@ -143,6 +143,41 @@ describe('apply, after a new user tried it', () => {
       expect(r.status, r.stderr).toBe(2);
       expect(JSON.parse(r.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: { file: damaged, structure: `ext4.group_desc[0].bg_${field}`, actual: 7 } });
     }
+  });
+
+  test("running out of room after the estimate passed is NO_SPACE said as the update's: where, after how many entries, and the estimate against what was free (found by a new user: one allocation's figures)", () => {
+    const files: Record<string, string> = {};
+    for (let i = 1; i <= 400; i++) files[`d/file-number-${i}`] = 'x'.repeat(100);
+    // Sizes about where the estimate (a block a file) fits and the new directory's blocks do not (580 KiB with e2fsprogs 1.47).
+    const upd = dir('short-upd', files);
+    const base = dir('short-base', { 'etc/x': 'hi\n' });
+    const midway: Array<{ detail: string; estimatedBytesNeeded: number; bytesFreeBefore: number }> = [];
+    for (let kib = 568; kib <= 600; kib += 4) {
+      const img = join(tmp(), `short-${kib}.raw`);
+      execFileSync('truncate', ['-s', `${kib}K`, img]);
+      execFileSync('mkfs.ext4', ['-q', '-F', '-b', '1024', '-N', '600', '-d', base, img]);
+      const r = imgdedup(['--json', 'apply', img, upd, '-o', `${img}.out`]);
+      if (r.status === 0) continue;
+      expect(r.status, r.stderr).toBe(2);
+      const err = JSON.parse(r.stderr) as { code: string; data: { detail: string; estimatedBytesNeeded?: number; bytesFreeBefore?: number } };
+      expect(err.code).toBe('NO_SPACE');
+      expect(existsSync(`${img}.out`)).toBe(false);
+      if (err.data.estimatedBytesNeeded !== undefined) midway.push(err.data as (typeof midway)[number]);
+    }
+    expect(midway.length).toBeGreaterThan(0);
+    for (const m of midway) {
+      expect(m.detail).toMatch(/^the filesystem ran out of room at \/d\/file-number-\d+, after \d+ of the update's 401 entries \(.*\); the update was estimated at \d+ bytes, against \d+ free/);
+      expect(m.estimatedBytesNeeded).toBeLessThanOrEqual(m.bytesFreeBefore);
+    }
+  });
+
+  test('an output whose extension names another format than the one written gets a note (found by a new user: --overlay -o ov.raw wrote a qcow2 without a word)', () => {
+    const img = join(tmp(), 'ext.raw');
+    makeExt4Image(img, dir('ext-base', { 'etc/x': 'x' }), { args: [], sizeMiB: 32 });
+    const r = imgdedup(['--json', 'apply', '--overlay', img, dir('ext-upd', { 'etc/y': 'y' }), '-o', join(tmp(), 'ov.raw')]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(qemuImg('info', '--output=json', join(tmp(), 'ov.raw'))).toMatch(/"format": "qcow2"/);
+    expect((JSON.parse(r.stdout) as { warnings: string[] }).warnings).toEqual([expect.stringMatching(/ov\.raw is written as qcow2 .*its extension names raw/)]);
   });
 
   test('a directory holding layers and a stray file is refused, not applied as a tree', async () => {
