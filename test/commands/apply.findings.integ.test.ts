@@ -171,6 +171,17 @@ describe('apply, after a new user tried it', () => {
     }
   });
 
+  test("a directory the update adds to whose i_blocks is not what it holds is CORRUPT_IMAGE, not carried into OUT (found by a new user, without metadata_csum)", () => {
+    const img = join(tmp(), 'iblocks.raw');
+    makeExt4Image(img, dir('iblocks-base', { 'srv/old': 'o' }), { args: ['-b', '4096', '-O', '^metadata_csum'], sizeMiB: 32 });
+    execFileSync('debugfs', ['-w', '-R', 'sif /srv blocks 3607101442', img], { stdio: 'ignore' });
+    expect(spawnSync('e2fsck', ['-fn', img], { encoding: 'utf8' }).stdout).toMatch(/i_blocks is 3607101442, should be 8/);
+    const r = imgdedup(['--json', 'apply', img, dir('iblocks-upd', { 'srv/new': 'n' }), '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(2);
+    expect(JSON.parse(r.stderr)).toMatchObject({ code: 'CORRUPT_IMAGE', data: { file: img, expected: 8, actual: 3607101442 } });
+    expect(existsSync(`${img}.out`)).toBe(false);
+  });
+
   test('an output whose extension names another format than the one written gets a note (found by a new user: --overlay -o ov.raw wrote a qcow2 without a word)', () => {
     const img = join(tmp(), 'ext.raw');
     makeExt4Image(img, dir('ext-base', { 'etc/x': 'x' }), { args: [], sizeMiB: 32 });

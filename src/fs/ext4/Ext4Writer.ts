@@ -298,6 +298,7 @@ export class Ext4Writer {
       this.fs.noteInodeWrite(z, zero);
     }
     this.inodesAllocated.push(ino);
+    this.madeHere.add(ino);
     return ino;
   }
 
@@ -315,6 +316,7 @@ export class Ext4Writer {
   private async directory(ino: number): Promise<{ blocks: DirectoryBlocks; fmt: DirFormat; inode: () => Inode }> {
     let inode = await this.fs.readInode(ino);
     if (fileType(inode.i_mode) !== S_IFDIR) throw new InternalError(`inode ${ino} is not a directory`);
+    await this.checkBlockCount(inode);
     if (inode.i_flags & EXT4_INLINE_DATA_FL) inode = await this.uninlineDirectory(inode);
     let extents = await this.fs.directoryExtentsOf(inode);
     const bs = this.blockSize;
@@ -357,6 +359,36 @@ export class Ext4Writer {
     };
     return { blocks, fmt: this.dirFormat(inode), inode: () => inode };
   }
+
+  /**
+   * CORRUPT_IMAGE when a directory the writer is about to change (and did not make) counts
+   * other blocks in i_blocks than it holds: rewriting its inode would carry the damage into
+   * the output, where a metadata checksum no longer says so (found by a new user on a
+   * filesystem without metadata_csum). Once per directory.
+   */
+  private async checkBlockCount(inode: Inode): Promise<void> {
+    if (this.blockCountChecked.has(inode.ino) || this.madeHere.has(inode.ino)) return;
+    this.blockCountChecked.add(inode.ino);
+    let blocks = inode.i_file_acl !== 0 ? 1 : 0;
+    if (!(inode.i_flags & EXT4_INLINE_DATA_FL)) {
+      const { data, nodes } = await this.blocksOf(inode);
+      for (const r of [...data, ...nodes]) blocks += r.count;
+    }
+    const expected = blocks * (this.blockSize / 512);
+    if (inode.i_blocks !== expected) {
+      throw new CorruptImageError('CORRUPT_IMAGE', {
+        file: this.o.file,
+        structure: `ext4.inode[${inode.ino}].i_blocks`,
+        offset: inode.deviceOffset + 0x1c,
+        detail: `directory inode ${inode.ino} counts ${inode.i_blocks} 512-byte units in i_blocks, and holds ${expected} (e2fsck: "i_blocks is ..., should be ..."; run e2fsck -f on the filesystem first)`,
+        expected,
+        actual: inode.i_blocks,
+      });
+    }
+  }
+  private readonly blockCountChecked = new Set<number>();
+  /** Inodes this session made (their counts are the writer's own). */
+  private readonly madeHere = new Set<number>();
 
   /** The encoded blocks kept for directory `ino` (all are dropped once ENCODED_BLOCKS are kept). */
   private encodedOf(ino: number): Map<number, EncodedBlock> {
