@@ -64,4 +64,11 @@ export interface ClosableDevice extends BlockDevice {
  */
 export interface WritableDevice extends BlockDevice {
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Says that nothing will read `[offset, offset + length)` for what was written there (the
+   * ext4 writer's freed blocks): a device may forget it, and the range then reads as what
+   * lies below, or anything. A layer stores nothing for it, so freed data is neither kept
+   * nor shipped in an output. Optional: a device without it keeps the bytes.
+   */
+  discard?(offset: number, length: number): Promise<void>;
 }

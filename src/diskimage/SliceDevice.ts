@@ -68,4 +68,9 @@ export class WritableSliceDevice extends SliceDevice implements WritableDevice {
     if (offset < 0 || offset + data.length > this.size) throw new InternalError(`write of ${data.length} bytes at ${offset} leaves the slice of ${this.size} bytes`);
     await this.parent.write(this.start + offset, data);
   }
+
+  async discard(offset: number, length: number): Promise<void> {
+    if (offset < 0 || offset + length > this.size) throw new InternalError(`discard of ${length} bytes at ${offset} leaves the slice of ${this.size} bytes`);
+    await this.parent.discard?.(this.start + offset, length);
+  }
 }

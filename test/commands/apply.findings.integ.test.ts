@@ -203,6 +203,31 @@ describe('apply, after a new user tried it', () => {
     expect(JSON.parse(r.stderr).code).toBe('BAD_UPDATE');
   });
 
+  test('what one layer writes and a later layer deletes or replaces is not stored in OUT: freed blocks are not kept (found by a new user: a deleted file\'s bytes stayed in the new base)', async () => {
+    const img = join(tmp(), 'freed.raw');
+    makeExt4Image(img, dir('freed-base', { 'etc/x': 'x' }), { args: ['-b', '4096'], sizeMiB: 32 });
+    const secret = 'SECRET-LAYER-BYTES-0123456789abcdef'.repeat(4096);
+    const replaced = 'OLD-VERSION-OF-A-REPLACED-FILE-xyz'.repeat(4096);
+    const layers = join(tmp(), 'freed-layers');
+    mkdirSync(layers);
+    execFileSync('cp', [await tar('f1.tar', [{ name: 'srv/secret.bin', body: secret }, { name: 'srv/app.bin', body: replaced }]), join(layers, '01.tar')]);
+    execFileSync('cp', [await tar('f2.tar', [{ name: 'srv/.wh.secret.bin' }, { name: 'srv/app.bin', body: 'new app\n' }]), join(layers, '02.tar')]);
+    const complete = `${img}.out`;
+    const overlay = join(tmp(), 'freed-overlay.qcow2');
+    for (const args of [['-o', complete], ['--overlay', '-o', overlay]]) {
+      const r = imgdedup(['apply', img, layers, ...args]);
+      expect(r.status, r.stderr).toBe(0);
+    }
+    expectStrictFsckClean(complete);
+    expect(debugfsBatch(complete, ['cat /srv/app.bin'])[0]).toBe('new app\n');
+    // The oracle: the bytes themselves, searched for in the output files.
+    for (const f of [complete, overlay]) {
+      const bytes = readFileSync(f);
+      expect(bytes.indexOf('SECRET-LAYER-BYTES'), f).toBe(-1);
+      expect(bytes.indexOf('OLD-VERSION-OF-A-REPLACED'), f).toBe(-1);
+    }
+  });
+
   test("a directory a later layer replaces by a file: its children are reported deleted, not added", async () => {
     const img = join(tmp(), 'phantom.raw');
     makeExt4Image(img, undefined, { args: [], sizeMiB: 32 });

@@ -199,6 +199,12 @@ export class CowDevice implements ClosableDevice, WritableDevice {
     return this.mutate(() => this.layer.link(offset, length, source));
   }
 
+  /** Stores nothing more for `[offset, offset + length)`: it reads as the lower device again (see WritableDevice.discard). */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkRange('discard', offset, length);
+    return this.mutate(() => this.layer.forget(offset, length));
+  }
+
   /** Makes `[offset, offset + length)` read as zeros, storing no data. Throws INTERNAL out of range. */
   async writeZeros(offset: number, length: number): Promise<void> {
     this.checkRange('writeZeros', offset, length);

@@ -120,6 +120,23 @@ export class LayerStore {
     if (length > 0) await this.replace({ start: offset, end: offset + length, kind: 'linked', source });
   }
 
+  /** Stores nothing for `[offset, offset + length)` any more: it reads as the device below (see WritableDevice.discard). */
+  async forget(offset: number, length: number): Promise<void> {
+    if (length <= 0) return;
+    const start = offset;
+    const end = offset + length;
+    const replaced = this.overlapping(start, end);
+    if (replaced.length === 0) return;
+    const first = replaced[0]!;
+    const last = replaced[replaced.length - 1]!;
+    const survivors: Piece[] = [];
+    if (first.start < start) survivors.push(await this.trim(first, first.start, start));
+    if (last.end > end) survivors.push(await this.trim(last, end, last.end));
+    for (const r of replaced) this.release(r);
+    this.pieces.remove(Math.min(first.start, start), Math.max(last.end, end));
+    if (survivors.length > 0) this.pieces.insert(survivors);
+  }
+
   /** Records that `[offset, offset + length)` reads as zeros. */
   async writeZeros(offset: number, length: number): Promise<void> {
     if (length > 0) await this.replace({ start: offset, end: offset + length, kind: 'zero' });

@@ -110,6 +110,30 @@ export class WriteBackDevice implements WritableDevice {
     if (this.units.size > this.maxUnits) await this.flush();
   }
 
+  /** Forgets what is held for the range (a unit it covers part of takes the device's bytes there) and passes the discard on. */
+  async discard(offset: number, length: number): Promise<void> {
+    if (length <= 0) return;
+    const end = offset + length;
+    const partial: number[] = [];
+    for (let u = Math.floor(offset / this.unit); u <= Math.floor((end - 1) / this.unit) && this.units.size > 0; u++) {
+      const bytes = this.units.get(u);
+      if (bytes === undefined) continue;
+      const start = u * this.unit;
+      if (offset <= start && end >= start + bytes.length) this.units.delete(u);
+      else partial.push(u);
+    }
+    await this.lower.discard?.(offset, length);
+    // The part of a held unit in the range reads as the device now reads it.
+    for (const u of partial) {
+      const bytes = this.units.get(u);
+      if (bytes === undefined) continue;
+      const start = u * this.unit;
+      const from = Math.max(offset, start);
+      const to = Math.min(end, start + bytes.length);
+      await readInto(this.lower, bytes.subarray(from - start, to - start), from);
+    }
+  }
+
   /** Copies the part of `data` (device bytes from `offset`) that falls in the unit at `start`. */
   private patch(bytes: Uint8Array, start: number, offset: number, data: Uint8Array): void {
     const from = Math.max(offset, start);

@@ -409,6 +409,25 @@ export class Ext4Fs {
     this.recordLender = undefined;
   }
 
+  /**
+   * Drops what the caches hold of blocks [blockNo, blockNo + count): the writer freed them
+   * and discarded their bytes on the device (WritableDevice.discard), so they no longer
+   * read as cached. Nothing refers to a free block; this keeps a later read honest.
+   */
+  forgetBlocks(blockNo: number, count: number): void {
+    for (let b = blockNo; b < blockNo + count; b++) {
+      if (this.cache.peek(b) !== undefined) this.cache.delete(b);
+      const dir = this.dirTreeNodes.get(b);
+      if (dir !== undefined) this.forgetDirTree(dir);
+    }
+    this.prefetched.clear();
+    this.prefetchedBytes = 0;
+    this.nameIndex.clear();
+    this.nameIndexEntries = 0;
+    this.scannedRecords.clear();
+    this.recordLender = undefined;
+  }
+
   /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */
   noteInodeWrite(ino: number, bytes: Uint8Array): void {
     const loc = locateInode(this.superblock, this.gdOf, ino);

@@ -19,7 +19,7 @@ import { useTempDir } from '../../helpers/tmp.js';
 
 const tmp = useTempDir('imgdedup-cow-');
 
-type Op = { kind: 'write' | 'zeros' | 'zeroData' | 'link'; at: number; len: number; seed: number };
+type Op = { kind: 'write' | 'zeros' | 'zeroData' | 'link' | 'discard'; at: number; len: number; seed: number };
 
 function opData(op: Op, len: number): Uint8Array {
   const d = new Uint8Array(len);
@@ -58,7 +58,7 @@ function runsOf(mask: Uint8Array): { offset: number; length: number }[] {
 }
 
 const opArb = fc.record({
-  kind: fc.constantFrom<Op['kind']>('write', 'write', 'zeros', 'zeroData', 'link'),
+  kind: fc.constantFrom<Op['kind']>('write', 'write', 'zeros', 'zeroData', 'link', 'discard'),
   at: fc.nat(),
   len: fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 5000 })),
   seed: fc.nat(255),
@@ -94,6 +94,14 @@ async function runScenario(s: Scenario): Promise<void> {
     for (const op of s.ops) {
       const at = op.at % (s.size + 1);
       const len = Math.min(op.len, s.size - at);
+      if (op.kind === 'discard') {
+        // Forgotten: the range reads as the lower device again, and the layer holds nothing there.
+        await dev.discard(at, len);
+        model.set(lower.bytes.subarray(at, at + len), at);
+        written.fill(0, at, at + len);
+        expect(dev.memoryBytes).toBeLessThanOrEqual(s.budget);
+        continue;
+      }
       if (op.kind === 'zeros') await dev.writeZeros(at, len);
       else if (op.kind === 'link') await dev.link(at, len, source);
       else await dev.write(at, opData(op, len));

@@ -29,6 +29,10 @@ class ArrayDevice implements WritableDevice {
   async *allocation(range?: ByteRange): AsyncGenerator<Extent> {
     yield { offset: range?.offset ?? 0, length: range?.length ?? this.size, kind: 'data' };
   }
+  /** A discarded range reads as what lies below: here 0xee. */
+  async discard(offset: number, length: number): Promise<void> {
+    this.bytes.fill(0xee, offset, offset + length);
+  }
 }
 
 const SIZE = 64 * 1024 + 1000; // the last 4 KiB unit is short
@@ -64,6 +68,31 @@ describe('WriteBackDevice', () => {
         expect(Buffer.from(lower.bytes).equals(Buffer.from(model))).toBe(true);
       }),
       { numRuns: 150, seed: 7 },
+    );
+  });
+
+  test('a discard forgets what is held for its range, also in part of a unit, and reads as the device below does', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(writeArb, fc.boolean()), { minLength: 1, maxLength: 60 }), async (ops) => {
+        const lower = new ArrayDevice(SIZE);
+        const model = lower.bytes.slice();
+        const wb = new WriteBackDevice(lower, { unit: UNIT, maxBytes: 8 * UNIT });
+        for (const [w, discard] of ops) {
+          const length = Math.min(w.length, SIZE - w.offset);
+          if (discard) {
+            await wb.discard(w.offset, length);
+            model.fill(0xee, w.offset, w.offset + length);
+          } else {
+            const data = new Uint8Array(length).map((_, i) => (w.seed + i * 13) & 0xff);
+            await wb.write(w.offset, data);
+            model.set(data, w.offset);
+          }
+        }
+        expect(Buffer.from(await wb.read(0, SIZE)).equals(Buffer.from(model))).toBe(true);
+        await wb.flush();
+        expect(Buffer.from(lower.bytes).equals(Buffer.from(model))).toBe(true);
+      }),
+      { numRuns: 150, seed: 11 },
     );
   });
 
