@@ -61,7 +61,8 @@ export interface ClientReport {
   readonly filesUpdated: number;
   /** Paths the client changed that keep the client's version. */
   readonly filesKept: number;
-  readonly conflicts: ReadonlyArray<{ readonly path: string; readonly kept: 'client' | 'update' }>;
+  /** `attributes`: a directory both sides have, whose mode, owner or xattrs were kept from `kept`; its entries were merged one by one. */
+  readonly conflicts: ReadonlyArray<{ readonly path: string; readonly kept: 'client' | 'update'; readonly what: 'path' | 'attributes' }>;
   readonly blocksRelocated: number;
   /** Bytes the client's own layers stored before (file sizes), and its new overlay's file size (dry run: the bytes it will hold). */
   readonly overlayBytesBefore: number;
@@ -73,7 +74,8 @@ export interface RebaseResult {
   readonly updates: string;
   readonly outDir: string;
   readonly newBase: string | null;
-  readonly newBaseBytes: number;
+  /** Size of the new base's file (null with dryRun: it is not made). */
+  readonly newBaseBytes: number | null;
   readonly dryRun: boolean;
   readonly partition: number | null;
   /** What the update did to the base: paths added, replaced, deleted, and left alone because the base already held them as they are. */
@@ -442,7 +444,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
               for (const [a, b] of pieces) for (let off = a; off < b; off += 1 << 20) await cowM.write(off, await c.chain.device.read(off, Math.min(1 << 20, b - off)));
             }
           }
-          const conflicts = merge.decisions.filter((d) => d.conflict).map((d: MergeDecision) => ({ path: new TextDecoder().decode(d.path), kept: d.result }));
+          const conflicts = merge.decisions.filter((d) => d.conflict).map((d: MergeDecision) => ({ path: new TextDecoder().decode(d.path), kept: d.result, what: d.attributesOnly ? ('attributes' as const) : ('path' as const) }));
           const before = c.own.reduce((n, l) => n + l.fileSize, 0);
           const format = c.chain.layers[0] instanceof VmdkImage ? 'vmdk' : 'qcow2';
           const report: { -readonly [K in keyof ClientReport]: ClientReport[K] } = {
@@ -526,7 +528,7 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
         updates: options.updates,
         outDir,
         newBase: options.dryRun ? null : join(outDir, basename(options.base)),
-        newBaseBytes,
+        newBaseBytes: options.dryRun ? null : newBaseBytes,
         dryRun: options.dryRun ?? false,
         partition: target.partition,
         update: { added: summary.added, replaced: summary.replaced, deleted: summary.deleted, unchanged: summary.unchanged, bytesWritten: summary.bytesWritten },
@@ -634,12 +636,12 @@ export function formatRebase(r: RebaseResult): string {
   const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   const lines: string[] = [];
   lines.push(`${r.dryRun ? 'plan' : 'rebased'}: update ${r.updates} (${r.update.added} added, ${r.update.replaced} replaced, ${r.update.deleted} deleted${r.update.unchanged > 0 ? `, ${r.update.unchanged} unchanged` : ''})`);
-  if (r.newBase !== null) lines.push(`new base: ${r.newBase} (${mib(r.newBaseBytes)})`);
+  if (r.newBase !== null && r.newBaseBytes !== null) lines.push(`new base: ${r.newBase} (${mib(r.newBaseBytes)})`);
   for (const c of r.clients) {
     lines.push(
       `  ${c.client}: ${c.filesUpdated} updated, ${c.filesKept} kept as the client's, ${c.conflicts.length} conflict(s), ${c.blocksRelocated} block(s) relocated; overlay ${mib(c.overlayBytesBefore)} -> ${mib(c.overlayBytesAfter)}${r.dryRun ? ' (predicted)' : ''}`,
     );
-    for (const x of c.conflicts) lines.push(`    conflict ${x.path}: kept the ${x.kept}'s version`);
+    for (const x of c.conflicts) lines.push(x.what === 'attributes' ? `    conflict ${x.path}: kept the ${x.kept}'s mode, owner and xattrs (the directory's entries were merged one by one)` : `    conflict ${x.path}: kept the ${x.kept}'s version`);
   }
   lines.push(`total stored in overlays: ${mib(r.totals.overlayBytesBefore)} -> ${mib(r.totals.overlayBytesAfter)}${r.verified ? '; outputs verified' : ''} (${r.seconds.toFixed(1)} s)`);
   return lines.join('\n');

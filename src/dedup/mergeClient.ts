@@ -31,6 +31,11 @@ export interface MergeDecision {
   /** client: C's version kept; update: T's version taken (the client had it already, or a conflict resolved so); */
   readonly result: 'client' | 'update';
   readonly conflict: boolean;
+  /**
+   * A conflict about a directory's own attributes (mode, owner, xattrs): both sides have it
+   * as a directory, so only those follow `result`; its entries are merged one by one.
+   */
+  readonly attributesOnly?: boolean;
 }
 
 export interface MergeResult {
@@ -125,7 +130,7 @@ export async function mergeClient(input: MergeInput): Promise<MergeResult> {
     if (same && !(c?.kind !== 'dir' && b?.kind === 'dir' && changedBelow(p))) return { path: p, result: 'client', conflict: false };
     // The client has the update's version (it updated itself: the common case, tried first) or its base version.
     if ((await sameState(c, t)) || (await sameState(c, b))) return { path: p, result: 'update', conflict: false };
-    return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true };
+    return { path: p, result: input.conflict === 'take-update' ? 'update' : 'client', conflict: true, ...(c?.kind === 'dir' && t?.kind === 'dir' ? { attributesOnly: true } : {}) };
   };
   // A few paths at a time: one path's file reads wait on the thread pool while another's are compared.
   const decided: MergeDecision[] = new Array<MergeDecision>(unique.length);

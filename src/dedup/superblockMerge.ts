@@ -43,6 +43,9 @@ const OWNER_FIELDS: ReadonlyArray<readonly [number, number]> = [
   // s_flags: the test flag (tune2fs -E test_fs); its directory hash flags are layout, and
   // equal by then (requireSameLayout), so the whole word is the client's.
   [0x160, 4],
+  // s_def_hash_version (tune2fs -E hash_alg): only the default for directories indexed from
+  // now on; each indexed directory records its own (found by a new user: refused as layout).
+  [0xfc, 1],
 ];
 
 /**
@@ -70,7 +73,6 @@ const LAYOUT_FIELDS: ReadonlyArray<readonly [offset: number, length: number, nam
   [0xce, 2, 's_reserved_gdt_blocks'],
   [0xe0, 4, 's_journal_inum'],
   [0xec, 16, 's_hash_seed'],
-  [0xfc, 1, 's_def_hash_version'],
   [0xfe, 2, 's_desc_size'],
   [0x104, 4, 's_first_meta_bg'],
   [0x174, 1, 's_log_groups_per_flex'],

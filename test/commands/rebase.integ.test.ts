@@ -32,7 +32,8 @@ const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).
 
 interface RebaseJson {
   newBase: string;
-  clients: Array<{ client: string; output: string; filesUpdated: number; filesKept: number; conflicts: Array<{ path: string; kept: string }>; blocksRelocated: number; overlayBytesBefore: number; overlayBytesAfter: number }>;
+  newBaseBytes: number | null;
+  clients: Array<{ client: string; output: string; filesUpdated: number; filesKept: number; conflicts: Array<{ path: string; kept: string; what?: string }>; blocksRelocated: number; overlayBytesBefore: number; overlayBytesAfter: number }>;
 }
 
 beforeAll(() => {
@@ -101,6 +102,9 @@ describe.each(['qcow2', 'vmdk'] as const)('rebase of the small fleet (%s)', (for
       x.clients.map((c) => ({ client: c.client, filesUpdated: c.filesUpdated, filesKept: c.filesKept, conflicts: c.conflicts, blocksRelocated: c.blocksRelocated, overlayBytesAfter: c.overlayBytesAfter }));
     // The prediction is the file the writer lays out (header and tables too), as the file on disk is (found by a new user: data clusters only).
     expect(figures(plan)).toEqual(figures(result));
+    // No new base is made: its size is not given as 0 (found by a new user).
+    expect({ newBase: plan.newBase, newBaseBytes: plan.newBaseBytes }).toEqual({ newBase: null, newBaseBytes: null });
+    expect(result.newBaseBytes).toBe(statSync(result.newBase).size);
     for (const c of result.clients) expect(statSync(c.output).size).toBe(c.overlayBytesAfter);
   }, 300_000);
 
@@ -310,7 +314,7 @@ describe('rebase refusals', () => {
     ]);
     const take = imgdedup(['--json', 'rebase', '--conflict', 'take-update', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'o-take')]);
     expect(take.status, take.stderr).toBe(0);
-    expect((JSON.parse(take.stdout) as RebaseJson).clients[0]!.conflicts).toEqual([{ path: '/data/deldir', kept: 'update' }]);
+    expect((JSON.parse(take.stdout) as RebaseJson).clients[0]!.conflicts).toEqual([{ path: '/data/deldir', kept: 'update', what: 'path' }]);
     qemuImg('convert', '-O', 'raw', join(d, 'o-take/c1.qcow2'), join(d, 'take.raw'));
     expectStrictFsckClean(join(d, 'take.raw'));
     const [ls] = debugfsBatch(join(d, 'take.raw'), ['ls /data/deldir']);
@@ -504,7 +508,7 @@ describe('rebase refusals', () => {
       ['-L', 'CLIENTLBL', '-e', 'remount-ro', '-C', '7', '-o', 'journal_data_writeback'],
       ['-O', 'metadata_csum_seed', '-U', uuid],
       // RAID geometry and the test flag (found by another new user: reset to the base's).
-      ['-E', 'stride=8,stripe_width=16,test_fs'],
+      ['-E', 'stride=8,stripe_width=16,test_fs,hash_alg=tea'],
     ]);
     const r = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), c1, '-o', join(d, 'out')]);
     expect(r.status, r.stderr).toBe(0);
@@ -519,6 +523,8 @@ describe('rebase refusals', () => {
     expect(head).toMatch(/RAID stride:\s+8\n/);
     expect(head).toMatch(/RAID stripe width:\s+16\n/);
     expect(head).toMatch(/Filesystem flags:\s+.*test_filesystem/);
+    // The default hash of directories indexed from now on (each indexed directory records its own).
+    expect(head).toMatch(/Default directory hash:\s+tea/);
     const [passwd, dir, patched] = debugfsBatch(join(d, 'out.raw'), ['stat /etc/passwd', 'stat /srv/d', 'cat /etc/patched']);
     expect(passwd).toMatch(/Flags: 0x80010/);
     expect(dir).toMatch(/mtime: 0x386d4380/);

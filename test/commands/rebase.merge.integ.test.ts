@@ -6,6 +6,7 @@
  * "took the update's" is the update's directory, the base's entries it kept too); an
  * inline_data filesystem merges as one without (found by an outside tester).
  */
+import { execFileSync } from 'node:child_process';
 import { linkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -20,7 +21,7 @@ import { debugfsBatch, parseStat, type DebugfsStat } from '../fs/ext4/debugfsOra
 const tmp = useTempDir('imgdedup-rebase-merge-');
 
 interface RebaseJson {
-  clients: Array<{ client: string; conflicts: Array<{ path: string; kept: string }> }>;
+  clients: Array<{ client: string; conflicts: Array<{ path: string; kept: string; what?: string }> }>;
 }
 
 /** The client's output of a rebase as a raw file, strictly clean. */
@@ -91,7 +92,7 @@ describe('a conflict between a directory and something else is resolved for the 
 
   test('keep-client: the client keeps its whole directory, what it inherited included, when the update made it a file or deleted it', () => {
     const keep = rebase('upd', 'keep-client', 'o-keep', 'c1', 'c2');
-    expect(conflicts(keep, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client' }]);
+    expect(conflicts(keep, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client', what: 'path' }]);
     // Before, the output's /srv/olddir held only sub/c2dir/f: y and sub/x, which the client has, were gone.
     const c2 = output(join(d(), 'o-keep'), 'c2');
     expectSameTree(c2, edited(join(d(), 'c2.raw'), join(d(), 'c2-keep.oracle'), addB(d())));
@@ -100,20 +101,20 @@ describe('a conflict between a directory and something else is resolved for the 
     const mtimes = (img: string) => debugfsBatch(img, below.map((p) => `stat ${p}`)).map((t, i) => [below[i], parseStat(t).mtime]);
     expect(mtimes(c2)).toEqual(mtimes(join(d(), 'c2.raw')));
     // The client deleted /srv/adddir: kept so, the update's b is not there either.
-    expect(conflicts(keep, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'client' }]);
+    expect(conflicts(keep, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'client', what: 'path' }]);
     expectSameTree(output(join(d(), 'o-keep'), 'c1'), edited(join(d(), 'c1.raw'), join(d(), 'c1-keep.oracle'), olddirToFile(d())));
     const wh = rebase('updwh', 'keep-client', 'o-keep-wh', 'c2');
-    expect(conflicts(wh, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client' }]);
+    expect(conflicts(wh, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'client', what: 'path' }]);
     expectSameTree(output(join(d(), 'o-keep-wh'), 'c2'), join(d(), 'c2.raw'));
   }, 60_000);
 
   test("take-update: the client gets the update's whole directory, the base's entries in it included", () => {
     const take = rebase('upd', 'take-update', 'o-take', 'c1', 'c2');
     // Before, /srv/adddir held only b: the base's a, which the update kept, was gone.
-    expect(conflicts(take, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'update' }]);
+    expect(conflicts(take, 'c1')).toEqual([{ path: '/srv/adddir', kept: 'update', what: 'path' }]);
     const restore = `mkdir /srv/adddir\nwrite ${join(d(), 'tree/srv/adddir/a')} /srv/adddir/a\n`;
     expectSameTree(output(join(d(), 'o-take'), 'c1'), edited(join(d(), 'c1.raw'), join(d(), 'c1-take.oracle'), restore + addB(d()) + olddirToFile(d())));
-    expect(conflicts(take, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'update' }]);
+    expect(conflicts(take, 'c2')).toEqual([{ path: '/srv/olddir', kept: 'update', what: 'path' }]);
     const drop = 'rm /srv/olddir/sub/c2dir/f\nrmdir /srv/olddir/sub/c2dir\n';
     expectSameTree(output(join(d(), 'o-take'), 'c2'), edited(join(d(), 'c2.raw'), join(d(), 'c2-take.oracle'), drop + olddirToFile(d()) + addB(d())));
   }, 60_000);
@@ -220,5 +221,27 @@ describe("complete copies keep BASE's qcow2 layout", () => {
     // The same tree either way.
     expectSameTree(output(join(d, 'out'), 'base'), output(d, 'applied'));
     expectStrictFsckClean(output(join(d, 'out'), 'c1'));
+  }, 60_000);
+});
+
+describe('a conflict on a directory both sides have is about its attributes', () => {
+  test("the report says the client's mode was kept and the entries merged, which is what the output holds (found by a new user: 'kept the client's version')", () => {
+    const d = join(tmp(), 'dirattrs');
+    mkdirSync(join(d, 'tree/srv/app'), { recursive: true });
+    writeFileSync(join(d, 'tree/srv/app/config.txt'), 'v1\n');
+    mkdirSync(join(d, 'upd/srv/app'), { recursive: true });
+    writeFileSync(join(d, 'upd/srv/app/n1'), 'new\n');
+    execFileSync('chmod', ['711', join(d, 'upd/srv/app')]);
+    makeBase(d, 32, []);
+    makeClient(d, 'c1', 'sif /srv/app mode 040700\n');
+    const r = imgdedup(['--json', 'rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out')]);
+    expect(r.status, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { clients: Array<{ conflicts: unknown[] }> }).clients[0]!.conflicts).toEqual([{ path: '/srv/app', kept: 'client', what: 'attributes' }]);
+    const human = imgdedup(['rebase', join(d, 'base.qcow2'), join(d, 'upd'), join(d, 'c1.qcow2'), '-o', join(d, 'out2')]);
+    expect(human.stdout).toMatch(/conflict \/srv\/app: kept the client's mode, owner and xattrs \(the directory's entries were merged one by one\)/);
+    const [stat, ls] = debugfsBatch(output(join(d, 'out'), 'c1'), ['stat /srv/app', 'ls /srv/app']);
+    expect(parseStat(stat!).mode & 0o7777).toBe(0o700);
+    expect(ls).toMatch(/\bn1\b/);
+    expect(ls).toMatch(/config\.txt/);
   }, 60_000);
 });
