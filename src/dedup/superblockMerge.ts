@@ -3,8 +3,8 @@
  * starts from T's superblock, the base's): what tune2fs and mounting change and nothing
  * else depends on (label, last mount point, error behaviour, mount counts and interval,
  * reserved blocks and their owner, default mount options, mount and write times, the
- * error record, KiB written, RAID stride and stripe width, the test flag), and the UUID where that can be done without rewriting every
- * checksum. Byte ranges of the superblock, three-way: where the client's bytes differ
+ * error record, KiB written, RAID stride and stripe width, the test flag, the default
+ * directory hash), and the UUID where that can be done without rewriting every checksum. Byte ranges of the superblock, three-way: where the client's bytes differ
  * from the base's, M takes the client's; in the primary and in every backup copy.
  */
 import type { BlockDevice, WritableDevice } from '../diskimage/BlockDevice.js';

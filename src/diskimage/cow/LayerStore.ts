@@ -127,13 +127,10 @@ export class LayerStore {
     const end = offset + length;
     const replaced = this.overlapping(start, end);
     if (replaced.length === 0) return;
-    const first = replaced[0]!;
-    const last = replaced[replaced.length - 1]!;
     const survivors: Piece[] = [];
-    if (first.start < start) survivors.push(await this.trim(first, first.start, start));
-    if (last.end > end) survivors.push(await this.trim(last, end, last.end));
+    await this.keepOutside(replaced, start, end, survivors);
     for (const r of replaced) this.release(r);
-    this.pieces.remove(Math.min(first.start, start), Math.max(last.end, end));
+    this.pieces.remove(start, end);
     if (survivors.length > 0) this.pieces.insert(survivors);
   }
 
@@ -170,6 +167,18 @@ export class LayerStore {
   }
 
   /**
+   * Appends to `into` the parts of `replaced` (the pieces overlapping `[start, end)`, in
+   * order) that lie outside that range: the first's head and the last's tail. Pushed one by
+   * one, so a caller that meets a failure releases those already made.
+   */
+  private async keepOutside(replaced: readonly Piece[], start: number, end: number, into: Piece[]): Promise<void> {
+    const first = replaced[0];
+    const last = replaced[replaced.length - 1];
+    if (first !== undefined && first.start < start) into.push(await this.trim(first, first.start, start));
+    if (last !== undefined && last.end > end) into.push(await this.trim(last, end, last.end));
+  }
+
+  /**
    * Puts `piece` into the map, cutting whatever it overlaps, merging alike
    * neighbours. `store` writes the piece's data to the spill file; it runs after
    * the cut pieces' survivors are secured (they may be spilled too, outside the
@@ -183,8 +192,7 @@ export class LayerStore {
     const cutsLast = last !== undefined && last.end > piece.end;
     const survivors: Piece[] = [];
     try {
-      if (cutsFirst) survivors.push(await this.trim(first, first.start, piece.start));
-      if (cutsLast) survivors.push(await this.trim(last, piece.end, last.end));
+      await this.keepOutside(replaced, piece.start, piece.end, survivors);
       await store?.();
     } catch (err) {
       for (const s of survivors) this.release(s);

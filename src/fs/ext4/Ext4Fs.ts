@@ -394,12 +394,21 @@ export class Ext4Fs {
       const to = Math.min(blockNo * bs + within + bytes.length, (b + 1) * bs);
       hit.set(bytes.subarray(from - blockNo * bs - within, to - blockNo * bs - within), from - b * bs);
     }
+    this.dropDerived(blockNo, Math.ceil((within + bytes.length) / bs));
+  }
+
+  /**
+   * Drops what was derived from blocks [blockNo, blockNo + count) as they were (directory
+   * trees they hold nodes of), and what any write makes stale (prefetched directory reads,
+   * name indexes, scanned records, a lender's "unchanged"): for noteWrite and forgetBlocks.
+   */
+  private dropDerived(blockNo: number, count: number): void {
     this.prefetched.clear();
     this.prefetchedBytes = 0;
     this.nameIndex.clear();
     this.nameIndexEntries = 0;
     if (this.dirTreeNodes.size > 0) {
-      for (let b = blockNo; b * bs < blockNo * bs + within + bytes.length; b++) {
+      for (let b = blockNo; b < blockNo + count; b++) {
         const dir = this.dirTreeNodes.get(b);
         if (dir !== undefined) this.forgetDirTree(dir);
       }
@@ -415,17 +424,8 @@ export class Ext4Fs {
    * read as cached. Nothing refers to a free block; this keeps a later read honest.
    */
   forgetBlocks(blockNo: number, count: number): void {
-    for (let b = blockNo; b < blockNo + count; b++) {
-      if (this.cache.peek(b) !== undefined) this.cache.delete(b);
-      const dir = this.dirTreeNodes.get(b);
-      if (dir !== undefined) this.forgetDirTree(dir);
-    }
-    this.prefetched.clear();
-    this.prefetchedBytes = 0;
-    this.nameIndex.clear();
-    this.nameIndexEntries = 0;
-    this.scannedRecords.clear();
-    this.recordLender = undefined;
+    for (let b = blockNo; b < blockNo + count; b++) if (this.cache.peek(b) !== undefined) this.cache.delete(b);
+    this.dropDerived(blockNo, count);
   }
 
   /** Keeps the caches equal to the device after the writer wrote inode `ino`'s bytes. */

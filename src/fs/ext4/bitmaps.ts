@@ -44,7 +44,6 @@ export function clearBit(bitmap: Uint8Array, i: number): void {
   bitmap[i >>> 3] = bitmap[i >>> 3]! & ~(1 << (i & 7));
 }
 
-/** Whether bit `i` is set. */
 /** Bits clear among the first `nbits` of `bitmap` (free blocks or inodes of a group). */
 export function countClear(bitmap: Uint8Array, nbits: number): number {
   let set = 0;
@@ -59,6 +58,7 @@ export function countClear(bitmap: Uint8Array, nbits: number): number {
   return nbits - set;
 }
 
+/** Whether bit `i` is set. */
 export function testBit(bitmap: Uint8Array, i: number): boolean {
   return (bitmap[i >>> 3]! & (1 << (i & 7))) !== 0;
 }

@@ -466,9 +466,9 @@ export class GroupState {
   }
 
   /**
-   * The superblock's free counts after the changes so far: the sums of the groups' counts,
-   * as e2fsck and the kernel count them (the superblock's are a summary, and a stale one
-   * would otherwise be carried into the output; found by a new user).
+   * The free counts of the whole filesystem after the changes so far: the sums of the
+   * descriptors' counts as read, plus the changes (superblockFreeCounts says what the
+   * superblock gets).
    */
   get freeCounts(): { blocks: number; inodes: number } {
     if (this.descriptorSums === undefined) {
@@ -496,22 +496,20 @@ export class GroupState {
     const now = this.freeCounts;
     const sums = this.descriptorSums!;
     const sb = this.sb;
-    let { blocks, inodes } = now;
-    if (sb.s_free_blocks_count !== sums.blocks) {
-      blocks = 0;
+    /** Free bits of every group's bitmap (the one held, else the one on disk; the group's count where there is none). */
+    const counted = async (kind: 'blocks' | 'inodes'): Promise<number> => {
+      let n = 0;
       for (let g = 0; g < sb.groupCount; g++) {
-        const bm = this.blockBitmaps.get(g) ?? (await this.o.loadBlockBitmap(g));
-        blocks += bm === null ? (this.groups.get(g)?.freeBlocks ?? this.o.descriptor(g).bg_free_blocks_count) : countClear(bm, groupBlockCount(sb, g));
+        const bm = kind === 'blocks' ? (this.blockBitmaps.get(g) ?? (await this.o.loadBlockBitmap(g))) : (this.inodeBitmaps.get(g) ?? (await this.o.loadInodeBitmap(g)));
+        if (bm !== null) n += countClear(bm, kind === 'blocks' ? groupBlockCount(sb, g) : sb.s_inodes_per_group);
+        else n += kind === 'blocks' ? (this.groups.get(g)?.freeBlocks ?? this.o.descriptor(g).bg_free_blocks_count) : (this.groups.get(g)?.freeInodes ?? this.o.descriptor(g).bg_free_inodes_count);
       }
-    }
-    if (sb.s_free_inodes_count !== sums.inodes) {
-      inodes = 0;
-      for (let g = 0; g < sb.groupCount; g++) {
-        const bm = this.inodeBitmaps.get(g) ?? (await this.o.loadInodeBitmap(g));
-        inodes += bm === null ? (this.groups.get(g)?.freeInodes ?? this.o.descriptor(g).bg_free_inodes_count) : countClear(bm, sb.s_inodes_per_group);
-      }
-    }
-    return { blocks, inodes };
+      return n;
+    };
+    return {
+      blocks: sb.s_free_blocks_count === sums.blocks ? now.blocks : await counted('blocks'),
+      inodes: sb.s_free_inodes_count === sums.inodes ? now.inodes : await counted('inodes'),
+    };
   }
 
   /** Whether anything changed. */
