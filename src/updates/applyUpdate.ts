@@ -292,10 +292,12 @@ async function hideLower(writer: Ext4Writer, dir: Uint8Array, own: ReadonlySet<s
 
 /** Creates missing parent directories of `path` (0755, root, the writer's time). */
 async function ensureParents(writer: Ext4Writer, path: Uint8Array): Promise<void> {
-  const parts = splitPath(path);
-  if (parts.length <= 1) return;
+  // Entry paths are normalised ('/a/b'): the parent is what comes before the last '/'.
+  const cut = path.lastIndexOf(0x2f);
+  if (cut <= 0) return;
   // The usual case, the parent exists: one resolution, not one per ancestor.
-  if ((await writer.lookup(parts.slice(0, -1).reduce(joinPath, new Uint8Array(0)))) !== undefined) return;
+  if ((await writer.lookup(path.subarray(0, cut))) !== undefined) return;
+  const parts = splitPath(path);
   let cur: Uint8Array = new Uint8Array(0);
   for (let i = 0; i < parts.length - 1; i++) {
     cur = joinPath(cur, parts[i]!);

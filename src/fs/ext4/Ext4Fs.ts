@@ -437,6 +437,18 @@ export class Ext4Fs {
     this.noteWrite(loc.blockNo, loc.within, bytes);
   }
 
+  /**
+   * Whether the device is known to hold `bytes` as inode `ino` already (its table block is
+   * cached, and the cache is kept equal to the device): writing them would change nothing.
+   */
+  holdsInodeBytes(ino: number, bytes: Uint8Array): boolean {
+    const loc = this.locate(ino);
+    const at = this.peekTable(loc);
+    if (at === undefined) return false;
+    const off = at.offset + loc.within;
+    return bytesEqual(at.bytes.subarray(off, off + bytes.length), bytes);
+  }
+
   /** Reads and decodes inode `ino`. Throws CORRUPT_IMAGE (number out of range), BAD_CHECKSUM. */
   async readInode(ino: number): Promise<Inode> {
     const loc = this.locate(ino);

@@ -264,6 +264,9 @@ export class Ext4Writer {
   private async writeInode(f: InodeFields, raw?: Uint8Array): Promise<void> {
     const sb = this.fs.superblock;
     const bytes = encodeInode(f, sb, raw !== undefined ? { raw } : {});
+    // A directory touched again in the same second, an attribute set to what it was: the
+    // same bytes are not written again (nor the reader's derived caches dropped).
+    if (this.fs.holdsInodeBytes(f.ino, bytes)) return;
     const loc = locateInode(sb, (g) => this.fs.groupDescriptor(g), f.ino);
     await this.device.write(loc.blockNo * sb.blockSize + loc.within, bytes);
     this.fs.noteInodeWrite(f.ino, bytes);
@@ -714,8 +717,24 @@ export class Ext4Writer {
     return { parts, name };
   }
 
+  /**
+   * For a normalised path ('/a/b/c': no empty, '.' or '..' component, its last name at most
+   * 255 bytes) whose directory was resolved before (and is still in `resolved`): that
+   * directory and where the last name starts. No component arrays, no I/O: an update looks
+   * up each of its paths three or four times. Undefined otherwise (the general way then).
+   */
+  private knownParent(key: string): { dirIno: number; cut: number } | undefined {
+    const cut = key.lastIndexOf('/');
+    if (cut < 0 || key.charCodeAt(0) !== 0x2f || cut + 1 === key.length || key.length - cut - 1 > EXT4_NAME_LEN) return undefined;
+    if (key.includes('//') || key.includes('/.')) return undefined;
+    const dirIno = cut === 0 ? EXT4_ROOT_INO : this.resolved.get(key.slice(1, cut));
+    return dirIno === undefined ? undefined : { dirIno, cut };
+  }
+
   /** The directory `path` lies in (symlinks followed) and its last name; BAD_UPDATE if that directory does not exist. */
   private async existingParent(path: Uint8Array): Promise<{ dirIno: number; name: Uint8Array }> {
+    const known = this.knownParent(byteKey(path));
+    if (known !== undefined) return { dirIno: known.dirIno, name: path.subarray(known.cut + 1) };
     const { parts, name } = this.splitParent(path);
     const dirIno = await this.resolveDir(parts, path);
     if (dirIno === undefined) throw this.badPath(path, 'parent directory does not exist');
@@ -724,6 +743,12 @@ export class Ext4Writer {
 
   /** The inode `path` names (its last component not followed), or undefined (also when a parent is not a directory). */
   async lookup(path: Uint8Array): Promise<number | undefined> {
+    const key = byteKey(path);
+    const known = this.knownParent(key);
+    if (known !== undefined) {
+      const names = this.names.get(known.dirIno) ?? (await this.namesOf(known.dirIno));
+      return names?.get(key.slice(known.cut + 1))?.ino;
+    }
     const parts = splitPath(path);
     if (parts.length === 0) return EXT4_ROOT_INO;
     const { name } = this.splitParent(path);
