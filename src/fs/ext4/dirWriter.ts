@@ -505,7 +505,13 @@ async function addIndexed(dir: DirectoryBlocks, fmt: DirFormat, rec: DirEntry, a
     const leaf = leafOf(frames);
     const records = await readRecords(dir, fmt, leaf);
     const inserted = insertIntoRecords(records, rec);
-    if (inserted !== undefined) return dir.write(leaf, encodeDirBlock(inserted, fmt, dir.blockSize));
+    if (inserted !== undefined) {
+      const bytes = encodeDirBlock(inserted, fmt, dir.blockSize);
+      await dir.write(leaf, bytes);
+      // The next name for this leaf finds its records without decoding (and re-checking) the block.
+      dir.encoded?.set(leaf, { bytes, records: inserted });
+      return;
+    }
     const bottom = frames[frames.length - 1]!;
     if (bottom.blocks.length < limitOf(dir, fmt, bottom)) return splitLeaf(dir, fmt, tree, frames, records, rec, hash);
     await makeRoom(dir, fmt, tree, frames, frames.length - 1);

@@ -127,27 +127,28 @@ function strToHashBuf(name: Uint8Array, from: number, out: number[], num: number
 
 const rol32 = (x: number, s: number): number => ((x << s) | (x >>> (32 - s))) >>> 0;
 
+/**
+ * The 24 steps of halfMd4Transform: which input word each reads and by how much it
+ * rotates; steps 0-7 use F and no constant, 8-15 G and K2, 16-23 H and K3. A table built
+ * once: the transform runs for every name hashed (a leaf split hashes all of its names).
+ */
+const MD4_X = Uint8Array.of(0, 1, 2, 3, 4, 5, 6, 7, 1, 3, 5, 7, 0, 2, 4, 6, 3, 7, 2, 6, 1, 5, 0, 4);
+const MD4_S = Uint8Array.of(3, 7, 11, 19, 3, 7, 11, 19, 3, 5, 9, 13, 3, 5, 9, 13, 3, 9, 11, 15, 3, 9, 11, 15);
+const K2 = 0x5a827999;
+const K3 = 0x6ed9eba1;
+
 /** The reduced MD4 round (three rounds of eight steps) of the half_md4 hash. */
 function halfMd4Transform(buf: number[], x: readonly number[]): void {
   let a = buf[0]!;
   let b = buf[1]!;
   let c = buf[2]!;
   let d = buf[3]!;
-  const F = (p: number, q: number, r: number): number => r ^ (p & (q ^ r));
-  const G = (p: number, q: number, r: number): number => ((p & q) + ((p ^ q) & r)) >>> 0;
-  const H = (p: number, q: number, r: number): number => p ^ q ^ r;
-  const K2 = 0x5a827999;
-  const K3 = 0x6ed9eba1;
-  type Fn = (p: number, q: number, r: number) => number;
-  // Each step: a = rol(a + f(b, c, d) + x[i] + k, s), with (a, b, c, d) rotating.
-  const steps: ReadonlyArray<readonly [Fn, number, number, number]> = [
-    [F, 0, 0, 3], [F, 1, 0, 7], [F, 2, 0, 11], [F, 3, 0, 19], [F, 4, 0, 3], [F, 5, 0, 7], [F, 6, 0, 11], [F, 7, 0, 19],
-    [G, 1, K2, 3], [G, 3, K2, 5], [G, 5, K2, 9], [G, 7, K2, 13], [G, 0, K2, 3], [G, 2, K2, 5], [G, 4, K2, 9], [G, 6, K2, 13],
-    [H, 3, K3, 3], [H, 7, K3, 9], [H, 2, K3, 11], [H, 6, K3, 15], [H, 1, K3, 3], [H, 5, K3, 9], [H, 0, K3, 11], [H, 4, K3, 15],
-  ];
-  for (const [f, i, k, s] of steps) {
-    const t = rol32((a + f(b, c, d) + x[i]! + k) >>> 0, s);
-    // Rotate roles: the next step updates d (as "a"), with (a', b', c', d') = (d, t, b, c).
+  for (let i = 0; i < 24; i++) {
+    // F(b, c, d), G(b, c, d) or H(b, c, d), and the round's constant.
+    const f = i < 8 ? d ^ (b & (c ^ d)) : i < 16 ? ((b & c) + ((b ^ c) & d)) >>> 0 : b ^ c ^ d;
+    const k = i < 8 ? 0 : i < 16 ? K2 : K3;
+    // a = rol(a + f + x[i] + k, s), with (a, b, c, d) rotating: the next step updates d (as "a").
+    const t = rol32((a + f + x[MD4_X[i]!]! + k) >>> 0, MD4_S[i]!);
     a = d;
     d = c;
     c = b;
