@@ -26,7 +26,7 @@ import { strictFsck } from '../../helpers/e2fsck.js';
 import { sh } from '../../helpers/run.js';
 import { useTempDir } from '../../helpers/tmp.js';
 import { writeImage, WRITER_NOW } from './writerHarness.js';
-import { comparable, fileBytes as fileBytesFor, joinP, oracleViews, runOp, TreeModel, type FileSpec, type Op, type OpAttrs } from './writerModel.js';
+import { comparable, fileBytes as fileBytesFor, InexpressibleOp, joinP, oracleViews, runOp, TreeModel, type FileSpec, type Op, type OpAttrs } from './writerModel.js';
 
 const HEAVY = process.env.HEAVY === '1';
 const SEED = Number(process.env.PROP_SEED ?? 20261126);
@@ -324,6 +324,7 @@ async function runSequence(base: Base, steps: ReadonlyArray<(m: TreeModel) => Op
         try {
           await runOp(w, op, bs);
         } catch (e) {
+          if (e instanceof InexpressibleOp) continue;
           const code = e instanceof ImgdedupError ? e.code : undefined;
           if (e instanceof ImgdedupError && (code === predicted || (code === 'NO_SPACE' && base.v.nearlyFull !== undefined))) {
             ended = { op, error: e, freeBefore };
@@ -362,7 +363,11 @@ async function runSequence(base: Base, steps: ReadonlyArray<(m: TreeModel) => Op
   try {
     const fsck = strictFsck(out);
     if (!fsck.clean) throw new Error(`strict e2fsck oracle:\n${fsck.output}`);
-    expect(comparable(oracleViews(out, `${out}.dump`))).toEqual(comparable(model.views()));
+    const disk = comparable(oracleViews(out, `${out}.dump`));
+    const want = comparable(model.views());
+    // The paths that differ, each as debugfs reads it and as the model has it (the deep-equal message elides them).
+    const differ = [...new Set([...Object.keys(disk), ...Object.keys(want)])].filter((k) => JSON.stringify(disk[k]) !== JSON.stringify(want[k]));
+    if (differ.length > 0) throw new Error(`the tree differs from the model at ${differ.length} path(s):\n${differ.slice(0, 5).map((k) => `${k}\n  disk:  ${JSON.stringify(disk[k])}\n  model: ${JSON.stringify(want[k])}`).join('\n')}`);
     if (sha(base.image) !== base.hash) throw new Error('the input image changed');
   } catch (e) {
     // The output stays (KEEP_TMP=1 keeps the whole temp dir) for a look with debugfs.
@@ -434,6 +439,37 @@ test('an ext3-style filesystem (no extents) is refused by name', async () => {
  * same base images (each was red before the fix named beside it).
  */
 const REGRESSIONS: ReadonlyArray<{ name: string; variant: string; ops: Op[] }> = [
+  {
+    // Found by HEAVY=1 runs: freed blocks were discarded at once (73ae32e), so blocks a
+    // removed file left behind read as the base's bytes when another file was pointed at them.
+    name: 'a file removed, its blocks then pointed at by another file, keep their content (discards wait for the commit)',
+    variant: '1k htree',
+    ops: [
+      { op: 'file', path: '/lib/a', file: { size: 8192, seed: 0, holes: 1 }, attrs: { mode: 0, uid: 0, gid: 0 } },
+      { op: 'point', path: '/bin/tool', from: '/lib/a' },
+    ],
+  },
+  {
+    name: 'the same on a nearly full filesystem, the target a hard-linked file in an htree directory',
+    variant: '1k nearly full',
+    ops: [
+      { op: 'many', dir: '/big', prefix: 'm', count: 7 },
+      { op: 'file', path: '/lnk', file: { size: 8192, seed: 0, holes: 1 }, attrs: { mode: 0, uid: 0, gid: 0 } },
+      { op: 'link', path: '/slow', target: '/big/e0-' },
+      { op: 'point', path: '/big/e0-', from: '/lnk' },
+    ],
+  },
+  {
+    // Found by HEAVY=1 runs: the harness pointed at an inline file's (absent) blocks and expected its content.
+    name: 'a point from an inline-data file is not made (its content has no blocks); the rest of the sequence holds',
+    variant: 'inline_data',
+    ops: [
+      { op: 'link', path: '/c', target: '/big/e0-' },
+      { op: 'link', path: '/big', target: '/big/e0-' },
+      { op: 'file', path: '/lib', file: { size: 1, seed: 0, holes: 0 }, attrs: { mode: 0, uid: 0, gid: 0 } },
+      { op: 'point', path: '/big', from: '/d1/d2/d3/leaf' },
+    ],
+  },
   {
     name: 'removing every entry of a directory (a subtree and one name of a hard-linked file)',
     variant: '1k ^metadata_csum',

@@ -329,6 +329,12 @@ export class TreeModel {
   }
 }
 
+/**
+ * Thrown by runOp, before it changes anything, for an operation the writer's API cannot
+ * express on this filesystem: the sequence goes on without it (the model is not told).
+ */
+export class InexpressibleOp extends Error {}
+
 /** Runs `op` on the writer. `relocate` and `point` find blocks through the writer's reader. */
 export async function runOp(w: Ext4Writer, op: Op, blockSize: number): Promise<void> {
   switch (op.op) {
@@ -396,6 +402,9 @@ export async function runOp(w: Ext4Writer, op: Op, blockSize: number): Promise<v
     case 'point': {
       const from = (await w.lookup(enc(op.from)))!;
       const fromInode = await w.fs.readInode(from);
+      // Content stored in the inode (inline data) has no blocks to point at: a caller writes
+      // it as ordinary content instead (mergeClient does).
+      if ((fromInode.i_flags & EXT4_INLINE_DATA_FL) !== 0 && fromInode.i_size > 0) throw new InexpressibleOp(`point from ${op.from}: its content is inline`);
       const extents = await physicalExtents(w, from);
       await w.remove(enc(op.from));
       await w.point((await w.lookup(enc(op.path)))!, extents, fromInode.i_size);
