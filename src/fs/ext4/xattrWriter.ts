@@ -47,6 +47,15 @@ function withArea(inode: Inode, sb: Superblock, area: Uint8Array): Uint8Array {
   return raw;
 }
 
+/** Whether writeXattrs would put `specs` in an xattr block (they and the inline data do not all fit in the inode). */
+export function needsXattrBlock(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, sb: Superblock): boolean {
+  if (specs.length === 0) return false;
+  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
+  const kept = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
+  const size = areaSize(inode, sb);
+  return !(size > 0 && xattrsFitInInode([...kept, ...specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }))], size));
+}
+
 /**
  * Gives `inode` exactly the xattrs `specs` (system.data, the inline data, is kept where
  * it is). Returns the new raw inode bytes (its xattr area), the new i_file_acl and the

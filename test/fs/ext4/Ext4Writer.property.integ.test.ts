@@ -440,6 +440,13 @@ test('an ext3-style filesystem (no extents) is refused by name', async () => {
  */
 const REGRESSIONS: ReadonlyArray<{ name: string; variant: string; ops: Op[] }> = [
   {
+    // Found by HEAVY=1 runs: the xattr went to a block that e2fsck 1.47 does not count for an
+    // inline-data symlink ("Block bitmap differences: -1197"); the symlink now leaves inline data first.
+    name: 'an xattr given to an inline-data symlink whose inode has no room for it',
+    variant: 'inline_data',
+    ops: [{ op: 'attrs', path: '/slow', attrs: { mode: 0, uid: 0, gid: 0, xattrs: [['user.a', '00']] } }],
+  },
+  {
     // Found by HEAVY=1 runs: freed blocks were discarded at once (73ae32e), so blocks a
     // removed file left behind read as the base's bytes when another file was pointed at them.
     name: 'a file removed, its blocks then pointed at by another file, keep their content (discards wait for the commit)',
