@@ -126,7 +126,8 @@ try {
   }
   console.log(`outputs checked: ${sample.length} paths (content, mode, uid, gid, mtime, symlink target) as debugfs reads them equal the update tree in both our outputs and in debugfs's; ours strictly e2fsck-clean, the overlay qemu-img-check clean; debugfs's output ${peerFsck.clean ? 'strictly clean too' : `not strictly clean (${peerFsck.extra.length} e2fsck lines, e.g. ${peerFsck.extra[0]})`}`);
   const overlayBytes = sizes(overlay).allocated;
-  console.log(`overlay file: ${(overlayBytes / 2 ** 20).toFixed(1)} MiB allocated`);
+  const completeBytes = sizes(complete).allocated;
+  console.log(`overlay file: ${(overlayBytes / 2 ** 20).toFixed(1)} MiB allocated; complete image: ${(completeBytes / 2 ** 20).toFixed(1)} MiB`);
   debugfs.after();
   rmSync(overlayRaw);
   rmSync(completeRaw);
@@ -136,10 +137,13 @@ try {
   // update's files, writing and fsyncing as many bytes as our overlay holds; and our own
   // start-up (loading the program, no work).
   const floorOut = join(scratch, 'floor.out');
-  const floor = { name: 'floor: node reading the update, writing+fsyncing the overlay size', cmd: process.execPath, args: [new URL('./lib/nodeFloor.mjs', import.meta.url).pathname, inp.updates, floorOut, String(overlayBytes)], before: () => sh('sync', []), after: () => rmSync(floorOut, { force: true }) };
+  const floorOf = (bytes, what) => ({ name: `floor: node reading the update, writing+fsyncing ${what}`, cmd: process.execPath, args: [new URL('./lib/nodeFloor.mjs', import.meta.url).pathname, inp.updates, floorOut, String(bytes)], before: () => sh('sync', []), after: () => rmSync(floorOut, { force: true }) });
   const startup = { name: 'imgdedup --version (start-up only)', cmd: process.execPath, args: [cli, '--version'] };
 
-  for (const side of [ourOverlay, ourComplete]) {
+  for (const [side, floor] of [
+    [ourOverlay, floorOf(overlayBytes, "the overlay's size")],
+    [ourComplete, floorOf(completeBytes, "the complete image's size")],
+  ]) {
     console.log(`\n### ${side.name} vs ${debugfs.name}`);
     const r = comparePaired(side, [debugfs, floor, startup], { goal: '< 1.00x' });
     const peer = r.peers[0];

@@ -31,7 +31,7 @@ import { comparable, fileBytes as fileBytesFor, InexpressibleOp, joinP, oracleVi
 const HEAVY = process.env.HEAVY === '1';
 const SEED = Number(process.env.PROP_SEED ?? 20261126);
 /** Sequences per variant: a seeded share in CI, thousands in all with HEAVY=1. */
-const RUNS = Number(process.env.PROP_RUNS ?? (HEAVY ? 400 : 3));
+const RUNS = Number(process.env.PROP_RUNS ?? (HEAVY ? 400 : 6));
 const tmp = useTempDir('imgdedup-writer-prop-');
 const sha = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
 
