@@ -25,7 +25,7 @@ export interface ApplySummary {
   readonly deleted: number;
   /** Entries left alone because the filesystem already held them as they are (with `skipUnchanged`). */
   readonly unchanged: number;
-  /** File content bytes written. */
+  /** File content bytes written, to files the update leaves in place (a file a later layer deletes does not count). */
   readonly bytesWritten: number;
   /** Things the user should know (a whiteout for a path that does not exist). */
   readonly warnings: readonly string[];

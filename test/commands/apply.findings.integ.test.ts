@@ -203,7 +203,7 @@ describe('apply, after a new user tried it', () => {
     expect(JSON.parse(r.stderr).code).toBe('BAD_UPDATE');
   });
 
-  test('what one layer writes and a later layer deletes or replaces is not stored in OUT: freed blocks are not kept (found by a new user: a deleted file\'s bytes stayed in the new base)', async () => {
+  test('what one layer writes and a later layer deletes or replaces is not stored in OUT, nor counted as written: freed blocks are not kept (found by a new user: a deleted file\'s bytes stayed in the new base)', async () => {
     const img = join(tmp(), 'freed.raw');
     makeExt4Image(img, dir('freed-base', { 'etc/x': 'x' }), { args: ['-b', '4096'], sizeMiB: 32 });
     const secret = 'SECRET-LAYER-BYTES-0123456789abcdef'.repeat(4096);
@@ -215,8 +215,10 @@ describe('apply, after a new user tried it', () => {
     const complete = `${img}.out`;
     const overlay = join(tmp(), 'freed-overlay.qcow2');
     for (const args of [['-o', complete], ['--overlay', '-o', overlay]]) {
-      const r = imgdedup(['apply', img, layers, ...args]);
+      const r = imgdedup(['--json', 'apply', img, layers, ...args]);
       expect(r.status, r.stderr).toBe(0);
+      // Nor counted: the content written is what the update leaves, the one surviving file's.
+      expect(JSON.parse(r.stdout).bytesWritten).toBe(Buffer.byteLength('new app\n'));
     }
     expectStrictFsckClean(complete);
     expect(debugfsBatch(complete, ['cat /srv/app.bin'])[0]).toBe('new app\n');

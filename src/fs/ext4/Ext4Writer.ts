@@ -122,7 +122,7 @@ export interface WriteReport {
   readonly blocksFreed: BlockRuns;
   readonly inodesAllocated: readonly number[];
   readonly inodesFreed: readonly number[];
-  /** File content bytes written. */
+  /** File content bytes written to files that are still there (a file made and removed again in the session does not count). */
   readonly bytesWritten: number;
   /** Blocks allocated and freed, every time (a block freed and allocated again counts in both). */
   readonly blockOperations: { readonly allocated: number; readonly freed: number };
@@ -187,6 +187,8 @@ export class Ext4Writer {
   private readonly inodesAllocated: number[] = [];
   private readonly inodesFreed: number[] = [];
   private bytesWritten = 0;
+  /** Content bytes written per inode this session: taken off bytesWritten when the inode is freed again. */
+  private readonly bytesWrittenTo = new Map<number, number>();
   private committed = false;
   /** Every allocation and free, counted (the report's sets are net: a block freed and taken again is in neither). */
   private readonly grossBlocks = { allocated: 0, freed: 0 };
@@ -642,7 +644,9 @@ export class Ext4Writer {
         }
         i = j;
       }
-      this.bytesWritten += Math.min(fill, n * bs);
+      const wrote = Math.min(fill, n * bs);
+      this.bytesWritten += wrote;
+      this.bytesWrittenTo.set(ino, (this.bytesWrittenTo.get(ino) ?? 0) + wrote);
       lblk += n;
       if (final) return;
       // Only a partial block remains (fill was a whole buffer, a multiple of the block size): none.
@@ -1098,6 +1102,9 @@ export class Ext4Writer {
     await this.groups.freeInode(inode.ino, isDir);
     this.forgetNames(inode.ino);
     this.inodesFreed.push(inode.ino);
+    // What a layer wrote and a later one deleted is not in the output (discardFreed): nor in the count.
+    this.bytesWritten -= this.bytesWrittenTo.get(inode.ino) ?? 0;
+    this.bytesWrittenTo.delete(inode.ino);
     // An extent-mapped inode keeps a valid empty extent root, as the kernel leaves it: e2fsck
     // counts an extent flag over a zeroed i_block as garbage, and a block of such inodes as insane.
     const flags = inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL);
