@@ -235,16 +235,19 @@ export function buildProgram(): Command {
     .option('--partition <n>', 'the partition holding the filesystem to update (default: the only ext4 one, else the one with /etc/os-release)')
     .option('--dry-run', 'apply in memory and print what would change and the space it needs; write nothing')
     .option('--force', 'replace OUT if it is an existing regular file')
+    .option('--verify', 'read OUT back through its chain and check its filesystem, e2fsck -fn included (exit 4 if it fails; OUT is left for inspection)')
     .option('--json', 'print the result as JSON (no progress)')
     .addHelpText(
       'after',
       '\nBASE is never written: the update is applied in a copy-on-write layer and OUT is written under a temporary\n' +
         'name and renamed when complete. The filesystem must be clean (no journal to replay, no errors, no orphans).\n' +
+        'Damage BASE has where the update does not reach is carried into OUT as it is: --verify finds it there.\n' +
         'Lines with --dry-run: "A path" added, "M path" replaced or changed, "D path" deleted.\n' +
         examples(
           'imgdedup apply base.qcow2 updates/ -o patched.qcow2',
           'imgdedup apply --overlay base.vmdk layer.tar.gz -o patch-delta.vmdk',
           'imgdedup apply --dry-run --json base.raw updates/ > plan.json',
+          'imgdedup apply --verify base.qcow2 layers/ -o golden-next.qcow2',
         ),
     )
     .action(async (base, updates, opts) => {
@@ -254,6 +257,7 @@ export function buildProgram(): Command {
       const { apply, applyJson, formatApply } = await import('./commands/apply.js');
       const progress = createProgress('apply', output, !asJson, 'items');
       const writing = createProgress('writing', output, !asJson, 'items');
+      const verifying = createProgress('verifying', output, !asJson, 'items');
       const r = await apply({
         base: parseWholeImageArgs([base], 'apply', [updates])[0]!,
         updates,
@@ -262,10 +266,12 @@ export function buildProgram(): Command {
         ...(partition !== undefined ? { partition } : {}),
         ...(opts.dryRun ? { dryRun: true } : {}),
         ...(opts.force ? { force: true } : {}),
-        onProgress: (stage, done, total) => (stage === 'apply' ? progress.update(done, total) : writing.update(done, total)),
+        ...(opts.verify ? { verify: true } : {}),
+        onProgress: (stage, done, total) => (stage === 'apply' ? progress : stage === 'write' ? writing : verifying).update(done, total),
       });
       progress.done();
       writing.done();
+      verifying.done();
       if (asJson) printJson(applyJson(r));
       else output.out(formatApply(r));
       for (const w of r.warnings) output.err(`warning: ${w}`);

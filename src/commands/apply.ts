@@ -26,6 +26,7 @@ import { compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { markOutputsComplete } from '../diskimage/tempFiles.js';
+import { verifyImage } from './verifyImage.js';
 
 export interface ApplyOptions {
   readonly base: string;
@@ -43,7 +44,9 @@ export interface ApplyOptions {
   readonly constraints?: AllocConstraints;
   /** Time given to changed objects that the update gives none (default now). */
   readonly now?: { sec: number; nsec: number };
-  readonly onProgress?: (stage: 'apply' | 'write', done: number, total: number) => void;
+  readonly onProgress?: (stage: 'apply' | 'write' | 'verify', done: number, total: number) => void;
+  /** Read OUT back through its chain and check its filesystem, e2fsck included (verifyImage.ts): VERIFY_FAILED if it fails. */
+  readonly verify?: boolean;
 }
 
 export interface ApplyResult {
@@ -74,6 +77,8 @@ export interface ApplyResult {
   readonly changedBytes: number;
   /** Size of OUT on the host (null with dryRun). */
   readonly fileSize: number | null;
+  /** OUT was read back and checked (--verify). */
+  readonly verified: boolean;
   readonly changes: readonly PathChange[];
   readonly warnings: readonly string[];
   readonly seconds: number;
@@ -207,6 +212,11 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
       markOutputsComplete();
       options.onProgress?.('write', 1, 1);
+      if (options.verify) {
+        options.onProgress?.('verify', 0, 1);
+        await verifyImage(options.output!, target);
+        options.onProgress?.('verify', 1, 1);
+      }
     }
     return {
       base: options.base,
@@ -231,6 +241,7 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       inodesFreed: report.inodeOperations.freed,
       changedBytes,
       fileSize,
+      verified: options.verify === true && options.dryRun !== true,
       changes: report.changes,
       warnings: [...summary.warnings, ...outputNameNote(options.output, format, options.overlay ?? false)],
       seconds: Math.round(performance.now() - started) / 1000,
@@ -281,6 +292,6 @@ export function formatApply(r: ApplyResult): string {
   const where = r.partition !== null ? ` (partition ${r.partition})` : '';
   lines.push(`${r.dryRun ? 'would apply' : 'applied'} ${r.updates}${where}: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted${r.unchanged > 0 ? `, ${r.unchanged} unchanged` : ''}; ${mib(r.bytesWritten)} of file content`);
   lines.push(`space: ${mib(r.spaceNeededBytes)} needed, ${mib(r.spaceFreeBytes)} free before; ${r.blocksAllocated} blocks allocated, ${r.blocksFreed} freed`);
-  if (r.output !== null) lines.push(`output: ${r.output} (${r.overlay ? `${r.format} overlay on ${r.base}` : `complete ${r.format} image`}, ${mib(r.fileSize ?? 0)}; ${mib(r.changedBytes)} of the disk changed) in ${r.seconds.toFixed(2)} s`);
+  if (r.output !== null) lines.push(`output: ${r.output} (${r.overlay ? `${r.format} overlay on ${r.base}` : `complete ${r.format} image`}, ${mib(r.fileSize ?? 0)}; ${mib(r.changedBytes)} of the disk changed)${r.verified ? ', verified' : ''} in ${r.seconds.toFixed(2)} s`);
   return lines.join('\n');
 }

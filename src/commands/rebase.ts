@@ -8,10 +8,8 @@
  * what differs from it. Inputs are never modified; outputs are written into a staging
  * directory inside DIR and renamed into DIR only when all of them are complete.
  */
-import { spawnSync } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdtemp, open, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, readdir, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { BlockDevice } from '../diskimage/BlockDevice.js';
 import { CowDevice } from '../diskimage/cow/CowDevice.js';
@@ -24,7 +22,7 @@ import { makeTempDirSync, markOutputsComplete, registerTempFile, unregisterTempD
 import { syncDirectory } from '../diskimage/AtomicOutput.js';
 import { VmdkImage } from '../diskimage/vmdk/VmdkImage.js';
 import { VmdkImageWriter } from '../diskimage/vmdk/VmdkWriter.js';
-import { ConflictError, RefusedError, UnsupportedError, UsageError, VerificationError, wrapIoError } from '../errors.js';
+import { ConflictError, RefusedError, UnsupportedError, UsageError, wrapIoError } from '../errors.js';
 import { diffDisks } from '../blockdiff/diffDisk.js';
 import { BlockRuns } from '../fs/BlockRuns.js';
 import { Ext4Fs, type BlockOwnership } from '../fs/ext4/Ext4Fs.js';
@@ -38,6 +36,7 @@ import { selectRootFilesystem } from './apply.js';
 import { collectGarbage, holdYoungGeneration } from './collectGarbage.js';
 import { createOutputWriter, emitAndCommit, emitThenCommit, layoutOf } from './outputImage.js';
 import { sideOf } from './diff.js';
+import { verifyImage } from './verifyImage.js';
 
 export interface RebaseOptions {
   readonly base: string;
@@ -561,69 +560,11 @@ async function rebaseFleet(options: RebaseOptions): Promise<RebaseResult> {
 }
 
 /**
- * Reads every output back through its new chain: each root filesystem opens with every
- * checksum verified, every directory and inode of it reads, and its bitmaps agree with
- * the ownership the reader computes from the inodes. Throws VERIFY_FAILED naming the output.
+ * Reads every output back through its new chain and checks its root filesystem
+ * (verifyImage). Throws VERIFY_FAILED naming the output.
  */
 async function verifyOutputs(newBase: string, clients: readonly string[], target: { start: number; length: number; partition: number | null }): Promise<void> {
-  for (const out of [newBase, ...clients]) {
-    const chain = await openChain(out);
-    try {
-      const fs = await Ext4Fs.open(new SliceDevice(chain.device, target.start, target.length, { file: out }), { file: out });
-      // Every directory listed and every inode's record checked (as readInode checks it).
-      for await (const listing of fs.listings({ stat: true })) void listing;
-      const own = await fs.blockOwnership();
-      const used = await fs.layout.usedBlocks();
-      for (const [s, n] of used.runs()) {
-        for (let b = s; b < s + n; b++) {
-          if (own.isFree(b)) throw new VerificationError({ file: out, structure: `ext4.block_bitmap`, detail: `block ${b} is marked in use but nothing owns it (outputs left in place for inspection)` });
-        }
-      }
-      await strictFsck(out, new SliceDevice(chain.device, target.start, target.length, { file: out }));
-    } catch (err) {
-      if (err instanceof VerificationError) throw err;
-      throw new VerificationError({ file: out, detail: `reading the output back failed: ${err instanceof Error ? err.message : String(err)} (outputs left in place for inspection)` });
-    } finally {
-      await chain.close();
-    }
-  }
-}
-
-/** Lines `e2fsck -fn` prints on a filesystem with nothing to say: the version, the five passes, the summary. */
-const FSCK_QUIET = [/^e2fsck \d/, /^Pass [1-5]: /, /^\S+: \d+\/\d+ files \([\d.]+% non-contiguous\), \d+\/\d+ blocks$/];
-
-/**
- * The strict oracle, where e2fsck is installed: the filesystem copied to a temporary raw
- * file (e2fsck reads no qcow2 or VMDK), `e2fsck -fn` on it must exit 0 and print nothing
- * beyond FSCK_QUIET. Throws VERIFY_FAILED with e2fsck's findings. Without e2fsck, nothing.
- */
-async function strictFsck(name: string, fs: BlockDevice): Promise<void> {
-  const probe = spawnSync('e2fsck', ['-V'], { stdio: 'ignore' });
-  if (probe.error !== undefined) return;
-  const dir = await mkdtemp(join(tmpdir(), 'imgdedup-verify-'));
-  const raw = join(dir, 'fs.raw');
-  try {
-    const fh = await open(raw, 'w');
-    try {
-      await fh.truncate(fs.size);
-      for await (const e of fs.allocation()) {
-        if (e.kind !== 'data') continue;
-        for (let off = e.offset; off < e.offset + e.length; off += 4 << 20) {
-          const n = Math.min(4 << 20, e.offset + e.length - off);
-          await fh.write(await fs.read(off, n), 0, n, off);
-        }
-      }
-    } finally {
-      await fh.close();
-    }
-    const r = spawnSync('e2fsck', ['-fn', raw], { encoding: 'utf8', env: { ...process.env, E2FSCK_CONFIG: '/dev/null' } });
-    const extra = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.trim() !== '' && !FSCK_QUIET.some((re) => re.test(l)));
-    if (r.status !== 0 || extra.length > 0) {
-      throw new VerificationError({ file: name, structure: 'ext4', detail: `e2fsck -fn found problems (exit ${r.status}): ${extra.slice(0, 5).join(' | ')} (outputs left in place for inspection)` });
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  for (const out of [newBase, ...clients]) await verifyImage(out, target);
 }
 
 /** The result as JSON (already plain data). */

@@ -337,4 +337,35 @@ describe('apply, after a new user tried it', () => {
     expect(theirs!.mode).toBe(0o777);
     expect({ type: ours!.type, mode: ours!.mode.toString(8) }).toEqual({ type: theirs!.type, mode: theirs!.mode.toString(8) });
   });
+
+  test('--verify reads OUT back and runs e2fsck on it: damage BASE has where the update does not reach is carried into OUT, and --verify says so (VERIFY_FAILED, exit 4)', () => {
+    const img = join(tmp(), 'damaged-elsewhere.raw');
+    const blob = 'blob-content-'.repeat(2000);
+    makeExt4Image(img, dir('damaged-base', { 'srv/blob': blob, 'etc/x': 'x\n' }), { args: ['-b', '1024', '-O', '^metadata_csum,uninit_bg'], sizeMiB: 32 });
+    const upd = dir('damaged-upd', { 'etc/new': 'new\n' });
+    // A clean BASE: verified.
+    const clean = imgdedup(['--json', 'apply', '--verify', img, upd, '-o', join(tmp(), 'clean-out.raw')]);
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(JSON.parse(clean.stdout).verified).toBe(true);
+    // /srv/blob's extent header claims more entries than it can hold; no checksum says so, and the update does not touch the file.
+    const imap = sh('debugfs', ['-R', 'imap /srv/blob', img]);
+    const blockNo = Number(/located at block (\d+)/.exec(imap)![1]);
+    const within = Number(/offset (0x[0-9a-f]+)/.exec(imap)![1]);
+    const eEntries = blockNo * 1024 + within + 0x28 + 2;
+    const bytes = readFileSync(img);
+    bytes[eEntries] = 0x5a;
+    writeFileSync(img, bytes);
+    expect(spawnSync('e2fsck', ['-fn', img], { encoding: 'utf8' }).stdout).toMatch(/corrupt extent header/);
+    const carried = imgdedup(['apply', img, upd, '-o', join(tmp(), 'carried-out.raw')]);
+    expect(carried.status, carried.stderr).toBe(0);
+    const out = join(tmp(), 'verified-out.raw');
+    const r = imgdedup(['--json', 'apply', '--verify', img, upd, '-o', out]);
+    expect(r.status).toBe(4);
+    const err = JSON.parse(r.stderr) as { code: string; data: { file: string; detail: string } };
+    expect(err.code).toBe('VERIFY_FAILED');
+    expect(err.data.file).toBe(out);
+    expect(err.data.detail).toMatch(/corrupt extent header|extent/i);
+    // OUT stays for inspection.
+    expect(existsSync(out)).toBe(true);
+  });
 });
