@@ -335,8 +335,14 @@ export class TreeModel {
  */
 export class InexpressibleOp extends Error {}
 
+/** What runOp learned before the writer ran the operation, for judging its failure. */
+export interface OpFacts {
+  /** `relocate`: the blocks in use in the range it moves out of (each needs a free block elsewhere). */
+  relocateBlocks?: number;
+}
+
 /** Runs `op` on the writer. `relocate` and `point` find blocks through the writer's reader. */
-export async function runOp(w: Ext4Writer, op: Op, blockSize: number): Promise<void> {
+export async function runOp(w: Ext4Writer, op: Op, blockSize: number, facts: OpFacts = {}): Promise<void> {
   switch (op.op) {
     case 'file':
       await w.put(enc(op.path), fileContent(fileBytes(op.file, blockSize)), writerAttrs(op.attrs));
@@ -385,6 +391,7 @@ export async function runOp(w: Ext4Writer, op: Op, blockSize: number): Promise<v
       const hi = Math.max(...blocks);
       const start = lo + Math.floor(((hi - lo) * op.lo) / 1000);
       const end = Math.max(start + 1, lo + Math.ceil(((hi - lo) * op.hi) / 1000));
+      facts.relocateBlocks = (await w.blocksInUse(start, end - start)).length;
       let moves: Array<{ from: number; to: number }>;
       try {
         moves = await w.relocate(start, end - start);
