@@ -98,6 +98,22 @@ function checkNumericFields(raw: Uint8Array, records: PaxRecords, ctx: EntryCont
   }
 }
 
+/**
+ * A GNU base-256 number field (first byte 0x80: positive, the rest big-endian; 0xff: a
+ * negative number in two's complement over the whole field), or undefined for an octal
+ * one. tar-stream decodes negative ones one too high (found by a new user: an mtime of -1
+ * became 0); GNU tar, Go's archive/tar and Python's tarfile read them as here.
+ */
+function base256(raw: Uint8Array, offset: number, length: number): number | undefined {
+  const f = raw.subarray(offset, offset + length);
+  if (f[0] !== 0x80 && f[0] !== 0xff) return undefined;
+  let v = 0n;
+  for (const b of f) v = (v << 8n) | BigInt(b);
+  const bits = BigInt(length * 8);
+  v = f[0] === 0xff ? v - (1n << bits) : v & ((1n << (bits - 1n)) - 1n);
+  return Number(v);
+}
+
 /** Bytes an entry reader holds before it pauses the archive. */
 const ENTRY_QUEUE_BYTES = 1 << 20;
 
@@ -253,7 +269,7 @@ function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undef
   // Times this reader does not keep are still checked: a corrupt record is a corrupt archive.
   paxTime(records, 'ctime', ctx, path);
   // Every member's numbers are checked, whiteouts' and links' too: a corrupt header is a corrupt archive.
-  const mtime = paxTime(records, 'mtime', ctx, path) ?? { sec: checkNumber(h.mtime.getTime() / 1000, 'mtime', ctx, path, -Number.MAX_SAFE_INTEGER), nsec: 0 };
+  const mtime = paxTime(records, 'mtime', ctx, path) ?? { sec: checkNumber(base256(raw, 136, 12) ?? h.mtime.getTime() / 1000, 'mtime', ctx, path, -Number.MAX_SAFE_INTEGER), nsec: 0 };
   const atime = paxTime(records, 'atime', ctx, path);
   const meta: EntryMeta = {
     mode: checkNumber(h.mode, 'mode', ctx, path) & 0o7777,
@@ -263,7 +279,11 @@ function toEntry(h: Header, raw: Uint8Array | undefined, pax: PaxRecords | undef
     ...(atime !== undefined ? { atime } : {}),
     xattrs: paxXattrs(records, ctx, path),
   };
-  const type = h.type as string | null;
+  // An old-style (pre-POSIX) directory: typeflag NUL and a name ending in '/', as Go's
+  // archive/tar (containerd's reader) and Python's tarfile take it. tar-stream makes it a
+  // file (found by a new user: the directory became an empty file).
+  const oldStyleDir = raw[156] === 0 && rawName[rawName.length - 1] === 0x2f;
+  const type = oldStyleDir ? 'directory' : (h.type as string | null);
   // tar-stream reads no data for a directory: with a size, what follows would be taken for headers.
   if (type === 'directory' && h.size !== 0) throw badEntry(ctx, path, 'a directory entry with data');
   let linkTarget: Uint8Array | undefined;

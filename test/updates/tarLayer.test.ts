@@ -315,13 +315,62 @@ describe('crafted tar layers', () => {
 
 /** Sets a header's typeflag (byte 156) and fixes its checksum (ustar: sum of the header with the field as spaces). */
 function retype(tar: Buffer, headerOffset: number, flag: string): void {
+  tar[headerOffset + 156] = flag.charCodeAt(0);
+  fixChecksum(tar, headerOffset);
+}
+
+function fixChecksum(tar: Buffer, headerOffset: number): void {
   const h = tar.subarray(headerOffset, headerOffset + 512);
-  h[156] = flag.charCodeAt(0);
   h.fill(0x20, 148, 156);
   let sum = 0;
   for (const b of h) sum += b;
   h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
 }
+
+/** Writes `value` into the 12-byte mtime field (byte 136) of a header in GNU base-256 (two's complement when negative). */
+function setBase256Mtime(tar: Buffer, headerOffset: number, value: bigint): void {
+  let v = value < 0n ? (1n << 96n) + value : value | (1n << 95n);
+  for (let i = 11; i >= 0; i--) {
+    tar[headerOffset + 136 + i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  fixChecksum(tar, headerOffset);
+}
+
+describe('older tar forms, read as GNU tar extracts them (the oracle: GNU tar -x into a host directory)', () => {
+  it('GNU base-256 times before 1970 (Python tarfile writes them), to the second', async () => {
+    const times = [-1n, -100n, -2147483648n, 5n];
+    const tar = await craft(times.map((_, i) => ({ name: `t${i}`, data: 'x' })));
+    times.forEach((t, i) => setBase256Mtime(tar, i * 1024, t));
+    const file = write('b256.tar', tar);
+    const host = join(tmp(), 'b256-x');
+    mkdirSync(host);
+    sh('tar', ['-xf', file, '-C', host]);
+    const got = new Map((await all(file)).map((e) => [text(e.path), e.kind !== 'whiteout' && e.kind !== 'opaque' && e.kind !== 'hardlink' ? e.meta.mtime.sec : undefined]));
+    for (let i = 0; i < times.length; i++) {
+      const want = Number(sh('stat', ['-c', '%Y', join(host, `t${i}`)]).trim());
+      expect(got.get(`/t${i}`), `t${i}`).toBe(want);
+    }
+  });
+
+  it('an old-style directory (typeflag NUL, name ending in "/") is a directory, and what lies below it goes in it', async () => {
+    const tar = await craft([
+      { name: 'olddir/', data: '', mode: 0o750 },
+      { name: 'olddir/f', data: 'in it' },
+    ]);
+    retype(tar, 0, '\0');
+    const file = write('aregdir.tar', tar);
+    const host = join(tmp(), 'aregdir-x');
+    mkdirSync(host);
+    sh('tar', ['-xf', file, '-C', host]);
+    expect(sh('stat', ['-c', '%F %a', join(host, 'olddir')]).trim()).toBe('directory 750');
+    const entries = await all(file);
+    expect(entries.map((e) => [text(e.path), e.kind, e.kind === 'dir' ? e.meta.mode.toString(8) : undefined])).toEqual([
+      ['/olddir', 'dir', '750'],
+      ['/olddir/f', 'file', undefined],
+    ]);
+  });
+});
 
 describe('corrupt and truncated layers end in BAD_UPDATE, never a crash or a wrong answer', () => {
   let good: Buffer;
