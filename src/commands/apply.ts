@@ -22,7 +22,7 @@ import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
 import { createOutputWriter, emitAndCommit, formatNamedBy, layoutOf, type OutputFormat } from './outputImage.js';
-import { compareBytes } from '../fs/ext4/names.js';
+import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
 import { markOutputsComplete } from '../diskimage/tempFiles.js';
@@ -73,7 +73,7 @@ export interface ApplyResult {
   readonly blocksFreed: number;
   readonly inodesAllocated: number;
   readonly inodesFreed: number;
-  /** Guest bytes of the disk the writer wrote (an overlay holds those whose bytes changed). */
+  /** Guest bytes of the disk that differ from BASE (filesystem blocks; new blocks over free space count): what an overlay stores. */
   readonly changedBytes: number;
   /** Size of OUT on the host (null with dryRun). */
   readonly fileSize: number | null;
@@ -191,24 +191,23 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     const space = await checkSpace(fsWriter, source, fileName);
     await checkDirectoriesOnPaths(fsWriter, space.dirsOnPaths);
     const { summary, report } = await applyUpdate(fsWriter, source, { skipUnchanged: true, estimate: space, onProgress: (n) => options.onProgress?.('apply', n, space.entries) });
-    let changedBytes = 0;
-    for await (const r of cow.dirtyRanges()) changedBytes += r.length;
+    // Blocks the writer took from free space hold new content over whatever BASE left there:
+    // BASE is not read to compare them. Others (metadata rewritten, perhaps with the same bytes) are.
+    const fresh = report.blocksAllocated;
+    const bs = fsWriter.blockSize;
+    const baseMayEqual = (offset: number, length: number): boolean => {
+      if (offset < target.start || offset + length > target.start + target.length) return true;
+      const first = Math.floor((offset - target.start) / bs);
+      const end = Math.ceil((offset + length - target.start) / bs);
+      return fresh.countIn(first, end - first) < end - first;
+    };
+    const changedBytes = await differingBytes(cow, chain.device, bs, baseMayEqual);
     let fileSize: number | null = null;
     const format = outputFormat(chain, options.overlay ?? false);
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      // An overlay stores only blocks whose bytes changed (a metadata block rewritten with the
-      // same bytes is not stored). Blocks the writer took from free space hold new content
-      // over whatever BASE left there: BASE is not read to compare them.
-      const fresh = report.blocksAllocated;
-      const bs = fsWriter.blockSize;
-      const baseMayEqual = (offset: number, length: number): boolean => {
-        if (offset < target.start || offset + length > target.start + target.length) return true;
-        const first = Math.floor((offset - target.start) / bs);
-        const end = Math.ceil((offset + length - target.start) / bs);
-        return fresh.countIn(first, end - first) < end - first;
-      };
+      // An overlay stores only the blocks whose bytes changed (changedBytes).
       fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
       markOutputsComplete();
       options.onProgress?.('write', 1, 1);
@@ -250,6 +249,28 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
     await cow?.close();
     await chain.close();
   }
+}
+
+/**
+ * Bytes of the written disk that differ from BASE, in `unit`-byte pieces of the ranges the
+ * writer wrote: a piece `baseMayEqual` rules out counts without a read (new content over
+ * free space), others are compared with BASE (a block rewritten with its own bytes is not
+ * a change). What an overlay on BASE stores.
+ */
+async function differingBytes(cow: CowDevice, base: BlockDevice, unit: number, baseMayEqual: (offset: number, length: number) => boolean): Promise<number> {
+  let changed = 0;
+  for await (const r of cow.dirtyRanges()) {
+    for (let off = r.offset; off < r.offset + r.length; off += unit) {
+      const n = Math.min(unit, r.offset + r.length - off);
+      if (!baseMayEqual(off, n)) {
+        changed += n;
+        continue;
+      }
+      const [ours, theirs] = await Promise.all([cow.read(off, n), base.read(off, n)]);
+      if (!bytesEqual(ours, theirs)) changed += n;
+    }
+  }
+  return changed;
 }
 
 /** A note when OUT's extension names another format than the one written (an overlay on a raw BASE is a qcow2). */
