@@ -148,6 +148,22 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
     const dirs: Array<{ path: Uint8Array; meta: EntryMeta }> = [];
     /** Paths this layer has put so far. */
     const putHere = new Set<string>();
+    /**
+     * Where this layer's paths landed (their directory's inode, their name): two paths
+     * that reach one place through a symlink to a directory in BASE (`lib/x` and
+     * `usr/lib/x` over `/lib -> usr/lib`) are said, not silently one over the other.
+     */
+    const landed = new Map<string, Uint8Array>();
+    const noteLanding = async (path: Uint8Array): Promise<void> => {
+      const cut = path.lastIndexOf(0x2f);
+      if (cut < 0) return;
+      const dirIno = await writer.resolveDir(splitPath(path.subarray(0, cut)), path, { notDirIsMissing: true }).catch(() => undefined);
+      if (dirIno === undefined) return;
+      const k = `${dirIno}/${byteKey(path.subarray(cut + 1))}`;
+      const earlier = landed.get(k);
+      if (earlier !== undefined && byteKey(earlier) !== byteKey(path)) warnings.push(`${layer.name}: ${show(path)} and ${show(earlier)} are one path in BASE (through a symlink to a directory): the later, ${show(path)}, is what the filesystem holds`);
+      landed.set(k, path);
+    };
     for await (const e of layer.entries()) {
       try {
         await applyEntry(e);
@@ -188,6 +204,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
             firstClamped ??= e.path;
           }
           if (same !== undefined && (await same.matches(e))) {
+            await noteLanding(e.path);
             unchanged++;
             if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
             break;
@@ -213,6 +230,7 @@ export async function applyUpdate(writer: Ext4Writer, source: UpdateSource, opti
               warnings.push(`${show(e.path)}: the layer's directory replaced BASE's symlink to a directory (-> ${show(link)}), as OCI layers do; what it pointed to is no longer reached through ${show(e.path)}`);
             }
           }
+          await noteLanding(e.path);
           await writer.put(e.path, contentOf(e), attrsOf(e.meta));
           if (e.kind === 'dir') dirs.push({ path: e.path, meta: e.meta });
       }

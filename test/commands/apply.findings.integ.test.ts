@@ -295,6 +295,20 @@ describe('apply, after a new user tried it', () => {
     expect(usrlib).toMatch(/newf/);
     expect(usrlib).not.toMatch(/keep/);
   });
+  test("two paths of an update that reach one file through BASE's symlink to a directory (lib/x and usr/lib/x): the later is kept, and a warning names both (found by a new user: silent)", () => {
+    const base = dir('twice-base', { 'usr/lib/keep': 'k\n' });
+    symlinkSync('usr/lib', join(base, 'lib'));
+    const img = join(tmp(), 'twice.raw');
+    makeExt4Image(img, base, { args: ['-b', '4096'], sizeMiB: 32 });
+    const r = imgdedup(['--json', 'apply', img, dir('twice-upd', { 'lib/x': 'A\n', 'usr/lib/x': 'B\n', 'usr/lib/y': 'y\n' }), '-o', `${img}.out`]);
+    expect(r.status, r.stderr).toBe(0);
+    const warnings = (JSON.parse(r.stdout) as { warnings: string[] }).warnings;
+    expect(warnings.filter((w) => /one path in BASE/.test(w))).toHaveLength(1);
+    expect(warnings.join('\n')).toMatch(/\/usr\/lib\/x and \/lib\/x are one path in BASE/);
+    expectStrictFsckClean(`${img}.out`);
+    // The tree walk gives lib/x before usr/lib/x: the later one's content is the file's.
+    expect(debugfsBatch(`${img}.out`, ['cat /usr/lib/x'])[0]).toBe('B\n');
+  });
   test("a tree's directory over BASE's symlink to a directory goes through it (merged /usr); a tar layer's replaces it, with a warning", async () => {
     const base = dir('usrmerge-base', { 'usr/lib/keep': 'k\n' });
     symlinkSync('usr/lib', join(base, 'lib'));
