@@ -247,7 +247,7 @@ export function buildProgram(): Command {
           'imgdedup apply base.qcow2 updates/ -o patched.qcow2',
           'imgdedup apply --overlay base.vmdk layer.tar.gz -o patch-delta.vmdk',
           'imgdedup apply --dry-run --json base.raw updates/ > plan.json',
-          'imgdedup apply --verify base.qcow2 layers/ -o golden-next.qcow2',
+          'imgdedup apply --verify base.qcow2 updates/ -o golden-next.qcow2',
         ),
     )
     .action(async (base, updates, opts) => {
