@@ -21,7 +21,7 @@ import { Ext4Writer, type PathChange } from '../fs/ext4/Ext4Writer.js';
 import type { AllocConstraints } from '../fs/ext4/allocator.js';
 import { applyUpdate, checkSpace } from '../updates/applyUpdate.js';
 import { checkDirectoriesOnPaths } from '../updates/directoriesOnPaths.js';
-import { createOutputWriter, emitAndCommit, formatNamedBy, layoutOf, type OutputFormat } from './outputImage.js';
+import { createOutputWriter, emitThenCommit, formatNamedBy, layoutOf, type OutputFormat } from './outputImage.js';
 import { bytesEqual, compareBytes } from '../fs/ext4/names.js';
 import { nameFields, quoteName, quoteSpaced } from '../ui/quoteName.js';
 import { openUpdateSource } from '../updates/openUpdateSource.js';
@@ -73,7 +73,7 @@ export interface ApplyResult {
   readonly blocksFreed: number;
   readonly inodesAllocated: number;
   readonly inodesFreed: number;
-  /** Guest bytes of the disk that differ from BASE (filesystem blocks; new blocks over free space count): what an overlay stores. */
+  /** Guest bytes of the disk that differ from BASE, in filesystem blocks (an overlay: its units, 4 KiB grains for a VMDK delta), new blocks over free space counted: what an overlay stores. */
   readonly changedBytes: number;
   /** Size of OUT on the host (null with dryRun). */
   readonly fileSize: number | null;
@@ -201,14 +201,17 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
       const end = Math.ceil((offset + length - target.start) / bs);
       return fresh.countIn(first, end - first) < end - first;
     };
-    const changedBytes = await differingBytes(cow, chain.device, bs, baseMayEqual);
+    // An overlay counts them as it compares its units with BASE (below); otherwise they are compared here.
+    let changedBytes = options.overlay && !options.dryRun ? 0 : await differingBytes(cow, chain.device, bs, baseMayEqual);
     let fileSize: number | null = null;
     const format = outputFormat(chain, options.overlay ?? false);
     if (!options.dryRun) {
       options.onProgress?.('write', 0, 1);
       const out = await outputWriter(chain, options.base, options.output!, options.overlay ?? false, fsWriter.blockSize, options.force ?? false);
-      // An overlay stores only the blocks whose bytes changed (changedBytes).
-      fileSize = await emitAndCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
+      // An overlay stores only the units whose bytes changed: it compares them with BASE as it goes, and says how many.
+      const { committed, stats } = await emitThenCommit(cow, out, { skipUnchanged: out.hasBacking, baseMayEqual });
+      fileSize = await committed;
+      if (out.hasBacking) changedBytes = (stats.unitsWritten + stats.zeroUnitsWritten) * out.unitSize;
       markOutputsComplete();
       options.onProgress?.('write', 1, 1);
       if (options.verify) {
@@ -259,6 +262,17 @@ export async function apply(options: ApplyOptions): Promise<ApplyResult> {
  */
 async function differingBytes(cow: CowDevice, base: BlockDevice, unit: number, baseMayEqual: (offset: number, length: number) => boolean): Promise<number> {
   let changed = 0;
+  /** Pieces to compare, read together while they are adjacent (a read per piece costs more than the compare). */
+  let run: { offset: number; length: number } | undefined;
+  const compare = async (): Promise<void> => {
+    if (run === undefined) return;
+    const [ours, theirs] = await Promise.all([cow.read(run.offset, run.length), base.read(run.offset, run.length)]);
+    for (let at = 0; at < run.length; at += unit) {
+      const n = Math.min(unit, run.length - at);
+      if (!bytesEqual(ours.subarray(at, at + n), theirs.subarray(at, at + n))) changed += n;
+    }
+    run = undefined;
+  };
   for await (const r of cow.dirtyRanges()) {
     for (let off = r.offset; off < r.offset + r.length; off += unit) {
       const n = Math.min(unit, r.offset + r.length - off);
@@ -266,12 +280,17 @@ async function differingBytes(cow: CowDevice, base: BlockDevice, unit: number, b
         changed += n;
         continue;
       }
-      const [ours, theirs] = await Promise.all([cow.read(off, n), base.read(off, n)]);
-      if (!bytesEqual(ours, theirs)) changed += n;
+      if (run !== undefined && (run.offset + run.length !== off || run.length >= COMPARE_RUN_BYTES)) await compare();
+      if (run === undefined) run = { offset: off, length: n };
+      else run.length += n;
     }
   }
+  await compare();
   return changed;
 }
+
+/** Bytes differingBytes reads from each side at once. */
+const COMPARE_RUN_BYTES = 1 << 20;
 
 /** A note when OUT's extension names another format than the one written (an overlay on a raw BASE is a qcow2). */
 function outputNameNote(output: string | undefined, format: OutputFormat, overlay: boolean): string[] {

@@ -5,7 +5,7 @@
  * sparse raw.
  */
 import { InternalError } from '../errors.js';
-import type { CowDevice, CowEmitOptions } from '../diskimage/cow/CowDevice.js';
+import type { CowDevice, CowEmitOptions, CowEmitStats } from '../diskimage/cow/CowDevice.js';
 import type { DiskImage } from '../diskimage/DiskImage.js';
 import type { ImageWriter } from '../diskimage/ImageWriter.js';
 import { Qcow2Image } from '../diskimage/qcow2/Qcow2Image.js';
@@ -79,9 +79,10 @@ export async function emitAndCommit(cow: CowDevice, writer: ImageWriter, options
  * fsync, rename) still running: `committed` settles with the output's size, or rejects
  * (the writer aborted: no file left). The caller's next work overlaps the wait on the disk.
  */
-export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<{ readonly committed: Promise<number> }> {
+export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, options?: CowEmitOptions): Promise<{ readonly committed: Promise<number>; readonly stats: CowEmitStats }> {
+  let stats: CowEmitStats;
   try {
-    await cow.emitTo(writer, options);
+    stats = await cow.emitTo(writer, options);
   } catch (err) {
     await writer.abort();
     throw err;
@@ -93,5 +94,5 @@ export async function emitThenCommit(cow: CowDevice, writer: ImageWriter, option
       throw err;
     },
   );
-  return { committed };
+  return { committed, stats };
 }

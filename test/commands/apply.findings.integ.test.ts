@@ -405,6 +405,9 @@ describe('apply, after a new user tried it', () => {
     const ov = join(tmp(), 'changed-ov.qcow2');
     const o = imgdedup(['--json', 'apply', '--overlay', img, dir('changed-upd2', upd), '-o', ov]);
     expect(o.status, o.stderr).toBe(0);
+    expect(JSON.parse(o.stdout).changedBytes).toBe(differing);
+    const dry = imgdedup(['--json', 'apply', '--dry-run', img, dir('changed-upd3', upd)]);
+    expect(JSON.parse(dry.stdout).changedBytes).toBe(differing);
     const map = JSON.parse(sh('qemu-img', ['map', '--output=json', ov])) as Array<{ length: number; depth: number; data: boolean }>;
     expect(map.filter((m) => m.depth === 0 && m.data).reduce((n, m) => n + m.length, 0)).toBe(differing);
   });
