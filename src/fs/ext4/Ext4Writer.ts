@@ -47,13 +47,13 @@ import {
   S_IFREG,
   S_IFSOCK,
 } from './constants.js';
-import { addEntry, dirFormat, type EncodedBlock, linksAfterSubdirAdded, linksAfterSubdirRemoved, lookupEntry, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
+import { addEntry, dirFormat, type EncodedBlock, linksAfterSubdirAdded, linksAfterSubdirRemoved, newDirBlock, removeEntry, type DirFormat, type DirectoryBlocks } from './dirWriter.js';
 import { Ext4Fs, type BlockOwnership, type FileExtent } from './Ext4Fs.js';
 import { buildExtentTree } from './extentTree.js';
 import { GroupState, mergeRuns } from './groupState.js';
 import { encodeInode, fileType, type Ext4Time, type Inode, type InodeFields } from './inode.js';
 import { locateInode } from './inodeTable.js';
-import { byteKey, bytesEqual, isDotOrDotDot, joinPath, splitPath } from './names.js';
+import { byteKey, isDotOrDotDot, joinPath, splitPath } from './names.js';
 import { dropInlineData, needsXattrBlock, writeXattrs, releaseXattrBlock } from './xattrWriter.js';
 import { xattrBlockChecksum } from './xattr.js';
 import { BlockRuns } from '../BlockRuns.js';
@@ -541,17 +541,23 @@ export class Ext4Writer {
     const [run] = await this.allocBlocks(1, this.groups.goalForInode(inode.ino));
     // Start from '.' and '..', then add the rest through dirWriter so the block is laid out as it lays blocks out.
     await this.writeBlock(run!.start, newDirBlock(fmt, inode.ino, parent, this.blockSize));
-    const { dropInlineData } = await import('./xattrWriter.js');
-    const raw = dropInlineData(inode, this.fs.superblock);
     // i_block held the inline entries: it becomes an empty extent root before the map is set.
-    const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
-    const base: Inode = { ...inode, raw, i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
-    const written = await this.setMap(base, [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], this.blockSize);
+    const written = await this.setMap(await this.leavingInlineData(inode), [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], this.blockSize);
     void written;
     const d = await this.directory(inode.ino);
     for (const e of entries) if (!isDotOrDotDot(e.name)) await addEntry(d.blocks, d.fmt, { name: e.name, ino: e.ino, fileType: e.fileType });
     await this.touchDir(d.inode());
     return this.fs.readInode(inode.ino);
+  }
+
+  /** The inode with its inline data dropped (system.data gone, an empty extent root in i_block, the extents flag), before setMap gives it a map. */
+  private async leavingInlineData(inode: Inode): Promise<Inode> {
+    return { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: await this.emptyExtentRoot(), i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
+  }
+
+  /** i_block of an extent-mapped inode that maps nothing. */
+  private async emptyExtentRoot(): Promise<Uint8Array> {
+    return (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
   }
 
   /** An inline-data symlink made a slow one: its target moved to a block of its own (an extent), system.data dropped. */
@@ -561,9 +567,7 @@ export class Ext4Writer {
     const block = new Uint8Array(this.blockSize);
     block.set(target);
     await this.writeBlock(run!.start, block);
-    const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
-    const base: Inode = { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
-    return this.setMap(base, [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], target.length);
+    return this.setMap(await this.leavingInlineData(inode), [{ lblk: 0, pblk: run!.start, len: 1, unwritten: false }], target.length);
   }
 
   // ---------------------------------------------------------------- block maps
@@ -1108,7 +1112,7 @@ export class Ext4Writer {
     // An extent-mapped inode keeps a valid empty extent root, as the kernel leaves it: e2fsck
     // counts an extent flag over a zeroed i_block as garbage, and a block of such inodes as insane.
     const flags = inode.i_flags & ~(EXT4_INLINE_DATA_FL | EXT4_INDEX_FL);
-    const iBlock = flags & EXT4_EXTENTS_FL ? (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock : new Uint8Array(EXT4_I_BLOCK_SIZE);
+    const iBlock = flags & EXT4_EXTENTS_FL ? await this.emptyExtentRoot() : new Uint8Array(EXT4_I_BLOCK_SIZE);
     await this.writeInode({ ...inode, i_links_count: 0, i_dtime: this.now.sec >>> 0, i_size: 0, i_blocks: 0, i_blocks_raw: undefined, hugeFileUnits: undefined, i_file_acl: 0, i_block: iBlock, i_flags: flags }, inode.raw);
   }
 
@@ -1126,9 +1130,7 @@ export class Ext4Writer {
     if (inode.i_flags & EXT4_INLINE_DATA_FL) {
       // The map replaces the inline content: the inode leaves inline data (system.data
       // dropped, an empty extent root in i_block) before setMap gives it the map.
-      const { dropInlineData } = await import('./xattrWriter.js');
-      const emptyRoot = (await buildExtentTree([], { blockSize: this.blockSize, allocate: async () => [] })).iBlock;
-      inode = { ...inode, raw: dropInlineData(inode, this.fs.superblock), i_block: emptyRoot, i_flags: (inode.i_flags & ~EXT4_INLINE_DATA_FL) | EXT4_EXTENTS_FL };
+      inode = await this.leavingInlineData(inode);
     }
     this.forgetNames(ino);
     const { data } = await this.blocksOf(inode);
@@ -1382,10 +1384,4 @@ function partsKey(parts: readonly Uint8Array[]): string {
     at += p.length;
   }
   return joined.toString('latin1', 0, n);
-}
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
 }

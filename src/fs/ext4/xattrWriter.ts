@@ -47,13 +47,22 @@ function withArea(inode: Inode, sb: Superblock, area: Uint8Array): Uint8Array {
   return raw;
 }
 
+/**
+ * Where `specs` would go on `inode`: what stays in its in-inode area (system.data, the
+ * inline data), the wanted xattrs in ext4's form, that area's size, and whether all fit
+ * there (else an xattr block takes the wanted ones).
+ */
+function placeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, sb: Superblock): { kept: XattrEntry[]; wanted: XattrEntry[]; size: number; inInode: boolean } {
+  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
+  const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
+  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }));
+  const size = areaSize(inode, sb);
+  return { kept, wanted, size, inInode: size > 0 && xattrsFitInInode([...kept, ...wanted], size) };
+}
+
 /** Whether writeXattrs would put `specs` in an xattr block (they and the inline data do not all fit in the inode). */
 export function needsXattrBlock(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, sb: Superblock): boolean {
-  if (specs.length === 0) return false;
-  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
-  const kept = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
-  const size = areaSize(inode, sb);
-  return !(size > 0 && xattrsFitInInode([...kept, ...specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }))], size));
+  return specs.length > 0 && !placeXattrs(inode, specs, sb).inInode;
 }
 
 /**
@@ -63,13 +72,10 @@ export function needsXattrBlock(inode: Inode, specs: ReadonlyArray<{ name: Uint8
  */
 export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uint8Array; value: Uint8Array }>, env: XattrEnv): Promise<{ raw: Uint8Array; fileAcl: number; blocksDelta: number }> {
   const { sb } = env;
-  const ctx = { file: '', verifyChecksums: 'error' as const, diagnostics: [] };
-  const kept: XattrEntry[] = decodeInodeXattrs(inode.raw, inode.i_extra_isize, ctx, inode.ino, inode.deviceOffset).filter(isInlineDataXattr);
-  const wanted: XattrEntry[] = specs.map((s) => ({ name: s.name, value: toDiskAcl(s.name, s.value) }));
+  const { kept, wanted, size, inInode } = placeXattrs(inode, specs, sb);
   if (wanted.length > 0 && !(sb.s_feature_compat & EXT4_FEATURE_COMPAT_EXT_ATTR)) {
     throw new RefusedError('BAD_UPDATE', { structure: `ext4.inode[${inode.ino}].xattrs`, detail: 'the filesystem has no ext_attr feature, so it cannot hold the xattrs the update gives this file' });
   }
-  const size = areaSize(inode, sb);
   let blocksDelta = 0;
   let fileAcl = inode.i_file_acl;
   if (fileAcl !== 0) {
@@ -77,7 +83,7 @@ export async function writeXattrs(inode: Inode, specs: ReadonlyArray<{ name: Uin
     fileAcl = 0;
     blocksDelta--;
   }
-  if (size > 0 && xattrsFitInInode([...kept, ...wanted], size)) return { raw: withArea(inode, sb, encodeInodeXattrs([...kept, ...wanted], size)), fileAcl, blocksDelta };
+  if (inInode) return { raw: withArea(inode, sb, encodeInodeXattrs([...kept, ...wanted], size)), fileAcl, blocksDelta };
   // Not all in the inode: the block takes them all (system.data stays in the inode).
   const area = size > 0 ? encodeInodeXattrs(kept, size) : undefined;
   if (!xattrsFitInBlock(wanted, sb.blockSize)) {
